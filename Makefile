@@ -1,0 +1,31 @@
+# make test: creates .venv (Python 3.11) when missing, installs the project with the extras the tests need,
+# runs the type check of the TensorRT module and the test suite. .ci/run calls exactly this.
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.installed
+
+.PHONY: test demo install typecheck clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(PY) pyproject.toml
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[train,dev,demo]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy --follow-imports=silent erudite_edge/backends/tensorrt_runner.py export/engine.py
+
+test: $(STAMP) typecheck
+	$(VENV)/bin/python -m pytest tests
+
+demo: $(STAMP)
+	$(VENV)/bin/erudite-edge demo --out runs/demo
+
+clean:
+	rm -rf $(VENV) build *.egg-info

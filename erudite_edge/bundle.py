@@ -1,0 +1,248 @@
+"""The bundle: one directory holding a deployed model and everything it needs.
+
+    BUNDLE/
+      bundle.json            labels, data sets, preprocessing, variant, backbone, opset, version,
+                             and for each model file its role, precision, tensor names and sha256
+      model.onnx             role "main" (erudite) -- or coarse.onnx, fine.<dataset>.onnx (zoo)
+      model.fp16.onnx, model.int8.onnx, model.<precision>.engine (+ .engine.json sidecar)
+
+Roles: an erudite bundle has one role, "main". A zoo bundle (the paper's Single) has "coarse"
+(logits over data sets) and "fine:<dataset>" (logits over that data set's own classes).
+Every backend reads preprocessing and labels from here; nothing is re-derived elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import BundleError
+from .fileio import sha256_file, write_json_atomic
+from .labels import LabelSpace
+from .preprocess import PreprocessSpec
+
+BUNDLE_FORMAT = "erudite-edge-bundle"
+BUNDLE_FORMAT_VERSION = 1
+BUNDLE_FILE = "bundle.json"
+PRECISIONS = ("fp32", "fp16", "int8")
+INPUT_NAME = "images"
+OUTPUT_NAME = "logits"
+
+
+def fine_role(dataset: str) -> str:
+    return f"fine:{dataset}"
+
+
+def default_filename(role: str, precision: str, kind: str = "onnx") -> str:
+    stem = "model" if role == "main" else role.replace(":", ".")
+    mid = "" if (precision == "fp32" and kind == "onnx") else f".{precision}"
+    return f"{stem}{mid}.{kind}"
+
+
+@dataclass
+class ModelEntry:
+    role: str
+    precision: str
+    file: str  # relative to the bundle directory
+    sha256: str
+    format: str = "onnx"  # "onnx" or "engine"
+    input: str = INPUT_NAME
+    output: str = OUTPUT_NAME
+    num_outputs: int = 0
+    info: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items() if v is not None}
+        return d
+
+
+class Bundle:
+    """A bundle directory and its bundle.json. Load with Bundle.load; build with Bundle.create."""
+
+    def __init__(self, root: Path, meta: dict[str, Any]):
+        self.root = Path(root)
+        self.meta = meta
+        self.labels = LabelSpace.from_dict(meta["labels"])
+        self.preprocess = PreprocessSpec.from_dict(meta["preprocess"])
+
+    # -- creation -------------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        root: str | os.PathLike[str],
+        *,
+        labels: LabelSpace,
+        preprocess: PreprocessSpec,
+        kind: str,
+        variant: str,
+        backbone: str,
+        opset: int,
+        extra: dict[str, Any] | None = None,
+    ) -> "Bundle":
+        if kind not in ("erudite", "zoo"):
+            raise ValueError(f"bundle kind must be erudite or zoo, not {kind!r}")
+        meta: dict[str, Any] = {
+            "format": BUNDLE_FORMAT,
+            "format_version": BUNDLE_FORMAT_VERSION,
+            "erudite_edge_version": __version__,
+            "kind": kind,
+            "variant": variant,
+            "backbone": backbone,
+            "opset": int(opset),
+            "labels": labels.to_dict(),
+            "preprocess": preprocess.to_dict(),
+            "models": [],
+        }
+        if extra:
+            meta.update(extra)
+        return cls(Path(root), meta)
+
+    # -- loading --------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, root: str | os.PathLike[str], verify: bool = False) -> "Bundle":
+        root = Path(root)
+        path = root / BUNDLE_FILE if root.is_dir() else root
+        if root.is_file() and root.suffix == ".onnx":
+            raise BundleError(f"{root} is an ONNX file; pass its bundle directory (the one holding {BUNDLE_FILE})")
+        if not path.is_file():
+            raise BundleError(f"{path} not found: a bundle is a directory made by `erudite-edge export`")
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise BundleError(f"{path}: not valid JSON ({e})") from e
+        if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
+            raise BundleError(f"{path}: not an erudite-edge bundle (format field is missing or foreign)")
+        if int(meta.get("format_version", 0)) > BUNDLE_FORMAT_VERSION:
+            raise BundleError(
+                f"{path}: bundle format {meta.get('format_version')} is newer than this erudite-edge "
+                f"({__version__}) reads; upgrade erudite-edge"
+            )
+        for key in ("labels", "preprocess", "models", "kind"):
+            if key not in meta:
+                raise BundleError(f"{path}: missing field {key!r}")
+        bundle = cls(path.parent, meta)
+        if verify:
+            bundle.verify()
+        return bundle
+
+    # -- facts ----------------------------------------------------------------------------------
+    @property
+    def kind(self) -> str:
+        return str(self.meta["kind"])
+
+    @property
+    def variant(self) -> str:
+        return str(self.meta.get("variant", ""))
+
+    @property
+    def backbone(self) -> str:
+        return str(self.meta.get("backbone", ""))
+
+    @property
+    def models(self) -> list[ModelEntry]:
+        return [ModelEntry(**m) for m in self.meta["models"]]
+
+    def roles(self) -> list[str]:
+        if self.kind == "zoo":
+            return ["coarse"] + [fine_role(d) for d in self.labels.datasets]
+        return ["main"]
+
+    def expected_outputs(self, role: str) -> int:
+        if role == "main":
+            return self.labels.num_classes
+        if role == "coarse":
+            return self.labels.num_datasets
+        if role.startswith("fine:"):
+            ds = role.split(":", 1)[1]
+            if ds not in self.labels.datasets:
+                raise BundleError(f"role {role}: data set {ds!r} is not in the label table")
+            return self.labels.sizes[self.labels.datasets.index(ds)]
+        raise BundleError(f"unknown model role {role!r}")
+
+    def find(self, role: str = "main", precision: str = "fp32", fmt: str = "onnx") -> ModelEntry | None:
+        for m in self.models:
+            if m.role == role and m.precision == precision and m.format == fmt:
+                return m
+        return None
+
+    def entry(self, role: str = "main", precision: str = "fp32", fmt: str = "onnx") -> ModelEntry:
+        m = self.find(role, precision, fmt)
+        if m is None:
+            have = sorted({f"{x.precision} {x.format}" for x in self.models if x.role == role})
+            hint = {
+                ("fp16", "onnx"): "run `erudite-edge export fp16 --bundle DIR`",
+                ("int8", "onnx"): "run `erudite-edge export int8 --bundle DIR --calib IMAGES`",
+            }.get((precision, fmt), "run `erudite-edge export engine --bundle DIR --precision ...` on the device")
+            raise BundleError(
+                f"{self.root}: no {precision} {fmt} model for role {role!r} (has: {', '.join(have) or 'none'}); {hint}"
+            )
+        return m
+
+    def path(self, entry: ModelEntry) -> Path:
+        return self.root / entry.file
+
+    def precisions(self, fmt: str = "onnx", role: str | None = None) -> list[str]:
+        role = role or self.roles()[0]
+        return [p for p in PRECISIONS if self.find(role, p, fmt) is not None]
+
+    # -- mutation -------------------------------------------------------------------------------
+    def add_model(
+        self,
+        role: str,
+        precision: str,
+        file: str | os.PathLike[str],
+        fmt: str = "onnx",
+        info: dict[str, Any] | None = None,
+    ) -> ModelEntry:
+        """Record a model file that already lies in the bundle directory (replacing any entry of the
+        same role, precision and format)."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}")
+        p = Path(file)
+        full = p if p.is_absolute() else self.root / p
+        if not full.is_file():
+            raise BundleError(f"{full}: model file not found")
+        rel = os.path.relpath(full, self.root)
+        entry = ModelEntry(
+            role=role,
+            precision=precision,
+            file=rel,
+            sha256=sha256_file(full),
+            format=fmt,
+            num_outputs=self.expected_outputs(role),
+            info=info,
+        )
+        self.meta["models"] = [
+            m for m in self.meta["models"] if not (m["role"] == role and m["precision"] == precision and m.get("format", "onnx") == fmt)
+        ] + [entry.to_dict()]
+        return entry
+
+    def save(self, root: str | os.PathLike[str] | None = None) -> Path:
+        target = Path(root) if root is not None else self.root
+        write_json_atomic(target / BUNDLE_FILE, self.meta)
+        return target / BUNDLE_FILE
+
+    def verify(self) -> None:
+        """Every model file exists and matches its recorded sha256."""
+        for m in self.models:
+            p = self.path(m)
+            if not p.is_file():
+                raise BundleError(f"{p}: listed in {BUNDLE_FILE} but missing")
+            if sha256_file(p) != m.sha256:
+                raise BundleError(f"{p}: contents do not match the sha256 in {BUNDLE_FILE} (file changed or truncated)")
+
+    def metadata_props(self) -> dict[str, str]:
+        """The facts written into each ONNX file's metadata_props, so an ONNX file alone describes itself."""
+        return {
+            "erudite_edge.format": BUNDLE_FORMAT,
+            "erudite_edge.version": __version__,
+            "erudite_edge.kind": self.kind,
+            "erudite_edge.variant": self.variant,
+            "erudite_edge.backbone": self.backbone,
+            "erudite_edge.labels": json.dumps(self.labels.to_dict()),
+            "erudite_edge.preprocess": json.dumps(self.preprocess.to_dict()),
+        }
