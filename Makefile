@@ -14,6 +14,8 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[train,dev,demo]'
+	# The stubs declare a dependency on tensorrt itself, whose wheels cannot be fetched here: stubs only.
+	$(PIP) install -q --no-deps 'tensorrt-stubs==10.13.0.35.1'
 	touch $(STAMP)
 
 install: $(STAMP)

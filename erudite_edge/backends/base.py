@@ -1,0 +1,51 @@
+"""The one small interface every inference backend implements (Polygraphy's loader/runner split:
+a loader makes the session or engine once; a runner feeds it batches)."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import numpy as np
+
+
+class Runner(abc.ABC):
+    """Runs one model: float32 input batch (layout per the bundle's preprocessing) -> float32 logits (B, K).
+
+    `last_compute_ms` is the device compute time of the last call where the backend can separate it
+    from host-side copies (TensorRT with CUDA events); otherwise None.
+    """
+
+    backend: str = "?"
+
+    def __init__(self, precision: str = "fp32"):
+        self.precision = precision
+        self.last_compute_ms: float | None = None
+
+    @property
+    @abc.abstractmethod
+    def max_batch(self) -> int | None:
+        """The largest batch the model accepts (None: unbounded)."""
+
+    @abc.abstractmethod
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Run one batch; returns logits as a float32 array of shape (batch, num_outputs)."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.backend, "precision": self.precision}
+
+    def close(self) -> None:
+        """Release sessions, engines and device buffers."""
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def infer_chunked(self, batch: np.ndarray) -> np.ndarray:
+        """Like infer, but splits a batch larger than max_batch into pieces."""
+        mb = self.max_batch
+        if mb is None or len(batch) <= mb:
+            return self.infer(batch)
+        return np.concatenate([self.infer(batch[i : i + mb]) for i in range(0, len(batch), mb)], axis=0)

@@ -1,0 +1,94 @@
+"""ONNX Runtime backend: TensorRT or CUDA execution provider where this onnxruntime build has them,
+else the CPU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import BackendUnavailable, BundleError
+from .base import Runner
+
+PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def import_onnxruntime() -> Any:
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise BackendUnavailable(
+            "onnxruntime is not installed: `pip install onnxruntime` (x86) or the onnxruntime-gpu wheel "
+            "for your JetPack (Jetson)"
+        ) from e
+    return ort
+
+
+def available() -> bool:
+    try:
+        import_onnxruntime()
+    except BackendUnavailable:
+        return False
+    return True
+
+
+def pick_providers(available_providers: Sequence[str], want: Sequence[str] | None = None) -> list[str]:
+    """Providers in preference order, restricted to those this onnxruntime build has."""
+    order = list(want) if want else list(PREFERRED_PROVIDERS)
+    picked = [p for p in order if p in available_providers]
+    if "CPUExecutionProvider" not in picked and "CPUExecutionProvider" in available_providers:
+        picked.append("CPUExecutionProvider")
+    return picked
+
+
+class OnnxRuntimeRunner(Runner):
+    backend = "onnxruntime"
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        precision: str = "fp32",
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+    ):
+        super().__init__(precision)
+        ort = import_onnxruntime()
+        path = Path(model_path)
+        if not path.is_file():
+            raise BundleError(f"{path}: ONNX model not found")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+            opts.inter_op_num_threads = 1
+        self.providers = pick_providers(ort.get_available_providers(), providers)
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=self.providers)
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise BundleError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0]})") from e
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.output_name = self.session.get_outputs()[0].name
+        self.input_dtype = np.float16 if "float16" in inp.type else np.float32
+        b = inp.shape[0]
+        self._max_batch = b if isinstance(b, int) and b > 0 else None
+
+    @property
+    def max_batch(self) -> int | None:
+        return self._max_batch
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(batch, dtype=self.input_dtype)
+        (out,) = self.session.run([self.output_name], {self.input_name: x})
+        return np.asarray(out, dtype=np.float32)
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d["providers"] = self.session.get_providers()
+        return d
+
+    def close(self) -> None:
+        self.session = None  # type: ignore[assignment]

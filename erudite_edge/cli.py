@@ -1,0 +1,54 @@
+"""The `erudite-edge` command line."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from .errors import EruditeError
+
+app = typer.Typer(
+    name="erudite-edge",
+    help="Train one erudite fine-grained classifier over several data sets, export it, run it on a Jetson.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+export_app = typer.Typer(help="Export a trained run: ONNX bundle, FP16 and INT8 models, TensorRT engines, the zoo.",
+                         no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@app.command("version")
+def version() -> None:
+    """Print the version of erudite-edge."""
+    from . import __version__
+
+    typer.echo(__version__)
+
+
+def _register() -> None:
+    # Each module adds its commands to `app` / `export_app` on import.
+    from .commands import register_all
+
+    register_all(app, export_app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    _register()
+    try:
+        app(args=argv, standalone_mode=True)
+    except EruditeError as e:
+        typer.secho(f"error: {e}", err=True, fg=typer.colors.RED)
+        return e.exit_code
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+    except SystemExit as e:
+        return int(e.code or 0) if not isinstance(e.code, str) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
