@@ -1,0 +1,231 @@
+"""The two-stage optimisation of paper section 4.4, one balanced batch at a time.
+
+Stage I: every parameter except the attention parameters theta takes a step on Loss_all.
+Stage II (variant "ours"): one data set of the batch, picked at random, is meta-test, the rest
+meta-train; theta' = theta - alpha * grad_theta Loss_all(theta; meta-train) with the graph kept
+(second order); L_meta = Loss_all(theta; meta-train) + Loss_all(theta'; meta-test); theta steps.
+Variant "ours-pcgrad" replaces the meta step by PCGrad over the per-data-set losses.
+
+Stage II reuses the batch's backbone features (detached): theta sits on top of the backbone, so
+it never runs the backbone again, and it leaves BatchNorm running statistics untouched.
+Under DDP, stage II runs on the wrapped module and all-reduces theta's gradients by hand (DDP
+cannot take a double backward); every rank draws the same meta-test data set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from .losses import loss_all
+from .model import EruditeNet, HeadOutput, ZooModel
+
+
+@contextlib.contextmanager
+def frozen_bn_stats(module: nn.Module) -> Iterator[None]:
+    """Run BatchNorm layers on batch statistics as in training, then put their running statistics back."""
+    saved = [(b, b.clone()) for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) for b in m.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buf, copy in saved:
+                buf.copy_(copy)
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _all_reduce_mean(tensors: list[torch.Tensor]) -> None:
+    if not _distributed():
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for t in tensors:
+        t.copy_(flat[offset : offset + t.numel()].view_as(t))
+        offset += t.numel()
+
+
+def _subset(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return mask.nonzero(as_tuple=True)[0]
+
+
+def meta_objective(
+    net: EruditeNet,
+    feats: torch.Tensor,
+    ids: torch.Tensor,
+    joint: torch.Tensor,
+    local: torch.Tensor,
+    test_dataset: int,
+    alpha: float,
+    theta: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """L_meta (Eq. 10) as a differentiable function of theta; returns (L_meta, L_train, L_test)."""
+    if theta is None:
+        theta = (net.attention.conv.weight, net.attention.conv.bias)  # type: ignore[union-attr]
+    tr = _subset(ids, ids != test_dataset)
+    te = _subset(ids, ids == test_dataset)
+
+    def loss_on(rows: torch.Tensor, th: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        out: HeadOutput = net.head(feats[rows], ids[rows], theta=th)
+        return loss_all(out, joint[rows], local[rows])
+
+    l_train = loss_on(tr, theta)
+    grads = torch.autograd.grad(l_train, theta, create_graph=True)
+    adapted = (theta[0] - alpha * grads[0], theta[1] - alpha * grads[1])
+    l_test = loss_on(te, adapted)
+    return l_train + l_test, l_train, l_test
+
+
+def pcgrad(grads: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """PCGrad (Yu et al. 2020): grads is (T, P), one flattened gradient per task. For each g_i, against
+    the other tasks in random order, if g_i . g_j < 0 project g_i onto g_j's normal plane. Returns the
+    sum of the projected gradients."""
+    projected = grads.clone()
+    t = grads.shape[0]
+    for i in range(t):
+        order = torch.randperm(t, generator=generator).tolist()
+        for j in order:
+            if j == i:
+                continue
+            dot = projected[i] @ grads[j]
+            if dot < 0:
+                projected[i] -= dot / grads[j].pow(2).sum().clamp_min(1e-20) * grads[j]
+    return projected.sum(0)
+
+
+@dataclass
+class StepStats:
+    loss: float
+    correct: int
+    count: int
+    meta_loss: float | None = None
+
+
+class TwoStageStep:
+    """One optimisation step of an EruditeNet variant (DDP-wrapped or not)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        main_opt: torch.optim.Optimizer,
+        theta_opt: torch.optim.Optimizer | None,
+        alpha: float,
+        *,
+        amp_dtype: torch.dtype | None = None,
+        scaler: torch.amp.GradScaler | None = None,
+        seed: int = 0,
+    ):
+        self.model = model
+        self.net: EruditeNet = getattr(model, "module", model)
+        self.main_opt, self.theta_opt = main_opt, theta_opt
+        self.alpha = alpha
+        self.amp_dtype, self.scaler = amp_dtype, scaler
+        self.mode = self.net.variant.theta_training
+        # Same seed on every rank: every rank draws the same meta-test data set.
+        self.generator = torch.Generator().manual_seed(seed)
+        if self.mode in ("meta", "pcgrad") and theta_opt is None:
+            raise ValueError(f"variant {self.net.variant.name} needs a theta optimiser")
+
+    def _autocast(self, device: torch.device):  # noqa: ANN202
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.amp_dtype)
+
+    def stage_one(self, images: torch.Tensor, ids: torch.Tensor, joint: torch.Tensor, local: torch.Tensor) -> tuple[HeadOutput, torch.Tensor]:
+        self.main_opt.zero_grad(set_to_none=True)
+        with self._autocast(images.device):
+            out: HeadOutput = self.model(images, ids)
+            loss = loss_all(out, joint, local)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.main_opt)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.main_opt.step()
+        return out, loss.detach()
+
+    def stage_two(self, feats: torch.Tensor, ids: torch.Tensor, joint: torch.Tensor, local: torch.Tensor) -> float | None:
+        if self.mode not in ("meta", "pcgrad"):
+            return None
+        theta = self.net.attention_parameters()
+        present = torch.unique(ids).tolist()
+        if len(present) < 2:
+            return None  # meta-train and meta-test both need data
+        feats = feats.detach().float()
+        with frozen_bn_stats(self.net):
+            if self.mode == "meta":
+                test_dataset = present[int(torch.randint(len(present), (1,), generator=self.generator))]
+                l_meta, _, _ = meta_objective(self.net, feats, ids, joint, local, test_dataset, self.alpha)
+                grads = list(torch.autograd.grad(l_meta, theta))
+                _all_reduce_mean(grads)
+                value = float(l_meta.detach())
+            else:
+                per_task = []
+                for n in present:
+                    rows = _subset(ids, ids == n)
+                    l_n = loss_all(self.net.head(feats[rows], ids[rows]), joint[rows], local[rows])
+                    per_task.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(l_n, theta)]))
+                stacked = torch.stack(per_task)
+                _all_reduce_mean([stacked])
+                flat = pcgrad(stacked, self.generator)
+                grads, offset = [], 0
+                for p in theta:
+                    grads.append(flat[offset : offset + p.numel()].view_as(p))
+                    offset += p.numel()
+                value = None
+        self.theta_opt.zero_grad(set_to_none=True)  # type: ignore[union-attr]
+        for p, g in zip(theta, grads):
+            p.grad = g.detach().to(p.dtype)
+        self.theta_opt.step()  # type: ignore[union-attr]
+        return value
+
+    def __call__(self, images: torch.Tensor, ids: torch.Tensor, joint: torch.Tensor, local: torch.Tensor) -> StepStats:
+        out, loss = self.stage_one(images, ids, joint, local)
+        meta = self.stage_two(out.features, ids, joint, local)  # type: ignore[arg-type]
+        correct = int((out.logits.detach().argmax(1) == joint).sum())
+        return StepStats(float(loss), correct, int(joint.numel()), meta)
+
+
+class ZooStep:
+    """One step of the Single zoo: the coarse model on every image with the data-set label, each fine
+    model on its own data set's images. Parameters are disjoint, so one summed loss gives each model
+    exactly the gradient it would get trained alone."""
+
+    def __init__(self, model: nn.Module, opt: torch.optim.Optimizer, *, amp_dtype: torch.dtype | None = None,
+                 scaler: torch.amp.GradScaler | None = None):
+        self.model, self.opt, self.amp_dtype, self.scaler = model, opt, amp_dtype, scaler
+        self.net: ZooModel = getattr(model, "module", model)
+
+    def __call__(self, images: torch.Tensor, ids: torch.Tensor, joint: torch.Tensor, local: torch.Tensor) -> StepStats:
+        self.opt.zero_grad(set_to_none=True)
+        ctx = torch.autocast(images.device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
+        with ctx:
+            coarse, fine = self.model(images, ids)
+            loss = F.cross_entropy(coarse.float(), ids) + sum(
+                F.cross_entropy(logits.float(), local[rows]) for _, rows, logits in fine
+            )
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.opt.step()
+        # Batch accuracy of the two-stage pipeline: right data set and right class.
+        with torch.no_grad():
+            picked = coarse.argmax(1)
+            correct = 0
+            for n, rows, logits in fine:
+                correct += int(((picked[rows] == n) & (logits.argmax(1) == local[rows])).sum())
+        return StepStats(float(loss.detach()), correct, int(ids.numel()))
