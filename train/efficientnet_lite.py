@@ -61,26 +61,34 @@ LITE0_STAGES: tuple[StageSpec, ...] = (
 
 
 def _same_total_pad(size: int, kernel: int, stride: int, dilation: int) -> int:
-    """TF SAME: the total padding that makes the output ceil(size / stride) long."""
-    out = -(-size // stride)
-    return max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    """TF SAME: the total padding that makes the output ceil(size / stride) long.
+
+    Only non-negative integer arithmetic and no branching, so that when an ONNX export traces it with
+    `size` a tensor the computation is recorded (exact for every input size) instead of frozen, and
+    ONNX's truncating integer division agrees with Python's floor division. Never negative here because
+    SamePadConv2d requires kernel >= stride.
+    """
+    out = (size + stride - 1) // stride
+    return (out - 1) * stride + (kernel - 1) * dilation + 1 - size
 
 
 class SamePadConv2d(nn.Conv2d):
-    """A Conv2d that pads like TensorFlow's "SAME": computed from the input size, extra pixel after.
+    """A strided Conv2d that pads like TensorFlow's "SAME": from the input size, the odd pixel after.
 
-    The padding depends only on the parity of the input at each strided layer, so a trace (e.g. an ONNX
-    export) taken at one size stays exact for every size with the same parities: all multiples of 32.
+    For a stride-2 layer the padding depends on the input's parity (even: (k-2)//2 before, k//2 after;
+    odd: k//2 on both sides), so it is computed per call; an ONNX trace records that arithmetic
+    (Shape -> ... -> Pad), so one export stays exact at every input size.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, groups: int = 1) -> None:
+        if kernel_size < stride:
+            raise ValueError(f"SAME padding needs kernel_size >= stride, got {kernel_size} < {stride}")
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=0, groups=groups, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pad_h = _same_total_pad(x.shape[-2], self.kernel_size[0], self.stride[0], self.dilation[0])
         pad_w = _same_total_pad(x.shape[-1], self.kernel_size[1], self.stride[1], self.dilation[1])
-        if pad_h or pad_w:
-            x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
+        x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 

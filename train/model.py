@@ -106,7 +106,8 @@ class EruditeNet(nn.Module):
         if dataset_ids is not None and self.projections is not None:
             for n, g_n in enumerate(self.aux_classifiers):
                 rows = (dataset_ids == n).nonzero(as_tuple=True)[0]
-                if rows.numel():
+                # BatchNorm in G_n needs two rows in training (a batch that lost images may have fewer)
+                if rows.numel() > (1 if self.training else 0):
                     aux.append((n, rows, g_n(f_star[rows, n])))
         return HeadOutput(logits, aux, masks, weights)
 

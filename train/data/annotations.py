@@ -70,7 +70,8 @@ def load_mat(path: Path, what: str) -> dict[str, Any]:
     try:
         return loadmat(str(path), squeeze_me=True)
     except Exception as e:  # scipy raises ValueError, TypeError, MatReadError... for a bad file
-        raise DatasetFormatError(f"{path}: not a readable .mat file ({e}); expected {what}") from e
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise DatasetFormatError(f"{path}: not a readable .mat file ({reason}); expected {what}") from e
 
 
 def mat_variable(mat: dict[str, Any], key: str, path: Path, what: str) -> np.ndarray:

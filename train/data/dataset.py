@@ -49,8 +49,10 @@ class ImageListDataset(Dataset):
     """The samples of one data set, labelled both locally and in the joint label space.
 
     Items: dict(image=float32 tensor (CHW per spec), joint=int, dataset=int, local=int, ok=bool).
-    Augmentation draws from a numpy Generator seeded by (seed, dataset_index, torch.initial_seed()),
-    so it is reproducible under torch.manual_seed and differs between DataLoader workers and epochs.
+    Augmentation draws from a numpy Generator seeded by (seed, dataset_index, epoch) and, inside a
+    DataLoader worker, that worker's seed (which torch derives from the main process's RNG). So it
+    differs between epochs and workers, and a run resumed at epoch e (RNG state restored) augments
+    exactly as an uninterrupted one: call `set_epoch(e)` at the start of each epoch.
     """
 
     def __init__(
@@ -77,17 +79,24 @@ class ImageListDataset(Dataset):
         self.seed = int(seed)
         h, w = spec.input_size
         self._bad_shape = (3, h, w) if spec.layout == "NCHW" else (h, w, 3)
+        self.epoch = 0
         self._rng: np.random.Generator | None = None
         self._rng_key: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         return len(self.samples)
 
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self._rng = None
+
     def _generator(self) -> np.random.Generator:
-        """A per-process generator, renewed when a DataLoader worker (new torch seed) takes over."""
-        key = (os.getpid(), torch.initial_seed())
+        """A per-process generator, renewed each epoch and when a DataLoader worker takes over."""
+        worker = torch.utils.data.get_worker_info()
+        worker_seed = worker.seed % 2**63 if worker is not None else 0
+        key = (os.getpid(), worker_seed)
         if self._rng is None or key != self._rng_key:
-            entropy = [self.seed % 2**64, self.dataset_index, key[1] % 2**64]
+            entropy = [self.seed % 2**64, self.dataset_index, self.epoch, worker_seed]
             self._rng, self._rng_key = np.random.default_rng(entropy), key
         return self._rng
 

@@ -54,8 +54,8 @@ def read(name: str, root: Path) -> DatasetSplits:
     images = require_dir(root / "jpg", "the Flowers-102 jpg/image_NNNNN.jpg folder")
     labels_path, setid_path = root / "imagelabels.mat", root / "setid.mat"
     labels = _ints(mat_variable(load_mat(labels_path, _LABELS_WHAT), "labels", labels_path, _LABELS_WHAT), labels_path, _LABELS_WHAT)
-    if min(labels) < 1:
-        raise DatasetFormatError(f"{labels_path}: class {min(labels)} found; expected {_LABELS_WHAT}")
+    if not labels or min(labels) < 1:
+        raise DatasetFormatError(f"{labels_path}: no labels or a class below 1; expected {_LABELS_WHAT}")
     num_classes = max(labels)
     setid = load_mat(setid_path, _SETID_WHAT)
     split_ids = {k: _ints(mat_variable(setid, k, setid_path, _SETID_WHAT), setid_path, _SETID_WHAT) for k in ("trnid", "valid", "tstid")}

@@ -1,0 +1,92 @@
+"""`erudite-edge train` and `erudite-edge eval` (need torch: `pip install 'erudite-edge[train]'`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from ..errors import BackendUnavailable, UsageError
+
+
+def _require_torch() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise BackendUnavailable("training needs torch: `pip install 'erudite-edge[train]'`") from None
+
+
+def train_command(
+    data: Optional[list[str]] = typer.Option(None, "--data", help="NAME=PATH or NAME=FORMAT:PATH, once per data set, in joint-label order."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file holding the same options (command-line values win)."),
+    variant: Optional[str] = typer.Option(None, help="baseline | baseline+ | baseline++ | ours | ours-pcgrad | single"),
+    backbone: Optional[str] = typer.Option(None, help="resnet50 (default) | resnet18 | resnet34 | resnet101 | mobilenet_v3_large | efficientnet_lite0 | tiny"),
+    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="ImageNet weights for the backbone (default on)."),
+    epochs: Optional[int] = typer.Option(None),
+    batch_per_dataset: Optional[int] = typer.Option(None, help="Images of each data set per batch (default 16)."),
+    input_size: Optional[int] = typer.Option(None, help="Square input size (224 default; 448 is common in FGVC)."),
+    embed_dim: Optional[int] = typer.Option(None, help="Width E of each dataset-specific projection (default 512)."),
+    gate: Optional[str] = typer.Option(None, help="channel (paper Eq. 4, default) | dense (released code)."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate of new modules (0.1)."),
+    backbone_lr: Optional[float] = typer.Option(None, help="Learning rate of the backbone (0.01)."),
+    alpha: Optional[float] = typer.Option(None, help="Meta inner step size (default: the attention's lr)."),
+    val_fraction: Optional[float] = typer.Option(None, help="Share of each training split held out to pick the best epoch (0.1)."),
+    workers: Optional[int] = typer.Option(None, help="DataLoader workers (4)."),
+    seed: Optional[int] = typer.Option(None),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision on CUDA (default on)."),
+    steps_per_epoch: Optional[int] = typer.Option(None, help="Cap the steps of each epoch (smoke runs)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory (checkpoints, history)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Train an erudite model (or, with --variant single, the two-stage zoo) on several data sets jointly."""
+    _require_torch()
+    from train.config import TrainConfig, load_yaml
+    from train.loop import train
+
+    values: dict[str, Any] = load_yaml(config) if config else {}
+    given = dict(data=data or None, variant=variant, backbone=backbone, pretrained=pretrained, epochs=epochs,
+                 batch_per_dataset=batch_per_dataset, input_size=input_size, embed_dim=embed_dim, gate=gate, lr=lr,
+                 backbone_lr=backbone_lr, alpha=alpha, val_fraction=val_fraction, workers=workers, seed=seed, device=device,
+                 amp=amp, steps_per_epoch=steps_per_epoch, out=str(out) if out else None)
+    values.update({k: v for k, v in given.items() if v is not None})
+    cfg = TrainConfig.from_dict(values)
+    try:
+        run = train(cfg, resume=resume, progress=progress)
+    except ValueError as e:  # bad variant / backbone / gate names surface as ValueError
+        raise UsageError(str(e)) from e
+    typer.echo(f"run saved in {run} (best.safetensors, last.safetensors)", err=True)
+
+
+def eval_command(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="Run directory (its best checkpoint) or a .safetensors file."),
+    data: list[str] = typer.Option(..., "--data", help="NAME=PATH for each data set to test (names as in training)."),
+    split: str = typer.Option("test", help="test | train"),
+    batch_size: int = typer.Option(64),
+    workers: int = typer.Option(4),
+    device: str = typer.Option("auto"),
+    out: Optional[Path] = typer.Option(None, "--out", help="JSON file for the metrics (default: RUN/eval.json)."),
+) -> None:
+    """Top-1 per data set in the joint label space, their mean, per-class accuracy, cross-data-set errors.
+    A zoo run routes each image through its coarse model, as the paper's Single."""
+    _require_torch()
+    from rich.console import Console
+
+    from train.evaluate_run import evaluate_run
+
+    metrics, table = evaluate_run(checkpoint, data, split=split, batch_size=batch_size, workers=workers, device=device)
+    Console(stderr=False).print(table)
+    target = out or ((checkpoint if checkpoint.is_dir() else checkpoint.parent) / "eval.json")
+    from ..fileio import write_json_atomic
+
+    write_json_atomic(target, metrics)
+    typer.echo(f"metrics written to {target}", err=True)
+
+
+def register(app: typer.Typer, export_app: typer.Typer) -> None:
+    app.command("train")(train_command)
+    app.command("eval")(eval_command)

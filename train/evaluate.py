@@ -1,0 +1,95 @@
+"""Evaluation in the joint label space (paper 5.2.1): argmax over every class, so a class of another
+data set counts as wrong; per-data-set top-1, their arithmetic mean, per-class accuracy, and how often
+an image lands in another data set's classes. A zoo model routes each image through its coarse model."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from erudite_edge.labels import LabelSpace
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: DataLoader, device: torch.device, progress: bool = False) -> dict[str, np.ndarray]:
+    model.eval()
+    preds, joint, ds = [], [], []
+    skipped = 0
+    it = loader
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(loader, desc="eval", unit="batch", leave=False)
+    for batch in it:
+        skipped += int(batch["skipped"])
+        if batch["image"].shape[0] == 0:
+            continue
+        x = batch["image"].to(device, non_blocking=True)
+        preds.append(model(x).argmax(1).cpu())
+        joint.append(batch["joint"])
+        ds.append(batch["dataset"])
+    cat = lambda xs: torch.cat(xs).numpy() if xs else np.zeros(0, dtype=np.int64)  # noqa: E731
+    return {"pred": cat(preds), "joint": cat(joint), "dataset": cat(ds), "skipped": np.array(skipped)}
+
+
+def joint_metrics(pred: np.ndarray, joint: np.ndarray, dataset: np.ndarray, labels: LabelSpace) -> dict[str, Any]:
+    owner = np.asarray(labels.dataset_of_class)
+    names = labels.joint_names
+    per_dataset: dict[str, Any] = {}
+    for n, name in enumerate(labels.datasets):
+        rows = dataset == n
+        total = int(rows.sum())
+        if total == 0:
+            continue
+        p, y = pred[rows], joint[rows]
+        per_class = {}
+        for c in np.unique(y):
+            m = y == c
+            per_class[names[int(c)]] = float((p[m] == c).mean())
+        per_dataset[name] = {
+            "top1": float((p == y).mean()),
+            "images": total,
+            "cross_dataset_rate": float((owner[p] != n).mean()),
+            "per_class": per_class,
+        }
+    accs = [v["top1"] for v in per_dataset.values()]
+    return {
+        "mean_top1": float(np.mean(accs)) if accs else 0.0,
+        "datasets": per_dataset,
+        "images": int(len(pred)),
+    }
+
+
+def evaluate(model: nn.Module, loader: DataLoader, labels: LabelSpace, device: torch.device, progress: bool = False) -> dict[str, Any]:
+    out = predict(model, loader, device, progress)
+    metrics = joint_metrics(out["pred"], out["joint"], out["dataset"], labels)
+    metrics["skipped_images"] = int(out["skipped"])
+    return metrics
+
+
+def metrics_table(metrics: dict[str, Any], title: str = "top-1 in the joint label space") -> Any:
+    from rich.table import Table
+
+    t = Table(title=title)
+    for col in ("data set", "images", "top-1 %", "lands in another data set %"):
+        t.add_column(col, justify="right" if col != "data set" else "left")
+    for name, d in metrics["datasets"].items():
+        t.add_row(name, str(d["images"]), f"{100 * d['top1']:.2f}", f"{100 * d['cross_dataset_rate']:.2f}")
+    t.add_row("mean", str(metrics["images"]), f"{100 * metrics['mean_top1']:.2f}", "", style="bold")
+    return t
+
+
+def restrict_to(labels: LabelSpace, names: Sequence[str]) -> list[int]:
+    """Indices in `labels` of the data set names given (for an eval on a subset of the run's data sets)."""
+    idx = []
+    for n in names:
+        if n not in labels.datasets:
+            from erudite_edge.errors import UsageError
+
+            raise UsageError(f"data set {n!r} is not one this model was trained on ({', '.join(labels.datasets)})")
+        idx.append(labels.datasets.index(n))
+    return idx

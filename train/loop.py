@@ -1,0 +1,302 @@
+"""The training loop: balanced batches, the variant's step, cosine schedules, validation on a split
+carved from the training data, last/best checkpoints, resume, DDP through torchrun, AMP on CUDA."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from erudite_edge.errors import UsageError
+from erudite_edge.fileio import write_json_atomic
+from erudite_edge.preprocess import PreprocessSpec
+
+from .checkpoint import save_checkpoint
+from .config import TrainConfig
+from .data import build_label_space, collate_skip_bad, load_datasets, make_joint_dataset, split_validation
+from .evaluate import evaluate
+from .model import EruditeNet, ModelConfig, build_model
+from .optim import OptimConfig, build_optimizers, cosine_schedulers
+from .sampler import BalancedBatchSampler
+from .two_stage import TwoStageStep, ZooStep
+
+log = logging.getLogger("erudite_edge.train")
+
+
+@dataclasses.dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: str) -> DistInfo:
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK: join the group (NCCL on CUDA, gloo on the CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        use_cuda = torch.cuda.is_available() and device != "cpu"
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def resolve_device(name: str, dist_info: DistInfo) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {name}: CUDA is not available here (torch {torch.__version__}); use --device cpu")
+        idx = dist_info.local_rank if dist_info.world_size > 1 else (int(name.split(":")[1]) if ":" in name else 0)
+        torch.cuda.set_device(idx)
+        return torch.device("cuda", idx)
+    return torch.device(name)
+
+
+def amp_settings(device: torch.device, enabled: bool) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
+    if not enabled or device.type != "cuda":
+        return None, None
+    if torch.cuda.is_bf16_supported():
+        return torch.bfloat16, None
+    return torch.float16, torch.amp.GradScaler("cuda")
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(s: dict[str, Any]) -> None:
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(s["numpy"])
+    random.setstate(s["python"])
+    if s.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def _set_epoch(dataset: torch.utils.data.ConcatDataset, epoch: int) -> None:
+    for part in dataset.datasets:
+        if hasattr(part, "set_epoch"):
+            part.set_epoch(epoch)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True):
+        if not cfg.data:
+            raise UsageError("no data: pass --data NAME=PATH once per data set (at least one)")
+        if len(cfg.data) < 2 and cfg.variant not in ("baseline",):
+            log.warning("only one data set: the erudite head and the meta step are made for two or more")
+        self.cfg, self.progress = cfg, progress
+        self.out = Path(cfg.out)
+        self.dist = setup_distributed(cfg.device)
+        self.device = resolve_device(cfg.device, self.dist)
+        state_file = self.out / "last.state.pt"
+        if resume and not state_file.is_file():
+            raise UsageError(f"--resume: {state_file} not found; nothing to resume in {self.out}")
+        if not resume and (self.out / "last.safetensors").exists():
+            raise UsageError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        random.seed(cfg.seed)
+
+        self.splits = load_datasets(cfg.data)
+        self.labels = build_label_space(self.splits)
+        self.model_config = ModelConfig(
+            variant=cfg.variant, backbone=cfg.backbone, class_counts=self.labels.sizes, embed_dim=cfg.embed_dim,
+            gate=cfg.gate, classifier=cfg.classifier, hidden=cfg.hidden, pretrained=cfg.pretrained and not resume,
+        )
+        self.model = build_model(self.model_config)
+        trunk = self.model.backbone if isinstance(self.model, EruditeNet) else self.model.coarse.backbone
+        self.spec = PreprocessSpec.square(cfg.input_size, mean=tuple(trunk.pretrained_mean), std=tuple(trunk.pretrained_std))
+        self.model.to(self.device)
+        if self.device.type == "cuda":
+            self.model.to(memory_format=torch.channels_last)
+
+        # data: validation carved from each data set's training split
+        train_parts, val_parts = [], []
+        for s in self.splits:
+            if cfg.val_fraction > 0:
+                tr, va = split_validation(s.train, cfg.val_fraction, cfg.seed)
+            else:
+                tr, va = list(s.train), []
+            train_parts.append(tr)
+            val_parts.append(va)
+        self.train_set, sizes = make_joint_dataset(self.splits, self.labels, self.spec, True, samples=train_parts, seed=cfg.seed)
+        self.val_set, val_sizes = make_joint_dataset(self.splits, self.labels, self.spec, False, samples=val_parts)
+        self.has_val = sum(val_sizes) > 0
+        if cfg.batch_per_dataset % self.dist.world_size:
+            raise UsageError(f"--batch-per-dataset {cfg.batch_per_dataset} must divide by the {self.dist.world_size} processes")
+        self.sampler = BalancedBatchSampler(sizes, cfg.batch_per_dataset, seed=cfg.seed, rank=self.dist.rank, world_size=self.dist.world_size)
+        pin = self.device.type == "cuda"
+        self.loader = DataLoader(self.train_set, batch_sampler=self.sampler, collate_fn=collate_skip_bad,
+                                 num_workers=cfg.workers, pin_memory=pin)
+        self.val_loader = DataLoader(self.val_set, batch_size=cfg.eval_batch_size, shuffle=False, collate_fn=collate_skip_bad,
+                                     num_workers=cfg.workers, pin_memory=pin)
+        self.steps_per_epoch = len(self.sampler) if cfg.steps_per_epoch is None else min(len(self.sampler), cfg.steps_per_epoch)
+
+        # optimisation
+        ocfg = OptimConfig(lr=cfg.lr, backbone_lr=cfg.backbone_lr, theta_lr=cfg.theta_lr, momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay, alpha=cfg.alpha)
+        self.main_opt, self.theta_opt = build_optimizers(self.model, ocfg)
+        self.schedulers = cosine_schedulers([self.main_opt, self.theta_opt], cfg.epochs * self.steps_per_epoch)
+        wrapped = self.model
+        if self.dist.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            wrapped = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        amp_dtype, scaler = amp_settings(self.device, cfg.amp)
+        if isinstance(self.model, EruditeNet):
+            self.step = TwoStageStep(wrapped, self.main_opt, self.theta_opt, ocfg.alpha_value, amp_dtype=amp_dtype,
+                                     scaler=scaler, seed=cfg.seed)
+        else:
+            self.step = ZooStep(wrapped, self.main_opt, amp_dtype=amp_dtype, scaler=scaler)
+        self.start_epoch, self.best = 0, -1.0
+        if resume:
+            self._resume(state_file)
+
+    # -- state ------------------------------------------------------------------------------------
+    def _train_state(self, epoch: int) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "best": self.best,
+            "main_opt": self.main_opt.state_dict(),
+            "theta_opt": self.theta_opt.state_dict() if self.theta_opt else None,
+            "schedulers": [s.state_dict() for s in self.schedulers],
+            "scaler": self.step.scaler.state_dict() if self.step.scaler else None,
+            "step_generator": self.step.generator.get_state() if hasattr(self.step, "generator") else None,
+            "rng": _rng_state(),
+        }
+
+    def _resume(self, state_file: Path) -> None:
+        from safetensors.torch import load_file
+
+        weights = load_file(str(self.out / "last.safetensors"), device=str(self.device))
+        self.model.load_state_dict(weights)
+        st = torch.load(state_file, map_location="cpu", weights_only=False)
+        self.main_opt.load_state_dict(st["main_opt"])
+        if self.theta_opt is not None and st["theta_opt"] is not None:
+            self.theta_opt.load_state_dict(st["theta_opt"])
+        for s, sd in zip(self.schedulers, st["schedulers"]):
+            s.load_state_dict(sd)
+        if st.get("scaler") and self.step.scaler:
+            self.step.scaler.load_state_dict(st["scaler"])
+        if st.get("step_generator") is not None and hasattr(self.step, "generator"):
+            self.step.generator.set_state(st["step_generator"])
+        _set_rng_state(st["rng"])
+        self.start_epoch, self.best = int(st["epoch"]) + 1, float(st["best"])
+        if self.dist.is_main:
+            print(f"resuming {self.out} at epoch {self.start_epoch + 1}/{self.cfg.epochs}", file=sys.stderr)
+
+    def _save(self, tag: str, epoch: int, metrics: dict[str, Any], with_state: bool) -> None:
+        save_checkpoint(
+            self.out, tag, self.model, model_config=self.model_config, labels=self.labels, preprocess=self.spec,
+            extra={"epoch": epoch, "metrics": metrics, "train_config": self.cfg.to_dict(),
+                   "data": [{"name": s.name, "format": s.format, "root": str(s.root)} for s in self.splits]},
+            train_state=self._train_state(epoch) if with_state else None,
+        )
+
+    # -- loop -------------------------------------------------------------------------------------
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        self.model.train()
+        self.sampler.set_epoch(epoch)
+        _set_epoch(self.train_set, epoch)
+        loss_sum, correct, count, skipped, meta_sum, meta_n = 0.0, 0, 0, 0, 0.0, 0
+        bar = None
+        if self.progress and self.dist.is_main:
+            from tqdm import tqdm
+
+            bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", unit="step", leave=False,
+                       file=sys.stderr, dynamic_ncols=True)
+        t0 = time.perf_counter()
+        for i, batch in enumerate(self.loader):
+            if i >= self.steps_per_epoch:
+                break
+            skipped += int(batch["skipped"])
+            if batch["image"].shape[0] > 1:
+                x = batch["image"].to(self.device, non_blocking=True)
+                if self.device.type == "cuda":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                ids, joint, local = (batch[k].to(self.device, non_blocking=True) for k in ("dataset", "joint", "local"))
+                stats = self.step(x, ids, joint, local)
+                loss_sum += stats.loss * stats.count
+                correct += stats.correct
+                count += stats.count
+                if stats.meta_loss is not None:
+                    meta_sum += stats.meta_loss
+                    meta_n += 1
+            for s in self.schedulers:
+                s.step()
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_sum / max(count, 1):.3f}", acc=f"{100 * correct / max(count, 1):.1f}%")
+        if bar is not None:
+            bar.close()
+        return {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / max(count, 1),
+            "train_top1": correct / max(count, 1),
+            "meta_loss": meta_sum / meta_n if meta_n else None,
+            "skipped_images": skipped,
+            "seconds": time.perf_counter() - t0,
+        }
+
+    def run(self, until_epoch: int | None = None) -> Path:
+        """Train to the configured epoch count (or stop after `until_epoch` epochs, as an interruption would)."""
+        if self.dist.is_main:
+            write_json_atomic(self.out / "run.json", {"train_config": self.cfg.to_dict(), "labels": self.labels.to_dict(),
+                                                      "preprocess": self.spec.to_dict(), "world_size": self.dist.world_size})
+        for epoch in range(self.start_epoch, min(self.cfg.epochs, until_epoch or self.cfg.epochs)):
+            metrics = self.train_epoch(epoch)
+            if self.dist.is_main:
+                if self.has_val:
+                    val = evaluate(self.model, self.val_loader, self.labels, self.device)
+                    metrics["val_mean_top1"] = val["mean_top1"]
+                    metrics["val"] = {k: v["top1"] for k, v in val["datasets"].items()}
+                    score = val["mean_top1"]
+                else:
+                    score = metrics["train_top1"]
+                improved = score > self.best
+                if improved:
+                    self.best = score
+                metrics["best_score"] = self.best
+                self._save("last", epoch, metrics, with_state=True)
+                if improved:
+                    self._save("best", epoch, metrics, with_state=False)
+                self._report(metrics)
+            if self.dist.world_size > 1:
+                dist.barrier()
+        return self.out
+
+    def _report(self, m: dict[str, Any]) -> None:
+        val = f" val mean top-1 {100 * m['val_mean_top1']:.2f}%" if "val_mean_top1" in m else ""
+        skipped = f" | {m['skipped_images']} unreadable images skipped" if m["skipped_images"] else ""
+        print(
+            f"epoch {m['epoch']}/{self.cfg.epochs}: loss {m['train_loss']:.4f} train top-1 {100 * m['train_top1']:.2f}%{val}"
+            f" ({m['seconds']:.1f}s){skipped}",
+            file=sys.stderr,
+        )
+        with open(self.out / "history.jsonl", "a") as f:
+            f.write(json.dumps(m) + "\n")
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
+    trainer = Trainer(cfg, resume=resume, progress=progress)
+    try:
+        return trainer.run()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
