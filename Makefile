@@ -20,8 +20,15 @@ $(STAMP): $(PY) pyproject.toml
 
 install: $(STAMP)
 
-typecheck: $(STAMP)
-	$(VENV)/bin/mypy --follow-imports=silent erudite_edge/backends/tensorrt_runner.py export/engine.py
+# The stubs as installed are invisible to mypy (no py.typed) and do not parse: a repaired copy goes
+# on MYPYPATH (tools/prepare_trt_stubs.py says what it repairs).
+TRT_STUBS := $(VENV)/trt-stubs
+
+$(TRT_STUBS): $(STAMP) tools/prepare_trt_stubs.py
+	$(PY) tools/prepare_trt_stubs.py $(TRT_STUBS)
+
+typecheck: $(STAMP) $(TRT_STUBS)
+	MYPYPATH=$(TRT_STUBS) $(VENV)/bin/mypy --follow-imports=silent erudite_edge/backends/tensorrt_runner.py export/engine.py erudite_edge/backends/cuda_api.py erudite_edge/engine_sidecar.py
 
 test: $(STAMP) typecheck
 	$(VENV)/bin/python -m pytest tests

@@ -1,0 +1,37 @@
+"""`erudite-edge export engine`: build TensorRT engines from a bundle, on the device that runs them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer, export_app: typer.Typer) -> None:
+    @export_app.command("engine")
+    def export_engine(
+        bundle: Path = typer.Option(..., "--bundle", help="Bundle directory (holds bundle.json)."),
+        precision: str = typer.Option(
+            ..., "--precision", help="fp16 | int8 (the bundle's Q/DQ model) | best (int8 + fp16) | fp32."
+        ),
+        batch: str = typer.Option(
+            "1:8:32", "--batch", help="Batch sizes MIN:OPT:MAX of the optimisation profile; N means 1:N:N."
+        ),
+        workspace: float = typer.Option(1.0, "--workspace", help="Builder workspace memory pool, GiB."),
+        timing_cache: Optional[Path] = typer.Option(
+            None, "--timing-cache", help="Timing cache file: read if present, updated after each build."
+        ),
+        role: Optional[str] = typer.Option(
+            None, "--role", help="Build one role only (zoo bundles: coarse or fine:<dataset>); default all."
+        ),
+    ) -> None:
+        """Build TensorRT engine(s) for this GPU, with a sidecar each, and record them in bundle.json."""
+        from export.engine import build_engine
+
+        def log(msg: str) -> None:
+            typer.echo(msg, err=True)
+
+        paths = build_engine(bundle, precision, batch, workspace, timing_cache, role, log=log)
+        for p in paths:
+            typer.echo(str(p))

@@ -1,0 +1,420 @@
+"""Build TensorRT engines from a bundle's ONNX models, on the device that will run them.
+
+An engine is tuned for, and only loads on, the GPU and TensorRT version that built it, so this
+runs on the target (a Jetson included) and imports no torch: numpy, TensorRT, a CUDA binding.
+
+Precision comes from the model where TensorRT wants it there:
+  fp32  model.onnx
+  fp16  TensorRT 10: model.onnx with BuilderFlag.FP16 (weak typing). TensorRT 11 removed the
+        weak-typing precision flags: the bundle's model.fp16.onnx, strongly typed.
+  int8  the bundle's Q/DQ model model.int8.onnx (explicit quantization, no calibrator), with
+        BuilderFlag.INT8 where it still exists, else strongly typed.
+  best  the Q/DQ model with FP16 allowed too (INT8 + FP16 flags) where the flags exist.
+The choice is a pure function of the requested precision and what the installed TensorRT offers
+(`plan_build`), decided with hasattr-style checks, so one code path serves 10.x and 11.x.
+
+Outputs, per role: `model.<precision>.engine` (other roles: bundle.default_filename), its sidecar
+`<engine>.json` (erudite_edge.engine_sidecar), and an entry in bundle.json.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from erudite_edge import __version__
+from erudite_edge.backends.cuda_api import current_device
+from erudite_edge.backends.tensorrt_runner import dims_list, tensorrt_version
+from erudite_edge.bundle import Bundle, ModelEntry, default_filename
+from erudite_edge.engine_sidecar import DeviceInfo, EngineSidecar, sidecar_path, write_sidecar
+from erudite_edge.errors import BundleError, UsageError
+from erudite_edge.fileio import sha256_file, write_bytes_atomic
+from erudite_edge.preprocess import PreprocessSpec
+
+ENGINE_PRECISIONS = ("fp16", "int8", "best", "fp32")
+DEFAULT_BATCH = "1:8:32"
+DEFAULT_WORKSPACE_GIB = 1.0
+# bundle.json knows fp32/fp16/int8: a "best" engine is the int8 Q/DQ model with FP16 allowed.
+BUNDLE_PRECISION = {"fp32": "fp32", "fp16": "fp16", "int8": "int8", "best": "int8"}
+
+
+# -- arguments ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BatchRange:
+    """The optimisation profile's batch sizes: the engine accepts min..max, tuned for opt."""
+
+    min: int
+    opt: int
+    max: int
+
+    def __str__(self) -> str:
+        return f"{self.min}:{self.opt}:{self.max}"
+
+
+def parse_batch(text: str | int) -> BatchRange:
+    """"1:8:32" -> (1, 8, 32); "8" -> (1, 8, 8): any batch up to 8, tuned for 8."""
+    s = str(text).strip()
+    parts = s.split(":")
+    usage = f"--batch {s!r}: expected MIN:OPT:MAX (e.g. {DEFAULT_BATCH}) or MAX (e.g. 8), positive integers"
+    if len(parts) not in (1, 3):
+        raise UsageError(usage)
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise UsageError(usage) from None
+    if any(v < 1 for v in values):
+        raise UsageError(usage)
+    lo, opt, hi = (1, values[0], values[0]) if len(values) == 1 else values
+    if not lo <= opt <= hi:
+        raise UsageError(f"--batch {s!r}: need MIN <= OPT <= MAX")
+    return BatchRange(lo, opt, hi)
+
+
+def workspace_bytes(gib: float) -> int:
+    """--workspace in GiB -> bytes for the builder's WORKSPACE memory pool."""
+    try:
+        value = float(gib)
+    except (TypeError, ValueError):
+        raise UsageError(f"--workspace {gib!r}: expected a size in GiB, e.g. 1 or 0.5") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise UsageError(f"--workspace {gib!r}: must be a positive size in GiB")
+    return max(1, int(value * (1 << 30)))
+
+
+def check_precision(precision: str) -> str:
+    p = str(precision).lower()
+    if p not in ENGINE_PRECISIONS:
+        raise UsageError(f"--precision {precision!r}: one of {', '.join(ENGINE_PRECISIONS)}")
+    return p
+
+
+# -- what to build with -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrtCapabilities:
+    """What the installed TensorRT offers, reduced to what the build decision needs."""
+
+    version: str
+    builder_flags: frozenset[str]
+    network_flags: frozenset[str]
+
+    @classmethod
+    def from_module(cls, trt_module: Any) -> "TrtCapabilities":
+        return cls(
+            version=str(trt_module.__version__),
+            builder_flags=frozenset(trt_module.BuilderFlag.__members__),
+            network_flags=frozenset(trt_module.NetworkDefinitionCreationFlag.__members__),
+        )
+
+    @property
+    def major(self) -> int:
+        try:
+            return int(self.version.split(".")[0])
+        except ValueError:
+            return 0
+
+    @property
+    def weak_typing(self) -> bool:
+        """Precision flags (FP16, INT8) exist: TensorRT <= 10. TensorRT 11 removed them."""
+        return "FP16" in self.builder_flags
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    precision: str  # as asked: fp32, fp16, int8, best
+    source_precision: str  # which of the bundle's ONNX models to parse: fp32, fp16, int8
+    builder_flags: tuple[str, ...] = ()  # trt.BuilderFlag names to set
+    network_flags: tuple[str, ...] = ()  # trt.NetworkDefinitionCreationFlag names
+    note: str = ""  # what the user should know about this choice, if anything
+
+    @property
+    def strongly_typed(self) -> bool:
+        return "STRONGLY_TYPED" in self.network_flags
+
+    @property
+    def bundle_precision(self) -> str:
+        return BUNDLE_PRECISION[self.precision]
+
+
+def plan_build(precision: str, caps: TrtCapabilities) -> BuildPlan:
+    """Which ONNX model and which flags give `precision` on this TensorRT (a pure function)."""
+    precision = check_precision(precision)
+    base: tuple[str, ...] = ()
+    if caps.major and caps.major < 10 and "EXPLICIT_BATCH" in caps.network_flags:
+        base = ("EXPLICIT_BATCH",)  # implicit batch was the default before 10; ONNX needs explicit
+    strong = base + (("STRONGLY_TYPED",) if "STRONGLY_TYPED" in caps.network_flags else ())
+    weak = caps.weak_typing
+    if precision == "fp32":
+        return BuildPlan("fp32", "fp32", (), base if weak else strong)
+    if precision == "fp16":
+        if weak:
+            return BuildPlan("fp16", "fp32", ("FP16",), base)
+        return BuildPlan("fp16", "fp16", (), strong)
+    if precision == "int8":
+        if weak and "INT8" in caps.builder_flags:
+            return BuildPlan("int8", "int8", ("INT8",), base)
+        return BuildPlan("int8", "int8", (), strong)
+    # best
+    if weak and {"INT8", "FP16"} <= caps.builder_flags:
+        return BuildPlan("best", "int8", ("INT8", "FP16"), base)
+    return BuildPlan(
+        "best",
+        "int8",
+        (),
+        strong,
+        note=(
+            f"TensorRT {caps.version} has no FP16 builder flag (strong typing only): layers outside the "
+            "Q/DQ pairs run in the INT8 model's own types"
+        ),
+    )
+
+
+def profile_shapes(
+    spec: PreprocessSpec,
+    onnx_input_shape: Sequence[int],
+    batch: BatchRange,
+    input_name: str = "images",
+) -> dict[str, list[int]]:
+    """min/opt/max input shapes for the optimisation profile.
+
+    Channels, height and width come from the bundle's preprocessing (its layout, NCHW or NHWC);
+    the ONNX input's own fixed dims must agree with them (its dynamic dims, -1 or 0, are filled).
+    """
+    h, w = spec.input_size
+    channels = 3  # RGB or BGR
+    sample = [channels, h, w] if spec.layout == "NCHW" else [h, w, channels]
+    dims = [int(d) for d in onnx_input_shape]
+    if len(dims) != 4:
+        raise BundleError(
+            f"ONNX input {input_name!r} has shape {dims}; expected 4 dims ({spec.layout} with a batch axis)"
+        )
+    for got, want in zip(dims[1:], sample):
+        if got > 0 and got != want:
+            raise BundleError(
+                f"ONNX input {input_name!r} is {dims} but the bundle's preprocessing gives "
+                f"{spec.layout} {'x'.join(map(str, sample))}: the model and bundle.json disagree; re-export the bundle"
+            )
+    if dims[0] > 0 and (batch.min != dims[0] or batch.max != dims[0]):
+        raise UsageError(
+            f"ONNX input {input_name!r} has a fixed batch of {dims[0]}: pass --batch {dims[0]}:{dims[0]}:{dims[0]} "
+            "or re-export the model with a dynamic batch axis"
+        )
+    return {
+        "min": [batch.min, *sample],
+        "opt": [batch.opt, *sample],
+        "max": [batch.max, *sample],
+    }
+
+
+def select_sources(bundle: Bundle, source_precision: str, role: str | None = None) -> dict[str, ModelEntry]:
+    """The ONNX model to build from for each role (all of the bundle's roles, or just `role`).
+
+    An erudite bundle has one role ("main"); a zoo bundle one engine per role (coarse and each
+    fine:<dataset>). Every source must be present and unchanged before the first, long, build
+    starts; a missing precision names the export command that makes it.
+    """
+    roles = bundle.roles()
+    if role is not None:
+        if role not in roles:
+            raise UsageError(f"--role {role!r}: this {bundle.kind} bundle has roles {', '.join(roles)}")
+        roles = [role]
+    sources = {r: bundle.entry(r, source_precision, "onnx") for r in roles}
+    for r, entry in sources.items():
+        path = bundle.path(entry)
+        if not path.is_file():
+            raise BundleError(f"{path}: listed in bundle.json for role {r!r} but missing")
+        if sha256_file(path) != entry.sha256:
+            raise BundleError(f"{path}: contents do not match the sha256 in bundle.json (changed since export)")
+    return sources
+
+
+def engine_filename(role: str, precision: str) -> str:
+    """model.<precision>.engine for the main role; coarse.<precision>.engine, fine.<ds>.<precision>.engine."""
+    return default_filename(role, precision, "engine")
+
+
+def make_sidecar(
+    *,
+    tensorrt_version: str,
+    device: DeviceInfo,
+    plan: BuildPlan,
+    role: str,
+    inputs: list[str],
+    outputs: list[str],
+    profile: dict[str, dict[str, list[int]]],
+    source_onnx: str,
+    source_sha256: str,
+) -> EngineSidecar:
+    return EngineSidecar(
+        tensorrt_version=tensorrt_version,
+        gpu_name=device.name,
+        compute_capability=device.capability_text,
+        precision=plan.precision,
+        role=role,
+        inputs=list(inputs),
+        outputs=list(outputs),
+        profile=profile,
+        source_onnx=source_onnx,
+        source_sha256=source_sha256,
+        erudite_edge_version=__version__,
+        strongly_typed=plan.strongly_typed,
+        builder_flags=list(plan.builder_flags),
+        built_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+# -- TensorRT ---------------------------------------------------------------------------------------
+@dataclass
+class BuiltEngine:
+    plan: bytes
+    inputs: list[str]
+    outputs: list[str]
+    profile: dict[str, dict[str, list[int]]]
+    timing_cache: bytes | None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def parser_error_line(err: Any) -> str:
+    """One line for one ONNX parser error: the node, its operator and TensorRT's description."""
+    try:
+        node = int(err.node())
+        where = f"node {node} ({err.node_operator()} {err.node_name()!r}): " if node >= 0 else ""
+        return _one_line(where + str(err.desc()))
+    except Exception:  # an older parser error object: its str() is all there is
+        return _one_line(str(err))
+
+
+def _build_serialized(
+    onnx_path: Path,
+    plan: BuildPlan,
+    batch: BatchRange,
+    spec: PreprocessSpec,
+    workspace: int,
+    timing_cache: bytes | None,
+    warn: Callable[[str], None],
+) -> BuiltEngine:
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 0
+    for name in plan.network_flags:
+        flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        lines = [parser_error_line(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise BundleError(
+            f"{onnx_path}: TensorRT {trt.__version__} cannot parse it ({len(lines)} error(s)):\n  " + "\n  ".join(lines)
+        )
+    if network.num_inputs != 1 or network.num_outputs != 1:
+        raise BundleError(
+            f"{onnx_path}: {network.num_inputs} inputs and {network.num_outputs} outputs; an erudite-edge model has one of each"
+        )
+    inp = network.get_input(0)
+    out = network.get_output(0)
+    shapes = profile_shapes(spec, dims_list(inp.shape), batch, inp.name)
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
+    for name in plan.builder_flags:
+        config.set_flag(getattr(trt.BuilderFlag, name))
+    profile = builder.create_optimization_profile()
+    profile.set_shape(inp.name, trt.Dims(shapes["min"]), trt.Dims(shapes["opt"]), trt.Dims(shapes["max"]))
+    config.add_optimization_profile(profile)
+    if timing_cache is not None:
+        cache = config.create_timing_cache(timing_cache)
+        if not config.set_timing_cache(cache, False):
+            warn("warning: the timing cache was made on another device or TensorRT; starting a fresh one")
+            config.set_timing_cache(config.create_timing_cache(b""), True)
+
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise BundleError(
+            f"{onnx_path}: TensorRT could not build a {plan.precision} engine (its messages above say why); "
+            "a larger --workspace or another --precision may help"
+        )
+    new_cache = bytes(memoryview(config.get_timing_cache().serialize())) if timing_cache is not None else None
+    return BuiltEngine(
+        plan=bytes(memoryview(serialized)),
+        inputs=[inp.name],
+        outputs=[out.name],
+        profile={inp.name: shapes},
+        timing_cache=new_cache,
+    )
+
+
+def build_engine(
+    bundle_dir: str | os.PathLike[str],
+    precision: str,
+    batch: str | BatchRange = DEFAULT_BATCH,
+    workspace_gib: float = DEFAULT_WORKSPACE_GIB,
+    timing_cache: str | os.PathLike[str] | None = None,
+    role: str | None = None,
+    *,
+    log: Callable[[str], None] | None = None,
+) -> list[Path]:
+    """Build one engine per role of the bundle (or just `role`) on this GPU; returns the engine paths.
+
+    Each engine is written whole (temporary name, then rename) with its sidecar, and recorded in
+    bundle.json (precision `best` is recorded as int8). Raises UsageError for bad arguments,
+    BackendUnavailable (exit code 2) without TensorRT or a CUDA binding, BundleError for a model
+    that is missing or that TensorRT cannot parse or build.
+    """
+    say = log or (lambda _msg: None)
+    precision = check_precision(precision)
+    batch_range = batch if isinstance(batch, BatchRange) else parse_batch(batch)
+    workspace = workspace_bytes(workspace_gib)
+    cache_path = Path(timing_cache) if timing_cache is not None else None
+    if cache_path is not None and cache_path.is_dir():
+        raise UsageError(f"--timing-cache {cache_path}: is a directory; name a file")
+
+    version = tensorrt_version()  # BackendUnavailable: the one-line "how to get TensorRT"
+    import tensorrt as trt
+
+    plan = plan_build(precision, TrtCapabilities.from_module(trt))
+    bundle = Bundle.load(bundle_dir)
+    sources = select_sources(bundle, plan.source_precision, role)
+
+    device = current_device()
+    if plan.note:
+        say(f"note: {plan.note}")
+    cache_bytes: bytes | None = None
+    if cache_path is not None:
+        cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
+
+    built: list[Path] = []
+    for r in sources:
+        entry = sources[r]
+        onnx_path = bundle.path(entry)
+        say(f"building {plan.precision} engine for role {r} from {entry.file} with TensorRT {version} on {device.describe()}")
+        result = _build_serialized(onnx_path, plan, batch_range, bundle.preprocess, workspace, cache_bytes, say)
+        engine_path = bundle.root / engine_filename(r, plan.precision)
+        # Old sidecar first: a crash between the two writes leaves an engine the runner refuses
+        # (no sidecar), never a new engine described by an old sidecar.
+        sidecar_path(engine_path).unlink(missing_ok=True)
+        write_bytes_atomic(engine_path, result.plan)
+        sidecar = make_sidecar(
+            tensorrt_version=version,
+            device=device,
+            plan=plan,
+            role=r,
+            inputs=result.inputs,
+            outputs=result.outputs,
+            profile=result.profile,
+            source_onnx=entry.file,
+            source_sha256=entry.sha256,
+        )
+        write_sidecar(engine_path, sidecar)
+        bundle.add_model(r, plan.bundle_precision, engine_path, fmt="engine", info=sidecar.to_dict())
+        bundle.save()
+        if cache_path is not None and result.timing_cache is not None:
+            cache_bytes = result.timing_cache
+            write_bytes_atomic(cache_path, cache_bytes)
+        built.append(engine_path)
+    return built

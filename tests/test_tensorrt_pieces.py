@@ -1,0 +1,388 @@
+"""The TensorRT side without TensorRT: batch ranges, profile shapes, the per-version build plan,
+source selection per role, the engine sidecar and its compatibility check, and the real CLI's
+answer where TensorRT is missing (exit code 2, one line saying how to get it)."""
+
+from __future__ import annotations
+
+import enum
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from erudite_edge.backends.tensorrt_runner import TRT_MISSING, TensorRTRunner, available, tensorrt_version
+from erudite_edge.bundle import Bundle
+from erudite_edge.cli import main as cli_main
+from erudite_edge.engine_sidecar import (
+    DeviceInfo,
+    EngineSidecar,
+    check_compatible,
+    compatibility_problems,
+    read_sidecar,
+    rebuild_command,
+    sidecar_path,
+    write_sidecar,
+)
+from erudite_edge.errors import BackendUnavailable, BundleError, UsageError
+from erudite_edge.labels import LabelSpace
+from erudite_edge.preprocess import PreprocessSpec
+from export.engine import (
+    BatchRange,
+    TrtCapabilities,
+    engine_filename,
+    make_sidecar,
+    parse_batch,
+    plan_build,
+    profile_shapes,
+    select_sources,
+    workspace_bytes,
+)
+
+LABELS = LabelSpace.build(["birds", "cars"], [["sparrow", "wren"], ["sedan", "coupe", "van"]])
+
+
+def tiny_onnx(path: Path, num_outputs: int, size: int = 32, seed: int = 0) -> Path:
+    """images [N,3,size,size] -> GlobalAveragePool -> Flatten -> Gemm -> logits [N,K]; dynamic batch."""
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array(rng.standard_normal((3, num_outputs)).astype(np.float32), "W")
+    b = numpy_helper.from_array(rng.standard_normal(num_outputs).astype(np.float32), "B")
+    graph = helper.make_graph(
+        [
+            helper.make_node("GlobalAveragePool", ["images"], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+            helper.make_node("Gemm", ["flat", "W", "B"], ["logits"]),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", num_outputs])],
+        initializer=[w, b],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def make_bundle(root: Path, kind: str = "erudite", size: int = 32) -> Bundle:
+    root.mkdir(parents=True, exist_ok=True)
+    bundle = Bundle.create(
+        root, labels=LABELS, preprocess=PreprocessSpec.square(size), kind=kind, variant="test", backbone="tiny", opset=17
+    )
+    for role in bundle.roles():
+        name = "model.onnx" if role == "main" else f"{role.replace(':', '.')}.onnx"
+        tiny_onnx(root / name, bundle.expected_outputs(role), size)
+        bundle.add_model(role, "fp32", name)
+    bundle.save()
+    return Bundle.load(root)
+
+
+def onnx_input_shape(path: Path) -> list[int]:
+    """The ONNX input's dims as TensorRT reports them: -1 for a symbolic dim."""
+    dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else -1 for d in dims]
+
+
+# TensorRT 10.13's flag names (tensorrt-stubs 10.13.0.35.1); TensorRT 11 drops the weak-typing ones.
+TRT10_BUILDER = frozenset(
+    "FP16 BF16 INT8 INT4 FP8 FP4 TF32 DEBUG GPU_FALLBACK REFIT DISABLE_TIMING_CACHE SPARSE_WEIGHTS "
+    "SAFETY_SCOPE OBEY_PRECISION_CONSTRAINTS PREFER_PRECISION_CONSTRAINTS DIRECT_IO "
+    "REJECT_EMPTY_ALGORITHMS VERSION_COMPATIBLE EXCLUDE_LEAN_RUNTIME STRIP_PLAN WEIGHT_STREAMING".split()
+)
+TRT10_NETWORK = frozenset({"EXPLICIT_BATCH", "STRONGLY_TYPED", "PREFER_AOT_PYTHON_PLUGINS", "PREFER_JIT_PYTHON_PLUGINS"})
+TRT11_BUILDER = TRT10_BUILDER - {
+    "FP16", "BF16", "INT8", "INT4", "FP8", "FP4", "OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS", "DIRECT_IO"
+}
+TRT11_NETWORK = frozenset({"STRONGLY_TYPED", "PREFER_AOT_PYTHON_PLUGINS", "PREFER_JIT_PYTHON_PLUGINS"})
+TRT10 = TrtCapabilities("10.3.0.30", TRT10_BUILDER, TRT10_NETWORK)
+TRT11 = TrtCapabilities("11.0.0.4", TRT11_BUILDER, TRT11_NETWORK)
+TRT86 = TrtCapabilities("8.6.2.3", TRT10_BUILDER, frozenset({"EXPLICIT_BATCH", "STRONGLY_TYPED"}))
+
+
+# -- batch range and workspace -----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "text, expected",
+    [("1:8:32", (1, 8, 32)), ("8", (1, 8, 8)), (" 2:4:4 ", (2, 4, 4)), ("1:1:1", (1, 1, 1)), (16, (1, 16, 16))],
+)
+def test_parse_batch(text, expected):
+    b = parse_batch(text)
+    assert (b.min, b.opt, b.max) == expected
+    assert parse_batch(str(b)) == b
+
+
+@pytest.mark.parametrize("text", ["", "0", "-1", "a", "1:8", "8:4:2", "1:2:3:4", "1:x:8", "1.5", "0:1:2", "1::8"])
+def test_parse_batch_rejects(text):
+    with pytest.raises(UsageError) as e:
+        parse_batch(text)
+    assert "--batch" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_workspace_bytes():
+    assert workspace_bytes(1) == 1 << 30
+    assert workspace_bytes(0.5) == 1 << 29
+    for bad in (0, -2, float("nan"), float("inf"), "lots"):
+        with pytest.raises(UsageError):
+            workspace_bytes(bad)  # type: ignore[arg-type]
+
+
+# -- profile shapes ----------------------------------------------------------------------------------
+def test_profile_shapes_from_bundle_and_onnx(tmp_path):
+    bundle = make_bundle(tmp_path / "b")
+    onnx_shape = onnx_input_shape(bundle.path(bundle.entry("main")))
+    assert onnx_shape == [-1, 3, 32, 32]
+    shapes = profile_shapes(bundle.preprocess, onnx_shape, parse_batch("1:8:32"))
+    assert shapes == {"min": [1, 3, 32, 32], "opt": [8, 3, 32, 32], "max": [32, 3, 32, 32]}
+
+
+def test_profile_shapes_nhwc_and_dynamic_spatial_dims():
+    spec = PreprocessSpec(input_size=(24, 40), layout="NHWC")
+    assert profile_shapes(spec, [-1, 24, 40, 3], BatchRange(2, 4, 8))["max"] == [8, 24, 40, 3]
+    # dynamic height and width (-1, or 0 as some exporters write) are filled from the preprocessing
+    nchw = PreprocessSpec(input_size=(24, 40))
+    assert profile_shapes(nchw, [-1, 3, -1, 0], BatchRange(1, 1, 4))["opt"] == [1, 3, 24, 40]
+
+
+def test_profile_shapes_disagreement_and_fixed_batch():
+    spec = PreprocessSpec.square(32)
+    with pytest.raises(BundleError, match="disagree"):
+        profile_shapes(spec, [-1, 3, 64, 64], BatchRange(1, 8, 32))
+    with pytest.raises(BundleError, match="disagree"):  # NHWC model, NCHW preprocessing
+        profile_shapes(spec, [-1, 32, 32, 3], BatchRange(1, 8, 32))
+    with pytest.raises(BundleError, match="4 dims"):
+        profile_shapes(spec, [-1, 3, 32], BatchRange(1, 8, 32))
+    with pytest.raises(UsageError, match="fixed batch of 4: pass --batch 4:4:4"):
+        profile_shapes(spec, [4, 3, 32, 32], BatchRange(1, 8, 32))
+    assert profile_shapes(spec, [4, 3, 32, 32], BatchRange(4, 4, 4))["min"] == [4, 3, 32, 32]
+
+
+# -- what to build with, per TensorRT version --------------------------------------------------------
+def test_plan_tensorrt10_weak_typing():
+    fp32, fp16, int8, best = (plan_build(p, TRT10) for p in ("fp32", "fp16", "int8", "best"))
+    assert (fp32.source_precision, fp32.builder_flags, fp32.network_flags) == ("fp32", (), ())
+    assert (fp16.source_precision, fp16.builder_flags, fp16.strongly_typed) == ("fp32", ("FP16",), False)
+    assert (int8.source_precision, int8.builder_flags, int8.strongly_typed) == ("int8", ("INT8",), False)
+    assert (best.source_precision, set(best.builder_flags), best.note) == ("int8", {"INT8", "FP16"}, "")
+    assert best.bundle_precision == "int8" and fp16.bundle_precision == "fp16"
+
+
+def test_plan_tensorrt11_strong_typing():
+    fp16 = plan_build("fp16", TRT11)
+    assert (fp16.source_precision, fp16.builder_flags, fp16.network_flags) == ("fp16", (), ("STRONGLY_TYPED",))
+    int8 = plan_build("int8", TRT11)
+    assert (int8.source_precision, int8.builder_flags, int8.strongly_typed) == ("int8", (), True)
+    best = plan_build("best", TRT11)
+    assert (best.source_precision, best.builder_flags, best.strongly_typed) == ("int8", (), True)
+    assert "no FP16 builder flag" in best.note
+    assert plan_build("fp32", TRT11).network_flags == ("STRONGLY_TYPED",)
+
+
+def test_plan_tensorrt8_needs_explicit_batch():
+    assert plan_build("fp16", TRT86).network_flags == ("EXPLICIT_BATCH",)
+    assert "EXPLICIT_BATCH" not in plan_build("fp16", TRT10).network_flags  # deprecated (a no-op) in 10
+
+
+def test_plan_rejects_unknown_precision():
+    with pytest.raises(UsageError, match="--precision 'int4'"):
+        plan_build("int4", TRT10)
+
+
+def test_capabilities_from_module_reads_enum_members():
+    """pybind11 enums expose __members__ like Python enums; the decision reads only those names."""
+
+    class Module:
+        __version__ = "11.0.0.4"
+        BuilderFlag = enum.Enum("BuilderFlag", sorted(TRT11_BUILDER))
+        NetworkDefinitionCreationFlag = enum.Enum("NetworkDefinitionCreationFlag", sorted(TRT11_NETWORK))
+
+    caps = TrtCapabilities.from_module(Module)
+    assert caps == TRT11 and caps.major == 11 and not caps.weak_typing
+    assert plan_build("fp16", caps).source_precision == "fp16"
+
+
+# -- sources per role ------------------------------------------------------------------------------
+def test_select_sources_zoo_one_per_role(tmp_path):
+    bundle = make_bundle(tmp_path / "zoo", kind="zoo")
+    sources = select_sources(bundle, "fp32")
+    assert list(sources) == ["coarse", "fine:birds", "fine:cars"]
+    assert sources["fine:cars"].file == "fine.cars.onnx"
+    assert list(select_sources(bundle, "fp32", "fine:birds")) == ["fine:birds"]
+    with pytest.raises(UsageError, match="--role 'main'"):
+        select_sources(bundle, "fp32", "main")
+    with pytest.raises(BundleError, match="erudite-edge export int8"):  # int8 needs the Q/DQ model first
+        select_sources(bundle, "int8")
+    with pytest.raises(BundleError, match="erudite-edge export fp16"):  # TensorRT 11's fp16 source
+        select_sources(bundle, plan_build("fp16", TRT11).source_precision)
+
+
+def test_select_sources_refuses_a_changed_model(tmp_path):
+    bundle = make_bundle(tmp_path / "b")
+    tiny_onnx(tmp_path / "b" / "model.onnx", LABELS.num_classes, seed=1)  # overwritten after export
+    with pytest.raises(BundleError, match="sha256"):
+        select_sources(bundle, "fp32")
+
+
+def test_engine_filenames():
+    assert engine_filename("main", "fp16") == "model.fp16.engine"
+    assert engine_filename("main", "fp32") == "model.fp32.engine"
+    assert engine_filename("coarse", "int8") == "coarse.int8.engine"
+    assert engine_filename("fine:birds", "best") == "fine.birds.best.engine"
+
+
+# -- the sidecar -----------------------------------------------------------------------------------
+ORIN = DeviceInfo("Orin", (8, 7))
+
+
+def sample_sidecar(tmp_path: Path, role: str = "main") -> tuple[Bundle, EngineSidecar]:
+    bundle = make_bundle(tmp_path / "b")
+    entry = bundle.entry("main")
+    shapes = profile_shapes(bundle.preprocess, onnx_input_shape(bundle.path(entry)), parse_batch("1:8:32"))
+    sidecar = make_sidecar(
+        tensorrt_version="10.3.0.30",
+        device=ORIN,
+        plan=plan_build("fp16", TRT10),
+        role=role,
+        inputs=["images"],
+        outputs=["logits"],
+        profile={"images": shapes},
+        source_onnx=entry.file,
+        source_sha256=entry.sha256,
+    )
+    return bundle, sidecar
+
+
+def test_sidecar_round_trip(tmp_path):
+    bundle, sidecar = sample_sidecar(tmp_path)
+    engine = bundle.root / engine_filename("main", "fp16")
+    engine.write_bytes(b"plan bytes")
+    written = write_sidecar(engine, sidecar)
+    assert written == sidecar_path(engine) and written.name == "model.fp16.engine.json"
+    on_disk = json.loads(written.read_text())
+    assert on_disk["tensorrt_version"] == "10.3.0.30" and on_disk["compute_capability"] == "8.7"
+    assert on_disk["source_sha256"] == bundle.entry("main").sha256 and on_disk["builder_flags"] == ["FP16"]
+    back = read_sidecar(engine)
+    assert back == sidecar
+    assert back.device == ORIN and back.batch_range == (1, 8, 32)
+    # recorded in bundle.json the way build_engine records it
+    bundle.add_model("main", "fp16", engine, fmt="engine", info=back.to_dict())
+    bundle.save()
+    entry = Bundle.load(bundle.root).entry("main", "fp16", "engine")
+    assert entry.file == "model.fp16.engine" and EngineSidecar.from_dict(entry.info or {}) == sidecar
+
+
+def test_sidecar_missing_or_malformed(tmp_path):
+    engine = tmp_path / "model.fp16.engine"
+    engine.write_bytes(b"x")
+    with pytest.raises(BundleError, match="export engine"):
+        read_sidecar(engine)
+    sidecar_path(engine).write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        read_sidecar(engine)
+    sidecar_path(engine).write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(BundleError, match="not an erudite-edge engine sidecar"):
+        read_sidecar(engine)
+    sidecar_path(engine).write_text(json.dumps({"format": "erudite-edge-engine", "tensorrt_version": "10.3"}))
+    with pytest.raises(BundleError, match="malformed"):
+        read_sidecar(engine)
+
+
+def test_sidecar_compatibility(tmp_path):
+    bundle, sidecar = sample_sidecar(tmp_path)
+    engine = bundle.root / "model.fp16.engine"
+    hint = rebuild_command(bundle.root, sidecar)
+    assert hint == f"erudite-edge export engine --bundle {bundle.root} --precision fp16 --batch 1:8:32"
+    check_compatible(sidecar, "10.3.0.30", DeviceInfo("orin", (8, 7)), engine, hint)  # same: no error
+
+    desktop = DeviceInfo("NVIDIA GeForce RTX 3090", (8, 6))
+    with pytest.raises(BundleError) as e:
+        check_compatible(sidecar, "10.7.0.23", desktop, engine, hint)
+    assert str(e.value) == (
+        f"{engine}: engine was built with TensorRT 10.3.0.30 on Orin (sm_87); "
+        f"this is TensorRT 10.7.0.23 on NVIDIA GeForce RTX 3090 (sm_86): rebuild it with `{hint}`"
+    )
+    assert compatibility_problems(sidecar, "10.3.0.26", ORIN) == ["TensorRT version"]  # same minor, other build
+    assert compatibility_problems(sidecar, "10.3.0.30", DeviceInfo("Orin", (8, 6))) == ["compute capability"]
+    assert compatibility_problems(sidecar, "10.3.0.30", DeviceInfo("Thor", (8, 7))) == ["GPU"]
+
+
+def test_rebuild_command_names_the_role(tmp_path):
+    _, sidecar = sample_sidecar(tmp_path, role="fine:birds")
+    assert rebuild_command("zoo", sidecar).endswith("--batch 1:8:32 --role fine:birds")
+
+
+# -- without TensorRT --------------------------------------------------------------------------------
+def tensorrt_missing() -> bool:
+    try:
+        tensorrt_version()
+    except BackendUnavailable:
+        return True
+    return False
+
+
+needs_no_tensorrt = pytest.mark.skipif(not tensorrt_missing(), reason="TensorRT is installed here")
+
+
+@needs_no_tensorrt
+def test_cli_without_tensorrt_exits_2_with_one_line(tmp_path, capsys):
+    bundle = make_bundle(tmp_path / "b")
+    before = (bundle.root / "bundle.json").read_text()
+    code = cli_main(["export", "engine", "--bundle", str(bundle.root), "--precision", "fp16", "--batch", "1:4:8"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip().splitlines() == [f"error: {TRT_MISSING}"]
+    assert "python3-libnvinfer" in err and "pip install 'erudite-edge[trt]'" in err
+    assert (bundle.root / "bundle.json").read_text() == before
+    assert not list(bundle.root.glob("*.engine*"))
+
+
+@needs_no_tensorrt
+def test_cli_subprocess_without_tensorrt(tmp_path):
+    bundle = make_bundle(tmp_path / "b")
+    proc = subprocess.run(
+        [sys.executable, "-m", "erudite_edge.cli", "export", "engine", "--bundle", str(bundle.root), "--precision", "int8"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"error: {TRT_MISSING}"]
+
+
+def test_cli_bad_arguments_before_tensorrt(tmp_path, capsys):
+    """Argument mistakes are reported as such, with or without TensorRT."""
+    bundle = make_bundle(tmp_path / "b")
+    assert cli_main(["export", "engine", "--bundle", str(bundle.root), "--precision", "fp16", "--batch", "8:2"]) == 2
+    assert "--batch '8:2'" in capsys.readouterr().err
+    assert cli_main(["export", "engine", "--bundle", str(bundle.root), "--precision", "fp8"]) == 2
+    assert "--precision 'fp8'" in capsys.readouterr().err
+    assert cli_main(["export", "engine", "--bundle", str(bundle.root), "--precision", "fp16", "--workspace", "0"]) == 2
+    assert "--workspace" in capsys.readouterr().err
+
+
+@needs_no_tensorrt
+def test_runner_without_tensorrt(tmp_path):
+    assert available() is False
+    with pytest.raises(BackendUnavailable, match="TensorRT is not installed"):
+        TensorRTRunner(tmp_path / "model.fp16.engine")
+
+
+def test_cuda_python_errors_are_one_line():
+    """Every cuda-python call's status is checked: no driver or GPU is a named CUDA error, not a crash."""
+    from erudite_edge.backends.cuda_api import CudaError, CudaPythonApi, import_cudart
+
+    cudart = import_cudart()
+    if cudart is None:
+        pytest.skip("cuda-python is not installed")
+    api = CudaPythonApi(cudart)
+    err, count = cudart.cudaGetDeviceCount()
+    if err == cudart.cudaError_t.cudaSuccess and count > 0:
+        info = api.device_info()
+        assert info.name and info.compute_capability[0] >= 3
+    else:
+        with pytest.raises(CudaError) as e:
+            api.device_info()
+        msg = str(e.value)
+        assert msg.startswith("CUDA: cudaGetDevice failed: cudaError") and "\n" not in msg
