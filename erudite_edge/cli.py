@@ -28,11 +28,18 @@ def version() -> None:
     typer.echo(__version__)
 
 
+_registered = False
+
+
 def _register() -> None:
-    # Each module adds its commands to `app` / `export_app` on import.
+    """Each command module adds its commands to `app` / `export_app` (once per process)."""
+    global _registered
+    if _registered:
+        return
     from .commands import register_all
 
     register_all(app, export_app)
+    _registered = True
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,166 @@
+"""Choosing and loading an inference backend for one model role of a bundle.
+
+`auto` takes the fastest one available, in this order:
+  tensorrt     a TensorRT engine of the asked precision is in the bundle and TensorRT is importable
+  onnxruntime  an ONNX model of that precision is in the bundle and onnxruntime is importable
+  torch        never chosen automatically; only with --backend torch --checkpoint RUN (debugging)
+and says on stderr which it picked and why. Backends are imported lazily, so a device without one
+of them (and every device without torch) still runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Callable
+
+from ..bundle import Bundle
+from ..errors import BackendUnavailable, BundleError
+from .base import Runner
+
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+TENSORRT_MODULE = "erudite_edge.backends.tensorrt_runner"
+TENSORRT_HELP = (
+    "TensorRT comes with JetPack on a Jetson (`sudo apt install python3-libnvinfer`; in a venv use "
+    "--system-site-packages); elsewhere `pip install tensorrt cuda-python`"
+)
+TORCH_HELP = "the torch backend runs a training checkpoint: pass --checkpoint RUN (and have torch installed)"
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    backend: str  # "tensorrt" or "onnxruntime"
+    fmt: str  # the model format it runs: "engine" or "onnx"
+    reason: str  # one line: why this one (and why not the faster ones)
+
+
+def _tensorrt_module() -> tuple[ModuleType | None, str]:
+    """The TensorRT runner module and "" when TensorRT can run here, else (None, why not)."""
+    try:
+        mod = importlib.import_module(TENSORRT_MODULE)
+    except ModuleNotFoundError as e:
+        if e.name == TENSORRT_MODULE:
+            return None, "this erudite-edge has no TensorRT runner"
+        return None, f"TensorRT is not importable ({e})"
+    except ImportError as e:
+        return None, f"TensorRT is not importable ({e})"
+    except Exception as e:  # a runner module that fails while loading must not stop auto-selection
+        return None, f"the TensorRT runner failed to load ({type(e).__name__}: {e})"
+    try:
+        ok = bool(mod.available())
+    except Exception as e:  # a broken CUDA driver shows up here, not at import
+        return None, f"TensorRT is not usable ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+    if not ok:
+        return None, "TensorRT (or its CUDA Python binding) is not importable here"
+    return mod, ""
+
+
+def _onnxruntime_module() -> tuple[ModuleType | None, str]:
+    from . import onnxruntime_runner
+
+    if not onnxruntime_runner.available():
+        return None, "onnxruntime is not installed"
+    return onnxruntime_runner, ""
+
+
+def choose_backend(bundle: Bundle, role: str = "main", backend: str = "auto", precision: str = "fp32") -> BackendChoice:
+    """Decide which backend runs `role` at `precision`; raise BackendUnavailable / BundleError when none can."""
+    if backend not in BACKENDS:
+        raise BackendUnavailable(f"unknown backend {backend!r}; one of {', '.join(BACKENDS)}")
+    if backend == "torch":
+        if not bundle.meta.get("checkpoint"):
+            raise BackendUnavailable(TORCH_HELP)
+        return BackendChoice("torch", "checkpoint", f"asked for; checkpoint {bundle.meta['checkpoint']}")
+    if backend == "tensorrt":
+        mod, why = _tensorrt_module()
+        if mod is None:
+            raise BackendUnavailable(f"--backend tensorrt: {why}; {TENSORRT_HELP}; or use --backend onnxruntime")
+        bundle.entry(role, precision, "engine")  # BundleError naming the export step when missing
+        return BackendChoice("tensorrt", "engine", f"asked for; {precision} engine in the bundle")
+    if backend == "onnxruntime":
+        from .onnxruntime_runner import import_onnxruntime
+
+        import_onnxruntime()  # BackendUnavailable saying how to install it
+        bundle.entry(role, precision, "onnx")
+        return BackendChoice("onnxruntime", "onnx", "asked for")
+
+    # auto
+    trt, trt_why = _tensorrt_module()
+    if trt is not None:
+        if bundle.find(role, precision, "engine") is not None:
+            return BackendChoice("tensorrt", "engine", f"fastest available; {precision} engine in the bundle")
+        trt_why = (f"no {precision} TensorRT engine in the bundle (build one on this device: "
+                   f"`erudite-edge export engine --bundle {bundle.root} --precision {precision}`)")
+    ort, ort_why = _onnxruntime_module()
+    if ort is not None:
+        bundle.entry(role, precision, "onnx")  # BundleError: no ONNX model of this precision
+        return BackendChoice("onnxruntime", "onnx", f"tensorrt skipped: {trt_why}")
+    raise BackendUnavailable(
+        f"no backend can run this bundle here: tensorrt: {trt_why}; onnxruntime: {ort_why} "
+        "(`pip install onnxruntime`, or the onnxruntime-gpu wheel for your JetPack)"
+    )
+
+
+def _announce(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def load_runner(
+    bundle: Bundle,
+    role: str = "main",
+    backend: str = "auto",
+    precision: str = "fp32",
+    threads: int | None = None,
+    announce: Callable[[str], None] | None = _announce,
+) -> Runner:
+    """Load the model for `role` on the chosen backend. Says on stderr (via `announce`; None: quiet)
+    which backend it picked and why."""
+    choice = choose_backend(bundle, role, backend, precision)
+    if choice.backend == "torch":
+        from .torch_runner import TorchRunner
+
+        runner: Runner = TorchRunner(bundle.meta["checkpoint"], role=role, precision=precision)
+        if announce is not None:
+            announce(f"backend: torch {precision} on {runner.describe()['device']} ({choice.reason})")
+        return runner
+    entry = bundle.entry(role, precision, choice.fmt)
+    if choice.backend == "tensorrt":
+        mod, why = _tensorrt_module()
+        if mod is None:  # pragma: no cover - checked by choose_backend a moment ago
+            raise BackendUnavailable(f"tensorrt: {why}")
+        cls = mod.TensorRTRunner
+        # from_bundle reads the engine's sidecar (rebuild hint, expected outputs) as well
+        runner = cls.from_bundle(bundle, role, precision) if hasattr(cls, "from_bundle") else cls(bundle, entry)
+    else:
+        from .onnxruntime_runner import OnnxRuntimeRunner
+
+        runner = OnnxRuntimeRunner(bundle.path(entry), precision=precision, threads=threads)
+    outputs = runner_outputs(runner)
+    expected = bundle.expected_outputs(role)
+    if outputs is not None and outputs != expected:
+        runner.close()
+        raise BundleError(f"{bundle.path(entry)}: model gives {outputs} outputs but role {role!r} needs {expected} "
+                          "(the label table and the model disagree)")
+    if announce is not None:
+        detail = runner.describe()
+        providers = detail.get("providers")
+        extra = f", {providers[0]}" if providers else ""
+        announce(f"backend: {choice.backend} {precision}{extra} ({choice.reason})")
+    return runner
+
+
+def runner_outputs(runner: Runner) -> int | None:
+    """The number of logits a runner's model produces, where its session tells (ONNX Runtime)."""
+    session = getattr(runner, "session", None)
+    if session is None:
+        return None
+    try:
+        dim = session.get_outputs()[0].shape[-1]
+    except Exception:
+        return None
+    return dim if isinstance(dim, int) and dim > 0 else None
+
+
+__all__ = ["BACKENDS", "BackendChoice", "Runner", "choose_backend", "load_runner"]

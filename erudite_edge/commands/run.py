@@ -1,0 +1,136 @@
+"""`erudite-edge run`: classify images, video, cameras or streams with a bundle (no torch needed).
+
+Exit codes: 0 done; 1 a bad file under --strict; 2 a source, bundle or backend that cannot be used;
+130 interrupted (Ctrl-C; outputs keep what was done and the summary is printed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import UsageError
+
+SOURCE_HELP = (
+    "An image, a folder of images, a glob ('imgs/*.jpg', quoted), a video file, /dev/videoN or "
+    "v4l2:///dev/videoN (USB camera), csi://N (Jetson CSI camera), rtsp://... (stream)."
+)
+
+
+def run_command(
+    source: Optional[str] = typer.Argument(None, help=SOURCE_HELP, show_default=False),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="An erudite bundle directory (from `erudite-edge export`)."),
+    zoo: Optional[Path] = typer.Option(None, "--zoo", help="A zoo bundle directory (coarse router + one fine model per data set)."),
+    backend: str = typer.Option("auto", help="auto | tensorrt | onnxruntime | torch"),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A training run, for --backend torch (debugging)."),
+    precision: str = typer.Option("fp32", help="fp32 | fp16 | int8 (a model of it must be in the bundle)"),
+    batch: int = typer.Option(8, min=1, help="Images per inference batch."),
+    topk: int = typer.Option(5, min=1, help="Predictions per image."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="FILE.jsonl or FILE.csv (default: JSON lines on stdout)."),
+    save: Optional[Path] = typer.Option(None, "--save", help="Annotated video (.mp4/.avi/...) or a folder of annotated images."),
+    display: bool = typer.Option(False, "--display", help="Show annotated frames in a window (q or Esc stops)."),
+    strict: bool = typer.Option(False, "--strict", help="Stop (exit 1) at the first image that does not decode."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Look for images in subfolders too."),
+    camera: Optional[int] = typer.Option(None, "--camera", help="V4L2 camera index (same as /dev/videoN)."),
+    width: Optional[int] = typer.Option(None, help="Camera capture width (csi:// defaults to 1280)."),
+    height: Optional[int] = typer.Option(None, help="Camera capture height (csi:// defaults to 720)."),
+    framerate: Optional[int] = typer.Option(None, help="Camera frame rate (csi:// defaults to 30)."),
+    reconnect: int = typer.Option(3, min=0, help="Times to reopen a camera/stream that stops delivering frames."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Stop after this many classified frames."),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for ONNX Runtime (default: its own)."),
+    workers: Optional[int] = typer.Option(None, min=1, help="Decode/preprocess threads (default: up to 4)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --save target."),
+) -> None:
+    """Classify images, video, cameras or streams; top-k fine labels with their data set per image."""
+    try:
+        _run(**locals())
+    except KeyboardInterrupt:  # while loading or opening; the pipeline handles its own
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+
+
+def _run(
+    source: Optional[str], bundle: Optional[Path], zoo: Optional[Path], backend: str, checkpoint: Optional[Path],
+    precision: str, batch: int,
+    topk: int, output: Optional[Path], save: Optional[Path], display: bool, strict: bool, recursive: bool,
+    camera: Optional[int], width: Optional[int], height: Optional[int], framerate: Optional[int], reconnect: int,
+    limit: Optional[int], threads: Optional[int], workers: Optional[int], overwrite: bool,
+) -> None:
+    from ..backends import BACKENDS
+    from ..bundle import PRECISIONS, Bundle
+    from ..errors import BundleError
+    from ..outputs import STILLS_FPS, open_display, open_output, open_save, render_summary, stderr_console
+    from ..pipeline import Pipeline, load_classifier
+    from ..sources import open_source
+
+    if checkpoint is not None and backend != "torch":
+        raise UsageError("--checkpoint is for --backend torch; other backends run a bundle")
+    if (bundle is None) == (zoo is None) and checkpoint is None:
+        raise UsageError("give exactly one of --bundle BUNDLE or --zoo ZOO_BUNDLE (or --backend torch --checkpoint RUN)")
+    if backend not in BACKENDS:
+        raise UsageError(f"--backend {backend}: one of {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision {precision}: one of {', '.join(PRECISIONS)}")
+    if source is None and camera is None:
+        raise UsageError("no source: give a file, folder, glob, video, /dev/videoN, csi://N or rtsp://... (or --camera N)")
+
+    console = stderr_console()
+    warn = lambda msg: console.print(f"warning: {msg}", style="yellow", markup=False, highlight=False)  # noqa: E731
+
+    # Cheap checks first (bundle, source), then the slow part (loading engines / sessions).
+    if checkpoint is not None:
+        from ..backends.torch_runner import bundle_from_checkpoint
+
+        b = bundle_from_checkpoint(checkpoint)
+        given = bundle if bundle is not None else zoo
+        if given is not None and Bundle.load(given).labels != b.labels:
+            raise BundleError(f"{given} and {checkpoint} have different label tables")
+    else:
+        b = Bundle.load(bundle if bundle is not None else zoo)  # type: ignore[arg-type]
+    if zoo is not None and b.kind != "zoo":
+        raise BundleError(f"{zoo}: an {b.kind} bundle, not a zoo; run it with --bundle")
+    if bundle is not None and b.kind == "zoo":
+        raise BundleError(f"{bundle}: a zoo bundle; run it with --zoo")
+    topk = min(topk, b.labels.num_classes)
+    src = open_source(source, camera=camera, recursive=recursive, width=width, height=height,
+                      framerate=framerate, reconnect=reconnect)
+    ignored = int(getattr(src, "ignored", 0))
+    if ignored:
+        warn(f"{ignored} file(s) in {source} are not images by extension; ignored")
+
+    announce = lambda msg: console.print(msg, markup=False, highlight=False)  # noqa: E731
+    sinks = []
+    classifier = None
+    try:
+        sinks.append(open_output(output, topk))
+        if save is not None:
+            fps = src.fps or (30.0 if src.kind != "images" else STILLS_FPS)
+            sinks.append(open_save(save, fps, overwrite))
+        if display:
+            window = open_display(warn)
+            if window is not None:
+                sinks.append(window)
+        classifier = load_classifier(b, backend, precision, threads, announce=announce)
+    except BaseException:
+        for s in sinks:
+            s.abort()
+        if classifier is not None:
+            classifier.close()
+        src.close()
+        raise
+
+    pipeline = Pipeline(classifier, b.labels, b.preprocess, batch=batch, topk=topk, workers=workers,
+                        strict=strict, limit=limit, console=console)
+    try:
+        summary = pipeline.run(src, sinks)
+    finally:
+        classifier.close()
+    render_summary(summary, console)
+    if summary.interrupted:
+        raise typer.Exit(130)
+
+
+def register(app: typer.Typer, export_app: typer.Typer) -> None:
+    app.command("run")(run_command)

@@ -1,0 +1,488 @@
+"""Post-processing and outputs: top-k over the joint label space, JSON lines / CSV, annotated video or
+images, a display window, and the end-of-run summary.
+
+Every file output is written under a temporary name and renamed only when the run ends (also on
+Ctrl-C, keeping what was done); a run that fails leaves nothing half-written behind.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import csv
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Callable
+
+import cv2
+import numpy as np
+
+from .errors import UsageError
+from .fileio import atomic_directory, atomic_path
+from .labels import LabelSpace
+from .sources import Item
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv"})
+STILLS_FPS = 2.0  # frame rate of a video made from still images: each stays on screen long enough to read
+
+
+# ------------------------------------------------------------------------------------------------
+# Post-processing
+# ------------------------------------------------------------------------------------------------
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Numerically stable softmax in float32."""
+    x = np.asarray(logits, dtype=np.float32)
+    x = x - x.max(axis=axis, keepdims=True)
+    np.exp(x, out=x)
+    x /= x.sum(axis=axis, keepdims=True)
+    return x
+
+
+@dataclass(frozen=True)
+class Prediction:
+    rank: int
+    class_id: int  # index in the joint label space
+    label: str  # the class's own name inside its data set
+    dataset: str  # the data set (coarse label) the class belongs to
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rank": self.rank, "label": self.label, "dataset": self.dataset,
+                "class_id": self.class_id, "score": round(self.score, 6)}
+
+
+def top_k(probs: np.ndarray, labels: LabelSpace, k: int) -> list[list[Prediction]]:
+    """Top-k predictions for each row of a (B, K) probability array over the joint label space."""
+    probs = np.asarray(probs, dtype=np.float32)
+    if probs.ndim != 2 or probs.shape[1] != labels.num_classes:
+        raise ValueError(f"expected scores of shape (B, {labels.num_classes}), got {probs.shape}")
+    k = max(1, min(int(k), probs.shape[1]))
+    if k < probs.shape[1]:
+        part = np.argpartition(-probs, k - 1, axis=1)[:, :k]
+    else:
+        part = np.broadcast_to(np.arange(probs.shape[1]), probs.shape)
+    owner = labels.dataset_of_class
+    offsets = labels.offsets
+    out: list[list[Prediction]] = []
+    for row, cand in zip(probs, part):
+        order = cand[np.argsort(-row[cand], kind="stable")]
+        preds = []
+        for rank, j in enumerate(order, start=1):
+            d = owner[int(j)]
+            preds.append(Prediction(rank, int(j), labels.classes[d][int(j) - offsets[d]], labels.datasets[d],
+                                    float(row[j])))
+        out.append(preds)
+    return out
+
+
+@dataclass
+class Result:
+    """What the model said about one image or frame."""
+
+    index: int
+    name: str
+    predictions: list[Prediction]
+
+    @property
+    def top(self) -> Prediction:
+        return self.predictions[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "index": self.index, "predictions": [p.to_dict() for p in self.predictions]}
+
+
+# ------------------------------------------------------------------------------------------------
+# Sinks
+# ------------------------------------------------------------------------------------------------
+class Sink(abc.ABC):
+    """Receives every result (with the RGB image it came from). commit() makes the output final;
+    abort() removes whatever was written."""
+
+    stop_requested = False  # a sink may ask the run to stop (the display window's q / Esc / close)
+    stop_reason = ""
+
+    @abc.abstractmethod
+    def write(self, result: Result, item: Item) -> None:
+        """`item` is what the result came from: its RGB image and relative name."""
+
+    def commit(self) -> None:
+        """The run ended (normally or interrupted): keep the output."""
+
+    def abort(self) -> None:
+        """The run failed: leave nothing half-written."""
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+class _AtomicFile:
+    """An output file written under a temporary name, renamed to its target on commit."""
+
+    def __init__(self, target: Path):
+        self.target = target
+        self._stack = contextlib.ExitStack()
+        self.tmp = self._stack.enter_context(atomic_path(target))
+
+    def commit(self) -> None:
+        self._stack.close()
+
+    def abort(self) -> None:
+        self._stack.__exit__(RuntimeError, RuntimeError("run failed"), None)
+
+
+class JsonlSink(Sink):
+    """One JSON object per line: {"name", "index", "predictions": [{"rank", "label", "dataset",
+    "class_id", "score"}, ...]}. To stdout (flushed per line, for piping) or to a file."""
+
+    def __init__(self, path: Path | None = None, stream: IO[str] | None = None):
+        self.path = path
+        self._file: _AtomicFile | None = None
+        if path is not None:
+            self._file = _AtomicFile(path)
+            self._stream: IO[str] = open(self._file.tmp, "w", encoding="utf-8")
+        else:
+            self._stream = stream or sys.stdout
+
+    def write(self, result: Result, item: Item) -> None:
+        if self.stop_requested:
+            return
+        line = json.dumps(result.to_dict(), ensure_ascii=False) + "\n"
+        if self._file is not None:
+            self._stream.write(line)
+            return
+        try:
+            self._stream.write(line)
+            self._stream.flush()
+        except BrokenPipeError:
+            # the reader went away (`| head`): stop the run quietly, as other Unix tools do
+            self.stop_requested = True
+            self.stop_reason = "stdout closed by its reader"
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self._stream.fileno())
+
+    def commit(self) -> None:
+        if self._file is not None:
+            self._stream.close()
+            self._file.commit()
+        else:
+            with contextlib.suppress(BrokenPipeError):
+                self._stream.flush()
+
+    def abort(self) -> None:
+        if self._file is not None:
+            self._stream.close()
+            self._file.abort()
+
+    def describe(self) -> str:
+        return f"JSON lines -> {self.path or 'stdout'}"
+
+
+def csv_header(k: int) -> list[str]:
+    cols = ["name", "label", "dataset", "score"]
+    for r in range(1, k + 1):
+        cols += [f"top{r}_label", f"top{r}_dataset", f"top{r}_score"]
+    return cols
+
+
+class CsvSink(Sink):
+    """One row per image: name, the rank-1 label, its data set and score, then the top-k as columns
+    (top1_label, top1_dataset, top1_score, top2_label, ...)."""
+
+    def __init__(self, path: Path, k: int):
+        self.path = path
+        self.k = k
+        self._file = _AtomicFile(path)
+        self._stream = open(self._file.tmp, "w", encoding="utf-8", newline="")
+        self._csv = csv.writer(self._stream)
+        self._csv.writerow(csv_header(k))
+
+    def write(self, result: Result, item: Item) -> None:
+        top = result.top
+        row: list[Any] = [result.name, top.label, top.dataset, f"{top.score:.6f}"]
+        for r in range(self.k):
+            if r < len(result.predictions):
+                p = result.predictions[r]
+                row += [p.label, p.dataset, f"{p.score:.6f}"]
+            else:
+                row += ["", "", ""]
+        self._csv.writerow(row)
+
+    def commit(self) -> None:
+        self._stream.close()
+        self._file.commit()
+
+    def abort(self) -> None:
+        self._stream.close()
+        self._file.abort()
+
+    def describe(self) -> str:
+        return f"CSV -> {self.path}"
+
+
+def caption(result: Result) -> str:
+    top = result.top
+    return f"{top.label} ({top.dataset}) {top.score:.2f}"
+
+
+def annotate(image_rgb: np.ndarray, result: Result) -> np.ndarray:
+    """A BGR copy of the image with the top-1 label, its data set and score drawn on a dark band."""
+    bgr = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
+    h, w = bgr.shape[:2]
+    text = caption(result)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    scale = max(0.35, min(h, w) / 640.0)
+    thick = max(1, int(round(scale * 2)))
+    (tw, th), base = cv2.getTextSize(text, font, scale, thick)
+    pad = max(2, th // 3)
+    cv2.rectangle(bgr, (0, 0), (min(w, tw + 2 * pad), th + base + 2 * pad), (0, 0, 0), thickness=-1)
+    cv2.putText(bgr, text, (pad, pad + th), font, scale, (255, 255, 255), thick, cv2.LINE_AA)
+    return bgr
+
+
+class VideoSink(Sink):
+    """An annotated video (cv2.VideoWriter, mp4v). Frames of other sizes than the first are resized."""
+
+    def __init__(self, path: Path, fps: float):
+        self.path = path
+        self.fps = float(fps) if fps and fps > 0 else 30.0
+        # A temporary name that keeps the suffix: OpenCV picks the container from it.
+        self.tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+        self._writer: cv2.VideoWriter | None = None
+        self._size: tuple[int, int] | None = None
+        self.frames = 0
+
+    def write(self, result: Result, item: Item) -> None:
+        if item.image is None:
+            return
+        frame = annotate(item.image, result)
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            h, w = frame.shape[:2]
+            self._size = (w - w % 2, h - h % 2)  # most encoders want even dimensions
+            self._writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, self._size)
+            if not self._writer.isOpened():
+                self._writer = None
+                raise UsageError(f"--save {self.path}: this OpenCV cannot write mp4v video into "
+                                 f"{self.path.suffix or 'a file without suffix'}; use a .mp4 or .avi name")
+        assert self._size is not None
+        if (frame.shape[1], frame.shape[0]) != self._size:
+            frame = cv2.resize(frame, self._size, interpolation=cv2.INTER_AREA)
+        self._writer.write(frame)
+        self.frames += 1
+
+    def _release(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+    def commit(self) -> None:
+        self._release()
+        if self.tmp.exists():
+            os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self._release()
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp.unlink()
+
+    def describe(self) -> str:
+        return f"annotated video -> {self.path}"
+
+
+class ImageFolderSink(Sink):
+    """Annotated images in a folder, named like their sources (frames: frame_000000.jpg); the folder
+    is built under a temporary name and appears whole at the end."""
+
+    def __init__(self, path: Path, overwrite: bool = False):
+        self.path = path
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"--save {path}: exists and is not a folder; use a new folder name or a .mp4 file")
+        if path.is_dir() and any(path.iterdir()) and not overwrite:
+            raise UsageError(f"--save {path}: folder exists and is not empty; choose another or pass --overwrite")
+        self._stack = contextlib.ExitStack()
+        self.tmp = self._stack.enter_context(atomic_directory(path, overwrite=True))
+        self._used: set[str] = set()
+        self.images = 0
+
+    def _name_for(self, result: Result, relname: str) -> str:
+        rel = Path(relname or result.name.replace(":", "_"))
+        suffix = rel.suffix.lower()
+        if suffix not in (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"):
+            rel = rel.with_name(rel.name + ".jpg")
+        name = rel.as_posix().lstrip("/")
+        base, n = name, 1
+        while name in self._used:
+            stem, ext = os.path.splitext(base)
+            name = f"{stem}-{n}{ext}"
+            n += 1
+        self._used.add(name)
+        return name
+
+    def write(self, result: Result, item: Item) -> None:
+        if item.image is None:
+            return
+        out = self.tmp / self._name_for(result, item.relname)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        ok, buf = cv2.imencode(out.suffix, annotate(item.image, result))
+        if not ok:
+            raise UsageError(f"--save: cannot encode {out.name}")
+        buf.tofile(str(out))
+        self.images += 1
+
+    def commit(self) -> None:
+        self._stack.close()
+
+    def abort(self) -> None:
+        self._stack.__exit__(RuntimeError, RuntimeError("run failed"), None)
+
+    def describe(self) -> str:
+        return f"annotated images -> {self.path}/"
+
+
+def display_available() -> tuple[bool, str]:
+    """Whether a window can be shown: a display server and an OpenCV built with a GUI."""
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False, "no display (DISPLAY is not set; over SSH use `ssh -X` or run on the device's desktop)"
+    return True, ""
+
+
+class DisplaySink(Sink):
+    """A cv2.imshow window; q or Esc (or closing the window) stops the run."""
+
+    TITLE = "erudite-edge"
+
+    def __init__(self) -> None:
+        cv2.namedWindow(self.TITLE, cv2.WINDOW_NORMAL)
+
+    def write(self, result: Result, item: Item) -> None:
+        if item.image is None:
+            return
+        cv2.imshow(self.TITLE, annotate(item.image, result))
+        key = cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), 27) or cv2.getWindowProperty(self.TITLE, cv2.WND_PROP_VISIBLE) < 1:
+            self.stop_requested = True
+            self.stop_reason = "stopped from the display window"
+
+    def _close(self) -> None:
+        with contextlib.suppress(cv2.error):
+            cv2.destroyWindow(self.TITLE)
+
+    commit = _close
+    abort = _close
+
+    def describe(self) -> str:
+        return "display window"
+
+
+def open_display(warn: Callable[[str], None]) -> DisplaySink | None:
+    """The display window, or None (with one warning) where no window can be created."""
+    ok, why = display_available()
+    if not ok:
+        warn(f"--display: {why}; continuing without a window")
+        return None
+    try:
+        return DisplaySink()
+    except cv2.error:
+        warn("--display: this OpenCV has no GUI support (opencv-python-headless?); use JetPack's OpenCV "
+             "(`sudo apt install python3-opencv`); continuing without a window")
+        return None
+
+
+def open_output(path: Path | None, k: int) -> Sink:
+    """JSON lines to stdout (no path), or to FILE.jsonl, or CSV to FILE.csv."""
+    if path is None:
+        return JsonlSink()
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return JsonlSink(path)
+    if suffix == ".csv":
+        return CsvSink(path, k)
+    raise UsageError(f"--output {path}: use a .jsonl or .csv file name")
+
+
+def open_save(path: Path, fps: float | None, overwrite: bool = False) -> Sink:
+    """An annotated video when PATH ends in a video suffix (at `fps`; still images at STILLS_FPS),
+    else a folder of annotated images."""
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        if path.exists() and not overwrite:
+            raise UsageError(f"--save {path}: file exists; choose another name or pass --overwrite")
+        return VideoSink(path, fps or STILLS_FPS)
+    return ImageFolderSink(path, overwrite)
+
+
+# ------------------------------------------------------------------------------------------------
+# Summary
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class RunSummary:
+    source: str
+    backend: str
+    frames: int = 0  # images/frames classified
+    skipped: int = 0  # undecodable files, warned and skipped
+    skipped_names: list[str] = field(default_factory=list)
+    ignored: int = 0  # files in a folder passed over as not images (by extension)
+    wall_s: float = 0.0
+    stage_ms: dict[str, float] = field(default_factory=dict)  # totals: decode, preprocess, inference, postprocess, output
+    role_ms: dict[str, float] = field(default_factory=dict)  # inference totals per model role (the zoo's)
+    end_reason: str = ""
+    interrupted: bool = False
+    outputs: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.wall_s if self.wall_s > 0 else 0.0
+
+    def ms_per_frame(self, total_ms: float) -> float:
+        n = self.frames + self.skipped
+        return total_ms / n if n else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source, "backend": self.backend, "frames": self.frames, "skipped": self.skipped,
+            "ignored": self.ignored, "wall_s": round(self.wall_s, 4), "fps": round(self.fps, 2),
+            "ms_per_frame": {k: round(self.ms_per_frame(v), 3) for k, v in self.stage_ms.items()},
+            "role_ms_per_frame": {k: round(self.ms_per_frame(v), 3) for k, v in self.role_ms.items()},
+            "end_reason": self.end_reason, "interrupted": self.interrupted,
+        }
+
+
+def render_summary(summary: RunSummary, console: Any) -> None:
+    """The end-of-run report on stderr (a rich table), like jetson-inference's timing report.
+
+    Stage times are summed over items; decoding and preprocessing overlap inference, so they add
+    up to more than the wall time and FPS is frames / wall time."""
+    from rich.table import Table
+
+    title = "erudite-edge run" + (" (interrupted)" if summary.interrupted else "")
+    table = Table(title=title, show_header=True, header_style="bold", title_justify="left")
+    table.add_column("", style="bold")
+    table.add_column("value", justify="right")
+    table.add_row("source", summary.source)
+    table.add_row("backend", summary.backend)
+    table.add_row("frames classified", str(summary.frames))
+    table.add_row("skipped (undecodable)", str(summary.skipped))
+    if summary.ignored:
+        table.add_row("ignored (not images)", str(summary.ignored))
+    table.add_row("wall time", f"{summary.wall_s:.2f} s")
+    table.add_row("FPS", f"{summary.fps:.1f}")
+    for stage in ("decode", "preprocess", "inference", "postprocess", "output"):
+        if stage in summary.stage_ms:
+            table.add_row(f"{stage} ms/frame", f"{summary.ms_per_frame(summary.stage_ms[stage]):.2f}")
+    if len(summary.role_ms) > 1:
+        for role, ms in summary.role_ms.items():
+            table.add_row(f"  {role} ms/frame", f"{summary.ms_per_frame(ms):.2f}")
+    if summary.end_reason:
+        table.add_row("ended", summary.end_reason)
+    for out in summary.outputs:
+        table.add_row("output", out)
+    console.print(table)
+
+
+def stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)

@@ -1,0 +1,353 @@
+"""The batched inference pipeline: source -> decode -> preprocess -> inference -> top-k -> outputs.
+
+Decoding and preprocessing run ahead of inference: a feeder thread walks the source (reading video
+frames in order) and hands each item's work to a thread pool (OpenCV releases the GIL, so images
+decode in parallel); a bounded queue of futures keeps results in source order and memory bounded.
+The main thread takes batches off that queue and runs the model, so the CPU work of batch n+1
+overlaps the inference of batch n. Live sources are batched greedily (whatever frames are ready,
+up to --batch) so a camera never waits for a batch to fill.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import threading
+import time
+import types
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Protocol, Sequence
+
+import numpy as np
+
+from .backends import load_runner
+from .backends.base import Runner
+from .bundle import Bundle
+from .errors import BadImageError, BundleError
+from .labels import LabelSpace
+from .outputs import Result, RunSummary, Sink, softmax, top_k
+from .preprocess import PreprocessSpec, preprocess
+from .sources import Item, Source, Task
+
+
+class Classifier(Protocol):
+    """A model in the joint label space: preprocessed batch -> (B, num_classes) probabilities."""
+
+    backend: str
+    role_ms: dict[str, float]
+
+    def predict(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+class SingleModel:
+    """The erudite model: one runner (role "main") whose logits cover the joint label space."""
+
+    def __init__(self, runner: Runner, labels: LabelSpace, backend: str | None = None):
+        self.runner = runner
+        self.labels = labels
+        self.backend = backend or runner.backend
+        self.role_ms: dict[str, float] = {"main": 0.0}
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        logits = self.runner.infer_chunked(batch)
+        self.role_ms["main"] += (time.perf_counter() - t0) * 1e3
+        if logits.ndim != 2 or logits.shape != (len(batch), self.labels.num_classes):
+            raise BundleError(f"model returned shape {tuple(logits.shape)}, expected ({len(batch)}, {self.labels.num_classes})")
+        return softmax(logits)
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+def load_classifier(
+    bundle: Bundle,
+    backend: str = "auto",
+    precision: str = "fp32",
+    threads: int | None = None,
+    announce: Callable[[str], None] | None = None,
+) -> Classifier:
+    """The erudite model of an erudite bundle, or the two-stage ZooRunner of a zoo bundle."""
+    kw: dict[str, Any] = {} if announce is None else {"announce": announce}
+    if bundle.kind == "zoo":
+        from .zoo_runner import ZooRunner
+
+        return ZooRunner(bundle, backend, precision, threads, **kw)
+    runner = load_runner(bundle, "main", backend, precision, threads, **kw)
+    return SingleModel(runner, bundle.labels)
+
+
+@dataclass
+class Prepared:
+    item: Item
+    tensor: np.ndarray | None
+    preprocess_ms: float = 0.0
+
+
+def prepare(task: Task, spec: PreprocessSpec) -> Prepared:
+    """Decode (run the source's task) and preprocess one item; a bad file stays an item with its error."""
+    item = task()
+    if not item.ok:
+        return Prepared(item, None)
+    t0 = time.perf_counter()
+    tensor = preprocess(item.image, spec)  # type: ignore[arg-type]
+    return Prepared(item, tensor, (time.perf_counter() - t0) * 1e3)
+
+
+_END = object()
+
+
+class _Failed:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+class Prefetcher:
+    """Runs a source's tasks ahead of the consumer, in order, at most `depth` items ahead."""
+
+    def __init__(self, source: Source, spec: PreprocessSpec, pool: ThreadPoolExecutor, depth: int,
+                 interrupt: threading.Event | None = None):
+        self.source = source
+        self.interrupt = interrupt or threading.Event()  # set: stop handing out items (Ctrl-C)
+        self.spec = spec
+        self.pool = pool
+        self._q: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._feed, name="erudite-edge-feeder", daemon=True)
+        self._thread.start()
+
+    def _put(self, obj: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(obj, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _feed(self) -> None:
+        tasks = self.source.tasks()
+        try:
+            for task in tasks:
+                if self._stop.is_set() or not self._put(self.pool.submit(prepare, task, self.spec)):
+                    break
+        except BaseException as e:  # an unexpected failure reading the source: hand it to the consumer
+            self._put(_Failed(e))
+        finally:
+            if isinstance(tasks, types.GeneratorType):
+                tasks.close()  # releases a capture in the thread that used it
+            self._put(_END)
+
+    def _get(self, block: bool) -> Prepared | object:
+        while True:
+            try:
+                obj = self._q.get(timeout=0.1) if block else self._q.get_nowait()
+            except queue.Empty:
+                if not block:
+                    raise
+                if self.interrupt.is_set():  # do not wait on a stalled camera after Ctrl-C
+                    return _END
+                continue
+            if isinstance(obj, _Failed):
+                raise obj.error
+            if obj is _END:
+                return _END
+            assert isinstance(obj, Future)
+            return obj.result()
+
+    def batches(self, size: int, greedy: bool) -> Iterator[list[Prepared]]:
+        """Batches of up to `size` items in source order; `greedy`: do not wait to fill one."""
+        done = False
+        while not done and not self.interrupt.is_set():
+            first = self._get(block=True)
+            if first is _END:
+                return
+            batch = [first]
+            while len(batch) < size:
+                try:
+                    nxt = self._get(block=not greedy)
+                except queue.Empty:
+                    break
+                if nxt is _END:
+                    done = True
+                    break
+                batch.append(nxt)
+            yield batch  # type: ignore[misc]
+
+    def stop(self) -> None:
+        self.source.stop()
+        self._stop.set()
+        while True:  # drop what is queued; running work finishes on its own
+            try:
+                obj = self._q.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(obj, Future):
+                obj.cancel()
+        self._thread.join(timeout=5.0)
+
+
+@contextlib.contextmanager
+def _sigint_sets(flag: threading.Event) -> Iterator[None]:
+    """While running in the main thread, a first Ctrl-C only sets `flag` (the loop stops after the
+    batch in hand, so outputs stay consistent); a second one raises KeyboardInterrupt at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag.is_set():
+            raise KeyboardInterrupt
+        flag.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+
+
+class Pipeline:
+    """Runs a classifier over a source in batches and sends each result to the sinks."""
+
+    def __init__(
+        self,
+        classifier: Classifier,
+        labels: LabelSpace,
+        spec: PreprocessSpec,
+        *,
+        batch: int = 8,
+        topk: int = 5,
+        workers: int | None = None,
+        strict: bool = False,
+        limit: int | None = None,
+        console: Any = None,
+        progress: bool = True,
+    ):
+        if batch < 1 or topk < 1:
+            raise ValueError("batch and topk must be at least 1")
+        self.classifier = classifier
+        self.labels = labels
+        self.spec = spec
+        self.batch = batch
+        self.topk = topk
+        self.workers = workers or min(4, os.cpu_count() or 1)
+        self.strict = strict
+        self.limit = limit
+        self.console = console
+        self.show_progress = progress
+
+    def _warn(self, msg: str) -> None:
+        if self.console is not None:
+            self.console.print(f"warning: {msg}", style="yellow", markup=False, highlight=False)
+        else:
+            import sys
+
+            print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+    @staticmethod
+    def _finish(feeder: Prefetcher, pool: ThreadPoolExecutor, progress: Any) -> None:
+        feeder.stop()
+        pool.shutdown(wait=True, cancel_futures=True)
+        if progress is not None:
+            progress.stop()
+
+    def _process(self, group: list[Prepared], sinks: Sequence[Sink], summary: RunSummary, stage: dict[str, float]) -> None:
+        """One batch: count/skip bad items, run the model on the good ones, top-k, write results."""
+        good: list[Prepared] = []
+        for p in group:
+            stage["decode"] += p.item.decode_ms
+            stage["preprocess"] += p.preprocess_ms
+            if p.item.ok:
+                good.append(p)
+                continue
+            if self.strict:
+                raise BadImageError(f"{p.item.error} (--strict stops at the first bad file)")
+            summary.skipped += 1
+            summary.skipped_names.append(p.item.name)
+            self._warn(f"{p.item.error}; skipped")
+        if self.limit is not None:
+            good = good[: max(0, self.limit - summary.frames)]
+        if not good:
+            return
+        t0 = time.perf_counter()
+        probs = self.classifier.predict(np.stack([p.tensor for p in good]))  # type: ignore[misc]
+        t1 = time.perf_counter()
+        preds = top_k(probs, self.labels, self.topk)
+        t2 = time.perf_counter()
+        for p, pr in zip(good, preds):
+            result = Result(p.item.index, p.item.name, pr)
+            for sink in sinks:
+                sink.write(result, p.item)
+            summary.frames += 1
+        t3 = time.perf_counter()
+        stage["inference"] += (t1 - t0) * 1e3
+        stage["postprocess"] += (t2 - t1) * 1e3
+        stage["output"] += (t3 - t2) * 1e3
+
+    def _progress(self, source: Source) -> Any:
+        if not (self.show_progress and self.console is not None and self.console.is_terminal and source.length):
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeRemainingColumn(), console=self.console, transient=True)
+
+    def run(self, source: Source, sinks: Sequence[Sink] = ()) -> RunSummary:
+        """Process the whole source. Sinks are committed at the end (also when interrupted with
+        Ctrl-C: what was done is kept) and aborted when the run fails."""
+        summary = RunSummary(source=source.describe(), backend=getattr(self.classifier, "backend", "?"),
+                             ignored=getattr(source, "ignored", 0), outputs=[s.describe() for s in sinks])
+        stage = {"decode": 0.0, "preprocess": 0.0, "inference": 0.0, "postprocess": 0.0, "output": 0.0}
+        roles_before = dict(self.classifier.role_ms)
+        depth = max(2 * self.batch, 2 * self.workers)
+        progress = self._progress(source)
+        stop_reason = ""
+        interrupt = threading.Event()
+        t_start = time.perf_counter()
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="erudite-edge-prep")
+        feeder = Prefetcher(source, self.spec, pool, depth, interrupt)
+        try:
+            with _sigint_sets(interrupt):
+                if progress is not None:
+                    progress.start()
+                    bar = progress.add_task("classifying", total=source.length)
+                for group in feeder.batches(self.batch, greedy=source.live):
+                    self._process(group, sinks, summary, stage)
+                    if progress is not None:
+                        progress.advance(bar, len(group))
+                    if interrupt.is_set():
+                        break
+                    stopping = [s for s in sinks if s.stop_requested]
+                    if stopping:
+                        stop_reason = stopping[0].stop_reason or "stopped by an output"
+                        break
+                    if self.limit is not None and summary.frames >= self.limit:
+                        stop_reason = f"--limit {self.limit} reached"
+                        break
+        except KeyboardInterrupt:  # a second Ctrl-C, or a run outside the main thread
+            interrupt.set()
+        except BaseException:
+            self._finish(feeder, pool, progress)
+            for s in sinks:
+                s.abort()
+            raise
+        if interrupt.is_set():
+            summary.interrupted = True
+            stop_reason = "interrupted (Ctrl-C)"
+        self._finish(feeder, pool, progress)
+        for s in sinks:
+            s.commit()
+        summary.wall_s = time.perf_counter() - t_start
+        summary.stage_ms = stage
+        summary.role_ms = {r: ms - roles_before.get(r, 0.0) for r, ms in self.classifier.role_ms.items()}
+        summary.end_reason = stop_reason or source.end_reason
+        return summary
+
+
+__all__ = ["Classifier", "Pipeline", "Prefetcher", "Prepared", "SingleModel", "load_classifier", "prepare"]

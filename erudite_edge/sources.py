@@ -1,0 +1,511 @@
+"""Where images come from: files, folders, globs, video files, V4L2 and CSI cameras, RTSP streams.
+
+The URI conventions are jetson-inference's (`csi://0`, `v4l2:///dev/video0`, `/dev/video0`,
+`rtsp://host/path`, a file, a folder). A source yields *tasks*, each a callable that returns one
+`Item`: image files give independent tasks (decoded in parallel by the pipeline's thread pool),
+video sources read frames in order while the tasks are produced, so the only thing a frame's task
+still has to do is hand it over. Still images are always decoded by erudite_edge.preprocess
+(RGB, exactly as in training); a file that does not decode becomes an Item carrying its
+BadImageError, so the caller can warn, count and skip it (or stop, under --strict).
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+import glob as globlib
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+
+from .errors import BadImageError, SourceError
+from .preprocess import load_image
+
+IMAGE_EXTENSIONS = frozenset(
+    ".jpg .jpeg .jpe .png .bmp .dib .webp .tif .tiff .ppm .pgm .pbm .pnm .pxm .jp2 .sr .ras .exr .hdr .pic .avif".split()
+)
+VIDEO_EXTENSIONS = frozenset(
+    ".mp4 .m4v .mov .avi .mkv .webm .mpg .mpeg .mts .m2ts .ts .wmv .flv .3gp .ogv .h264 .h265 .264 .265 .mjpeg .mjpg".split()
+)
+GLOB_CHARS = frozenset("*?[")
+
+# The CSI pipeline (Jetson): the ISP hands NVMM buffers to nvvidconv, which converts them to BGRx in
+# system memory; appsink keeps only the newest frame (drop=1 max-buffers=1) so there is no queued lag.
+CSI_PIPELINE = (
+    "nvarguscamerasrc sensor-id={sensor} ! "
+    "video/x-raw(memory:NVMM),width={width},height={height},framerate={fps}/1 ! "
+    "nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! "
+    "appsink drop=1 max-buffers=1"
+)
+RTSP_PIPELINE = (
+    'rtspsrc location="{uri}" latency=0 ! decodebin ! videoconvert ! video/x-raw,format=BGR ! '
+    "appsink drop=1 max-buffers=1"
+)
+CSI_DEFAULTS = (1280, 720, 30)  # width, height, framerate when none are given
+
+
+@dataclass
+class Item:
+    """One image or frame: its name (file path, or `frame:<n>`), the decoded RGB uint8 image or the
+    error that kept it from decoding, and how long reading + decoding took."""
+
+    index: int
+    name: str
+    image: np.ndarray | None
+    error: BadImageError | None = None
+    decode_ms: float = 0.0
+    relname: str = ""  # path relative to the source root (used to name saved annotated images)
+    timestamp: float = 0.0  # time.perf_counter() when the item was read
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.image is not None
+
+
+Task = Callable[[], Item]
+
+
+# ------------------------------------------------------------------------------------------------
+# OpenCV capabilities
+# ------------------------------------------------------------------------------------------------
+def _build_flag(name: str) -> bool:
+    """Whether cv2.getBuildInformation() lists a Video I/O backend as YES."""
+    for line in cv2.getBuildInformation().splitlines():
+        key, _, value = line.strip().partition(":")
+        if key.strip() == name:
+            return value.strip().upper().startswith("YES")
+    return False
+
+
+@functools.lru_cache(maxsize=None)
+def gstreamer_available() -> bool:
+    return _build_flag("GStreamer")
+
+
+@functools.lru_cache(maxsize=None)
+def ffmpeg_available() -> bool:
+    return _build_flag("FFMPEG")
+
+
+def gstreamer_fix_message(uri: str) -> str:
+    where = os.path.dirname(getattr(cv2, "__file__", "") or "") or "?"
+    return (
+        f"{uri} needs OpenCV built with GStreamer, and this OpenCV ({cv2.__version__} from {where}) has none "
+        "(PyPI's opencv-python wheels never do): use JetPack's OpenCV (`sudo apt install python3-opencv`) and "
+        "do not pip-install opencv-python over it (`pip uninstall opencv-python opencv-python-headless`)"
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Sources
+# ------------------------------------------------------------------------------------------------
+class Source(abc.ABC):
+    """Something that produces images. `tasks()` yields callables returning Items in order."""
+
+    kind: str = "?"
+    live: bool = False  # a camera or stream: frames come in real time, there is no end to wait for
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        self.end_reason = ""  # why the source stopped (end of stream, stream lost, ...), for the summary
+        self._stop = threading.Event()
+
+    @property
+    def length(self) -> int | None:
+        """How many items the source will produce, where that is known in advance."""
+        return None
+
+    @property
+    def fps(self) -> float | None:
+        """Frame rate of a video source, where known."""
+        return None
+
+    @abc.abstractmethod
+    def tasks(self) -> Iterator[Task]:
+        """Yield one task per item, in order."""
+
+    def stop(self) -> None:
+        """Ask a running tasks() generator to finish after the item in hand."""
+        self._stop.set()
+
+    def close(self) -> None:
+        """Release the device of a source that will not be read (tasks() releases it itself)."""
+
+    def __iter__(self) -> Iterator[Item]:
+        for task in self.tasks():
+            yield task()
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.uri}"
+
+
+def read_image_item(index: int, path: str, relname: str) -> Item:
+    """Load one image file; a file that does not decode becomes an Item carrying its BadImageError."""
+    t0 = time.perf_counter()
+    try:
+        image: np.ndarray | None = load_image(path)
+        error = None
+    except BadImageError as e:
+        image, error = None, e
+    return Item(index, path, image, error, (time.perf_counter() - t0) * 1e3, relname, t0)
+
+
+class ImageFilesSource(Source):
+    """A list of image files (a single image, a folder or a glob), decoded independently."""
+
+    kind = "images"
+
+    def __init__(self, uri: str, paths: list[str], root: str | None = None, ignored: int = 0):
+        super().__init__(uri)
+        self.paths = list(paths)
+        self.root = root
+        self.ignored = ignored  # files in the folder passed over because their extension is not an image's
+
+    @property
+    def length(self) -> int:
+        return len(self.paths)
+
+    def relname(self, path: str) -> str:
+        if self.root:
+            try:
+                return os.path.relpath(path, self.root)
+            except ValueError:
+                pass
+        return os.path.basename(path)
+
+    def tasks(self) -> Iterator[Task]:
+        for i, p in enumerate(self.paths):
+            if self._stop.is_set():
+                self.end_reason = "stopped"
+                return
+            yield functools.partial(read_image_item, i, p, self.relname(p))
+        self.end_reason = self.end_reason or "all files read"
+
+    def describe(self) -> str:
+        return f"{self.uri} ({len(self.paths)} image{'s' if len(self.paths) != 1 else ''})"
+
+
+Opener = Callable[[], "cv2.VideoCapture"]
+
+
+def _to_rgb(frame: np.ndarray) -> np.ndarray:
+    if frame.ndim == 2:
+        return cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
+    if frame.shape[2] == 4:
+        return cv2.cvtColor(frame, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+
+def _warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+
+class CaptureSource(Source):
+    """Frames from cv2.VideoCapture: a video file, a camera or a stream.
+
+    `opener` makes a new capture (returning one whose isOpened() is False when it cannot). A live
+    source that stops delivering frames is reopened up to `reconnect` times, waiting
+    `backoff * attempt` seconds before each try; a frame that arrives resets the count.
+    A video file simply ends.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        opener: Opener,
+        *,
+        kind: str,
+        live: bool,
+        open_error: str,
+        reconnect: int = 3,
+        backoff: float = 0.5,
+        warn: Callable[[str], None] = _warn,
+    ):
+        super().__init__(uri)
+        self.kind = kind
+        self.live = live
+        self.reconnect = max(0, int(reconnect))
+        self.backoff = max(0.0, float(backoff))
+        self._opener = opener
+        self._open_error = open_error
+        self._warn = warn
+        self.reconnects = 0  # reconnect attempts made, for the summary
+        self._cap = opener()
+        if not self._cap.isOpened():
+            self._cap.release()
+            raise SourceError(open_error)
+        self._frames = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self._fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
+
+    @property
+    def length(self) -> int | None:
+        # Containers' frame counts are estimates; only trust them for files (progress bar), never for live.
+        return None if self.live or self._frames <= 0 else self._frames
+
+    @property
+    def fps(self) -> float | None:
+        return self._fps if 0 < self._fps < 1000 else None
+
+    def _reopen(self, attempt: int) -> bool:
+        self._cap.release()
+        wait = self.backoff * attempt
+        if wait and self._stop.wait(wait):
+            return False
+        self._cap = self._opener()
+        return bool(self._cap.isOpened())
+
+    def tasks(self) -> Iterator[Task]:
+        n = 0
+        attempts = 0
+        try:
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                ok, frame = self._cap.read()
+                if ok and frame is not None and frame.size:
+                    attempts = 0
+                    item = Item(n, f"frame:{n}", _to_rgb(frame), None, (time.perf_counter() - t0) * 1e3,
+                                f"frame_{n:06d}", t0)
+                    n += 1
+                    yield functools.partial(_identity, item)
+                    continue
+                if not self.live:
+                    self.end_reason = "end of video"
+                    return
+                if attempts >= self.reconnect:
+                    self.end_reason = (
+                        f"{self.uri} stopped delivering frames"
+                        + (f" (gave up after {self.reconnect} reconnect attempts)" if self.reconnect else "")
+                    )
+                    self._warn(self.end_reason)
+                    return
+                attempts += 1
+                self.reconnects += 1
+                self._warn(f"no frame from {self.uri}; reconnecting (attempt {attempts}/{self.reconnect})")
+                while not self._reopen(attempts):
+                    if self._stop.is_set():
+                        break
+                    if attempts >= self.reconnect:
+                        self.end_reason = f"{self.uri} lost and could not be reopened after {self.reconnect} attempts"
+                        self._warn(self.end_reason)
+                        return
+                    attempts += 1
+                    self.reconnects += 1
+                    self._warn(f"cannot reopen {self.uri}; retrying (attempt {attempts}/{self.reconnect})")
+            self.end_reason = self.end_reason or "stopped"
+        finally:
+            self._cap.release()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._cap.release()
+
+
+def _identity(item: Item) -> Item:
+    return item
+
+
+# ------------------------------------------------------------------------------------------------
+# Opening a source from what the user typed
+# ------------------------------------------------------------------------------------------------
+def _capture(target: str | int, api: int) -> Opener:
+    return lambda: cv2.VideoCapture(target, api)
+
+
+def _configured_capture(target: str | int, api: int, width: int | None, height: int | None,
+                        framerate: int | None) -> Opener:
+    def open_() -> cv2.VideoCapture:
+        cap = cv2.VideoCapture(target, api)
+        if cap.isOpened():
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # newest frame, not a queue of stale ones
+            if width:
+                cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+            if height:
+                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+            if framerate:
+                cap.set(cv2.CAP_PROP_FPS, framerate)
+        return cap
+
+    return open_
+
+
+def open_v4l2(device: str | int, *, width: int | None = None, height: int | None = None,
+              framerate: int | None = None, reconnect: int = 3, backoff: float = 0.5) -> CaptureSource:
+    dev = f"/dev/video{device}" if isinstance(device, int) else device
+    return CaptureSource(
+        f"v4l2://{dev}",
+        _configured_capture(device if isinstance(device, int) else dev, cv2.CAP_V4L2, width, height, framerate),
+        kind="camera",
+        live=True,
+        reconnect=reconnect,
+        backoff=backoff,
+        open_error=(
+            f"cannot open camera {dev} (V4L2): it is not connected, another program holds it, or you lack "
+            "permission (check `ls -l /dev/video*`; add yourself to the 'video' group)"
+        ),
+    )
+
+
+def csi_pipeline(sensor: int, width: int | None = None, height: int | None = None, framerate: int | None = None) -> str:
+    w, h, f = CSI_DEFAULTS
+    return CSI_PIPELINE.format(sensor=sensor, width=width or w, height=height or h, fps=framerate or f)
+
+
+def open_csi(uri: str, *, width: int | None = None, height: int | None = None, framerate: int | None = None,
+             reconnect: int = 3, backoff: float = 0.5) -> CaptureSource:
+    rest = uri[len("csi://"):]
+    if not rest.isdigit():
+        raise SourceError(f"{uri}: expected csi://N with N the sensor id (csi://0)")
+    if not gstreamer_available():
+        raise SourceError(gstreamer_fix_message(uri))
+    pipeline = csi_pipeline(int(rest), width, height, framerate)
+    return CaptureSource(
+        uri,
+        _capture(pipeline, cv2.CAP_GSTREAMER),
+        kind="csi camera",
+        live=True,
+        reconnect=reconnect,
+        backoff=backoff,
+        open_error=(
+            f"cannot open {uri} (nvarguscamerasrc): no camera on that sensor id, the ribbon cable is loose, the "
+            "mode is unsupported (try --width/--height/--framerate), or nvargus-daemon needs "
+            "`sudo systemctl restart nvargus-daemon`"
+        ),
+    )
+
+
+def open_rtsp(uri: str, *, reconnect: int = 3, backoff: float = 0.5) -> CaptureSource:
+    if gstreamer_available():
+        opener, via = _capture(RTSP_PIPELINE.format(uri=uri), cv2.CAP_GSTREAMER), "GStreamer"
+    elif ffmpeg_available():
+        opener, via = _configured_capture(uri, cv2.CAP_FFMPEG, None, None, None), "FFmpeg"
+    else:
+        raise SourceError(f"{uri}: this OpenCV has neither GStreamer nor FFmpeg video I/O; {gstreamer_fix_message(uri)}")
+    return CaptureSource(
+        uri,
+        opener,
+        kind="stream",
+        live=True,
+        reconnect=reconnect,
+        backoff=backoff,
+        open_error=(
+            f"cannot open {uri} (via {via}): the server is unreachable, the path or credentials are wrong, "
+            "or its codec is one this OpenCV cannot decode"
+        ),
+    )
+
+
+def open_video_file(path: str) -> CaptureSource:
+    return CaptureSource(
+        path,
+        _capture(path, cv2.CAP_ANY),
+        kind="video",
+        live=False,
+        reconnect=0,
+        open_error=(
+            f"cannot open video {path}: the file is corrupt, or its codec/container is one this OpenCV cannot "
+            f"decode (FFmpeg video I/O: {'yes' if ffmpeg_available() else 'no'})"
+        ),
+    )
+
+
+def list_images(folder: str, recursive: bool = False) -> tuple[list[str], int, bool]:
+    """Image files in a folder, sorted; also how many other files were passed over and whether there
+    are subfolders (to suggest --recursive)."""
+    images: list[str] = []
+    ignored = 0
+    has_subdirs = False
+    if recursive:
+        walker: Iterator[tuple[str, list[str], list[str]]] = os.walk(folder, followlinks=True)
+    else:
+        entries = list(os.scandir(folder))
+        has_subdirs = any(e.is_dir() and not e.name.startswith(".") for e in entries)
+        walker = iter([(folder, [], [e.name for e in entries if e.is_file()])])
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in walker:
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a symlink loop: do not walk it twice
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for fn in filenames:
+            if fn.startswith("."):
+                continue
+            if Path(fn).suffix.lower() in IMAGE_EXTENSIONS:
+                images.append(os.path.join(dirpath, fn))
+            else:
+                ignored += 1
+    return sorted(images), ignored, has_subdirs
+
+
+def _is_image_file(path: str) -> bool:
+    suffix = Path(path).suffix.lower()
+    if suffix in IMAGE_EXTENSIONS:
+        return True
+    if suffix in VIDEO_EXTENSIONS:
+        return False
+    return bool(cv2.haveImageReader(path))
+
+
+def open_source(
+    spec: str | None = None,
+    *,
+    camera: int | None = None,
+    recursive: bool = False,
+    width: int | None = None,
+    height: int | None = None,
+    framerate: int | None = None,
+    reconnect: int = 3,
+    backoff: float = 0.5,
+) -> Source:
+    """Open what the user named: `--camera N`, /dev/videoN, v4l2://DEV, csi://N, rtsp://..., a video
+    file, an image, a folder of images (recursive on request) or a glob. SourceError if it cannot be."""
+    live_kw = dict(width=width, height=height, framerate=framerate, reconnect=reconnect, backoff=backoff)
+    if camera is not None:
+        if spec:
+            raise SourceError(f"give either --camera {camera} or a SOURCE ({spec}), not both")
+        return open_v4l2(int(camera), **live_kw)  # type: ignore[arg-type]
+    if not spec:
+        raise SourceError("no source: give a file, folder, glob, /dev/videoN, csi://N or rtsp://... (or --camera N)")
+    if spec.startswith("file://"):
+        spec = spec[len("file://"):]
+    if spec.startswith("v4l2://"):
+        return open_v4l2(spec[len("v4l2://"):], **live_kw)  # type: ignore[arg-type]
+    if spec.startswith("csi://"):
+        return open_csi(spec, **live_kw)  # type: ignore[arg-type]
+    if spec.startswith(("rtsp://", "rtsps://")):
+        return open_rtsp(spec, reconnect=reconnect, backoff=backoff)
+    if spec.startswith("/dev/video"):
+        return open_v4l2(spec, **live_kw)  # type: ignore[arg-type]
+    if "://" in spec:
+        raise SourceError(f"{spec}: unsupported URI scheme; use csi://N, v4l2:///dev/videoN, rtsp://..., or a path")
+
+    if os.path.isdir(spec):
+        paths, ignored, has_subdirs = list_images(spec, recursive)
+        if not paths:
+            hint = "; pass --recursive to look in its subfolders" if has_subdirs and not recursive else ""
+            raise SourceError(f"{spec}: folder holds no images (by extension: .jpg, .png, .bmp, .webp, .tif, ...){hint}")
+        return ImageFilesSource(spec, paths, root=spec, ignored=ignored)
+    if os.path.isfile(spec):
+        if _is_image_file(spec):
+            return ImageFilesSource(spec, [spec], root=os.path.dirname(spec) or ".")
+        return open_video_file(spec)
+    if spec.isdigit():
+        return open_v4l2(int(spec), **live_kw)  # type: ignore[arg-type]
+    if GLOB_CHARS & set(spec):
+        matches = sorted(p for p in globlib.glob(os.path.expanduser(spec), recursive=True) if os.path.isfile(p))
+        if not matches:
+            raise SourceError(f"{spec}: the glob matches no files (quote it so the shell does not expand it)")
+        root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in matches])
+        return ImageFilesSource(spec, matches, root=root)
+    raise SourceError(
+        f"{spec}: no such file or folder, and not a camera or stream URI "
+        "(check the path; cameras are /dev/videoN, v4l2:///dev/videoN, csi://N; streams rtsp://...)"
+    )

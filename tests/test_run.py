@@ -1,0 +1,480 @@
+"""`erudite-edge run` end to end on tiny real ONNX models: outputs, bad files, --strict, exit codes,
+--save, the zoo's routing, backend choice, and a run where importing torch is impossible."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from erudite_edge.backends import choose_backend, load_runner
+from erudite_edge.bundle import Bundle
+from erudite_edge.cli import main
+from erudite_edge.errors import BackendUnavailable, BadImageError, BundleError
+from erudite_edge.outputs import JsonlSink, csv_header, top_k
+from erudite_edge.pipeline import Pipeline, load_classifier
+from erudite_edge.preprocess import preprocess_batch
+from erudite_edge.sources import gstreamer_available, open_source
+from erudite_edge.zoo_runner import ZooRunner
+from onnx_fixtures import (
+    COLORS,
+    DATASETS,
+    make_erudite_bundle,
+    make_zoo_bundle,
+    solid_image,
+    write_bad_files,
+    write_image,
+    write_video,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+DATASET_OF = {c: d for d, cls in DATASETS.items() for c in cls}
+
+
+@pytest.fixture(scope="module")
+def erudite(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    return make_erudite_bundle(tmp_path_factory.mktemp("bundle"))
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    return make_zoo_bundle(tmp_path_factory.mktemp("zoo"))
+
+
+@pytest.fixture(scope="module")
+def color_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two noisy images of each colour, named after it."""
+    folder = tmp_path_factory.mktemp("colors")
+    for i, (name, c) in enumerate(COLORS.items()):
+        for j in range(2):
+            write_image(folder / f"{name}_{j}.png", solid_image(c, noise=20, seed=10 * i + j))
+    return folder
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def check_records(records: list[dict], labels, k: int) -> None:
+    """Each record: top-k of length k, scores descending, label/dataset/class_id agreeing with the label table."""
+    for r in records:
+        preds = r["predictions"]
+        assert len(preds) == k
+        assert [p["rank"] for p in preds] == list(range(1, k + 1))
+        scores = [p["score"] for p in preds]
+        assert scores == sorted(scores, reverse=True) and 0 <= scores[-1] and sum(scores) <= 1 + 1e-4
+        for p in preds:
+            assert labels.joint_names[p["class_id"]] == f"{p['dataset']}/{p['label']}"
+            assert labels.datasets[labels.dataset_of_class[p["class_id"]]] == p["dataset"]
+
+
+def color_of(name: str) -> str:
+    return Path(name).stem.split("_")[0]
+
+
+# ------------------------------------------------------------------------------------------------
+# Outputs
+# ------------------------------------------------------------------------------------------------
+def test_folder_to_jsonl_file(erudite: Bundle, color_folder: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "preds.jsonl"
+    rc = main(["run", "--bundle", str(erudite.root), str(color_folder), "--topk", "3", "--batch", "3", "-o", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "backend: onnxruntime" in err and "frames classified" in err
+    records = read_jsonl(out)
+    assert [r["name"] for r in records] == sorted(str(p) for p in color_folder.glob("*.png"))
+    assert [r["index"] for r in records] == list(range(len(records)))
+    check_records(records, erudite.labels, 3)
+    for r in records:
+        top = r["predictions"][0]
+        assert top["label"] == color_of(r["name"]) and top["dataset"] == DATASET_OF[top["label"]]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
+
+
+def test_jsonl_on_stdout_and_topk_capped(erudite: Bundle, color_folder: Path, capsys) -> None:
+    rc = main(["run", "--bundle", str(erudite.root), str(color_folder / "cyan_*.png"), "--topk", "10"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    records = [json.loads(line) for line in cap.out.splitlines()]
+    assert len(records) == 2
+    check_records(records, erudite.labels, erudite.labels.num_classes)  # k capped at the label count
+    assert {r["predictions"][0]["label"] for r in records} == {"cyan"}
+
+
+def test_csv_output(erudite: Bundle, color_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "preds.csv"
+    assert main(["run", "--bundle", str(erudite.root), str(color_folder), "--topk", "2", "-o", str(out)]) == 0
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    with open(out, newline="") as f:
+        assert next(csv.reader(f)) == csv_header(2)
+    assert len(rows) == 8
+    for row in rows:
+        assert row["label"] == color_of(row["name"]) == row["top1_label"]
+        assert row["dataset"] == DATASET_OF[row["label"]] == row["top1_dataset"]
+        assert row["top2_dataset"] in DATASETS and row["top2_label"] in DATASETS[row["top2_dataset"]]
+        assert 0 <= float(row["top2_score"]) <= float(row["score"]) <= 1
+
+
+def test_unknown_output_suffix_is_refused(erudite: Bundle, color_folder: Path, tmp_path: Path, capsys) -> None:
+    assert main(["run", "--bundle", str(erudite.root), str(color_folder), "-o", str(tmp_path / "x.txt")]) == 2
+    assert ".jsonl or .csv" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------
+# Bad files, --strict, bad sources
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def messy_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], dict]:
+    folder = tmp_path_factory.mktemp("messy")
+    bad, odd = write_bad_files(folder)
+    write_image(folder / "good_red.png", solid_image(COLORS["red"]))
+    write_image(folder / "good_cyan.jpg", solid_image(COLORS["cyan"]))
+    return folder, bad, odd
+
+
+def test_bad_files_skipped_and_counted_odd_modes_classified(erudite: Bundle, messy_folder, tmp_path: Path, capsys) -> None:
+    folder, bad, odd = messy_folder
+    out = tmp_path / "p.jsonl"
+    rc = main(["run", "--bundle", str(erudite.root), str(folder), "-o", str(out), "--batch", "2"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    names = {Path(r["name"]).name: r for r in read_jsonl(out)}
+    assert set(names) == set(odd) | {"good_red.png", "good_cyan.jpg"}
+    for name, color in odd.items():
+        if color is not None:
+            expected = next(k for k, v in COLORS.items() if v == color)
+            assert names[name]["predictions"][0]["label"] == expected, name
+    for name in bad:
+        assert f"{name}" in err and "skipped" in err
+    # the same run through the API: the counts
+    classifier = load_classifier(erudite, announce=None)
+    summary = Pipeline(classifier, erudite.labels, erudite.preprocess, batch=2).run(open_source(str(folder)))
+    assert (summary.frames, summary.skipped) == (len(odd) + 2, len(bad))
+    assert sorted(Path(n).name for n in summary.skipped_names) == sorted(bad)
+
+
+def test_strict_stops_at_first_bad_file(erudite: Bundle, messy_folder, tmp_path: Path, capsys) -> None:
+    folder, bad, _ = messy_folder
+    out = tmp_path / "p.jsonl"
+    rc = main(["run", "--bundle", str(erudite.root), str(folder), "--strict", "-o", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 1
+    error_lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and "--strict" in error_lines[0]
+    assert any(b in error_lines[0] for b in bad)
+    assert not out.exists() and list(tmp_path.iterdir()) == []  # nothing half-written
+    with pytest.raises(BadImageError):
+        Pipeline(load_classifier(erudite, announce=None), erudite.labels, erudite.preprocess, strict=True).run(
+            open_source(str(folder)))
+
+
+def test_missing_source_is_one_line_exit_2(erudite: Bundle, tmp_path: Path, capsys) -> None:
+    rc = main(["run", "--bundle", str(erudite.root), str(tmp_path / "missing")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.strip().count("\n") == 0 and str(tmp_path / "missing") in err
+
+
+@pytest.mark.skipif(gstreamer_available(), reason="this OpenCV has GStreamer")
+def test_csi_without_gstreamer_exit_2_with_fix(erudite: Bundle, capsys) -> None:
+    rc = main(["run", "--bundle", str(erudite.root), "csi://0"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "sudo apt install python3-opencv" in err and err.strip().count("\n") == 0
+
+
+def test_bundle_and_source_usage_errors(erudite: Bundle, zoo: Bundle, color_folder: Path, tmp_path: Path, capsys) -> None:
+    assert main(["run", str(color_folder)]) == 2  # neither --bundle nor --zoo
+    assert main(["run", "--bundle", str(zoo.root), str(color_folder)]) == 2  # a zoo given as --bundle
+    assert main(["run", "--zoo", str(erudite.root), str(color_folder)]) == 2
+    assert main(["run", "--bundle", str(tmp_path), str(color_folder)]) == 2  # not a bundle
+    assert main(["run", "--bundle", str(erudite.root), str(color_folder), "--backend", "torch"]) == 2
+    err = capsys.readouterr().err
+    assert "a zoo bundle; run it with --zoo" in err and "the torch backend needs --checkpoint RUN" in err
+
+
+# ------------------------------------------------------------------------------------------------
+# Video, --save, --display, --limit
+# ------------------------------------------------------------------------------------------------
+def test_video_source_save_video_and_limit(erudite: Bundle, tmp_path: Path) -> None:
+    colors = [COLORS["red"], COLORS["blue"], COLORS["yellow"], COLORS["cyan"]] * 2
+    video = write_video(tmp_path / "in.mp4", colors, size=(64, 48), fps=12)
+    out, saved = tmp_path / "p.jsonl", tmp_path / "annotated.mp4"
+    assert main(["run", "--bundle", str(erudite.root), str(video), "-o", str(out), "--save", str(saved)]) == 0
+    records = read_jsonl(out)
+    assert [r["name"] for r in records] == [f"frame:{i}" for i in range(len(colors))]
+    expected = [next(k for k, v in COLORS.items() if v == c) for c in colors]
+    assert [r["predictions"][0]["label"] for r in records] == expected
+    cap = cv2.VideoCapture(str(saved))
+    assert cap.isOpened()
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    assert len(frames) == len(colors) and frames[0].shape == (48, 64, 3)
+    # the caption band: dark top-left corner on a red frame, red elsewhere
+    assert frames[0][2, 2].max() < 60 and frames[0][-5, -5][2] > 200
+
+    limited = tmp_path / "limited.jsonl"
+    assert main(["run", "--bundle", str(erudite.root), str(video), "-o", str(limited), "--limit", "3", "--batch", "2"]) == 0
+    assert len(read_jsonl(limited)) == 3
+
+
+def test_save_folder_of_annotated_images(erudite: Bundle, color_folder: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    saved = tmp_path / "annotated"
+    rc = main(["run", "--bundle", str(erudite.root), str(color_folder), "--save", str(saved), "--display",
+               "-o", str(tmp_path / "p.csv")])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "--display: no display" in err  # warned, and the run went on
+    files = sorted(p.name for p in saved.iterdir())
+    assert files == sorted(p.name for p in color_folder.glob("*.png"))
+    for name in files:
+        ann = cv2.imread(str(saved / name))
+        orig = cv2.imread(str(color_folder / name))
+        assert ann is not None and ann.shape == orig.shape
+        assert not np.array_equal(ann, orig)  # the caption is drawn
+    # an existing, non-empty folder is not overwritten without --overwrite
+    assert main(["run", "--bundle", str(erudite.root), str(color_folder), "--save", str(saved), "-o",
+                 str(tmp_path / "q.csv")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["run", "--bundle", str(erudite.root), str(color_folder / "red_0.png"), "--save", str(saved),
+                 "--overwrite", "-o", str(tmp_path / "q.csv")]) == 0
+    assert [p.name for p in saved.iterdir()] == ["red_0.png"]
+
+
+# ------------------------------------------------------------------------------------------------
+# The zoo
+# ------------------------------------------------------------------------------------------------
+def zoo_batch(bundle: Bundle, names: list[str]) -> np.ndarray:
+    return preprocess_batch([solid_image(COLORS[n]) for n in names], bundle.preprocess)
+
+
+def test_zoo_routes_each_image_to_its_datasets_fine_model(zoo: Bundle) -> None:
+    names = ["red", "blue", "yellow", "cyan", "red", "cyan"]
+    labels = zoo.labels
+    with ZooRunner(zoo, announce=None) as runner:
+        probs = runner.predict(zoo_batch(zoo, names))
+        assert runner.last_groups == {"warm": [0, 2, 4], "cool": [1, 3, 5]}
+        coarse = runner.last_coarse
+        assert runner.role_ms["fine:warm"] > 0 and runner.role_ms["fine:cool"] > 0
+    assert probs.shape == (len(names), labels.num_classes)
+    for i, n in enumerate(names):
+        d = labels.datasets.index(DATASET_OF[n])
+        lo, hi = labels.offsets[d], labels.offsets[d] + labels.sizes[d]
+        assert np.all(probs[i, :lo] == 0) and np.all(probs[i, hi:] == 0)  # other data sets' classes: 0
+        assert probs[i, lo:hi].sum() == pytest.approx(coarse[i, d], rel=1e-5)  # fine softmax x coarse prob
+        assert labels.joint_names[int(probs[i].argmax())] == f"{DATASET_OF[n]}/{n}"
+    preds = top_k(probs, labels, 2)
+    assert [p[0].label for p in preds] == names
+
+
+def test_zoo_follows_the_coarse_model_even_when_it_is_wrong(tmp_path: Path) -> None:
+    # a router that sends warm colours to "cool" and cool ones to "warm"
+    swapped = make_zoo_bundle(tmp_path / "swapped", coarse_prototypes={"warm": (0, 128, 255), "cool": (255, 128, 0)})
+    with ZooRunner(swapped, announce=None) as runner:
+        probs = runner.predict(zoo_batch(swapped, ["red", "blue", "red"]))
+        assert runner.last_groups == {"warm": [1], "cool": [0, 2]}
+    datasets = [swapped.labels.datasets[swapped.labels.dataset_of_class[int(j)]] for j in probs.argmax(axis=1)]
+    assert datasets == ["cool", "warm", "cool"]  # the fine model of the routed data set answered
+
+
+def test_zoo_cli_matches_labels(zoo: Bundle, color_folder: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "z.jsonl"
+    rc = main(["run", "--zoo", str(zoo.root), str(color_folder), "--batch", "5", "--topk", "4", "-o", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "zoo's 3 models" in err and "fine:warm ms/frame" in err
+    records = read_jsonl(out)
+    check_records(records, zoo.labels, 4)
+    for r in records:
+        preds = r["predictions"]
+        assert preds[0]["label"] == color_of(r["name"])
+        assert preds[2]["score"] == 0 and preds[3]["score"] == 0  # the other data set's classes
+
+
+# ------------------------------------------------------------------------------------------------
+# Backends
+# ------------------------------------------------------------------------------------------------
+def test_auto_backend_picks_onnxruntime_and_says_why(erudite: Bundle) -> None:
+    said: list[str] = []
+    runner = load_runner(erudite, announce=said.append)
+    try:
+        assert runner.backend == "onnxruntime"
+        assert len(said) == 1 and said[0].startswith("backend: onnxruntime fp32") and "tensorrt skipped" in said[0]
+        x = preprocess_batch([solid_image(COLORS["yellow"])], erudite.preprocess)
+        assert runner.infer(x).shape == (1, erudite.labels.num_classes)
+    finally:
+        runner.close()
+    with pytest.raises(BundleError, match="no fp16 onnx model"):
+        choose_backend(erudite, precision="fp16")
+    with pytest.raises(BackendUnavailable, match="torch backend needs --checkpoint"):
+        load_runner(erudite, backend="torch")
+
+
+def test_explicit_tensorrt_without_tensorrt(erudite: Bundle) -> None:
+    from erudite_edge.backends import _tensorrt_module
+
+    if _tensorrt_module()[0] is not None:
+        pytest.skip("TensorRT is usable here")
+    with pytest.raises(BackendUnavailable, match="--backend tensorrt"):
+        load_runner(erudite, backend="tensorrt")
+
+
+def test_model_that_disagrees_with_the_label_table(tmp_path: Path) -> None:
+    from onnx_fixtures import nearest_color_model
+
+    bundle = make_erudite_bundle(tmp_path / "b")
+    nearest_color_model(tmp_path / "b" / "model.onnx", [COLORS["red"], COLORS["blue"]], bundle.preprocess)
+    bundle.add_model("main", "fp32", "model.onnx")
+    bundle.save()
+    with pytest.raises(BundleError, match="2 outputs but role 'main' needs 4"):
+        load_runner(Bundle.load(bundle.root), announce=None)
+
+
+# ------------------------------------------------------------------------------------------------
+# No torch at run time; Ctrl-C
+# ------------------------------------------------------------------------------------------------
+NO_TORCH_PRELUDE = """
+import importlib.abc, sys
+class _NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch.") or name in ("torchvision", "train") or name.startswith("train."):
+            raise ImportError(f"{name} is blocked: the runtime must not need it")
+        return None
+sys.meta_path.insert(0, _NoTorch())
+from erudite_edge.cli import main
+rc = main(sys.argv[1:])
+assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules), "torch got imported"
+sys.exit(rc)
+"""
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("DISPLAY", None)
+    return env
+
+
+def test_runtime_imports_no_torch(erudite: Bundle, zoo: Bundle, color_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "p.jsonl"
+    proc = subprocess.run([sys.executable, "-c", NO_TORCH_PRELUDE, "run", "--bundle", str(erudite.root),
+                           str(color_folder), "-o", str(out), "--backend", "onnxruntime"],
+                          capture_output=True, text=True, env=_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    records = read_jsonl(out)
+    assert len(records) == 8 and all(r["predictions"][0]["label"] == color_of(r["name"]) for r in records)
+    proc = subprocess.run([sys.executable, "-c", NO_TORCH_PRELUDE, "run", "--zoo", str(zoo.root),
+                           str(color_folder / "red_*.png")], capture_output=True, text=True, env=_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert [json.loads(line)["predictions"][0]["label"] for line in proc.stdout.splitlines()] == ["red", "red"]
+
+
+def test_ctrl_c_stops_cleanly_with_summary(erudite: Bundle, tmp_path: Path) -> None:
+    video = write_video(tmp_path / "long.mp4", [COLORS["red"], COLORS["blue"]] * 1500, size=(16, 16), fps=30)
+    proc = subprocess.Popen([sys.executable, "-m", "erudite_edge.cli", "run", "--bundle", str(erudite.root),
+                             str(video), "--batch", "1", "--save", str(tmp_path / "ann.mp4")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    assert proc.stdout is not None
+    first = proc.stdout.readline()  # the first result: the run is under way
+    assert first.startswith("{"), proc.stderr.read() if proc.stderr else ""
+    proc.send_signal(signal.SIGINT)
+    rest, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "frames classified" in err
+    done = 1 + len(rest.splitlines())
+    assert 1 <= done < 3000  # stopped early
+    assert (tmp_path / "ann.mp4").is_file()  # what was done is kept
+
+
+def test_jsonl_sink_stream(tmp_path: Path) -> None:
+    """JSONL to a file appears only at commit; abort leaves nothing."""
+    from erudite_edge.outputs import Prediction, Result
+    from erudite_edge.sources import Item
+
+    target = tmp_path / "x.jsonl"
+    sink = JsonlSink(target)
+    sink.write(Result(0, "a", [Prediction(1, 0, "red", "warm", 0.9)]), Item(0, "a", None))
+    assert not target.exists()
+    sink.commit()
+    assert read_jsonl(target)[0]["predictions"][0]["label"] == "red"
+    sink2 = JsonlSink(tmp_path / "y.jsonl")
+    sink2.write(Result(0, "a", [Prediction(1, 0, "red", "warm", 0.9)]), Item(0, "a", None))
+    sink2.abort()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.jsonl"]
+
+
+def test_live_source_batches_greedily_in_order(erudite: Bundle, tmp_path: Path) -> None:
+    """A camera-like source (live, no reconnects) through the pipeline: every frame, in order."""
+    from erudite_edge.outputs import Sink
+    from erudite_edge.sources import CaptureSource
+
+    colors = [COLORS["red"], COLORS["cyan"], COLORS["yellow"]] * 4
+    clip = str(write_video(tmp_path / "cam.mp4", colors))
+    src = CaptureSource("v4l2:///dev/video7", lambda: cv2.VideoCapture(clip), kind="camera", live=True,
+                        open_error="x", reconnect=0, warn=lambda m: None)
+    seen: list[tuple[str, str]] = []
+
+    class Collect(Sink):
+        def write(self, result, item) -> None:
+            seen.append((result.name, result.top.label))
+
+    summary = Pipeline(load_classifier(erudite, announce=None), erudite.labels, erudite.preprocess,
+                       batch=4).run(src, [Collect()])
+    expected = [next(k for k, v in COLORS.items() if v == c) for c in colors]
+    assert seen == [(f"frame:{i}", e) for i, e in enumerate(expected)]
+    assert summary.frames == len(colors) and "stopped delivering frames" in summary.end_reason
+
+
+def test_progress_bar_on_a_terminal(erudite: Bundle, color_folder: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), force_terminal=True, width=100)
+    summary = Pipeline(load_classifier(erudite, announce=None), erudite.labels, erudite.preprocess, batch=3,
+                       console=console).run(open_source(str(color_folder)))
+    assert summary.frames == 8 and summary.fps > 0
+    assert summary.ms_per_frame(summary.stage_ms["inference"]) > 0
+
+
+def test_display_on_a_build_without_gui_warns_and_continues(monkeypatch) -> None:
+    from erudite_edge.outputs import open_display
+
+    monkeypatch.setenv("DISPLAY", ":99")
+    try:
+        cv2.namedWindow("probe")
+        cv2.destroyWindow("probe")
+        pytest.skip("this OpenCV has a GUI and a display")
+    except cv2.error:
+        pass
+    warnings: list[str] = []
+    assert open_display(warnings.append) is None
+    assert len(warnings) == 1 and "python3-opencv" in warnings[0]
+
+
+def test_stdout_closed_by_reader_ends_quietly(erudite: Bundle, tmp_path: Path) -> None:
+    """`erudite-edge run ... | head -1`: the run stops, exit 0, no traceback."""
+    video = write_video(tmp_path / "v.mp4", [COLORS["red"]] * 400, size=(16, 16))
+    proc = subprocess.Popen([sys.executable, "-m", "erudite_edge.cli", "run", "--bundle", str(erudite.root),
+                             str(video), "--batch", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().startswith(b"{")
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0, err
+    assert "Traceback" not in err and "frames classified" in err
