@@ -198,7 +198,7 @@ def test_bundle_and_source_usage_errors(erudite: Bundle, zoo: Bundle, color_fold
     assert main(["run", "--bundle", str(tmp_path), str(color_folder)]) == 2  # not a bundle
     assert main(["run", "--bundle", str(erudite.root), str(color_folder), "--backend", "torch"]) == 2
     err = capsys.readouterr().err
-    assert "a zoo bundle; run it with --zoo" in err and "the torch backend needs --checkpoint RUN" in err
+    assert "a zoo bundle; run it with --zoo" in err and "the torch backend runs a training checkpoint: pass --checkpoint RUN" in err
 
 
 # ------------------------------------------------------------------------------------------------
