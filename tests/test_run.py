@@ -321,7 +321,7 @@ def test_auto_backend_picks_onnxruntime_and_says_why(erudite: Bundle) -> None:
         runner.close()
     with pytest.raises(BundleError, match="no fp16 onnx model"):
         choose_backend(erudite, precision="fp16")
-    with pytest.raises(BackendUnavailable, match="torch backend needs --checkpoint"):
+    with pytest.raises(BackendUnavailable, match="torch backend runs a training checkpoint: pass --checkpoint"):
         load_runner(erudite, backend="torch")
 
 
