@@ -55,6 +55,21 @@ def _all_reduce_mean(tensors: list[torch.Tensor]) -> None:
         offset += t.numel()
 
 
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Mixed precision where a dtype is set (CUDA runs), else nothing."""
+    return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def backward_and_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    else:
+        loss.backward()
+        opt.step()
+
+
 def _subset(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return mask.nonzero(as_tuple=True)[0]
 
@@ -136,23 +151,12 @@ class TwoStageStep:
         if self.mode in ("meta", "pcgrad") and theta_opt is None:
             raise ValueError(f"variant {self.net.variant.name} needs a theta optimiser")
 
-    def _autocast(self, device: torch.device):  # noqa: ANN202
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=self.amp_dtype)
-
     def stage_one(self, images: torch.Tensor, ids: torch.Tensor, joint: torch.Tensor, local: torch.Tensor) -> tuple[HeadOutput, torch.Tensor]:
         self.main_opt.zero_grad(set_to_none=True)
-        with self._autocast(images.device):
+        with autocast(images.device, self.amp_dtype):
             out: HeadOutput = self.model(images, ids)
             loss = loss_all(out, joint, local)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.main_opt)
-            self.scaler.update()
-        else:
-            loss.backward()
-            self.main_opt.step()
+        backward_and_step(loss, self.main_opt, self.scaler)
         return out, loss.detach()
 
     def stage_two(self, feats: torch.Tensor, ids: torch.Tensor, joint: torch.Tensor, local: torch.Tensor) -> float | None:
@@ -209,19 +213,12 @@ class ZooStep:
 
     def __call__(self, images: torch.Tensor, ids: torch.Tensor, joint: torch.Tensor, local: torch.Tensor) -> StepStats:
         self.opt.zero_grad(set_to_none=True)
-        ctx = torch.autocast(images.device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
-        with ctx:
+        with autocast(images.device, self.amp_dtype):
             coarse, fine = self.model(images, ids)
             loss = F.cross_entropy(coarse.float(), ids) + sum(
                 F.cross_entropy(logits.float(), local[rows]) for _, rows, logits in fine
             )
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.opt)
-            self.scaler.update()
-        else:
-            loss.backward()
-            self.opt.step()
+        backward_and_step(loss, self.opt, self.scaler)
         # Batch accuracy of the two-stage pipeline: right data set and right class.
         with torch.no_grad():
             picked = coarse.argmax(1)
