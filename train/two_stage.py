@@ -70,7 +70,7 @@ def backward_and_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: to
         opt.step()
 
 
-def _subset(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def _rows(mask: torch.Tensor) -> torch.Tensor:
     return mask.nonzero(as_tuple=True)[0]
 
 
@@ -87,8 +87,8 @@ def meta_objective(
     """L_meta (Eq. 10) as a differentiable function of theta; returns (L_meta, L_train, L_test)."""
     if theta is None:
         theta = (net.attention.conv.weight, net.attention.conv.bias)  # type: ignore[union-attr]
-    tr = _subset(ids, ids != test_dataset)
-    te = _subset(ids, ids == test_dataset)
+    tr = _rows(ids != test_dataset)
+    te = _rows(ids == test_dataset)
 
     def loss_on(rows: torch.Tensor, th: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         out: HeadOutput = net.head(feats[rows], ids[rows], theta=th)
@@ -177,7 +177,7 @@ class TwoStageStep:
             else:
                 per_task = []
                 for n in present:
-                    rows = _subset(ids, ids == n)
+                    rows = _rows(ids == n)
                     l_n = loss_all(self.net.head(feats[rows], ids[rows]), joint[rows], local[rows])
                     per_task.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(l_n, theta)]))
                 stacked = torch.stack(per_task)
