@@ -1,0 +1,151 @@
+"""`erudite-edge export onnx | fp16 | int8 | zoo`: a trained run -> a bundle, and its reduced precisions.
+
+These need torch / onnx / onnxruntime's quantization tools (`pip install 'erudite-edge[train]'`), which
+are imported only inside the command bodies so the rest of the CLI runs on a device without them.
+Progress and reports go to stderr; the bundle directory is printed on stdout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import BackendUnavailable, UsageError
+
+IMAGES_HELP = "Folder of real images (searched recursively) for the check; default: scikit-image's sample photos."
+DATA_HELP = "NAME=PATH (or NAME=FORMAT:PATH) of a data set, once per data set; its test split is used for the check."
+
+
+def _require(what: str, *modules: str) -> None:
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            raise BackendUnavailable(f"{what} needs {name}: `pip install 'erudite-edge[train]'`") from None
+
+
+def _log(msg: str) -> None:
+    typer.echo(msg, err=True)
+
+
+def _fraction(percent: Optional[float]) -> Optional[float]:
+    if percent is None:
+        return None
+    if not 0 <= percent <= 100:
+        raise UsageError(f"--min-agreement is a percentage (0-100), not {percent}")
+    return percent / 100.0
+
+
+def onnx_command(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="Run directory (its best checkpoint) or a .safetensors file."),
+    out: Path = typer.Option(..., "--out", help="Bundle directory to create (must not exist unless --overwrite)."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset, 17 or newer (17 suits TensorRT 8.5+ on JetPack 5)."),
+    images: Optional[Path] = typer.Option(None, "--images", help=IMAGES_HELP),
+    data: Optional[list[str]] = typer.Option(None, "--data", help=DATA_HELP),
+    parity_count: int = typer.Option(32, "--parity-count", help="How many inputs the parity check runs."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out (only once the export succeeded)."),
+) -> None:
+    """Export an erudite run to an ONNX bundle (model.onnx + bundle.json), with a parity check.
+
+    The deployed graph (no auxiliary classifiers) is traced with a dynamic batch axis: input "images"
+    [batch,3,H,W], output "logits" [batch,K]. ONNX Runtime must match PyTorch: max |logit difference|
+    at most 1e-3 x max(1, largest |logit|), and the same top-1 on every input except near ties (top-2
+    margin within twice that). Otherwise the export fails and writes nothing.
+    """
+    _require("export onnx", "torch", "onnx", "onnxruntime")
+    from export.onnx_export import export_checkpoint
+
+    bundle = export_checkpoint(
+        checkpoint, out, opset=opset, images=images, data=data or None,
+        parity_count=parity_count, overwrite=overwrite, log=_log,
+    )
+    typer.echo(str(bundle.root))
+
+
+def zoo_command(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="Run directory of a --variant single (zoo) run, or its .safetensors."),
+    out: Path = typer.Option(..., "--out", help="Bundle directory to create (must not exist unless --overwrite)."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset, 17 or newer."),
+    images: Optional[Path] = typer.Option(None, "--images", help=IMAGES_HELP),
+    data: Optional[list[str]] = typer.Option(None, "--data", help=DATA_HELP),
+    parity_count: int = typer.Option(32, "--parity-count", help="How many inputs each parity check runs."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out (only once the export succeeded)."),
+) -> None:
+    """Export a Single zoo run as one bundle: coarse.onnx and fine.<dataset>.onnx.
+
+    Each model is parity-checked against PyTorch as in `export onnx`.
+    """
+    _require("export zoo", "torch", "onnx", "onnxruntime")
+    from export.zoo import export_zoo
+
+    bundle = export_zoo(
+        checkpoint, out, opset=opset, images=images, data=data or None,
+        parity_count=parity_count, overwrite=overwrite, log=_log,
+    )
+    typer.echo(str(bundle.root))
+
+
+def fp16_command(
+    bundle: Path = typer.Option(..., "--bundle", help="Bundle directory made by `export onnx` or `export zoo`."),
+    images: Optional[Path] = typer.Option(None, "--images", help=IMAGES_HELP),
+    data: Optional[list[str]] = typer.Option(
+        None, "--data", help="NAME=PATH of a data set (named as in training): agreement and accuracy on its test split."
+    ),
+    count: int = typer.Option(64, "--count", help="Images for the agreement check (per data set with --data)."),
+    min_agreement: Optional[float] = typer.Option(
+        None, "--min-agreement", help="Fail (writing nothing) below this top-1 agreement with FP32, in percent."
+    ),
+) -> None:
+    """Add FP16 ONNX models (every role) to a bundle, with their top-1 agreement with FP32."""
+    _require("export fp16", "onnx", "onnxruntime", "onnxconverter_common")
+    from export.fp16 import make_fp16
+
+    make_fp16(bundle, images=images, data=data or None, count=count, min_agreement=_fraction(min_agreement), log=_log)
+    typer.echo(str(bundle))
+
+
+def int8_command(
+    bundle: Path = typer.Option(..., "--bundle", help="Bundle directory made by `export onnx` or `export zoo`."),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of calibration images (searched recursively)."),
+    data: Optional[list[str]] = typer.Option(
+        None, "--data",
+        help="NAME=PATH of a training data set (named as in training): calibrates on its training split and "
+        "reports agreement and accuracy change on its test split.",
+    ),
+    calib_count: int = typer.Option(512, "--calib-count", help="Calibration images (per model)."),
+    method: str = typer.Option("minmax", "--method", help="Calibration: minmax | entropy | percentile."),
+    images: Optional[Path] = typer.Option(None, "--images", help=IMAGES_HELP + " (ignored with --data)"),
+    eval_count: int = typer.Option(200, "--eval-count", help="Test images per data set for agreement and accuracy (0: all)."),
+    min_agreement: Optional[float] = typer.Option(
+        None, "--min-agreement", help="Fail (writing nothing) below this top-1 agreement with FP32, in percent."
+    ),
+) -> None:
+    """Add INT8 Q/DQ ONNX models (every role) to a bundle, calibrated on real images.
+
+    Explicit quantization in the form TensorRT takes: Q/DQ on Conv/Gemm/MatMul inputs, symmetric int8
+    activations (per tensor) and weights (per channel), zero points 0. Reports top-1 agreement with
+    FP32 and, with --data, the accuracy change per data set.
+    """
+    _require("export int8", "onnx", "onnxruntime")
+    if calib is not None and data:
+        raise UsageError("give either --calib DIR or --data NAME=PATH, not both")
+    if calib is None and not data:
+        raise UsageError("INT8 needs calibration images: --calib DIR or --data NAME=PATH")
+    from export.int8 import make_int8
+
+    make_int8(
+        bundle, calib, method, calib_count, data=data or None, images=images,
+        eval_count=eval_count, min_agreement=_fraction(min_agreement), log=_log,
+    )
+    typer.echo(str(bundle))
+
+
+def register(app: typer.Typer, export_app: typer.Typer) -> None:
+    export_app.command("onnx")(onnx_command)
+    export_app.command("fp16")(fp16_command)
+    export_app.command("int8")(int8_command)
+    export_app.command("zoo")(zoo_command)

@@ -1,0 +1,141 @@
+"""Reduced-precision models made from a bundle's FP32 models, for every role or for none.
+
+Each new model is written under a temporary name, stamped with the bundle's facts, checked, and
+compared with its FP32 model on the same images; only when every role has succeeded are the files
+renamed into place and recorded in bundle.json (Bundle.add_model, the agreement under `parity`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+
+from erudite_edge.bundle import Bundle, default_filename
+from erudite_edge.errors import BundleError
+from erudite_edge.fileio import atomic_path
+
+from .accuracy import accuracy_change
+from .images import InputSet, Log
+from .metadata import check_output_size, model_props, set_metadata
+from .onnx_export import portable_ir_version
+from .parity import Agreement, ParityError, compare_logits, onnx_logits
+
+
+@dataclass
+class Fp32Source:
+    role: str
+    path: Path
+    model: onnx.ModelProto
+
+
+def load_onnx(path: Path) -> onnx.ModelProto:
+    try:
+        return onnx.load(os.fspath(path))
+    except Exception as e:  # protobuf DecodeError, OSError
+        raise BundleError(f"{path}: not a readable ONNX model ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})") from e
+
+
+def fp32_sources(bundle: Bundle) -> list[Fp32Source]:
+    """The FP32 ONNX model of every role, each checked against the label table."""
+    out = []
+    for role in bundle.roles():
+        path = bundle.path(bundle.entry(role, "fp32", "onnx"))
+        model = load_onnx(path)
+        check_output_size(bundle, role, model, path)
+        out.append(Fp32Source(role, path, model))
+    return out
+
+
+def prune_opset_imports(model: onnx.ModelProto) -> None:
+    """Drop operator-set imports no node uses (onnxruntime's pre-processing declares a dozen)."""
+    used = {n.domain or "" for n in model.graph.node} | {""}
+    for f in model.functions:
+        used |= {n.domain or "" for n in f.node} | {f.domain or ""}
+    keep = [(o.domain, o.version) for o in model.opset_import if (o.domain or "") in used or o.domain == "ai.onnx"]
+    del model.opset_import[:]
+    for domain, version in keep:
+        model.opset_import.add(domain=domain, version=version)
+
+
+Build = Callable[[Fp32Source, Path], None]  # write the reduced model of one role to the given path
+
+
+def derive(
+    bundle_dir: str | os.PathLike[str],
+    precision: str,
+    build: Build,
+    *,
+    inputs: InputSet,
+    info: dict[str, Any],
+    min_agreement: float | None = None,
+    log: Log | None = None,
+    bundle: Bundle | None = None,
+) -> dict[str, Any]:
+    """Make the `precision` model of every role with `build`, compare each with FP32 on `inputs`,
+    and commit them all; returns the report (also stored in bundle.json)."""
+    log = log or (lambda _: None)
+    bundle = bundle or Bundle.load(bundle_dir, verify=True)
+    sources = fp32_sources(bundle)
+    agreements: dict[str, Agreement] = {}
+    ref_logits: dict[str, np.ndarray] = {}
+    new_logits: dict[str, np.ndarray] = {}
+    names = {s.role: default_filename(s.role, precision) for s in sources}
+    with contextlib.ExitStack() as stack:
+        for src in sources:
+            tmp = stack.enter_context(atomic_path(bundle.root / names[src.role]))
+            log(f"{precision} {src.role}: {src.path.name} -> {names[src.role]}")
+            build(src, tmp)
+            model = load_onnx(tmp)
+            check_output_size(bundle, src.role, model, names[src.role])
+            set_metadata(model, model_props(bundle, src.role, precision))
+            prune_opset_imports(model)
+            portable_ir_version(model)
+            try:
+                onnx.checker.check_model(model)
+            except onnx.checker.ValidationError as e:
+                raise BundleError(f"the {precision} model of {src.role} is invalid: {str(e).strip().splitlines()[0]}") from e
+            onnx.save_model(model, os.fspath(tmp))
+            ref_logits[src.role] = onnx_logits(src.path, inputs.batch)
+            new_logits[src.role] = onnx_logits(tmp, inputs.batch)
+            agreements[src.role] = compare_logits(
+                ref_logits[src.role], new_logits[src.role],
+                reference_name="onnx fp32", candidate_name=f"onnx {precision}", source=inputs.source,
+            )
+            log(f"agreement {src.role}: {agreements[src.role].summary()}")
+        if min_agreement is not None:
+            low = {r: a.top1_agreement for r, a in agreements.items() if a.top1_agreement < min_agreement}
+            if low:
+                worst = min(low, key=low.__getitem__)
+                raise ParityError(
+                    f"{precision} top-1 agreement with fp32 is {100 * low[worst]:.1f}% for role {worst} "
+                    f"(minimum {100 * min_agreement:.1f}%); nothing was written"
+                )
+    report: dict[str, Any] = {
+        "precision": precision,
+        "images": inputs.source,
+        "count": int(len(inputs.batch)),
+        **info,
+        "roles": {r: a.to_dict() for r, a in agreements.items()},
+    }
+    if inputs.dataset_ids is not None and inputs.local_ids is not None:
+        report["accuracy"] = accuracy_change(
+            bundle, ref_logits, new_logits, inputs.dataset_ids, inputs.local_ids, candidate_name=precision
+        )
+        for name, row in report["accuracy"].items():
+            log(
+                f"accuracy {name}: fp32 {100 * row['fp32']:.2f}% -> {precision} {100 * row[precision]:.2f}% "
+                f"({100 * row['change']:+.2f} points, {row['count']} test images)"
+            )
+    for src in sources:
+        bundle.add_model(src.role, precision, names[src.role], info=info)
+        bundle.meta.setdefault("parity", {}).setdefault(src.role, {})[precision] = agreements[src.role].to_dict()
+    if "accuracy" in report:
+        bundle.meta.setdefault("accuracy", {})[precision] = report["accuracy"]
+    bundle.save()
+    return report

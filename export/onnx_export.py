@@ -1,0 +1,303 @@
+"""Checkpoint -> ONNX bundle: trace the deployed graph, check it, prove parity, write the bundle whole.
+
+Exporter: torch.onnx.export with dynamo=True (torch.export -> ONNX IR, then onnxscript's optimiser).
+In torch 2.14 this is the default and maintained path; the TorchScript exporter (dynamo=False) is
+deprecated and slated for removal. On these models the dynamo graph is the cleaner one for ONNX
+Runtime and TensorRT: BatchNorm folded into the convolutions, global max pooling as one ReduceMax,
+and every Reshape a constant shape with -1 for the batch (no Shape/Gather/Concat chains). The
+exporter translates at opset 18; a lower --opset (17 is the default, for TensorRT 8.5/8.6 on
+JetPack 5) is reached with ONNX's version converter applied to the final, optimised graph (torch's
+own fallback converts an earlier form and leaves some backbones, MobileNetV3's, at 18), and the
+result is checked to really be at it. The IR version is lowered to the oldest the opset allows.
+Weights stay inside the .onnx file (no external-data side file), so the bundle's sha256 covers them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import onnx
+
+from erudite_edge.bundle import INPUT_NAME, OUTPUT_NAME, Bundle, default_filename
+from erudite_edge.errors import EruditeError, UsageError
+from erudite_edge.fileio import atomic_directory, atomic_path
+from erudite_edge.preprocess import PreprocessSpec
+
+from .images import check_inputs
+from .metadata import check_output_size, model_props, set_metadata
+from .parity import check_fp32_parity
+
+MIN_OPSET = 17
+DEFAULT_OPSET = 17
+NATIVE_OPSET = 18  # the opset torch's ONNX translation library is written at
+EXPORTER = "torch.onnx.export(dynamo=True)"
+Log = Callable[[str], None]
+
+
+class ExportError(EruditeError):
+    """torch.onnx could not produce a valid model."""
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@contextlib.contextmanager
+def _exporter_logs_muted() -> Iterator[None]:
+    """The exporter and torch.export log warnings meant for debugging the trace; what matters to the
+    user (opset, validity, parity) is checked and reported below."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "onnxscript", "torch.export", "torch._export")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+# Reductions that gained the noop_with_empty_axes attribute (and an axes input) in opset 18.
+_REDUCE_18 = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+              "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"}
+
+
+def _drop_reduce_noop_attribute(model: onnx.ModelProto, opset: int) -> None:
+    """ONNX's 18 -> 17 converter moves a reduction's axes input to the attribute but leaves the
+    opset-18-only noop_with_empty_axes attribute behind, which opset 17 rejects. With explicit axes
+    (or the default 0) the attribute changes nothing, so it is removed; a no-op reduction over empty
+    axes has no opset-17 form."""
+    if opset >= 18:
+        return
+    for node in model.graph.node:
+        if node.op_type not in _REDUCE_18 or node.domain not in ("", "ai.onnx"):
+            continue
+        attrs = {a.name: a for a in node.attribute}
+        noop = attrs.get("noop_with_empty_axes")
+        if noop is None:
+            continue
+        has_axes = "axes" in attrs and len(attrs["axes"].ints) > 0
+        if noop.i and not has_axes:
+            raise ExportError(f"{node.op_type} node {node.name} is a no-op reduction with no opset-{opset} form; use --opset 18")
+        node.attribute.remove(noop)
+
+
+def portable_ir_version(model: onnx.ModelProto) -> None:
+    """Declare the oldest ONNX IR version the model's opsets allow. onnx stamps its newest (10+),
+    which ONNX Runtime before 1.18 refuses, and older runtimes are what JetPack images ship; the
+    models use nothing newer (plain tensors of float, float16, int8, int64; no functions)."""
+    if len(model.functions):
+        return
+    oldest = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+    model.ir_version = min(int(model.ir_version), int(oldest))
+
+
+def check_opset(opset: int) -> int:
+    if int(opset) < MIN_OPSET:
+        raise UsageError(f"--opset {opset} is too old: erudite-edge exports opset {MIN_OPSET} or newer")
+    return int(opset)
+
+
+def model_opset(model: onnx.ModelProto) -> int:
+    return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def to_onnx(module: Any, spec: PreprocessSpec, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """Trace `module` (eval mode, float32, CPU) to an ONNX model with input "images" [batch,3,H,W] and
+    output "logits" [batch,K], the batch axis dynamic; checked with onnx.checker (full check)."""
+    import torch
+
+    opset = check_opset(opset)
+    if spec.layout != "NCHW":
+        raise UsageError(f"the preprocessing layout is {spec.layout}; the exporter writes NCHW models only")
+    h, w = spec.input_size
+    module = module.eval().float().cpu()
+    example = (torch.randn(2, 3, h, w),)  # batch 2: a batch of 1 could be specialised away
+    batch = torch.export.Dim("batch", min=1)
+    try:
+        with _exporter_logs_muted(), torch.no_grad():
+            program = torch.onnx.export(
+                module,
+                example,
+                None,
+                dynamo=True,
+                verbose=False,
+                opset_version=max(opset, NATIVE_OPSET),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=({0: batch},),
+                external_data=False,
+                optimize=True,
+            )
+    except Exception as e:  # torch.export / onnxscript raise many types; the user needs one line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ExportError(f"torch.onnx.export failed: {first}") from e
+    if program is None:  # only the TorchScript exporter returns nothing
+        raise ExportError("torch.onnx.export returned no ONNX program")
+    model = program.model_proto
+    if model_opset(model) > opset:
+        try:
+            model = onnx.version_converter.convert_version(model, opset)
+        except Exception as e:  # the converter raises RuntimeError / ConvertError
+            raise ExportError(
+                f"cannot convert the exported graph from opset {model_opset(model)} to {opset} "
+                f"({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}); try --opset {NATIVE_OPSET}"
+            ) from e
+        _drop_reduce_noop_attribute(model, opset)
+    got = model_opset(model)
+    if got != opset:
+        raise ExportError(f"the exporter produced opset {got}, not the requested {opset}; try --opset {got}")
+    portable_ir_version(model)
+    _check_io(model, h, w)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise ExportError(f"the exported ONNX model is invalid: {str(e).strip().splitlines()[0]}") from e
+    return model
+
+
+def _check_io(model: onnx.ModelProto, h: int, w: int) -> None:
+    ins, outs = model.graph.input, model.graph.output
+    if [i.name for i in ins] != [INPUT_NAME] or [o.name for o in outs] != [OUTPUT_NAME]:
+        raise ExportError(
+            f"exported graph has inputs {[i.name for i in ins]} and outputs {[o.name for o in outs]}; "
+            f"expected [{INPUT_NAME!r}] and [{OUTPUT_NAME!r}]"
+        )
+    dims = ins[0].type.tensor_type.shape.dim
+    fixed = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    if len(dims) != 4 or dims[0].HasField("dim_value") or fixed[1:] != [3, h, w]:
+        raise ExportError(f"exported input shape is {fixed}; expected [batch, 3, {h}, {w}] with a dynamic batch")
+
+
+def write_model(model: onnx.ModelProto, path: Path, props: dict[str, str]) -> None:
+    """Stamp the bundle's facts into the model and write it whole (temporary name, then rename)."""
+    set_metadata(model, props)
+    with atomic_path(path) as tmp:
+        onnx.save_model(model, os.fspath(tmp))
+
+
+def export_roles(
+    out_dir: str | os.PathLike[str],
+    graphs: Sequence[tuple[str, Any]],
+    *,
+    bundle_kwargs: dict[str, Any],
+    opset: int = DEFAULT_OPSET,
+    images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+    data: Sequence[str] | None = None,
+    parity_count: int = 32,
+    overwrite: bool = False,
+    log: Log | None = None,
+) -> Bundle:
+    """Export each (role, torch module) into a new bundle directory, parity-checking every one.
+
+    The bundle is built under a temporary name beside `out_dir` and renamed only when every model has
+    passed; on any error nothing is left behind (and an existing `out_dir` is kept)."""
+    log = log or _quiet
+    opset = check_opset(opset)
+    if parity_count < 1:
+        raise UsageError(f"--parity-count must be at least 1, not {parity_count}")
+    out = Path(out_dir)
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # a temporary directory is private; a bundle is an ordinary folder
+        bundle = Bundle.create(tmp, opset=opset, **bundle_kwargs)
+        inputs = check_inputs(bundle.preprocess, images=images, data=data, count=parity_count, log_fn=log)
+        if not inputs.real:
+            log(f"warning: parity is checked on {inputs.source}; pass --images DIR or --data NAME=PATH for real images")
+        if inputs.skipped:
+            log(f"warning: {inputs.skipped} unreadable images skipped")
+        parity: dict[str, dict[str, Any]] = {}
+        for role, module in graphs:
+            name = default_filename(role, "fp32")
+            log(f"exporting {role} -> {name} (opset {opset}, {EXPORTER})")
+            model = to_onnx(module, bundle.preprocess, opset)
+            check_output_size(bundle, role, model, name)
+            write_model(model, tmp / name, model_props(bundle, role, "fp32"))
+            report = check_fp32_parity(module, tmp / name, inputs.batch, inputs.source, label=role)
+            log(f"parity {role}: {report.summary()}")
+            bundle.add_model(role, "fp32", name, info={"exporter": EXPORTER, "opset": opset})
+            parity[role] = {"fp32": report.to_dict()}
+        bundle.meta["parity"] = parity
+        bundle.save()
+    return Bundle.load(out)
+
+
+def checkpoint_facts(ckpt: Any) -> dict[str, Any]:
+    """What bundle.json records about where the model came from."""
+    meta = ckpt.meta
+    return {
+        "checkpoint": os.path.abspath(ckpt.path),
+        **{k: meta[k] for k in ("epoch", "metrics", "step") if k in meta},
+    }
+
+
+def bundle_kwargs_for(ckpt: Any, kind: str) -> dict[str, Any]:
+    return {
+        "labels": ckpt.labels,
+        "preprocess": ckpt.preprocess,
+        "kind": kind,
+        "variant": ckpt.variant,
+        "backbone": ckpt.model_config.backbone,
+        "extra": {"source": checkpoint_facts(ckpt), "model": ckpt.model_config.to_dict()},
+    }
+
+
+def check_out(out_dir: str | os.PathLike[str], overwrite: bool, checkpoint: Path) -> None:
+    """Refuse an existing --out (unless --overwrite) before any work, and never let --overwrite
+    replace a folder that holds the checkpoint being exported."""
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise UsageError(f"{out} already exists; choose another --out or pass --overwrite")
+    if out.exists() and Path(checkpoint).resolve().is_relative_to(out.resolve()):
+        raise UsageError(f"--out {out} holds the checkpoint {checkpoint}; --overwrite would delete it")
+
+
+def build_checkpoint_model(ckpt: Any) -> Any:
+    """The checkpoint's torch model in eval mode; a config this code cannot build is the checkpoint's fault."""
+    from train.checkpoint import CheckpointError
+
+    try:
+        return ckpt.build_model()
+    except ValueError as e:  # unknown variant, backbone, gate...
+        raise CheckpointError(f"{ckpt.path}: cannot build its model ({e})") from e
+
+
+def export_checkpoint(
+    checkpoint_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    opset: int = DEFAULT_OPSET,
+    images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+    data: Sequence[str] | None = None,
+    parity_count: int = 32,
+    overwrite: bool = False,
+    log: Log | None = None,
+) -> Bundle:
+    """An erudite run (a run directory, its best/last checkpoint, or a .safetensors file) -> a bundle
+    of kind "erudite" with model.onnx (role "main"): the inference graph without the auxiliary
+    classifiers, parity-checked against PyTorch."""
+    from train.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint_path)
+    if ckpt.is_zoo:
+        raise UsageError(f"{ckpt.path} is a Single zoo checkpoint; export it with `erudite-edge export zoo`")
+    check_opset(opset)
+    check_out(out_dir, overwrite, ckpt.path)
+    net = build_checkpoint_model(ckpt)
+    graph = net.inference_graph().eval()
+    return export_roles(
+        out_dir,
+        [("main", graph)],
+        bundle_kwargs=bundle_kwargs_for(ckpt, "erudite"),
+        opset=opset,
+        images=images,
+        data=data,
+        parity_count=parity_count,
+        overwrite=overwrite,
+        log=log,
+    )
