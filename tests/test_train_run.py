@@ -140,3 +140,21 @@ def test_ddp_two_processes_keep_identical_weights(tmp_path, data):
         assert same == [True, True, True]
     # theta actually moved (the meta step ran under DDP)
     assert results[0][1] != results[0][5]
+
+
+def test_config_file_holds_the_same_options(tmp_path, data):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        "data:\n" + "".join(f"  - {d}\n" for d in data)
+        + "variant: baseline+\nbackbone: tiny\npretrained: false\nepochs: 1\nbatch-per-dataset: 4\ninput_size: 32\n"
+        "embed_dim: 16\nworkers: 0\n"
+    )
+    run = tmp_path / "r"
+    # the command line wins over the file
+    assert main(["train", "--config", str(cfg), "--out", str(run), "--embed-dim", "8", "--no-progress"]) == 0
+    meta = json.loads((run / "last.json").read_text())
+    assert meta["model"]["variant"] == "baseline+" and meta["model"]["embed_dim"] == 8
+    assert meta["train_config"]["batch_per_dataset"] == 4
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochz: 3\n")
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "b")]) == 2
