@@ -1,0 +1,388 @@
+"""`erudite-edge bench`: the erudite bundle against the two-stage zoo, side by side, in one run.
+
+Both models are loaded at every precision asked for, on the same backend; for each batch size all
+of them (erudite and zoo, each precision) are timed in interleaved rounds, so machine noise hits
+every contender alike: latency mean / p50 / p90 / p99, throughput, device compute time where the
+backend separates it. (`--no-interleave-precisions` loads one precision at a time, for devices short
+of memory; erudite and zoo still alternate.) The zoo's timing input is a mixed batch whose routing
+is forced to split evenly across the data sets (benchmarks.instrument). Then, on request, end-to-end
+folder throughput against pure inference (`--source`), top-1 per data set (`--data`), and top-1
+agreement between precisions. Complexity (params, MACs) comes from the fp32 ONNX graphs, model
+sizes from the files.
+Nothing here imports torch at module level.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import platform
+import sys
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from erudite_edge.bundle import PRECISIONS, Bundle
+from erudite_edge.errors import BundleError, UsageError
+
+from . import accuracy as acc
+from .complexity import ComplexityUnavailable, bundle_complexity, model_files_mb
+from .end_to_end import FolderImages, load_folder, measure
+from .goals import evaluate
+from .instrument import Instrumented
+from .latency import Contender, calls_total, interleaved, summarize
+
+ZOO_ROUTING = ("Zoo timing input: a mixed batch whose routing is forced to split evenly across the data sets "
+               "(image i to data set (i + k) mod N): the coarse model runs on all B images, each fine model on its "
+               "B/N; at batch 1 the image goes to each fine model in turn.")
+FORMAT = "erudite-edge-bench"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class BenchConfig:
+    bundle: Path
+    zoo: Path | None = None
+    backend: str = "auto"
+    precisions: list[str] | None = None  # None: every precision both bundles hold for every role
+    batches: list[int] = field(default_factory=lambda: [1, 8, 32])
+    warmup: int = 3
+    iters: int = 20
+    rounds: int = 5
+    threads: int | None = None
+    source: Path | None = None
+    source_limit: int | None = None
+    data: list[str] = field(default_factory=list)
+    data_limit: int | None = None
+    workers: int | None = None
+    e2e_rounds: int = 3
+    interleave_precisions: bool = True  # load every precision at once and time them interleaved too
+    seed: int = 0
+    command: str = ""
+
+    def validate(self) -> None:
+        if not self.batches or any(b < 1 for b in self.batches):
+            raise UsageError(f"--batch: positive batch sizes, e.g. 1,8,32 (got {self.batches})")
+        if self.iters < 1 or self.warmup < 0 or self.rounds < 1:
+            raise UsageError("--iters and --rounds must be at least 1, --warmup at least 0")
+        bad = [p for p in self.precisions or [] if p not in PRECISIONS]
+        if bad:
+            raise UsageError(f"--precision {','.join(bad)}: each one of {', '.join(PRECISIONS)}")
+
+
+def parse_int_list(text: str, what: str) -> list[int]:
+    try:
+        out = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"{what} {text!r}: comma-separated whole numbers, e.g. 1,8,32") from None
+    if not out:
+        raise UsageError(f"{what}: give at least one value")
+    return sorted(dict.fromkeys(out))
+
+
+def parse_precisions(text: str | None) -> list[str] | None:
+    if text is None or text.strip().lower() in ("", "all"):
+        return None
+    out = [p.strip().lower() for p in text.split(",") if p.strip()]
+    bad = [p for p in out if p not in PRECISIONS]
+    if bad:
+        raise UsageError(f"--precision {text}: each one of {', '.join(PRECISIONS)}")
+    return list(dict.fromkeys(out))
+
+
+def bundle_precisions(bundle: Bundle) -> list[str]:
+    """Precisions for which every role of the bundle has a model (ONNX or engine)."""
+    have = {(m.role, m.precision) for m in bundle.models}
+    return [p for p in PRECISIONS if all((r, p) in have for r in bundle.roles())]
+
+
+def resolve_precisions(erudite: Bundle, zoo: Bundle | None, asked: list[str] | None) -> list[str]:
+    both = [p for p in bundle_precisions(erudite) if zoo is None or p in bundle_precisions(zoo)]
+    if asked is None:
+        if not both:
+            raise BundleError("the bundles share no precision with a model for every role")
+        return both
+    for p in asked:
+        for b in (erudite, zoo):
+            if b is not None and p not in bundle_precisions(b):
+                hint = {"fp16": "`erudite-edge export fp16 --bundle DIR`",
+                        "int8": "`erudite-edge export int8 --bundle DIR --calib IMAGES`"}.get(p, "re-export it")
+                raise BundleError(f"{b.root}: no {p} model for every role (has: {', '.join(bundle_precisions(b)) or 'none'}); "
+                                  f"make one with {hint}, or leave {p} out of --precision")
+    return asked
+
+
+def check_pair(erudite: Bundle, zoo: Bundle | None, warn: Callable[[str], None]) -> None:
+    if erudite.kind != "erudite":
+        raise BundleError(f"{erudite.root}: a {erudite.kind} bundle; pass it with --zoo, and the erudite one with --bundle")
+    if zoo is None:
+        return
+    if zoo.kind != "zoo":
+        raise BundleError(f"{zoo.root}: an {zoo.kind} bundle, not a zoo (--zoo takes the bundle of coarse + fine models)")
+    if list(erudite.labels.datasets) != list(zoo.labels.datasets) or erudite.labels.sizes != zoo.labels.sizes:
+        raise UsageError(f"the erudite bundle covers {dict(zip(erudite.labels.datasets, erudite.labels.sizes))} but the zoo "
+                         f"{dict(zip(zoo.labels.datasets, zoo.labels.sizes))}: bench models of the same data sets")
+    if erudite.preprocess.input_size != zoo.preprocess.input_size:
+        warn(f"input sizes differ (erudite {erudite.preprocess.input_size}, zoo {zoo.preprocess.input_size}): "
+             "timings compare different amounts of work")
+
+
+def bundle_facts(b: Bundle, path: Path) -> dict[str, Any]:
+    return {"path": str(path), "kind": b.kind, "variant": b.variant, "backbone": b.backbone,
+            "datasets": list(b.labels.datasets), "num_datasets": b.labels.num_datasets,
+            "num_classes": b.labels.num_classes, "input_size": list(b.preprocess.input_size),
+            "precisions": bundle_precisions(b)}
+
+
+def host_facts() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware")):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        import onnxruntime as ort
+
+        ort_version: str | None = ort.__version__
+    except ImportError:
+        ort_version = None
+    return {"machine": f"{platform.system()} {platform.machine()}", "platform": platform.platform(), "cpu": cpu,
+            "cores": os.cpu_count(), "python": platform.python_version(), "onnxruntime": ort_version}
+
+
+def synthetic_batch(bundle: Bundle, batch: int, seed: int) -> np.ndarray:
+    """Model input of the bundle's shape: normalised images are roughly standard normal."""
+    h, w = bundle.preprocess.input_size
+    shape = (batch, 3, h, w) if bundle.preprocess.layout == "NCHW" else (batch, h, w, 3)
+    return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+
+
+class _Progress:
+    """A rich progress bar on the console (when it is a terminal), advanced in calls / images."""
+
+    def __init__(self, console: Any, enabled: bool):
+        self.bar: Any = None
+        self.task: Any = None
+        if enabled and console is not None and getattr(console, "is_terminal", False):
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
+
+    def __enter__(self) -> "_Progress":
+        if self.bar is not None:
+            self.bar.start()
+            self.task = self.bar.add_task("bench", total=None)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def add_total(self, n: int) -> None:
+        if self.bar is not None:
+            t = self.bar.tasks[0].total or 0
+            self.bar.update(self.task, total=t + n)
+
+    def describe(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, description=text)
+
+    def advance(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task, n)
+
+
+def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> dict[str, Any]:
+    """Measure everything the config asks for and return the result (JSON-ready, goals included)."""
+    from erudite_edge.pipeline import load_classifier
+
+    cfg.validate()
+
+    def say(msg: str, style: str | None = None) -> None:
+        if console is not None:
+            console.print(msg, style=style, markup=False, highlight=False)
+        else:
+            print(msg, file=sys.stderr, flush=True)
+
+    warn = lambda msg: say(f"warning: {msg}", "yellow")  # noqa: E731
+
+    # Cheap checks first: bundles, precisions, eval sets, source folder.
+    erudite = Bundle.load(cfg.bundle)
+    zoo = Bundle.load(cfg.zoo) if cfg.zoo is not None else None
+    check_pair(erudite, zoo, warn)
+    precisions = resolve_precisions(erudite, zoo, cfg.precisions)
+    batches = sorted(dict.fromkeys(cfg.batches))
+    models = ["erudite"] + (["zoo"] if zoo is not None else [])
+    bundles = {"erudite": erudite, **({"zoo": zoo} if zoo is not None else {})}
+    eval_sets = [acc.read_eval_set(s, erudite.labels, cfg.data_limit, cfg.seed) for s in cfg.data]
+    folder: FolderImages | None = None
+    if cfg.source is not None:
+        folder = load_folder(str(cfg.source), erudite.preprocess, cfg.source_limit, warn)
+    eval_batch = min(32, max(batches))
+
+    result: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": cfg.command,
+        "host": host_facts(),
+        "settings": {
+            "backend": cfg.backend, "precisions": precisions, "batches": batches, "warmup": cfg.warmup,
+            "iters": cfg.iters, "rounds": min(cfg.rounds, cfg.iters), "threads": cfg.threads, "seed": cfg.seed,
+            "zoo_routing": ZOO_ROUTING if zoo is not None else "",
+            "source": str(cfg.source) if cfg.source is not None else None,
+            "source_images": len(folder.paths) if folder else 0, "e2e_rounds": cfg.e2e_rounds, "workers": cfg.workers,
+            "interleave_precisions": cfg.interleave_precisions,
+            "data": list(cfg.data), "data_limit": cfg.data_limit,
+        },
+        "bundles": {name: bundle_facts(b, Path(getattr(cfg, "bundle" if name == "erudite" else "zoo"))) for name, b in bundles.items()},
+        "latency": [],
+        "end_to_end": [],
+    }
+
+    # Complexity from the fp32 graphs (or the first precision there is), sizes from the files.
+    comp_prec = "fp32" if "fp32" in bundle_precisions(erudite) and (zoo is None or "fp32" in bundle_precisions(zoo)) else precisions[0]
+    try:
+        comp = {name: bundle_complexity(bdl, comp_prec) for name, bdl in bundles.items()}
+        result["complexity"] = {name: c.to_dict() for name, c in comp.items()}
+        result["complexity"]["counter"] = next(iter(comp["erudite"].roles.values())).counter
+        result["complexity"]["precision"] = comp_prec
+        if zoo is not None:
+            result["complexity"]["ratio"] = {"params": comp["erudite"].params / comp["zoo"].params,
+                                             "macs": comp["erudite"].macs_per_image / comp["zoo"].macs_per_image}
+    except (ComplexityUnavailable, BundleError) as e:
+        warn(f"complexity not counted: {e}")
+        result["complexity"] = {"error": str(e)}
+    sizes: dict[str, Any] = {}
+    for p in precisions:
+        mb = {name: model_files_mb(bdl, p) for name, bdl in bundles.items()}
+        e_mb, z_mb = mb.get("erudite"), mb.get("zoo")
+        sizes[p] = {**mb, **({"ratio": e_mb / z_mb} if e_mb and z_mb else {})}
+    result["size_mb"] = sizes
+
+    preds: dict[str, dict[str, np.ndarray]] = {m: {} for m in models}
+    accuracy: dict[str, dict[str, Any]] = {m: {} for m in models}
+    announce = lambda msg: say(msg, "dim")  # noqa: E731
+    # Precisions measured together (loaded at once, timed interleaved) unless memory forbids it.
+    groups = [precisions] if cfg.interleave_precisions else [[p] for p in precisions]
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
+
+    with _Progress(console, progress) as bar:
+        per_batch = calls_total(len(models), cfg.warmup, cfg.iters) + len(models)
+        bar.add_total(per_batch * len(batches) * len(precisions))
+        if folder is not None:
+            bar.add_total(len(batches) * len(models) * 2 * max(1, cfg.e2e_rounds))
+        agree_images = sum(len(s) for s in eval_sets) if eval_sets else (len(folder.paths) if folder else 0)
+        bar.add_total(agree_images * len(models) * len(precisions))
+
+        for group in groups:
+            with ExitStack() as stack:
+                inst: dict[tuple[str, str], Instrumented] = {}
+                for p in group:
+                    for name, bdl in bundles.items():
+                        bar.describe(f"loading {name} {p}")
+                        c = load_classifier(bdl, cfg.backend, p, cfg.threads, announce=announce)
+                        inst[name, p] = Instrumented(c, forced_routing=True)
+                        stack.callback(inst[name, p].close)
+                if "providers" not in result["host"]:
+                    desc = inst["erudite", group[0]].recorders["main"].describe()
+                    result["host"]["providers"] = list(desc.get("providers") or [])
+
+                for b in batches:
+                    bar.describe(f"timing {'/'.join(group)} batch {b}")
+                    x = synthetic_batch(erudite, b, cfg.seed)
+                    contenders = [Contender(f"{name}/{p}", b, inst[name, p].timed_step(x)) for p in group for name in models]
+                    for i in inst.values():
+                        i.reset()
+                    samples = interleaved(contenders, warmup=cfg.warmup, iters=cfg.iters, rounds=cfg.rounds,
+                                          on_call=bar.advance)
+                    for p in group:
+                        row: dict[str, Any] = {"precision": p, "batch": b,
+                                               "backend": {name: inst[name, p].backend for name in models},
+                                               "images_total": {name: inst[name, p].images_seen() for name in models}}
+                        calls = {}
+                        for name in models:  # one more call each, to show how one batch is split over the models
+                            inst[name, p].reset()
+                            inst[name, p].predict(x)
+                            calls[name] = inst[name, p].calls_seen()
+                            bar.advance()
+                        row["calls"] = calls
+                        for name in models:
+                            row[name] = summarize(samples[f"{name}/{p}"], b).to_dict()
+                        if zoo is not None:
+                            row["ratio"] = {"latency_p50": row["erudite"]["p50_ms"] / row["zoo"]["p50_ms"],
+                                            "throughput": row["erudite"]["throughput_ips"] / row["zoo"]["throughput_ips"]}
+                        rows[p, b] = row
+
+                if folder is not None and precisions[0] in group:
+                    p = precisions[0]
+                    for b in batches:
+                        bar.describe(f"end to end {p} batch {b}")
+                        e2e_row: dict[str, Any] = {"precision": p, "batch": b}
+                        for name in models:
+                            e2e_row[name] = measure(inst[name, p].classifier, folder, bundles[name].labels,
+                                                    bundles[name].preprocess, b, cfg.e2e_rounds, cfg.workers,
+                                                    bar.advance).to_dict()
+                        result["end_to_end"].append(e2e_row)
+
+                # Accuracy and agreement: the zoo routes by its own coarse model here.
+                for i in inst.values():
+                    i.set_forced_routing(False)
+                for p in group:
+                    for name in models:
+                        if eval_sets:
+                            bar.describe(f"accuracy {name} {p}")
+                            pr = acc.predict_sets(inst[name, p].predict, eval_sets, bundles[name].preprocess, eval_batch,
+                                                  warn=warn if name == "erudite" and p == precisions[0] else None,
+                                                  on_batch=bar.advance)
+                            accuracy[name][p] = acc.top1(pr, eval_sets)
+                            preds[name][p] = acc.concat(pr)
+                        elif folder is not None:
+                            bar.describe(f"agreement {name} {p}")
+                            out = []
+                            for start in range(0, len(folder.tensors), eval_batch):
+                                chunk = folder.tensors[start : start + eval_batch]
+                                out.append(np.asarray(inst[name, p].predict(chunk)).argmax(axis=1))
+                                bar.advance(len(chunk))
+                            preds[name][p] = np.concatenate(out)
+
+    result["latency"] = [rows[p, b] for p in precisions for b in batches]
+    accuracy = {m: {p: accuracy[m][p] for p in precisions if p in accuracy[m]} for m in models}
+    if eval_sets:
+        result["accuracy"] = {"sets": [{"dataset": s.dataset, "images": len(s), "reader": s.reader} for s in eval_sets],
+                              **accuracy}
+    if any(preds[m] for m in models):
+        ag: dict[str, Any] = {"on": "--data test" if eval_sets else "--source",
+                              "images": int(len(next(iter(preds["erudite"].values()))))}
+        for name in models:
+            if "fp32" in preds[name]:
+                ag[name] = {f"{p}_vs_fp32": acc.agreement(preds[name][p], preds[name]["fp32"])
+                            for p in precisions if p != "fp32"}
+        if zoo is not None:
+            ag["erudite_vs_zoo"] = {p: acc.agreement(preds["erudite"][p], preds["zoo"][p]) for p in precisions}
+        if any(ag.get(k) for k in (*models, "erudite_vs_zoo")):
+            result["agreement"] = ag
+    result["goals"] = [g.to_dict() for g in evaluate(result)]
+    return _finite(result)
+
+
+def _finite(obj: Any) -> Any:
+    """JSON has no NaN or infinity: such values become null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _finite(obj.item())
+    return obj

@@ -1,0 +1,124 @@
+"""End-to-end folder throughput (`--source FOLDER`) against pure inference on the same images.
+
+End to end is what `erudite-edge run FOLDER` does, through its own Pipeline: list the files, decode
+and preprocess them in the pipeline's thread pool while the model runs the previous batch, run the
+model, take the top-k. Pure inference feeds the same images, already preprocessed in memory, in
+batches of the same size to the same classifier. The two alternate over several rounds; each
+figure is the median over its rounds. Their ratio says how much of the model's speed survives the
+decoding and preprocessing (on a shared CPU both compete for the same cores).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from erudite_edge.errors import BadImageError, SourceError
+from erudite_edge.labels import LabelSpace
+from erudite_edge.pipeline import Pipeline
+from erudite_edge.preprocess import PreprocessSpec, load_image, preprocess
+from erudite_edge.sources import ImageFilesSource, open_source
+
+
+@dataclass
+class FolderImages:
+    """A folder's images, decoded and preprocessed once (for pure inference and agreement)."""
+
+    folder: str
+    paths: list[str]  # the images that decoded, in the order the pipeline reads them
+    tensors: np.ndarray  # (n, ...) preprocessed
+    skipped: int
+
+
+def open_folder(folder: str) -> ImageFilesSource:
+    src = open_source(folder, recursive=True)
+    if not isinstance(src, ImageFilesSource):
+        src.close()
+        raise SourceError(f"--source {folder}: expected a folder of images, got a {src.kind} source")
+    return src
+
+
+def load_folder(folder: str, spec: PreprocessSpec, limit: int | None = None,
+                warn: Callable[[str], None] | None = None) -> FolderImages:
+    src = open_folder(folder)
+    paths: list[str] = []
+    tensors: list[np.ndarray] = []
+    skipped = 0
+    for p in src.paths:
+        if limit is not None and len(paths) >= limit:
+            break
+        try:
+            tensors.append(preprocess(load_image(p), spec))
+            paths.append(p)
+        except BadImageError as e:
+            skipped += 1
+            if warn:
+                warn(f"{e}; skipped")
+    if not tensors:
+        raise SourceError(f"--source {folder}: no image in it decodes")
+    return FolderImages(folder, paths, np.stack(tensors), skipped)
+
+
+def pure_inference(predict: Callable[[np.ndarray], Any], tensors: np.ndarray, batch: int) -> float:
+    """Images per second of `predict` over preprocessed tensors in batches of `batch`."""
+    t0 = time.perf_counter()
+    for i in range(0, len(tensors), batch):
+        predict(tensors[i : i + batch])
+    return len(tensors) / (time.perf_counter() - t0)
+
+
+def pipeline_run(classifier: Any, folder: str, labels: LabelSpace, spec: PreprocessSpec, batch: int,
+                 limit: int | None, workers: int | None) -> tuple[float, dict[str, Any]]:
+    """Images per second of `erudite-edge run FOLDER` (no output sinks), and its run summary."""
+    src = open_folder(folder)
+    pipe = Pipeline(classifier, labels, spec, batch=batch, topk=1, workers=workers, limit=limit,
+                    console=None, progress=False)
+    summary = pipe.run(src, ())
+    if summary.frames == 0:
+        raise SourceError(f"--source {folder}: the pipeline classified no image")
+    return summary.frames / summary.wall_s, summary.to_dict()
+
+
+@dataclass
+class EndToEnd:
+    batch: int
+    images: int
+    e2e_ips: float  # median over rounds
+    pure_ips: float  # median over rounds
+    workers: int | None
+    stage_ms_per_image: dict[str, float]
+
+    @property
+    def ratio(self) -> float:
+        return self.e2e_ips / self.pure_ips if self.pure_ips > 0 else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"batch": self.batch, "images": self.images, "e2e_ips": round(self.e2e_ips, 3),
+                "pure_ips": round(self.pure_ips, 3), "ratio": round(self.ratio, 4), "workers": self.workers,
+                "stage_ms_per_image": {k: round(v, 3) for k, v in self.stage_ms_per_image.items()}}
+
+
+def measure(classifier: Any, images: FolderImages, labels: LabelSpace, spec: PreprocessSpec, batch: int,
+            rounds: int = 3, workers: int | None = None, on_round: Callable[[], None] | None = None) -> EndToEnd:
+    """Alternate pure inference and the pipeline for `rounds` rounds (order swapped every round);
+    one unmeasured pure pass first warms the models up at this batch size."""
+    n = len(images.paths)
+    pure_inference(classifier.predict, images.tensors[: min(n, batch)], batch)
+    e2e, pure = [], []
+    last_summary: dict[str, Any] = {}
+    for r in range(max(1, rounds)):
+        steps = ("pure", "e2e") if r % 2 == 0 else ("e2e", "pure")
+        for s in steps:
+            if s == "pure":
+                pure.append(pure_inference(classifier.predict, images.tensors, batch))
+            else:
+                ips, last_summary = pipeline_run(classifier, images.folder, labels, spec, batch, n, workers)
+                e2e.append(ips)
+            if on_round:
+                on_round()
+    stage = {k: float(v) for k, v in (last_summary.get("ms_per_frame") or {}).items()}
+    return EndToEnd(batch, n, statistics.median(e2e), statistics.median(pure), workers, stage)

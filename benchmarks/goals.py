@@ -1,0 +1,127 @@
+"""The issue's goals, judged from a bench result (the dict bench.run_bench returns / bench.json holds).
+
+They were set for ResNet-50 at 224 px on ONNX Runtime on the CPU, N = 2 and N = 4; a run in another
+setting is still judged, with a note saying the goal was set for that one. A goal whose measurement
+is missing from the run (no batch 8, no --source, no INT8 model, ...) says what to add; it is
+neither PASS nor FAIL. Goals are reported, never asserted: the bench exits 0 either way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+GOAL_SETTING = "ResNet-50 at 224 px on ONNX Runtime CPU"
+LATENCY_RATIO_B1 = 0.55
+THROUGHPUT_RATIO_B8 = 1.8
+SIZE_RATIO = {2: 0.45, 4: 0.30}
+E2E_FRACTION_B8 = 0.85
+
+
+@dataclass
+class Goal:
+    name: str
+    status: str  # "PASS", "FAIL", "INFO" (reported, no threshold) or "N/A" (not measured)
+    value: float | None
+    threshold: str  # e.g. "<= 0.55"
+    detail: str = ""
+
+    def line(self) -> str:
+        v = "-" if self.value is None else f"{self.value:.3f}"
+        extra = f" ({self.detail})" if self.detail else ""
+        return f"{self.status}: {self.name}: {v} {self.threshold}{extra}".replace("  ", " ")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _judge(name: str, value: float | None, op: str, limit: float, detail: str, missing: str) -> Goal:
+    if value is None:
+        return Goal(name, "N/A", None, f"{op} {limit:g}", missing)
+    ok = value <= limit if op == "<=" else value >= limit
+    return Goal(name, "PASS" if ok else "FAIL", value, f"{op} {limit:g}", detail)
+
+
+def _row(result: dict[str, Any], precision: str, batch: int) -> dict[str, Any] | None:
+    for r in result.get("latency", []):
+        if r["precision"] == precision and r["batch"] == batch:
+            return r
+    return None
+
+
+def _main_precision(result: dict[str, Any]) -> str:
+    precs = result.get("settings", {}).get("precisions", [])
+    return "fp32" if "fp32" in precs else (precs[0] if precs else "fp32")
+
+
+def setting_note(result: dict[str, Any]) -> str:
+    """Empty when the run is in the goals' setting, else what differs."""
+    b = result.get("bundles", {}).get("erudite", {})
+    backbone, size = b.get("backbone", "?"), b.get("input_size", [0, 0])
+    backends = {r.get("backend", {}).get("erudite") for r in result.get("latency", [])}
+    providers = result.get("host", {}).get("providers", [])
+    cpu = backends <= {"onnxruntime"} and (not providers or providers[0] == "CPUExecutionProvider")
+    if backbone == "resnet50" and list(size) == [224, 224] and cpu:
+        return ""
+    return (f"goals set for {GOAL_SETTING}; this run: {backbone} at {size[0]} px on "
+            f"{'/'.join(sorted(x for x in backends if x)) or '?'}{' ' + providers[0] if providers else ''}")
+
+
+def evaluate(result: dict[str, Any]) -> list[Goal]:
+    goals: list[Goal] = []
+    has_zoo = "zoo" in result.get("bundles", {})
+    p = _main_precision(result)
+    n = result.get("bundles", {}).get("erudite", {}).get("num_datasets")
+    tag = f"N={n}, {p}"
+
+    if has_zoo:
+        r1 = _row(result, p, 1)
+        goals.append(_judge(f"latency erudite/zoo at batch 1 ({tag})",
+                            r1["ratio"]["latency_p50"] if r1 else None, "<=", LATENCY_RATIO_B1,
+                            "p50 latencies" if r1 else "", "not measured: add 1 to --batch"))
+        r8 = _row(result, p, 8)
+        goals.append(_judge(f"throughput erudite/zoo at batch 8, mixed batch ({tag})",
+                            r8["ratio"]["throughput"] if r8 else None, ">=", THROUGHPUT_RATIO_B8,
+                            "zoo batch split evenly across the data sets" if r8 else "", "not measured: add 8 to --batch"))
+        size = result.get("size_mb", {}).get(p) or {}
+        limit = SIZE_RATIO.get(int(n)) if n else None
+        if limit is None:
+            goals.append(Goal(f"model size erudite/zoo ({tag})", "INFO", size.get("ratio"), "(goal set for N=2 and N=4)"))
+        else:
+            goals.append(_judge(f"model size erudite/zoo ({tag})", size.get("ratio"), "<=", limit,
+                                f"{size.get('erudite', 0):.1f} MB vs {size.get('zoo', 0):.1f} MB" if size.get("ratio") else "",
+                                "model files missing"))
+
+    e2e = next((e for e in result.get("end_to_end", []) if e["precision"] == p and e["batch"] == 8), None)
+    frac = e2e["erudite"]["ratio"] if e2e else None
+    goals.append(_judge(f"end-to-end folder throughput at batch 8 / pure inference (erudite, {p})", frac, ">=",
+                        E2E_FRACTION_B8,
+                        f"{e2e['erudite']['e2e_ips']:.1f} vs {e2e['erudite']['pure_ips']:.1f} images/s" if e2e else "",
+                        "not measured: give --source FOLDER and 8 in --batch"))
+
+    precs = result.get("settings", {}).get("precisions", [])
+    models: list[str] = ["erudite"] + (["zoo"] if has_zoo else [])
+    for model in models:
+        if "int8" not in precs or "fp32" not in precs:
+            goals.append(Goal(f"INT8 faster than FP32 ({model})", "N/A", None, "< 1 (int8/fp32 p50 latency)",
+                              "not measured: --precision fp32,int8"))
+            continue
+        ratios = []
+        for b in result.get("settings", {}).get("batches", []):
+            ri, rf = _row(result, "int8", b), _row(result, "fp32", b)
+            if ri and rf:
+                ratios.append((b, ri[model]["p50_ms"] / rf[model]["p50_ms"]))
+        worst = max((v for _, v in ratios), default=None)
+        name = f"INT8 faster than FP32 ({model}: int8/fp32 p50 latency, slowest batch)"
+        if worst is None:
+            goals.append(Goal(name, "N/A", None, "< 1", "no batch measured at both precisions"))
+        else:
+            goals.append(Goal(name, "PASS" if worst < 1.0 else "FAIL", worst, "< 1",
+                              ", ".join(f"batch {b}: {v:.2f}" for b, v in ratios)))
+        agree = result.get("agreement", {}).get(model, {}).get("int8_vs_fp32")
+        on = result.get("agreement", {}).get("on", "")
+        goals.append(Goal(f"INT8 vs FP32 top-1 agreement ({model})", "INFO" if agree is not None else "N/A", agree,
+                          "(reported)", f"on {result.get('agreement', {}).get('images', 0)} {on} images" if agree is not None
+                          else "give --source FOLDER or --data SPEC"))
+    return goals
+

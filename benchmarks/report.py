@@ -1,0 +1,292 @@
+"""The bench report in four forms from one result dict: rich tables on the terminal, bench.json,
+bench.md (the same tables in Markdown) and bench.png (latency and throughput against batch size,
+erudite vs zoo, one line per precision). Every file is written atomically (erudite_edge.fileio)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from erudite_edge.fileio import atomic_path, write_json_atomic, write_text_atomic
+
+from .goals import evaluate, setting_note
+
+JSON_NAME, MARKDOWN_NAME, PLOT_NAME = "bench.json", "bench.md", "bench.png"
+
+
+@dataclass
+class TableSpec:
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    note: str = ""
+
+
+def _f(v: Any, fmt: str = ".2f", none: str = "-") -> str:
+    return none if v is None else format(v, fmt)
+
+
+def _pct(v: float | None) -> str:
+    return _f(None if v is None else 100.0 * v)
+
+
+def _scaled(v: float | None, scale: float, fmt: str = ".2f") -> str:
+    return _f(None if v is None else v / scale, fmt)
+
+
+def models_table(result: dict[str, Any]) -> TableSpec:
+    bundles = result["bundles"]
+    precs = result["settings"]["precisions"]
+    comp = result.get("complexity", {})
+    header = ["model", "backbone", "N", "input", "params (M)", "GMACs/image"] + [f"size {p} (MB)" for p in precs]
+    rows = []
+    for name in ("erudite", "zoo"):
+        if name not in bundles:
+            continue
+        b, c = bundles[name], comp.get(name) or {}
+        rows.append([name, b["backbone"], str(b["num_datasets"]), "x".join(str(v) for v in b["input_size"]),
+                     _scaled(c.get("params"), 1e6), _scaled(c.get("macs_per_image"), 1e9, ".3f")]
+                    + [_f((result.get("size_mb", {}).get(p) or {}).get(name), ".1f") for p in precs])
+    if "zoo" in bundles:
+        r = comp.get("ratio") or {}
+        rows.append(["erudite/zoo", "", "", "", _f(r.get("params"), ".3f"), _f(r.get("macs"), ".3f")]
+                    + [_f((result.get("size_mb", {}).get(p) or {}).get("ratio"), ".3f") for p in precs])
+    note = ("Counted from the fp32 ONNX graphs at batch 1 with " + (comp.get("counter") or "onnx-tool") +
+            "; the zoo's MACs: coarse + one fine model per image, its params and size: all its models."
+            if "error" not in comp else f"complexity not counted: {comp['error']}")
+    return TableSpec("Models", header, rows, note)
+
+
+def latency_table(result: dict[str, Any]) -> TableSpec:
+    header = ["precision", "batch", "model", "mean ms", "p50 ms", "p90 ms", "p99 ms", "images/s", "device p50 ms"]
+    rows = []
+    for r in result.get("latency", []):
+        for name in ("erudite", "zoo"):
+            if name in r:
+                st = r[name]
+                rows.append([r["precision"], str(r["batch"]), name, _f(st["mean_ms"]), _f(st["p50_ms"]), _f(st["p90_ms"]),
+                             _f(st["p99_ms"]), _f(st["throughput_ips"], ".1f"), _f(st.get("compute_p50_ms"))])
+    s = result["settings"]
+    note = (f"{s['iters']} timed calls per model after {s['warmup']} warm-up calls, the models (and precisions) "
+            f"interleaved over {s['rounds']} rounds; images/s is the median over rounds; device time only where the backend separates it.")
+    return TableSpec("Latency per batch and throughput", header, rows, note)
+
+
+def ratio_table(result: dict[str, Any]) -> TableSpec | None:
+    rows = [[r["precision"], str(r["batch"]), _f(r["ratio"]["latency_p50"], ".3f"), _f(r["ratio"]["throughput"], ".3f")]
+            for r in result.get("latency", []) if "ratio" in r]
+    if not rows:
+        return None
+    return TableSpec("erudite / zoo", ["precision", "batch", "p50 latency ratio", "throughput ratio"], rows,
+                     "Below 1 for latency and above 1 for throughput: the erudite model is the faster.")
+
+
+def routing_table(result: dict[str, Any]) -> TableSpec | None:
+    """How one timed zoo batch was split: the images each model ran on, per batch size (first precision)."""
+    rows_in = [r for r in result.get("latency", []) if "zoo" in r.get("calls", {})]
+    if not rows_in:
+        return None
+    first = rows_in[0]["precision"]
+    roles = list(rows_in[0]["calls"]["zoo"])
+    rows = [[str(r["batch"])] + ["+".join(str(c) for c in r["calls"]["zoo"].get(role, [])) or "0" for role in roles]
+            for r in rows_in if r["precision"] == first]
+    return TableSpec("Zoo: images each model ran on in one timed batch", ["batch"] + roles, rows,
+                     result["settings"].get("zoo_routing", ""))
+
+
+def end_to_end_table(result: dict[str, Any]) -> TableSpec | None:
+    e2e = result.get("end_to_end") or []
+    if not e2e:
+        return None
+    header = ["precision", "batch", "model", "images", "end to end images/s", "pure inference images/s", "end to end / pure"]
+    rows = []
+    for r in e2e:
+        for name in ("erudite", "zoo"):
+            if name in r:
+                e = r[name]
+                rows.append([r["precision"], str(r["batch"]), name, str(e["images"]), _f(e["e2e_ips"], ".1f"),
+                             _f(e["pure_ips"], ".1f"), _f(e["ratio"], ".3f")])
+    return TableSpec(f"End to end on {result['settings'].get('source')}", header, rows,
+                     "End to end: `erudite-edge run FOLDER`'s pipeline (decode + preprocess in threads, inference, top-k); "
+                     "pure: the same images preprocessed in memory. Medians over alternating rounds.")
+
+
+def accuracy_table(result: dict[str, Any]) -> TableSpec | None:
+    acc = result.get("accuracy")
+    if not acc:
+        return None
+    datasets = [s["dataset"] for s in acc["sets"]]
+    header = ["model", "precision"] + [f"{d} top-1" for d in datasets] + ["mean top-1"]
+    rows = []
+    for name in ("erudite", "zoo"):
+        for prec, r in (acc.get(name) or {}).items():
+            rows.append([name, prec] + [_pct(r["per_dataset"][d]["top1"]) for d in datasets] + [_pct(r["mean_top1"])])
+    sizes = ", ".join(f"{s['dataset']} {s['images']}" for s in acc["sets"])
+    return TableSpec("Top-1 accuracy (%) over the joint label space", header, rows, f"test images: {sizes}")
+
+
+def agreement_table(result: dict[str, Any]) -> TableSpec | None:
+    ag = result.get("agreement")
+    if not ag:
+        return None
+    rows = []
+    for name in ("erudite", "zoo"):
+        for key, v in (ag.get(name) or {}).items():
+            rows.append([name, key.replace("_vs_", " vs "), _pct(v)])
+    for prec, v in (ag.get("erudite_vs_zoo") or {}).items():
+        rows.append(["erudite vs zoo", prec, _pct(v)])
+    if not rows:
+        return None
+    return TableSpec("Top-1 agreement (%)", ["model", "pair", "agreement"], rows,
+                     f"on {ag.get('images', 0)} {ag.get('on', '')} images")
+
+
+def tables(result: dict[str, Any]) -> list[TableSpec]:
+    out = [models_table(result), latency_table(result)]
+    out += [t for t in (ratio_table(result), routing_table(result), end_to_end_table(result), accuracy_table(result),
+                        agreement_table(result)) if t is not None]
+    return out
+
+
+def goal_lines(result: dict[str, Any]) -> list[str]:
+    goals = result.get("goals")
+    if goals is None:
+        goals = [g.to_dict() for g in evaluate(result)]
+    lines = []
+    for g in goals:
+        v = "-" if g["value"] is None else f"{g['value']:.3f}"
+        detail = f" ({g['detail']})" if g.get("detail") else ""
+        lines.append(f"{g['status']}: {g['name']}: {v} {g['threshold']}{detail}")
+    return lines
+
+
+# ------------------------------------------------------------------------------------------------
+# Renderers
+# ------------------------------------------------------------------------------------------------
+def stdout_console() -> Any:
+    """A rich console on stdout: a terminal's own width; a pipe or a file wide enough for the tables."""
+    import sys
+
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def render_terminal(result: dict[str, Any], console: Any) -> None:
+    from rich.table import Table
+
+    for spec in tables(result):
+        t = Table(title=spec.title, title_justify="left", header_style="bold")
+        for h in spec.header:
+            t.add_column(h, justify="left" if h in ("model", "precision", "pair", "backbone") else "right")
+        for row in spec.rows:
+            t.add_row(*row, style="bold" if row[0] == "erudite/zoo" else None)
+        console.print(t)
+        if spec.note:
+            console.print(spec.note, style="dim", markup=False, highlight=False)
+    console.print("Goals", style="bold")
+    note = setting_note(result)
+    if note:
+        console.print(note, style="dim", markup=False)
+    colours = {"PASS": "green", "FAIL": "red", "INFO": "cyan", "N/A": "yellow"}
+    for line in goal_lines(result):
+        console.print(line, style=colours.get(line.split(":", 1)[0], None), markup=False, highlight=False)
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    h = result.get("host", {})
+    s = result["settings"]
+    parts = [
+        "# erudite-edge bench\n",
+        f"- command: `{result.get('command', '')}`",
+        f"- when: {result.get('created', '')}",
+        f"- host: {h.get('machine', '')}, {h.get('cpu', '')}, {h.get('cores', '?')} cores; python {h.get('python', '')}; "
+        f"onnxruntime {h.get('onnxruntime') or '-'} ({', '.join(h.get('providers') or []) or '-'})",
+        f"- erudite bundle: `{result['bundles']['erudite']['path']}`"
+        + (f"; zoo bundle: `{result['bundles']['zoo']['path']}`" if "zoo" in result["bundles"] else ""),
+        f"- backend: {s['backend']}; precisions: {', '.join(s['precisions'])}; batches: {', '.join(map(str, s['batches']))}; "
+        f"threads: {s.get('threads') or 'default'}\n",
+    ]
+    for spec in tables(result):
+        parts.append(f"## {spec.title}\n")
+        parts.append(markdown_table(spec.header, spec.rows))
+        if spec.note:
+            parts.append(f"{spec.note}\n")
+    parts.append("## Goals\n")
+    note = setting_note(result)
+    if note:
+        parts.append(f"{note}\n")
+    parts.append("\n".join(f"- {line}" for line in goal_lines(result)) + "\n")
+    return "\n".join(parts)
+
+
+def plot(result: dict[str, Any], path: str | Path) -> Path:
+    """Latency (p50) and throughput against batch size, erudite (solid) vs zoo (dashed), one colour per precision."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    rows = result.get("latency", [])
+    fig, (ax_lat, ax_thr) = plt.subplots(1, 2, figsize=(11, 4.2))
+    colours = {"fp32": "tab:blue", "fp16": "tab:orange", "int8": "tab:green"}
+    for prec in result["settings"]["precisions"]:
+        for name, style, marker in (("erudite", "-", "o"), ("zoo", "--", "s")):
+            pts = sorted((r["batch"], r[name]) for r in rows if r["precision"] == prec and name in r)
+            if not pts:
+                continue
+            xs = [b for b, _ in pts]
+            label = f"{name} {prec}"
+            c = colours.get(prec)
+            ax_lat.plot(xs, [s["p50_ms"] for _, s in pts], style, marker=marker, color=c, label=label)
+            ax_thr.plot(xs, [s["throughput_ips"] for _, s in pts], style, marker=marker, color=c, label=label)
+    batches = result["settings"]["batches"]
+    for ax, ylabel, title in ((ax_lat, "p50 latency per batch (ms)", "Latency"),
+                              (ax_thr, "images / s", "Throughput (zoo: mixed batches)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(batches)
+        ax.set_xticklabels([str(b) for b in batches])
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    b = result["bundles"]["erudite"]
+    backends = sorted({v for r in rows for v in r.get("backend", {}).values()}) or [result["settings"]["backend"]]
+    providers = result.get("host", {}).get("providers") or []
+    fig.suptitle(f"erudite vs zoo: {b['backbone']}, N={b['num_datasets']}, {b['input_size'][0]} px, {'/'.join(backends)}"
+                 + (f" ({providers[0]})" if providers and backends == ["onnxruntime"] else ""), fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_outputs(result: dict[str, Any], out_dir: str | Path, *, png: bool = True,
+                  warn: Any = None) -> dict[str, Path]:
+    """bench.json, bench.md and (matplotlib permitting) bench.png under out_dir."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {"json": out / JSON_NAME, "markdown": out / MARKDOWN_NAME}
+    write_json_atomic(written["json"], result)
+    write_text_atomic(written["markdown"], to_markdown(result))
+    if png and result.get("latency"):
+        try:
+            written["png"] = plot(result, out / PLOT_NAME)
+        except ImportError as e:
+            if warn:
+                warn(f"no plot: matplotlib is not installed ({e.name}); `pip install matplotlib`")
+    return written

@@ -1,0 +1,70 @@
+"""`erudite-edge bench`: latency, throughput, size, complexity and accuracy of an erudite bundle against
+the two-stage zoo, side by side on this device (no torch needed; the work is in benchmarks/).
+
+Exit codes: 0 measured (the goals' PASS/FAIL lines are reported, not enforced); 2 a bundle, source,
+data set or backend that cannot be used; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def bench_command(
+    bundle: Path = typer.Option(..., "--bundle", help="The erudite bundle directory (from `erudite-edge export`)."),
+    zoo: Optional[Path] = typer.Option(None, "--zoo", help="The zoo bundle (coarse + one fine model per data set) to compare with."),
+    backend: str = typer.Option("auto", help="auto | onnxruntime | tensorrt"),
+    precision: Optional[str] = typer.Option(None, "--precision",
+                                            help="Comma-separated: fp32,fp16,int8 (default: every precision both bundles hold)."),
+    batch: str = typer.Option("1,8,32", "--batch", help="Comma-separated batch sizes."),
+    warmup: int = typer.Option(3, min=0, help="Warm-up calls per model and batch size."),
+    iters: int = typer.Option(20, min=1, help="Timed calls per model and batch size."),
+    rounds: int = typer.Option(5, min=1, help="Interleaved rounds the timed calls are spread over."),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for ONNX Runtime (default: its own)."),
+    source: Optional[Path] = typer.Option(None, "--source", help="A folder of images: end-to-end throughput against pure inference."),
+    source_limit: Optional[int] = typer.Option(None, "--source-limit", min=1, help="Use at most this many images of --source."),
+    data: Optional[List[str]] = typer.Option(None, "--data", help="NAME=PATH or NAME=FORMAT:PATH of a labelled test set (repeatable): top-1 per data set."),
+    data_limit: Optional[int] = typer.Option(None, "--data-limit", min=1, help="At most this many test images per data set (a seeded random subset)."),
+    workers: Optional[int] = typer.Option(None, min=1, help="Decode/preprocess threads of the end-to-end pipeline."),
+    interleave_precisions: bool = typer.Option(
+        True, "--interleave-precisions/--no-interleave-precisions",
+        help="Load every precision at once and time them interleaved (the fair default); the --no form loads one "
+             "precision at a time, for devices short of memory."),
+    out: Path = typer.Option(Path("runs/bench"), "--out", help="Folder for bench.json, bench.md and bench.png."),
+    plot: bool = typer.Option(True, "--plot/--no-plot", help="Write bench.png (needs matplotlib)."),
+) -> None:
+    """Erudite vs zoo on this device: latency, throughput, size, params/MACs, end to end, top-1."""
+    from ..backends import BACKENDS
+    from ..errors import UsageError
+    from ..outputs import stderr_console
+
+    if backend not in BACKENDS or backend == "torch":
+        raise UsageError(f"--backend {backend}: one of auto, onnxruntime, tensorrt")
+    from benchmarks.bench import BenchConfig, parse_int_list, parse_precisions, run_bench
+    from benchmarks.report import render_terminal, stdout_console, write_outputs
+
+    cfg = BenchConfig(
+        bundle=bundle, zoo=zoo, backend=backend, precisions=parse_precisions(precision),
+        batches=parse_int_list(batch, "--batch"), warmup=warmup, iters=iters, rounds=rounds, threads=threads,
+        source=source, source_limit=source_limit, data=list(data or []), data_limit=data_limit, workers=workers,
+        interleave_precisions=interleave_precisions,
+        command=" ".join(shlex.quote(a) for a in ["erudite-edge", *sys.argv[1:]]),
+    )
+    err = stderr_console()
+    try:
+        result = run_bench(cfg, console=err)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+    render_terminal(result, stdout_console())
+    written = write_outputs(result, out, png=plot, warn=lambda m: err.print(f"warning: {m}", style="yellow", markup=False))
+    err.print("wrote " + ", ".join(str(p) for p in written.values()), markup=False, highlight=False)
+
+
+def register(app: typer.Typer, export_app: typer.Typer) -> None:
+    app.command("bench")(bench_command)
