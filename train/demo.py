@@ -41,8 +41,8 @@ class DemoPlan:
     @classmethod
     def make(cls, quick: bool) -> "DemoPlan":
         if quick:
-            return cls(max_per_dataset=120, image_size=48, epochs=1, steps_per_epoch=6, batch_per_dataset=8,
-                       calib_count=24, bench_iters=5, heldout=24)
+            return cls(max_per_dataset=90, image_size=48, epochs=1, steps_per_epoch=8, batch_per_dataset=8,
+                       calib_count=16, bench_iters=5, heldout=24)
         return cls(max_per_dataset=1200, image_size=64, epochs=3, steps_per_epoch=None, batch_per_dataset=16,
                    calib_count=128, bench_iters=30, heldout=96)
 
