@@ -43,7 +43,7 @@ class DemoPlan:
         if quick:
             return cls(max_per_dataset=90, image_size=48, epochs=1, steps_per_epoch=8, batch_per_dataset=8,
                        calib_count=16, bench_iters=5, heldout=24)
-        return cls(max_per_dataset=1200, image_size=64, epochs=3, steps_per_epoch=None, batch_per_dataset=16,
+        return cls(max_per_dataset=1200, image_size=64, epochs=5, steps_per_epoch=None, batch_per_dataset=16,
                    calib_count=128, bench_iters=30, heldout=96)
 
 
@@ -141,7 +141,7 @@ def run_demo(out: Path, quick: bool = False, overwrite: bool = False, workers: i
     _step(console, "6/6 bench: erudite against the two-stage zoo")
     t = time.perf_counter()
     _cli(["bench", "--bundle", str(bundle), "--zoo", str(zoo), "--precision", "fp32,int8", "--batch", "1,8",
-          "--iters", str(plan.bench_iters), "--warmup", "3", "--out", str(out / "bench")])
+          "--iters", str(plan.bench_iters), "--warmup", "3", "--source", str(heldout), "--out", str(out / "bench")])
     timings["bench"] = time.perf_counter() - t
 
     timings["total"] = time.perf_counter() - t_start
