@@ -158,3 +158,15 @@ def test_config_file_holds_the_same_options(tmp_path, data):
     bad = tmp_path / "bad.yaml"
     bad.write_text("epochz: 3\n")
     assert main(["train", "--config", str(bad), "--out", str(tmp_path / "b")]) == 2
+
+
+def test_unreadable_training_images_are_skipped_and_counted(tmp_path, capsys):
+    data = make_mixture(tmp_path / "mix")
+    for f in (tmp_path / "mix" / "a" / "train" / "class0").iterdir():
+        f.write_bytes(b"not an image")
+    run = tmp_path / "r"
+    assert main(["train", "--variant", "ours", "--epochs", "1", "--out", str(run)] + COMMON
+                + sum((["--data", d] for d in data), [])) == 0
+    hist = json.loads((run / "history.jsonl").read_text().splitlines()[0])
+    assert hist["skipped_images"] >= 1
+    assert f"{hist['skipped_images']} unreadable images skipped" in capsys.readouterr().err
