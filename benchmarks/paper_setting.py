@@ -6,7 +6,8 @@ classes) and N = 4 (+ Aircraft 100 + Flowers 102), erudite model against the Sin
 For each N it builds random-init checkpoints (`ours` and `single`; timing and size need no training),
 exports them through the real export path (export.onnx_export.export_checkpoint, export.zoo.export_zoo,
 each parity-checked against PyTorch), makes the INT8 models (export.int8.make_int8, calibrated on real
-photographs: scikit-image's sample images, written as JPEGs) and, on request, FP16 models, then runs
+photographs: scikit-image's sample images, written as JPEGs; laid out for ONNX Runtime's CPU provider
+unless --int8-target tensorrt) and, on request, FP16 models, then runs
 the bench (benchmarks.bench.run_bench) with those photographs as the --source folder for the
 end-to-end measurement and the INT8-vs-FP32 agreement. Results: OUT/N<n>/bench/bench.{json,md,png}
 and OUT/summary.md. Bundles already made by an earlier run are reused (--rebuild to make them anew).
@@ -75,9 +76,21 @@ def make_checkpoint(run_dir: Path, variant: str, names: Sequence[str], counts: S
     return run_dir
 
 
+def int8_target_of(bundle_dir: Path) -> str | None:
+    """The target the bundle's int8 models were laid out for (None: no int8 model; entries made before
+    targets existed were TensorRT's layout)."""
+    bundle = Bundle.load(bundle_dir)
+    entries = [m for m in bundle.models if m.precision == "int8" and m.format == "onnx"]
+    if not entries:
+        return None
+    return str((entries[0].info or {}).get("target", "tensorrt"))
+
+
 def prepare_bundles(root: Path, n: int, *, backbone: str, size: int, precisions: Sequence[str], photos: Path,
-                    calib_count: int, rebuild: bool, seed: int, log: Log) -> tuple[Path, Path]:
-    """The erudite and zoo bundles of the N-data-set setting, with every precision asked for."""
+                    calib_count: int, rebuild: bool, seed: int, log: Log,
+                    int8_target: str = "onnxruntime") -> tuple[Path, Path]:
+    """The erudite and zoo bundles of the N-data-set setting, with every precision asked for (the int8
+    models laid out for `int8_target`; an int8 model of another target is made anew)."""
     from export.fp16 import make_fp16
     from export.int8 import make_int8
     from export.onnx_export import export_checkpoint
@@ -99,10 +112,11 @@ def prepare_bundles(root: Path, n: int, *, backbone: str, size: int, precisions:
             t0 = time.perf_counter()
             make_fp16(bundle_dir, images=photos, count=16, log=log)
             log(f"N={n} {kind}: fp16 in {time.perf_counter() - t0:.0f} s")
-        if "int8" in precisions and "int8" not in have:
+        if "int8" in precisions and ("int8" not in have or int8_target_of(bundle_dir) != int8_target):
             t0 = time.perf_counter()
-            make_int8(bundle_dir, calib_images=photos, method="minmax", count=calib_count, images=photos, eval_count=16, log=log)
-            log(f"N={n} {kind}: int8 in {time.perf_counter() - t0:.0f} s")
+            make_int8(bundle_dir, calib_images=photos, method="minmax", count=calib_count, images=photos, eval_count=16,
+                      log=log, target=int8_target)
+            log(f"N={n} {kind}: int8 ({int8_target} layout) in {time.perf_counter() - t0:.0f} s")
     return out["erudite"], out["zoo"]
 
 
@@ -120,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--source-limit", type=int, default=32, help="photographs used for the end-to-end run")
     ap.add_argument("--calib-count", type=int, default=32, help="INT8 calibration images per model")
+    ap.add_argument("--int8-target", choices=["onnxruntime", "tensorrt"], default="onnxruntime",
+                    help="layout of the INT8 models (export int8 --target). Default onnxruntime: this bench runs on "
+                         "ONNX Runtime's CPU provider, which runs the tensorrt layout slower than FP32")
     ap.add_argument("--rebuild", action="store_true", help="export the bundles anew even where they exist")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -141,12 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     photos = write_photos(out / "photos", log)
     command = "python -m benchmarks.paper_setting " + " ".join(argv if argv is not None else sys.argv[1:])
     summary = [f"# Paper setting: {args.backbone} at {args.size} px\n", f"command: `{command.strip()}`\n"]
+    if "int8" in precisions:
+        summary.append(f"INT8 models: `export int8 --target {args.int8_target}` layout\n")
     stdout = stdout_console()
     for n in ns:
         root = out / f"N{n}"
         erudite, zoo = prepare_bundles(root, n, backbone=args.backbone, size=args.size, precisions=precisions,
                                        photos=photos, calib_count=args.calib_count, rebuild=args.rebuild,
-                                       seed=args.seed, log=log)
+                                       seed=args.seed, log=log, int8_target=args.int8_target)
         cfg = BenchConfig(bundle=erudite, zoo=zoo, backend="onnxruntime", precisions=precisions, batches=batches,
                           warmup=args.warmup, iters=args.iters, rounds=args.rounds, threads=args.threads,
                           source=photos, source_limit=args.source_limit, seed=args.seed,
@@ -157,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
                                   + (f" --threads {args.threads}" if args.threads else ""))
         t0 = time.perf_counter()
         result = run_bench(cfg, console=err)
-        result["paper_setting"] = {"n": n, "bench_s": round(time.perf_counter() - t0, 1), "command": command.strip()}
+        result["paper_setting"] = {"n": n, "bench_s": round(time.perf_counter() - t0, 1), "command": command.strip(),
+                                   "int8_target": args.int8_target if "int8" in precisions else None}
         stdout.rule(f"N = {n}")
         render_terminal(result, stdout)
         written = write_outputs(result, root / "bench")

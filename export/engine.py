@@ -223,11 +223,27 @@ def select_sources(bundle: Bundle, source_precision: str, role: str | None = Non
     sources = {r: bundle.entry(r, source_precision, "onnx") for r in roles}
     for r, entry in sources.items():
         path = bundle.path(entry)
+        if source_precision == "int8":
+            check_int8_target(entry, path)
         if not path.is_file():
             raise BundleError(f"{path}: listed in bundle.json for role {r!r} but missing")
         if sha256_file(path) != entry.sha256:
             raise BundleError(f"{path}: contents do not match the sha256 in bundle.json (changed since export)")
     return sources
+
+
+def check_int8_target(entry: ModelEntry, path: Path) -> None:
+    """An INT8 engine needs the int8 model laid out for TensorRT (Q/DQ on layer inputs, symmetric int8).
+
+    `export int8 --target onnxruntime` writes the same file name in ONNX Runtime's CPU layout (uint8
+    activations, Q/DQ on outputs), which TensorRT's explicit quantization does not take. Int8 entries
+    from before targets existed have no `target`: they were made in the TensorRT layout."""
+    target = str((entry.info or {}).get("target", "tensorrt"))
+    if target != "tensorrt":
+        raise BundleError(
+            f"{path}: this int8 model is laid out for {target}, not TensorRT; "
+            "re-run `erudite-edge export int8 --target tensorrt` before building an int8 engine"
+        )
 
 
 def engine_filename(role: str, precision: str) -> str:

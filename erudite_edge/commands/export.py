@@ -123,23 +123,36 @@ def int8_command(
     min_agreement: Optional[float] = typer.Option(
         None, "--min-agreement", help="Fail (writing nothing) below this top-1 agreement with FP32, in percent."
     ),
+    target: str = typer.Option(
+        "tensorrt", "--target",
+        help="Layout: tensorrt (explicit quantization for `export engine`) | onnxruntime (fast on ONNX Runtime's CPU).",
+    ),
 ) -> None:
     """Add INT8 Q/DQ ONNX models (every role) to a bundle, calibrated on real images.
 
-    Explicit quantization in the form TensorRT takes: Q/DQ on Conv/Gemm/MatMul inputs, symmetric int8
-    activations (per tensor) and weights (per channel), zero points 0. Reports top-1 agreement with
-    FP32 and, with --data, the accuracy change per data set.
+    --target tensorrt (default): explicit quantization in the form TensorRT takes: Q/DQ on
+    Conv/Gemm/MatMul inputs, symmetric int8 activations (per tensor) and weights (per channel), zero
+    points 0. --target onnxruntime: Q/DQ on inputs and outputs, uint8 asymmetric activations, int8
+    per-channel weights, int32 biases, which ONNX Runtime's CPU provider fuses into QLinearConv/QGemm
+    (the TensorRT layout runs slower than FP32 there). A bundle holds one int8 model per role
+    (model.int8.onnx); bundle.json records its target. Reports top-1 agreement with FP32 and, with
+    --data, the accuracy change per data set.
     """
     _require("export int8", "onnx", "onnxruntime")
     if calib is not None and data:
         raise UsageError("give either --calib DIR or --data NAME=PATH, not both")
     if calib is None and not data:
         raise UsageError("INT8 needs calibration images: --calib DIR or --data NAME=PATH")
-    from export.int8 import make_int8
+    from export.int8 import check_target, make_int8
 
-    make_int8(
+    target = check_target(target)
+    report = make_int8(
         bundle, calib, method, calib_count, data=data or None, images=images,
-        eval_count=eval_count, min_agreement=_fraction(min_agreement), log=_log,
+        eval_count=eval_count, min_agreement=_fraction(min_agreement), log=_log, target=target,
+    )
+    _log(
+        f"int8 target {report['target']}: {report['format']}, activations {report['activations']}, "
+        f"weights {report['weights']}, bias {report['bias']}; recorded in bundle.json"
     )
     typer.echo(str(bundle))
 

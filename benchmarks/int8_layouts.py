@@ -1,0 +1,153 @@
+"""FP32 against both INT8 layouts (`export int8 --target tensorrt | onnxruntime`) on ONNX Runtime's CPU
+provider: latency at each batch size, interleaved, medians, and top-1 agreement with FP32 on scikit-image's
+sample photographs (with crops and flips).
+
+    python -m benchmarks.int8_layouts --bundle runs/paper_setting/N2/erudite --calib runs/paper_setting/photos
+
+The two INT8 models are made from the bundle's FP32 model by the real export path
+(export.int8.make_int8) in temporary copies of the bundle, so the bundle itself is not changed. For
+each model it also counts what ONNX Runtime's optimised graph (extended level) runs: integer
+convolutions (QLinearConv), float ones, and the QuantizeLinear / DequantizeLinear left around them,
+which is why one layout is fast there and the other is not. Needs onnx and onnxruntime, no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from erudite_edge.bundle import Bundle
+from erudite_edge.fileio import write_json_atomic
+
+from .latency import Contender, interleaved, summarize
+
+
+def optimised_ops(path: Path, work: Path) -> Counter[str]:
+    """Op types of the graph ONNX Runtime's CPU provider runs (extended optimisations: the QDQ fusions)."""
+    import onnx
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    so.optimized_model_filepath = str(work / f"optimised.{path.parent.name}.{path.name}")
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
+
+
+def session(path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def _step(sess: Any, batch: np.ndarray) -> Callable[[], float | None]:
+    """One timed call: run the batch (no device time to report on the CPU)."""
+
+    def step() -> float | None:
+        sess.run(None, {"images": batch})
+        return None
+
+    return step
+
+
+def measure(args: argparse.Namespace, log: Any) -> dict[str, Any]:
+    from export.images import check_inputs
+    from export.int8 import TARGETS, make_int8
+
+    bundle = Bundle.load(args.bundle, verify=True)
+    role = args.role
+    fp32_path = bundle.path(bundle.entry(role, "fp32"))
+    inputs = check_inputs(bundle.preprocess, images=None, count=args.eval_count, log_fn=log)
+    if len(inputs.batch) < max(args.batch):
+        raise SystemExit(f"only {len(inputs.batch)} photographs; --batch at most that")
+    out: dict[str, Any] = {"bundle": str(args.bundle), "role": role, "threads": args.threads,
+                           "agreement_images": inputs.source, "agreement_count": int(len(inputs.batch)),
+                           "models": {}, "latency": {}}
+    with tempfile.TemporaryDirectory(prefix="erudite-int8-layouts-") as tmp:
+        work = Path(tmp)
+        paths = {"fp32": fp32_path}
+        for target in TARGETS:
+            copy = work / target
+            shutil.copytree(args.bundle, copy, ignore=shutil.ignore_patterns("*.engine", "*.engine.json"))
+            log(f"making the int8 model for --target {target}")
+            make_int8(copy, args.calib, "minmax", args.calib_count, images=None, eval_count=args.eval_count, log=log,
+                      target=target)
+            paths[f"int8 {target}"] = copy / Bundle.load(copy).entry(role, "int8").file
+        sessions = {name: session(path, args.threads) for name, path in paths.items()}
+        logits = {name: s.run(None, {"images": inputs.batch})[0] for name, s in sessions.items()}
+        for name, path in paths.items():
+            ops = optimised_ops(path, work)
+            out["models"][name] = {
+                "file_mb": round(path.stat().st_size / 1e6, 2),
+                "top1_agreement_vs_fp32": float((logits[name].argmax(1) == logits["fp32"].argmax(1)).mean()),
+                "optimised_graph": {k: ops[k] for k in ("QLinearConv", "Conv", "FusedConv", "QGemm", "Gemm",
+                                                        "QuantizeLinear", "DequantizeLinear")},
+            }
+        for b in args.batch:
+            x = np.ascontiguousarray(inputs.batch[:b])
+            contenders = [Contender(name, b, _step(s, x)) for name, s in sessions.items()]
+            log(f"timing batch {b}: {', '.join(sessions)} interleaved, {args.rounds} rounds")
+            samples = interleaved(contenders, warmup=args.warmup, iters=args.iters, rounds=args.rounds)
+            stats = {name: summarize(samples[name], b) for name in sessions}
+            base = stats["fp32"].p50_ms
+            out["latency"][str(b)] = {name: {**st.to_dict(), "p50_vs_fp32": round(st.p50_ms / base, 3)}
+                                      for name, st in stats.items()}
+    return out
+
+
+def render(result: dict[str, Any]) -> str:
+    batches = list(result["latency"])
+    head = "| model | " + " | ".join(f"p50 ms, batch {b} (x FP32)" for b in batches) + \
+        " | top-1 agreement | QLinearConv / float Conv / DQ in ORT's graph |"
+    lines = [head, "| --- " * (len(batches) + 3) + "|"]
+    for name, m in result["models"].items():
+        cells = [f"{result['latency'][b][name]['p50_ms']:.1f} ({result['latency'][b][name]['p50_vs_fp32']:.2f})"
+                 for b in batches]
+        g = m["optimised_graph"]
+        agree = "-" if name == "fp32" else f"{100 * m['top1_agreement_vs_fp32']:.1f} %"
+        lines.append(f"| {name} | " + " | ".join(cells) +
+                     f" | {agree} | {g['QLinearConv']} / {g['Conv'] + g['FusedConv']} / {g['DequantizeLinear']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.int8_layouts", description=__doc__.splitlines()[0])
+    ap.add_argument("--bundle", type=Path, required=True, help="bundle with an fp32 model (export onnx / zoo)")
+    ap.add_argument("--role", default="main")
+    ap.add_argument("--calib", type=Path, required=True, help="folder of calibration images")
+    ap.add_argument("--calib-count", type=int, default=32)
+    ap.add_argument("--eval-count", type=int, default=64, help="photographs for the agreement check")
+    ap.add_argument("--batch", default="1,8")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--iters", type=int, default=12)
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="ONNX Runtime intra-op threads per session (1: steadiest on a shared machine)")
+    ap.add_argument("--json", type=Path, default=None, help="write the result here too")
+    args = ap.parse_args(argv)
+    args.batch = sorted({int(v) for v in args.batch.split(",") if v.strip()})
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr)
+
+    result = measure(args, log)
+    result["command"] = "python -m benchmarks.int8_layouts " + " ".join(argv if argv is not None else sys.argv[1:])
+    print(render(result))
+    if args.json:
+        write_json_atomic(args.json, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
