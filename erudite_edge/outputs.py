@@ -388,7 +388,7 @@ def open_display(warn: Callable[[str], None]) -> DisplaySink | None:
         return DisplaySink()
     except cv2.error:
         warn("--display: this OpenCV has no GUI support (opencv-python-headless?); use JetPack's OpenCV "
-             "(`sudo apt install python3-opencv`); continuing without a window")
+             "(`sudo apt install nvidia-opencv`); continuing without a window")
         return None
 
 

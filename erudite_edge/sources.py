@@ -98,7 +98,7 @@ def gstreamer_fix_message(uri: str) -> str:
     where = os.path.dirname(getattr(cv2, "__file__", "") or "") or "?"
     return (
         f"{uri} needs OpenCV built with GStreamer, and this OpenCV ({cv2.__version__} from {where}) has none "
-        "(PyPI's opencv-python wheels never do): use JetPack's OpenCV (`sudo apt install python3-opencv`) and "
+        "(PyPI's opencv-python wheels never do): use JetPack's OpenCV (`sudo apt install nvidia-opencv`) and "
         "do not pip-install opencv-python over it (`pip uninstall opencv-python opencv-python-headless`)"
     )
 

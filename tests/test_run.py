@@ -188,7 +188,7 @@ def test_missing_source_is_one_line_exit_2(erudite: Bundle, tmp_path: Path, caps
 def test_csi_without_gstreamer_exit_2_with_fix(erudite: Bundle, capsys) -> None:
     rc = main(["run", "--bundle", str(erudite.root), "csi://0"])
     err = capsys.readouterr().err
-    assert rc == 2 and "sudo apt install python3-opencv" in err and err.strip().count("\n") == 0
+    assert rc == 2 and "sudo apt install nvidia-opencv" in err and err.strip().count("\n") == 0
 
 
 def test_bundle_and_source_usage_errors(erudite: Bundle, zoo: Bundle, color_folder: Path, tmp_path: Path, capsys) -> None:
@@ -464,7 +464,7 @@ def test_display_on_a_build_without_gui_warns_and_continues(monkeypatch) -> None
         pass
     warnings: list[str] = []
     assert open_display(warnings.append) is None
-    assert len(warnings) == 1 and "python3-opencv" in warnings[0]
+    assert len(warnings) == 1 and "nvidia-opencv" in warnings[0]
 
 
 def test_stdout_closed_by_reader_ends_quietly(erudite: Bundle, tmp_path: Path) -> None:
@@ -478,3 +478,48 @@ def test_stdout_closed_by_reader_ends_quietly(erudite: Bundle, tmp_path: Path) -
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 0, err
     assert "Traceback" not in err and "frames classified" in err
+
+
+def test_auto_precision_prefers_the_bundles_engines_where_tensorrt_runs(tmp_path: Path, monkeypatch) -> None:
+    from erudite_edge import backends
+    from onnx_fixtures import make_erudite_bundle
+
+    bundle = make_erudite_bundle(tmp_path / "b")
+    assert backends.resolve_precision(bundle) == "fp32"
+    for p in ("int8", "fp16"):
+        (bundle.root / f"model.{p}.engine").write_bytes(b"engine bytes")
+        bundle.add_model("main", p, f"model.{p}.engine", fmt="engine")
+    assert backends.resolve_precision(bundle) == "fp32"  # TensorRT cannot run here: the fp32 ONNX model
+    monkeypatch.setattr(backends, "_tensorrt_module", lambda: (object(), ""))
+    assert backends.resolve_precision(bundle) == "fp16"
+    assert backends.resolve_precision(bundle, backend="onnxruntime") == "fp32"
+    assert backends.resolve_precision(bundle, precision="int8") == "int8"
+
+
+def test_tensorrt_provider_gets_an_engine_cache(tmp_path: Path) -> None:
+    from erudite_edge.backends.onnxruntime_runner import provider_options
+
+    opts = provider_options(["TensorrtExecutionProvider", "CPUExecutionProvider"], tmp_path / "model.onnx")
+    name, cfg = opts[0]
+    assert name == "TensorrtExecutionProvider" and cfg["trt_engine_cache_enable"]
+    assert Path(cfg["trt_engine_cache_path"]).is_dir() and opts[1] == "CPUExecutionProvider"
+    assert provider_options(["CPUExecutionProvider"], tmp_path / "model.onnx") == ["CPUExecutionProvider"]
+
+
+def test_chunked_inference_sums_device_time() -> None:
+    from erudite_edge.backends.base import Runner
+
+    class Chunks(Runner):
+        backend = "test"
+
+        @property
+        def max_batch(self):
+            return 2
+
+        def infer(self, batch):
+            self.last_compute_ms = 1.5
+            return np.zeros((len(batch), 3), dtype=np.float32)
+
+    r = Chunks()
+    assert r.infer_chunked(np.zeros((5, 3, 4, 4), dtype=np.float32)).shape == (5, 3)
+    assert r.last_compute_ms == pytest.approx(4.5)

@@ -168,7 +168,7 @@ def test_csi_pipeline_and_gstreamer_message() -> None:
     with pytest.raises(SourceError) as e:
         open_source("csi://0")
     msg = str(e.value)
-    assert "GStreamer" in msg and "sudo apt install python3-opencv" in msg and "\n" not in msg
+    assert "GStreamer" in msg and "sudo apt install nvidia-opencv" in msg and "\n" not in msg
 
 
 # ------------------------------------------------------------------------------------------------

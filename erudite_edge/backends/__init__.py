@@ -24,7 +24,7 @@ BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 TENSORRT_MODULE = "erudite_edge.backends.tensorrt_runner"
 TENSORRT_HELP = (
     "TensorRT comes with JetPack on a Jetson (`sudo apt install python3-libnvinfer`; in a venv use "
-    "--system-site-packages); elsewhere `pip install tensorrt cuda-python`"
+    "--system-site-packages); elsewhere `pip install tensorrt 'cuda-python<13'` (cuda-python's major = your CUDA driver's)"
 )
 TORCH_HELP = "the torch backend runs a training checkpoint: pass --checkpoint RUN (and have torch installed)"
 
@@ -63,6 +63,22 @@ def _onnxruntime_module() -> tuple[ModuleType | None, str]:
     if not onnxruntime_runner.available():
         return None, "onnxruntime is not installed"
     return onnxruntime_runner, ""
+
+
+ENGINE_PRECISION_ORDER = ("fp16", "int8", "fp32")
+
+
+def resolve_precision(bundle: Bundle, backend: str = "auto", precision: str = "auto", role: str | None = None) -> str:
+    """`auto`: where TensorRT can run, the first engine the bundle holds in the order fp16, int8, fp32
+    (what `export engine` builds on the device); otherwise fp32 (the ONNX model every bundle has)."""
+    if precision != "auto":
+        return precision
+    role = role or bundle.roles()[0]
+    if backend in ("auto", "tensorrt") and _tensorrt_module()[0] is not None:
+        for p in ENGINE_PRECISION_ORDER:
+            if bundle.find(role, p, "engine") is not None:
+                return p
+    return "fp32"
 
 
 def choose_backend(bundle: Bundle, role: str = "main", backend: str = "auto", precision: str = "fp32") -> BackendChoice:
@@ -163,4 +179,4 @@ def runner_outputs(runner: Runner) -> int | None:
     return dim if isinstance(dim, int) and dim > 0 else None
 
 
-__all__ = ["BACKENDS", "BackendChoice", "Runner", "choose_backend", "load_runner"]
+__all__ = ["BACKENDS", "BackendChoice", "Runner", "choose_backend", "load_runner", "resolve_precision"]

@@ -48,4 +48,9 @@ class Runner(abc.ABC):
         mb = self.max_batch
         if mb is None or len(batch) <= mb:
             return self.infer(batch)
-        return np.concatenate([self.infer(batch[i : i + mb]) for i in range(0, len(batch), mb)], axis=0)
+        parts, compute = [], 0.0
+        for i in range(0, len(batch), mb):
+            parts.append(self.infer(batch[i : i + mb]))
+            compute = compute + self.last_compute_ms if (self.last_compute_ms is not None and compute is not None) else None
+        self.last_compute_ms = compute  # the device time of every chunk, not just the last
+        return np.concatenate(parts, axis=0)

@@ -18,7 +18,8 @@ from ..engine_sidecar import DeviceInfo
 from ..errors import BackendUnavailable
 
 CUDA_MISSING = (
-    "no CUDA Python binding is installed: `pip install cuda-python` "
+    "no CUDA Python binding is installed: `pip install 'cuda-python<13'` (its major must match the CUDA driver's: "
+    "12 on JetPack 6) "
     "(or pycuda, which older JetPack images ship)"
 )
 

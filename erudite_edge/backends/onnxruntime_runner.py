@@ -43,6 +43,21 @@ def pick_providers(available_providers: Sequence[str], want: Sequence[str] | Non
     return picked
 
 
+def provider_options(providers: Sequence[str], model_path: Path) -> list[Any]:
+    """ONNX Runtime's TensorRT provider builds engines at session start: cache them (and the timing
+    cache) beside the model, so only the first run on a device pays for the build."""
+    cache = model_path.parent / ".ort_trt_cache"
+    out: list[Any] = []
+    for p in providers:
+        if p == "TensorrtExecutionProvider":
+            cache.mkdir(exist_ok=True)
+            out.append((p, {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
+                            "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache)}))
+        else:
+            out.append(p)
+    return out
+
+
 class OnnxRuntimeRunner(Runner):
     backend = "onnxruntime"
 
@@ -66,7 +81,7 @@ class OnnxRuntimeRunner(Runner):
             opts.inter_op_num_threads = 1
         self.providers = pick_providers(ort.get_available_providers(), providers)
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=self.providers)
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=provider_options(self.providers, path))
         except Exception as e:  # onnxruntime raises its own exception types
             raise BundleError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0]})") from e
         inp = self.session.get_inputs()[0]

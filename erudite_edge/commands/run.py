@@ -25,7 +25,8 @@ def run_command(
     zoo: Optional[Path] = typer.Option(None, "--zoo", help="A zoo bundle directory (coarse router + one fine model per data set)."),
     backend: str = typer.Option("auto", help="auto | tensorrt | onnxruntime | torch"),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A training run, for --backend torch (debugging)."),
-    precision: str = typer.Option("fp32", help="fp32 | fp16 | int8 (a model of it must be in the bundle)"),
+    precision: str = typer.Option("auto", help="auto | fp32 | fp16 | int8. auto: the bundle's TensorRT engine (fp16, then "
+                                  "int8, then fp32) where TensorRT runs, else the fp32 ONNX model."),
     batch: int = typer.Option(8, min=1, help="Images per inference batch."),
     topk: int = typer.Option(5, min=1, help="Predictions per image."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="FILE.jsonl or FILE.csv (default: JSON lines on stdout)."),
@@ -58,7 +59,7 @@ def _run(
     camera: Optional[int], width: Optional[int], height: Optional[int], framerate: Optional[int], reconnect: int,
     limit: Optional[int], threads: Optional[int], workers: Optional[int], overwrite: bool,
 ) -> None:
-    from ..backends import BACKENDS
+    from ..backends import BACKENDS, resolve_precision
     from ..bundle import PRECISIONS, Bundle
     from ..errors import BundleError
     from ..outputs import STILLS_FPS, open_display, open_output, open_save, render_summary, stderr_console
@@ -71,8 +72,8 @@ def _run(
         raise UsageError("give exactly one of --bundle BUNDLE or --zoo ZOO_BUNDLE (or --backend torch --checkpoint RUN)")
     if backend not in BACKENDS:
         raise UsageError(f"--backend {backend}: one of {', '.join(BACKENDS)}")
-    if precision not in PRECISIONS:
-        raise UsageError(f"--precision {precision}: one of {', '.join(PRECISIONS)}")
+    if precision not in ("auto", *PRECISIONS):
+        raise UsageError(f"--precision {precision}: one of auto, {', '.join(PRECISIONS)}")
     if source is None and camera is None:
         raise UsageError("no source: give a file, folder, glob, video, /dev/videoN, csi://N or rtsp://... (or --camera N)")
 
@@ -112,6 +113,7 @@ def _run(
             window = open_display(warn)
             if window is not None:
                 sinks.append(window)
+        precision = resolve_precision(b, backend, precision)
         classifier = load_classifier(b, backend, precision, threads, announce=announce)
     except BaseException:
         for s in sinks:
