@@ -23,8 +23,7 @@ import numpy as np
 from erudite_edge.errors import BadImageError, UsageError
 from erudite_edge.labels import LabelSpace
 from erudite_edge.preprocess import PreprocessSpec, load_image, preprocess
-
-FOLDER_IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+from erudite_edge.sources import IMAGE_EXTENSIONS as FOLDER_IMAGE_EXTENSIONS
 
 
 @dataclass

@@ -126,30 +126,13 @@ def dataset_refs(
     With `labels`, each data set must be one of the label table's, with the same classes in the same
     order, so that its labels mean what the model's outputs mean.
     """
-    from train.data import load_dataset, parse_data_spec
+    from train.data import check_matches_labels, load_dataset, parse_data_spec
 
     out: list[LabelledRef] = []
     for i, text in enumerate(specs):
         spec = parse_data_spec(text)
         splits = load_dataset(spec)
-        index = i
-        if labels is not None:
-            if spec.name not in labels.datasets:
-                raise UsageError(
-                    f"data set {spec.name!r} is not in the bundle's label table ({', '.join(labels.datasets)}); "
-                    "name it as it was named in training"
-                )
-            index = labels.datasets.index(spec.name)
-            trained = labels.classes[index]
-            if tuple(splits.classes) != trained:
-                if len(splits.classes) != len(trained):
-                    what = f"has {len(splits.classes)} classes, the model was trained on {len(trained)}"
-                else:
-                    a, b = next((x, y) for x, y in zip(splits.classes, trained) if x != y)
-                    what = f"has class {a!r} where the model has {b!r}"
-                raise UsageError(
-                    f"data set {spec.name!r} at {spec.root} {what}; point to the data set the model was trained on"
-                )
+        index = i if labels is None else check_matches_labels(splits, labels)
         samples = splits.train if split == "train" else splits.test
         out.extend(LabelledRef(ImageRef(Path(s.path), splits.crop_bottom), index, s.label) for s in samples)
     return out

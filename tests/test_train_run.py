@@ -170,3 +170,35 @@ def test_unreadable_training_images_are_skipped_and_counted(tmp_path, capsys):
     hist = json.loads((run / "history.jsonl").read_text().splitlines()[0])
     assert hist["skipped_images"] >= 1
     assert f"{hist['skipped_images']} unreadable images skipped" in capsys.readouterr().err
+
+
+def test_resume_takes_the_runs_own_options(tmp_path, data):
+    run = tmp_path / "r"
+    base = ["train", "--variant", "baseline", "--epochs", "1", "--out", str(run)] + COMMON + sum((["--data", d] for d in data), [])
+    assert main(base) == 0
+    # only --out, --resume and a longer schedule: data, variant, sizes come from run.json
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--workers", "0", "--no-progress"]) == 0
+    assert json.loads((run / "last.json").read_text())["epoch"] == 1
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "3", "--variant", "ours"]) == 2  # shape differs
+
+
+def test_batch_per_dataset_below_two_is_refused(tmp_path, data, capsys):
+    args = ["train", "--out", str(tmp_path / "r")] + COMMON + sum((["--data", d] for d in data), [])
+    args[args.index("--batch-per-dataset") + 1] = "1"
+    assert main(args) == 2
+    assert "BatchNorm needs 2" in capsys.readouterr().err
+
+
+def test_eval_refuses_a_data_set_whose_classes_differ(tmp_path, data, capsys):
+    run = tmp_path / "r"
+    assert main(["train", "--variant", "baseline", "--epochs", "1", "--out", str(run)] + COMMON
+                + sum((["--data", d] for d in data), [])) == 0
+    import shutil
+    from pathlib import Path
+
+    renamed = tmp_path / "b2"
+    shutil.copytree(Path(data[1].split("=", 1)[1]), renamed)
+    for split in ("train", "test"):
+        (renamed / split / "class0").rename(renamed / split / "zz_class0")  # same images, other class order
+    assert main(["eval", "--checkpoint", str(run), "--data", data[0], "--data", f"b={renamed}", "--workers", "0"]) == 2
+    assert "has class" in capsys.readouterr().err

@@ -58,10 +58,23 @@ def _torchvision_weights(fn_name: str, pretrained: bool):  # noqa: ANN202
     return torchvision.models.get_model_weights(fn_name).DEFAULT
 
 
-def _resnet(fn_name: str, pretrained: bool) -> nn.Module:
+def _torchvision_model(fn_name: str, pretrained: bool) -> nn.Module:
+    """torchvision's model, with ImageNet weights through its weights API (downloaded once, then cached)."""
     import torchvision
 
-    m = getattr(torchvision.models, fn_name)(weights=_torchvision_weights(fn_name, pretrained))
+    try:
+        return getattr(torchvision.models, fn_name)(weights=_torchvision_weights(fn_name, pretrained))
+    except OSError as e:  # URLError is an OSError: no internet on this node
+        from erudite_edge.errors import UsageError
+
+        raise UsageError(
+            f"cannot fetch the ImageNet weights of {fn_name} ({getattr(e, 'reason', e)}); download them once where there is "
+            f"internet into {torch.hub.get_dir()}/checkpoints, or pass --no-pretrained"
+        ) from None
+
+
+def _resnet(fn_name: str, pretrained: bool) -> nn.Module:
+    m = _torchvision_model(fn_name, pretrained)
     layers = [m.conv1, m.bn1, m.relu, m.maxpool, m.layer1, m.layer2, m.layer3, m.layer4]
     return FeatureTrunk(layers, m.fc.in_features)
 
@@ -72,9 +85,7 @@ for _depth in (18, 34, 50, 101):
 
 @register_backbone("mobilenet_v3_large")
 def _mobilenet_v3_large(pretrained: bool) -> nn.Module:
-    import torchvision
-
-    m = torchvision.models.mobilenet_v3_large(weights=_torchvision_weights("mobilenet_v3_large", pretrained))
+    m = _torchvision_model("mobilenet_v3_large", pretrained)
     return FeatureTrunk(list(m.features), m.features[-1].out_channels)
 
 
@@ -95,8 +106,3 @@ def _tiny(pretrained: bool) -> nn.Module:
         return [nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
     return FeatureTrunk(block(3, 16) + block(16, 32) + block(32, 64) + block(64, 64), 64)
-
-
-def backbone_parameters(model: nn.Module) -> list[torch.nn.Parameter]:
-    """Parameters of every registered trunk inside `model` (they take the smaller learning rate)."""
-    return [p for m in model.modules() if isinstance(m, nn.Module) and hasattr(m, "backbone_name") for p in m.parameters()]

@@ -44,12 +44,58 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def validate(self, world_size: int = 1) -> "TrainConfig":
+        """Names and sizes checked before any work, each a one-line UsageError."""
+        from .backbones import list_backbones
+        from .modules import GATES
+        from .variants import VARIANTS
+
+        checks = [
+            (self.variant in VARIANTS, f"--variant {self.variant}: one of {', '.join(VARIANTS)}"),
+            (self.backbone in list_backbones(), f"--backbone {self.backbone}: one of {', '.join(list_backbones())}"),
+            (self.gate in GATES, f"--gate {self.gate}: one of {', '.join(GATES)}"),
+            (self.classifier in ("mlp", "linear"), f"--classifier {self.classifier}: mlp or linear"),
+            (self.epochs >= 1 and self.input_size >= 16, "--epochs must be >= 1 and --input-size >= 16"),
+            (0 <= self.val_fraction < 1, f"--val-fraction {self.val_fraction}: from 0 up to (not including) 1"),
+            (self.batch_per_dataset % world_size == 0,
+             f"--batch-per-dataset {self.batch_per_dataset} must divide by the {world_size} processes"),
+            (self.batch_per_dataset // world_size >= 2,
+             f"--batch-per-dataset {self.batch_per_dataset} over {world_size} process(es) leaves fewer than 2 images of a "
+             f"data set per process (BatchNorm needs 2): use {2 * world_size} or more"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UsageError(message)
+        return self
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise UsageError(f"unknown training option(s): {', '.join(sorted(unknown))}")
         return cls(**d)
+
+
+# Options that fix the model's shape or the data: a resumed run must keep them.
+FIXED_ON_RESUME = ("data", "variant", "backbone", "embed_dim", "gate", "classifier", "hidden", "input_size", "batch_per_dataset")
+
+
+def resume_values(out: str | os.PathLike[str], given: dict[str, Any]) -> dict[str, Any]:
+    """The run's own options from RUN/run.json, with the options given now on top; a changed option
+    that fixes the model's shape or data is refused."""
+    import json
+
+    path = Path(out) / "run.json"
+    try:
+        saved = json.loads(path.read_text())["train_config"]
+    except FileNotFoundError:
+        raise UsageError(f"--resume: {path} not found; nothing to resume in {out}") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise UsageError(f"--resume: {path} is not a run's config ({e})") from e
+    changed = [k for k in FIXED_ON_RESUME if k in given and given[k] != saved.get(k)]
+    if changed:
+        raise UsageError(f"--resume: {', '.join(changed)} differ from the run in {out}; a resumed run keeps them")
+    return {**saved, **given}
 
 
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:

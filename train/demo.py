@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from erudite_edge.errors import EruditeError, UsageError
+from erudite_edge.fileio import write_json_atomic
 
 VARIANTS = ("baseline", "baseline+", "ours", "single")
 
@@ -112,7 +113,7 @@ def run_demo(out: Path, quick: bool = False, overwrite: bool = False, workers: i
     for variant, run in runs.items():
         metrics, _ = evaluate_run(run, data, workers=workers, device="cpu")
         results[variant] = metrics
-        (run / "eval.json").write_text(json.dumps(metrics, indent=2))
+        write_json_atomic(run / "eval.json", metrics)
     timings["eval"] = time.perf_counter() - t
     table = accuracy_table(results)
     console.print(table)
@@ -153,7 +154,7 @@ def run_demo(out: Path, quick: bool = False, overwrite: bool = False, workers: i
                "heldout_top1": right / max(1, len(rows)), "seconds": timings, "quick": quick,
                "artifacts": {"runs": {k: str(v) for k, v in runs.items()}, "bundle": str(bundle), "zoo_bundle": str(zoo),
                              "predictions": str(predictions), "bench": str(out / "bench")}}
-    (out / "demo.json").write_text(json.dumps(summary, indent=2))
+    write_json_atomic(out / "demo.json", summary)
     console.print(table)
     console.print(f"demo finished in {timings['total'] / 60:.1f} min; everything is under [bold]{out}[/bold] "
                   f"(summary: {out / 'demo.json'})")

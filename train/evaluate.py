@@ -4,7 +4,7 @@ an image lands in another data set's classes. A zoo model routes each image thro
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -81,15 +81,3 @@ def metrics_table(metrics: dict[str, Any], title: str = "top-1 in the joint labe
         t.add_row(name, str(d["images"]), f"{100 * d['top1']:.2f}", f"{100 * d['cross_dataset_rate']:.2f}")
     t.add_row("mean", str(metrics["images"]), f"{100 * metrics['mean_top1']:.2f}", "", style="bold")
     return t
-
-
-def restrict_to(labels: LabelSpace, names: Sequence[str]) -> list[int]:
-    """Indices in `labels` of the data set names given (for an eval on a subset of the run's data sets)."""
-    idx = []
-    for n in names:
-        if n not in labels.datasets:
-            from erudite_edge.errors import UsageError
-
-            raise UsageError(f"data set {n!r} is not one this model was trained on ({', '.join(labels.datasets)})")
-        idx.append(labels.datasets.index(n))
-    return idx

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from erudite_edge.errors import UsageError
 
 from .checkpoint import load_checkpoint
-from .data import collate_skip_bad, load_datasets, make_joint_dataset
+from .data import check_matches_labels, collate_skip_bad, load_datasets, make_joint_dataset
 from .evaluate import evaluate, metrics_table
 from .loop import DistInfo, resolve_device
 
@@ -25,18 +25,15 @@ def evaluate_run(
     workers: int = 4,
     device: str = "auto",
 ) -> tuple[dict[str, Any], Any]:
+    if split not in ("train", "test"):
+        raise UsageError(f"--split {split}: train or test")
     ckpt = load_checkpoint(checkpoint)
     labels = ckpt.labels
     given = load_datasets(list(data))
     by_name = {s.name: s for s in given}
-    unknown = [n for n in by_name if n not in labels.datasets]
-    if unknown:
-        raise UsageError(f"data set(s) {', '.join(unknown)} not in this model's label space ({', '.join(labels.datasets)})")
     # every data set of the label space takes part in the joint argmax; only the given ones are scored
-    for name, s in by_name.items():
-        k = labels.sizes[labels.datasets.index(name)]
-        if len(s.classes) != k:
-            raise UsageError(f"data set {name!r} has {len(s.classes)} classes here but {k} in the checkpoint")
+    for s in given:
+        check_matches_labels(s, labels)
     splits = [by_name.get(n) for n in labels.datasets]
     samples = [getattr(s, split) if s is not None else [] for s in splits]
     placeholder = next(s for s in splits if s is not None)

@@ -104,6 +104,7 @@ class Trainer:
         self.cfg, self.progress = cfg, progress
         self.out = Path(cfg.out)
         self.dist = setup_distributed(cfg.device)
+        cfg.validate(self.dist.world_size)
         self.device = resolve_device(cfg.device, self.dist)
         state_file = self.out / "last.state.pt"
         if resume and not state_file.is_file():
@@ -139,8 +140,6 @@ class Trainer:
         self.train_set, sizes = make_joint_dataset(self.splits, self.labels, self.spec, True, samples=train_parts, seed=cfg.seed)
         self.val_set, val_sizes = make_joint_dataset(self.splits, self.labels, self.spec, False, samples=val_parts)
         self.has_val = sum(val_sizes) > 0
-        if cfg.batch_per_dataset % self.dist.world_size:
-            raise UsageError(f"--batch-per-dataset {cfg.batch_per_dataset} must divide by the {self.dist.world_size} processes")
         self.sampler = BalancedBatchSampler(sizes, cfg.batch_per_dataset, seed=cfg.seed, rank=self.dist.rank, world_size=self.dist.world_size)
         pin = self.device.type == "cuda"
         self.loader = DataLoader(self.train_set, batch_sampler=self.sampler, collate_fn=collate_skip_bad,
@@ -184,14 +183,24 @@ class Trainer:
     def _resume(self, state_file: Path) -> None:
         from safetensors.torch import load_file
 
-        weights = load_file(str(self.out / "last.safetensors"), device=str(self.device))
-        self.model.load_state_dict(weights)
+        weights_file = self.out / "last.safetensors"
+        weights = load_file(str(weights_file), device=str(self.device))
+        try:
+            self.model.load_state_dict(weights)
+        except RuntimeError:
+            raise UsageError(f"{weights_file}: its weights do not fit a {self.cfg.variant}/{self.cfg.backbone} model; "
+                             "resume with the run's own options") from None
         st = torch.load(state_file, map_location="cpu", weights_only=False)
+        meta = json.loads((self.out / "last.json").read_text())
+        if int(meta.get("epoch", -1)) != int(st["epoch"]):
+            raise UsageError(f"{self.out}: last.safetensors/last.json (epoch {meta.get('epoch')}) and last.state.pt "
+                             f"(epoch {st['epoch']}) disagree; the run was stopped while saving. Resume from best, or retrain")
         self.main_opt.load_state_dict(st["main_opt"])
         if self.theta_opt is not None and st["theta_opt"] is not None:
             self.theta_opt.load_state_dict(st["theta_opt"])
         for s, sd in zip(self.schedulers, st["schedulers"]):
             s.load_state_dict(sd)
+            s.T_max = max(1, self.cfg.epochs * self.steps_per_epoch)  # --epochs may grow on resume
         if st.get("scaler") and self.step.scaler:
             self.step.scaler.load_state_dict(st["scaler"])
         if st.get("step_generator") is not None and hasattr(self.step, "generator"):

@@ -188,6 +188,8 @@ class TwoStageStep:
                     grads.append(flat[offset : offset + p.numel()].view_as(p))
                     offset += p.numel()
                 value = None
+        if not all(torch.isfinite(g).all() for g in grads):
+            return None  # fp16 overflow upstream: skip theta's step (same decision on every rank: grads are reduced)
         self.theta_opt.zero_grad(set_to_none=True)  # type: ignore[union-attr]
         for p, g in zip(theta, grads):
             p.grad = g.detach().to(p.dtype)

@@ -10,6 +10,7 @@ from typing import Any, Optional
 import typer
 
 from ..errors import BackendUnavailable, UsageError
+from ..fileio import write_json_atomic
 
 
 def _require_torch() -> None:
@@ -54,11 +55,14 @@ def train_command(
                  backbone_lr=backbone_lr, alpha=alpha, val_fraction=val_fraction, workers=workers, seed=seed, device=device,
                  amp=amp, steps_per_epoch=steps_per_epoch, out=str(out) if out else None)
     values.update({k: v for k, v in given.items() if v is not None})
+    if resume:
+        from train.config import resume_values
+
+        if "out" not in values:
+            raise UsageError("--resume needs --out RUN (the run to continue)")
+        values = resume_values(values["out"], values)
     cfg = TrainConfig.from_dict(values)
-    try:
-        run = train(cfg, resume=resume, progress=progress)
-    except ValueError as e:  # bad variant / backbone / gate names surface as ValueError
-        raise UsageError(str(e)) from e
+    run = train(cfg, resume=resume, progress=progress)
     typer.echo(f"run saved in {run} (best.safetensors, last.safetensors)", err=True)
 
 
@@ -81,8 +85,6 @@ def eval_command(
     metrics, table = evaluate_run(checkpoint, data, split=split, batch_size=batch_size, workers=workers, device=device)
     Console(stderr=False).print(table)
     target = out or ((checkpoint if checkpoint.is_dir() else checkpoint.parent) / "eval.json")
-    from ..fileio import write_json_atomic
-
     write_json_atomic(target, metrics)
     typer.echo(f"metrics written to {target}", err=True)
 

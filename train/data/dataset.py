@@ -125,12 +125,23 @@ class ImageListDataset(Dataset):
 
 
 def collate_skip_bad(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Collate the readable items (image, joint, dataset, local) and count the unreadable ones in "skipped".
+    """Collate the batch and count the unreadable images in "skipped".
 
-    A batch whose every image is unreadable comes back with zero rows, so the caller can skip it.
+    An unreadable item is replaced by a readable item of the same data set from the same batch, so a
+    balanced batch keeps its composition (every data set keeps its row count: BatchNorm in G_n, the
+    meta-test split and DDP all rely on it); it is dropped only when its data set has no readable item
+    left. A batch whose every image is unreadable comes back with zero rows, so the caller can skip it.
     """
-    good = [{k: b[k] for k in _ITEM_KEYS} for b in batch if b["ok"]]
-    skipped = len(batch) - len(good)
+    readable: dict[int, dict[str, Any]] = {}
+    for b in batch:
+        if b["ok"]:
+            readable.setdefault(int(b["dataset"]), b)
+    good = []
+    for b in batch:
+        source = b if b["ok"] else readable.get(int(b["dataset"]))
+        if source is not None:
+            good.append({k: source[k] for k in _ITEM_KEYS})
+    skipped = sum(1 for b in batch if not b["ok"])
     if good:
         out: dict[str, Any] = default_collate(good)
     else:

@@ -9,9 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from erudite_edge.errors import UsageError
-
-# Extensions an image file may carry in folder layouts (compared case-insensitively).
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+from erudite_edge.sources import IMAGE_EXTENSIONS  # one list for training and `run` (compared case-insensitively)
 
 
 class DatasetFormatError(UsageError):

@@ -99,3 +99,23 @@ def load_datasets(specs: Sequence[str | DataSpec]) -> list[DatasetSplits]:
 def build_label_space(splits: Sequence[DatasetSplits]) -> LabelSpace:
     """The joint label space: the data sets in the order given, each with its classes in label order."""
     return LabelSpace.build([s.name for s in splits], [s.classes for s in splits])
+
+
+def check_matches_labels(splits: DatasetSplits, labels: LabelSpace) -> int:
+    """The index of `splits` in a trained model's label table; a data set the model was not trained on,
+    or whose classes differ (in count, names or order), is a one-line UsageError."""
+    if splits.name not in labels.datasets:
+        raise UsageError(
+            f"data set {splits.name!r} is not in the model's label table ({', '.join(labels.datasets)}); "
+            "name it as it was named in training"
+        )
+    index = labels.datasets.index(splits.name)
+    trained = labels.classes[index]
+    if tuple(splits.classes) != tuple(trained):
+        if len(splits.classes) != len(trained):
+            what = f"has {len(splits.classes)} classes, the model was trained on {len(trained)}"
+        else:
+            a, b = next((x, y) for x, y in zip(splits.classes, trained) if x != y)
+            what = f"has class {a!r} where the model has {b!r}"
+        raise UsageError(f"data set {splits.name!r} at {splits.root} {what}; point to the data set the model was trained on")
+    return index
