@@ -436,15 +436,18 @@ class RunSummary:
     def fps(self) -> float:
         return self.frames / self.wall_s if self.wall_s > 0 else 0.0
 
-    def ms_per_frame(self, total_ms: float) -> float:
-        n = self.frames + self.skipped
+    # decode and preprocess run for every file, the model and what follows only for classified frames
+    PER_FILE_STAGES = ("decode", "preprocess")
+
+    def ms_per_frame(self, total_ms: float, stage: str = "inference") -> float:
+        n = self.frames + self.skipped if stage in self.PER_FILE_STAGES else self.frames
         return total_ms / n if n else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "source": self.source, "backend": self.backend, "frames": self.frames, "skipped": self.skipped,
             "ignored": self.ignored, "wall_s": round(self.wall_s, 4), "fps": round(self.fps, 2),
-            "ms_per_frame": {k: round(self.ms_per_frame(v), 3) for k, v in self.stage_ms.items()},
+            "ms_per_frame": {k: round(self.ms_per_frame(v, k), 3) for k, v in self.stage_ms.items()},
             "role_ms_per_frame": {k: round(self.ms_per_frame(v), 3) for k, v in self.role_ms.items()},
             "end_reason": self.end_reason, "interrupted": self.interrupted,
         }
@@ -471,7 +474,7 @@ def render_summary(summary: RunSummary, console: Any) -> None:
     table.add_row("FPS", f"{summary.fps:.1f}")
     for stage in ("decode", "preprocess", "inference", "postprocess", "output"):
         if stage in summary.stage_ms:
-            table.add_row(f"{stage} ms/frame", f"{summary.ms_per_frame(summary.stage_ms[stage]):.2f}")
+            table.add_row(f"{stage} ms/frame", f"{summary.ms_per_frame(summary.stage_ms[stage], stage):.2f}")
     if len(summary.role_ms) > 1:
         for role, ms in summary.role_ms.items():
             table.add_row(f"  {role} ms/frame", f"{summary.ms_per_frame(ms):.2f}")

@@ -22,15 +22,11 @@ from typing import Callable
 
 import numpy as np
 
-from .backends import choose_backend, load_runner
+from .backends import announce_stderr, choose_backend, load_runner
 from .backends.base import Runner
 from .bundle import Bundle, fine_role
 from .errors import BundleError
 from .outputs import softmax
-
-
-def _announce(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 class ZooRunner:
@@ -44,7 +40,7 @@ class ZooRunner:
         backend: str = "auto",
         precision: str = "fp32",
         threads: int | None = None,
-        announce: Callable[[str], None] | None = _announce,
+        announce: Callable[[str], None] | None = announce_stderr,
     ):
         if bundle.kind != "zoo":
             raise BundleError(f"{bundle.root}: an {bundle.kind} bundle, not a zoo; run it with --bundle")

@@ -523,3 +523,11 @@ def test_chunked_inference_sums_device_time() -> None:
     r = Chunks()
     assert r.infer_chunked(np.zeros((5, 3, 4, 4), dtype=np.float32)).shape == (5, 3)
     assert r.last_compute_ms == pytest.approx(4.5)
+
+
+def test_per_frame_times_divide_model_stages_by_classified_frames() -> None:
+    from erudite_edge.outputs import RunSummary
+
+    s = RunSummary(source="folder", backend="onnxruntime", frames=4, skipped=4)
+    assert s.ms_per_frame(80.0, "decode") == 10.0  # every file was decoded
+    assert s.ms_per_frame(80.0, "inference") == 20.0  # only the 4 readable ones reached the model

@@ -119,7 +119,7 @@ def choose_backend(bundle: Bundle, role: str = "main", backend: str = "auto", pr
     )
 
 
-def _announce(msg: str) -> None:
+def announce_stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
@@ -129,7 +129,7 @@ def load_runner(
     backend: str = "auto",
     precision: str = "fp32",
     threads: int | None = None,
-    announce: Callable[[str], None] | None = _announce,
+    announce: Callable[[str], None] | None = announce_stderr,
 ) -> Runner:
     """Load the model for `role` on the chosen backend. Says on stderr (via `announce`; None: quiet)
     which backend it picked and why."""
