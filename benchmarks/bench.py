@@ -293,6 +293,11 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
                         c = load_classifier(bdl, cfg.backend, p, cfg.threads, announce=announce)
                         inst[name, p] = Instrumented(c, forced_routing=True)
                         stack.callback(inst[name, p].close)
+                for p in group:
+                    backends = {name: inst[name, p].classifier.backend for name in bundles}
+                    if len(set(backends.values())) > 1:
+                        warn(f"{p}: the models run on different backends ({', '.join(f'{k} {v}' for k, v in backends.items())}); "
+                             "the ratios compare backends too: build the zoo's engines as well, or pass --backend")
                 if "providers" not in result["host"]:
                     desc = inst["erudite", group[0]].recorders["main"].describe()
                     result["host"]["providers"] = list(desc.get("providers") or [])
