@@ -48,6 +48,12 @@ RTSP_PIPELINE = (
     'rtspsrc location="{uri}" latency=0 ! decodebin ! videoconvert ! video/x-raw,format=BGR ! '
     "appsink drop=1 max-buffers=1"
 )
+# On a Jetson decodebin picks the hardware decoder (nvv4l2decoder), whose NVMM output videoconvert cannot
+# take: nvvidconv brings it to system memory first. Tried first; elsewhere nvvidconv is absent and it fails fast.
+RTSP_PIPELINE_JETSON = (
+    'rtspsrc location="{uri}" latency=0 ! decodebin ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! '
+    "video/x-raw,format=BGR ! appsink drop=1 max-buffers=1"
+)
 CSI_DEFAULTS = (1280, 720, 30)  # width, height, framerate when none are given
 
 
@@ -318,6 +324,20 @@ def _capture(target: str | int, api: int) -> Opener:
     return lambda: cv2.VideoCapture(target, api)
 
 
+def _first_that_opens(*openers: Opener) -> Opener:
+    """An opener trying each in turn; the last one's capture (opened or not) when none opens."""
+
+    def open_() -> cv2.VideoCapture:
+        for opener in openers[:-1]:
+            cap = opener()
+            if cap.isOpened():
+                return cap
+            cap.release()
+        return openers[-1]()
+
+    return open_
+
+
 def _configured_capture(target: str | int, api: int, width: int | None, height: int | None,
                         framerate: int | None) -> Opener:
     def open_() -> cv2.VideoCapture:
@@ -382,7 +402,9 @@ def open_csi(uri: str, *, width: int | None = None, height: int | None = None, f
 
 def open_rtsp(uri: str, *, reconnect: int = 3, backoff: float = 0.5) -> CaptureSource:
     if gstreamer_available():
-        opener, via = _capture(RTSP_PIPELINE.format(uri=uri), cv2.CAP_GSTREAMER), "GStreamer"
+        opener = _first_that_opens(_capture(RTSP_PIPELINE_JETSON.format(uri=uri), cv2.CAP_GSTREAMER),
+                                   _capture(RTSP_PIPELINE.format(uri=uri), cv2.CAP_GSTREAMER))
+        via = "GStreamer"
     elif ffmpeg_available():
         opener, via = _configured_capture(uri, cv2.CAP_FFMPEG, None, None, None), "FFmpeg"
     else:

@@ -188,3 +188,13 @@ def test_bad_files_are_items_with_errors_odd_modes_decode(tmp_path: Path) -> Non
         assert item.image.dtype == np.uint8 and item.image.shape == (12, 14, 3)
         if color is not None:
             assert np.abs(_mean(item.image) - np.asarray(color)).max() < 30, name
+
+
+def test_first_pipeline_that_opens_wins(tmp_path: Path) -> None:
+    from erudite_edge.sources import _capture, _first_that_opens
+
+    video = write_video(tmp_path / "v.mp4", [COLORS[next(iter(COLORS))]] * 3, size=(32, 24))
+    cap = _first_that_opens(_capture(str(tmp_path / "absent.avi"), cv2.CAP_ANY), _capture(str(video), cv2.CAP_ANY))()
+    assert cap.isOpened()
+    cap.release()
+    assert not _first_that_opens(_capture(str(tmp_path / "absent.avi"), cv2.CAP_ANY))().isOpened()
