@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import onnx
 
-from erudite_edge.bundle import INPUT_NAME, OUTPUT_NAME, Bundle, default_filename
+from erudite_edge.bundle import INPUT_NAME, OUTPUT_NAME, Bundle, default_filename, fine_role
 from erudite_edge.errors import EruditeError, UsageError
 from erudite_edge.fileio import atomic_directory, atomic_path
 from erudite_edge.preprocess import PreprocessSpec
@@ -271,6 +271,7 @@ def export_checkpoint(
     checkpoint_path: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     *,
+    zoo: bool = False,
     opset: int = DEFAULT_OPSET,
     images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
     data: Sequence[str] | None = None,
@@ -278,22 +279,33 @@ def export_checkpoint(
     overwrite: bool = False,
     log: Log | None = None,
 ) -> Bundle:
-    """An erudite run (a run directory, its best/last checkpoint, or a .safetensors file) -> a bundle
-    of kind "erudite" with model.onnx (role "main"): the inference graph without the auxiliary
-    classifiers, parity-checked against PyTorch."""
+    """A run (a run directory, its best/last checkpoint, or a .safetensors file) -> a bundle.
+
+    An erudite run gives kind "erudite" with model.onnx (role "main"): the inference graph without the
+    auxiliary classifiers. With `zoo=True`, a Single zoo run gives kind "zoo": coarse.onnx (role
+    "coarse", logits over data sets) and fine.<dataset>.onnx (role "fine:<dataset>", logits over that
+    data set's own classes). Every model is parity-checked against PyTorch."""
     from train.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint_path)
-    if ckpt.is_zoo:
+    if ckpt.is_zoo and not zoo:
         raise UsageError(f"{ckpt.path} is a Single zoo checkpoint; export it with `erudite-edge export zoo`")
+    if zoo and not ckpt.is_zoo:
+        raise UsageError(
+            f"{ckpt.path} is a {ckpt.variant!r} checkpoint, not a Single zoo; export it with `erudite-edge export onnx`"
+        )
     check_opset(opset)
     check_out(out_dir, overwrite, ckpt.path)
-    net = build_checkpoint_model(ckpt)
-    graph = net.inference_graph().eval()
+    model = build_checkpoint_model(ckpt)
+    if zoo:
+        graphs = [("coarse", model.coarse.eval())]
+        graphs += [(fine_role(ds), fine.eval()) for ds, fine in zip(ckpt.labels.datasets, model.fine)]
+    else:
+        graphs = [("main", model.inference_graph().eval())]
     return export_roles(
         out_dir,
-        [("main", graph)],
-        bundle_kwargs=bundle_kwargs_for(ckpt, "erudite"),
+        graphs,
+        bundle_kwargs=bundle_kwargs_for(ckpt, "zoo" if zoo else "erudite"),
         opset=opset,
         images=images,
         data=data,
