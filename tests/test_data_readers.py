@@ -452,10 +452,8 @@ def test_corrupt_image_is_skipped_counted_and_warned_once(tmp_path: Path, caplog
     assert items[1]["image"].shape == (3, 16, 16) and not items[1]["image"].any()
     assert sum("bad.jpg" in r.getMessage() for r in caplog.records) == 1
     batch = collate_skip_bad(items[:3])
-    # the unreadable row is replaced by the first readable one of its data set: the batch keeps its shape
-    assert batch["skipped"] == 1 and batch["image"].shape == (3, 3, 16, 16)
-    assert batch["joint"].tolist() == [10, 10, 12] and batch["local"].tolist() == [0, 0, 2]
-    assert batch["dataset"].tolist() == [0, 0, 0]
+    assert batch["skipped"] == 1 and batch["image"].shape == (2, 3, 16, 16)
+    assert batch["joint"].tolist() == [10, 12] and batch["local"].tolist() == [0, 2] and batch["dataset"].tolist() == [0, 0]
     empty = collate_skip_bad([items[1]])
     assert empty["skipped"] == 1 and empty["image"].shape == (0, 3, 16, 16) and empty["joint"].numel() == 0
 
@@ -494,15 +492,19 @@ def test_augmentation_differs_between_workers_and_repeats_under_seed(tmp_path: P
     assert not torch.equal(x[0:2], x[2:4])
 
 
-def test_collate_keeps_each_data_sets_row_count():
+def test_training_collate_keeps_each_data_sets_row_count():
     import torch
 
-    from train.data import collate_skip_bad
+    from train.data import collate_fill_bad, collate_skip_bad
 
     def item(ds, ok, v):
         return {"image": torch.full((3, 2, 2), float(v)), "joint": v, "dataset": ds, "local": v, "ok": ok}
 
-    out = collate_skip_bad([item(0, True, 1), item(0, False, 2), item(1, True, 3), item(1, True, 4), item(2, False, 5)])
+    batch = [item(0, True, 1), item(0, False, 2), item(1, True, 3), item(1, True, 4), item(2, False, 5)]
+    out = collate_fill_bad(batch)
     assert out["skipped"] == 2
     assert out["dataset"].tolist() == [0, 0, 1, 1]  # the bad data-set-0 row replaced by its readable twin
     assert out["joint"].tolist() == [1, 1, 3, 4]  # data set 2 had nothing readable: dropped
+    # evaluation scores every image at most once: no stand-ins
+    scored = collate_skip_bad(batch)
+    assert scored["skipped"] == 2 and scored["joint"].tolist() == [1, 3, 4]

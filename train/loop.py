@@ -24,7 +24,7 @@ from erudite_edge.preprocess import PreprocessSpec
 
 from .checkpoint import save_checkpoint
 from .config import TrainConfig
-from .data import build_label_space, collate_skip_bad, load_datasets, make_joint_dataset, split_validation
+from .data import build_label_space, collate_fill_bad, collate_skip_bad, load_datasets, make_joint_dataset, split_validation
 from .evaluate import evaluate
 from .model import EruditeNet, ModelConfig, build_model
 from .optim import OptimConfig, build_optimizers, cosine_schedulers
@@ -89,12 +89,6 @@ def _set_rng_state(s: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
-def _set_epoch(dataset: torch.utils.data.ConcatDataset, epoch: int) -> None:
-    for part in dataset.datasets:
-        if hasattr(part, "set_epoch"):
-            part.set_epoch(epoch)
-
-
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True):
         if not cfg.data:
@@ -142,7 +136,7 @@ class Trainer:
         self.has_val = sum(val_sizes) > 0
         self.sampler = BalancedBatchSampler(sizes, cfg.batch_per_dataset, seed=cfg.seed, rank=self.dist.rank, world_size=self.dist.world_size)
         pin = self.device.type == "cuda"
-        self.loader = DataLoader(self.train_set, batch_sampler=self.sampler, collate_fn=collate_skip_bad,
+        self.loader = DataLoader(self.train_set, batch_sampler=self.sampler, collate_fn=collate_fill_bad,
                                  num_workers=cfg.workers, pin_memory=pin)
         self.val_loader = DataLoader(self.val_set, batch_size=cfg.eval_batch_size, shuffle=False, collate_fn=collate_skip_bad,
                                      num_workers=cfg.workers, pin_memory=pin)
@@ -222,7 +216,8 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         self.model.train()
         self.sampler.set_epoch(epoch)
-        _set_epoch(self.train_set, epoch)
+        for part in self.train_set.datasets:
+            part.set_epoch(epoch)
         loss_sum, correct, count, skipped, meta_sum, meta_n = 0.0, 0, 0, 0, 0.0, 0
         bar = None
         if self.progress and self.dist.is_main:

@@ -2,13 +2,14 @@
 the validation split, and the torch Dataset with training augmentation."""
 
 from .augment import default_pad, random_crop_with_padding, random_hflip, train_transform
-from .dataset import ImageListDataset, collate_skip_bad, load_sample_image, make_joint_dataset
+from .dataset import ImageListDataset, collate_fill_bad, collate_skip_bad, load_sample_image, make_joint_dataset
 from .readers import FORMATS
 from .samples import IMAGE_EXTENSIONS, DatasetFormatError, DatasetSplits, DataSpec, Sample
 from .spec import build_label_space, check_matches_labels, detect_format, load_dataset, load_datasets, parse_data_spec
 from .split import split_validation
 
 __all__ = [
+    "collate_fill_bad",
     "check_matches_labels",
     "FORMATS",
     "IMAGE_EXTENSIONS",

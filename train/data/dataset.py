@@ -125,30 +125,36 @@ class ImageListDataset(Dataset):
 
 
 def collate_skip_bad(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Collate the batch and count the unreadable images in "skipped".
+    """Collate the readable items (image, joint, dataset, local) and count the unreadable ones in "skipped".
 
-    An unreadable item is replaced by a readable item of the same data set from the same batch, so a
-    balanced batch keeps its composition (every data set keeps its row count: BatchNorm in G_n, the
-    meta-test split and DDP all rely on it); it is dropped only when its data set has no readable item
-    left. A batch whose every image is unreadable comes back with zero rows, so the caller can skip it.
+    For evaluation: every image is scored at most once. A batch whose every image is unreadable comes
+    back with zero rows, so the caller can skip it.
     """
+    return _collate(batch, [b for b in batch if b["ok"]])
+
+
+def collate_fill_bad(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """For training: like collate_skip_bad, but an unreadable item is replaced by a readable item of the
+    same data set from the same batch, so a balanced batch keeps its composition (every data set keeps
+    its row count: BatchNorm in G_n, the meta-test split and DDP all rely on it); it is dropped only
+    when its data set has no readable item left."""
     readable: dict[int, dict[str, Any]] = {}
     for b in batch:
         if b["ok"]:
             readable.setdefault(int(b["dataset"]), b)
-    good = []
-    for b in batch:
-        source = b if b["ok"] else readable.get(int(b["dataset"]))
-        if source is not None:
-            good.append({k: source[k] for k in _ITEM_KEYS})
-    skipped = sum(1 for b in batch if not b["ok"])
-    if good:
-        out: dict[str, Any] = default_collate(good)
+    filled = [b if b["ok"] else readable[int(b["dataset"])] for b in batch if b["ok"] or int(b["dataset"]) in readable]
+    return _collate(batch, filled)
+
+
+def _collate(batch: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stack `rows` (items of `batch`, possibly repeated); "skipped" counts the unreadable items of `batch`."""
+    if rows:
+        out: dict[str, Any] = default_collate([{k: b[k] for k in _ITEM_KEYS} for b in rows])
     else:
         shape = tuple(batch[0]["image"].shape) if batch else (0,)
         out = {"image": torch.zeros((0, *shape), dtype=torch.float32)}
         out.update({k: torch.zeros(0, dtype=torch.long) for k in _ITEM_KEYS[1:]})
-    out["skipped"] = skipped
+    out["skipped"] = sum(1 for b in batch if not b["ok"])
     return out
 
 
