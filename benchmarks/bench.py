@@ -54,6 +54,7 @@ class BenchConfig:
     iters: int = 20
     rounds: int = 5
     threads: int | None = None
+    ort_spinning: bool = False  # ONNX Runtime thread spinning (off: sessions taking turns do not slow each other)
     source: Path | None = None
     source_limit: int | None = None
     data: list[str] = field(default_factory=list)
@@ -237,7 +238,8 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
         "host": host_facts(),
         "settings": {
             "backend": cfg.backend, "precisions": precisions, "batches": batches, "warmup": cfg.warmup,
-            "iters": cfg.iters, "rounds": min(cfg.rounds, cfg.iters), "threads": cfg.threads, "seed": cfg.seed,
+            "iters": cfg.iters, "rounds": min(cfg.rounds, cfg.iters), "threads": cfg.threads, "ort_spinning": cfg.ort_spinning,
+            "seed": cfg.seed,
             "zoo_routing": ZOO_ROUTING if zoo is not None else "",
             "source": str(cfg.source) if cfg.source is not None else None,
             "source_images": len(folder.paths) if folder else 0, "e2e_rounds": cfg.e2e_rounds, "workers": cfg.workers,
@@ -290,7 +292,7 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
                 for p in group:
                     for name, bdl in bundles.items():
                         bar.describe(f"loading {name} {p}")
-                        c = load_classifier(bdl, cfg.backend, p, cfg.threads, announce=announce)
+                        c = load_classifier(bdl, cfg.backend, p, cfg.threads, announce=announce, spinning=cfg.ort_spinning)
                         inst[name, p] = Instrumented(c, forced_routing=True)
                         stack.callback(inst[name, p].close)
                 for p in group:

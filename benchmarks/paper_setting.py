@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--ort-spinning", action="store_true",
+                    help="ONNX Runtime thread spinning on (its default; off is the fair setting: see onnxruntime_runner)")
     ap.add_argument("--source-limit", type=int, default=32, help="photographs used for the end-to-end run")
     ap.add_argument("--calib-count", type=int, default=32, help="INT8 calibration images per model")
     ap.add_argument("--int8-target", choices=["onnxruntime", "tensorrt"], default="onnxruntime",
@@ -168,12 +170,14 @@ def main(argv: list[str] | None = None) -> int:
                                        seed=args.seed, log=log, int8_target=args.int8_target)
         cfg = BenchConfig(bundle=erudite, zoo=zoo, backend="onnxruntime", precisions=precisions, batches=batches,
                           warmup=args.warmup, iters=args.iters, rounds=args.rounds, threads=args.threads,
+                          ort_spinning=args.ort_spinning,
                           source=photos, source_limit=args.source_limit, seed=args.seed,
                           command=f"erudite-edge bench --bundle {erudite} --zoo {zoo} --backend onnxruntime "
                                   f"--precision {','.join(precisions)} --batch {args.batch} --warmup {args.warmup} "
                                   f"--iters {args.iters} --rounds {args.rounds} --source {photos} "
                                   f"--source-limit {args.source_limit}"
-                                  + (f" --threads {args.threads}" if args.threads else ""))
+                                  + (f" --threads {args.threads}" if args.threads else "")
+                                  + (" --ort-spinning" if args.ort_spinning else ""))
         t0 = time.perf_counter()
         result = run_bench(cfg, console=err)
         result["paper_setting"] = {"n": n, "bench_s": round(time.perf_counter() - t0, 1), "command": command.strip(),

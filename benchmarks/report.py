@@ -216,7 +216,7 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"- erudite bundle: `{result['bundles']['erudite']['path']}`"
         + (f"; zoo bundle: `{result['bundles']['zoo']['path']}`" if "zoo" in result["bundles"] else ""),
         f"- backend: {s['backend']}; precisions: {', '.join(s['precisions'])}; batches: {', '.join(map(str, s['batches']))}; "
-        f"threads: {s.get('threads') or 'default'}\n",
+        f"threads: {s.get('threads') or 'default'}; ONNX Runtime spinning: {'on' if s.get('ort_spinning') else 'off'}\n",
     ]
     for spec in tables(result):
         parts.append(f"## {spec.title}\n")

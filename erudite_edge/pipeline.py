@@ -71,14 +71,15 @@ def load_classifier(
     precision: str = "fp32",
     threads: int | None = None,
     announce: Callable[[str], None] | None = None,
+    spinning: bool = False,
 ) -> Classifier:
     """The erudite model of an erudite bundle, or the two-stage ZooRunner of a zoo bundle."""
     kw: dict[str, Any] = {} if announce is None else {"announce": announce}
     if bundle.kind == "zoo":
         from .zoo_runner import ZooRunner
 
-        return ZooRunner(bundle, backend, precision, threads, **kw)
-    runner = load_runner(bundle, "main", backend, precision, threads, **kw)
+        return ZooRunner(bundle, backend, precision, threads, spinning=spinning, **kw)
+    runner = load_runner(bundle, "main", backend, precision, threads, spinning=spinning, **kw)
     return SingleModel(runner, bundle.labels)
 
 

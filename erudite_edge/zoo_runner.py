@@ -41,6 +41,7 @@ class ZooRunner:
         precision: str = "fp32",
         threads: int | None = None,
         announce: Callable[[str], None] | None = announce_stderr,
+        spinning: bool = False,
     ):
         if bundle.kind != "zoo":
             raise BundleError(f"{bundle.root}: an {bundle.kind} bundle, not a zoo; run it with --bundle")
@@ -53,7 +54,8 @@ class ZooRunner:
         try:
             for role in bundle.roles():
                 # the same backend for every member, so timings compare and one library is loaded
-                self.runners[role] = load_runner(bundle, role, choice.backend, precision, threads, announce=None)
+                self.runners[role] = load_runner(bundle, role, choice.backend, precision, threads, announce=None,
+                                                  spinning=spinning)
         except BaseException:
             self.close()
             raise

@@ -130,9 +130,11 @@ def load_runner(
     precision: str = "fp32",
     threads: int | None = None,
     announce: Callable[[str], None] | None = announce_stderr,
+    spinning: bool = False,
 ) -> Runner:
     """Load the model for `role` on the chosen backend. Says on stderr (via `announce`; None: quiet)
-    which backend it picked and why."""
+    which backend it picked and why. `spinning`: ONNX Runtime's thread spinning (off: see
+    onnxruntime_runner)."""
     choice = choose_backend(bundle, role, backend, precision)
     if choice.backend == "torch":
         from .torch_runner import TorchRunner
@@ -152,7 +154,7 @@ def load_runner(
     else:
         from .onnxruntime_runner import OnnxRuntimeRunner
 
-        runner = OnnxRuntimeRunner(bundle.path(entry), precision=precision, threads=threads)
+        runner = OnnxRuntimeRunner(bundle.path(entry), precision=precision, threads=threads, spinning=spinning)
     outputs = runner_outputs(runner)
     expected = bundle.expected_outputs(role)
     if outputs is not None and outputs != expected:

@@ -26,6 +26,10 @@ def bench_command(
     iters: int = typer.Option(20, min=1, help="Timed calls per model and batch size."),
     rounds: int = typer.Option(5, min=1, help="Interleaved rounds the timed calls are spread over."),
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for ONNX Runtime (default: its own)."),
+    ort_spinning: bool = typer.Option(
+        False, "--ort-spinning/--no-ort-spinning",
+        help="ONNX Runtime's intra-op thread spinning. Off (default): idle sessions do not keep cores busy while "
+             "the next one runs (the zoo's models take turns); on: ONNX Runtime's own default, to compare."),
     source: Optional[Path] = typer.Option(None, "--source", help="A folder of images: end-to-end throughput against pure inference."),
     source_limit: Optional[int] = typer.Option(None, "--source-limit", min=1, help="Use at most this many images of --source."),
     data: Optional[List[str]] = typer.Option(None, "--data", help="NAME=PATH or NAME=FORMAT:PATH of a labelled test set (repeatable): top-1 per data set."),
@@ -51,6 +55,7 @@ def bench_command(
     cfg = BenchConfig(
         bundle=bundle, zoo=zoo, backend=backend, precisions=parse_precisions(precision),
         batches=parse_int_list(batch, "--batch"), warmup=warmup, iters=iters, rounds=rounds, threads=threads,
+        ort_spinning=ort_spinning,
         source=source, source_limit=source_limit, data=list(data or []), data_limit=data_limit, workers=workers,
         interleave_precisions=interleave_precisions,
         command=" ".join(shlex.quote(a) for a in ["erudite-edge", *sys.argv[1:]]),
