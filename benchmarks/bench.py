@@ -34,7 +34,7 @@ from .complexity import ComplexityUnavailable, bundle_complexity, model_files_mb
 from .end_to_end import FolderImages, load_folder, measure
 from .goals import evaluate
 from .instrument import Instrumented
-from .latency import Contender, calls_total, interleaved, summarize
+from .latency import Contender, blocks_total, interleaved, split_rounds, summarize
 
 ZOO_ROUTING = ("Zoo timing input: a mixed batch whose routing is forced to split evenly across the data sets "
                "(image i to data set (i + k) mod N): the coarse model runs on all B images, each fine model on its "
@@ -50,9 +50,11 @@ class BenchConfig:
     backend: str = "auto"
     precisions: list[str] | None = None  # None: every precision both bundles hold for every role
     batches: list[int] = field(default_factory=lambda: [1, 8, 32])
-    warmup: int = 3
-    iters: int = 20
-    rounds: int = 5
+    warmup: int = 3  # at least this many warm-up calls per contender and batch size ...
+    warmup_ms: float = 200.0  # ... and at least this long (trtexec's --warmUp)
+    iters: int = 20  # at least this many timed calls per contender and batch size ...
+    min_duration_s: float = 3.0  # ... and at least this long (trtexec's --duration)
+    rounds: int = 10
     threads: int | None = None
     ort_spinning: bool = False  # ONNX Runtime thread spinning (off: sessions taking turns do not slow each other)
     source: Path | None = None
@@ -70,6 +72,8 @@ class BenchConfig:
             raise UsageError(f"--batch: positive batch sizes, e.g. 1,8,32 (got {self.batches})")
         if self.iters < 1 or self.warmup < 0 or self.rounds < 1:
             raise UsageError("--iters and --rounds must be at least 1, --warmup at least 0")
+        if self.warmup_ms < 0 or self.min_duration_s < 0:
+            raise UsageError("--warmup-ms and --min-duration-s must be 0 or more")
         bad = [p for p in self.precisions or [] if p not in PRECISIONS]
         if bad:
             raise UsageError(f"--precision {','.join(bad)}: each one of {', '.join(PRECISIONS)}")
@@ -238,7 +242,8 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
         "host": host_facts(),
         "settings": {
             "backend": cfg.backend, "precisions": precisions, "batches": batches, "warmup": cfg.warmup,
-            "iters": cfg.iters, "rounds": min(cfg.rounds, cfg.iters), "threads": cfg.threads, "ort_spinning": cfg.ort_spinning,
+            "warmup_ms": cfg.warmup_ms, "iters": cfg.iters, "min_duration_s": cfg.min_duration_s,
+            "rounds": len(split_rounds(cfg.iters, cfg.rounds)), "threads": cfg.threads, "ort_spinning": cfg.ort_spinning,
             "seed": cfg.seed,
             "zoo_routing": ZOO_ROUTING if zoo is not None else "",
             "source": str(cfg.source) if cfg.source is not None else None,
@@ -279,7 +284,7 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
     rows: dict[tuple[str, int], dict[str, Any]] = {}
 
     with _Progress(console, progress) as bar:
-        per_batch = calls_total(len(models), cfg.warmup, cfg.iters) + len(models)
+        per_batch = blocks_total(len(models), cfg.iters, cfg.rounds) + len(models)  # in blocks of calls
         bar.add_total(per_batch * len(batches) * len(precisions))
         if folder is not None:
             bar.add_total(len(batches) * len(models) * 2 * max(1, cfg.e2e_rounds))
@@ -311,7 +316,8 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
                     for i in inst.values():
                         i.reset()
                     samples = interleaved(contenders, warmup=cfg.warmup, iters=cfg.iters, rounds=cfg.rounds,
-                                          on_call=bar.advance)
+                                          warmup_ms=cfg.warmup_ms, min_duration_s=cfg.min_duration_s,
+                                          on_block=bar.advance)
                     for p in group:
                         row: dict[str, Any] = {"precision": p, "batch": b,
                                                "backend": {name: inst[name, p].backend for name in models},

@@ -59,17 +59,22 @@ def models_table(result: dict[str, Any]) -> TableSpec:
 
 
 def latency_table(result: dict[str, Any]) -> TableSpec:
-    header = ["precision", "batch", "model", "mean ms", "p50 ms", "p90 ms", "p99 ms", "images/s", "device p50 ms"]
+    header = ["precision", "batch", "model", "n", "mean ms", "p50 ms", "p90 ms", "p99 ms", "CV %", "timed s",
+              "images/s", "device p50 ms"]
     rows = []
     for r in result.get("latency", []):
         for name in ("erudite", "zoo"):
             if name in r:
                 st = r[name]
-                rows.append([r["precision"], str(r["batch"]), name, _f(st["mean_ms"]), _f(st["p50_ms"]), _f(st["p90_ms"]),
-                             _f(st["p99_ms"]), _f(st["throughput_ips"], ".1f"), _f(st.get("compute_p50_ms"))])
+                cv = _pct(st.get("cv")) + (" (!)" if st.get("unstable") else "")
+                rows.append([r["precision"], str(r["batch"]), name, str(st["n"]), _f(st["mean_ms"]), _f(st["p50_ms"]),
+                             _f(st["p90_ms"]), _f(st["p99_ms"]), cv, _f(st.get("duration_s"), ".1f"),
+                             _f(st["throughput_ips"], ".1f"), _f(st.get("compute_p50_ms"))])
     s = result["settings"]
-    note = (f"{s['iters']} timed calls per model after {s['warmup']} warm-up calls, the models (and precisions) "
-            f"interleaved over {s['rounds']} rounds; images/s is the median over rounds; device time only where the backend separates it.")
+    note = (f"n: timed calls behind each percentile. Each model: at least {s['iters']} calls and "
+            f"{s.get('min_duration_s', 0):g} s, after at least {s['warmup']} warm-up calls and {s.get('warmup_ms', 0):g} ms; "
+            f"the models (and precisions) interleaved over {s['rounds']} rounds; images/s is the median over rounds; "
+            "CV: stdev / mean of the call latencies; device time only where the backend separates it.")
     return TableSpec("Latency per batch and throughput", header, rows, note)
 
 

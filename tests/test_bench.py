@@ -72,7 +72,8 @@ def test_bench_command_writes_json_markdown_and_png(bundles, two_precisions, tmp
     out = tmp_path / "report"
     rc = main([
         "bench", "--bundle", str(two_precisions / "erudite"), "--zoo", str(two_precisions / "zoo"), "--backend", "onnxruntime",
-        "--precision", "fp32,fp16", "--batch", "1,4", "--warmup", "1", "--iters", "4", "--rounds", "2",
+        "--precision", "fp32,fp16", "--batch", "1,4", "--warmup", "1", "--warmup-ms", "0", "--iters", "4",
+        "--min-duration-s", "0.05", "--rounds", "2",
         "--source", str(bundles / "photos"), "--data", f"warm={bundles / 'data' / 'warm'}",
         "--data", f"cool={bundles / 'data' / 'cool'}", "--out", str(out),
     ])
@@ -87,7 +88,7 @@ def test_bench_command_writes_json_markdown_and_png(bundles, two_precisions, tmp
     for row in result["latency"]:
         for model in ("erudite", "zoo"):
             s = row[model]
-            assert s["n"] == 4 and 0 < s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] and s["throughput_ips"] > 0
+            assert s["n"] >= 4 and 0 < s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] and s["throughput_ips"] > 0
         assert row["ratio"]["latency_p50"] == pytest.approx(row["erudite"]["p50_ms"] / row["zoo"]["p50_ms"])
         assert row["calls"]["zoo"]["coarse"] == [row["batch"]]
         assert row["calls"]["erudite"] == {"main": [row["batch"]]}
@@ -117,7 +118,8 @@ def test_precisions_one_at_a_time_give_the_same_report_layout(two_precisions):
     from benchmarks.bench import BenchConfig, run_bench
 
     cfg = BenchConfig(bundle=two_precisions / "erudite", zoo=two_precisions / "zoo", backend="onnxruntime",
-                      precisions=None, batches=[2], warmup=0, iters=2, rounds=1, interleave_precisions=False)
+                      precisions=None, batches=[2], warmup=0, warmup_ms=0, iters=2, min_duration_s=0, rounds=1,
+                      interleave_precisions=False)
     r = run_bench(cfg, progress=False)
     assert r["settings"]["precisions"] == ["fp32", "fp16"] and r["settings"]["interleave_precisions"] is False
     assert [(x["precision"], x["batch"]) for x in r["latency"]] == [("fp32", 2), ("fp16", 2)]
@@ -268,6 +270,42 @@ def test_interleaved_rounds_rotate_order_and_count_calls():
     assert log == ["A", "B"] + ["A", "A", "B", "B"] + ["B", "B", "A", "A"] + ["A", "B"]
     assert len(samples["A"].latency_ms) == 5 and len(samples["A"].round_ips) == 3
     assert all(v == pytest.approx(1.0) for v in samples["A"].latency_ms)
+
+
+class FakeClock:
+    """Seconds that pass only when a fake runner 'works' (the injected clock of the timing loop)."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def runner(self, seconds: float):
+        def step() -> None:
+            self.t += seconds
+        return step
+
+
+def test_time_based_loop_respects_warmup_and_duration_on_a_slow_runner():
+    clock = FakeClock()
+    # durations exact in binary (1/16 s, 1/1024 s), so the fake clock adds up without rounding
+    slow, fast = Contender("slow", 1, clock.runner(1 / 16)), Contender("fast", 1, clock.runner(1 / 1024))
+    blocks: list[int] = []
+    s = interleaved([slow, fast], warmup=1, iters=3, rounds=2, warmup_ms=250, min_duration_s=1.0,
+                    clock=clock, on_block=lambda: blocks.append(1))
+    assert s["slow"].warmup_calls == 4 and s["fast"].warmup_calls == 256  # 250 ms of warm-up each
+    # each round gives every contender half of the 1 s: 8 calls of 62.5 ms, 512 calls of ~1 ms
+    assert [len(r) for r in s["slow"].round_latency_ms] == [8, 8]
+    assert [len(r) for r in s["fast"].round_latency_ms] == [512, 512]
+    for name in ("slow", "fast"):
+        assert s[name].duration_s == pytest.approx(1.0)
+        assert len(s[name].latency_ms) == sum(len(r) for r in s[name].round_latency_ms)
+    assert summarize(s["slow"], 1).n == 16 and summarize(s["slow"], 1).throughput_ips == pytest.approx(16.0)
+    assert len(blocks) == 2 * (1 + 2)
+    # the minimum count wins when the runner is fast: 30 calls although 10 ms (10 calls) would do
+    s = interleaved([fast], warmup=0, iters=30, rounds=3, min_duration_s=0.01, clock=clock)
+    assert len(s["fast"].latency_ms) == 30 and s["fast"].warmup_calls == 0
 
 
 def test_summary_statistics_match_numpy():

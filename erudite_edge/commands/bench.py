@@ -22,9 +22,12 @@ def bench_command(
     precision: Optional[str] = typer.Option(None, "--precision",
                                             help="Comma-separated: fp32,fp16,int8 (default: every precision both bundles hold)."),
     batch: str = typer.Option("1,8,32", "--batch", help="Comma-separated batch sizes."),
-    warmup: int = typer.Option(3, min=0, help="Warm-up calls per model and batch size."),
-    iters: int = typer.Option(20, min=1, help="Timed calls per model and batch size."),
-    rounds: int = typer.Option(5, min=1, help="Interleaved rounds the timed calls are spread over."),
+    warmup: int = typer.Option(3, min=0, help="At least this many warm-up calls per model and batch size."),
+    warmup_ms: float = typer.Option(200.0, "--warmup-ms", min=0, help="... and at least this many milliseconds of them (trtexec's --warmUp)."),
+    iters: int = typer.Option(20, min=1, help="At least this many timed calls per model and batch size."),
+    min_duration_s: float = typer.Option(3.0, "--min-duration-s", min=0,
+                                         help="... and at least this many seconds of them per model and batch size (trtexec's --duration)."),
+    rounds: int = typer.Option(10, min=1, help="Interleaved rounds the timed calls and time are spread over."),
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for ONNX Runtime (default: its own)."),
     ort_spinning: bool = typer.Option(
         False, "--ort-spinning/--no-ort-spinning",
@@ -54,7 +57,8 @@ def bench_command(
 
     cfg = BenchConfig(
         bundle=bundle, zoo=zoo, backend=backend, precisions=parse_precisions(precision),
-        batches=parse_int_list(batch, "--batch"), warmup=warmup, iters=iters, rounds=rounds, threads=threads,
+        batches=parse_int_list(batch, "--batch"), warmup=warmup, warmup_ms=warmup_ms, iters=iters,
+        min_duration_s=min_duration_s, rounds=rounds, threads=threads,
         ort_spinning=ort_spinning,
         source=source, source_limit=source_limit, data=list(data or []), data_limit=data_limit, workers=workers,
         interleave_precisions=interleave_precisions,
