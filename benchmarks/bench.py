@@ -55,6 +55,7 @@ class BenchConfig:
     iters: int = 20  # at least this many timed calls per contender and batch size ...
     min_duration_s: float = 3.0  # ... and at least this long (trtexec's --duration)
     rounds: int = 10
+    cv_threshold: float = 0.10  # a series whose latencies vary more (stdev / mean) is flagged unstable
     threads: int | None = None
     ort_spinning: bool = False  # ONNX Runtime thread spinning (off: sessions taking turns do not slow each other)
     source: Path | None = None
@@ -72,8 +73,8 @@ class BenchConfig:
             raise UsageError(f"--batch: positive batch sizes, e.g. 1,8,32 (got {self.batches})")
         if self.iters < 1 or self.warmup < 0 or self.rounds < 1:
             raise UsageError("--iters and --rounds must be at least 1, --warmup at least 0")
-        if self.warmup_ms < 0 or self.min_duration_s < 0:
-            raise UsageError("--warmup-ms and --min-duration-s must be 0 or more")
+        if self.warmup_ms < 0 or self.min_duration_s < 0 or self.cv_threshold <= 0:
+            raise UsageError("--warmup-ms and --min-duration-s must be 0 or more, --cv-threshold above 0")
         bad = [p for p in self.precisions or [] if p not in PRECISIONS]
         if bad:
             raise UsageError(f"--precision {','.join(bad)}: each one of {', '.join(PRECISIONS)}")
@@ -243,7 +244,7 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
         "settings": {
             "backend": cfg.backend, "precisions": precisions, "batches": batches, "warmup": cfg.warmup,
             "warmup_ms": cfg.warmup_ms, "iters": cfg.iters, "min_duration_s": cfg.min_duration_s,
-            "rounds": len(split_rounds(cfg.iters, cfg.rounds)), "threads": cfg.threads, "ort_spinning": cfg.ort_spinning,
+            "rounds": len(split_rounds(cfg.iters, cfg.rounds)), "cv_threshold": cfg.cv_threshold, "threads": cfg.threads, "ort_spinning": cfg.ort_spinning,
             "seed": cfg.seed,
             "zoo_routing": ZOO_ROUTING if zoo is not None else "",
             "source": str(cfg.source) if cfg.source is not None else None,
@@ -282,6 +283,7 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
     # Precisions measured together (loaded at once, timed interleaved) unless memory forbids it.
     groups = [precisions] if cfg.interleave_precisions else [[p] for p in precisions]
     rows: dict[tuple[str, int], dict[str, Any]] = {}
+    unstable: list[str] = []
 
     with _Progress(console, progress) as bar:
         per_batch = blocks_total(len(models), cfg.iters, cfg.rounds) + len(models)  # in blocks of calls
@@ -331,6 +333,12 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
                         row["calls"] = calls
                         for name in models:
                             row[name] = summarize(samples[f"{name}/{p}"], b).to_dict()
+                            cv = row[name]["cv"]
+                            row[name]["unstable"] = cv is not None and cv > cfg.cv_threshold
+                            if row[name]["unstable"]:
+                                unstable.append(f"{name} {p} batch {b}: CV {100 * cv:.1f} %")
+                                warn(f"unstable: {name} {p} batch {b}: latency CV {100 * cv:.1f} % > "
+                                     f"{100 * cfg.cv_threshold:g} % (n={row[name]['n']}); other work on this machine?")
                         if zoo is not None:
                             row["ratio"] = {"latency_p50": row["erudite"]["p50_ms"] / row["zoo"]["p50_ms"],
                                             "throughput": row["erudite"]["throughput_ips"] / row["zoo"]["throughput_ips"]}
@@ -369,6 +377,7 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
                             preds[name][p] = np.concatenate(out)
 
     result["latency"] = [rows[p, b] for p in precisions for b in batches]
+    result["stability"] = {"cv_threshold": cfg.cv_threshold, "unstable": unstable}
     accuracy = {m: {p: accuracy[m][p] for p in precisions if p in accuracy[m]} for m in models}
     if eval_sets:
         result["accuracy"] = {"sets": [{"dataset": s.dataset, "images": len(s), "reader": s.reader} for s in eval_sets],

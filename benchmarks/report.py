@@ -154,6 +154,13 @@ def tables(result: dict[str, Any]) -> list[TableSpec]:
     return out
 
 
+def stability_lines(result: dict[str, Any]) -> list[str]:
+    """One warning per series whose latency CV exceeded the threshold (empty when all were steady)."""
+    st = result.get("stability") or {}
+    thr = st.get("cv_threshold")
+    return [f"unstable (CV > {100 * thr:g} %): {u}" for u in st.get("unstable", [])] if thr else []
+
+
 def goal_lines(result: dict[str, Any]) -> list[str]:
     goals = result.get("goals")
     if goals is None:
@@ -190,6 +197,8 @@ def render_terminal(result: dict[str, Any], console: Any) -> None:
         console.print(t)
         if spec.note:
             console.print(spec.note, style="dim", markup=False, highlight=False)
+    for line in stability_lines(result):
+        console.print(f"warning: {line}", style="yellow", markup=False, highlight=False)
     console.print("Goals", style="bold")
     note = setting_note(result)
     if note:
@@ -228,6 +237,11 @@ def to_markdown(result: dict[str, Any]) -> str:
         parts.append(markdown_table(spec.header, spec.rows))
         if spec.note:
             parts.append(f"{spec.note}\n")
+    unstable = stability_lines(result)
+    if unstable:
+        parts.append("## Stability\n")
+        parts.append("\n".join(f"- **warning**: {line}" for line in unstable)
+                     + "\n\nA noisy series widens the ratio's interval; rerun on a quieter machine for a tighter one.\n")
     parts.append("## Goals\n")
     note = setting_note(result)
     if note:

@@ -89,6 +89,7 @@ def test_bench_command_writes_json_markdown_and_png(bundles, two_precisions, tmp
         for model in ("erudite", "zoo"):
             s = row[model]
             assert s["n"] >= 4 and 0 < s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] and s["throughput_ips"] > 0
+            assert s["cv"] > 0 and s["unstable"] == (s["cv"] > 0.10) and s["rounds"] == 2
         assert row["ratio"]["latency_p50"] == pytest.approx(row["erudite"]["p50_ms"] / row["zoo"]["p50_ms"])
         assert row["calls"]["zoo"]["coarse"] == [row["batch"]]
         assert row["calls"]["erudite"] == {"main": [row["batch"]]}
@@ -104,7 +105,8 @@ def test_bench_command_writes_json_markdown_and_png(bundles, two_precisions, tmp
     assert result["agreement"]["erudite"]["fp16_vs_fp32"] == 1.0
     assert result["complexity"]["zoo"]["params"] == sum(r["params"] for r in result["complexity"]["zoo"]["roles"].values())
     assert result["size_mb"]["fp32"]["ratio"] == pytest.approx(result["size_mb"]["fp32"]["erudite"] / result["size_mb"]["fp32"]["zoo"])
-    assert {g["status"] for g in result["goals"]} <= {"PASS", "FAIL", "INFO", "N/A"}
+    assert {g["status"] for g in result["goals"]} <= {"PASS", "FAIL", "INCONCLUSIVE", "INFO", "N/A"}
+    assert result["stability"]["cv_threshold"] == 0.10
 
     md = (out / "bench.md").read_text()
     assert "## Latency per batch and throughput" in md and "## Goals" in md
@@ -118,12 +120,19 @@ def test_precisions_one_at_a_time_give_the_same_report_layout(two_precisions):
     from benchmarks.bench import BenchConfig, run_bench
 
     cfg = BenchConfig(bundle=two_precisions / "erudite", zoo=two_precisions / "zoo", backend="onnxruntime",
-                      precisions=None, batches=[2], warmup=0, warmup_ms=0, iters=2, min_duration_s=0, rounds=1,
+                      precisions=None, batches=[2], warmup=0, warmup_ms=0, iters=2, min_duration_s=0, rounds=1, cv_threshold=1e-9,
                       interleave_precisions=False)
     r = run_bench(cfg, progress=False)
     assert r["settings"]["precisions"] == ["fp32", "fp16"] and r["settings"]["interleave_precisions"] is False
     assert [(x["precision"], x["batch"]) for x in r["latency"]] == [("fp32", 2), ("fp16", 2)]
     assert all(x["calls"]["zoo"] == {"coarse": [2], "fine:warm": [1], "fine:cool": [1]} for x in r["latency"])
+    # a threshold no series meets: every series flagged, in JSON and as a Markdown warning
+    assert all(x[m]["unstable"] for x in r["latency"] for m in ("erudite", "zoo"))
+    assert len(r["stability"]["unstable"]) == 4
+    from benchmarks.report import to_markdown
+
+    md = to_markdown(r)
+    assert "## Stability" in md and "unstable (CV > 1e-07 %): zoo fp16 batch 2" in md
 
 
 def test_bench_refuses_a_missing_precision_and_swapped_bundles(bundles, tmp_path, capsys):
