@@ -34,11 +34,15 @@ from .complexity import ComplexityUnavailable, bundle_complexity, model_files_mb
 from .end_to_end import FolderImages, load_folder, measure
 from .goals import evaluate
 from .instrument import Instrumented
-from .latency import Contender, blocks_total, interleaved, split_rounds, summarize
+from .latency import Contender, Samples, blocks_total, interleaved, split_rounds, summarize
+from .stats import LEVEL, RESAMPLES, latency_ratio_ci, throughput_ratio_ci
 
 ZOO_ROUTING = ("Zoo timing input: a mixed batch whose routing is forced to split evenly across the data sets "
                "(image i to data set (i + k) mod N): the coarse model runs on all B images, each fine model on its "
                "B/N; at batch 1 the image goes to each fine model in turn.")
+INTERVALS = (f"{100 * LEVEL:g} % paired bootstrap intervals: the interleaved rounds resampled ({RESAMPLES} times, "
+             "the same rounds for both sides of a ratio), latency percentiles over the pooled calls of the "
+             "resampled rounds, throughput the median of their images/s; percentile interval, seeded")
 FORMAT = "erudite-edge-bench"
 FORMAT_VERSION = 1
 
@@ -244,7 +248,8 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
         "settings": {
             "backend": cfg.backend, "precisions": precisions, "batches": batches, "warmup": cfg.warmup,
             "warmup_ms": cfg.warmup_ms, "iters": cfg.iters, "min_duration_s": cfg.min_duration_s,
-            "rounds": len(split_rounds(cfg.iters, cfg.rounds)), "cv_threshold": cfg.cv_threshold, "threads": cfg.threads, "ort_spinning": cfg.ort_spinning,
+            "rounds": len(split_rounds(cfg.iters, cfg.rounds)), "cv_threshold": cfg.cv_threshold,
+            "intervals": INTERVALS, "threads": cfg.threads, "ort_spinning": cfg.ort_spinning,
             "seed": cfg.seed,
             "zoo_routing": ZOO_ROUTING if zoo is not None else "",
             "source": str(cfg.source) if cfg.source is not None else None,
@@ -284,6 +289,7 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
     groups = [precisions] if cfg.interleave_precisions else [[p] for p in precisions]
     rows: dict[tuple[str, int], dict[str, Any]] = {}
     unstable: list[str] = []
+    kept: dict[tuple[str, str, int], Samples] = {}  # every series' samples, for the scenarios' intervals
 
     with _Progress(console, progress) as bar:
         per_batch = blocks_total(len(models), cfg.iters, cfg.rounds) + len(models)  # in blocks of calls
@@ -339,9 +345,11 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
                                 unstable.append(f"{name} {p} batch {b}: CV {100 * cv:.1f} %")
                                 warn(f"unstable: {name} {p} batch {b}: latency CV {100 * cv:.1f} % > "
                                      f"{100 * cfg.cv_threshold:g} % (n={row[name]['n']}); other work on this machine?")
+                        for name in models:
+                            kept[name, p, b] = samples[f"{name}/{p}"]
                         if zoo is not None:
-                            row["ratio"] = {"latency_p50": row["erudite"]["p50_ms"] / row["zoo"]["p50_ms"],
-                                            "throughput": row["erudite"]["throughput_ips"] / row["zoo"]["throughput_ips"]}
+                            row["ratio"], row["ratio_ci95"] = erudite_zoo_ratios(
+                                samples[f"erudite/{p}"], samples[f"zoo/{p}"], row, seed=(cfg.seed, b, precisions.index(p)))
                         rows[p, b] = row
 
                 if folder is not None and precisions[0] in group:
@@ -395,6 +403,22 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
             result["agreement"] = ag
     result["goals"] = [g.to_dict() for g in evaluate(result)]
     return _finite(result)
+
+
+def erudite_zoo_ratios(e: Samples, z: Samples, row: dict[str, Any],
+                       seed: Any = 0) -> tuple[dict[str, float], dict[str, list[float] | None]]:
+    """erudite / zoo p50 and p90 latency and throughput, and their paired bootstrap 95 % intervals
+    over the interleaved rounds (benchmarks.stats)."""
+    ratio = {"latency_p50": row["erudite"]["p50_ms"] / row["zoo"]["p50_ms"],
+             "latency_p90": row["erudite"]["p90_ms"] / row["zoo"]["p90_ms"],
+             "throughput": row["erudite"]["throughput_ips"] / row["zoo"]["throughput_ips"]}
+    paired = len(e.round_latency_ms) == len(z.round_latency_ms)
+    ci: dict[str, Any] = {
+        "latency_p50": latency_ratio_ci(e.round_latency_ms, z.round_latency_ms, 50, paired=paired, seed=seed),
+        "latency_p90": latency_ratio_ci(e.round_latency_ms, z.round_latency_ms, 90, paired=paired, seed=seed),
+        "throughput": throughput_ratio_ci(e.round_ips, z.round_ips, paired=paired, seed=seed),
+    }
+    return ratio, {k: (None if v is None else [round(v[0], 5), round(v[1], 5)]) for k, v in ci.items()}
 
 
 def _finite(obj: Any) -> Any:

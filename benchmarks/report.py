@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 from erudite_edge.fileio import atomic_path, write_json_atomic, write_text_atomic
 
-from .goals import evaluate, setting_note
+from .goals import evaluate, goal_line, setting_note
 
 JSON_NAME, MARKDOWN_NAME, PLOT_NAME = "bench.json", "bench.md", "bench.png"
 
@@ -78,13 +78,27 @@ def latency_table(result: dict[str, Any]) -> TableSpec:
     return TableSpec("Latency per batch and throughput", header, rows, note)
 
 
+def _ci(v: Any) -> str:
+    return "-" if not v else f"[{v[0]:.3f}, {v[1]:.3f}]"
+
+
 def ratio_table(result: dict[str, Any]) -> TableSpec | None:
-    rows = [[r["precision"], str(r["batch"]), _f(r["ratio"]["latency_p50"], ".3f"), _f(r["ratio"]["throughput"], ".3f")]
-            for r in result.get("latency", []) if "ratio" in r]
+    rows = []
+    for r in result.get("latency", []):
+        if "ratio" not in r:
+            continue
+        ci = r.get("ratio_ci95") or {}
+        n = f"{r['erudite']['n']} / {r['zoo']['n']}"
+        rows.append([r["precision"], str(r["batch"]), n, str(r["erudite"].get("rounds", "-")),
+                     _f(r["ratio"]["latency_p50"], ".3f"), _ci(ci.get("latency_p50")),
+                     _f(r["ratio"].get("latency_p90"), ".3f"), _ci(ci.get("latency_p90")),
+                     _f(r["ratio"]["throughput"], ".3f"), _ci(ci.get("throughput"))])
     if not rows:
         return None
-    return TableSpec("erudite / zoo", ["precision", "batch", "p50 latency ratio", "throughput ratio"], rows,
-                     "Below 1 for latency and above 1 for throughput: the erudite model is the faster.")
+    return TableSpec("erudite / zoo", ["precision", "batch", "n erudite / zoo", "rounds", "p50 latency ratio", "95 % CI",
+                                       "p90 latency ratio", "95 % CI", "throughput ratio", "95 % CI"], rows,
+                     "Below 1 for latency and above 1 for throughput: the erudite model is the faster. "
+                     + result["settings"].get("intervals", "") + ".")
 
 
 def routing_table(result: dict[str, Any]) -> TableSpec | None:
@@ -165,12 +179,7 @@ def goal_lines(result: dict[str, Any]) -> list[str]:
     goals = result.get("goals")
     if goals is None:
         goals = [g.to_dict() for g in evaluate(result)]
-    lines = []
-    for g in goals:
-        v = "-" if g["value"] is None else f"{g['value']:.3f}"
-        detail = f" ({g['detail']})" if g.get("detail") else ""
-        lines.append(f"{g['status']}: {g['name']}: {v} {g['threshold']}{detail}")
-    return lines
+    return [goal_line(g) for g in goals]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -203,7 +212,7 @@ def render_terminal(result: dict[str, Any], console: Any) -> None:
     note = setting_note(result)
     if note:
         console.print(note, style="dim", markup=False)
-    colours = {"PASS": "green", "FAIL": "red", "INFO": "cyan", "N/A": "yellow"}
+    colours = {"PASS": "green", "FAIL": "red", "INCONCLUSIVE": "magenta", "INFO": "cyan", "N/A": "yellow"}
     for line in goal_lines(result):
         console.print(line, style=colours.get(line.split(":", 1)[0], None), markup=False, highlight=False)
 
@@ -251,14 +260,20 @@ def to_markdown(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], path: str | Path) -> Path:
-    """Latency (p50) and throughput against batch size, erudite (solid) vs zoo (dashed), one colour per precision."""
+    """Latency (p50) and throughput against batch size, erudite (solid) vs zoo (dashed), one colour per
+    precision; with a zoo, a third panel: the erudite/zoo ratios with their 95 % intervals as error bars
+    and the goals as dotted lines."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
+    from .goals import LATENCY_RATIO_B1, THROUGHPUT_RATIO_B8
+
     rows = result.get("latency", [])
-    fig, (ax_lat, ax_thr) = plt.subplots(1, 2, figsize=(11, 4.2))
+    with_ratio = any("ratio" in r for r in rows)
+    fig, axes = plt.subplots(1, 3 if with_ratio else 2, figsize=(16 if with_ratio else 11, 4.2))
+    ax_lat, ax_thr = axes[0], axes[1]
     colours = {"fp32": "tab:blue", "fp16": "tab:orange", "int8": "tab:green"}
     for prec in result["settings"]["precisions"]:
         for name, style, marker in (("erudite", "-", "o"), ("zoo", "--", "s")):
@@ -271,8 +286,26 @@ def plot(result: dict[str, Any], path: str | Path) -> Path:
             ax_lat.plot(xs, [s["p50_ms"] for _, s in pts], style, marker=marker, color=c, label=label)
             ax_thr.plot(xs, [s["throughput_ips"] for _, s in pts], style, marker=marker, color=c, label=label)
     batches = result["settings"]["batches"]
-    for ax, ylabel, title in ((ax_lat, "p50 latency per batch (ms)", "Latency"),
-                              (ax_thr, "images / s", "Throughput (zoo: mixed batches)")):
+    panels = [(ax_lat, "p50 latency per batch (ms)", "Latency"), (ax_thr, "images / s", "Throughput (zoo: mixed batches)")]
+    if with_ratio:
+        ax_r = axes[2]
+        for prec in result["settings"]["precisions"]:
+            pts = sorted((r["batch"], r) for r in rows if r["precision"] == prec and "ratio" in r)
+            for key, style, marker, what in (("latency_p50", "-", "o", "p50 latency"), ("throughput", "--", "s", "throughput")):
+                xs = [b for b, _ in pts]
+                ys = [r["ratio"][key] for _, r in pts]
+                cis = [(r.get("ratio_ci95") or {}).get(key) for _, r in pts]
+                # a percentile interval may sit a little off its point ratio: the bars never go negative
+                err = [[max(0.0, y - c[0]) if c else 0.0 for y, c in zip(ys, cis)],
+                       [max(0.0, c[1] - y) if c else 0.0 for y, c in zip(ys, cis)]]
+                ax_r.errorbar(xs, ys, yerr=err, fmt=style, marker=marker, color=colours.get(prec), capsize=4,
+                              label=f"{what} {prec}")
+        ax_r.axhline(LATENCY_RATIO_B1, color="grey", linestyle=":", linewidth=1)
+        ax_r.axhline(THROUGHPUT_RATIO_B8, color="grey", linestyle=":", linewidth=1)
+        ax_r.axhline(1.0, color="black", linewidth=0.5)
+        panels.append((ax_r, "erudite / zoo (95 % interval)",
+                       f"erudite / zoo (dotted: goals {LATENCY_RATIO_B1:g}, {THROUGHPUT_RATIO_B8:g})"))
+    for ax, ylabel, title in panels:
         ax.set_xscale("log", base=2)
         ax.set_xticks(batches)
         ax.set_xticklabels([str(b) for b in batches])

@@ -106,6 +106,10 @@ def test_bench_command_writes_json_markdown_and_png(bundles, two_precisions, tmp
     assert result["complexity"]["zoo"]["params"] == sum(r["params"] for r in result["complexity"]["zoo"]["roles"].values())
     assert result["size_mb"]["fp32"]["ratio"] == pytest.approx(result["size_mb"]["fp32"]["erudite"] / result["size_mb"]["fp32"]["zoo"])
     assert {g["status"] for g in result["goals"]} <= {"PASS", "FAIL", "INCONCLUSIVE", "INFO", "N/A"}
+    for row in result["latency"]:  # every erudite/zoo ratio with its interval (2 rounds here: a wide one)
+        for key in ("latency_p50", "latency_p90", "throughput"):
+            lo, hi = row["ratio_ci95"][key]
+            assert 0 < lo <= hi, (key, row)
     assert result["stability"]["cv_threshold"] == 0.10
 
     md = (out / "bench.md").read_text()
@@ -328,13 +332,15 @@ def test_summary_statistics_match_numpy():
     assert s.mean_ms == pytest.approx(np.mean(lat))
 
 
-def _result(lat1=0.5, thr8=2.0, size=0.4, n=2, e2e=0.9):
+def _result(lat1=0.5, thr8=2.0, size=0.4, n=2, e2e=0.9, ci=0.01):
     stats = lambda p50, ips: {"p50_ms": p50, "throughput_ips": ips}  # noqa: E731
     rows = [
         {"precision": "fp32", "batch": 1, "erudite": stats(5.0, 200), "zoo": stats(10.0, 100),
-         "ratio": {"latency_p50": lat1, "throughput": 2.0}, "backend": {"erudite": "onnxruntime"}},
+         "ratio": {"latency_p50": lat1, "throughput": 2.0}, "backend": {"erudite": "onnxruntime"},
+         "ratio_ci95": {"latency_p50": [lat1 - ci, lat1 + ci], "throughput": [2.0 - ci, 2.0 + ci]}},
         {"precision": "fp32", "batch": 8, "erudite": stats(40.0, 200), "zoo": stats(80.0, 100),
-         "ratio": {"latency_p50": 0.5, "throughput": thr8}, "backend": {"erudite": "onnxruntime"}},
+         "ratio": {"latency_p50": 0.5, "throughput": thr8}, "backend": {"erudite": "onnxruntime"},
+         "ratio_ci95": {"latency_p50": [0.5 - ci, 0.5 + ci], "throughput": [thr8 - ci, thr8 + ci]}},
         {"precision": "int8", "batch": 1, "erudite": stats(3.0, 330), "zoo": stats(12.0, 80)},
         {"precision": "int8", "batch": 8, "erudite": stats(30.0, 270), "zoo": stats(70.0, 110)},
     ]
@@ -351,6 +357,15 @@ def test_goals_pass_and_fail_at_their_thresholds():
     status = lambda r: [g.status for g in evaluate(r)]  # noqa: E731
     assert status(_result()) == ["PASS", "PASS", "PASS", "PASS", "PASS", "INFO", "FAIL", "INFO"]  # zoo int8 at batch 1 slower
     assert status(_result(lat1=0.56, thr8=1.79, size=0.46, e2e=0.84))[:4] == ["FAIL"] * 4
+    # the goals are the issue's: latency <= 0.52 at batch 1, throughput >= 1.9 at batch 8; judged on the interval
+    assert status(_result(lat1=0.505, thr8=1.915))[:2] == ["PASS", "PASS"]
+    assert status(_result(lat1=0.515, thr8=1.905))[:2] == ["INCONCLUSIVE", "INCONCLUSIVE"]  # intervals straddle the goals
+    assert status(_result(lat1=0.535, thr8=1.885))[:2] == ["FAIL", "FAIL"]
+    g = evaluate(_result(lat1=0.515))[0]
+    assert g.ci95 == [0.505, 0.525] and "[0.505, 0.525] <= 0.52" in g.line()
+    r = _result()
+    del r["latency"][0]["ratio_ci95"]  # a point value without interval (one round): the run cannot tell
+    assert evaluate(r)[0].status == "INCONCLUSIVE" and "no interval" in evaluate(r)[0].detail
     assert status(_result(size=0.31, n=4))[2] == "FAIL" and status(_result(size=0.29, n=4))[2] == "PASS"
     r = _result()
     r["latency"] = [x for x in r["latency"] if x["batch"] != 8]
@@ -358,6 +373,57 @@ def test_goals_pass_and_fail_at_their_thresholds():
     goals = evaluate(r)
     assert goals[1].status == "N/A" and "add 8 to --batch" in goals[1].detail
     assert goals[3].status == "N/A" and "--source" in goals[3].detail
+
+
+def _drifting_rounds(rng, rounds, calls, level, drift):
+    """Calls of one contender per round: its true median `level`, times the round's machine drift
+    (shared by all contenders of that round), times per-call noise."""
+    return [list(level * d * np.exp(rng.normal(0, 0.05, calls))) for d in drift]
+
+
+def test_bootstrap_interval_covers_a_known_ratio():
+    from benchmarks.stats import latency_ratio_ci, throughput_ratio_ci
+
+    rng = np.random.default_rng(1)
+    covered, widths, widths_unpaired, thr_covered = 0, [], [], 0
+    trials = 60
+    for t in range(trials):
+        drift = np.exp(rng.normal(0, 0.3, 10))  # the machine changes a lot between rounds
+        e, z = _drifting_rounds(rng, 10, 5, 50.0, drift), _drifting_rounds(rng, 10, 5, 100.0, drift)
+        lo, hi = latency_ratio_ci(e, z, 50, resamples=400, seed=t)
+        covered += lo <= 0.5 <= hi
+        widths.append(hi - lo)
+        ulo, uhi = latency_ratio_ci(e, z, 50, paired=False, resamples=400, seed=t)
+        widths_unpaired.append(uhi - ulo)
+        ips_e, ips_z = 2.0 / drift * np.exp(rng.normal(0, 0.05, 10)), 1.0 / drift * np.exp(rng.normal(0, 0.05, 10))
+        tlo, thi = throughput_ratio_ci(ips_e, ips_z, resamples=400, seed=t)
+        thr_covered += tlo <= 2.0 <= thi
+    assert covered >= 0.85 * trials and thr_covered >= 0.85 * trials, (covered, thr_covered)
+    # pairing by round cancels the drift both sides saw: far narrower than resampling each side alone
+    assert np.median(widths) * 3 < np.median(widths_unpaired)
+    # the statistic at the original rounds is the reported one: the interval holds the point ratio
+    all_e, all_z = [v for r in e for v in r], [v for r in z for v in r]
+    assert lo <= np.percentile(all_e, 50) / np.percentile(all_z, 50) <= hi
+    # seeded: the same interval twice; one round: the calls are resampled, one throughput value gives none
+    assert latency_ratio_ci(e, z, 90, seed=3) == latency_ratio_ci(e, z, 90, seed=3)
+    one = latency_ratio_ci([all_e], [all_z], 50, seed=0)
+    assert one is not None and one[0] < 0.5 < one[1]
+    assert throughput_ratio_ci([2.0], [1.0]) is None
+
+
+def test_verdict_pass_fail_inconclusive():
+    from benchmarks.stats import verdict
+
+    assert verdict((0.45, 0.51), "<=", 0.52) == "PASS"
+    assert verdict((0.53, 0.60), "<=", 0.52) == "FAIL"
+    assert verdict((0.50, 0.55), "<=", 0.52) == "INCONCLUSIVE"
+    assert verdict((1.95, 2.30), ">=", 1.9) == "PASS"
+    assert verdict((1.50, 1.89), ">=", 1.9) == "FAIL"
+    assert verdict((1.85, 1.95), ">=", 1.9) == "INCONCLUSIVE"
+    assert verdict((0.52, 0.52), "<=", 0.52) == "PASS"  # the bound itself meets the goal
+    assert verdict(None, "<=", 0.52) == "INCONCLUSIVE"
+    with pytest.raises(ValueError):
+        verdict((0.1, 0.2), "<", 0.5)
 
 
 def test_eval_set_reads_class_folders_and_maps_classes_by_name(bundles):
