@@ -35,6 +35,7 @@ from .end_to_end import FolderImages, load_folder, measure
 from .goals import evaluate
 from .instrument import Instrumented
 from .latency import Contender, Samples, blocks_total, interleaved, split_rounds, summarize
+from .scenarios import scenarios
 from .stats import LEVEL, RESAMPLES, latency_ratio_ci, throughput_ratio_ci
 
 ZOO_ROUTING = ("Zoo timing input: a mixed batch whose routing is forced to split evenly across the data sets "
@@ -386,6 +387,7 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
 
     result["latency"] = [rows[p, b] for p in precisions for b in batches]
     result["stability"] = {"cv_threshold": cfg.cv_threshold, "unstable": unstable}
+    result["scenarios"] = scenarios(result["latency"], kept, precisions, batches, models, cfg.seed)
     accuracy = {m: {p: accuracy[m][p] for p in precisions if p in accuracy[m]} for m in models}
     if eval_sets:
         result["accuracy"] = {"sets": [{"dataset": s.dataset, "images": len(s), "reader": s.reader} for s in eval_sets],

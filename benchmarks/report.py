@@ -101,6 +101,35 @@ def ratio_table(result: dict[str, Any]) -> TableSpec | None:
                      + result["settings"].get("intervals", "") + ".")
 
 
+def scenario_table(result: dict[str, Any]) -> TableSpec | None:
+    """MLPerf's single-stream (p90 latency at batch 1) and offline (best throughput over the batch
+    sizes), and the zoo's mixed batch."""
+    sc = result.get("scenarios") or {}
+    names = [m for m in ("erudite", "zoo") if m in result.get("bundles", {})]
+    rows = []
+    for e in sc.get("single_stream", []):
+        rows.append(["single-stream", e["precision"], "1", "p90 ms"]
+                    + [f"{_f(e[m]['p90_ms'])} (n={e[m]['n']})" for m in names]
+                    + ([_f(e.get("ratio"), ".3f"), _ci(e.get("ratio_ci95"))] if "zoo" in names else []))
+    for e in sc.get("offline", []):
+        batch = " / ".join(str(e[m]["best_batch"]) for m in names)
+        rows.append(["offline", e["precision"], batch, "images/s, best batch"]
+                    + [f"{_f(e[m]['throughput_ips'], '.1f')} (n={e[m]['n']})" for m in names]
+                    + ([_f(e.get("ratio"), ".3f"), _ci(e.get("ratio_ci95"))] if "zoo" in names else []))
+    for e in sc.get("mixed_batch", []):
+        rows.append(["mixed batch (zoo split " + "+".join(str(sum(v)) for k, v in e["zoo_split"].items() if k != "coarse") + ")",
+                     e["precision"], str(e["batch"]), "images/s"]
+                    + [f"{_f(e[m]['throughput_ips'], '.1f')} (n={e[m]['n']})" for m in names]
+                    + [_f(e.get("ratio"), ".3f"), _ci(e.get("ratio_ci95"))])
+    if not rows:
+        return None
+    header = ["scenario", "precision", "batch", "metric"] + names + (["erudite/zoo", "95 % CI"] if "zoo" in names else [])
+    return TableSpec("Scenarios (MLPerf Inference names)", header, rows,
+                     "single-stream: one image per query, p90 latency; offline: the highest throughput over the batch "
+                     "sizes measured, at each model's own best batch (erudite / zoo; an unpaired interval where they "
+                     "differ); mixed batch: the zoo's batch split evenly across its data sets (fine models' images).")
+
+
 def routing_table(result: dict[str, Any]) -> TableSpec | None:
     """How one timed zoo batch was split: the images each model ran on, per batch size (first precision)."""
     rows_in = [r for r in result.get("latency", []) if "zoo" in r.get("calls", {})]
@@ -163,7 +192,7 @@ def agreement_table(result: dict[str, Any]) -> TableSpec | None:
 
 def tables(result: dict[str, Any]) -> list[TableSpec]:
     out = [models_table(result), latency_table(result)]
-    out += [t for t in (ratio_table(result), routing_table(result), end_to_end_table(result), accuracy_table(result),
+    out += [t for t in (ratio_table(result), scenario_table(result), routing_table(result), end_to_end_table(result), accuracy_table(result),
                         agreement_table(result)) if t is not None]
     return out
 

@@ -111,9 +111,21 @@ def test_bench_command_writes_json_markdown_and_png(bundles, two_precisions, tmp
             lo, hi = row["ratio_ci95"][key]
             assert 0 < lo <= hi, (key, row)
     assert result["stability"]["cv_threshold"] == 0.10
+    sc = result["scenarios"]
+    assert [(e["precision"], e["batch"]) for e in sc["single_stream"]] == [("fp32", 1), ("fp16", 1)]
+    assert sc["single_stream"][0]["ratio"] == result["latency"][0]["ratio"]["latency_p90"]
+    assert sc["single_stream"][0]["zoo"]["n"] == result["latency"][0]["zoo"]["n"]
+    for e in sc["offline"]:
+        rows = {r["batch"]: r for r in result["latency"] if r["precision"] == e["precision"]}
+        for m in ("erudite", "zoo"):
+            assert e[m]["throughput_ips"] == max(r[m]["throughput_ips"] for r in rows.values())
+            assert e[m]["throughput_ips"] == rows[e[m]["best_batch"]][m]["throughput_ips"]
+        assert e["ratio_ci95"] is not None
+    assert [(e["batch"], e["zoo_split"]["fine:warm"]) for e in sc["mixed_batch"]] == [(4, [2]), (4, [2])]
 
     md = (out / "bench.md").read_text()
-    assert "## Latency per batch and throughput" in md and "## Goals" in md
+    assert "## Latency per batch and throughput" in md and "## Goals" in md and "## Scenarios (MLPerf Inference names)" in md
+    assert "| single-stream | fp32 | 1 | p90 ms |" in md
     assert "| fp32 | 1 | erudite |" in md and "| fp16 | 4 | zoo |" in md
     assert "| erudite | fp32 | 100.00 | 100.00 | 100.00 |" in md
     png = (out / "bench.png").read_bytes()
@@ -409,6 +421,28 @@ def test_bootstrap_interval_covers_a_known_ratio():
     one = latency_ratio_ci([all_e], [all_z], 50, seed=0)
     assert one is not None and one[0] < 0.5 < one[1]
     assert throughput_ratio_ci([2.0], [1.0]) is None
+
+
+def test_offline_scenario_takes_each_models_best_batch():
+    from benchmarks.latency import Samples
+    from benchmarks.scenarios import scenarios
+
+    def row(b, e_ips, z_ips):
+        st = lambda ips: {"p90_ms": 1.0, "n": 4, "throughput_ips": ips, "rounds": 3}  # noqa: E731
+        return {"precision": "fp32", "batch": b, "erudite": st(e_ips), "zoo": st(z_ips),
+                "ratio": {"latency_p90": 1.0, "throughput": e_ips / z_ips},
+                "ratio_ci95": {"latency_p90": [0.9, 1.1], "throughput": [0.0, 9.0]}, "calls": {"zoo": {"coarse": [b]}}}
+
+    rows = [row(1, 10.0, 8.0), row(8, 40.0, 12.0), row(32, 30.0, 16.0)]
+    kept = {(m, "fp32", b): Samples(round_ips=[r[m]["throughput_ips"] * f for f in (0.9, 1.0, 1.1)])
+            for r in rows for m in ("erudite", "zoo") for b in [r["batch"]]}
+    sc = scenarios(rows, kept, ["fp32"], [1, 8, 32], ["erudite", "zoo"])
+    off = sc["offline"][0]
+    assert (off["erudite"]["best_batch"], off["zoo"]["best_batch"]) == (8, 32)
+    assert off["ratio"] == pytest.approx(40.0 / 16.0) and off["paired"] is False
+    lo, hi = off["ratio_ci95"]  # unpaired: resampled from each side's own rounds (not the row's paired interval)
+    assert 40 * 0.9 / (16 * 1.1) - 1e-4 <= lo <= 2.5 <= hi <= 40 * 1.1 / (16 * 0.9) + 1e-4  # (rounded to 5 places)
+    assert [e["batch"] for e in sc["mixed_batch"]] == [8, 32] and sc["single_stream"][0]["ratio"] == 1.0
 
 
 def test_verdict_pass_fail_inconclusive():
