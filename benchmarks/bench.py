@@ -35,6 +35,7 @@ from .end_to_end import FolderImages, load_folder, measure
 from .goals import evaluate
 from .instrument import Instrumented
 from .latency import Contender, Samples, blocks_total, interleaved, split_rounds, summarize
+from .memory import measure_memory
 from .scenarios import scenarios
 from .stats import LEVEL, RESAMPLES, latency_ratio_ci, throughput_ratio_ci
 
@@ -61,6 +62,7 @@ class BenchConfig:
     min_duration_s: float = 3.0  # ... and at least this long (trtexec's --duration)
     rounds: int = 10
     cv_threshold: float = 0.10  # a series whose latencies vary more (stdev / mean) is flagged unstable
+    memory_repeats: int = 3  # fresh processes per model and precision for peak memory (0: not measured)
     threads: int | None = None
     ort_spinning: bool = False  # ONNX Runtime thread spinning (off: sessions taking turns do not slow each other)
     source: Path | None = None
@@ -78,8 +80,8 @@ class BenchConfig:
             raise UsageError(f"--batch: positive batch sizes, e.g. 1,8,32 (got {self.batches})")
         if self.iters < 1 or self.warmup < 0 or self.rounds < 1:
             raise UsageError("--iters and --rounds must be at least 1, --warmup at least 0")
-        if self.warmup_ms < 0 or self.min_duration_s < 0 or self.cv_threshold <= 0:
-            raise UsageError("--warmup-ms and --min-duration-s must be 0 or more, --cv-threshold above 0")
+        if self.warmup_ms < 0 or self.min_duration_s < 0 or self.cv_threshold <= 0 or self.memory_repeats < 0:
+            raise UsageError("--warmup-ms, --min-duration-s and --memory-repeats must be 0 or more, --cv-threshold above 0")
         bad = [p for p in self.precisions or [] if p not in PRECISIONS]
         if bad:
             raise UsageError(f"--precision {','.join(bad)}: each one of {', '.join(PRECISIONS)}")
@@ -250,7 +252,7 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
             "backend": cfg.backend, "precisions": precisions, "batches": batches, "warmup": cfg.warmup,
             "warmup_ms": cfg.warmup_ms, "iters": cfg.iters, "min_duration_s": cfg.min_duration_s,
             "rounds": len(split_rounds(cfg.iters, cfg.rounds)), "cv_threshold": cfg.cv_threshold,
-            "intervals": INTERVALS, "threads": cfg.threads, "ort_spinning": cfg.ort_spinning,
+            "intervals": INTERVALS, "memory_repeats": cfg.memory_repeats, "threads": cfg.threads, "ort_spinning": cfg.ort_spinning,
             "seed": cfg.seed,
             "zoo_routing": ZOO_ROUTING if zoo is not None else "",
             "source": str(cfg.source) if cfg.source is not None else None,
@@ -299,6 +301,7 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
             bar.add_total(len(batches) * len(models) * 2 * max(1, cfg.e2e_rounds))
         agree_images = sum(len(s) for s in eval_sets) if eval_sets else (len(folder.paths) if folder else 0)
         bar.add_total(agree_images * len(models) * len(precisions))
+        bar.add_total(cfg.memory_repeats * (len(models) + 1) * len(precisions))
 
         for group in groups:
             with ExitStack() as stack:
@@ -384,6 +387,19 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
                                 out.append(np.asarray(inst[name, p].predict(chunk)).argmax(axis=1))
                                 bar.advance(len(chunk))
                             preds[name][p] = np.concatenate(out)
+
+        if cfg.memory_repeats:
+            result["memory"] = {}
+            for p in precisions:
+                bar.describe(f"memory {p} (fresh processes)")
+                try:
+                    result["memory"][p] = measure_memory(
+                        {name: Path(getattr(cfg, "bundle" if name == "erudite" else "zoo")) for name in models},
+                        backend=cfg.backend, precision=p, threads=cfg.threads, spinning=cfg.ort_spinning, batches=batches,
+                        repeats=cfg.memory_repeats, seed=cfg.seed, on_child=bar.advance)
+                except RuntimeError as e:
+                    warn(f"memory {p} not measured: {e}")
+                    result["memory"][p] = {"error": str(e)}
 
     result["latency"] = [rows[p, b] for p in precisions for b in batches]
     result["stability"] = {"cv_threshold": cfg.cv_threshold, "unstable": unstable}

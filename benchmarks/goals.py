@@ -123,6 +123,14 @@ def evaluate(result: dict[str, Any]) -> list[Goal]:
                                 f"{size.get('erudite', 0):.1f} MB vs {size.get('zoo', 0):.1f} MB" if size.get("ratio") else "",
                                 "model files missing"))
 
+        mem = (result.get("memory") or {}).get(p) or {}
+        if mem.get("ratio") is not None:
+            goals.append(Goal(f"peak memory erudite/zoo, fresh processes ({tag})", "INFO", mem["ratio"], "(reported)",
+                              f"RSS {mem['erudite']['median_mb']:.0f} vs {mem['zoo']['median_mb']:.0f} MB, median of "
+                              f"{mem['repeats']}; without the interpreter's {mem['baseline']['median_mb']:.0f} MB: "
+                              + ("-" if mem.get("net_ratio") is None else f"{mem['net_ratio']:.3f}"),
+                              mem.get("ratio_ci95")))
+
     e2e = next((e for e in result.get("end_to_end", []) if e["precision"] == p and e["batch"] == 8), None)
     frac = e2e["erudite"]["ratio"] if e2e else None
     goals.append(_judge(f"end-to-end folder throughput at batch 8 / pure inference (erudite, {p})", frac, ">=",

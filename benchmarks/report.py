@@ -160,6 +160,32 @@ def end_to_end_table(result: dict[str, Any]) -> TableSpec | None:
                      "pure: the same images preprocessed in memory. Medians over alternating rounds.")
 
 
+def memory_table(result: dict[str, Any]) -> TableSpec | None:
+    mem = result.get("memory") or {}
+    rows = []
+    for prec, m in mem.items():
+        if "error" in m:
+            rows.append([prec, "-", "-", "-", "-", "-", m["error"]])
+            continue
+        for name in ("erudite", "zoo", "baseline"):
+            if name in m:
+                v = m[name]
+                rng = f"{min(v['peak_rss_mb']):.1f}-{max(v['peak_rss_mb']):.1f}" if v["peak_rss_mb"] else "-"
+                rows.append([prec, name, f"{_f(v['median_mb'], '.1f')} (n={len(v['peak_rss_mb'])})", rng,
+                             _f(v.get("net_median_mb"), ".1f"), _f(v.get("device_median_mb"), ".1f"), ""])
+        if "ratio" in m:
+            rows.append([prec, "erudite/zoo", f"{_f(m['ratio'], '.3f')} {_ci(m.get('ratio_ci95'))}", "",
+                         f"{_f(m.get('net_ratio'), '.3f')} {_ci(m.get('net_ratio_ci95'))}", _f(m.get("device_ratio"), ".3f"),
+                         "ratio of medians, 95 % CI"])
+    if not rows:
+        return None
+    return TableSpec("Peak memory (fresh process per measurement)",
+                     ["precision", "model", "peak RSS MB, median", "min-max", "minus baseline MB", "device MB", "note"], rows,
+                     "Peak resident set (VmHWM) of the process plus its largest child, each measurement a new process that loads the bundle "
+                     "with load_classifier and runs a few batches of every size; baseline: the same imports without a model. "
+                     "Device memory only where a GPU backend runs.")
+
+
 def accuracy_table(result: dict[str, Any]) -> TableSpec | None:
     acc = result.get("accuracy")
     if not acc:
@@ -192,7 +218,8 @@ def agreement_table(result: dict[str, Any]) -> TableSpec | None:
 
 def tables(result: dict[str, Any]) -> list[TableSpec]:
     out = [models_table(result), latency_table(result)]
-    out += [t for t in (ratio_table(result), scenario_table(result), routing_table(result), end_to_end_table(result), accuracy_table(result),
+    out += [t for t in (ratio_table(result), scenario_table(result), routing_table(result), memory_table(result),
+                        end_to_end_table(result), accuracy_table(result),
                         agreement_table(result)) if t is not None]
     return out
 

@@ -73,7 +73,7 @@ def test_bench_command_writes_json_markdown_and_png(bundles, two_precisions, tmp
     rc = main([
         "bench", "--bundle", str(two_precisions / "erudite"), "--zoo", str(two_precisions / "zoo"), "--backend", "onnxruntime",
         "--precision", "fp32,fp16", "--batch", "1,4", "--warmup", "1", "--warmup-ms", "0", "--iters", "4",
-        "--min-duration-s", "0.05", "--rounds", "2",
+        "--min-duration-s", "0.05", "--rounds", "2", "--memory-repeats", "1",
         "--source", str(bundles / "photos"), "--data", f"warm={bundles / 'data' / 'warm'}",
         "--data", f"cool={bundles / 'data' / 'cool'}", "--out", str(out),
     ])
@@ -122,10 +122,15 @@ def test_bench_command_writes_json_markdown_and_png(bundles, two_precisions, tmp
             assert e[m]["throughput_ips"] == rows[e[m]["best_batch"]][m]["throughput_ips"]
         assert e["ratio_ci95"] is not None
     assert [(e["batch"], e["zoo_split"]["fine:warm"]) for e in sc["mixed_batch"]] == [(4, [2]), (4, [2])]
+    for prec in ("fp32", "fp16"):
+        mem = result["memory"][prec]
+        assert mem["repeats"] == 1 and mem["erudite"]["median_mb"] > mem["baseline"]["median_mb"] > 0
+        assert mem["ratio"] == pytest.approx(mem["erudite"]["median_mb"] / mem["zoo"]["median_mb"])
+        assert mem["ratio_ci95"] is None and mem["erudite"]["device_mb"] is None  # one repetition; no GPU here
 
     md = (out / "bench.md").read_text()
     assert "## Latency per batch and throughput" in md and "## Goals" in md and "## Scenarios (MLPerf Inference names)" in md
-    assert "| single-stream | fp32 | 1 | p90 ms |" in md
+    assert "| single-stream | fp32 | 1 | p90 ms |" in md and "## Peak memory (fresh process per measurement)" in md
     assert "| fp32 | 1 | erudite |" in md and "| fp16 | 4 | zoo |" in md
     assert "| erudite | fp32 | 100.00 | 100.00 | 100.00 |" in md
     png = (out / "bench.png").read_bytes()
@@ -136,7 +141,7 @@ def test_precisions_one_at_a_time_give_the_same_report_layout(two_precisions):
     from benchmarks.bench import BenchConfig, run_bench
 
     cfg = BenchConfig(bundle=two_precisions / "erudite", zoo=two_precisions / "zoo", backend="onnxruntime",
-                      precisions=None, batches=[2], warmup=0, warmup_ms=0, iters=2, min_duration_s=0, rounds=1, cv_threshold=1e-9,
+                      precisions=None, batches=[2], warmup=0, warmup_ms=0, iters=2, min_duration_s=0, rounds=1, cv_threshold=1e-9, memory_repeats=0,
                       interleave_precisions=False)
     r = run_bench(cfg, progress=False)
     assert r["settings"]["precisions"] == ["fp32", "fp16"] and r["settings"]["interleave_precisions"] is False
@@ -421,6 +426,48 @@ def test_bootstrap_interval_covers_a_known_ratio():
     one = latency_ratio_ci([all_e], [all_z], 50, seed=0)
     assert one is not None and one[0] < 0.5 < one[1]
     assert throughput_ratio_ci([2.0], [1.0]) is None
+
+
+def test_memory_in_fresh_processes_sees_the_weights(bundles, tmp_path):
+    """Peak RSS of fresh processes: a bundle whose model carries 64 MB more weights peaks at least
+    64 MB higher; the ratio has a paired interval over repetitions. Measured from a parent that holds
+    a 300 MB array: a child's figure must not include the parent's pages (ru_maxrss would)."""
+    import shutil
+
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from benchmarks.memory import measure_memory
+
+    heavy = tmp_path / "heavy"
+    shutil.copytree(bundles / "erudite", heavy)
+    path = next(heavy.glob("model*.onnx"))
+    m = onnx.load(str(path))
+    ballast = np.random.default_rng(0).standard_normal(16 << 20).astype(np.float32)  # 64 MB, random: not compressible away
+    m.graph.initializer.append(numpy_helper.from_array(ballast, "ballast"))
+    out = m.graph.output[0].name
+    m.graph.node[-1].output[0] = "logits_raw"  # logits = logits_raw + 0 * sum(ballast): the ballast is a real input
+    m.graph.node.extend([helper.make_node("ReduceSum", ["ballast"], ["ballast_sum"], keepdims=0),
+                         helper.make_node("Mul", ["ballast_sum", "zero"], ["nothing"]),
+                         helper.make_node("Add", ["logits_raw", "nothing"], [out])])
+    m.graph.initializer.append(numpy_helper.from_array(np.zeros((), np.float32), "zero"))
+    onnx.save(m, str(path))
+    meta = json.loads((heavy / "bundle.json").read_text())
+    from erudite_edge.fileio import sha256_file
+
+    for entry in meta["models"]:
+        if entry["file"] == path.name:
+            entry["sha256"] = sha256_file(path)
+    (heavy / "bundle.json").write_text(json.dumps(meta))
+    parent_ballast = np.ones(300 << 18, np.float32)  # 300 MB, touched
+    r = measure_memory({"erudite": heavy, "zoo": bundles / "erudite"}, backend="onnxruntime", precision="fp32",
+                       threads=1, spinning=False, batches=[1], repeats=2, calls=1)
+    assert len(r["erudite"]["peak_rss_mb"]) == len(r["baseline"]["peak_rss_mb"]) == 2
+    extra = r["erudite"]["median_mb"] - r["zoo"]["median_mb"]
+    assert 60 < extra < 250, r  # the 64 MB initializer (ONNX Runtime may hold a copy while it loads)
+    assert r["baseline"]["median_mb"] < 280 and parent_ballast.sum() > 0
+    lo, hi = r["ratio_ci95"]
+    assert 1 < lo <= hi and r["net_ratio"] > r["ratio"]
 
 
 def test_offline_scenario_takes_each_models_best_batch():

@@ -30,6 +30,10 @@ def bench_command(
     rounds: int = typer.Option(10, min=1, help="Interleaved rounds the timed calls and time are spread over."),
     cv_threshold: float = typer.Option(10.0, "--cv-threshold", min=0.001,
                                        help="Flag a series unstable when its latencies' CV (stdev / mean) exceeds this many %."),
+    memory_repeats: int = typer.Option(
+        3, "--memory-repeats", min=0,
+        help="Peak memory (RSS of the process tree; device memory on a GPU) of each model in this many fresh processes "
+             "per precision, alternating; 0: not measured."),
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for ONNX Runtime (default: its own)."),
     ort_spinning: bool = typer.Option(
         False, "--ort-spinning/--no-ort-spinning",
@@ -60,7 +64,7 @@ def bench_command(
     cfg = BenchConfig(
         bundle=bundle, zoo=zoo, backend=backend, precisions=parse_precisions(precision),
         batches=parse_int_list(batch, "--batch"), warmup=warmup, warmup_ms=warmup_ms, iters=iters,
-        min_duration_s=min_duration_s, rounds=rounds, cv_threshold=cv_threshold / 100.0, threads=threads,
+        min_duration_s=min_duration_s, rounds=rounds, cv_threshold=cv_threshold / 100.0, memory_repeats=memory_repeats, threads=threads,
         ort_spinning=ort_spinning,
         source=source, source_limit=source_limit, data=list(data or []), data_limit=data_limit, workers=workers,
         interleave_precisions=interleave_precisions,
