@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import statistics
 import os
 import platform
 import sys
@@ -35,6 +36,7 @@ from .end_to_end import FolderImages, load_folder, measure
 from .goals import evaluate
 from .instrument import Instrumented
 from .latency import Contender, Samples, blocks_total, interleaved, split_rounds, summarize
+from .environment import PowerMeter, environment
 from .memory import measure_memory
 from .scenarios import scenarios
 from .stats import LEVEL, RESAMPLES, latency_ratio_ci, throughput_ratio_ci
@@ -241,6 +243,8 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
     if cfg.source is not None:
         folder = load_folder(str(cfg.source), erudite.preprocess, cfg.source_limit, warn)
     eval_batch = min(32, max(batches))
+    meter = PowerMeter()  # a Jetson's board power monitor: energy per image where readable
+    power_on = meter.available
 
     result: dict[str, Any] = {
         "format": FORMAT,
@@ -248,6 +252,7 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": cfg.command,
         "host": host_facts(),
+        "environment": environment(meter),
         "settings": {
             "backend": cfg.backend, "precisions": precisions, "batches": batches, "warmup": cfg.warmup,
             "warmup_ms": cfg.warmup_ms, "iters": cfg.iters, "min_duration_s": cfg.min_duration_s,
@@ -324,7 +329,11 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
                 for b in batches:
                     bar.describe(f"timing {'/'.join(group)} batch {b}")
                     x = synthetic_batch(erudite, b, cfg.seed)
-                    contenders = [Contender(f"{name}/{p}", b, inst[name, p].timed_step(x)) for p in group for name in models]
+                    power: dict[str, list[float]] = {}
+                    contenders = [Contender(f"{name}/{p}", b, _with_power(inst[name, p].timed_step(x), meter,
+                                                                           power.setdefault(f"{name}/{p}", []))
+                                            if power_on else inst[name, p].timed_step(x))
+                                  for p in group for name in models]
                     for i in inst.values():
                         i.reset()
                     samples = interleaved(contenders, warmup=cfg.warmup, iters=cfg.iters, rounds=cfg.rounds,
@@ -343,6 +352,10 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
                         row["calls"] = calls
                         for name in models:
                             row[name] = summarize(samples[f"{name}/{p}"], b).to_dict()
+                            pw = power.get(f"{name}/{p}") or []
+                            row[name]["power_mw"] = statistics.median(pw) if pw else None
+                            row[name]["energy_mj_per_image"] = (row[name]["power_mw"] * row[name]["p50_ms"] / 1e3 / b
+                                                                if pw else None)
                             cv = row[name]["cv"]
                             row[name]["unstable"] = cv is not None and cv > cfg.cv_threshold
                             if row[name]["unstable"]:
@@ -421,6 +434,20 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
             result["agreement"] = ag
     result["goals"] = [g.to_dict() for g in evaluate(result)]
     return _finite(result)
+
+
+def _with_power(step: Callable[[], Any], meter: PowerMeter, readings: list[float]) -> Callable[[], Any]:
+    """The step, then one reading of the board's power (mW) while the model's work is fresh: the
+    monitor averages over its own window, so a reading right after a call reflects that call."""
+
+    def run() -> Any:
+        out = step()
+        mw = meter.read()
+        if mw is not None:
+            readings.append(mw)
+        return out
+
+    return run
 
 
 def erudite_zoo_ratios(e: Samples, z: Samples, row: dict[str, Any],

@@ -215,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     bundles = {"erudite": args.erudite, **({"zoo": args.zoo} if args.zoo else {})}
     result = measure_memory(bundles, backend=args.backend, precision=args.precision, threads=args.threads,
                             spinning=args.spinning, batches=args.batch, repeats=args.repeats, calls=args.calls)
+    from .environment import environment
+
+    result["environment"] = environment()
     print(json.dumps(result, indent=2))
     return 0
 

@@ -60,7 +60,7 @@ def models_table(result: dict[str, Any]) -> TableSpec:
 
 def latency_table(result: dict[str, Any]) -> TableSpec:
     header = ["precision", "batch", "model", "n", "mean ms", "p50 ms", "p90 ms", "p99 ms", "CV %", "timed s",
-              "images/s", "device p50 ms"]
+              "images/s", "device p50 ms", "mJ/image"]
     rows = []
     for r in result.get("latency", []):
         for name in ("erudite", "zoo"):
@@ -69,12 +69,14 @@ def latency_table(result: dict[str, Any]) -> TableSpec:
                 cv = _pct(st.get("cv")) + (" (!)" if st.get("unstable") else "")
                 rows.append([r["precision"], str(r["batch"]), name, str(st["n"]), _f(st["mean_ms"]), _f(st["p50_ms"]),
                              _f(st["p90_ms"]), _f(st["p99_ms"]), cv, _f(st.get("duration_s"), ".1f"),
-                             _f(st["throughput_ips"], ".1f"), _f(st.get("compute_p50_ms"))])
+                             _f(st["throughput_ips"], ".1f"), _f(st.get("compute_p50_ms")),
+                             _f(st.get("energy_mj_per_image"), ".1f")])
     s = result["settings"]
     note = (f"n: timed calls behind each percentile. Each model: at least {s['iters']} calls and "
             f"{s.get('min_duration_s', 0):g} s, after at least {s['warmup']} warm-up calls and {s.get('warmup_ms', 0):g} ms; "
             f"the models (and precisions) interleaved over {s['rounds']} rounds; images/s is the median over rounds; "
-            "CV: stdev / mean of the call latencies; device time only where the backend separates it.")
+            "CV: stdev / mean of the call latencies; device time only where the backend separates it; "
+            "mJ/image: board input power during the calls x p50 latency / batch, where a power monitor is readable (Jetson).")
     return TableSpec("Latency per batch and throughput", header, rows, note)
 
 
@@ -283,6 +285,14 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _env_value(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(str(x) for x in v)
+    return str(v)
+
+
 def to_markdown(result: dict[str, Any]) -> str:
     h = result.get("host", {})
     s = result["settings"]
@@ -307,6 +317,11 @@ def to_markdown(result: dict[str, Any]) -> str:
         parts.append("## Stability\n")
         parts.append("\n".join(f"- **warning**: {line}" for line in unstable)
                      + "\n\nA noisy series widens the ratio's interval; rerun on a quieter machine for a tighter one.\n")
+    env = result.get("environment")
+    if env:
+        parts.append("## Environment\n")
+        parts.append(markdown_table(["key", "value"], [[k, _env_value(v)] for k, v in env.items()]))
+        parts.append("Null (-) where this machine cannot tell (no GPU, not a Jetson, no jetson-stats).\n")
     parts.append("## Goals\n")
     note = setting_note(result)
     if note:

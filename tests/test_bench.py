@@ -111,6 +111,10 @@ def test_bench_command_writes_json_markdown_and_png(bundles, two_precisions, tmp
             lo, hi = row["ratio_ci95"][key]
             assert 0 < lo <= hi, (key, row)
     assert result["stability"]["cv_threshold"] == 0.10
+    from benchmarks.environment import ENV_KEYS
+
+    assert tuple(result["environment"]) == ENV_KEYS and result["environment"]["cpu_cores"] >= 1
+    assert all(row[m]["energy_mj_per_image"] is None for row in result["latency"] for m in ("erudite", "zoo"))  # no monitor
     sc = result["scenarios"]
     assert [(e["precision"], e["batch"]) for e in sc["single_stream"]] == [("fp32", 1), ("fp16", 1)]
     assert sc["single_stream"][0]["ratio"] == result["latency"][0]["ratio"]["latency_p90"]
@@ -490,6 +494,48 @@ def test_offline_scenario_takes_each_models_best_batch():
     lo, hi = off["ratio_ci95"]  # unpaired: resampled from each side's own rounds (not the row's paired interval)
     assert 40 * 0.9 / (16 * 1.1) - 1e-4 <= lo <= 2.5 <= hi <= 40 * 1.1 / (16 * 0.9) + 1e-4  # (rounded to 5 places)
     assert [e["batch"] for e in sc["mixed_batch"]] == [8, 32] and sc["single_stream"][0]["ratio"] == 1.0
+
+
+def test_environment_record_has_every_key():
+    from benchmarks.environment import ENV_KEYS, environment
+
+    env = environment()
+    assert tuple(env) == ENV_KEYS  # every key, in order: None where unknown, never missing
+    assert env["cpu_cores"] == __import__("os").cpu_count() and env["python"]
+    import onnxruntime
+
+    assert env["onnxruntime"] == onnxruntime.__version__ and "CPUExecutionProvider" in env["onnxruntime_providers"]
+    assert env["jetson_clocks"] in (None, True, False)
+    assert env["power_mw"] is None or isinstance(env["power_mw"], float)
+
+
+def test_jetson_facts_parsers_on_jetson_files(tmp_path):
+    """The Jetson readers on copies of what a Jetson holds (no Jetson here: the files are written by
+    the test, the parsing is the real code's)."""
+    from benchmarks.environment import PowerMeter, l4t_release, nvpmodel_mode
+
+    rel = "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, DATE: Tue Aug  1 19:57:35 UTC 2023"
+    assert l4t_release(lambda p: rel if p == "/etc/nv_tegra_release" else None) == "R35.4.1"
+    assert l4t_release(lambda p: None) is None
+    assert nvpmodel_mode(lambda cmd: "NV Power Mode: MAXN\n0") == "MAXN (0)"
+    assert nvpmodel_mode(lambda cmd: None) is None
+    # Orin: hwmon of the INA3221 (mV, mA); VDD_IN is the module's input rail
+    hw = tmp_path / "ina3221" / "1-0040" / "hwmon" / "hwmon3"
+    hw.mkdir(parents=True)
+    for n, (label, mv, ma) in enumerate([("VDD_IN", 5000, 1500), ("VDD_CPU_GPU_CV", 5000, 400)], start=1):
+        (hw / f"in{n}_label").write_text(label + "\n")
+        (hw / f"in{n}_input").write_text(f"{mv}\n")
+        (hw / f"curr{n}_input").write_text(f"{ma}\n")
+    m = PowerMeter(root=str(tmp_path))
+    assert m.source == "VDD_IN" and m.available and m.read() == pytest.approx(7500.0)
+    # Nano / Xavier: iio in_power (mW)
+    iio = tmp_path / "old" / "ina3221x" / "6-0040" / "iio:device0"
+    iio.mkdir(parents=True)
+    (iio / "rail_name_0").write_text("POM_5V_IN\n")
+    (iio / "in_power0_input").write_text("3120\n")
+    old = PowerMeter(root=str(tmp_path / "old"))
+    assert old.source == "POM_5V_IN" and old.read() == 3120.0
+    assert not PowerMeter(root=str(tmp_path / "nothing")).available
 
 
 def test_verdict_pass_fail_inconclusive():
