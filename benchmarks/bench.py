@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-import statistics
 import os
 import platform
+import statistics
 import sys
+import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,14 @@ class BenchConfig:
     rounds: int = 10
     cv_threshold: float = 0.10  # a series whose latencies vary more (stdev / mean) is flagged unstable
     memory_repeats: int = 3  # fresh processes per model and precision for peak memory (0: not measured)
+    cuda_graph: bool = False  # TensorRT: execute through a captured CUDA graph (trtexec --useCudaGraph)
+    data_transfers: bool = True  # False: TensorRT times compute only, no host<->device copies (trtexec --noDataTransfers)
+
+    def runner_options(self) -> dict[str, Any]:
+        """The runner options that differ from the runners' defaults (load_runner passes them to the
+        backends that take them; the others warn and ignore them)."""
+        return {**({"cuda_graph": True} if self.cuda_graph else {}),
+                **({"data_transfers": False} if not self.data_transfers else {})}
     threads: int | None = None
     ort_spinning: bool = False  # ONNX Runtime thread spinning (off: sessions taking turns do not slow each other)
     source: Path | None = None
@@ -257,7 +266,8 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
             "backend": cfg.backend, "precisions": precisions, "batches": batches, "warmup": cfg.warmup,
             "warmup_ms": cfg.warmup_ms, "iters": cfg.iters, "min_duration_s": cfg.min_duration_s,
             "rounds": len(split_rounds(cfg.iters, cfg.rounds)), "cv_threshold": cfg.cv_threshold,
-            "intervals": INTERVALS, "memory_repeats": cfg.memory_repeats, "threads": cfg.threads, "ort_spinning": cfg.ort_spinning,
+            "intervals": INTERVALS, "memory_repeats": cfg.memory_repeats,
+            "cuda_graph": cfg.cuda_graph, "data_transfers": cfg.data_transfers, "threads": cfg.threads, "ort_spinning": cfg.ort_spinning,
             "seed": cfg.seed,
             "zoo_routing": ZOO_ROUTING if zoo is not None else "",
             "source": str(cfg.source) if cfg.source is not None else None,
@@ -297,6 +307,7 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
     groups = [precisions] if cfg.interleave_precisions else [[p] for p in precisions]
     rows: dict[tuple[str, int], dict[str, Any]] = {}
     unstable: list[str] = []
+    ignored_options: list[str] = []
     kept: dict[tuple[str, str, int], Samples] = {}  # every series' samples, for the scenarios' intervals
 
     with _Progress(console, progress) as bar:
@@ -314,7 +325,14 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
                 for p in group:
                     for name, bdl in bundles.items():
                         bar.describe(f"loading {name} {p}")
-                        c = load_classifier(bdl, cfg.backend, p, cfg.threads, announce=announce, spinning=cfg.ort_spinning)
+                        with warnings.catch_warnings(record=True) as caught:
+                            warnings.simplefilter("always", RuntimeWarning)
+                            c = load_classifier(bdl, cfg.backend, p, cfg.threads, announce=announce,
+                                                spinning=cfg.ort_spinning, options=cfg.runner_options())
+                        for msg in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)):
+                            if msg not in ignored_options:
+                                ignored_options.append(msg)
+                                warn(f"{name} {p}: {msg}")
                         inst[name, p] = Instrumented(c, forced_routing=True)
                         stack.callback(inst[name, p].close)
                 for p in group:
@@ -409,12 +427,13 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
                     result["memory"][p] = measure_memory(
                         {name: Path(getattr(cfg, "bundle" if name == "erudite" else "zoo")) for name in models},
                         backend=cfg.backend, precision=p, threads=cfg.threads, spinning=cfg.ort_spinning, batches=batches,
-                        repeats=cfg.memory_repeats, seed=cfg.seed, on_child=bar.advance)
+                        repeats=cfg.memory_repeats, seed=cfg.seed, on_child=bar.advance, options=cfg.runner_options())
                 except RuntimeError as e:
                     warn(f"memory {p} not measured: {e}")
                     result["memory"][p] = {"error": str(e)}
 
     result["latency"] = [rows[p, b] for p in precisions for b in batches]
+    result["settings"]["runner_options_ignored"] = ignored_options
     result["stability"] = {"cv_threshold": cfg.cv_threshold, "unstable": unstable}
     result["scenarios"] = scenarios(result["latency"], kept, precisions, batches, models, cfg.seed)
     accuracy = {m: {p: accuracy[m][p] for p in precisions if p in accuracy[m]} for m in models}

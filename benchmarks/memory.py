@@ -30,6 +30,7 @@ import os
 import statistics
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -79,8 +80,12 @@ def child_main(args: argparse.Namespace) -> int:
         bundle = Bundle.load(args.bundle)
         gpu = args.backend in ("auto", "tensorrt")
         before = device_used_mb() if gpu else None
-        clf = Instrumented(load_classifier(bundle, args.backend, args.precision, args.threads, announce=None,
-                                           spinning=args.spinning), forced_routing=True)
+        options = {**({"cuda_graph": True} if args.cuda_graph else {}),
+                   **({"data_transfers": False} if args.no_data_transfers else {})}
+        with warnings.catch_warnings():  # the parent's bench has said so already
+            warnings.simplefilter("ignore", RuntimeWarning)
+            clf = Instrumented(load_classifier(bundle, args.backend, args.precision, args.threads, announce=None,
+                                               spinning=args.spinning, options=options), forced_routing=True)
         h, w = bundle.preprocess.input_size
         for b in args.batch:
             shape = (b, 3, h, w) if bundle.preprocess.layout == "NCHW" else (b, h, w, 3)
@@ -146,11 +151,13 @@ def _median(values: Sequence[float | None]) -> float | None:
 
 def measure_memory(bundles: dict[str, Path], *, backend: str, precision: str, threads: int | None, spinning: bool,
                    batches: Sequence[int], repeats: int, calls: int = 3, seed: int = 0,
-                   on_child: Callable[[], None] | None = None) -> dict[str, Any]:
+                   on_child: Callable[[], None] | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Peak RSS (and device memory) of every bundle in `repeats` fresh processes each, with a
     no-model baseline; erudite/zoo ratios with paired bootstrap intervals over repetitions."""
     common = ["--backend", backend, "--precision", precision, "--batch", ",".join(map(str, batches)),
-              "--calls", str(calls)] + (["--threads", str(threads)] if threads else []) + (["--spinning"] if spinning else [])
+              "--calls", str(calls)] + (["--threads", str(threads)] if threads else []) + (["--spinning"] if spinning else []) \
+        + (["--cuda-graph"] if (options or {}).get("cuda_graph") else []) \
+        + (["--no-data-transfers"] if (options or {}).get("data_transfers") is False else [])
     names = [*bundles, "baseline"]
     peaks: dict[str, list[float]] = {n: [] for n in names}
     device: dict[str, list[float | None]] = {n: [] for n in names}
@@ -203,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--spinning", action="store_true")
+    ap.add_argument("--cuda-graph", action="store_true", help="TensorRT runner option (others ignore it)")
+    ap.add_argument("--no-data-transfers", action="store_true", help="TensorRT runner option (others ignore it)")
     ap.add_argument("--batch", default="1,8")
     ap.add_argument("--calls", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=3)

@@ -305,7 +305,9 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"- erudite bundle: `{result['bundles']['erudite']['path']}`"
         + (f"; zoo bundle: `{result['bundles']['zoo']['path']}`" if "zoo" in result["bundles"] else ""),
         f"- backend: {s['backend']}; precisions: {', '.join(s['precisions'])}; batches: {', '.join(map(str, s['batches']))}; "
-        f"threads: {s.get('threads') or 'default'}; ONNX Runtime spinning: {'on' if s.get('ort_spinning') else 'off'}\n",
+        f"threads: {s.get('threads') or 'default'}; ONNX Runtime spinning: {'on' if s.get('ort_spinning') else 'off'}; "
+        f"CUDA graph: {'on' if s.get('cuda_graph') else 'off'}; data transfers: {'off' if s.get('data_transfers') is False else 'on'}"
+        + "".join(f"\n- warning: {m}" for m in s.get("runner_options_ignored") or []) + "\n",
     ]
     for spec in tables(result):
         parts.append(f"## {spec.title}\n")

@@ -111,6 +111,8 @@ def test_bench_command_writes_json_markdown_and_png(bundles, two_precisions, tmp
             lo, hi = row["ratio_ci95"][key]
             assert 0 < lo <= hi, (key, row)
     assert result["stability"]["cv_threshold"] == 0.10
+    assert result["settings"]["cuda_graph"] is False and result["settings"]["data_transfers"] is True
+    assert result["settings"]["runner_options_ignored"] == []
     from benchmarks.environment import ENV_KEYS
 
     assert tuple(result["environment"]) == ENV_KEYS and result["environment"]["cpu_cores"] >= 1
@@ -169,6 +171,32 @@ def test_bench_refuses_a_missing_precision_and_swapped_bundles(bundles, tmp_path
     rc = main(["bench", "--bundle", str(bundles / "zoo"), "--out", str(tmp_path)])
     assert rc == 2 and "pass it with --zoo" in capsys.readouterr().err
     assert not (tmp_path / "bench.json").exists()
+
+
+def test_tensorrt_only_options_reach_runners_that_take_them_and_warn_elsewhere(bundles):
+    """--cuda-graph / --no-data-transfers travel as runner options: a runner factory that takes them
+    gets them (takes_keyword), ONNX Runtime's runners ignore them with one warning each."""
+    import warnings
+
+    from benchmarks.bench import BenchConfig
+    from erudite_edge.backends import takes_keyword
+
+    def trt_like(bundle, role, precision, *, cuda_graph=False, data_transfers=True): ...
+    def old_trt(bundle, role, precision): ...
+    def any_kw(bundle, **kw): ...
+    assert takes_keyword(trt_like, "cuda_graph") and takes_keyword(trt_like, "data_transfers")
+    assert not takes_keyword(old_trt, "cuda_graph") and takes_keyword(any_kw, "cuda_graph")
+
+    cfg = BenchConfig(bundle=bundles / "erudite", cuda_graph=True, data_transfers=False)
+    assert cfg.runner_options() == {"cuda_graph": True, "data_transfers": False}
+    assert BenchConfig(bundle=bundles / "erudite").runner_options() == {}
+    with pytest.warns(RuntimeWarning, match="onnxruntime runner ignores cuda_graph=True, data_transfers=False"):
+        zoo = load_classifier(Bundle.load(bundles / "zoo"), "onnxruntime", options=cfg.runner_options(), announce=None)
+    assert zoo.predict(_images(["red"])).shape == (1, 4)
+    zoo.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no option, no warning
+        load_classifier(Bundle.load(bundles / "erudite"), "onnxruntime", announce=None).close()
 
 
 def test_bench_modules_import_without_torch():

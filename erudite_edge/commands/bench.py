@@ -34,6 +34,13 @@ def bench_command(
         3, "--memory-repeats", min=0,
         help="Peak memory (RSS of the process tree; device memory on a GPU) of each model in this many fresh processes "
              "per precision, alternating; 0: not measured."),
+    cuda_graph: bool = typer.Option(
+        False, "--cuda-graph",
+        help="TensorRT: run each engine through a captured CUDA graph (trtexec --useCudaGraph). Other backends ignore it, with a warning."),
+    data_transfers: bool = typer.Option(
+        True, "--data-transfers/--no-data-transfers",
+        help="--no-data-transfers: TensorRT times compute only, without host<->device copies (trtexec --noDataTransfers). "
+             "Other backends ignore it, with a warning."),
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for ONNX Runtime (default: its own)."),
     ort_spinning: bool = typer.Option(
         False, "--ort-spinning/--no-ort-spinning",
@@ -64,7 +71,8 @@ def bench_command(
     cfg = BenchConfig(
         bundle=bundle, zoo=zoo, backend=backend, precisions=parse_precisions(precision),
         batches=parse_int_list(batch, "--batch"), warmup=warmup, warmup_ms=warmup_ms, iters=iters,
-        min_duration_s=min_duration_s, rounds=rounds, cv_threshold=cv_threshold / 100.0, memory_repeats=memory_repeats, threads=threads,
+        min_duration_s=min_duration_s, rounds=rounds, cv_threshold=cv_threshold / 100.0, memory_repeats=memory_repeats,
+        cuda_graph=cuda_graph, data_transfers=data_transfers, threads=threads,
         ort_spinning=ort_spinning,
         source=source, source_limit=source_limit, data=list(data or []), data_limit=data_limit, workers=workers,
         interleave_precisions=interleave_precisions,
