@@ -17,6 +17,7 @@ while a model runs to give energy per image.
 
 from __future__ import annotations
 
+import functools
 import glob
 import importlib.metadata as md
 import importlib.util
@@ -113,14 +114,14 @@ class PowerMeter:
                 name = _read(label_path)
                 volt, curr = f"{hw}/in{n}_input", f"{hw}/curr{n}_input"
                 if name and os.path.exists(volt) and os.path.exists(curr):
-                    self.rails[name] = lambda v=volt, c=curr: _mul_mw(v, c)
+                    self.rails[name] = functools.partial(_mul_mw, volt, curr)
         for dev in glob.glob(f"{root}/ina3221x/*/iio:device*"):
             for name_path in glob.glob(f"{dev}/rail_name_*"):
                 n = name_path.rsplit("_", 1)[-1]
                 name = _read(name_path)
                 power = f"{dev}/in_power{n}_input"
                 if name and os.path.exists(power):
-                    self.rails[name] = lambda p=power: _float(_read(p))
+                    self.rails[name] = functools.partial(_read_mw, power)
         self.source = next((r for r in self.INPUT_RAILS if r in self.rails), "sum of rails" if self.rails else None)
 
     @property
@@ -141,6 +142,10 @@ def _float(text: str | None) -> float | None:
         return float(text) if text is not None else None
     except ValueError:
         return None
+
+
+def _read_mw(path: str) -> float | None:
+    return _float(_read(path))
 
 
 def _mul_mw(volt_path: str, curr_path: str) -> float | None:

@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iters", type=int, default=10, help="at least this many timed calls per model and batch")
     ap.add_argument("--min-duration-s", type=float, default=3.0, help="and at least this many seconds")
     ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--memory-repeats", type=int, default=3, help="fresh processes per model for peak memory (0: skip)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--ort-spinning", action="store_true",
                     help="ONNX Runtime thread spinning on (its default; off is the fair setting: see onnxruntime_runner)")
@@ -173,12 +174,13 @@ def main(argv: list[str] | None = None) -> int:
         cfg = BenchConfig(bundle=erudite, zoo=zoo, backend="onnxruntime", precisions=precisions, batches=batches,
                           warmup=args.warmup, warmup_ms=args.warmup_ms, iters=args.iters,
                           min_duration_s=args.min_duration_s, rounds=args.rounds, threads=args.threads,
+                          memory_repeats=args.memory_repeats,
                           ort_spinning=args.ort_spinning,
                           source=photos, source_limit=args.source_limit, seed=args.seed,
                           command=f"erudite-edge bench --bundle {erudite} --zoo {zoo} --backend onnxruntime "
                                   f"--precision {','.join(precisions)} --batch {args.batch} --warmup {args.warmup} "
                                   f"--warmup-ms {args.warmup_ms:g} --iters {args.iters} --min-duration-s {args.min_duration_s:g} "
-                                  f"--rounds {args.rounds} --source {photos} "
+                                  f"--rounds {args.rounds} --memory-repeats {args.memory_repeats} --source {photos} "
                                   f"--source-limit {args.source_limit}"
                                   + (f" --threads {args.threads}" if args.threads else "")
                                   + (" --ort-spinning" if args.ort_spinning else ""))
