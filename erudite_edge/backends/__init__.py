@@ -146,6 +146,7 @@ def load_runner(
         from .torch_runner import TorchRunner
 
         runner: Runner = TorchRunner(bundle.meta["checkpoint"], role=role, precision=precision)
+        _warn_ignored("torch", ignored)
         if announce is not None:
             announce(f"backend: torch {precision} on {runner.describe()['device']} ({choice.reason})")
         return runner
@@ -164,9 +165,7 @@ def load_runner(
         from .onnxruntime_runner import OnnxRuntimeRunner
 
         runner = OnnxRuntimeRunner(bundle.path(entry), precision=precision, threads=threads, spinning=spinning)
-    if ignored:
-        warnings.warn(f"{choice.backend} runner ignores {', '.join(f'{k}={v}' for k, v in ignored.items())} "
-                      "(an option this backend's runner does not take)", RuntimeWarning, stacklevel=2)
+    _warn_ignored(choice.backend, ignored)
     outputs = runner_outputs(runner)
     expected = bundle.expected_outputs(role)
     if outputs is not None and outputs != expected:
@@ -179,6 +178,12 @@ def load_runner(
         extra = f", {providers[0]}" if providers else ""
         announce(f"backend: {choice.backend} {precision}{extra} ({choice.reason})")
     return runner
+
+
+def _warn_ignored(backend: str, ignored: Mapping[str, Any]) -> None:
+    if ignored:
+        warnings.warn(f"{backend} runner ignores {', '.join(f'{k}={v}' for k, v in ignored.items())} "
+                      "(an option this backend's runner does not take)", RuntimeWarning, stacklevel=3)
 
 
 def takes_keyword(fn: Callable[..., Any], name: str) -> bool:
