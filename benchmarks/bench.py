@@ -18,7 +18,9 @@ import datetime as _dt
 import math
 import os
 import platform
+import statistics
 import sys
+import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,11 +36,18 @@ from .complexity import ComplexityUnavailable, bundle_complexity, model_files_mb
 from .end_to_end import FolderImages, load_folder, measure
 from .goals import evaluate
 from .instrument import Instrumented
-from .latency import Contender, calls_total, interleaved, summarize
+from .latency import Contender, Samples, blocks_total, interleaved, split_rounds, summarize
+from .environment import PowerMeter, environment
+from .memory import measure_memory
+from .scenarios import scenarios
+from .stats import LEVEL, RESAMPLES, latency_ratio_ci, throughput_ratio_ci
 
 ZOO_ROUTING = ("Zoo timing input: a mixed batch whose routing is forced to split evenly across the data sets "
                "(image i to data set (i + k) mod N): the coarse model runs on all B images, each fine model on its "
                "B/N; at batch 1 the image goes to each fine model in turn.")
+INTERVALS = (f"{100 * LEVEL:g} % paired bootstrap intervals: the interleaved rounds resampled ({RESAMPLES} times, "
+             "the same rounds for both sides of a ratio), latency percentiles over the pooled calls of the "
+             "resampled rounds, throughput the median of their images/s; percentile interval, seeded")
 FORMAT = "erudite-edge-bench"
 FORMAT_VERSION = 1
 
@@ -50,10 +59,23 @@ class BenchConfig:
     backend: str = "auto"
     precisions: list[str] | None = None  # None: every precision both bundles hold for every role
     batches: list[int] = field(default_factory=lambda: [1, 8, 32])
-    warmup: int = 3
-    iters: int = 20
-    rounds: int = 5
+    warmup: int = 3  # at least this many warm-up calls per contender and batch size ...
+    warmup_ms: float = 200.0  # ... and at least this long (trtexec's --warmUp)
+    iters: int = 20  # at least this many timed calls per contender and batch size ...
+    min_duration_s: float = 3.0  # ... and at least this long (trtexec's --duration)
+    rounds: int = 10
+    cv_threshold: float = 0.10  # a series whose latencies vary more (stdev / mean) is flagged unstable
+    memory_repeats: int = 3  # fresh processes per model and precision for peak memory (0: not measured)
+    cuda_graph: bool = False  # TensorRT: execute through a captured CUDA graph (trtexec --useCudaGraph)
+    data_transfers: bool = True  # False: TensorRT times compute only, no host<->device copies (trtexec --noDataTransfers)
+
+    def runner_options(self) -> dict[str, Any]:
+        """The runner options that differ from the runners' defaults (load_runner passes them to the
+        backends that take them; the others warn and ignore them)."""
+        return {**({"cuda_graph": True} if self.cuda_graph else {}),
+                **({"data_transfers": False} if not self.data_transfers else {})}
     threads: int | None = None
+    ort_spinning: bool = False  # ONNX Runtime thread spinning (off: sessions taking turns do not slow each other)
     source: Path | None = None
     source_limit: int | None = None
     data: list[str] = field(default_factory=list)
@@ -69,6 +91,8 @@ class BenchConfig:
             raise UsageError(f"--batch: positive batch sizes, e.g. 1,8,32 (got {self.batches})")
         if self.iters < 1 or self.warmup < 0 or self.rounds < 1:
             raise UsageError("--iters and --rounds must be at least 1, --warmup at least 0")
+        if self.warmup_ms < 0 or self.min_duration_s < 0 or self.cv_threshold <= 0 or self.memory_repeats < 0:
+            raise UsageError("--warmup-ms, --min-duration-s and --memory-repeats must be 0 or more, --cv-threshold above 0")
         bad = [p for p in self.precisions or [] if p not in PRECISIONS]
         if bad:
             raise UsageError(f"--precision {','.join(bad)}: each one of {', '.join(PRECISIONS)}")
@@ -228,6 +252,8 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
     if cfg.source is not None:
         folder = load_folder(str(cfg.source), erudite.preprocess, cfg.source_limit, warn)
     eval_batch = min(32, max(batches))
+    meter = PowerMeter()  # a Jetson's board power monitor: energy per image where readable
+    power_on = meter.available
 
     result: dict[str, Any] = {
         "format": FORMAT,
@@ -235,9 +261,14 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": cfg.command,
         "host": host_facts(),
+        "environment": environment(meter),
         "settings": {
             "backend": cfg.backend, "precisions": precisions, "batches": batches, "warmup": cfg.warmup,
-            "iters": cfg.iters, "rounds": min(cfg.rounds, cfg.iters), "threads": cfg.threads, "seed": cfg.seed,
+            "warmup_ms": cfg.warmup_ms, "iters": cfg.iters, "min_duration_s": cfg.min_duration_s,
+            "rounds": len(split_rounds(cfg.iters, cfg.rounds)), "cv_threshold": cfg.cv_threshold,
+            "intervals": INTERVALS, "memory_repeats": cfg.memory_repeats,
+            "cuda_graph": cfg.cuda_graph, "data_transfers": cfg.data_transfers, "threads": cfg.threads, "ort_spinning": cfg.ort_spinning,
+            "seed": cfg.seed,
             "zoo_routing": ZOO_ROUTING if zoo is not None else "",
             "source": str(cfg.source) if cfg.source is not None else None,
             "source_images": len(folder.paths) if folder else 0, "e2e_rounds": cfg.e2e_rounds, "workers": cfg.workers,
@@ -275,14 +306,18 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
     # Precisions measured together (loaded at once, timed interleaved) unless memory forbids it.
     groups = [precisions] if cfg.interleave_precisions else [[p] for p in precisions]
     rows: dict[tuple[str, int], dict[str, Any]] = {}
+    unstable: list[str] = []
+    ignored_options: list[str] = []
+    kept: dict[tuple[str, str, int], Samples] = {}  # every series' samples, for the scenarios' intervals
 
     with _Progress(console, progress) as bar:
-        per_batch = calls_total(len(models), cfg.warmup, cfg.iters) + len(models)
+        per_batch = blocks_total(len(models), cfg.iters, cfg.rounds) + len(models)  # in blocks of calls
         bar.add_total(per_batch * len(batches) * len(precisions))
         if folder is not None:
             bar.add_total(len(batches) * len(models) * 2 * max(1, cfg.e2e_rounds))
         agree_images = sum(len(s) for s in eval_sets) if eval_sets else (len(folder.paths) if folder else 0)
         bar.add_total(agree_images * len(models) * len(precisions))
+        bar.add_total(cfg.memory_repeats * (len(models) + 1) * len(precisions))
 
         for group in groups:
             with ExitStack() as stack:
@@ -290,7 +325,14 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
                 for p in group:
                     for name, bdl in bundles.items():
                         bar.describe(f"loading {name} {p}")
-                        c = load_classifier(bdl, cfg.backend, p, cfg.threads, announce=announce)
+                        with warnings.catch_warnings(record=True) as caught:
+                            warnings.simplefilter("always", RuntimeWarning)
+                            c = load_classifier(bdl, cfg.backend, p, cfg.threads, announce=announce,
+                                                spinning=cfg.ort_spinning, options=cfg.runner_options())
+                        for msg in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)):
+                            if msg not in ignored_options:
+                                ignored_options.append(msg)
+                                warn(f"{name} {p}: {msg}")
                         inst[name, p] = Instrumented(c, forced_routing=True)
                         stack.callback(inst[name, p].close)
                 for p in group:
@@ -305,11 +347,16 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
                 for b in batches:
                     bar.describe(f"timing {'/'.join(group)} batch {b}")
                     x = synthetic_batch(erudite, b, cfg.seed)
-                    contenders = [Contender(f"{name}/{p}", b, inst[name, p].timed_step(x)) for p in group for name in models]
+                    power: dict[str, list[float]] = {}
+                    contenders = [Contender(f"{name}/{p}", b, _with_power(inst[name, p].timed_step(x), meter,
+                                                                           power.setdefault(f"{name}/{p}", []))
+                                            if power_on else inst[name, p].timed_step(x))
+                                  for p in group for name in models]
                     for i in inst.values():
                         i.reset()
                     samples = interleaved(contenders, warmup=cfg.warmup, iters=cfg.iters, rounds=cfg.rounds,
-                                          on_call=bar.advance)
+                                          warmup_ms=cfg.warmup_ms, min_duration_s=cfg.min_duration_s,
+                                          on_block=bar.advance)
                     for p in group:
                         row: dict[str, Any] = {"precision": p, "batch": b,
                                                "backend": {name: inst[name, p].backend for name in models},
@@ -323,9 +370,21 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
                         row["calls"] = calls
                         for name in models:
                             row[name] = summarize(samples[f"{name}/{p}"], b).to_dict()
+                            pw = power.get(f"{name}/{p}") or []
+                            row[name]["power_mw"] = statistics.median(pw) if pw else None
+                            row[name]["energy_mj_per_image"] = (row[name]["power_mw"] * row[name]["p50_ms"] / 1e3 / b
+                                                                if pw else None)
+                            cv = row[name]["cv"]
+                            row[name]["unstable"] = cv is not None and cv > cfg.cv_threshold
+                            if row[name]["unstable"]:
+                                unstable.append(f"{name} {p} batch {b}: CV {100 * cv:.1f} %")
+                                warn(f"unstable: {name} {p} batch {b}: latency CV {100 * cv:.1f} % > "
+                                     f"{100 * cfg.cv_threshold:g} % (n={row[name]['n']}); other work on this machine?")
+                        for name in models:
+                            kept[name, p, b] = samples[f"{name}/{p}"]
                         if zoo is not None:
-                            row["ratio"] = {"latency_p50": row["erudite"]["p50_ms"] / row["zoo"]["p50_ms"],
-                                            "throughput": row["erudite"]["throughput_ips"] / row["zoo"]["throughput_ips"]}
+                            row["ratio"], row["ratio_ci95"] = erudite_zoo_ratios(
+                                samples[f"erudite/{p}"], samples[f"zoo/{p}"], row, seed=(cfg.seed, b, precisions.index(p)))
                         rows[p, b] = row
 
                 if folder is not None and precisions[0] in group:
@@ -360,7 +419,23 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
                                 bar.advance(len(chunk))
                             preds[name][p] = np.concatenate(out)
 
+        if cfg.memory_repeats:
+            result["memory"] = {}
+            for p in precisions:
+                bar.describe(f"memory {p} (fresh processes)")
+                try:
+                    result["memory"][p] = measure_memory(
+                        {name: Path(getattr(cfg, "bundle" if name == "erudite" else "zoo")) for name in models},
+                        backend=cfg.backend, precision=p, threads=cfg.threads, spinning=cfg.ort_spinning, batches=batches,
+                        repeats=cfg.memory_repeats, seed=cfg.seed, on_child=bar.advance, options=cfg.runner_options())
+                except RuntimeError as e:
+                    warn(f"memory {p} not measured: {e}")
+                    result["memory"][p] = {"error": str(e)}
+
     result["latency"] = [rows[p, b] for p in precisions for b in batches]
+    result["settings"]["runner_options_ignored"] = ignored_options
+    result["stability"] = {"cv_threshold": cfg.cv_threshold, "unstable": unstable}
+    result["scenarios"] = scenarios(result["latency"], kept, precisions, batches, models, cfg.seed)
     accuracy = {m: {p: accuracy[m][p] for p in precisions if p in accuracy[m]} for m in models}
     if eval_sets:
         result["accuracy"] = {"sets": [{"dataset": s.dataset, "images": len(s), "reader": s.reader} for s in eval_sets],
@@ -378,6 +453,36 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
             result["agreement"] = ag
     result["goals"] = [g.to_dict() for g in evaluate(result)]
     return _finite(result)
+
+
+def _with_power(step: Callable[[], Any], meter: PowerMeter, readings: list[float]) -> Callable[[], Any]:
+    """The step, then one reading of the board's power (mW) while the model's work is fresh: the
+    monitor averages over its own window, so a reading right after a call reflects that call."""
+
+    def run() -> Any:
+        out = step()
+        mw = meter.read()
+        if mw is not None:
+            readings.append(mw)
+        return out
+
+    return run
+
+
+def erudite_zoo_ratios(e: Samples, z: Samples, row: dict[str, Any],
+                       seed: Any = 0) -> tuple[dict[str, float], dict[str, list[float] | None]]:
+    """erudite / zoo p50 and p90 latency and throughput, and their paired bootstrap 95 % intervals
+    over the interleaved rounds (benchmarks.stats)."""
+    ratio = {"latency_p50": row["erudite"]["p50_ms"] / row["zoo"]["p50_ms"],
+             "latency_p90": row["erudite"]["p90_ms"] / row["zoo"]["p90_ms"],
+             "throughput": row["erudite"]["throughput_ips"] / row["zoo"]["throughput_ips"]}
+    paired = len(e.round_latency_ms) == len(z.round_latency_ms)
+    ci: dict[str, Any] = {
+        "latency_p50": latency_ratio_ci(e.round_latency_ms, z.round_latency_ms, 50, paired=paired, seed=seed),
+        "latency_p90": latency_ratio_ci(e.round_latency_ms, z.round_latency_ms, 90, paired=paired, seed=seed),
+        "throughput": throughput_ratio_ci(e.round_ips, z.round_ips, paired=paired, seed=seed),
+    }
+    return ratio, {k: (None if v is None else [round(v[0], 5), round(v[1], 5)]) for k, v in ci.items()}
 
 
 def _finite(obj: Any) -> Any:

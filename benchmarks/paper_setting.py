@@ -129,9 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", default="fp32,int8", help="precisions to make and bench (fp32 always; fp16, int8)")
     ap.add_argument("--batch", default="1,8")
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--iters", type=int, default=10)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--warmup-ms", type=float, default=200.0)
+    ap.add_argument("--iters", type=int, default=10, help="at least this many timed calls per model and batch")
+    ap.add_argument("--min-duration-s", type=float, default=3.0, help="and at least this many seconds")
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--memory-repeats", type=int, default=3, help="fresh processes per model for peak memory (0: skip)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--ort-spinning", action="store_true",
+                    help="ONNX Runtime thread spinning on (its default; off is the fair setting: see onnxruntime_runner)")
     ap.add_argument("--source-limit", type=int, default=32, help="photographs used for the end-to-end run")
     ap.add_argument("--calib-count", type=int, default=32, help="INT8 calibration images per model")
     ap.add_argument("--int8-target", choices=["onnxruntime", "tensorrt"], default="onnxruntime",
@@ -167,13 +172,18 @@ def main(argv: list[str] | None = None) -> int:
                                        photos=photos, calib_count=args.calib_count, rebuild=args.rebuild,
                                        seed=args.seed, log=log, int8_target=args.int8_target)
         cfg = BenchConfig(bundle=erudite, zoo=zoo, backend="onnxruntime", precisions=precisions, batches=batches,
-                          warmup=args.warmup, iters=args.iters, rounds=args.rounds, threads=args.threads,
+                          warmup=args.warmup, warmup_ms=args.warmup_ms, iters=args.iters,
+                          min_duration_s=args.min_duration_s, rounds=args.rounds, threads=args.threads,
+                          memory_repeats=args.memory_repeats,
+                          ort_spinning=args.ort_spinning,
                           source=photos, source_limit=args.source_limit, seed=args.seed,
                           command=f"erudite-edge bench --bundle {erudite} --zoo {zoo} --backend onnxruntime "
                                   f"--precision {','.join(precisions)} --batch {args.batch} --warmup {args.warmup} "
-                                  f"--iters {args.iters} --rounds {args.rounds} --source {photos} "
+                                  f"--warmup-ms {args.warmup_ms:g} --iters {args.iters} --min-duration-s {args.min_duration_s:g} "
+                                  f"--rounds {args.rounds} --memory-repeats {args.memory_repeats} --source {photos} "
                                   f"--source-limit {args.source_limit}"
-                                  + (f" --threads {args.threads}" if args.threads else ""))
+                                  + (f" --threads {args.threads}" if args.threads else "")
+                                  + (" --ort-spinning" if args.ort_spinning else ""))
         t0 = time.perf_counter()
         result = run_bench(cfg, console=err)
         result["paper_setting"] = {"n": n, "bench_s": round(time.perf_counter() - t0, 1), "command": command.strip(),

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 from erudite_edge.fileio import atomic_path, write_json_atomic, write_text_atomic
 
-from .goals import evaluate, setting_note
+from .goals import evaluate, goal_line, setting_note
 
 JSON_NAME, MARKDOWN_NAME, PLOT_NAME = "bench.json", "bench.md", "bench.png"
 
@@ -59,27 +59,77 @@ def models_table(result: dict[str, Any]) -> TableSpec:
 
 
 def latency_table(result: dict[str, Any]) -> TableSpec:
-    header = ["precision", "batch", "model", "mean ms", "p50 ms", "p90 ms", "p99 ms", "images/s", "device p50 ms"]
+    header = ["precision", "batch", "model", "n", "mean ms", "p50 ms", "p90 ms", "p99 ms", "CV %", "timed s",
+              "images/s", "device p50 ms", "mJ/image"]
     rows = []
     for r in result.get("latency", []):
         for name in ("erudite", "zoo"):
             if name in r:
                 st = r[name]
-                rows.append([r["precision"], str(r["batch"]), name, _f(st["mean_ms"]), _f(st["p50_ms"]), _f(st["p90_ms"]),
-                             _f(st["p99_ms"]), _f(st["throughput_ips"], ".1f"), _f(st.get("compute_p50_ms"))])
+                cv = _pct(st.get("cv")) + (" (!)" if st.get("unstable") else "")
+                rows.append([r["precision"], str(r["batch"]), name, str(st["n"]), _f(st["mean_ms"]), _f(st["p50_ms"]),
+                             _f(st["p90_ms"]), _f(st["p99_ms"]), cv, _f(st.get("duration_s"), ".1f"),
+                             _f(st["throughput_ips"], ".1f"), _f(st.get("compute_p50_ms")),
+                             _f(st.get("energy_mj_per_image"), ".1f")])
     s = result["settings"]
-    note = (f"{s['iters']} timed calls per model after {s['warmup']} warm-up calls, the models (and precisions) "
-            f"interleaved over {s['rounds']} rounds; images/s is the median over rounds; device time only where the backend separates it.")
+    note = (f"n: timed calls behind each percentile. Each model: at least {s['iters']} calls and "
+            f"{s.get('min_duration_s', 0):g} s, after at least {s['warmup']} warm-up calls and {s.get('warmup_ms', 0):g} ms; "
+            f"the models (and precisions) interleaved over {s['rounds']} rounds; images/s is the median over rounds; "
+            "CV: stdev / mean of the call latencies; device time only where the backend separates it; "
+            "mJ/image: board input power during the calls x p50 latency / batch, where a power monitor is readable (Jetson).")
     return TableSpec("Latency per batch and throughput", header, rows, note)
 
 
+def _ci(v: Any) -> str:
+    return "-" if not v else f"[{v[0]:.3f}, {v[1]:.3f}]"
+
+
 def ratio_table(result: dict[str, Any]) -> TableSpec | None:
-    rows = [[r["precision"], str(r["batch"]), _f(r["ratio"]["latency_p50"], ".3f"), _f(r["ratio"]["throughput"], ".3f")]
-            for r in result.get("latency", []) if "ratio" in r]
+    rows = []
+    for r in result.get("latency", []):
+        if "ratio" not in r:
+            continue
+        ci = r.get("ratio_ci95") or {}
+        n = f"{r['erudite']['n']} / {r['zoo']['n']}"
+        rows.append([r["precision"], str(r["batch"]), n, str(r["erudite"].get("rounds", "-")),
+                     _f(r["ratio"]["latency_p50"], ".3f"), _ci(ci.get("latency_p50")),
+                     _f(r["ratio"].get("latency_p90"), ".3f"), _ci(ci.get("latency_p90")),
+                     _f(r["ratio"]["throughput"], ".3f"), _ci(ci.get("throughput"))])
     if not rows:
         return None
-    return TableSpec("erudite / zoo", ["precision", "batch", "p50 latency ratio", "throughput ratio"], rows,
-                     "Below 1 for latency and above 1 for throughput: the erudite model is the faster.")
+    return TableSpec("erudite / zoo", ["precision", "batch", "n erudite / zoo", "rounds", "p50 latency ratio", "95 % CI",
+                                       "p90 latency ratio", "95 % CI", "throughput ratio", "95 % CI"], rows,
+                     "Below 1 for latency and above 1 for throughput: the erudite model is the faster. "
+                     + result["settings"].get("intervals", "") + ".")
+
+
+def scenario_table(result: dict[str, Any]) -> TableSpec | None:
+    """MLPerf's single-stream (p90 latency at batch 1) and offline (best throughput over the batch
+    sizes), and the zoo's mixed batch."""
+    sc = result.get("scenarios") or {}
+    names = [m for m in ("erudite", "zoo") if m in result.get("bundles", {})]
+    rows = []
+    for e in sc.get("single_stream", []):
+        rows.append(["single-stream", e["precision"], "1", "p90 ms"]
+                    + [f"{_f(e[m]['p90_ms'])} (n={e[m]['n']})" for m in names]
+                    + ([_f(e.get("ratio"), ".3f"), _ci(e.get("ratio_ci95"))] if "zoo" in names else []))
+    for e in sc.get("offline", []):
+        batch = " / ".join(str(e[m]["best_batch"]) for m in names)
+        rows.append(["offline", e["precision"], batch, "images/s, best batch"]
+                    + [f"{_f(e[m]['throughput_ips'], '.1f')} (n={e[m]['n']})" for m in names]
+                    + ([_f(e.get("ratio"), ".3f"), _ci(e.get("ratio_ci95"))] if "zoo" in names else []))
+    for e in sc.get("mixed_batch", []):
+        rows.append(["mixed batch (zoo split " + "+".join(str(sum(v)) for k, v in e["zoo_split"].items() if k != "coarse") + ")",
+                     e["precision"], str(e["batch"]), "images/s"]
+                    + [f"{_f(e[m]['throughput_ips'], '.1f')} (n={e[m]['n']})" for m in names]
+                    + [_f(e.get("ratio"), ".3f"), _ci(e.get("ratio_ci95"))])
+    if not rows:
+        return None
+    header = ["scenario", "precision", "batch", "metric"] + names + (["erudite/zoo", "95 % CI"] if "zoo" in names else [])
+    return TableSpec("Scenarios (MLPerf Inference names)", header, rows,
+                     "single-stream: one image per query, p90 latency; offline: the highest throughput over the batch "
+                     "sizes measured, at each model's own best batch (erudite / zoo; an unpaired interval where they "
+                     "differ); mixed batch: the zoo's batch split evenly across its data sets (fine models' images).")
 
 
 def routing_table(result: dict[str, Any]) -> TableSpec | None:
@@ -110,6 +160,32 @@ def end_to_end_table(result: dict[str, Any]) -> TableSpec | None:
     return TableSpec(f"End to end on {result['settings'].get('source')}", header, rows,
                      "End to end: `erudite-edge run FOLDER`'s pipeline (decode + preprocess in threads, inference, top-k); "
                      "pure: the same images preprocessed in memory. Medians over alternating rounds.")
+
+
+def memory_table(result: dict[str, Any]) -> TableSpec | None:
+    mem = result.get("memory") or {}
+    rows = []
+    for prec, m in mem.items():
+        if "error" in m:
+            rows.append([prec, "-", "-", "-", "-", "-", m["error"]])
+            continue
+        for name in ("erudite", "zoo", "baseline"):
+            if name in m:
+                v = m[name]
+                rng = f"{min(v['peak_rss_mb']):.1f}-{max(v['peak_rss_mb']):.1f}" if v["peak_rss_mb"] else "-"
+                rows.append([prec, name, f"{_f(v['median_mb'], '.1f')} (n={len(v['peak_rss_mb'])})", rng,
+                             _f(v.get("net_median_mb"), ".1f"), _f(v.get("device_median_mb"), ".1f"), ""])
+        if "ratio" in m:
+            rows.append([prec, "erudite/zoo", f"{_f(m['ratio'], '.3f')} {_ci(m.get('ratio_ci95'))}", "",
+                         f"{_f(m.get('net_ratio'), '.3f')} {_ci(m.get('net_ratio_ci95'))}", _f(m.get("device_ratio"), ".3f"),
+                         "ratio of medians, 95 % CI"])
+    if not rows:
+        return None
+    return TableSpec("Peak memory (fresh process per measurement)",
+                     ["precision", "model", "peak RSS MB, median", "min-max", "minus baseline MB", "device MB", "note"], rows,
+                     "Peak resident set (VmHWM) of the process plus its largest child, each measurement a new process that loads the bundle "
+                     "with load_classifier and runs a few batches of every size; baseline: the same imports without a model. "
+                     "Device memory only where a GPU backend runs.")
 
 
 def accuracy_table(result: dict[str, Any]) -> TableSpec | None:
@@ -144,21 +220,24 @@ def agreement_table(result: dict[str, Any]) -> TableSpec | None:
 
 def tables(result: dict[str, Any]) -> list[TableSpec]:
     out = [models_table(result), latency_table(result)]
-    out += [t for t in (ratio_table(result), routing_table(result), end_to_end_table(result), accuracy_table(result),
+    out += [t for t in (ratio_table(result), scenario_table(result), routing_table(result), memory_table(result),
+                        end_to_end_table(result), accuracy_table(result),
                         agreement_table(result)) if t is not None]
     return out
+
+
+def stability_lines(result: dict[str, Any]) -> list[str]:
+    """One warning per series whose latency CV exceeded the threshold (empty when all were steady)."""
+    st = result.get("stability") or {}
+    thr = st.get("cv_threshold")
+    return [f"unstable (CV > {100 * thr:g} %): {u}" for u in st.get("unstable", [])] if thr else []
 
 
 def goal_lines(result: dict[str, Any]) -> list[str]:
     goals = result.get("goals")
     if goals is None:
         goals = [g.to_dict() for g in evaluate(result)]
-    lines = []
-    for g in goals:
-        v = "-" if g["value"] is None else f"{g['value']:.3f}"
-        detail = f" ({g['detail']})" if g.get("detail") else ""
-        lines.append(f"{g['status']}: {g['name']}: {v} {g['threshold']}{detail}")
-    return lines
+    return [goal_line(g) for g in goals]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -185,11 +264,13 @@ def render_terminal(result: dict[str, Any], console: Any) -> None:
         console.print(t)
         if spec.note:
             console.print(spec.note, style="dim", markup=False, highlight=False)
+    for line in stability_lines(result):
+        console.print(f"warning: {line}", style="yellow", markup=False, highlight=False)
     console.print("Goals", style="bold")
     note = setting_note(result)
     if note:
         console.print(note, style="dim", markup=False)
-    colours = {"PASS": "green", "FAIL": "red", "INFO": "cyan", "N/A": "yellow"}
+    colours = {"PASS": "green", "FAIL": "red", "INCONCLUSIVE": "magenta", "INFO": "cyan", "N/A": "yellow"}
     for line in goal_lines(result):
         console.print(line, style=colours.get(line.split(":", 1)[0], None), markup=False, highlight=False)
 
@@ -204,6 +285,14 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _env_value(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(str(x) for x in v)
+    return str(v)
+
+
 def to_markdown(result: dict[str, Any]) -> str:
     h = result.get("host", {})
     s = result["settings"]
@@ -216,13 +305,25 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"- erudite bundle: `{result['bundles']['erudite']['path']}`"
         + (f"; zoo bundle: `{result['bundles']['zoo']['path']}`" if "zoo" in result["bundles"] else ""),
         f"- backend: {s['backend']}; precisions: {', '.join(s['precisions'])}; batches: {', '.join(map(str, s['batches']))}; "
-        f"threads: {s.get('threads') or 'default'}\n",
+        f"threads: {s.get('threads') or 'default'}; ONNX Runtime spinning: {'on' if s.get('ort_spinning') else 'off'}; "
+        f"CUDA graph: {'on' if s.get('cuda_graph') else 'off'}; data transfers: {'off' if s.get('data_transfers') is False else 'on'}"
+        + "".join(f"\n- warning: {m}" for m in s.get("runner_options_ignored") or []) + "\n",
     ]
     for spec in tables(result):
         parts.append(f"## {spec.title}\n")
         parts.append(markdown_table(spec.header, spec.rows))
         if spec.note:
             parts.append(f"{spec.note}\n")
+    unstable = stability_lines(result)
+    if unstable:
+        parts.append("## Stability\n")
+        parts.append("\n".join(f"- **warning**: {line}" for line in unstable)
+                     + "\n\nA noisy series widens the ratio's interval; rerun on a quieter machine for a tighter one.\n")
+    env = result.get("environment")
+    if env:
+        parts.append("## Environment\n")
+        parts.append(markdown_table(["key", "value"], [[k, _env_value(v)] for k, v in env.items()]))
+        parts.append("Null (-) where this machine cannot tell (no GPU, not a Jetson, no jetson-stats).\n")
     parts.append("## Goals\n")
     note = setting_note(result)
     if note:
@@ -232,14 +333,20 @@ def to_markdown(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], path: str | Path) -> Path:
-    """Latency (p50) and throughput against batch size, erudite (solid) vs zoo (dashed), one colour per precision."""
+    """Latency (p50) and throughput against batch size, erudite (solid) vs zoo (dashed), one colour per
+    precision; with a zoo, a third panel: the erudite/zoo ratios with their 95 % intervals as error bars
+    and the goals as dotted lines."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
+    from .goals import LATENCY_RATIO_B1, THROUGHPUT_RATIO_B8
+
     rows = result.get("latency", [])
-    fig, (ax_lat, ax_thr) = plt.subplots(1, 2, figsize=(11, 4.2))
+    with_ratio = any("ratio" in r for r in rows)
+    fig, axes = plt.subplots(1, 3 if with_ratio else 2, figsize=(16 if with_ratio else 11, 4.2))
+    ax_lat, ax_thr = axes[0], axes[1]
     colours = {"fp32": "tab:blue", "fp16": "tab:orange", "int8": "tab:green"}
     for prec in result["settings"]["precisions"]:
         for name, style, marker in (("erudite", "-", "o"), ("zoo", "--", "s")):
@@ -252,8 +359,26 @@ def plot(result: dict[str, Any], path: str | Path) -> Path:
             ax_lat.plot(xs, [s["p50_ms"] for _, s in pts], style, marker=marker, color=c, label=label)
             ax_thr.plot(xs, [s["throughput_ips"] for _, s in pts], style, marker=marker, color=c, label=label)
     batches = result["settings"]["batches"]
-    for ax, ylabel, title in ((ax_lat, "p50 latency per batch (ms)", "Latency"),
-                              (ax_thr, "images / s", "Throughput (zoo: mixed batches)")):
+    panels = [(ax_lat, "p50 latency per batch (ms)", "Latency"), (ax_thr, "images / s", "Throughput (zoo: mixed batches)")]
+    if with_ratio:
+        ax_r = axes[2]
+        for prec in result["settings"]["precisions"]:
+            pts = sorted((r["batch"], r) for r in rows if r["precision"] == prec and "ratio" in r)
+            for key, style, marker, what in (("latency_p50", "-", "o", "p50 latency"), ("throughput", "--", "s", "throughput")):
+                xs = [b for b, _ in pts]
+                ys = [r["ratio"][key] for _, r in pts]
+                cis = [(r.get("ratio_ci95") or {}).get(key) for _, r in pts]
+                # a percentile interval may sit a little off its point ratio: the bars never go negative
+                err = [[max(0.0, y - c[0]) if c else 0.0 for y, c in zip(ys, cis)],
+                       [max(0.0, c[1] - y) if c else 0.0 for y, c in zip(ys, cis)]]
+                ax_r.errorbar(xs, ys, yerr=err, fmt=style, marker=marker, color=colours.get(prec), capsize=4,
+                              label=f"{what} {prec}")
+        ax_r.axhline(LATENCY_RATIO_B1, color="grey", linestyle=":", linewidth=1)
+        ax_r.axhline(THROUGHPUT_RATIO_B8, color="grey", linestyle=":", linewidth=1)
+        ax_r.axhline(1.0, color="black", linewidth=0.5)
+        panels.append((ax_r, "erudite / zoo (95 % interval)",
+                       f"erudite / zoo (dotted: goals {LATENCY_RATIO_B1:g}, {THROUGHPUT_RATIO_B8:g})"))
+    for ax, ylabel, title in panels:
         ax.set_xscale("log", base=2)
         ax.set_xticks(batches)
         ax.set_xticklabels([str(b) for b in batches])

@@ -19,7 +19,7 @@ import time
 import types
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -71,14 +71,17 @@ def load_classifier(
     precision: str = "fp32",
     threads: int | None = None,
     announce: Callable[[str], None] | None = None,
+    spinning: bool = False,
+    options: Mapping[str, Any] | None = None,
 ) -> Classifier:
-    """The erudite model of an erudite bundle, or the two-stage ZooRunner of a zoo bundle."""
+    """The erudite model of an erudite bundle, or the two-stage ZooRunner of a zoo bundle.
+    `options`: runner options only some backends take (backends.load_runner; others warn and ignore)."""
     kw: dict[str, Any] = {} if announce is None else {"announce": announce}
     if bundle.kind == "zoo":
         from .zoo_runner import ZooRunner
 
-        return ZooRunner(bundle, backend, precision, threads, **kw)
-    runner = load_runner(bundle, "main", backend, precision, threads, **kw)
+        return ZooRunner(bundle, backend, precision, threads, spinning=spinning, options=options, **kw)
+    runner = load_runner(bundle, "main", backend, precision, threads, spinning=spinning, options=options, **kw)
     return SingleModel(runner, bundle.labels)
 
 

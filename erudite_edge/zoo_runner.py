@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -41,6 +41,8 @@ class ZooRunner:
         precision: str = "fp32",
         threads: int | None = None,
         announce: Callable[[str], None] | None = announce_stderr,
+        spinning: bool = False,
+        options: Mapping[str, Any] | None = None,
     ):
         if bundle.kind != "zoo":
             raise BundleError(f"{bundle.root}: an {bundle.kind} bundle, not a zoo; run it with --bundle")
@@ -53,7 +55,8 @@ class ZooRunner:
         try:
             for role in bundle.roles():
                 # the same backend for every member, so timings compare and one library is loaded
-                self.runners[role] = load_runner(bundle, role, choice.backend, precision, threads, announce=None)
+                self.runners[role] = load_runner(bundle, role, choice.backend, precision, threads, announce=None,
+                                                  spinning=spinning, options=options)
         except BaseException:
             self.close()
             raise

@@ -72,7 +72,8 @@ def test_bench_command_writes_json_markdown_and_png(bundles, two_precisions, tmp
     out = tmp_path / "report"
     rc = main([
         "bench", "--bundle", str(two_precisions / "erudite"), "--zoo", str(two_precisions / "zoo"), "--backend", "onnxruntime",
-        "--precision", "fp32,fp16", "--batch", "1,4", "--warmup", "1", "--iters", "4", "--rounds", "2",
+        "--precision", "fp32,fp16", "--batch", "1,4", "--warmup", "1", "--warmup-ms", "0", "--iters", "4",
+        "--min-duration-s", "0.05", "--rounds", "2", "--memory-repeats", "1",
         "--source", str(bundles / "photos"), "--data", f"warm={bundles / 'data' / 'warm'}",
         "--data", f"cool={bundles / 'data' / 'cool'}", "--out", str(out),
     ])
@@ -87,7 +88,8 @@ def test_bench_command_writes_json_markdown_and_png(bundles, two_precisions, tmp
     for row in result["latency"]:
         for model in ("erudite", "zoo"):
             s = row[model]
-            assert s["n"] == 4 and 0 < s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] and s["throughput_ips"] > 0
+            assert s["n"] >= 4 and 0 < s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] and s["throughput_ips"] > 0
+            assert s["cv"] > 0 and s["unstable"] == (s["cv"] > 0.10) and s["rounds"] == 2
         assert row["ratio"]["latency_p50"] == pytest.approx(row["erudite"]["p50_ms"] / row["zoo"]["p50_ms"])
         assert row["calls"]["zoo"]["coarse"] == [row["batch"]]
         assert row["calls"]["erudite"] == {"main": [row["batch"]]}
@@ -103,10 +105,38 @@ def test_bench_command_writes_json_markdown_and_png(bundles, two_precisions, tmp
     assert result["agreement"]["erudite"]["fp16_vs_fp32"] == 1.0
     assert result["complexity"]["zoo"]["params"] == sum(r["params"] for r in result["complexity"]["zoo"]["roles"].values())
     assert result["size_mb"]["fp32"]["ratio"] == pytest.approx(result["size_mb"]["fp32"]["erudite"] / result["size_mb"]["fp32"]["zoo"])
-    assert {g["status"] for g in result["goals"]} <= {"PASS", "FAIL", "INFO", "N/A"}
+    assert {g["status"] for g in result["goals"]} <= {"PASS", "FAIL", "INCONCLUSIVE", "INFO", "N/A"}
+    for row in result["latency"]:  # every erudite/zoo ratio with its interval (2 rounds here: a wide one)
+        for key in ("latency_p50", "latency_p90", "throughput"):
+            lo, hi = row["ratio_ci95"][key]
+            assert 0 < lo <= hi, (key, row)
+    assert result["stability"]["cv_threshold"] == 0.10
+    assert result["settings"]["cuda_graph"] is False and result["settings"]["data_transfers"] is True
+    assert result["settings"]["runner_options_ignored"] == []
+    from benchmarks.environment import ENV_KEYS
+
+    assert tuple(result["environment"]) == ENV_KEYS and result["environment"]["cpu_cores"] >= 1
+    assert all(row[m]["energy_mj_per_image"] is None for row in result["latency"] for m in ("erudite", "zoo"))  # no monitor
+    sc = result["scenarios"]
+    assert [(e["precision"], e["batch"]) for e in sc["single_stream"]] == [("fp32", 1), ("fp16", 1)]
+    assert sc["single_stream"][0]["ratio"] == result["latency"][0]["ratio"]["latency_p90"]
+    assert sc["single_stream"][0]["zoo"]["n"] == result["latency"][0]["zoo"]["n"]
+    for e in sc["offline"]:
+        rows = {r["batch"]: r for r in result["latency"] if r["precision"] == e["precision"]}
+        for m in ("erudite", "zoo"):
+            assert e[m]["throughput_ips"] == max(r[m]["throughput_ips"] for r in rows.values())
+            assert e[m]["throughput_ips"] == rows[e[m]["best_batch"]][m]["throughput_ips"]
+        assert e["ratio_ci95"] is not None
+    assert [(e["batch"], e["zoo_split"]["fine:warm"]) for e in sc["mixed_batch"]] == [(4, [2]), (4, [2])]
+    for prec in ("fp32", "fp16"):
+        mem = result["memory"][prec]
+        assert mem["repeats"] == 1 and mem["erudite"]["median_mb"] > mem["baseline"]["median_mb"] > 0
+        assert mem["ratio"] == pytest.approx(mem["erudite"]["median_mb"] / mem["zoo"]["median_mb"])
+        assert mem["ratio_ci95"] is None and mem["erudite"]["device_mb"] is None  # one repetition; no GPU here
 
     md = (out / "bench.md").read_text()
-    assert "## Latency per batch and throughput" in md and "## Goals" in md
+    assert "## Latency per batch and throughput" in md and "## Goals" in md and "## Scenarios (MLPerf Inference names)" in md
+    assert "| single-stream | fp32 | 1 | p90 ms |" in md and "## Peak memory (fresh process per measurement)" in md
     assert "| fp32 | 1 | erudite |" in md and "| fp16 | 4 | zoo |" in md
     assert "| erudite | fp32 | 100.00 | 100.00 | 100.00 |" in md
     png = (out / "bench.png").read_bytes()
@@ -117,11 +147,19 @@ def test_precisions_one_at_a_time_give_the_same_report_layout(two_precisions):
     from benchmarks.bench import BenchConfig, run_bench
 
     cfg = BenchConfig(bundle=two_precisions / "erudite", zoo=two_precisions / "zoo", backend="onnxruntime",
-                      precisions=None, batches=[2], warmup=0, iters=2, rounds=1, interleave_precisions=False)
+                      precisions=None, batches=[2], warmup=0, warmup_ms=0, iters=2, min_duration_s=0, rounds=1, cv_threshold=1e-9, memory_repeats=0,
+                      interleave_precisions=False)
     r = run_bench(cfg, progress=False)
     assert r["settings"]["precisions"] == ["fp32", "fp16"] and r["settings"]["interleave_precisions"] is False
     assert [(x["precision"], x["batch"]) for x in r["latency"]] == [("fp32", 2), ("fp16", 2)]
     assert all(x["calls"]["zoo"] == {"coarse": [2], "fine:warm": [1], "fine:cool": [1]} for x in r["latency"])
+    # a threshold no series meets: every series flagged, in JSON and as a Markdown warning
+    assert all(x[m]["unstable"] for x in r["latency"] for m in ("erudite", "zoo"))
+    assert len(r["stability"]["unstable"]) == 4
+    from benchmarks.report import to_markdown
+
+    md = to_markdown(r)
+    assert "## Stability" in md and "unstable (CV > 1e-07 %): zoo fp16 batch 2" in md
 
 
 def test_bench_refuses_a_missing_precision_and_swapped_bundles(bundles, tmp_path, capsys):
@@ -133,6 +171,32 @@ def test_bench_refuses_a_missing_precision_and_swapped_bundles(bundles, tmp_path
     rc = main(["bench", "--bundle", str(bundles / "zoo"), "--out", str(tmp_path)])
     assert rc == 2 and "pass it with --zoo" in capsys.readouterr().err
     assert not (tmp_path / "bench.json").exists()
+
+
+def test_tensorrt_only_options_reach_runners_that_take_them_and_warn_elsewhere(bundles):
+    """--cuda-graph / --no-data-transfers travel as runner options: a runner factory that takes them
+    gets them (takes_keyword), ONNX Runtime's runners ignore them with one warning each."""
+    import warnings
+
+    from benchmarks.bench import BenchConfig
+    from erudite_edge.backends import takes_keyword
+
+    def trt_like(bundle, role, precision, *, cuda_graph=False, data_transfers=True): ...
+    def old_trt(bundle, role, precision): ...
+    def any_kw(bundle, **kw): ...
+    assert takes_keyword(trt_like, "cuda_graph") and takes_keyword(trt_like, "data_transfers")
+    assert not takes_keyword(old_trt, "cuda_graph") and takes_keyword(any_kw, "cuda_graph")
+
+    cfg = BenchConfig(bundle=bundles / "erudite", cuda_graph=True, data_transfers=False)
+    assert cfg.runner_options() == {"cuda_graph": True, "data_transfers": False}
+    assert BenchConfig(bundle=bundles / "erudite").runner_options() == {}
+    with pytest.warns(RuntimeWarning, match="onnxruntime runner ignores cuda_graph=True, data_transfers=False"):
+        zoo = load_classifier(Bundle.load(bundles / "zoo"), "onnxruntime", options=cfg.runner_options(), announce=None)
+    assert zoo.predict(_images(["red"])).shape == (1, 4)
+    zoo.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no option, no warning
+        load_classifier(Bundle.load(bundles / "erudite"), "onnxruntime", announce=None).close()
 
 
 def test_bench_modules_import_without_torch():
@@ -270,6 +334,42 @@ def test_interleaved_rounds_rotate_order_and_count_calls():
     assert all(v == pytest.approx(1.0) for v in samples["A"].latency_ms)
 
 
+class FakeClock:
+    """Seconds that pass only when a fake runner 'works' (the injected clock of the timing loop)."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def runner(self, seconds: float):
+        def step() -> None:
+            self.t += seconds
+        return step
+
+
+def test_time_based_loop_respects_warmup_and_duration_on_a_slow_runner():
+    clock = FakeClock()
+    # durations exact in binary (1/16 s, 1/1024 s), so the fake clock adds up without rounding
+    slow, fast = Contender("slow", 1, clock.runner(1 / 16)), Contender("fast", 1, clock.runner(1 / 1024))
+    blocks: list[int] = []
+    s = interleaved([slow, fast], warmup=1, iters=3, rounds=2, warmup_ms=250, min_duration_s=1.0,
+                    clock=clock, on_block=lambda: blocks.append(1))
+    assert s["slow"].warmup_calls == 4 and s["fast"].warmup_calls == 256  # 250 ms of warm-up each
+    # each round gives every contender half of the 1 s: 8 calls of 62.5 ms, 512 calls of ~1 ms
+    assert [len(r) for r in s["slow"].round_latency_ms] == [8, 8]
+    assert [len(r) for r in s["fast"].round_latency_ms] == [512, 512]
+    for name in ("slow", "fast"):
+        assert s[name].duration_s == pytest.approx(1.0)
+        assert len(s[name].latency_ms) == sum(len(r) for r in s[name].round_latency_ms)
+    assert summarize(s["slow"], 1).n == 16 and summarize(s["slow"], 1).throughput_ips == pytest.approx(16.0)
+    assert len(blocks) == 2 * (1 + 2)
+    # the minimum count wins when the runner is fast: 30 calls although 10 ms (10 calls) would do
+    s = interleaved([fast], warmup=0, iters=30, rounds=3, min_duration_s=0.01, clock=clock)
+    assert len(s["fast"].latency_ms) == 30 and s["fast"].warmup_calls == 0
+
+
 def test_summary_statistics_match_numpy():
     from benchmarks.latency import Samples
 
@@ -281,13 +381,15 @@ def test_summary_statistics_match_numpy():
     assert s.mean_ms == pytest.approx(np.mean(lat))
 
 
-def _result(lat1=0.5, thr8=2.0, size=0.4, n=2, e2e=0.9):
+def _result(lat1=0.5, thr8=2.0, size=0.4, n=2, e2e=0.9, ci=0.01):
     stats = lambda p50, ips: {"p50_ms": p50, "throughput_ips": ips}  # noqa: E731
     rows = [
         {"precision": "fp32", "batch": 1, "erudite": stats(5.0, 200), "zoo": stats(10.0, 100),
-         "ratio": {"latency_p50": lat1, "throughput": 2.0}, "backend": {"erudite": "onnxruntime"}},
+         "ratio": {"latency_p50": lat1, "throughput": 2.0}, "backend": {"erudite": "onnxruntime"},
+         "ratio_ci95": {"latency_p50": [lat1 - ci, lat1 + ci], "throughput": [2.0 - ci, 2.0 + ci]}},
         {"precision": "fp32", "batch": 8, "erudite": stats(40.0, 200), "zoo": stats(80.0, 100),
-         "ratio": {"latency_p50": 0.5, "throughput": thr8}, "backend": {"erudite": "onnxruntime"}},
+         "ratio": {"latency_p50": 0.5, "throughput": thr8}, "backend": {"erudite": "onnxruntime"},
+         "ratio_ci95": {"latency_p50": [0.5 - ci, 0.5 + ci], "throughput": [thr8 - ci, thr8 + ci]}},
         {"precision": "int8", "batch": 1, "erudite": stats(3.0, 330), "zoo": stats(12.0, 80)},
         {"precision": "int8", "batch": 8, "erudite": stats(30.0, 270), "zoo": stats(70.0, 110)},
     ]
@@ -304,6 +406,15 @@ def test_goals_pass_and_fail_at_their_thresholds():
     status = lambda r: [g.status for g in evaluate(r)]  # noqa: E731
     assert status(_result()) == ["PASS", "PASS", "PASS", "PASS", "PASS", "INFO", "FAIL", "INFO"]  # zoo int8 at batch 1 slower
     assert status(_result(lat1=0.56, thr8=1.79, size=0.46, e2e=0.84))[:4] == ["FAIL"] * 4
+    # the goals are the issue's: latency <= 0.52 at batch 1, throughput >= 1.9 at batch 8; judged on the interval
+    assert status(_result(lat1=0.505, thr8=1.915))[:2] == ["PASS", "PASS"]
+    assert status(_result(lat1=0.515, thr8=1.905))[:2] == ["INCONCLUSIVE", "INCONCLUSIVE"]  # intervals straddle the goals
+    assert status(_result(lat1=0.535, thr8=1.885))[:2] == ["FAIL", "FAIL"]
+    g = evaluate(_result(lat1=0.515))[0]
+    assert g.ci95 == [0.505, 0.525] and "[0.505, 0.525] <= 0.52" in g.line()
+    r = _result()
+    del r["latency"][0]["ratio_ci95"]  # a point value without interval (one round): the run cannot tell
+    assert evaluate(r)[0].status == "INCONCLUSIVE" and "no interval" in evaluate(r)[0].detail
     assert status(_result(size=0.31, n=4))[2] == "FAIL" and status(_result(size=0.29, n=4))[2] == "PASS"
     r = _result()
     r["latency"] = [x for x in r["latency"] if x["batch"] != 8]
@@ -311,6 +422,163 @@ def test_goals_pass_and_fail_at_their_thresholds():
     goals = evaluate(r)
     assert goals[1].status == "N/A" and "add 8 to --batch" in goals[1].detail
     assert goals[3].status == "N/A" and "--source" in goals[3].detail
+
+
+def _drifting_rounds(rng, rounds, calls, level, drift):
+    """Calls of one contender per round: its true median `level`, times the round's machine drift
+    (shared by all contenders of that round), times per-call noise."""
+    return [list(level * d * np.exp(rng.normal(0, 0.05, calls))) for d in drift]
+
+
+def test_bootstrap_interval_covers_a_known_ratio():
+    from benchmarks.stats import latency_ratio_ci, throughput_ratio_ci
+
+    rng = np.random.default_rng(1)
+    covered, widths, widths_unpaired, thr_covered = 0, [], [], 0
+    trials = 60
+    for t in range(trials):
+        drift = np.exp(rng.normal(0, 0.3, 10))  # the machine changes a lot between rounds
+        e, z = _drifting_rounds(rng, 10, 5, 50.0, drift), _drifting_rounds(rng, 10, 5, 100.0, drift)
+        lo, hi = latency_ratio_ci(e, z, 50, resamples=400, seed=t)
+        covered += lo <= 0.5 <= hi
+        widths.append(hi - lo)
+        ulo, uhi = latency_ratio_ci(e, z, 50, paired=False, resamples=400, seed=t)
+        widths_unpaired.append(uhi - ulo)
+        ips_e, ips_z = 2.0 / drift * np.exp(rng.normal(0, 0.05, 10)), 1.0 / drift * np.exp(rng.normal(0, 0.05, 10))
+        tlo, thi = throughput_ratio_ci(ips_e, ips_z, resamples=400, seed=t)
+        thr_covered += tlo <= 2.0 <= thi
+    assert covered >= 0.85 * trials and thr_covered >= 0.85 * trials, (covered, thr_covered)
+    # pairing by round cancels the drift both sides saw: far narrower than resampling each side alone
+    assert np.median(widths) * 3 < np.median(widths_unpaired)
+    # the statistic at the original rounds is the reported one: the interval holds the point ratio
+    all_e, all_z = [v for r in e for v in r], [v for r in z for v in r]
+    assert lo <= np.percentile(all_e, 50) / np.percentile(all_z, 50) <= hi
+    # seeded: the same interval twice; one round: the calls are resampled, one throughput value gives none
+    assert latency_ratio_ci(e, z, 90, seed=3) == latency_ratio_ci(e, z, 90, seed=3)
+    one = latency_ratio_ci([all_e], [all_z], 50, seed=0)
+    assert one is not None and one[0] < 0.5 < one[1]
+    assert throughput_ratio_ci([2.0], [1.0]) is None
+
+
+def test_memory_in_fresh_processes_sees_the_weights(bundles, tmp_path):
+    """Peak RSS of fresh processes: a bundle whose model carries 64 MB more weights peaks at least
+    64 MB higher; the ratio has a paired interval over repetitions. Measured from a parent that holds
+    a 300 MB array: a child's figure must not include the parent's pages (ru_maxrss would)."""
+    import shutil
+
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from benchmarks.memory import measure_memory
+
+    heavy = tmp_path / "heavy"
+    shutil.copytree(bundles / "erudite", heavy)
+    path = next(heavy.glob("model*.onnx"))
+    m = onnx.load(str(path))
+    ballast = np.random.default_rng(0).standard_normal(16 << 20).astype(np.float32)  # 64 MB, random: not compressible away
+    m.graph.initializer.append(numpy_helper.from_array(ballast, "ballast"))
+    out = m.graph.output[0].name
+    m.graph.node[-1].output[0] = "logits_raw"  # logits = logits_raw + 0 * sum(ballast): the ballast is a real input
+    m.graph.node.extend([helper.make_node("ReduceSum", ["ballast"], ["ballast_sum"], keepdims=0),
+                         helper.make_node("Mul", ["ballast_sum", "zero"], ["nothing"]),
+                         helper.make_node("Add", ["logits_raw", "nothing"], [out])])
+    m.graph.initializer.append(numpy_helper.from_array(np.zeros((), np.float32), "zero"))
+    onnx.save(m, str(path))
+    meta = json.loads((heavy / "bundle.json").read_text())
+    from erudite_edge.fileio import sha256_file
+
+    for entry in meta["models"]:
+        if entry["file"] == path.name:
+            entry["sha256"] = sha256_file(path)
+    (heavy / "bundle.json").write_text(json.dumps(meta))
+    parent_ballast = np.ones(300 << 18, np.float32)  # 300 MB, touched
+    r = measure_memory({"erudite": heavy, "zoo": bundles / "erudite"}, backend="onnxruntime", precision="fp32",
+                       threads=1, spinning=False, batches=[1], repeats=2, calls=1)
+    assert len(r["erudite"]["peak_rss_mb"]) == len(r["baseline"]["peak_rss_mb"]) == 2
+    extra = r["erudite"]["median_mb"] - r["zoo"]["median_mb"]
+    assert 60 < extra < 250, r  # the 64 MB initializer (ONNX Runtime may hold a copy while it loads)
+    assert r["baseline"]["median_mb"] < 280 and parent_ballast.sum() > 0
+    lo, hi = r["ratio_ci95"]
+    assert 1 < lo <= hi and r["net_ratio"] > r["ratio"]
+
+
+def test_offline_scenario_takes_each_models_best_batch():
+    from benchmarks.latency import Samples
+    from benchmarks.scenarios import scenarios
+
+    def row(b, e_ips, z_ips):
+        st = lambda ips: {"p90_ms": 1.0, "n": 4, "throughput_ips": ips, "rounds": 3}  # noqa: E731
+        return {"precision": "fp32", "batch": b, "erudite": st(e_ips), "zoo": st(z_ips),
+                "ratio": {"latency_p90": 1.0, "throughput": e_ips / z_ips},
+                "ratio_ci95": {"latency_p90": [0.9, 1.1], "throughput": [0.0, 9.0]}, "calls": {"zoo": {"coarse": [b]}}}
+
+    rows = [row(1, 10.0, 8.0), row(8, 40.0, 12.0), row(32, 30.0, 16.0)]
+    kept = {(m, "fp32", b): Samples(round_ips=[r[m]["throughput_ips"] * f for f in (0.9, 1.0, 1.1)])
+            for r in rows for m in ("erudite", "zoo") for b in [r["batch"]]}
+    sc = scenarios(rows, kept, ["fp32"], [1, 8, 32], ["erudite", "zoo"])
+    off = sc["offline"][0]
+    assert (off["erudite"]["best_batch"], off["zoo"]["best_batch"]) == (8, 32)
+    assert off["ratio"] == pytest.approx(40.0 / 16.0) and off["paired"] is False
+    lo, hi = off["ratio_ci95"]  # unpaired: resampled from each side's own rounds (not the row's paired interval)
+    assert 40 * 0.9 / (16 * 1.1) - 1e-4 <= lo <= 2.5 <= hi <= 40 * 1.1 / (16 * 0.9) + 1e-4  # (rounded to 5 places)
+    assert [e["batch"] for e in sc["mixed_batch"]] == [8, 32] and sc["single_stream"][0]["ratio"] == 1.0
+
+
+def test_environment_record_has_every_key():
+    from benchmarks.environment import ENV_KEYS, environment
+
+    env = environment()
+    assert tuple(env) == ENV_KEYS  # every key, in order: None where unknown, never missing
+    assert env["cpu_cores"] == __import__("os").cpu_count() and env["python"]
+    import onnxruntime
+
+    assert env["onnxruntime"] == onnxruntime.__version__ and "CPUExecutionProvider" in env["onnxruntime_providers"]
+    assert env["jetson_clocks"] in (None, True, False)
+    assert env["power_mw"] is None or isinstance(env["power_mw"], float)
+
+
+def test_jetson_facts_parsers_on_jetson_files(tmp_path):
+    """The Jetson readers on copies of what a Jetson holds (no Jetson here: the files are written by
+    the test, the parsing is the real code's)."""
+    from benchmarks.environment import PowerMeter, l4t_release, nvpmodel_mode
+
+    rel = "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, DATE: Tue Aug  1 19:57:35 UTC 2023"
+    assert l4t_release(lambda p: rel if p == "/etc/nv_tegra_release" else None) == "R35.4.1"
+    assert l4t_release(lambda p: None) is None
+    assert nvpmodel_mode(lambda cmd: "NV Power Mode: MAXN\n0") == "MAXN (0)"
+    assert nvpmodel_mode(lambda cmd: None) is None
+    # Orin: hwmon of the INA3221 (mV, mA); VDD_IN is the module's input rail
+    hw = tmp_path / "ina3221" / "1-0040" / "hwmon" / "hwmon3"
+    hw.mkdir(parents=True)
+    for n, (label, mv, ma) in enumerate([("VDD_IN", 5000, 1500), ("VDD_CPU_GPU_CV", 5000, 400)], start=1):
+        (hw / f"in{n}_label").write_text(label + "\n")
+        (hw / f"in{n}_input").write_text(f"{mv}\n")
+        (hw / f"curr{n}_input").write_text(f"{ma}\n")
+    m = PowerMeter(root=str(tmp_path))
+    assert m.source == "VDD_IN" and m.available and m.read() == pytest.approx(7500.0)
+    # Nano / Xavier: iio in_power (mW)
+    iio = tmp_path / "old" / "ina3221x" / "6-0040" / "iio:device0"
+    iio.mkdir(parents=True)
+    (iio / "rail_name_0").write_text("POM_5V_IN\n")
+    (iio / "in_power0_input").write_text("3120\n")
+    old = PowerMeter(root=str(tmp_path / "old"))
+    assert old.source == "POM_5V_IN" and old.read() == 3120.0
+    assert not PowerMeter(root=str(tmp_path / "nothing")).available
+
+
+def test_verdict_pass_fail_inconclusive():
+    from benchmarks.stats import verdict
+
+    assert verdict((0.45, 0.51), "<=", 0.52) == "PASS"
+    assert verdict((0.53, 0.60), "<=", 0.52) == "FAIL"
+    assert verdict((0.50, 0.55), "<=", 0.52) == "INCONCLUSIVE"
+    assert verdict((1.95, 2.30), ">=", 1.9) == "PASS"
+    assert verdict((1.50, 1.89), ">=", 1.9) == "FAIL"
+    assert verdict((1.85, 1.95), ">=", 1.9) == "INCONCLUSIVE"
+    assert verdict((0.52, 0.52), "<=", 0.52) == "PASS"  # the bound itself meets the goal
+    assert verdict(None, "<=", 0.52) == "INCONCLUSIVE"
+    with pytest.raises(ValueError):
+        verdict((0.1, 0.2), "<", 0.5)
 
 
 def test_eval_set_reads_class_folders_and_maps_classes_by_name(bundles):

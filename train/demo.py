@@ -145,7 +145,9 @@ def run_demo(out: Path, quick: bool = False, overwrite: bool = False, workers: i
     _step(console, "6/6 bench: erudite against the two-stage zoo")
     t = time.perf_counter()
     _cli(["bench", "--bundle", str(bundle), "--zoo", str(zoo), "--precision", "fp32,int8", "--batch", "1,8",
-          "--iters", str(plan.bench_iters), "--warmup", "3", "--source", str(heldout), "--out", str(out / "bench")])
+          "--iters", str(plan.bench_iters), "--warmup", "3", "--source", str(heldout), "--out", str(out / "bench"),
+          # quick: shorter time-based runs than bench's defaults (3 s per series, 3 memory processes per model)
+          *(["--min-duration-s", "0.5", "--warmup-ms", "50", "--memory-repeats", "2"] if quick else [])])
     timings["bench"] = time.perf_counter() - t
 
     timings["total"] = time.perf_counter() - t_start

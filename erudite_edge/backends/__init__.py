@@ -11,10 +11,12 @@ of them (and every device without torch) still runs.
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
+import warnings
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from ..bundle import Bundle
 from ..errors import BackendUnavailable, BundleError
@@ -130,14 +132,21 @@ def load_runner(
     precision: str = "fp32",
     threads: int | None = None,
     announce: Callable[[str], None] | None = announce_stderr,
+    spinning: bool = False,
+    options: Mapping[str, Any] | None = None,
 ) -> Runner:
     """Load the model for `role` on the chosen backend. Says on stderr (via `announce`; None: quiet)
-    which backend it picked and why."""
+    which backend it picked and why. `spinning`: ONNX Runtime's thread spinning (off: see
+    onnxruntime_runner). `options`: keyword options for the runner that only some backends take
+    (TensorRT's `cuda_graph`, `data_transfers`, as trtexec's --useCudaGraph / --noDataTransfers);
+    a backend whose runner does not take one ignores it with a RuntimeWarning."""
+    ignored = dict(options or {})
     choice = choose_backend(bundle, role, backend, precision)
     if choice.backend == "torch":
         from .torch_runner import TorchRunner
 
         runner: Runner = TorchRunner(bundle.meta["checkpoint"], role=role, precision=precision)
+        _warn_ignored("torch", ignored)
         if announce is not None:
             announce(f"backend: torch {precision} on {runner.describe()['device']} ({choice.reason})")
         return runner
@@ -148,11 +157,15 @@ def load_runner(
             raise BackendUnavailable(f"tensorrt: {why}")
         cls = mod.TensorRTRunner
         # from_bundle reads the engine's sidecar (rebuild hint, expected outputs) as well
-        runner = cls.from_bundle(bundle, role, precision) if hasattr(cls, "from_bundle") else cls(bundle, entry)
+        factory = cls.from_bundle if hasattr(cls, "from_bundle") else cls
+        taken = {k: v for k, v in ignored.items() if takes_keyword(factory, k)}
+        ignored = {k: v for k, v in ignored.items() if k not in taken}
+        runner = factory(bundle, role, precision, **taken) if factory is not cls else cls(bundle, entry, **taken)
     else:
         from .onnxruntime_runner import OnnxRuntimeRunner
 
-        runner = OnnxRuntimeRunner(bundle.path(entry), precision=precision, threads=threads)
+        runner = OnnxRuntimeRunner(bundle.path(entry), precision=precision, threads=threads, spinning=spinning)
+    _warn_ignored(choice.backend, ignored)
     outputs = runner_outputs(runner)
     expected = bundle.expected_outputs(role)
     if outputs is not None and outputs != expected:
@@ -165,6 +178,21 @@ def load_runner(
         extra = f", {providers[0]}" if providers else ""
         announce(f"backend: {choice.backend} {precision}{extra} ({choice.reason})")
     return runner
+
+
+def _warn_ignored(backend: str, ignored: Mapping[str, Any]) -> None:
+    if ignored:
+        warnings.warn(f"{backend} runner ignores {', '.join(f'{k}={v}' for k, v in ignored.items())} "
+                      "(an option this backend's runner does not take)", RuntimeWarning, stacklevel=3)
+
+
+def takes_keyword(fn: Callable[..., Any], name: str) -> bool:
+    """Whether `fn` accepts the keyword argument `name` (by name or through **kwargs)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def runner_outputs(runner: Runner) -> int | None:

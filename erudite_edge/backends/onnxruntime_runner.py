@@ -1,5 +1,14 @@
 """ONNX Runtime backend: TensorRT or CUDA execution provider where this onnxruntime build has them,
-else the CPU."""
+else the CPU.
+
+Thread spinning is off by default. ONNX Runtime's intra-op workers spin on a core after each call,
+waiting for the next one; in a process that runs anything else beside the session (the zoo's coarse and
+fine sessions taking turns, the bench's interleaved contenders, `run`'s decode threads) an idle
+session's spinning workers take the cores the busy one needs. Measured on 2 cores (ResNet-50, 224 px,
+batch 1): the zoo's coarse + fine call took 219.7 ms with spinning and 113.8 ms without, while a lone
+erudite session changed by 4 % (benchmarks/results/ort_spinning.md). `spinning=True` restores ONNX
+Runtime's default for a session that truly runs alone.
+"""
 
 from __future__ import annotations
 
@@ -67,6 +76,7 @@ class OnnxRuntimeRunner(Runner):
         precision: str = "fp32",
         providers: Sequence[str] | None = None,
         threads: int | None = None,
+        spinning: bool = False,
     ):
         super().__init__(precision)
         ort = import_onnxruntime()
@@ -79,6 +89,9 @@ class OnnxRuntimeRunner(Runner):
         if threads:
             opts.intra_op_num_threads = int(threads)
             opts.inter_op_num_threads = 1
+        self.spinning = bool(spinning)
+        for pool in ("intra_op", "inter_op"):
+            opts.add_session_config_entry(f"session.{pool}.allow_spinning", "1" if self.spinning else "0")
         self.providers = pick_providers(ort.get_available_providers(), providers)
         try:
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=provider_options(self.providers, path))
@@ -103,6 +116,7 @@ class OnnxRuntimeRunner(Runner):
     def describe(self) -> dict[str, Any]:
         d = super().describe()
         d["providers"] = self.session.get_providers()
+        d["spinning"] = self.spinning
         return d
 
     def close(self) -> None:

@@ -22,10 +22,30 @@ def bench_command(
     precision: Optional[str] = typer.Option(None, "--precision",
                                             help="Comma-separated: fp32,fp16,int8 (default: every precision both bundles hold)."),
     batch: str = typer.Option("1,8,32", "--batch", help="Comma-separated batch sizes."),
-    warmup: int = typer.Option(3, min=0, help="Warm-up calls per model and batch size."),
-    iters: int = typer.Option(20, min=1, help="Timed calls per model and batch size."),
-    rounds: int = typer.Option(5, min=1, help="Interleaved rounds the timed calls are spread over."),
+    warmup: int = typer.Option(3, min=0, help="At least this many warm-up calls per model and batch size."),
+    warmup_ms: float = typer.Option(200.0, "--warmup-ms", min=0, help="... and at least this many milliseconds of them (trtexec's --warmUp)."),
+    iters: int = typer.Option(20, min=1, help="At least this many timed calls per model and batch size."),
+    min_duration_s: float = typer.Option(3.0, "--min-duration-s", min=0,
+                                         help="... and at least this many seconds of them per model and batch size (trtexec's --duration)."),
+    rounds: int = typer.Option(10, min=1, help="Interleaved rounds the timed calls and time are spread over."),
+    cv_threshold: float = typer.Option(10.0, "--cv-threshold", min=0.001,
+                                       help="Flag a series unstable when its latencies' CV (stdev / mean) exceeds this many %."),
+    memory_repeats: int = typer.Option(
+        3, "--memory-repeats", min=0,
+        help="Peak memory (RSS of the process tree; device memory on a GPU) of each model in this many fresh processes "
+             "per precision, alternating; 0: not measured."),
+    cuda_graph: bool = typer.Option(
+        False, "--cuda-graph",
+        help="TensorRT: run each engine through a captured CUDA graph (trtexec --useCudaGraph). Other backends ignore it, with a warning."),
+    data_transfers: bool = typer.Option(
+        True, "--data-transfers/--no-data-transfers",
+        help="--no-data-transfers: TensorRT times compute only, without host<->device copies (trtexec --noDataTransfers). "
+             "Other backends ignore it, with a warning."),
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for ONNX Runtime (default: its own)."),
+    ort_spinning: bool = typer.Option(
+        False, "--ort-spinning/--no-ort-spinning",
+        help="ONNX Runtime's intra-op thread spinning. Off (default): idle sessions do not keep cores busy while "
+             "the next one runs (the zoo's models take turns); on: ONNX Runtime's own default, to compare."),
     source: Optional[Path] = typer.Option(None, "--source", help="A folder of images: end-to-end throughput against pure inference."),
     source_limit: Optional[int] = typer.Option(None, "--source-limit", min=1, help="Use at most this many images of --source."),
     data: Optional[List[str]] = typer.Option(None, "--data", help="NAME=PATH or NAME=FORMAT:PATH of a labelled test set (repeatable): top-1 per data set."),
@@ -50,7 +70,10 @@ def bench_command(
 
     cfg = BenchConfig(
         bundle=bundle, zoo=zoo, backend=backend, precisions=parse_precisions(precision),
-        batches=parse_int_list(batch, "--batch"), warmup=warmup, iters=iters, rounds=rounds, threads=threads,
+        batches=parse_int_list(batch, "--batch"), warmup=warmup, warmup_ms=warmup_ms, iters=iters,
+        min_duration_s=min_duration_s, rounds=rounds, cv_threshold=cv_threshold / 100.0, memory_repeats=memory_repeats,
+        cuda_graph=cuda_graph, data_transfers=data_transfers, threads=threads,
+        ort_spinning=ort_spinning,
         source=source, source_limit=source_limit, data=list(data or []), data_limit=data_limit, workers=workers,
         interleave_precisions=interleave_precisions,
         command=" ".join(shlex.quote(a) for a in ["erudite-edge", *sys.argv[1:]]),

@@ -1,0 +1,235 @@
+"""Peak memory of the erudite model against the zoo, each in fresh processes.
+
+Memory held by one process says little about another model loaded in the same process (allocators
+keep what they freed, libraries load once), so every measurement is a new Python process:
+
+    python -m benchmarks.memory --child --bundle DIR [--backend B] [--precision P] [--batch 1,8] [--calls 3]
+
+loads the bundle with `erudite_edge.pipeline.load_classifier` (what `erudite-edge run` loads: the zoo
+with all its models), runs a few synthetic batches of every size (the zoo's routing forced to split
+each batch across its data sets, so every fine model runs) and reports its peak resident set size:
+the high-water mark of its own address space (VmHWM, see peak_rss_mb: not ru_maxrss, which counts
+the parent's pages shared until exec) plus the largest of its child processes (RUSAGE_CHILDREN).
+A `--none` child (same imports, no model) gives the interpreter's own share; `net` figures subtract
+it, repetition by repetition.
+
+Repetitions take turns (erudite, zoo, baseline, then rotated), as the timing does; the erudite/zoo
+ratio of medians carries a paired bootstrap 95 % interval over repetitions (benchmarks.stats).
+
+Device memory: where the model runs on a GPU (TensorRT, ONNX Runtime's CUDA provider) the child
+reads the device's used memory (cudaMemGetInfo through cuda-python) before loading and after the
+batches; the difference is reported (device-wide: other processes on the GPU count too). On a CPU
+backend, or without cuda-python, it is null.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .stats import ratio_ci
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULT_PREFIX = "erudite-edge-memory:"
+
+
+def _kib_to_mb(kib: int) -> float:
+    # Linux reports ru_maxrss in KiB, macOS in bytes
+    return kib / (1 << 20) if sys.platform == "darwin" else kib / 1024.0
+
+
+def device_used_mb() -> float | None:
+    """Used memory of CUDA device 0 (MB), through cuda-python; None where there is none."""
+    from erudite_edge.backends.cuda_api import import_cudart
+
+    cudart = import_cudart()
+    if cudart is None:
+        return None
+    try:
+        err, free, total = cudart.cudaMemGetInfo()
+        if int(err) != 0:
+            return None
+        return (total - free) / 1e6
+    except Exception:
+        return None
+
+
+def child_main(args: argparse.Namespace) -> int:
+    """Load, run a few batches, print one line of JSON (what the parent cannot see from outside)."""
+    import numpy as np
+
+    from erudite_edge.bundle import Bundle
+    from erudite_edge.pipeline import load_classifier
+
+    from .instrument import Instrumented
+
+    if args.backend in ("auto", "onnxruntime"):  # the baseline imports the runtime library too
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            pass
+    report: dict[str, Any] = {"model": None, "backend": None, "device_mb": None}
+    if args.bundle is not None:
+        bundle = Bundle.load(args.bundle)
+        gpu = args.backend in ("auto", "tensorrt")
+        before = device_used_mb() if gpu else None
+        options = {**({"cuda_graph": True} if args.cuda_graph else {}),
+                   **({"data_transfers": False} if args.no_data_transfers else {})}
+        with warnings.catch_warnings():  # the parent's bench has said so already
+            warnings.simplefilter("ignore", RuntimeWarning)
+            clf = Instrumented(load_classifier(bundle, args.backend, args.precision, args.threads, announce=None,
+                                               spinning=args.spinning, options=options), forced_routing=True)
+        h, w = bundle.preprocess.input_size
+        for b in args.batch:
+            shape = (b, 3, h, w) if bundle.preprocess.layout == "NCHW" else (b, h, w, 3)
+            x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+            for _ in range(args.calls):
+                clf.predict(x)
+        report["model"] = bundle.kind
+        report["backend"] = clf.backend
+        providers = clf.recorders[next(iter(clf.recorders))].describe().get("providers") or []
+        on_gpu = clf.backend == "tensorrt" or any("CUDA" in p or "Tensorrt" in p for p in providers[:1])
+        after = device_used_mb() if on_gpu else None
+        if on_gpu and before is not None and after is not None:
+            report["device_mb"] = round(after - before, 3)
+        clf.close()
+    report["peak_rss_mb"], report["children_peak_rss_mb"] = peak_rss_mb()
+    print(RESULT_PREFIX + json.dumps(report), flush=True)
+    return 0
+
+
+def peak_rss_mb() -> tuple[float, float]:
+    """This process's peak resident set (MB) and the largest of its reaped children's.
+
+    The process's own peak is the high-water mark of its current address space (VmHWM in
+    /proc/self/status): getrusage's ru_maxrss would also count the parent's pages, which a process
+    started by fork/vfork + exec shares until its exec (a child of a 1 GB bench would report 1 GB).
+    Children (none for ONNX Runtime or TensorRT, counted for completeness): RUSAGE_CHILDREN."""
+    import resource
+
+    own: float | None = None
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    own = int(line.split()[1]) / 1024.0  # kB
+                    break
+    except OSError:
+        pass
+    if own is None:  # no procfs (macOS): the kernel's figure, exec-polluted as said above
+        own = _kib_to_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return own, _kib_to_mb(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+
+
+def run_child(argv: Sequence[str]) -> tuple[float, dict[str, Any]]:
+    """Run one child to the end; its peak RSS (MB, itself plus its largest child) and its report."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.memory", "--child", *argv], capture_output=True,
+                          env=env, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+        raise RuntimeError(f"memory child ({' '.join(argv)}) exited {proc.returncode}: {last}")
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_PREFIX)), None)
+    if line is None:
+        raise RuntimeError(f"memory child ({' '.join(argv)}) printed no result")
+    report = json.loads(line[len(RESULT_PREFIX):])
+    return report["peak_rss_mb"] + report["children_peak_rss_mb"], report
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def measure_memory(bundles: dict[str, Path], *, backend: str, precision: str, threads: int | None, spinning: bool,
+                   batches: Sequence[int], repeats: int, calls: int = 3, seed: int = 0,
+                   on_child: Callable[[], None] | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Peak RSS (and device memory) of every bundle in `repeats` fresh processes each, with a
+    no-model baseline; erudite/zoo ratios with paired bootstrap intervals over repetitions."""
+    common = ["--backend", backend, "--precision", precision, "--batch", ",".join(map(str, batches)),
+              "--calls", str(calls)] + (["--threads", str(threads)] if threads else []) + (["--spinning"] if spinning else []) \
+        + (["--cuda-graph"] if (options or {}).get("cuda_graph") else []) \
+        + (["--no-data-transfers"] if (options or {}).get("data_transfers") is False else [])
+    names = [*bundles, "baseline"]
+    peaks: dict[str, list[float]] = {n: [] for n in names}
+    device: dict[str, list[float | None]] = {n: [] for n in names}
+    for rep in range(repeats):
+        order = [names[(i + rep) % len(names)] for i in range(len(names))]
+        for name in order:
+            argv = common + (["--bundle", str(bundles[name])] if name != "baseline" else [])
+            peak, report = run_child(argv)
+            peaks[name].append(round(peak, 2))
+            device[name].append(report.get("device_mb"))
+            if on_child:
+                on_child()
+    out: dict[str, Any] = {"precision": precision, "backend": backend, "repeats": repeats, "batches": list(batches),
+                           "calls_per_batch": calls,
+                           "method": "peak RSS of a fresh process per measurement (VmHWM of the process + the largest "
+                                     "child's ru_maxrss), load_classifier + a few batches; baseline: same imports, no model"}
+    for name in names:
+        out[name] = {"peak_rss_mb": peaks[name], "median_mb": _median(peaks[name]),
+                     "device_mb": device[name] if any(v is not None for v in device[name]) else None,
+                     "device_median_mb": _median(device[name])}
+    for name in bundles:
+        net = [p - b for p, b in zip(peaks[name], peaks["baseline"])]
+        out[name]["net_mb"] = [round(v, 2) for v in net]
+        out[name]["net_median_mb"] = _median(net)
+    if "erudite" in bundles and "zoo" in bundles:
+        e, z = out["erudite"], out["zoo"]
+        out["ratio"] = e["median_mb"] / z["median_mb"]
+        ci = ratio_ci(peaks["erudite"], peaks["zoo"], seed=(seed, 5))
+        out["ratio_ci95"] = None if ci is None else [round(ci[0], 5), round(ci[1], 5)]
+        if e["net_median_mb"] and z["net_median_mb"] and z["net_median_mb"] > 0:
+            out["net_ratio"] = e["net_median_mb"] / z["net_median_mb"]
+            nci = ratio_ci(e["net_mb"], z["net_mb"], seed=(seed, 6)) if min(e["net_mb"] + z["net_mb"]) > 0 else None
+            out["net_ratio_ci95"] = None if nci is None else [round(nci[0], 5), round(nci[1], 5)]
+        else:
+            out["net_ratio"], out["net_ratio_ci95"] = None, None
+        if e["device_median_mb"] and z["device_median_mb"]:
+            out["device_ratio"] = e["device_median_mb"] / z["device_median_mb"]
+        else:
+            out["device_ratio"] = None
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__.splitlines()[0])
+    ap.add_argument("--child", action="store_true", help="(internal) one measurement: load, run, exit")
+    ap.add_argument("--bundle", type=Path, default=None, help="with --child: the bundle (none: the no-model baseline)")
+    ap.add_argument("--erudite", type=Path, help="the erudite bundle (without --child)")
+    ap.add_argument("--zoo", type=Path, help="the zoo bundle (without --child)")
+    ap.add_argument("--backend", default="onnxruntime")
+    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--spinning", action="store_true")
+    ap.add_argument("--cuda-graph", action="store_true", help="TensorRT runner option (others ignore it)")
+    ap.add_argument("--no-data-transfers", action="store_true", help="TensorRT runner option (others ignore it)")
+    ap.add_argument("--batch", default="1,8")
+    ap.add_argument("--calls", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args(argv)
+    args.batch = [int(v) for v in str(args.batch).split(",") if v.strip()]
+    if args.child:
+        return child_main(args)
+    if args.erudite is None:
+        ap.error("--erudite BUNDLE (and --zoo BUNDLE) to compare")
+    bundles = {"erudite": args.erudite, **({"zoo": args.zoo} if args.zoo else {})}
+    result = measure_memory(bundles, backend=args.backend, precision=args.precision, threads=args.threads,
+                            spinning=args.spinning, batches=args.batch, repeats=args.repeats, calls=args.calls)
+    from .environment import environment
+
+    result["environment"] = environment()
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
