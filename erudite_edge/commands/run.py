@@ -1,7 +1,9 @@
 """`erudite-edge run`: classify images, video, cameras or streams with a bundle (no torch needed).
 
-Exit codes: 0 done; 1 a bad file under --strict; 2 a source, bundle or backend that cannot be used;
-130 interrupted (Ctrl-C; outputs keep what was done and the summary is printed).
+Exit codes: 0 done; 1 a bad file under --strict; 2 a source, bundle, backend or output that cannot be
+used (an existing -o without --append/--overwrite, a file another run writes, a full disk, ...);
+128 + the signal when stopped by SIGINT (130), SIGTERM (143) or SIGHUP (129): outputs keep what was done
+and the summary is printed.
 """
 
 from __future__ import annotations
@@ -38,11 +40,17 @@ def run_command(
     width: Optional[int] = typer.Option(None, help="Camera capture width (csi:// defaults to 1280)."),
     height: Optional[int] = typer.Option(None, help="Camera capture height (csi:// defaults to 720)."),
     framerate: Optional[int] = typer.Option(None, help="Camera frame rate (csi:// defaults to 30)."),
-    reconnect: int = typer.Option(3, min=0, help="Times to reopen a camera/stream that stops delivering frames."),
+    reconnect: str = typer.Option("3", help="Times to reopen a camera/stream that stops delivering frames, per loss, "
+                                  "or 'forever' (a service); waits 1 s, 2 s, 4 s ... up to 30 s between tries."),
     limit: Optional[int] = typer.Option(None, min=1, help="Stop after this many classified frames."),
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for ONNX Runtime (default: its own)."),
     workers: Optional[int] = typer.Option(None, min=1, help="Decode/preprocess threads (default: up to 4)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --save target."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output file / --save target."),
+    append: bool = typer.Option(False, "--append", help="Add to an existing --output file (same columns)."),
+    min_confidence: float = typer.Option(0.0, "--min-confidence", min=0.0, max=1.0,
+                                         help="Below this top-1 probability the answer is 'unknown' (top-k still written)."),
+    smooth: int = typer.Option(1, "--smooth", min=1, help="Average the probabilities of the last N frames (live sources, videos)."),
+    datasets: Optional[str] = typer.Option(None, "--datasets", help="Restrict the joint label space to these data sets: a,b."),
 ) -> None:
     """Classify images, video, cameras or streams; top-k fine labels with their data set per image."""
     try:
@@ -52,13 +60,27 @@ def run_command(
         raise typer.Exit(130) from None
 
 
+def parse_reconnect(value: str) -> int | None:
+    """`--reconnect N` (N >= 0) or `forever` (None)."""
+    v = value.strip().lower()
+    if v in ("forever", "inf", "always"):
+        return None
+    if v.isdigit():
+        return int(v)
+    raise UsageError(f"--reconnect {value}: give a number of attempts (0, 3, ...) or 'forever'")
+
+
 def _run(
     source: Optional[str], bundle: Optional[Path], zoo: Optional[Path], backend: str, checkpoint: Optional[Path],
     precision: str, batch: int,
     topk: int, output: Optional[Path], save: Optional[Path], display: bool, strict: bool, recursive: bool,
     camera: Optional[int], width: Optional[int], height: Optional[int], framerate: Optional[int], reconnect: int,
-    limit: Optional[int], threads: Optional[int], workers: Optional[int], overwrite: bool,
+    limit: Optional[int], threads: Optional[int], workers: Optional[int], overwrite: bool, append: bool,
+    min_confidence: float, smooth: int, datasets: Optional[str],
 ) -> None:
+    import signal as signals
+
+    from ..answers import Answerer, parse_datasets
     from ..backends import BACKENDS, resolve_precision
     from ..bundle import PRECISIONS, Bundle
     from ..errors import BundleError
@@ -76,9 +98,14 @@ def _run(
         raise UsageError(f"--precision {precision}: one of auto, {', '.join(PRECISIONS)}")
     if source is None and camera is None:
         raise UsageError("no source: give a file, folder, glob, video, /dev/videoN, csi://N or rtsp://... (or --camera N)")
+    if overwrite and append:
+        raise UsageError("give --append or --overwrite, not both")
+    reconnects = parse_reconnect(reconnect)
 
     console = stderr_console()
-    warn = lambda msg: console.print(f"warning: {msg}", style="yellow", markup=False, highlight=False)  # noqa: E731
+    from ..outputs import printable
+
+    warn = lambda msg: console.print(f"warning: {printable(msg)}", style="yellow", markup=False, highlight=False)  # noqa: E731
 
     # Cheap checks first (bundle, source), then the slow part (loading engines / sessions).
     if checkpoint is not None:
@@ -94,9 +121,14 @@ def _run(
         raise BundleError(f"{zoo}: an {b.kind} bundle, not a zoo; run it with --bundle")
     if bundle is not None and b.kind == "zoo":
         raise BundleError(f"{bundle}: a zoo bundle; run it with --zoo")
-    topk = min(topk, b.labels.num_classes)
+    answerer = Answerer(b.labels, topk, min_confidence=min_confidence, smooth=smooth,
+                        datasets=parse_datasets(datasets, b.labels))
+    topk = answerer.topk
     src = open_source(source, camera=camera, recursive=recursive, width=width, height=height,
-                      framerate=framerate, reconnect=reconnect)
+                      framerate=framerate, reconnect=reconnects)
+    if smooth > 1 and src.kind == "images":
+        warn("--smooth averages consecutive frames of a camera, stream or video; these are separate images: ignored")
+        answerer.smooth = 1
     ignored = int(getattr(src, "ignored", 0))
     if ignored:
         warn(f"{ignored} file(s) in {source} are not images by extension; ignored")
@@ -105,7 +137,8 @@ def _run(
     sinks = []
     classifier = None
     try:
-        sinks.append(open_output(output, topk))
+        sinks.append(open_output(output, topk, answerer.sub.datasets,
+                                 mode="append" if append else "overwrite" if overwrite else "new"))
         if save is not None:
             fps = src.fps or (30.0 if src.kind != "images" else STILLS_FPS)
             sinks.append(open_save(save, fps, overwrite))
@@ -124,14 +157,14 @@ def _run(
         raise
 
     pipeline = Pipeline(classifier, b.labels, b.preprocess, batch=batch, topk=topk, workers=workers,
-                        strict=strict, limit=limit, console=console)
+                        strict=strict, limit=limit, console=console, answerer=answerer)
     try:
         summary = pipeline.run(src, sinks)
     finally:
         classifier.close()
     render_summary(summary, console)
     if summary.interrupted:
-        raise typer.Exit(130)
+        raise typer.Exit(128 + (summary.signal or int(signals.SIGINT)))
 
 
 def register(app: typer.Typer, export_app: typer.Typer) -> None:
