@@ -16,6 +16,7 @@ back-off (1 s .. 30 s), N times or forever; every message shows its URI with the
 from __future__ import annotations
 
 import abc
+import contextlib
 import functools
 import glob as globlib
 import os
@@ -94,6 +95,16 @@ def _build_flag(name: str) -> bool:
         if key.strip() == name:
             return value.strip().upper().startswith("YES")
     return False
+
+
+def quiet_video_logs() -> None:
+    """Keep OpenCV's and FFmpeg's own log lines (which may show a stream's URI) off stderr: our
+    messages say what went wrong, with the password redacted. OPENCV_FFMPEG_LOGLEVEL / OPENCV_LOG_LEVEL
+    set by the user win."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        with contextlib.suppress(AttributeError, cv2.error):
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
 @functools.lru_cache(maxsize=None)
@@ -467,19 +478,24 @@ def open_rtsp(uri: str, *, reconnect: int | None = 3, backoff: float = 1.0) -> C
     elif ffmpeg_available():
         opener, via = _ffmpeg_stream(uri), "FFmpeg"
     else:
-        raise SourceError(f"{uri}: this OpenCV has neither GStreamer nor FFmpeg video I/O; {gstreamer_fix_message(uri)}")
-    return CaptureSource(
-        uri,
-        opener,
-        kind="stream",
-        live=True,
-        reconnect=reconnect,
-        backoff=backoff,
-        open_error=(
-            f"cannot open {uri} (via {via}): the server is unreachable, the path or credentials are wrong "
-            "(401), or its codec is one this OpenCV cannot decode; check it with `ffprobe URI`"
-        ),
-    )
+        raise SourceError(f"{redact(uri)}: this OpenCV has neither GStreamer nor FFmpeg video I/O; "
+                          f"{gstreamer_fix_message(redact(uri))}")
+    try:
+        return CaptureSource(
+            uri,
+            opener,
+            kind="stream",
+            live=True,
+            reconnect=reconnect,
+            backoff=backoff,
+            open_error=f"cannot open {uri} (via {via})",
+        )
+    except SourceError as e:
+        from .rtsp_diagnose import diagnose
+
+        why = diagnose(uri) or ("the server answers, but OpenCV could not read the stream: its codec or "
+                                "transport is one this OpenCV cannot decode; check it with `ffprobe URI`")
+        raise SourceError(f"{e}: {why}") from None
 
 
 def open_video_file(path: str) -> CaptureSource:

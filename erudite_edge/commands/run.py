@@ -86,7 +86,7 @@ def _run(
     from ..errors import BundleError
     from ..outputs import STILLS_FPS, open_display, open_output, open_save, render_summary, stderr_console
     from ..pipeline import Pipeline, load_classifier
-    from ..sources import open_source
+    from ..sources import open_source, quiet_video_logs
 
     if checkpoint is not None and backend != "torch":
         raise UsageError("--checkpoint is for --backend torch; other backends run a bundle")
@@ -102,6 +102,7 @@ def _run(
         raise UsageError("give --append or --overwrite, not both")
     reconnects = parse_reconnect(reconnect)
 
+    quiet_video_logs()
     console = stderr_console()
     from ..outputs import printable
 
