@@ -281,6 +281,7 @@ class Pipeline:
         console: Any = None,
         progress: bool = True,
         answerer: Answerer | None = None,
+        latest_frame: bool = True,
     ):
         if batch < 1 or topk < 1:
             raise ValueError("batch and topk must be at least 1")
@@ -295,6 +296,9 @@ class Pipeline:
         self.console = console
         self.show_progress = progress
         self.answerer = answerer or Answerer(labels, topk)
+        # False: live sources are queued like files (every frame, batched greedily), as before latest-frame
+        # semantics existed; kept for benchmarks/live_frames.py's "before" side.
+        self.latest_frame = latest_frame
 
     def _warn(self, msg: str) -> None:
         from .outputs import printable
@@ -376,7 +380,7 @@ class Pipeline:
         t_start = time.perf_counter()
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="erudite-edge-prep")
         latest = getattr(source, "latest", None)
-        live = source.live and latest is not None
+        live = source.live and latest is not None and self.latest_frame
         feeder: Any = _LiveFeeder(source, self.spec, interrupt) if live else Prefetcher(source, self.spec, pool, depth, interrupt)
         try:
             with _signals_set(interrupt):
