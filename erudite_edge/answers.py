@@ -67,7 +67,7 @@ class Answerer:
         p = np.asarray(probs, dtype=np.float32)[:, self._columns]
         if self.restricted:
             total = p.sum(axis=1, keepdims=True)
-            p = p / np.where(total > 0, total, 1.0)
+            p = (p / np.where(total > 0, total, 1.0)).astype(np.float32)
         return p
 
     def __call__(self, probs: np.ndarray) -> list[Answer]:

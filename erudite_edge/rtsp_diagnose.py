@@ -32,7 +32,7 @@ def _request(sock: socket.socket, uri: str, cseq: int, auth: str = "") -> tuple[
     m = re.match(r"RTSP/\d\.\d (\d{3})", head[0] if head else "")
     if not m:
         raise OSError("not an RTSP answer")
-    headers = {}
+    headers: dict[str, str] = {}
     for line in head[1:]:
         k, _, v = line.partition(":")
         headers.setdefault(k.strip().lower(), v.strip())

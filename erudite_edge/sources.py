@@ -25,7 +25,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Generator, Iterator
 
 import cv2
 import numpy as np
@@ -215,7 +215,7 @@ class ImageFilesSource(Source):
         return f"{self.uri} ({len(self.paths)} image{'s' if len(self.paths) != 1 else ''})"
 
 
-Opener = Callable[[], "cv2.VideoCapture"]
+Opener = Callable[[], Any]  # returns a cv2.VideoCapture (or something that reads like one: testsrc)
 
 
 def _to_rgb(frame: np.ndarray) -> np.ndarray:
@@ -300,7 +300,7 @@ class CaptureSource(Source):
             self._warn(f"{self.uri}: ended early after {n} of the {expected} frames its container announces; "
                        "the file is truncated or corrupt")
 
-    def frames(self) -> Iterator[Item]:
+    def frames(self) -> Generator[Item, None, None]:
         """Every frame, in order, reconnecting a lost live source; releases the capture when done."""
         n = 0
         attempts = 0

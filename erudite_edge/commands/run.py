@@ -74,7 +74,7 @@ def _run(
     source: Optional[str], bundle: Optional[Path], zoo: Optional[Path], backend: str, checkpoint: Optional[Path],
     precision: str, batch: int,
     topk: int, output: Optional[Path], save: Optional[Path], display: bool, strict: bool, recursive: bool,
-    camera: Optional[int], width: Optional[int], height: Optional[int], framerate: Optional[int], reconnect: int,
+    camera: Optional[int], width: Optional[int], height: Optional[int], framerate: Optional[int], reconnect: str,
     limit: Optional[int], threads: Optional[int], workers: Optional[int], overwrite: bool, append: bool,
     min_confidence: float, smooth: int, datasets: Optional[str],
 ) -> None:
