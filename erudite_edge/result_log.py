@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 import threading
 from pathlib import Path
 
@@ -79,7 +80,9 @@ class AppendLog:
         self._dirty = False
         self._sync_error: OSError | None = None
         try:
-            if mode == "overwrite":
+            info = os.fstat(fd)
+            self._regular = stat.S_ISREG(info.st_mode)  # a FIFO or device: nothing to truncate or fsync
+            if mode == "overwrite" and self._regular:
                 os.ftruncate(fd, 0)
             self.size = os.fstat(fd).st_size
             if header is not None:
@@ -88,8 +91,11 @@ class AppendLog:
                     self.size = len(header)
                 else:
                     self._check_header(header)
+        except OSError as e:
+            self._release(keep=not self.created)
+            raise OutputError(f"cannot write to {self.path} ({_why(e)})") from None
         except BaseException:
-            self._release(keep=True)
+            self._release(keep=not self.created)
             raise
         self._stop = threading.Event()
         self._timer = threading.Thread(target=self._sync_loop, args=(float(fsync_interval),),
@@ -118,10 +124,11 @@ class AppendLog:
             try:
                 self._write_all(data)
             except OSError as e:
-                try:
-                    os.ftruncate(self._fd, self.size)  # no half line left behind
-                except OSError:
-                    pass
+                if self._regular:
+                    try:
+                        os.ftruncate(self._fd, self.size)  # no half line left behind
+                    except OSError:
+                        pass
                 self._fail(e)
             self.size += len(data)
             self.lines += 1
@@ -133,9 +140,10 @@ class AppendLog:
 
     def sync(self) -> None:
         with self._mutex:
-            if self._dirty:
+            if self._dirty and self._fd >= 0:
                 self._dirty = False
-                os.fsync(self._fd)
+                if self._regular:
+                    os.fsync(self._fd)
 
     def _sync_loop(self, interval: float) -> None:
         while not self._stop.wait(interval):
@@ -166,8 +174,9 @@ class AppendLog:
         if self._fd < 0:
             return
         with self._mutex:
-            try:
-                os.fsync(self._fd)
-            except OSError:
-                pass
+            if self._regular:
+                try:
+                    os.fsync(self._fd)
+                except OSError:
+                    pass
             self._release(keep=keep_empty or self.lines > 0 or not self.created)

@@ -213,3 +213,26 @@ def test_rtsp_401_is_one_line(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1, err
     assert "401" in err and "wrongpw" not in err and "viewer:***@" in err
+
+
+def test_sigterm_while_opening_a_silent_stream(tmp_path: Path) -> None:
+    """A server that accepts and never answers: SIGTERM during the open ends the run (exit 143), no output
+    file is left behind."""
+    bundle = make_erudite_bundle(tmp_path / "b")
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    port = silent.getsockname()[1]
+    out = tmp_path / "never.jsonl"
+    try:
+        run = subprocess.Popen([sys.executable, "-m", "erudite_edge.cli", "run", "--bundle", str(bundle.root),
+                                f"rtsp://u:pw@127.0.0.1:{port}/x", "-o", str(out)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+        conn, _ = silent.accept()  # the run is opening the stream
+        run.send_signal(signal.SIGTERM)
+        _, err = run.communicate(timeout=60)
+        conn.close()
+    finally:
+        silent.close()
+    assert run.returncode == 128 + signal.SIGTERM, err
+    assert "interrupted" in err and "Traceback" not in err and not out.exists()

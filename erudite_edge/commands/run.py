@@ -8,8 +8,11 @@ and the summary is printed.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 from pathlib import Path
-from typing import Optional
+from typing import Any, Iterator, Optional
 
 import typer
 
@@ -49,15 +52,40 @@ def run_command(
     append: bool = typer.Option(False, "--append", help="Add to an existing --output file (same columns)."),
     min_confidence: float = typer.Option(0.0, "--min-confidence", min=0.0, max=1.0,
                                          help="Below this top-1 probability the answer is 'unknown' (top-k still written)."),
-    smooth: int = typer.Option(1, "--smooth", min=1, help="Average the probabilities of the last N frames (live sources, videos)."),
+    smooth: int = typer.Option(1, "--smooth", min=1, help="Average the probabilities of the last N classified frames (cameras, streams, videos)."),
     datasets: Optional[str] = typer.Option(None, "--datasets", help="Restrict the joint label space to these data sets: a,b."),
 ) -> None:
     """Classify images, video, cameras or streams; top-k fine labels with their data set per image."""
+    args = dict(locals())
+    with _stop_signals_interrupt() as received:
+        try:
+            _run(**args)
+        except KeyboardInterrupt:  # while loading or opening; the pipeline handles its own
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(128 + (received[0] if received else int(signal.SIGINT))) from None
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupt() -> Iterator[list[int]]:
+    """SIGTERM and SIGHUP interrupt loading and opening as Ctrl-C does (outputs opened so far are closed,
+    a result file this run created and wrote nothing into is removed); the pipeline takes them over while
+    it runs. Yields a list that receives the signal number."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    names = ("SIGTERM", "SIGHUP")
+    previous = {s: signal.signal(s, handler) for s in (getattr(signal, n) for n in names if hasattr(signal, n))}
     try:
-        _run(**locals())
-    except KeyboardInterrupt:  # while loading or opening; the pipeline handles its own
-        typer.echo("interrupted", err=True)
-        raise typer.Exit(130) from None
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
 def parse_reconnect(value: str) -> int | None:
@@ -78,8 +106,6 @@ def _run(
     limit: Optional[int], threads: Optional[int], workers: Optional[int], overwrite: bool, append: bool,
     min_confidence: float, smooth: int, datasets: Optional[str],
 ) -> None:
-    import signal as signals
-
     from ..answers import Answerer, parse_datasets
     from ..backends import BACKENDS, resolve_precision
     from ..bundle import PRECISIONS, Bundle
@@ -165,7 +191,7 @@ def _run(
         classifier.close()
     render_summary(summary, console)
     if summary.interrupted:
-        raise typer.Exit(128 + (summary.signal or int(signals.SIGINT)))
+        raise typer.Exit(128 + (summary.signal or int(signal.SIGINT)))
 
 
 def register(app: typer.Typer, export_app: typer.Typer) -> None:
