@@ -277,6 +277,7 @@ class CaptureSource(Source):
             raise SourceError(self._open_error)
         self._frames = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self._fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.mode = capture_mode(self._cap)  # as negotiated: `1280x720 MJPG 30 fps`
 
     @property
     def length(self) -> int | None:
@@ -393,12 +394,42 @@ def _first_that_opens(*openers: Opener) -> Opener:
     return open_
 
 
+CAMERA_FORMATS = {"mjpg": "MJPG", "yuyv": "YUYV"}
+# V4L2 pixel formats of raw Bayer sensors (what a Jetson devkit's CSI camera gives through /dev/videoN)
+BAYER_FOURCCS = frozenset("BA81 GBRG GRBG RGGB BG10 GB10 BA10 RG10 BG12 GB12 BA12 RG12 pBAA pGAA pgAA pRAA "
+                          "pBCC pGCC pgCC pRCC".split())
+
+
+def fourcc_str(value: float) -> str:
+    v = int(value)
+    chars = "".join(chr((v >> (8 * i)) & 0xFF) for i in range(4))
+    return chars if v and chars.isprintable() else "?"
+
+
+def capture_mode(cap: Any) -> str:
+    """What a capture delivers, as negotiated: `1920x1080 MJPG 30 fps`."""
+    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+    return f"{w}x{h} {fourcc_str(cap.get(cv2.CAP_PROP_FOURCC) or 0)} {fps:g} fps"
+
+
+def bayer_hint(fourcc: str, device: str) -> str | None:
+    """The fix when a V4L2 device gives raw Bayer: it is a CSI sensor, whose ISP only csi:// goes through."""
+    if fourcc in BAYER_FOURCCS:
+        n = "".join(ch for ch in device if ch.isdigit()) or "0"
+        return (f"{device} gives raw Bayer frames ({fourcc}): it is a CSI sensor; open it as csi://{n} so the "
+                "Jetson's ISP debayers it (nvarguscamerasrc)")
+    return None
+
+
 def _configured_capture(target: str | int, api: int, width: int | None, height: int | None,
-                        framerate: int | None) -> Opener:
+                        framerate: int | None, fourcc: str | None = None) -> Opener:
     def open_() -> cv2.VideoCapture:
         cap = cv2.VideoCapture(target, api)
         if cap.isOpened():
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # newest frame, not a queue of stale ones
+            if fourcc:  # before the size: V4L2 picks the sizes of the pixel format
+                cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*fourcc))
             if width:
                 cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
             if height:
@@ -426,11 +457,17 @@ def _ffmpeg_stream(uri: str) -> Opener:
 
 
 def open_v4l2(device: str | int, *, width: int | None = None, height: int | None = None,
-              framerate: int | None = None, reconnect: int | None = 3, backoff: float = 1.0) -> CaptureSource:
+              framerate: int | None = None, reconnect: int | None = 3, backoff: float = 1.0,
+              camera_format: str | None = None) -> CaptureSource:
     dev = f"/dev/video{device}" if isinstance(device, int) else device
-    return CaptureSource(
+    fourcc = None
+    if camera_format:
+        if camera_format.lower() not in CAMERA_FORMATS:
+            raise SourceError(f"--camera-format {camera_format}: one of {', '.join(CAMERA_FORMATS)}")
+        fourcc = CAMERA_FORMATS[camera_format.lower()]
+    src = CaptureSource(
         f"v4l2://{dev}",
-        _configured_capture(device if isinstance(device, int) else dev, cv2.CAP_V4L2, width, height, framerate),
+        _configured_capture(device if isinstance(device, int) else dev, cv2.CAP_V4L2, width, height, framerate, fourcc),
         kind="camera",
         live=True,
         reconnect=reconnect,
@@ -440,6 +477,28 @@ def open_v4l2(device: str | int, *, width: int | None = None, height: int | None
             "permission (check `ls -l /dev/video*`; add yourself to the 'video' group)"
         ),
     )
+    check_camera_mode(src, dev, width, height, framerate, fourcc)
+    return src
+
+
+def check_camera_mode(src: CaptureSource, dev: str, width: int | None, height: int | None, framerate: int | None,
+                      fourcc: str | None) -> None:
+    """Refuse (SourceError, listing the modes the camera offers) a mode the camera did not take, and a raw
+    Bayer CSI sensor opened through V4L2."""
+    hint = bayer_hint(src.mode.split()[1] if len(src.mode.split()) > 1 else "", dev)
+    if hint:
+        src.close()
+        raise SourceError(hint)
+    got_w, got_h = (int(v) for v in src.mode.split()[0].split("x"))
+    got_fourcc = src.mode.split()[1]
+    refused = ((width and got_w != width) or (height and got_h != height)
+               or (fourcc and got_fourcc not in ("?", fourcc)))
+    if refused:
+        from .v4l2_modes import describe_modes
+
+        src.close()
+        want = f"{width or '*'}x{height or '*'}" + (f" {fourcc}" if fourcc else "") + (f" {framerate} fps" if framerate else "")
+        raise SourceError(f"camera {dev} refused {want} (it gave {src.mode}); it offers: {describe_modes(dev)}")
 
 
 def csi_pipeline(sensor: int, width: int | None = None, height: int | None = None, framerate: int | None = None) -> str:
@@ -561,20 +620,22 @@ def open_source(
     framerate: int | None = None,
     reconnect: int | None = 3,
     backoff: float = 1.0,
+    camera_format: str | None = None,
 ) -> Source:
     """Open what the user named: `--camera N`, /dev/videoN, v4l2://DEV, csi://N, rtsp://..., a video
     file, an image, a folder of images (recursive on request) or a glob. SourceError if it cannot be."""
     live_kw = dict(width=width, height=height, framerate=framerate, reconnect=reconnect, backoff=backoff)
+    v4l2_kw = dict(live_kw, camera_format=camera_format)
     if camera is not None:
         if spec:
             raise SourceError(f"give either --camera {camera} or a SOURCE ({spec}), not both")
-        return open_v4l2(int(camera), **live_kw)  # type: ignore[arg-type]
+        return open_v4l2(int(camera), **v4l2_kw)  # type: ignore[arg-type]
     if not spec:
         raise SourceError("no source: give a file, folder, glob, /dev/videoN, csi://N or rtsp://... (or --camera N)")
     if spec.startswith("file://"):
         spec = spec[len("file://"):]
     if spec.startswith("v4l2://"):
-        return open_v4l2(spec[len("v4l2://"):], **live_kw)  # type: ignore[arg-type]
+        return open_v4l2(spec[len("v4l2://"):], **v4l2_kw)  # type: ignore[arg-type]
     if spec.startswith("csi://"):
         return open_csi(spec, **live_kw)  # type: ignore[arg-type]
     if spec.startswith(("rtsp://", "rtsps://")):
@@ -584,7 +645,7 @@ def open_source(
 
         return open_testsrc(spec, width=width, height=height, reconnect=reconnect, backoff=backoff)
     if spec.startswith("/dev/video"):
-        return open_v4l2(spec, **live_kw)  # type: ignore[arg-type]
+        return open_v4l2(spec, **v4l2_kw)  # type: ignore[arg-type]
     if "://" in spec:
         raise SourceError(f"{redact(spec)}: unsupported URI scheme; use csi://N, v4l2:///dev/videoN, rtsp://..., "
                           "testsrc://FPS or a path")
@@ -600,7 +661,7 @@ def open_source(
             return ImageFilesSource(spec, [spec], root=os.path.dirname(spec) or ".")
         return open_video_file(spec)
     if spec.isdigit():
-        return open_v4l2(int(spec), **live_kw)  # type: ignore[arg-type]
+        return open_v4l2(int(spec), **v4l2_kw)  # type: ignore[arg-type]
     if GLOB_CHARS & set(spec):
         matches = sorted(p for p in globlib.glob(os.path.expanduser(spec), recursive=True) if os.path.isfile(p))
         if not matches:

@@ -57,6 +57,8 @@ class SyntheticCapture:
     def get(self, prop: int) -> float:
         if prop == cv2.CAP_PROP_FPS:
             return self.fps
+        if prop == cv2.CAP_PROP_FOURCC:
+            return float(cv2.VideoWriter.fourcc(*"BGR3"))
         if prop == cv2.CAP_PROP_FRAME_WIDTH:
             return float(self.size[0])
         if prop == cv2.CAP_PROP_FRAME_HEIGHT:

@@ -43,6 +43,8 @@ def run_command(
     width: Optional[int] = typer.Option(None, help="Camera capture width (csi:// defaults to 1280)."),
     height: Optional[int] = typer.Option(None, help="Camera capture height (csi:// defaults to 720)."),
     framerate: Optional[int] = typer.Option(None, help="Camera frame rate (csi:// defaults to 30)."),
+    camera_format: Optional[str] = typer.Option(None, "--camera-format", help="USB camera pixel format: mjpg (how "
+                                                "USB cameras reach 30 fps at 1080p) or yuyv. The mode negotiated is printed."),
     reconnect: str = typer.Option("3", help="Times to reopen a camera/stream that stops delivering frames, per loss, "
                                   "or 'forever' (a service); waits 1 s, 2 s, 4 s ... up to 30 s between tries."),
     limit: Optional[int] = typer.Option(None, min=1, help="Stop after this many classified frames."),
@@ -102,7 +104,8 @@ def _run(
     source: Optional[str], bundle: Optional[Path], zoo: Optional[Path], backend: str, checkpoint: Optional[Path],
     precision: str, batch: int,
     topk: int, output: Optional[Path], save: Optional[Path], display: bool, strict: bool, recursive: bool,
-    camera: Optional[int], width: Optional[int], height: Optional[int], framerate: Optional[int], reconnect: str,
+    camera: Optional[int], width: Optional[int], height: Optional[int], framerate: Optional[int],
+    camera_format: Optional[str], reconnect: str,
     limit: Optional[int], threads: Optional[int], workers: Optional[int], overwrite: bool, append: bool,
     min_confidence: float, smooth: int, datasets: Optional[str],
 ) -> None:
@@ -152,7 +155,12 @@ def _run(
                         datasets=parse_datasets(datasets, b.labels))
     topk = answerer.topk
     src = open_source(source, camera=camera, recursive=recursive, width=width, height=height,
-                      framerate=framerate, reconnect=reconnects)
+                      framerate=framerate, reconnect=reconnects, camera_format=camera_format)
+    if camera_format and src.kind != "camera":
+        warn(f"--camera-format is for USB (V4L2) cameras; ignored for this {src.kind}")
+    mode = str(getattr(src, "mode", ""))
+    if src.live and mode:
+        console.print(f"{src.kind}: {mode} (as negotiated)", markup=False, highlight=False)
     if smooth > 1 and src.kind == "images":
         warn("--smooth averages consecutive frames of a camera, stream or video; these are separate images: ignored")
         answerer.smooth = 1
