@@ -23,9 +23,9 @@ _END = object()
 class LatestFrame:
     """One slot, overwritten by a reader thread; `take()` returns the newest frame not yet taken."""
 
-    def __init__(self, frames: Iterator[Item], on_close: Callable[[], None] | None = None):
+    def __init__(self, frames: Iterator[Item], finish: Callable[[Item], Item] | None = None):
         self._frames = frames
-        self._on_close = on_close
+        self._finish = finish  # applied to the frames taken only (e.g. the BGR -> RGB conversion)
         self._cond = threading.Condition()
         self._item: Item | None = None
         self._ended = False
@@ -60,14 +60,14 @@ class LatestFrame:
         with self._cond:
             if self._item is None and not self._ended:
                 self._cond.wait(timeout)
-            if self._item is not None:
-                item, self._item = self._item, None
-                return item
-            if self._ended:
+            item, self._item = self._item, None
+            if item is None:
+                if not self._ended:
+                    return None
                 if self._error is not None:
                     raise self._error
                 return _END
-            return None
+        return self._finish(item) if self._finish is not None else item
 
     def join(self, timeout: float = 5.0) -> None:
         self._thread.join(timeout)

@@ -33,6 +33,7 @@ class SyntheticCapture:
         self.n = 0
         self._t0: float | None = None
         self._open = True
+        self._frames: dict[int, np.ndarray] = {}
 
     def isOpened(self) -> bool:  # noqa: N802 (cv2's name)
         return self._open
@@ -48,11 +49,14 @@ class SyntheticCapture:
             time.sleep(due - now)
         else:  # a late reader gets the frame of this moment, as from a camera (the ones missed are gone)
             self.n = int((now - self._t0) * self.fps)
-        w, h = self.size
-        frame = np.empty((h, w, 3), dtype=np.uint8)
-        frame[:] = self.bgr[(self.n // self.hold) % len(self.bgr)]
+        idx = (self.n // self.hold) % len(self.bgr)
+        frame = self._frames.get(idx)
+        if frame is None:
+            w, h = self.size
+            frame = self._frames[idx] = np.empty((h, w, 3), dtype=np.uint8)
+            frame[:] = self.bgr[idx]
         self.n += 1
-        return True, frame
+        return True, frame.copy()
 
     def get(self, prop: int) -> float:
         if prop == cv2.CAP_PROP_FPS:
