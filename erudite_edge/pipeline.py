@@ -231,10 +231,6 @@ def _signals_set(flag: StopFlag) -> Iterator[None]:
             signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
-# kept for callers of the old name
-_sigint_sets = _signals_set
-
-
 class _LiveFeeder:
     """Batches of one: the newest frame of a live source each time the model is free."""
 
