@@ -158,9 +158,6 @@ def _run(
                       framerate=framerate, reconnect=reconnects, camera_format=camera_format)
     if camera_format and src.kind != "camera":
         warn(f"--camera-format is for USB (V4L2) cameras; ignored for this {src.kind}")
-    mode = str(getattr(src, "mode", ""))
-    if src.live and mode:
-        console.print(f"{src.kind}: {mode} (as negotiated)", markup=False, highlight=False)
     if smooth > 1 and src.kind == "images":
         warn("--smooth averages consecutive frames of a camera, stream or video; these are separate images: ignored")
         answerer.smooth = 1
@@ -191,6 +188,9 @@ def _run(
         src.close()
         raise
 
+    mode = str(getattr(src, "mode", ""))
+    if src.live and mode:  # printed once the outputs are open, so that an error before stays one line
+        console.print(f"{src.kind}: {mode} (as negotiated)", markup=False, highlight=False)
     pipeline = Pipeline(classifier, b.labels, b.preprocess, batch=batch, topk=topk, workers=workers,
                         strict=strict, limit=limit, console=console, answerer=answerer)
     try:
