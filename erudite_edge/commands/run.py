@@ -32,9 +32,11 @@ def run_command(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A training run, for --backend torch (debugging)."),
     precision: str = typer.Option("auto", help="auto | fp32 | fp16 | int8. auto: the bundle's TensorRT engine (fp16, then "
                                   "int8, then fp32) where TensorRT runs, else the fp32 ONNX model."),
-    batch: int = typer.Option(8, min=1, help="Images per inference batch."),
+    batch: int = typer.Option(8, min=1, help="Images per inference batch (files; a camera or stream gives the model "
+                              "its newest frame, one at a time)."),
     topk: int = typer.Option(5, min=1, help="Predictions per image."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="FILE.jsonl or FILE.csv (default: JSON lines on stdout)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="FILE.jsonl or FILE.csv (default: JSON lines on stdout): "
+                                  "appended per result and fsynced every second; an existing file needs --append or --overwrite."),
     save: Optional[Path] = typer.Option(None, "--save", help="Annotated video (.mp4/.avi/...) or a folder of annotated images."),
     display: bool = typer.Option(False, "--display", help="Show annotated frames in a window (q or Esc stops)."),
     strict: bool = typer.Option(False, "--strict", help="Stop (exit 1) at the first image that does not decode."),
