@@ -30,7 +30,21 @@ $(TRT_STUBS): $(STAMP) tools/prepare_trt_stubs.py
 typecheck: $(STAMP) $(TRT_STUBS)
 	MYPYPATH=$(TRT_STUBS) $(VENV)/bin/mypy --follow-imports=silent erudite_edge/backends/tensorrt_runner.py export/engine.py erudite_edge/backends/cuda_api.py erudite_edge/engine_sidecar.py
 
-test: $(STAMP) typecheck
+# Debian packages for the real RTSP server the stream tests run on 127.0.0.1 (GStreamer's gst-rtsp-server,
+# driven from the system Python's PyGObject). Installed where we are root with apt-get; elsewhere those
+# tests skip and say why.
+SYSTEM_DEPS := python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+SYSTEM_STAMP := $(VENV)/.system-deps
+
+$(SYSTEM_STAMP): | $(PY)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  dpkg -s $(SYSTEM_DEPS) >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_DEPS) >/dev/null; } || \
+	  echo "warning: could not install $(SYSTEM_DEPS); the RTSP server tests will skip"; \
+	else echo "note: not root or no apt-get: the RTSP server tests skip unless $(SYSTEM_DEPS) are installed"; fi
+	touch $@
+
+test: $(STAMP) $(SYSTEM_STAMP) typecheck
 	$(VENV)/bin/python -m pytest tests
 
 demo: $(STAMP)

@@ -33,3 +33,9 @@ class BackendUnavailable(EruditeError):
     """An inference backend whose library is not importable here."""
 
     exit_code = 2
+
+
+class OutputError(EruditeError):
+    """An output that cannot be written (disk full, read-only, I/O error); what was written stays."""
+
+    exit_code = 2

@@ -1,18 +1,26 @@
 """Post-processing and outputs: top-k over the joint label space, JSON lines / CSV, annotated video or
 images, a display window, and the end-of-run summary.
 
-Every file output is written under a temporary name and renamed only when the run ends (also on
-Ctrl-C, keeping what was done); a run that fails leaves nothing half-written behind.
+JSON lines and CSV results go straight into their file, one whole line per result, fsynced about once
+a second and at the end (erudite_edge.result_log): a killed run keeps every complete line it wrote.
+Annotated videos and image folders are written under a temporary name and renamed when the run ends
+(also on Ctrl-C/SIGTERM, keeping what was done); a run that fails leaves none of them half-written.
+
+File names that are not UTF-8 (Linux allows any bytes) are written losslessly: `name` holds the name with
+the undecodable bytes shown as U+FFFD, and `name_b64` the exact bytes in base64 (only for such names).
 """
 
 from __future__ import annotations
 
 import abc
+import base64
 import contextlib
 import csv
+import io
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable
@@ -21,7 +29,7 @@ import cv2
 import numpy as np
 
 from .errors import UsageError
-from .fileio import atomic_directory, atomic_path
+from .fileio import atomic_directory
 from .labels import LabelSpace
 from .sources import Item
 
@@ -78,6 +86,28 @@ def top_k(probs: np.ndarray, labels: LabelSpace, k: int) -> list[list[Prediction
     return out
 
 
+def name_fields(name: str) -> tuple[str, str]:
+    """(printable name, base64 of its bytes or "") for a name from the file system. Names that are
+    valid UTF-8 come back as they are; others (decoded by Python with surrogateescape) get U+FFFD for
+    the bad bytes, plus their exact bytes in base64, so nothing is lost."""
+    try:
+        name.encode("utf-8")
+        return name, ""
+    except UnicodeEncodeError:
+        raw = os.fsencode(name)
+        return raw.decode("utf-8", "replace"), base64.b64encode(raw).decode("ascii")
+
+
+def printable(name: str) -> str:
+    """A name fit for a message: undecodable file-name bytes shown as U+FFFD."""
+    return name_fields(name)[0]
+
+
+def iso_utc(t: float) -> str:
+    """Seconds since the epoch as ISO 8601 UTC with milliseconds."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1000):03d}Z"
+
+
 @dataclass
 class Result:
     """What the model said about one image or frame."""
@@ -85,13 +115,38 @@ class Result:
     index: int
     name: str
     predictions: list[Prediction]
+    label: str = ""  # the answer: the top-1 class, or "unknown" below --min-confidence ("": the top-1)
+    dataset: str = ""
+    dataset_mass: dict[str, float] = field(default_factory=dict)  # data set -> summed probability
+    captured_at: float = 0.0  # time.time() when the image was read / the frame captured
+    frame_age_ms: float = 0.0  # from capture to this result
 
     @property
     def top(self) -> Prediction:
         return self.predictions[0]
 
+    @property
+    def answer_label(self) -> str:
+        return self.label or self.top.label
+
+    @property
+    def answer_dataset(self) -> str:
+        return self.dataset if self.label else self.top.dataset
+
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "index": self.index, "predictions": [p.to_dict() for p in self.predictions]}
+        name, raw = name_fields(self.name)
+        d: dict[str, Any] = {"name": name}
+        if raw:
+            d["name_b64"] = raw
+        d.update({
+            "index": self.index,
+            "captured_at": iso_utc(self.captured_at) if self.captured_at else None,
+            "frame_age_ms": round(self.frame_age_ms, 2),
+            "label": self.answer_label, "dataset": self.answer_dataset, "score": round(self.top.score, 6),
+            "datasets": {k: round(v, 6) for k, v in self.dataset_mass.items()},
+            "predictions": [p.to_dict() for p in self.predictions],
+        })
+        return d
 
 
 # ------------------------------------------------------------------------------------------------
@@ -99,7 +154,7 @@ class Result:
 # ------------------------------------------------------------------------------------------------
 class Sink(abc.ABC):
     """Receives every result (with the RGB image it came from). commit() makes the output final;
-    abort() removes whatever was written."""
+    abort() is called when the run fails (result files keep what they hold; videos/folders are dropped)."""
 
     stop_requested = False  # a sink may ask the run to stop (the display window's q / Esc / close)
     stop_reason = ""
@@ -112,46 +167,33 @@ class Sink(abc.ABC):
         """The run ended (normally or interrupted): keep the output."""
 
     def abort(self) -> None:
-        """The run failed: leave nothing half-written."""
+        """The run failed."""
 
     def describe(self) -> str:
         return type(self).__name__
 
 
-class _AtomicFile:
-    """An output file written under a temporary name, renamed to its target on commit."""
-
-    def __init__(self, target: Path):
-        self.target = target
-        self._stack = contextlib.ExitStack()
-        self.tmp = self._stack.enter_context(atomic_path(target))
-
-    def commit(self) -> None:
-        self._stack.close()
-
-    def abort(self) -> None:
-        self._stack.__exit__(RuntimeError, RuntimeError("run failed"), None)
-
-
 class JsonlSink(Sink):
-    """One JSON object per line: {"name", "index", "predictions": [{"rank", "label", "dataset",
-    "class_id", "score"}, ...]}. To stdout (flushed per line, for piping) or to a file."""
+    """One JSON object per line (Result.to_dict): to stdout (flushed per line, for piping) or appended
+    to a file through an AppendLog (one write per line, fsync about once a second and at the end)."""
 
-    def __init__(self, path: Path | None = None, stream: IO[str] | None = None):
+    def __init__(self, path: Path | None = None, stream: IO[str] | None = None, mode: str = "new",
+                 fsync_interval: float = 1.0):
+        from .result_log import AppendLog
+
         self.path = path
-        self._file: _AtomicFile | None = None
+        self._log: AppendLog | None = None
         if path is not None:
-            self._file = _AtomicFile(path)
-            self._stream: IO[str] = open(self._file.tmp, "w", encoding="utf-8")
+            self._log = AppendLog(path, mode, fsync_interval=fsync_interval)
         else:
-            self._stream = stream or sys.stdout
+            self._stream: IO[str] = stream or sys.stdout
 
     def write(self, result: Result, item: Item) -> None:
         if self.stop_requested:
             return
         line = json.dumps(result.to_dict(), ensure_ascii=False) + "\n"
-        if self._file is not None:
-            self._stream.write(line)
+        if self._log is not None:
+            self._log.write(line.encode("utf-8"))
             return
         try:
             self._stream.write(line)
@@ -165,66 +207,77 @@ class JsonlSink(Sink):
                 os.dup2(devnull, self._stream.fileno())
 
     def commit(self) -> None:
-        if self._file is not None:
-            self._stream.close()
-            self._file.commit()
+        if self._log is not None:
+            self._log.close()
         else:
             with contextlib.suppress(BrokenPipeError):
                 self._stream.flush()
 
     def abort(self) -> None:
-        if self._file is not None:
-            self._stream.close()
-            self._file.abort()
+        if self._log is not None:
+            self._log.close(keep_empty=False)
 
     def describe(self) -> str:
-        return f"JSON lines -> {self.path or 'stdout'}"
+        return f"JSON lines -> {printable(str(self.path)) if self.path else 'stdout'}"
 
 
-def csv_header(k: int) -> list[str]:
+def csv_header(k: int, datasets: list[str] | tuple[str, ...] = ()) -> list[str]:
     cols = ["name", "label", "dataset", "score"]
     for r in range(1, k + 1):
         cols += [f"top{r}_label", f"top{r}_dataset", f"top{r}_score"]
+    cols += ["captured_at", "frame_age_ms"] + [f"mass_{d}" for d in datasets] + ["name_b64"]
     return cols
 
 
-class CsvSink(Sink):
-    """One row per image: name, the rank-1 label, its data set and score, then the top-k as columns
-    (top1_label, top1_dataset, top1_score, top2_label, ...)."""
+def _csv_line(row: list[Any]) -> bytes:
+    buf = io.StringIO()
+    csv.writer(buf).writerow(row)
+    return buf.getvalue().encode("utf-8")
 
-    def __init__(self, path: Path, k: int):
+
+class CsvSink(Sink):
+    """One row per image: name, the answer (label, data set, score), the top-k as columns (top1_label,
+    top1_dataset, top1_score, top2_label, ...), captured_at, frame_age_ms, the mass of each data set,
+    and name_b64 (the exact bytes of a file name that is not UTF-8, else empty). Appended like JSONL."""
+
+    def __init__(self, path: Path, k: int, datasets: list[str] | tuple[str, ...] = (), mode: str = "new",
+                 fsync_interval: float = 1.0):
+        from .result_log import AppendLog
+
         self.path = path
         self.k = k
-        self._file = _AtomicFile(path)
-        self._stream = open(self._file.tmp, "w", encoding="utf-8", newline="")
-        self._csv = csv.writer(self._stream)
-        self._csv.writerow(csv_header(k))
+        self.datasets = list(datasets)
+        self._log = AppendLog(path, mode, header=_csv_line(csv_header(k, self.datasets)), fsync_interval=fsync_interval)
 
     def write(self, result: Result, item: Item) -> None:
         top = result.top
-        row: list[Any] = [result.name, top.label, top.dataset, f"{top.score:.6f}"]
+        name, raw = name_fields(result.name)
+        row: list[Any] = [name, result.answer_label, result.answer_dataset, f"{top.score:.6f}"]
         for r in range(self.k):
             if r < len(result.predictions):
                 p = result.predictions[r]
                 row += [p.label, p.dataset, f"{p.score:.6f}"]
             else:
                 row += ["", "", ""]
-        self._csv.writerow(row)
+        row += [iso_utc(result.captured_at) if result.captured_at else "", f"{result.frame_age_ms:.2f}"]
+        row += [f"{result.dataset_mass[d]:.6f}" if d in result.dataset_mass else "" for d in self.datasets]
+        row.append(raw)
+        self._log.write(_csv_line(row))
 
     def commit(self) -> None:
-        self._stream.close()
-        self._file.commit()
+        self._log.close()
 
     def abort(self) -> None:
-        self._stream.close()
-        self._file.abort()
+        self._log.close(keep_empty=False)
 
     def describe(self) -> str:
-        return f"CSV -> {self.path}"
+        return f"CSV -> {printable(str(self.path))}"
 
 
 def caption(result: Result) -> str:
     top = result.top
+    if result.answer_label != top.label:  # below --min-confidence
+        return f"{result.answer_label} ({top.label}? {top.score:.2f})"
     return f"{top.label} ({top.dataset}) {top.score:.2f}"
 
 
@@ -392,15 +445,16 @@ def open_display(warn: Callable[[str], None]) -> DisplaySink | None:
         return None
 
 
-def open_output(path: Path | None, k: int) -> Sink:
-    """JSON lines to stdout (no path), or to FILE.jsonl, or CSV to FILE.csv."""
+def open_output(path: Path | None, k: int, datasets: list[str] | tuple[str, ...] = (), mode: str = "new") -> Sink:
+    """JSON lines to stdout (no path), or to FILE.jsonl, or CSV to FILE.csv. `mode`: "new" refuses an
+    existing file, "append" adds to it, "overwrite" empties it (both only once its lock is held)."""
     if path is None:
         return JsonlSink()
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson", ".json"):
-        return JsonlSink(path)
+        return JsonlSink(path, mode=mode)
     if suffix == ".csv":
-        return CsvSink(path, k)
+        return CsvSink(path, k, datasets, mode=mode)
     raise UsageError(f"--output {path}: use a .jsonl or .csv file name")
 
 
@@ -430,7 +484,18 @@ class RunSummary:
     role_ms: dict[str, float] = field(default_factory=dict)  # inference totals per model role (the zoo's)
     end_reason: str = ""
     interrupted: bool = False
+    signal: int = 0  # the signal that stopped the run (SIGINT, SIGTERM, SIGHUP), 0 if none
     outputs: list[str] = field(default_factory=list)
+    live: bool = False
+    dropped: int = 0  # live frames overwritten by a newer one before the model took them
+    frame_age_ms: list[float] = field(default_factory=list)  # per result (the last AGE_WINDOW), capture -> result
+    losses: list[float] = field(default_factory=list)  # durations (s) of each loss of a live source
+    reconnects: int = 0
+
+    AGE_WINDOW = 100_000
+
+    def age_percentile(self, q: float) -> float:
+        return float(np.percentile(self.frame_age_ms, q)) if self.frame_age_ms else 0.0
 
     @property
     def fps(self) -> float:
@@ -449,7 +514,11 @@ class RunSummary:
             "ignored": self.ignored, "wall_s": round(self.wall_s, 4), "fps": round(self.fps, 2),
             "ms_per_frame": {k: round(self.ms_per_frame(v, k), 3) for k, v in self.stage_ms.items()},
             "role_ms_per_frame": {k: round(self.ms_per_frame(v), 3) for k, v in self.role_ms.items()},
-            "end_reason": self.end_reason, "interrupted": self.interrupted,
+            "end_reason": self.end_reason, "interrupted": self.interrupted, "signal": self.signal,
+            "live": self.live, "dropped": self.dropped,
+            "frame_age_ms": {"p50": round(self.age_percentile(50), 2), "p99": round(self.age_percentile(99), 2),
+                             "n": len(self.frame_age_ms)},
+            "losses": len(self.losses), "lost_s": round(sum(self.losses), 3), "reconnects": self.reconnects,
         }
 
 
@@ -461,10 +530,11 @@ def render_summary(summary: RunSummary, console: Any) -> None:
     from rich.table import Table
 
     title = "erudite-edge run" + (" (interrupted)" if summary.interrupted else "")
+    source = printable(summary.source)
     table = Table(title=title, show_header=True, header_style="bold", title_justify="left")
     table.add_column("", style="bold")
     table.add_column("value", justify="right")
-    table.add_row("source", summary.source)
+    table.add_row("source", source)
     table.add_row("backend", summary.backend)
     table.add_row("frames classified", str(summary.frames))
     table.add_row("skipped (undecodable)", str(summary.skipped))
@@ -472,6 +542,14 @@ def render_summary(summary: RunSummary, console: Any) -> None:
         table.add_row("ignored (not images)", str(summary.ignored))
     table.add_row("wall time", f"{summary.wall_s:.2f} s")
     table.add_row("FPS", f"{summary.fps:.1f}")
+    if summary.frame_age_ms:
+        table.add_row("frame age p50 / p99", f"{summary.age_percentile(50):.1f} / {summary.age_percentile(99):.1f} ms"
+                      f" (n={len(summary.frame_age_ms)})")
+    if summary.live:
+        table.add_row("dropped frames (newer one taken)", str(summary.dropped))
+    if summary.losses or summary.reconnects:
+        table.add_row("stream losses", f"{len(summary.losses)} ({sum(summary.losses):.1f} s without frames), "
+                      f"{summary.reconnects} reopen attempt(s)")
     for stage in ("decode", "preprocess", "inference", "postprocess", "output"):
         if stage in summary.stage_ms:
             table.add_row(f"{stage} ms/frame", f"{summary.ms_per_frame(summary.stage_ms[stage], stage):.2f}")
@@ -479,7 +557,7 @@ def render_summary(summary: RunSummary, console: Any) -> None:
         for role, ms in summary.role_ms.items():
             table.add_row(f"  {role} ms/frame", f"{summary.ms_per_frame(ms):.2f}")
     if summary.end_reason:
-        table.add_row("ended", summary.end_reason)
+        table.add_row("ended", printable(summary.end_reason))
     for out in summary.outputs:
         table.add_row("output", out)
     console.print(table)

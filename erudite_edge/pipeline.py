@@ -4,13 +4,20 @@ Decoding and preprocessing run ahead of inference: a feeder thread walks the sou
 frames in order) and hands each item's work to a thread pool (OpenCV releases the GIL, so images
 decode in parallel); a bounded queue of futures keeps results in source order and memory bounded.
 The main thread takes batches off that queue and runs the model, so the CPU work of batch n+1
-overlaps the inference of batch n. Live sources are batched greedily (whatever frames are ready,
-up to --batch) so a camera never waits for a batch to fill.
+overlaps the inference of batch n.
+
+Live sources (cameras, CSI, RTSP) do not queue: a reader thread keeps only the newest frame
+(erudite_edge.live.LatestFrame) and the model takes it, one frame at a time, whenever it is free, so a
+result describes the scene of at most one frame interval + one model call ago.
+
+SIGINT, SIGTERM and SIGHUP stop the run the same way: after the batch in hand, outputs closed (result
+files fsynced), summary returned with the signal; a second one stops at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import queue
 import signal
@@ -28,7 +35,8 @@ from .backends.base import Runner
 from .bundle import Bundle
 from .errors import BadImageError, BundleError
 from .labels import LabelSpace
-from .outputs import Result, RunSummary, Sink, softmax, top_k
+from .answers import Answerer
+from .outputs import Result, RunSummary, Sink, softmax
 from .preprocess import PreprocessSpec, preprocess
 from .sources import Item, Source, Task
 
@@ -195,10 +203,19 @@ class Prefetcher:
         self._thread.join(timeout=5.0)
 
 
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+class StopFlag(threading.Event):
+    """Set by a stop signal (its number kept in `signum`) or by the caller."""
+
+    signum = 0
+
+
 @contextlib.contextmanager
-def _sigint_sets(flag: threading.Event) -> Iterator[None]:
-    """While running in the main thread, a first Ctrl-C only sets `flag` (the loop stops after the
-    batch in hand, so outputs stay consistent); a second one raises KeyboardInterrupt at once."""
+def _signals_set(flag: StopFlag) -> Iterator[None]:
+    """While running in the main thread, a first SIGINT/SIGTERM/SIGHUP only sets `flag` (the loop stops
+    after the batch in hand, so outputs stay consistent); a second one raises KeyboardInterrupt at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -206,13 +223,44 @@ def _sigint_sets(flag: threading.Event) -> Iterator[None]:
     def handler(signum: int, frame: Any) -> None:
         if flag.is_set():
             raise KeyboardInterrupt
+        flag.signum = signum
         flag.set()
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+        for s, h in previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+class _LiveFeeder:
+    """Batches of one: the newest frame of a live source each time the model is free."""
+
+    def __init__(self, source: Source, spec: PreprocessSpec, interrupt: threading.Event):
+        self.source = source
+        self.spec = spec
+        self.interrupt = interrupt
+        self.reader = source.latest()  # type: ignore[attr-defined]
+
+    def batches(self, size: int, greedy: bool) -> Iterator[list[Prepared]]:
+        from .live import LatestFrame
+
+        while not self.interrupt.is_set():
+            item = self.reader.take(timeout=0.1)
+            if item is LatestFrame.END:
+                return
+            if item is None:
+                continue
+            yield [prepare(functools.partial(_same, item), self.spec)]
+
+    def stop(self) -> None:
+        self.source.stop()
+        self.reader.join(timeout=2.0)
+
+
+def _same(item: Item) -> Item:
+    return item
 
 
 class Pipeline:
@@ -231,6 +279,8 @@ class Pipeline:
         limit: int | None = None,
         console: Any = None,
         progress: bool = True,
+        answerer: Answerer | None = None,
+        latest_frame: bool = True,
     ):
         if batch < 1 or topk < 1:
             raise ValueError("batch and topk must be at least 1")
@@ -244,8 +294,15 @@ class Pipeline:
         self.limit = limit
         self.console = console
         self.show_progress = progress
+        self.answerer = answerer or Answerer(labels, topk)
+        # False: live sources are queued like files (every frame, batched greedily), as before latest-frame
+        # semantics existed; kept for benchmarks/live_frames.py's "before" side.
+        self.latest_frame = latest_frame
 
     def _warn(self, msg: str) -> None:
+        from .outputs import printable
+
+        msg = printable(msg)
         if self.console is not None:
             self.console.print(f"warning: {msg}", style="yellow", markup=False, highlight=False)
         else:
@@ -281,13 +338,19 @@ class Pipeline:
         t0 = time.perf_counter()
         probs = self.classifier.predict(np.stack([p.tensor for p in good]))  # type: ignore[misc]
         t1 = time.perf_counter()
-        preds = top_k(probs, self.labels, self.topk)
+        answers = self.answerer(probs)
         t2 = time.perf_counter()
-        for p, pr in zip(good, preds):
-            result = Result(p.item.index, p.item.name, pr)
+        ages = summary.frame_age_ms
+        for p, a in zip(good, answers):
+            age = (time.perf_counter() - p.item.timestamp) * 1e3 if p.item.timestamp else 0.0
+            result = Result(p.item.index, p.item.name, a.predictions, a.label, a.dataset, a.dataset_mass,
+                            p.item.captured_at, age)
             for sink in sinks:
                 sink.write(result, p.item)
             summary.frames += 1
+            ages.append(age)
+        if len(ages) > 2 * summary.AGE_WINDOW:
+            del ages[: len(ages) - summary.AGE_WINDOW]
         t3 = time.perf_counter()
         stage["inference"] += (t1 - t0) * 1e3
         stage["postprocess"] += (t2 - t1) * 1e3
@@ -311,12 +374,15 @@ class Pipeline:
         depth = max(2 * self.batch, 2 * self.workers)
         progress = self._progress(source)
         stop_reason = ""
-        interrupt = threading.Event()
+        interrupt = StopFlag()
+        summary.live = bool(source.live)
         t_start = time.perf_counter()
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="erudite-edge-prep")
-        feeder = Prefetcher(source, self.spec, pool, depth, interrupt)
+        latest = getattr(source, "latest", None)
+        live = source.live and latest is not None and self.latest_frame
+        feeder: Any = _LiveFeeder(source, self.spec, interrupt) if live else Prefetcher(source, self.spec, pool, depth, interrupt)
         try:
-            with _sigint_sets(interrupt):
+            with _signals_set(interrupt):
                 if progress is not None:
                     progress.start()
                     bar = progress.add_task("classifying", total=source.length)
@@ -338,15 +404,29 @@ class Pipeline:
         except BaseException:
             self._finish(feeder, pool, progress)
             for s in sinks:
-                s.abort()
+                with contextlib.suppress(Exception):
+                    s.abort()
             raise
         if interrupt.is_set():
             summary.interrupted = True
-            stop_reason = "interrupted (Ctrl-C)"
+            summary.signal = interrupt.signum or int(signal.SIGINT)
+            name = signal.Signals(summary.signal).name
+            stop_reason = f"interrupted ({'Ctrl-C' if name == 'SIGINT' else name})"
         self._finish(feeder, pool, progress)
-        for s in sinks:
-            s.commit()
+        try:
+            for s in sinks:
+                s.commit()
+        except BaseException:
+            for s in sinks:
+                with contextlib.suppress(Exception):
+                    s.abort()
+            raise
         summary.wall_s = time.perf_counter() - t_start
+        summary.dropped = int(getattr(source, "dropped", 0))
+        summary.losses = list(getattr(source, "losses", []))
+        summary.reconnects = int(getattr(source, "reconnects", 0))
+        if len(summary.frame_age_ms) > summary.AGE_WINDOW:
+            del summary.frame_age_ms[: len(summary.frame_age_ms) - summary.AGE_WINDOW]
         summary.stage_ms = stage
         summary.role_ms = {r: ms - roles_before.get(r, 0.0) for r, ms in self.classifier.role_ms.items()}
         summary.end_reason = stop_reason or source.end_reason

@@ -7,11 +7,16 @@ video sources read frames in order while the tasks are produced, so the only thi
 still has to do is hand it over. Still images are always decoded by erudite_edge.preprocess
 (RGB, exactly as in training); a file that does not decode becomes an Item carrying its
 BadImageError, so the caller can warn, count and skip it (or stop, under --strict).
+
+Live sources (cameras, CSI, RTSP, testsrc://) are read by the pipeline through `latest()`: a reader
+thread keeps only the newest frame (erudite_edge.live). A lost live source is reopened with exponential
+back-off (1 s .. 30 s), N times or forever; every message shows its URI with the password redacted.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 import functools
 import glob as globlib
 import os
@@ -20,12 +25,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Generator, Iterator
 
 import cv2
 import numpy as np
 
 from .errors import BadImageError, SourceError
+from .live import Backoff, LatestFrame, redact
 from .preprocess import load_image
 
 IMAGE_EXTENSIONS = frozenset(
@@ -68,7 +74,8 @@ class Item:
     error: BadImageError | None = None
     decode_ms: float = 0.0
     relname: str = ""  # path relative to the source root (used to name saved annotated images)
-    timestamp: float = 0.0  # time.perf_counter() when the item was read
+    timestamp: float = 0.0  # time.perf_counter() when the item was read (a frame: captured)
+    captured_at: float = 0.0  # time.time() at the same moment
 
     @property
     def ok(self) -> bool:
@@ -88,6 +95,16 @@ def _build_flag(name: str) -> bool:
         if key.strip() == name:
             return value.strip().upper().startswith("YES")
     return False
+
+
+def quiet_video_logs() -> None:
+    """Keep OpenCV's and FFmpeg's own log lines (which may show a stream's URI) off stderr: our
+    messages say what went wrong, with the password redacted. OPENCV_FFMPEG_LOGLEVEL / OPENCV_LOG_LEVEL
+    set by the user win."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        with contextlib.suppress(AttributeError, cv2.error):
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
 @functools.lru_cache(maxsize=None)
@@ -119,7 +136,7 @@ class Source(abc.ABC):
     live: bool = False  # a camera or stream: frames come in real time, there is no end to wait for
 
     def __init__(self, uri: str):
-        self.uri = uri
+        self.uri = redact(uri)  # for messages; the opener keeps the real one
         self.end_reason = ""  # why the source stopped (end of stream, stream lost, ...), for the summary
         self._stop = threading.Event()
 
@@ -154,13 +171,13 @@ class Source(abc.ABC):
 
 def read_image_item(index: int, path: str, relname: str) -> Item:
     """Load one image file; a file that does not decode becomes an Item carrying its BadImageError."""
-    t0 = time.perf_counter()
+    t0, wall = time.perf_counter(), time.time()
     try:
         image: np.ndarray | None = load_image(path)
         error = None
     except BadImageError as e:
         image, error = None, e
-    return Item(index, path, image, error, (time.perf_counter() - t0) * 1e3, relname, t0)
+    return Item(index, path, image, error, (time.perf_counter() - t0) * 1e3, relname, t0, wall)
 
 
 class ImageFilesSource(Source):
@@ -198,7 +215,7 @@ class ImageFilesSource(Source):
         return f"{self.uri} ({len(self.paths)} image{'s' if len(self.paths) != 1 else ''})"
 
 
-Opener = Callable[[], "cv2.VideoCapture"]
+Opener = Callable[[], Any]  # returns a cv2.VideoCapture (or something that reads like one: testsrc)
 
 
 def _to_rgb(frame: np.ndarray) -> np.ndarray:
@@ -217,9 +234,11 @@ class CaptureSource(Source):
     """Frames from cv2.VideoCapture: a video file, a camera or a stream.
 
     `opener` makes a new capture (returning one whose isOpened() is False when it cannot). A live
-    source that stops delivering frames is reopened up to `reconnect` times, waiting
-    `backoff * attempt` seconds before each try; a frame that arrives resets the count.
-    A video file simply ends.
+    source that stops delivering frames is reopened up to `reconnect` times per loss (None: forever),
+    waiting `Backoff(backoff, max_backoff).delay(attempt)` before each try (1 s, 2 s, 4 s ... 30 s by
+    default); a frame that arrives ends the loss, which is logged with its duration. A video file
+    simply ends, with a warning when it ends before the frame count its container announces.
+    `sleep(seconds) -> stopped?` and `clock()` are injectable for tests.
     """
 
     def __init__(
@@ -230,25 +249,35 @@ class CaptureSource(Source):
         kind: str,
         live: bool,
         open_error: str,
-        reconnect: int = 3,
-        backoff: float = 0.5,
+        reconnect: int | None = 3,
+        backoff: float = 1.0,
+        max_backoff: float = 30.0,
         warn: Callable[[str], None] = _warn,
+        sleep: Callable[[float], bool] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
         super().__init__(uri)
         self.kind = kind
         self.live = live
-        self.reconnect = max(0, int(reconnect))
-        self.backoff = max(0.0, float(backoff))
+        self.reconnect = None if reconnect is None else max(0, int(reconnect))
+        self.backoff = Backoff(backoff, max_backoff)
         self._opener = opener
-        self._open_error = open_error
-        self._warn = warn
-        self.reconnects = 0  # reconnect attempts made, for the summary
+        self._open_error = redact(open_error)
+        self._warn = lambda msg: warn(redact(msg))
+        self._sleep = sleep or self._stop.wait
+        self._clock = clock
+        self.reconnects = 0  # reopen attempts made, for the summary
+        self.losses: list[float] = []  # duration in seconds of each loss (frames stopped, then came back or not)
+        self.frames_read = 0
+        self.ended_early = False
+        self._latest: LatestFrame | None = None
         self._cap = opener()
         if not self._cap.isOpened():
             self._cap.release()
-            raise SourceError(open_error)
+            raise SourceError(self._open_error)
         self._frames = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self._fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.mode = capture_mode(self._cap)  # as negotiated: `1280x720 MJPG 30 fps`
 
     @property
     def length(self) -> int | None:
@@ -259,58 +288,97 @@ class CaptureSource(Source):
     def fps(self) -> float | None:
         return self._fps if 0 < self._fps < 1000 else None
 
-    def _reopen(self, attempt: int) -> bool:
-        self._cap.release()
-        wait = self.backoff * attempt
-        if wait and self._stop.wait(wait):
-            return False
-        self._cap = self._opener()
-        return bool(self._cap.isOpened())
+    @property
+    def dropped(self) -> int:
+        return self._latest.dropped if self._latest is not None else 0
 
-    def tasks(self) -> Iterator[Task]:
+    def _ended(self, n: int) -> None:
+        self.end_reason = "end of video"
+        expected = self._frames
+        if expected > 0 and n + max(2, expected // 100) < expected:
+            self.ended_early = True
+            self.end_reason = f"video ended early: {n} of the {expected} frames its container announces"
+            self._warn(f"{self.uri}: ended early after {n} of the {expected} frames its container announces; "
+                       "the file is truncated or corrupt")
+
+    def frames(self, convert: bool = True) -> Generator[Item, None, None]:
+        """Every frame, in order, reconnecting a lost live source; releases the capture when done.
+        `convert=False`: items carry the capture's raw (BGR) frame; `to_rgb_item` finishes them (the
+        latest-frame reader converts only the frames the model takes)."""
         n = 0
         attempts = 0
+        lost_at: float | None = None
+        limit = "forever" if self.reconnect is None else str(self.reconnect)
         try:
             while not self._stop.is_set():
                 t0 = time.perf_counter()
                 ok, frame = self._cap.read()
                 if ok and frame is not None and frame.size:
+                    t1, wall = time.perf_counter(), time.time()
+                    if lost_at is not None:
+                        self.losses.append(self._clock() - lost_at)
+                        self._warn(f"{self.uri}: frames again after {self.losses[-1]:.1f} s without "
+                                   f"(loss {len(self.losses)})")
+                        lost_at = None
                     attempts = 0
-                    item = Item(n, f"frame:{n}", _to_rgb(frame), None, (time.perf_counter() - t0) * 1e3,
-                                f"frame_{n:06d}", t0)
+                    yield Item(n, f"frame:{n}", _to_rgb(frame) if convert else frame, None, (t1 - t0) * 1e3,
+                               f"frame_{n:06d}", t1, wall)
                     n += 1
-                    yield functools.partial(_identity, item)
+                    self.frames_read = n
                     continue
                 if not self.live:
-                    self.end_reason = "end of video"
+                    self._ended(n)
                     return
-                if attempts >= self.reconnect:
+                if lost_at is None:
+                    lost_at = self._clock()
+                if self.reconnect is not None and attempts >= self.reconnect:
+                    self.losses.append(self._clock() - lost_at)
                     self.end_reason = (
-                        f"{self.uri} stopped delivering frames"
-                        + (f" (gave up after {self.reconnect} reconnect attempts)" if self.reconnect else "")
-                    )
+                        f"{self.uri} lost and could not be reopened after {self.reconnect} attempts" if attempts
+                        else f"{self.uri} stopped delivering frames")
                     self._warn(self.end_reason)
                     return
                 attempts += 1
                 self.reconnects += 1
-                self._warn(f"no frame from {self.uri}; reconnecting (attempt {attempts}/{self.reconnect})")
-                while not self._reopen(attempts):
-                    if self._stop.is_set():
-                        break
-                    if attempts >= self.reconnect:
-                        self.end_reason = f"{self.uri} lost and could not be reopened after {self.reconnect} attempts"
-                        self._warn(self.end_reason)
-                        return
-                    attempts += 1
-                    self.reconnects += 1
-                    self._warn(f"cannot reopen {self.uri}; retrying (attempt {attempts}/{self.reconnect})")
+                delay = self.backoff.delay(attempts)
+                self._warn(f"no frame from {self.uri}; reconnecting (attempt {attempts}/{limit}) in {delay:.1f} s")
+                self._cap.release()
+                if delay and self._sleep(delay):
+                    break
+                if self._stop.is_set():
+                    break
+                self._cap = self._opener()  # one that did not open reads nothing: the next attempt follows
+            if lost_at is not None:
+                self.losses.append(self._clock() - lost_at)
             self.end_reason = self.end_reason or "stopped"
         finally:
             self._cap.release()
 
+    def tasks(self) -> Iterator[Task]:
+        frames = self.frames()
+        try:
+            for item in frames:
+                yield functools.partial(_identity, item)
+        finally:
+            frames.close()
+
+    def latest(self) -> LatestFrame:
+        """Start reading in a thread that keeps only the newest frame (live sources)."""
+        self._latest = LatestFrame(self.frames(convert=False), finish=to_rgb_item)
+        return self._latest
+
     def close(self) -> None:
         self._stop.set()
         self._cap.release()
+
+
+def to_rgb_item(item: Item) -> Item:
+    """An item read with convert=False, its frame converted to RGB (the conversion counted as decoding)."""
+    if item.image is not None:
+        t0 = time.perf_counter()
+        item.image = _to_rgb(item.image)
+        item.decode_ms += (time.perf_counter() - t0) * 1e3
+    return item
 
 
 def _identity(item: Item) -> Item:
@@ -338,12 +406,42 @@ def _first_that_opens(*openers: Opener) -> Opener:
     return open_
 
 
+CAMERA_FORMATS = {"mjpg": "MJPG", "yuyv": "YUYV"}
+# V4L2 pixel formats of raw Bayer sensors (what a Jetson devkit's CSI camera gives through /dev/videoN)
+BAYER_FOURCCS = frozenset("BA81 GBRG GRBG RGGB BG10 GB10 BA10 RG10 BG12 GB12 BA12 RG12 pBAA pGAA pgAA pRAA "
+                          "pBCC pGCC pgCC pRCC".split())
+
+
+def fourcc_str(value: float) -> str:
+    v = int(value)
+    chars = "".join(chr((v >> (8 * i)) & 0xFF) for i in range(4))
+    return chars if v and chars.isprintable() else "?"
+
+
+def capture_mode(cap: Any) -> str:
+    """What a capture delivers, as negotiated: `1920x1080 MJPG 30 fps`."""
+    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+    return f"{w}x{h} {fourcc_str(cap.get(cv2.CAP_PROP_FOURCC) or 0)} {fps:g} fps"
+
+
+def bayer_hint(fourcc: str, device: str) -> str | None:
+    """The fix when a V4L2 device gives raw Bayer: it is a CSI sensor, whose ISP only csi:// goes through."""
+    if fourcc in BAYER_FOURCCS:
+        n = "".join(ch for ch in device if ch.isdigit()) or "0"
+        return (f"{device} gives raw Bayer frames ({fourcc}): it is a CSI sensor; open it as csi://{n} so the "
+                "Jetson's ISP debayers it (nvarguscamerasrc)")
+    return None
+
+
 def _configured_capture(target: str | int, api: int, width: int | None, height: int | None,
-                        framerate: int | None) -> Opener:
+                        framerate: int | None, fourcc: str | None = None) -> Opener:
     def open_() -> cv2.VideoCapture:
         cap = cv2.VideoCapture(target, api)
         if cap.isOpened():
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # newest frame, not a queue of stale ones
+            if fourcc:  # before the size: V4L2 picks the sizes of the pixel format
+                cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*fourcc))
             if width:
                 cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
             if height:
@@ -355,12 +453,33 @@ def _configured_capture(target: str | int, api: int, width: int | None, height: 
     return open_
 
 
+STREAM_TIMEOUT_MS = 5000  # FFmpeg: give up opening / reading a silent stream after this (then reconnect)
+
+
+def _ffmpeg_stream(uri: str) -> Opener:
+    params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS]
+
+    def open_() -> cv2.VideoCapture:
+        cap = cv2.VideoCapture(uri, cv2.CAP_FFMPEG, params)
+        if cap.isOpened():
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        return cap
+
+    return open_
+
+
 def open_v4l2(device: str | int, *, width: int | None = None, height: int | None = None,
-              framerate: int | None = None, reconnect: int = 3, backoff: float = 0.5) -> CaptureSource:
+              framerate: int | None = None, reconnect: int | None = 3, backoff: float = 1.0,
+              camera_format: str | None = None) -> CaptureSource:
     dev = f"/dev/video{device}" if isinstance(device, int) else device
-    return CaptureSource(
+    fourcc = None
+    if camera_format:
+        if camera_format.lower() not in CAMERA_FORMATS:
+            raise SourceError(f"--camera-format {camera_format}: one of {', '.join(CAMERA_FORMATS)}")
+        fourcc = CAMERA_FORMATS[camera_format.lower()]
+    src = CaptureSource(
         f"v4l2://{dev}",
-        _configured_capture(device if isinstance(device, int) else dev, cv2.CAP_V4L2, width, height, framerate),
+        _configured_capture(device if isinstance(device, int) else dev, cv2.CAP_V4L2, width, height, framerate, fourcc),
         kind="camera",
         live=True,
         reconnect=reconnect,
@@ -370,6 +489,28 @@ def open_v4l2(device: str | int, *, width: int | None = None, height: int | None
             "permission (check `ls -l /dev/video*`; add yourself to the 'video' group)"
         ),
     )
+    check_camera_mode(src, dev, width, height, framerate, fourcc)
+    return src
+
+
+def check_camera_mode(src: CaptureSource, dev: str, width: int | None, height: int | None, framerate: int | None,
+                      fourcc: str | None) -> None:
+    """Refuse (SourceError, listing the modes the camera offers) a mode the camera did not take, and a raw
+    Bayer CSI sensor opened through V4L2."""
+    hint = bayer_hint(src.mode.split()[1] if len(src.mode.split()) > 1 else "", dev)
+    if hint:
+        src.close()
+        raise SourceError(hint)
+    got_w, got_h = (int(v) for v in src.mode.split()[0].split("x"))
+    got_fourcc = src.mode.split()[1]
+    refused = ((width and got_w != width) or (height and got_h != height)
+               or (fourcc and got_fourcc not in ("?", fourcc)))
+    if refused:
+        from .v4l2_modes import describe_modes
+
+        src.close()
+        want = f"{width or '*'}x{height or '*'}" + (f" {fourcc}" if fourcc else "") + (f" {framerate} fps" if framerate else "")
+        raise SourceError(f"camera {dev} refused {want} (it gave {src.mode}); it offers: {describe_modes(dev)}")
 
 
 def csi_pipeline(sensor: int, width: int | None = None, height: int | None = None, framerate: int | None = None) -> str:
@@ -378,7 +519,7 @@ def csi_pipeline(sensor: int, width: int | None = None, height: int | None = Non
 
 
 def open_csi(uri: str, *, width: int | None = None, height: int | None = None, framerate: int | None = None,
-             reconnect: int = 3, backoff: float = 0.5) -> CaptureSource:
+             reconnect: int | None = 3, backoff: float = 1.0) -> CaptureSource:
     rest = uri[len("csi://"):]
     if not rest.isdigit():
         raise SourceError(f"{uri}: expected csi://N with N the sensor id (csi://0)")
@@ -400,27 +541,32 @@ def open_csi(uri: str, *, width: int | None = None, height: int | None = None, f
     )
 
 
-def open_rtsp(uri: str, *, reconnect: int = 3, backoff: float = 0.5) -> CaptureSource:
+def open_rtsp(uri: str, *, reconnect: int | None = 3, backoff: float = 1.0) -> CaptureSource:
     if gstreamer_available():
         opener = _first_that_opens(_capture(RTSP_PIPELINE_JETSON.format(uri=uri), cv2.CAP_GSTREAMER),
                                    _capture(RTSP_PIPELINE.format(uri=uri), cv2.CAP_GSTREAMER))
         via = "GStreamer"
     elif ffmpeg_available():
-        opener, via = _configured_capture(uri, cv2.CAP_FFMPEG, None, None, None), "FFmpeg"
+        opener, via = _ffmpeg_stream(uri), "FFmpeg"
     else:
-        raise SourceError(f"{uri}: this OpenCV has neither GStreamer nor FFmpeg video I/O; {gstreamer_fix_message(uri)}")
-    return CaptureSource(
-        uri,
-        opener,
-        kind="stream",
-        live=True,
-        reconnect=reconnect,
-        backoff=backoff,
-        open_error=(
-            f"cannot open {uri} (via {via}): the server is unreachable, the path or credentials are wrong, "
-            "or its codec is one this OpenCV cannot decode"
-        ),
-    )
+        raise SourceError(f"{redact(uri)}: this OpenCV has neither GStreamer nor FFmpeg video I/O; "
+                          f"{gstreamer_fix_message(redact(uri))}")
+    try:
+        return CaptureSource(
+            uri,
+            opener,
+            kind="stream",
+            live=True,
+            reconnect=reconnect,
+            backoff=backoff,
+            open_error=f"cannot open {uri} (via {via})",
+        )
+    except SourceError as e:
+        from .rtsp_diagnose import diagnose
+
+        why = diagnose(uri) or ("the server answers, but OpenCV could not read the stream: its codec or "
+                                "transport is one this OpenCV cannot decode; check it with `ffprobe URI`")
+        raise SourceError(f"{e}: {why}") from None
 
 
 def open_video_file(path: str) -> CaptureSource:
@@ -484,30 +630,37 @@ def open_source(
     width: int | None = None,
     height: int | None = None,
     framerate: int | None = None,
-    reconnect: int = 3,
-    backoff: float = 0.5,
+    reconnect: int | None = 3,
+    backoff: float = 1.0,
+    camera_format: str | None = None,
 ) -> Source:
     """Open what the user named: `--camera N`, /dev/videoN, v4l2://DEV, csi://N, rtsp://..., a video
     file, an image, a folder of images (recursive on request) or a glob. SourceError if it cannot be."""
     live_kw = dict(width=width, height=height, framerate=framerate, reconnect=reconnect, backoff=backoff)
+    v4l2_kw = dict(live_kw, camera_format=camera_format)
     if camera is not None:
         if spec:
             raise SourceError(f"give either --camera {camera} or a SOURCE ({spec}), not both")
-        return open_v4l2(int(camera), **live_kw)  # type: ignore[arg-type]
+        return open_v4l2(int(camera), **v4l2_kw)  # type: ignore[arg-type]
     if not spec:
         raise SourceError("no source: give a file, folder, glob, /dev/videoN, csi://N or rtsp://... (or --camera N)")
     if spec.startswith("file://"):
         spec = spec[len("file://"):]
     if spec.startswith("v4l2://"):
-        return open_v4l2(spec[len("v4l2://"):], **live_kw)  # type: ignore[arg-type]
+        return open_v4l2(spec[len("v4l2://"):], **v4l2_kw)  # type: ignore[arg-type]
     if spec.startswith("csi://"):
         return open_csi(spec, **live_kw)  # type: ignore[arg-type]
     if spec.startswith(("rtsp://", "rtsps://")):
         return open_rtsp(spec, reconnect=reconnect, backoff=backoff)
+    if spec.startswith("testsrc://"):
+        from .testsrc import open_testsrc
+
+        return open_testsrc(spec, width=width, height=height, reconnect=reconnect, backoff=backoff)
     if spec.startswith("/dev/video"):
-        return open_v4l2(spec, **live_kw)  # type: ignore[arg-type]
+        return open_v4l2(spec, **v4l2_kw)  # type: ignore[arg-type]
     if "://" in spec:
-        raise SourceError(f"{spec}: unsupported URI scheme; use csi://N, v4l2:///dev/videoN, rtsp://..., or a path")
+        raise SourceError(f"{redact(spec)}: unsupported URI scheme; use csi://N, v4l2:///dev/videoN, rtsp://..., "
+                          "testsrc://FPS or a path")
 
     if os.path.isdir(spec):
         paths, ignored, has_subdirs = list_images(spec, recursive)
@@ -520,7 +673,7 @@ def open_source(
             return ImageFilesSource(spec, [spec], root=os.path.dirname(spec) or ".")
         return open_video_file(spec)
     if spec.isdigit():
-        return open_v4l2(int(spec), **live_kw)  # type: ignore[arg-type]
+        return open_v4l2(int(spec), **v4l2_kw)  # type: ignore[arg-type]
     if GLOB_CHARS & set(spec):
         matches = sorted(p for p in globlib.glob(os.path.expanduser(spec), recursive=True) if os.path.isfile(p))
         if not matches:

@@ -115,7 +115,7 @@ def test_csv_output(erudite: Bundle, color_folder: Path, tmp_path: Path) -> None
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
     with open(out, newline="") as f:
-        assert next(csv.reader(f)) == csv_header(2)
+        assert next(csv.reader(f)) == csv_header(2, erudite.labels.datasets)
     assert len(rows) == 8
     for row in rows:
         assert row["label"] == color_of(row["name"]) == row["top1_label"]
@@ -401,43 +401,56 @@ def test_ctrl_c_stops_cleanly_with_summary(erudite: Bundle, tmp_path: Path) -> N
     assert (tmp_path / "ann.mp4").is_file()  # what was done is kept
 
 
-def test_jsonl_sink_stream(tmp_path: Path) -> None:
-    """JSONL to a file appears only at commit; abort leaves nothing."""
+def test_jsonl_sink_appends_each_result_at_once(tmp_path: Path) -> None:
+    """JSONL to a file: each result is in the file as soon as it is written (a kill keeps it); abort keeps
+    what was written, and removes only a file this run created and wrote nothing into."""
     from erudite_edge.outputs import Prediction, Result
     from erudite_edge.sources import Item
 
     target = tmp_path / "x.jsonl"
     sink = JsonlSink(target)
     sink.write(Result(0, "a", [Prediction(1, 0, "red", "warm", 0.9)]), Item(0, "a", None))
-    assert not target.exists()
-    sink.commit()
-    assert read_jsonl(target)[0]["predictions"][0]["label"] == "red"
+    assert read_jsonl(target)[0]["predictions"][0]["label"] == "red"  # before commit
+    sink.abort()
+    assert read_jsonl(target)[0]["label"] == "red"
     sink2 = JsonlSink(tmp_path / "y.jsonl")
-    sink2.write(Result(0, "a", [Prediction(1, 0, "red", "warm", 0.9)]), Item(0, "a", None))
     sink2.abort()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.jsonl"]
 
 
-def test_live_source_batches_greedily_in_order(erudite: Bundle, tmp_path: Path) -> None:
-    """A camera-like source (live, no reconnects) through the pipeline: every frame, in order."""
+def test_live_source_takes_the_newest_frame(erudite: Bundle) -> None:
+    """A live source through the pipeline: frames in capture order, none queued behind the model (a
+    frame the model had no time for is dropped and counted), every result stamped with its age."""
     from erudite_edge.outputs import Sink
-    from erudite_edge.sources import CaptureSource
 
-    colors = [COLORS["red"], COLORS["cyan"], COLORS["yellow"]] * 4
-    clip = str(write_video(tmp_path / "cam.mp4", colors))
-    src = CaptureSource("v4l2:///dev/video7", lambda: cv2.VideoCapture(clip), kind="camera", live=True,
-                        open_error="x", reconnect=0, warn=lambda m: None)
-    seen: list[tuple[str, str]] = []
+    src = open_source("testsrc://60?hold=1&frames=40&colors=ff0000,00ffff", reconnect=0)
+    seen: list = []
 
     class Collect(Sink):
         def write(self, result, item) -> None:
-            seen.append((result.name, result.top.label))
+            seen.append(result)
 
-    summary = Pipeline(load_classifier(erudite, announce=None), erudite.labels, erudite.preprocess,
-                       batch=4).run(src, [Collect()])
-    expected = [next(k for k, v in COLORS.items() if v == c) for c in colors]
-    assert seen == [(f"frame:{i}", e) for i, e in enumerate(expected)]
-    assert summary.frames == len(colors) and "stopped delivering frames" in summary.end_reason
+    classifier = load_classifier(erudite, announce=None)
+    predict = classifier.predict
+
+    def slow(batch):  # a model slower than the camera: 40 ms a call against 16.7 ms a frame
+        import time
+
+        time.sleep(0.04)
+        return predict(batch)
+
+    classifier.predict = slow  # type: ignore[method-assign]
+    summary = Pipeline(classifier, erudite.labels, erudite.preprocess, batch=4).run(src, [Collect()])
+    indices = [r.index for r in seen]
+    assert indices == sorted(set(indices)) and summary.frames == len(seen) >= 5
+    assert summary.live and summary.dropped > 0 and summary.dropped + len(seen) <= 40
+    for r in seen:
+        assert r.top.label in ("red", "cyan") and r.captured_at > 0 and 40 <= r.frame_age_ms
+    # bounded by about one frame interval + one model call (16.7 + 40 ms), with a generous margin for a
+    # loaded machine; queued frames would be ~16 model calls (640 ms) old
+    ages = sorted(r.frame_age_ms for r in seen)
+    assert ages[len(ages) // 2] < 200 and ages[-1] < 500, ages
+    assert "stopped delivering frames" in summary.end_reason
 
 
 def test_progress_bar_on_a_terminal(erudite: Bundle, color_folder: Path) -> None:

@@ -198,3 +198,21 @@ def test_first_pipeline_that_opens_wins(tmp_path: Path) -> None:
     assert cap.isOpened()
     cap.release()
     assert not _first_that_opens(_capture(str(tmp_path / "absent.avi"), cv2.CAP_ANY))().isOpened()
+
+
+def test_capture_mode_fourcc_and_bayer_hint(tmp_path: Path) -> None:
+    from erudite_edge.sources import bayer_hint, capture_mode, fourcc_str
+    from erudite_edge.v4l2_modes import describe_modes
+
+    video = write_video(tmp_path / "v.mp4", [COLORS["red"]] * 3, size=(32, 24), fps=10)
+    cap = cv2.VideoCapture(str(video))
+    assert capture_mode(cap) == "32x24 FMP4 10 fps"  # what the capture negotiated (FFmpeg names mp4v FMP4)
+    cap.release()
+    assert fourcc_str(cv2.VideoWriter.fourcc(*"MJPG")) == "MJPG" and fourcc_str(0) == "?"
+    hint = bayer_hint("RG10", "/dev/video0")
+    assert hint is not None and "csi://0" in hint and "Bayer" in hint
+    assert bayer_hint("YUYV", "/dev/video0") is None
+    # no such device: the message falls back to the v4l2-ctl command
+    assert describe_modes(str(tmp_path / "video9")) == f"see `v4l2-ctl -d {tmp_path / 'video9'} --list-formats-ext`"
+    with pytest.raises(SourceError, match="one of mjpg, yuyv"):
+        open_source("/dev/video0", camera_format="h264")

@@ -1,13 +1,18 @@
 """`erudite-edge run`: classify images, video, cameras or streams with a bundle (no torch needed).
 
-Exit codes: 0 done; 1 a bad file under --strict; 2 a source, bundle or backend that cannot be used;
-130 interrupted (Ctrl-C; outputs keep what was done and the summary is printed).
+Exit codes: 0 done; 1 a bad file under --strict; 2 a source, bundle, backend or output that cannot be
+used (an existing -o without --append/--overwrite, a file another run writes, a full disk, ...);
+128 + the signal when stopped by SIGINT (130), SIGTERM (143) or SIGHUP (129): outputs keep what was done
+and the summary is printed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 from pathlib import Path
-from typing import Optional
+from typing import Any, Iterator, Optional
 
 import typer
 
@@ -27,9 +32,11 @@ def run_command(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A training run, for --backend torch (debugging)."),
     precision: str = typer.Option("auto", help="auto | fp32 | fp16 | int8. auto: the bundle's TensorRT engine (fp16, then "
                                   "int8, then fp32) where TensorRT runs, else the fp32 ONNX model."),
-    batch: int = typer.Option(8, min=1, help="Images per inference batch."),
+    batch: int = typer.Option(8, min=1, help="Images per inference batch (files; a camera or stream gives the model "
+                              "its newest frame, one at a time)."),
     topk: int = typer.Option(5, min=1, help="Predictions per image."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="FILE.jsonl or FILE.csv (default: JSON lines on stdout)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="FILE.jsonl or FILE.csv (default: JSON lines on stdout): "
+                                  "appended per result and fsynced every second; an existing file needs --append or --overwrite."),
     save: Optional[Path] = typer.Option(None, "--save", help="Annotated video (.mp4/.avi/...) or a folder of annotated images."),
     display: bool = typer.Option(False, "--display", help="Show annotated frames in a window (q or Esc stops)."),
     strict: bool = typer.Option(False, "--strict", help="Stop (exit 1) at the first image that does not decode."),
@@ -38,33 +45,79 @@ def run_command(
     width: Optional[int] = typer.Option(None, help="Camera capture width (csi:// defaults to 1280)."),
     height: Optional[int] = typer.Option(None, help="Camera capture height (csi:// defaults to 720)."),
     framerate: Optional[int] = typer.Option(None, help="Camera frame rate (csi:// defaults to 30)."),
-    reconnect: int = typer.Option(3, min=0, help="Times to reopen a camera/stream that stops delivering frames."),
+    camera_format: Optional[str] = typer.Option(None, "--camera-format", help="USB camera pixel format: mjpg (how "
+                                                "USB cameras reach 30 fps at 1080p) or yuyv. The mode negotiated is printed."),
+    reconnect: str = typer.Option("3", help="Times to reopen a camera/stream that stops delivering frames, per loss, "
+                                  "or 'forever' (a service); waits 1 s, 2 s, 4 s ... up to 30 s between tries."),
     limit: Optional[int] = typer.Option(None, min=1, help="Stop after this many classified frames."),
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for ONNX Runtime (default: its own)."),
     workers: Optional[int] = typer.Option(None, min=1, help="Decode/preprocess threads (default: up to 4)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --save target."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output file / --save target."),
+    append: bool = typer.Option(False, "--append", help="Add to an existing --output file (same columns)."),
+    min_confidence: float = typer.Option(0.0, "--min-confidence", min=0.0, max=1.0,
+                                         help="Below this top-1 probability the answer is 'unknown' (top-k still written)."),
+    smooth: int = typer.Option(1, "--smooth", min=1, help="Average the probabilities of the last N classified frames (cameras, streams, videos)."),
+    datasets: Optional[str] = typer.Option(None, "--datasets", help="Restrict the joint label space to these data sets: a,b."),
 ) -> None:
     """Classify images, video, cameras or streams; top-k fine labels with their data set per image."""
+    args = dict(locals())
+    with _stop_signals_interrupt() as received:
+        try:
+            _run(**args)
+        except KeyboardInterrupt:  # while loading or opening; the pipeline handles its own
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(128 + (received[0] if received else int(signal.SIGINT))) from None
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupt() -> Iterator[list[int]]:
+    """SIGTERM and SIGHUP interrupt loading and opening as Ctrl-C does (outputs opened so far are closed,
+    a result file this run created and wrote nothing into is removed); the pipeline takes them over while
+    it runs. Yields a list that receives the signal number."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    names = ("SIGTERM", "SIGHUP")
+    previous = {s: signal.signal(s, handler) for s in (getattr(signal, n) for n in names if hasattr(signal, n))}
     try:
-        _run(**locals())
-    except KeyboardInterrupt:  # while loading or opening; the pipeline handles its own
-        typer.echo("interrupted", err=True)
-        raise typer.Exit(130) from None
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+def parse_reconnect(value: str) -> int | None:
+    """`--reconnect N` (N >= 0) or `forever` (None)."""
+    v = value.strip().lower()
+    if v in ("forever", "inf", "always"):
+        return None
+    if v.isdigit():
+        return int(v)
+    raise UsageError(f"--reconnect {value}: give a number of attempts (0, 3, ...) or 'forever'")
 
 
 def _run(
     source: Optional[str], bundle: Optional[Path], zoo: Optional[Path], backend: str, checkpoint: Optional[Path],
     precision: str, batch: int,
     topk: int, output: Optional[Path], save: Optional[Path], display: bool, strict: bool, recursive: bool,
-    camera: Optional[int], width: Optional[int], height: Optional[int], framerate: Optional[int], reconnect: int,
-    limit: Optional[int], threads: Optional[int], workers: Optional[int], overwrite: bool,
+    camera: Optional[int], width: Optional[int], height: Optional[int], framerate: Optional[int],
+    camera_format: Optional[str], reconnect: str,
+    limit: Optional[int], threads: Optional[int], workers: Optional[int], overwrite: bool, append: bool,
+    min_confidence: float, smooth: int, datasets: Optional[str],
 ) -> None:
+    from ..answers import Answerer, parse_datasets
     from ..backends import BACKENDS, resolve_precision
     from ..bundle import PRECISIONS, Bundle
     from ..errors import BundleError
     from ..outputs import STILLS_FPS, open_display, open_output, open_save, render_summary, stderr_console
     from ..pipeline import Pipeline, load_classifier
-    from ..sources import open_source
+    from ..sources import open_source, quiet_video_logs
 
     if checkpoint is not None and backend != "torch":
         raise UsageError("--checkpoint is for --backend torch; other backends run a bundle")
@@ -76,9 +129,15 @@ def _run(
         raise UsageError(f"--precision {precision}: one of auto, {', '.join(PRECISIONS)}")
     if source is None and camera is None:
         raise UsageError("no source: give a file, folder, glob, video, /dev/videoN, csi://N or rtsp://... (or --camera N)")
+    if overwrite and append:
+        raise UsageError("give --append or --overwrite, not both")
+    reconnects = parse_reconnect(reconnect)
 
+    quiet_video_logs()
     console = stderr_console()
-    warn = lambda msg: console.print(f"warning: {msg}", style="yellow", markup=False, highlight=False)  # noqa: E731
+    from ..outputs import printable
+
+    warn = lambda msg: console.print(f"warning: {printable(msg)}", style="yellow", markup=False, highlight=False)  # noqa: E731
 
     # Cheap checks first (bundle, source), then the slow part (loading engines / sessions).
     if checkpoint is not None:
@@ -94,9 +153,16 @@ def _run(
         raise BundleError(f"{zoo}: an {b.kind} bundle, not a zoo; run it with --bundle")
     if bundle is not None and b.kind == "zoo":
         raise BundleError(f"{bundle}: a zoo bundle; run it with --zoo")
-    topk = min(topk, b.labels.num_classes)
+    answerer = Answerer(b.labels, topk, min_confidence=min_confidence, smooth=smooth,
+                        datasets=parse_datasets(datasets, b.labels))
+    topk = answerer.topk
     src = open_source(source, camera=camera, recursive=recursive, width=width, height=height,
-                      framerate=framerate, reconnect=reconnect)
+                      framerate=framerate, reconnect=reconnects, camera_format=camera_format)
+    if camera_format and src.kind != "camera":
+        warn(f"--camera-format is for USB (V4L2) cameras; ignored for this {src.kind}")
+    if smooth > 1 and src.kind == "images":
+        warn("--smooth averages consecutive frames of a camera, stream or video; these are separate images: ignored")
+        answerer.smooth = 1
     ignored = int(getattr(src, "ignored", 0))
     if ignored:
         warn(f"{ignored} file(s) in {source} are not images by extension; ignored")
@@ -105,7 +171,8 @@ def _run(
     sinks = []
     classifier = None
     try:
-        sinks.append(open_output(output, topk))
+        sinks.append(open_output(output, topk, answerer.sub.datasets,
+                                 mode="append" if append else "overwrite" if overwrite else "new"))
         if save is not None:
             fps = src.fps or (30.0 if src.kind != "images" else STILLS_FPS)
             sinks.append(open_save(save, fps, overwrite))
@@ -123,15 +190,18 @@ def _run(
         src.close()
         raise
 
+    mode = str(getattr(src, "mode", ""))
+    if src.live and mode:  # printed once the outputs are open, so that an error before stays one line
+        console.print(f"{src.kind}: {mode} (as negotiated)", markup=False, highlight=False)
     pipeline = Pipeline(classifier, b.labels, b.preprocess, batch=batch, topk=topk, workers=workers,
-                        strict=strict, limit=limit, console=console)
+                        strict=strict, limit=limit, console=console, answerer=answerer)
     try:
         summary = pipeline.run(src, sinks)
     finally:
         classifier.close()
     render_summary(summary, console)
     if summary.interrupted:
-        raise typer.Exit(130)
+        raise typer.Exit(128 + (summary.signal or int(signal.SIGINT)))
 
 
 def register(app: typer.Typer, export_app: typer.Typer) -> None:

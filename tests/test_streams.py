@@ -1,0 +1,238 @@
+"""Streams that come back: back-off, reconnect forever, losses with their durations, redacted
+credentials, truncated videos, and a real RTSP server on 127.0.0.1 that is killed and restarted."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from erudite_edge.bundle import Bundle
+from erudite_edge.cli import main
+from erudite_edge.live import Backoff, redact
+from erudite_edge.sources import CaptureSource, open_source
+from onnx_fixtures import COLORS, make_erudite_bundle, write_video
+
+REPO = Path(__file__).resolve().parents[1]
+SERVER = Path(__file__).with_name("rtsp_server.py")
+
+
+def test_backoff_doubles_from_1_to_30_seconds() -> None:
+    assert [Backoff().delay(a) for a in range(1, 9)] == [1, 2, 4, 8, 16, 30, 30, 30]
+    assert Backoff(0.0).delay(5) == 0
+
+
+def test_redact_hides_passwords_anywhere() -> None:
+    assert redact("rtsp://admin:hunter2@10.0.0.5:554/h264") == "rtsp://admin:***@10.0.0.5:554/h264"
+    assert redact("cannot open rtsp://u:p%40ss@cam/x (401)") == "cannot open rtsp://u:***@cam/x (401)"
+    assert redact("rtsp://cam/x and /dev/video0") == "rtsp://cam/x and /dev/video0"
+
+
+def _opener(targets: list[str], opened: list[str]):
+    def open_() -> cv2.VideoCapture:
+        target = targets[min(len(opened), len(targets) - 1)]
+        opened.append(target)
+        return cv2.VideoCapture(target)
+
+    return open_
+
+
+def test_reconnect_forever_with_backoff_and_timed_losses(tmp_path: Path) -> None:
+    """A stream that drops, is gone for three tries, comes back, drops again: the waits double (injected
+    sleep and clock, no real waiting), each loss is counted with its duration, nothing gives up."""
+    clip = str(write_video(tmp_path / "cam.mp4", [COLORS["red"]] * 3))
+    gone = str(tmp_path / "gone.mp4")
+    opened: list[str] = []
+    warnings: list[str] = []
+    now = [0.0]
+    slept: list[float] = []
+    src: CaptureSource
+
+    def sleep(seconds: float) -> bool:
+        slept.append(seconds)
+        now[0] += seconds
+        if len(slept) == 8:
+            src.stop()
+            return True
+        return False
+
+    src = CaptureSource("rtsp://user:pw@cam/live", _opener([clip, gone, gone, gone, clip, gone], opened),
+                        kind="stream", live=True, open_error="x", reconnect=None, warn=warnings.append,
+                        sleep=sleep, clock=lambda: now[0])
+    items = list(src)
+    assert len(items) == 6 and [it.index for it in items] == list(range(6))
+    assert slept == [1, 2, 4, 8, 1, 2, 4, 8]
+    assert src.losses == [15.0, 15.0] and src.reconnects == 8
+    assert any("frames again after 15.0 s" in w for w in warnings)
+    assert any("reconnecting (attempt 4/forever) in 8.0 s" in w for w in warnings)
+    assert all("pw" not in w for w in warnings) and "user:***@" in src.describe()
+
+
+def test_truncated_video_warns_it_ended_early(tmp_path: Path) -> None:
+    path = tmp_path / "t.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10, (32, 24))
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        writer.write(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8))
+    writer.release()
+    data = path.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: len(data) // 2])
+    warnings: list[str] = []
+    src = open_source(str(cut))
+    src._warn = warnings.append  # type: ignore[attr-defined]
+    n = len(list(src))
+    assert 0 < n < 60 and src.ended_early
+    assert warnings == [f"{cut}: ended early after {n} of the 60 frames its container announces; the file is "
+                        "truncated or corrupt"]
+    whole = open_source(str(path))
+    assert len(list(whole)) == 60 and not whole.ended_early and whole.end_reason == "end of video"
+
+
+def test_unreachable_stream_one_line_no_password(tmp_path: Path, capsys) -> None:
+    bundle = make_erudite_bundle(tmp_path / "b")
+    port = _free_port()
+    rc = main(["run", "--bundle", str(bundle.root), f"rtsp://admin:topsecret@127.0.0.1:{port}/live"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "topsecret" not in err
+    assert "admin:***@" in err and "connection refused" in err
+
+
+# ------------------------------------------------------------------------------------------------
+# A real RTSP server (GStreamer's gst-rtsp-server) on 127.0.0.1
+# ------------------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _server_python() -> str | None:
+    """A Python that can import GStreamer's RTSP server (the venv's cannot: PyGObject comes from Debian)."""
+    probe = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
+    for py in (sys.executable, shutil.which("python3"), "/usr/bin/python3"):
+        if py and os.path.exists(py) and subprocess.run([py, "-c", probe], capture_output=True).returncode == 0:
+            return py
+    return None
+
+
+SERVER_PY = _server_python()
+needs_server = pytest.mark.skipif(
+    SERVER_PY is None,
+    reason="GStreamer's RTSP server is not installed (Debian: apt-get install python3-gi gir1.2-gst-rtsp-server-1.0 "
+           "gstreamer1.0-plugins-base gstreamer1.0-plugins-good; `make test` installs them where apt-get works)")
+
+
+def _start_server(port: int, auth: str) -> subprocess.Popen:
+    proc = subprocess.Popen([SERVER_PY, str(SERVER), str(port), "--auth", auth], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.strip() == "ready", (proc.stderr.read() if proc.stderr else "")
+    return proc
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+@needs_server
+def test_rtsp_stream_survives_a_server_restart(tmp_path: Path) -> None:
+    """Classify a real RTSP stream, kill the server, start it again: the run reconnects and goes on
+    classifying; the password never shows on stderr."""
+    bundle = make_erudite_bundle(tmp_path / "b")
+    port = _free_port()
+    uri = f"rtsp://viewer:s3cr3tpw@127.0.0.1:{port}/live"
+    out = tmp_path / "s.jsonl"
+    server = _start_server(port, "viewer:s3cr3tpw")
+    run = subprocess.Popen([sys.executable, "-m", "erudite_edge.cli", "run", "--bundle", str(bundle.root), uri,
+                            "-o", str(out), "--reconnect", "forever"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    stderr: list[str] = []
+    reader = threading.Thread(target=lambda: stderr.extend(run.stderr), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+
+    def lines() -> int:
+        return out.read_bytes().count(b"\n") if out.exists() else 0
+
+    def wait_for(cond, what: str, timeout: float = 60.0) -> None:
+        end = time.monotonic() + timeout
+        while not cond():
+            if run.poll() is not None or time.monotonic() > end:
+                raise AssertionError(f"{what}: {''.join(stderr)}")
+            time.sleep(0.05)
+
+    try:
+        wait_for(lambda: lines() >= 5, "no results from the stream")
+        server.kill()
+        server.wait(timeout=10)
+        wait_for(lambda: any("reconnecting" in s for s in stderr), "the loss was not noticed")
+        before = lines()
+        server = _start_server(port, "viewer:s3cr3tpw")
+        wait_for(lambda: lines() >= before + 5, "no results after the server came back", timeout=90)
+        wait_for(lambda: any("frames again after" in s for s in stderr), "the loss was not logged")
+        run.send_signal(signal.SIGTERM)
+        run.wait(timeout=60)
+        reader.join(timeout=10)
+    finally:
+        for p in (run, server):
+            if p.poll() is None:
+                p.kill()
+    err = "".join(stderr)
+    assert run.returncode == 128 + signal.SIGTERM, err
+    assert "s3cr3tpw" not in err and "viewer:***@" in err
+    assert "stream losses" in err and "Traceback" not in err
+    import json
+
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) >= before + 5 and all(r["label"] == "red" for r in records)
+
+
+@needs_server
+def test_rtsp_401_is_one_line(tmp_path: Path, capsys) -> None:
+    bundle = make_erudite_bundle(tmp_path / "b")
+    port = _free_port()
+    server = _start_server(port, "viewer:rightpw")
+    try:
+        rc = main(["run", "--bundle", str(bundle.root), f"rtsp://viewer:wrongpw@127.0.0.1:{port}/live"])
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert "401" in err and "wrongpw" not in err and "viewer:***@" in err
+
+
+def test_sigterm_while_opening_a_silent_stream(tmp_path: Path) -> None:
+    """A server that accepts and never answers: SIGTERM during the open ends the run (exit 143), no output
+    file is left behind."""
+    bundle = make_erudite_bundle(tmp_path / "b")
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    port = silent.getsockname()[1]
+    out = tmp_path / "never.jsonl"
+    try:
+        run = subprocess.Popen([sys.executable, "-m", "erudite_edge.cli", "run", "--bundle", str(bundle.root),
+                                f"rtsp://u:pw@127.0.0.1:{port}/x", "-o", str(out)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+        conn, _ = silent.accept()  # the run is opening the stream
+        run.send_signal(signal.SIGTERM)
+        _, err = run.communicate(timeout=60)
+        conn.close()
+    finally:
+        silent.close()
+    assert run.returncode == 128 + signal.SIGTERM, err
+    assert "interrupted" in err and "Traceback" not in err and not out.exists()
