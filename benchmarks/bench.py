@@ -9,6 +9,13 @@ is forced to split evenly across the data sets (benchmarks.instrument). Then, on
 folder throughput against pure inference (`--source`), top-1 per data set (`--data`), and top-1
 agreement between precisions. Complexity (params, MACs) comes from the fp32 ONNX graphs, model
 sizes from the files.
+
+Timing is time-based as trtexec's (benchmarks.latency: at least --warmup calls and --warmup-ms, at
+least --iters calls and --min-duration-s per series); each series gets its CV and an `unstable` flag;
+every erudite/zoo ratio gets a paired bootstrap 95 % interval over the interleaved rounds
+(benchmarks.stats), the goals are judged on it (benchmarks.goals), and MLPerf's scenarios are named
+(benchmarks.scenarios). Peak memory is measured in fresh processes after the timing
+(benchmarks.memory), and every result carries the machine's record (benchmarks.environment).
 Nothing here imports torch at module level.
 """
 

@@ -458,6 +458,11 @@ def test_bootstrap_interval_covers_a_known_ratio():
     one = latency_ratio_ci([all_e], [all_z], 50, seed=0)
     assert one is not None and one[0] < 0.5 < one[1]
     assert throughput_ratio_ci([2.0], [1.0]) is None
+    # a fast model's rounds (thousands of calls each) are summarised by quantiles: same answer, bounded cost
+    drift = np.exp(rng.normal(0, 0.3, 10))
+    big_e, big_z = _drifting_rounds(rng, 10, 3000, 50.0, drift), _drifting_rounds(rng, 10, 3000, 100.0, drift)
+    lo, hi = latency_ratio_ci(big_e, big_z, 50, resamples=400, seed=0)
+    assert lo <= 0.5 <= hi and hi - lo < 0.02
 
 
 def test_memory_in_fresh_processes_sees_the_weights(bundles, tmp_path):
