@@ -1,7 +1,8 @@
 """Build TensorRT engines from a bundle's ONNX models, on the device that will run them.
 
 An engine is tuned for, and only loads on, the GPU and TensorRT version that built it, so this
-runs on the target (a Jetson included) and imports no torch: numpy, TensorRT, a CUDA binding.
+runs on the target (a Jetson included) and imports no torch: numpy, TensorRT, Polygraphy (its
+loaders build the engine; polygraphy.cuda is the device-memory layer).
 
 Precision comes from the model where TensorRT wants it there:
   fp32  model.onnx
@@ -21,17 +22,18 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from erudite_edge import __version__
-from erudite_edge.backends.cuda_api import current_device
+from erudite_edge.backends.device_memory import current_device
 from erudite_edge.backends.tensorrt_runner import dims_list, tensorrt_version
 from erudite_edge.bundle import Bundle, ModelEntry, default_filename
 from erudite_edge.engine_sidecar import DeviceInfo, EngineSidecar, sidecar_path, write_sidecar
 from erudite_edge.errors import BundleError, UsageError
-from erudite_edge.fileio import sha256_file, write_bytes_atomic
+from erudite_edge.fileio import atomic_path, sha256_file
 from erudite_edge.preprocess import PreprocessSpec
 
 ENGINE_PRECISIONS = ("fp16", "int8", "best", "fp32")
@@ -281,14 +283,14 @@ def make_sidecar(
     )
 
 
-# -- TensorRT ---------------------------------------------------------------------------------------
+# -- TensorRT, through Polygraphy's loaders -------------------------------------------------------------
 @dataclass
 class BuiltEngine:
-    plan: bytes
+    path: Path
     inputs: list[str]
     outputs: list[str]
     profile: dict[str, dict[str, list[int]]]
-    timing_cache: bytes | None
+    seconds: float
 
 
 def _one_line(text: str) -> str:
@@ -305,29 +307,36 @@ def parser_error_line(err: Any) -> str:
         return _one_line(str(err))
 
 
-def _build_serialized(
+def polygraphy_error_line(err: BaseException) -> str:
+    """Polygraphy prints its full message itself before raising; the exception's first line names it."""
+    text = str(err).strip()
+    return _one_line(text.splitlines()[0]) if text else type(err).__name__
+
+
+def build_serialized(
     onnx_path: Path,
     plan: BuildPlan,
     batch: BatchRange,
     spec: PreprocessSpec,
     workspace: int,
-    timing_cache: bytes | None,
-    warn: Callable[[str], None],
+    out_path: Path,
+    timing_cache: Path | None = None,
 ) -> BuiltEngine:
-    import tensorrt as trt
+    """Parse `onnx_path`, build with `plan`'s precision and one optimisation profile, write `out_path` whole.
 
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    flags = 0
-    for name in plan.network_flags:
-        flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        lines = [parser_error_line(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise BundleError(
-            f"{onnx_path}: TensorRT {trt.__version__} cannot parse it ({len(lines)} error(s)):\n  " + "\n  ".join(lines)
-        )
+    Polygraphy's loaders do the TensorRT API work (NetworkFromOnnxPath with strong typing where the
+    plan says, CreateConfig with the profile, precision flags, workspace pool and timing cache,
+    EngineFromNetwork, SaveEngine), so differences between TensorRT 8.6 and 10 are theirs to handle.
+    The engine is saved under a temporary name and renamed: a killed build leaves no half engine.
+    """
+    import tensorrt as trt
+    from polygraphy.backend.trt import CreateConfig, EngineFromNetwork, NetworkFromOnnxPath, Profile, SaveEngine
+    from polygraphy.exception import PolygraphyException
+
+    try:
+        builder, network, parser = NetworkFromOnnxPath(str(onnx_path), strongly_typed=plan.strongly_typed)()
+    except PolygraphyException as e:
+        raise BundleError(f"{onnx_path}: TensorRT {trt.__version__} cannot parse it: {polygraphy_error_line(e)}") from e
     if network.num_inputs != 1 or network.num_outputs != 1:
         raise BundleError(
             f"{onnx_path}: {network.num_inputs} inputs and {network.num_outputs} outputs; an erudite-edge model has one of each"
@@ -335,33 +344,33 @@ def _build_serialized(
     inp = network.get_input(0)
     out = network.get_output(0)
     shapes = profile_shapes(spec, dims_list(inp.shape), batch, inp.name)
-
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
-    for name in plan.builder_flags:
-        config.set_flag(getattr(trt.BuilderFlag, name))
-    profile = builder.create_optimization_profile()
-    profile.set_shape(inp.name, trt.Dims(shapes["min"]), trt.Dims(shapes["opt"]), trt.Dims(shapes["max"]))
-    config.add_optimization_profile(profile)
-    if timing_cache is not None:
-        cache = config.create_timing_cache(timing_cache)
-        if not config.set_timing_cache(cache, False):
-            warn("warning: the timing cache was made on another device or TensorRT; starting a fresh one")
-            config.set_timing_cache(config.create_timing_cache(b""), True)
-
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
+    config = CreateConfig(
+        fp16="FP16" in plan.builder_flags,
+        int8="INT8" in plan.builder_flags,
+        profiles=[Profile().add(inp.name, min=shapes["min"], opt=shapes["opt"], max=shapes["max"])],
+        memory_pool_limits={trt.MemoryPoolType.WORKSPACE: workspace},
+        load_timing_cache=str(timing_cache) if timing_cache is not None else None,
+    )
+    started = time.monotonic()
+    try:
+        engine = EngineFromNetwork(
+            (builder, network, parser),
+            config=config,
+            save_timing_cache=str(timing_cache) if timing_cache is not None else None,
+        )()
+        with atomic_path(out_path) as tmp:
+            SaveEngine(engine, str(tmp))()
+    except PolygraphyException as e:
         raise BundleError(
-            f"{onnx_path}: TensorRT could not build a {plan.precision} engine (its messages above say why); "
+            f"{onnx_path}: TensorRT could not build a {plan.precision} engine ({polygraphy_error_line(e)}); "
             "a larger --workspace or another --precision may help"
-        )
-    new_cache = bytes(memoryview(config.get_timing_cache().serialize())) if timing_cache is not None else None
+        ) from e
     return BuiltEngine(
-        plan=bytes(memoryview(serialized)),
+        path=out_path,
         inputs=[inp.name],
         outputs=[out.name],
         profile={inp.name: shapes},
-        timing_cache=new_cache,
+        seconds=time.monotonic() - started,
     )
 
 
@@ -400,21 +409,17 @@ def build_engine(
     device = current_device()
     if plan.note:
         say(f"note: {plan.note}")
-    cache_bytes: bytes | None = None
-    if cache_path is not None:
-        cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
-
     built: list[Path] = []
     for r in sources:
         entry = sources[r]
         onnx_path = bundle.path(entry)
         say(f"building {plan.precision} engine for role {r} from {entry.file} with TensorRT {version} on {device.describe()}")
-        result = _build_serialized(onnx_path, plan, batch_range, bundle.preprocess, workspace, cache_bytes, say)
         engine_path = bundle.root / engine_filename(r, plan.precision)
         # Old sidecar first: a crash between the two writes leaves an engine the runner refuses
         # (no sidecar), never a new engine described by an old sidecar.
         sidecar_path(engine_path).unlink(missing_ok=True)
-        write_bytes_atomic(engine_path, result.plan)
+        result = build_serialized(onnx_path, plan, batch_range, bundle.preprocess, workspace, engine_path, cache_path)
+        say(f"built {engine_path.name} in {result.seconds:.1f} s")
         sidecar = make_sidecar(
             tensorrt_version=version,
             device=device,
@@ -429,8 +434,5 @@ def build_engine(
         write_sidecar(engine_path, sidecar)
         bundle.add_model(r, plan.bundle_precision, engine_path, fmt="engine", info=sidecar.to_dict())
         bundle.save()
-        if cache_path is not None and result.timing_cache is not None:
-            cache_bytes = result.timing_cache
-            write_bytes_atomic(cache_path, cache_bytes)
         built.append(engine_path)
     return built

@@ -24,7 +24,7 @@ BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 TENSORRT_MODULE = "erudite_edge.backends.tensorrt_runner"
 TENSORRT_HELP = (
     "TensorRT comes with JetPack on a Jetson (`sudo apt install python3-libnvinfer`; in a venv use "
-    "--system-site-packages); elsewhere `pip install tensorrt 'cuda-python<13'` (cuda-python's major = your CUDA driver's)"
+    "--system-site-packages) and `pip install polygraphy`; elsewhere `pip install 'erudite-edge[trt]'`"
 )
 TORCH_HELP = "the torch backend runs a training checkpoint: pass --checkpoint RUN (and have torch installed)"
 
@@ -53,7 +53,7 @@ def _tensorrt_module() -> tuple[ModuleType | None, str]:
     except Exception as e:  # a broken CUDA driver shows up here, not at import
         return None, f"TensorRT is not usable ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
     if not ok:
-        return None, "TensorRT (or its CUDA Python binding) is not importable here"
+        return None, "TensorRT (or Polygraphy, its device-memory layer) is not importable here"
     return mod, ""
 
 
