@@ -32,7 +32,7 @@ from erudite_edge.backends.device_memory import current_device
 from erudite_edge.backends.tensorrt_runner import dims_list, tensorrt_version
 from erudite_edge.bundle import Bundle, ModelEntry, default_filename
 from erudite_edge.engine_sidecar import DeviceInfo, EngineSidecar, sidecar_path, write_sidecar
-from erudite_edge.errors import BundleError, UsageError
+from erudite_edge.errors import BundleError, EruditeError, UsageError
 from erudite_edge.fileio import atomic_path, sha256_file
 from erudite_edge.preprocess import PreprocessSpec
 
@@ -374,6 +374,80 @@ def build_serialized(
     )
 
 
+def check_engine(
+    engine_path: Path,
+    bundle: Bundle,
+    role: str,
+    precision: str,
+    expected_outputs: int | None,
+    accept_drop: bool,
+    say: Callable[[str], None],
+) -> dict[str, Any] | None:
+    """Run the bundle's check set on a just-built engine; the result for its sidecar (None: no check set,
+    said as a warning). AccuracyDrop below the precision's minimum unless `accept_drop`."""
+    from erudite_edge.backends.tensorrt_runner import TensorRTRunner
+    from erudite_edge.check_set import REEXPORT_HINT, enforce, has_check_set, load_check_set, run_check
+
+    if not has_check_set(bundle):
+        say(f"warning: {bundle.root} has no check set, so this engine's accuracy is not checked; {REEXPORT_HINT}")
+        return None
+    check = load_check_set(bundle)
+    with TensorRTRunner(engine_path, precision=precision, expected_outputs=expected_outputs) as runner:
+        result = run_check(runner, check, role, precision, backend="tensorrt")
+    say(f"check: {result.summary()}")
+    enforce([result], accept_drop, say)
+    return result.to_dict()
+
+
+def build_checked(
+    bundle: Bundle,
+    role: str,
+    entry: ModelEntry,
+    plan: BuildPlan,
+    batch: BatchRange,
+    workspace: int,
+    engine_path: Path,
+    *,
+    version: str,
+    device: DeviceInfo,
+    timing_cache: Path | None = None,
+    accept_drop: bool = False,
+    cache_key: dict[str, Any] | None = None,
+    say: Callable[[str], None] = lambda _m: None,
+) -> EngineSidecar:
+    """Build one engine under a candidate name, run the check set on it, and only then move it (and its
+    sidecar) to `engine_path`: an engine that fails its check never replaces one that worked."""
+    candidate = engine_path.with_name(f".{engine_path.name}.candidate-{os.getpid()}")
+    try:
+        say(f"building {plan.precision} engine for role {role} from {entry.file} with TensorRT {version} on "
+            f"{device.describe()} (batch {batch}); this takes minutes")
+        result = build_serialized(bundle.path(entry), plan, batch, bundle.preprocess, workspace, candidate, timing_cache)
+        say(f"built {engine_path.name} in {result.seconds:.1f} s")
+        sidecar = make_sidecar(
+            tensorrt_version=version,
+            device=device,
+            plan=plan,
+            role=role,
+            inputs=result.inputs,
+            outputs=result.outputs,
+            profile=result.profile,
+            source_onnx=entry.file,
+            source_sha256=entry.sha256,
+        )
+        sidecar.cache_key = cache_key
+        write_sidecar(candidate, sidecar)
+        sidecar.check = check_engine(candidate, bundle, role, plan.precision, entry.num_outputs or None, accept_drop, say)
+        # Old sidecar first: a crash between the two renames leaves an engine the runner refuses
+        # (no sidecar), never a new engine described by an old sidecar.
+        sidecar_path(engine_path).unlink(missing_ok=True)
+        os.replace(candidate, engine_path)
+        write_sidecar(engine_path, sidecar)
+        return sidecar
+    finally:
+        candidate.unlink(missing_ok=True)
+        sidecar_path(candidate).unlink(missing_ok=True)
+
+
 def build_engine(
     bundle_dir: str | os.PathLike[str],
     precision: str,
@@ -382,14 +456,16 @@ def build_engine(
     timing_cache: str | os.PathLike[str] | None = None,
     role: str | None = None,
     *,
+    accept_accuracy_drop: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """Build one engine per role of the bundle (or just `role`) on this GPU; returns the engine paths.
 
-    Each engine is written whole (temporary name, then rename) with its sidecar, and recorded in
-    bundle.json (precision `best` is recorded as int8). Raises UsageError for bad arguments,
-    BackendUnavailable (exit code 2) without TensorRT or a CUDA binding, BundleError for a model
-    that is missing or that TensorRT cannot parse or build.
+    Each engine is written whole (temporary name, then rename) with its sidecar, checked against the
+    bundle's check set (the result goes into the sidecar), and recorded in bundle.json (precision
+    `best` is recorded as int8). Raises UsageError for bad arguments, BackendUnavailable (exit code 2)
+    without TensorRT, Polygraphy or a GPU, BundleError for a model that is missing or that TensorRT
+    cannot parse or build, AccuracyDrop (exit code 1) below the minimum agreement with FP32.
     """
     say = log or (lambda _msg: None)
     precision = check_precision(precision)
@@ -410,29 +486,68 @@ def build_engine(
     if plan.note:
         say(f"note: {plan.note}")
     built: list[Path] = []
-    for r in sources:
-        entry = sources[r]
-        onnx_path = bundle.path(entry)
-        say(f"building {plan.precision} engine for role {r} from {entry.file} with TensorRT {version} on {device.describe()}")
+    for r, entry in sources.items():
         engine_path = bundle.root / engine_filename(r, plan.precision)
-        # Old sidecar first: a crash between the two writes leaves an engine the runner refuses
-        # (no sidecar), never a new engine described by an old sidecar.
-        sidecar_path(engine_path).unlink(missing_ok=True)
-        result = build_serialized(onnx_path, plan, batch_range, bundle.preprocess, workspace, engine_path, cache_path)
-        say(f"built {engine_path.name} in {result.seconds:.1f} s")
-        sidecar = make_sidecar(
-            tensorrt_version=version,
-            device=device,
-            plan=plan,
-            role=r,
-            inputs=result.inputs,
-            outputs=result.outputs,
-            profile=result.profile,
-            source_onnx=entry.file,
-            source_sha256=entry.sha256,
-        )
-        write_sidecar(engine_path, sidecar)
+        sidecar = build_checked(bundle, r, entry, plan, batch_range, workspace, engine_path, version=version,
+                                device=device, timing_cache=cache_path, accept_drop=accept_accuracy_drop, say=say)
         bundle.add_model(r, plan.bundle_precision, engine_path, fmt="engine", info=sidecar.to_dict())
         bundle.save()
         built.append(engine_path)
     return built
+
+
+def engine_on_first_use(
+    bundle: Bundle,
+    role: str,
+    precision: str,
+    batch: str | BatchRange = DEFAULT_BATCH,
+    dla_core: int | None = None,
+    *,
+    accept_accuracy_drop: bool = False,
+    env: dict[str, str] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """The cached engine for (bundle model, this TensorRT, this GPU, precision, batch profile, DLA core),
+    built now when there is none or the one there is stale; one process builds while others wait."""
+    from erudite_edge.engine_cache import CacheKey, cache_dir, engine_lock
+    from erudite_edge.engine_sidecar import compatibility_problems, read_sidecar
+
+    say = log or (lambda _msg: None)
+    precision = check_precision(precision)
+    batch_range = batch if isinstance(batch, BatchRange) else parse_batch(batch)
+    if dla_core is not None:
+        raise UsageError(f"DLA core {dla_core}: DLA builds are not supported by this erudite-edge yet; build for the GPU")
+    version = tensorrt_version()
+    import tensorrt as trt
+
+    plan = plan_build(precision, TrtCapabilities.from_module(trt))
+    entry = select_sources(bundle, plan.source_precision, role)[role]
+    device = current_device()
+    key = CacheKey.make(entry.sha256, version, device, plan.precision, str(batch_range), dla_core)
+    stem = "model" if role == "main" else role.replace(":", ".")  # as bundle.default_filename names models
+    engine_path = cache_dir(bundle.root, env) / key.filename(stem)
+
+    def usable() -> bool:
+        if not engine_path.is_file():
+            return False
+        try:
+            sidecar = read_sidecar(engine_path)
+        except EruditeError as e:
+            say(f"warning: {engine_path.name}: {e}; rebuilding it")
+            return False
+        problems = key.matches(sidecar) + compatibility_problems(sidecar, version, device)
+        if problems:
+            say(f"warning: {engine_path} is stale ({', '.join(dict.fromkeys(problems))} differ); rebuilding it")
+            return False
+        return True
+
+    if usable():
+        return engine_path
+    with engine_lock(engine_path, on_wait=say):
+        if usable():  # another process built it while this one waited
+            return engine_path
+        started = time.monotonic()
+        build_checked(bundle, role, entry, plan, batch_range, workspace_bytes(DEFAULT_WORKSPACE_GIB), engine_path,
+                      version=version, device=device, accept_drop=accept_accuracy_drop, cache_key=key.to_dict(), say=say)
+        say(f"engine cached at {engine_path} ({time.monotonic() - started:.1f} s)")
+    return engine_path

@@ -6,6 +6,10 @@
   torch        never chosen automatically; only with --backend torch --checkpoint RUN (debugging)
 and says on stderr which it picked and why. Backends are imported lazily, so a device without one
 of them (and every device without torch) still runs.
+
+`--backend tensorrt` on a bundle without an engine of the asked precision builds one on first use
+(its check set run, the engine cached under a key of model, TensorRT, GPU, precision and batch
+profile: erudite_edge/engine_cache.py) instead of failing; `auto` never builds, it says how to.
 """
 
 from __future__ import annotations
@@ -78,6 +82,8 @@ def resolve_precision(bundle: Bundle, backend: str = "auto", precision: str = "a
         for p in ENGINE_PRECISION_ORDER:
             if bundle.find(role, p, "engine") is not None:
                 return p
+        if backend == "tensorrt":
+            return "fp16"  # the engine built on first use
     return "fp32"
 
 
@@ -93,8 +99,10 @@ def choose_backend(bundle: Bundle, role: str = "main", backend: str = "auto", pr
         mod, why = _tensorrt_module()
         if mod is None:
             raise BackendUnavailable(f"--backend tensorrt: {why}; {TENSORRT_HELP}; or use --backend onnxruntime")
-        bundle.entry(role, precision, "engine")  # BundleError naming the export step when missing
-        return BackendChoice("tensorrt", "engine", f"asked for; {precision} engine in the bundle")
+        if bundle.find(role, precision, "engine") is not None:
+            return BackendChoice("tensorrt", "engine", f"asked for; {precision} engine in the bundle")
+        # No engine in the bundle: build one on first use (cached; export/engine.py engine_on_first_use).
+        return BackendChoice("tensorrt", "cache", f"asked for; {precision} engine built on first use and cached")
     if backend == "onnxruntime":
         from .onnxruntime_runner import import_onnxruntime
 
@@ -141,6 +149,11 @@ def load_runner(
         if announce is not None:
             announce(f"backend: torch {precision} on {runner.describe()['device']} ({choice.reason})")
         return runner
+    if choice.fmt == "cache":
+        runner = _cached_engine_runner(bundle, role, precision, announce)
+        if announce is not None:
+            announce(f"backend: tensorrt {precision} ({choice.reason}: {runner.describe()['engine']})")
+        return runner
     entry = bundle.entry(role, precision, choice.fmt)
     if choice.backend == "tensorrt":
         mod, why = _tensorrt_module()
@@ -165,6 +178,16 @@ def load_runner(
         extra = f", {providers[0]}" if providers else ""
         announce(f"backend: {choice.backend} {precision}{extra} ({choice.reason})")
     return runner
+
+
+def _cached_engine_runner(bundle: Bundle, role: str, precision: str, announce: Callable[[str], None] | None) -> Runner:
+    """The engine for (role, precision) from the engine cache, built now if missing or stale."""
+    from export.engine import engine_on_first_use
+
+    from .tensorrt_runner import TensorRTRunner
+
+    path = engine_on_first_use(bundle, role, precision, log=announce or announce_stderr)
+    return TensorRTRunner(path, precision=precision, expected_outputs=bundle.expected_outputs(role))
 
 
 def runner_outputs(runner: Runner) -> int | None:
