@@ -185,6 +185,16 @@ def test_plan_tensorrt8_needs_explicit_batch():
     assert "EXPLICIT_BATCH" not in plan_build("fp16", TRT10).network_flags  # deprecated (a no-op) in 10
 
 
+def test_plan_is_chosen_by_feature_not_by_version_string():
+    """A TensorRT whose version string says 11 but which still has the weak-typing flags builds weakly typed;
+    one that says 10 but lacks them builds strongly typed: the flags decide, not the number."""
+    says_11_has_flags = TrtCapabilities("11.9.0.1", TRT10_BUILDER, TRT10_NETWORK)
+    says_10_no_flags = TrtCapabilities("10.99.0.1", TRT11_BUILDER, TRT11_NETWORK)
+    assert plan_build("fp16", says_11_has_flags) == plan_build("fp16", TRT10)
+    assert plan_build("fp16", says_10_no_flags) == plan_build("fp16", TRT11)
+    assert plan_build("int8", says_10_no_flags).strongly_typed and not plan_build("int8", says_11_has_flags).strongly_typed
+
+
 def test_plan_rejects_unknown_precision():
     with pytest.raises(UsageError, match="--precision 'int4'"):
         plan_build("int4", TRT10)
