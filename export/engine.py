@@ -32,7 +32,7 @@ from erudite_edge.backends.device_memory import current_device
 from erudite_edge.backends.tensorrt_runner import dims_list, tensorrt_version
 from erudite_edge.bundle import Bundle, ModelEntry, default_filename
 from erudite_edge.engine_sidecar import DeviceInfo, EngineSidecar, sidecar_path, write_sidecar
-from erudite_edge.errors import BundleError, EruditeError, UsageError
+from erudite_edge.errors import BackendUnavailable, BundleError, EruditeError, UsageError
 from erudite_edge.fileio import atomic_path, sha256_file
 from erudite_edge.preprocess import PreprocessSpec
 
@@ -248,9 +248,10 @@ def check_int8_target(entry: ModelEntry, path: Path) -> None:
         )
 
 
-def engine_filename(role: str, precision: str) -> str:
-    """model.<precision>.engine for the main role; coarse.<precision>.engine, fine.<ds>.<precision>.engine."""
-    return default_filename(role, precision, "engine")
+def engine_filename(role: str, precision: str, dla_core: int | None = None) -> str:
+    """model.<precision>.engine for the main role; coarse.<precision>.engine, fine.<ds>.<precision>.engine;
+    a DLA engine adds .dla<N> (model.fp16.dla0.engine)."""
+    return default_filename(role, precision if dla_core is None else f"{precision}.dla{dla_core}", "engine")
 
 
 def make_sidecar(
@@ -291,6 +292,7 @@ class BuiltEngine:
     outputs: list[str]
     profile: dict[str, dict[str, list[int]]]
     seconds: float
+    dla_layers: tuple[int, int] | None = None  # (layers DLA can run, all layers) when built for a DLA core
 
 
 def _one_line(text: str) -> str:
@@ -313,6 +315,18 @@ def polygraphy_error_line(err: BaseException) -> str:
     return _one_line(text.splitlines()[0]) if text else type(err).__name__
 
 
+def dla_problem(dla_core: int, cores: int, device_name: str) -> str | None:
+    """Why `--dla-core dla_core` cannot be used on a device with `cores` DLA cores (None: it can)."""
+    if dla_core < 0:
+        return f"--dla-core {dla_core}: a DLA core is numbered from 0"
+    if cores <= 0:
+        return (f"--dla-core {dla_core}: {device_name} has no DLA (deep learning accelerator; Jetson AGX/NX Orin and "
+                "Xavier have one or two): drop --dla-core to build for the GPU")
+    if dla_core >= cores:
+        return f"--dla-core {dla_core}: {device_name} has {cores} DLA core(s), numbered 0 to {cores - 1}"
+    return None
+
+
 def build_serialized(
     onnx_path: Path,
     plan: BuildPlan,
@@ -321,6 +335,8 @@ def build_serialized(
     workspace: int,
     out_path: Path,
     timing_cache: Path | None = None,
+    dla_core: int | None = None,
+    device_name: str = "this device",
 ) -> BuiltEngine:
     """Parse `onnx_path`, build with `plan`'s precision and one optimisation profile, write `out_path` whole.
 
@@ -328,9 +344,18 @@ def build_serialized(
     plan says, CreateConfig with the profile, precision flags, workspace pool and timing cache,
     EngineFromNetwork, SaveEngine), so differences between TensorRT 8.6 and 10 are theirs to handle.
     The engine is saved under a temporary name and renamed: a killed build leaves no half engine.
+    With `dla_core`: DLA as the default device, GPU fallback on, and the layer split measured
+    (IBuilderConfig.can_run_on_DLA) and returned.
     """
     import tensorrt as trt
-    from polygraphy.backend.trt import CreateConfig, EngineFromNetwork, NetworkFromOnnxPath, Profile, SaveEngine
+    from polygraphy.backend.trt import (
+        CreateConfig,
+        EngineFromNetwork,
+        NetworkFromOnnxPath,
+        PostprocessConfig,
+        Profile,
+        SaveEngine,
+    )
     from polygraphy.exception import PolygraphyException
 
     try:
@@ -344,13 +369,27 @@ def build_serialized(
     inp = network.get_input(0)
     out = network.get_output(0)
     shapes = profile_shapes(spec, dims_list(inp.shape), batch, inp.name)
-    config = CreateConfig(
+    config: Any = CreateConfig(
         fp16="FP16" in plan.builder_flags,
         int8="INT8" in plan.builder_flags,
         profiles=[Profile().add(inp.name, min=shapes["min"], opt=shapes["opt"], max=shapes["max"])],
         memory_pool_limits={trt.MemoryPoolType.WORKSPACE: workspace},
         load_timing_cache=str(timing_cache) if timing_cache is not None else None,
+        use_dla=dla_core is not None,
+        allow_gpu_fallback=dla_core is not None,
     )
+    split: dict[str, int] = {}
+    if dla_core is not None:
+        problem = dla_problem(dla_core, int(getattr(builder, "num_DLA_cores", 0)), device_name)
+        if problem:
+            raise BackendUnavailable(problem)
+
+        def on_dla(_builder: Any, net: Any, cfg: Any) -> None:
+            cfg.DLA_core = dla_core  # Polygraphy's use_dla picks core 0
+            split["dla"] = sum(1 for i in range(net.num_layers) if cfg.can_run_on_DLA(net.get_layer(i)))
+            split["all"] = int(net.num_layers)
+
+        config = PostprocessConfig(config, on_dla)
     started = time.monotonic()
     try:
         engine = EngineFromNetwork(
@@ -371,6 +410,7 @@ def build_serialized(
         outputs=[out.name],
         profile={inp.name: shapes},
         seconds=time.monotonic() - started,
+        dla_layers=(split["dla"], split["all"]) if split else None,
     )
 
 
@@ -413,6 +453,7 @@ def build_checked(
     timing_cache: Path | None = None,
     accept_drop: bool = False,
     cache_key: dict[str, Any] | None = None,
+    dla_core: int | None = None,
     say: Callable[[str], None] = lambda _m: None,
 ) -> EngineSidecar:
     """Build one engine under a candidate name, run the check set on it, and only then move it (and its
@@ -421,8 +462,12 @@ def build_checked(
     try:
         say(f"building {plan.precision} engine for role {role} from {entry.file} with TensorRT {version} on "
             f"{device.describe()} (batch {batch}); this takes minutes")
-        result = build_serialized(bundle.path(entry), plan, batch, bundle.preprocess, workspace, candidate, timing_cache)
+        result = build_serialized(bundle.path(entry), plan, batch, bundle.preprocess, workspace, candidate, timing_cache,
+                                  dla_core, device.describe())
         say(f"built {engine_path.name} in {result.seconds:.1f} s")
+        if result.dla_layers is not None:
+            on, total = result.dla_layers
+            say(f"DLA core {dla_core}: {on} of {total} layers can run on the DLA; the other {total - on} fall back to the GPU")
         sidecar = make_sidecar(
             tensorrt_version=version,
             device=device,
@@ -435,6 +480,7 @@ def build_checked(
             source_sha256=entry.sha256,
         )
         sidecar.cache_key = cache_key
+        sidecar.dla_core = dla_core
         write_sidecar(candidate, sidecar)
         sidecar.check = check_engine(candidate, bundle, role, plan.precision, entry.num_outputs or None, accept_drop, say)
         # Old sidecar first: a crash between the two renames leaves an engine the runner refuses
@@ -457,6 +503,7 @@ def build_engine(
     role: str | None = None,
     *,
     accept_accuracy_drop: bool = False,
+    dla_core: int | None = None,
     log: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """Build one engine per role of the bundle (or just `role`) on this GPU; returns the engine paths.
@@ -487,9 +534,10 @@ def build_engine(
         say(f"note: {plan.note}")
     built: list[Path] = []
     for r, entry in sources.items():
-        engine_path = bundle.root / engine_filename(r, plan.precision)
+        engine_path = bundle.root / engine_filename(r, plan.precision, dla_core)
         sidecar = build_checked(bundle, r, entry, plan, batch_range, workspace, engine_path, version=version,
-                                device=device, timing_cache=cache_path, accept_drop=accept_accuracy_drop, say=say)
+                                device=device, timing_cache=cache_path, accept_drop=accept_accuracy_drop,
+                                dla_core=dla_core, say=say)
         bundle.add_model(r, plan.bundle_precision, engine_path, fmt="engine", info=sidecar.to_dict())
         bundle.save()
         built.append(engine_path)
@@ -515,8 +563,6 @@ def engine_on_first_use(
     say = log or (lambda _msg: None)
     precision = check_precision(precision)
     batch_range = batch if isinstance(batch, BatchRange) else parse_batch(batch)
-    if dla_core is not None:
-        raise UsageError(f"DLA core {dla_core}: DLA builds are not supported by this erudite-edge yet; build for the GPU")
     version = tensorrt_version()
     import tensorrt as trt
 
@@ -548,6 +594,7 @@ def engine_on_first_use(
             return engine_path
         started = time.monotonic()
         build_checked(bundle, role, entry, plan, batch_range, workspace_bytes(DEFAULT_WORKSPACE_GIB), engine_path,
-                      version=version, device=device, accept_drop=accept_accuracy_drop, cache_key=key.to_dict(), say=say)
+                      version=version, device=device, accept_drop=accept_accuracy_drop, cache_key=key.to_dict(),
+                      dla_core=dla_core, say=say)
         say(f"engine cached at {engine_path} ({time.monotonic() - started:.1f} s)")
     return engine_path

@@ -213,6 +213,7 @@ def fake_tensorrt_module(spec: EngineSpec, device: FakeDevice, version: str = FA
             self.logger = logger
 
         def deserialize_cuda_engine(self, data: bytes):
+            trt.__dict__["dla_core_at_load"] = getattr(self, "DLA_core", None)
             if data.startswith(CORRUPT):
                 return None
             trt.__dict__["last_engine"] = FakeEngine(spec, device)
@@ -240,7 +241,7 @@ def install_fake_tensorrt(monkeypatch, spec: EngineSpec, device: FakeDevice, ver
 
 
 def write_fake_engine(path: Path, spec: EngineSpec, *, content: bytes = b"fake-engine", tensorrt_version: str = FAKE_TRT_VERSION,
-                      device: DeviceInfo = FAKE_GPU, precision: str = "fp16") -> Path:
+                      device: DeviceInfo = FAKE_GPU, precision: str = "fp16", dla_core: int | None = None) -> Path:
     """An engine file (opaque bytes) and the sidecar the builder would write beside it."""
     path.write_bytes(content)
     lo, opt, hi = spec.profile
@@ -249,6 +250,6 @@ def write_fake_engine(path: Path, spec: EngineSpec, *, content: bytes = b"fake-e
         tensorrt_version=tensorrt_version, gpu_name=device.name, compute_capability=device.capability_text,
         precision=precision, role="main", inputs=list(spec.inputs), outputs=list(spec.outputs),
         profile={spec.inputs[0]: {"min": [lo, 3, s, s], "opt": [opt, 3, s, s], "max": [hi, 3, s, s]}},
-        source_onnx="model.onnx", source_sha256="0" * 64, erudite_edge_version="test",
+        source_onnx="model.onnx", source_sha256="0" * 64, erudite_edge_version="test", dla_core=dla_core,
     ))
     return path

@@ -235,6 +235,16 @@ def test_select_sources_refuses_a_changed_model(tmp_path):
         select_sources(bundle, "fp32")
 
 
+def test_dla_problems_are_one_line():
+    from export.engine import dla_problem
+
+    assert dla_problem(0, 2, "Orin") is None and dla_problem(1, 2, "Orin") is None
+    for core, cores, words in [(0, 0, "has no DLA"), (2, 2, "numbered 0 to 1"), (-1, 2, "numbered from 0")]:
+        msg = dla_problem(core, cores, "NVIDIA H200 (sm_90)")
+        assert msg and words in msg and "\n" not in msg and msg.startswith(f"--dla-core {core}")
+    assert engine_filename("main", "fp16", 0) == "model.fp16.dla0.engine"
+
+
 def test_engine_filenames():
     assert engine_filename("main", "fp16") == "model.fp16.engine"
     assert engine_filename("main", "fp32") == "model.fp32.engine"

@@ -112,3 +112,10 @@ def test_foreign_engine_is_refused_before_deserialising(tmp_path, monkeypatch, f
         TensorRTRunner(engine, device=device)
     assert "\n" not in str(e.value)
     assert "last_engine" not in trt.__dict__  # never handed to TensorRT
+
+
+def test_dla_engine_runs_on_its_core(tmp_path, monkeypatch):
+    spec, device, trt, engine = make(tmp_path, monkeypatch)
+    write_fake_engine(engine, spec, dla_core=1)
+    with TensorRTRunner(engine, device=device):
+        assert trt.dla_core_at_load == 1  # the runtime's DLA core was set before deserialising

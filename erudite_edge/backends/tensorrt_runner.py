@@ -121,6 +121,8 @@ class TensorRTRunner(Runner):
         assert self.cuda is not None
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
+        if self.sidecar.dla_core is not None:  # an engine built for a DLA core runs on that core
+            self.runtime.DLA_core = int(self.sidecar.dla_core)
         engine = self.runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
         if engine is None:
             raise BundleError(

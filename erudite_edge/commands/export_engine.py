@@ -29,6 +29,9 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
             False, "--accept-accuracy-drop",
             help="Keep an engine whose check-set agreement with FP32 is below the minimum (FP16 99 %, INT8 97 %).",
         ),
+        dla_core: Optional[int] = typer.Option(
+            None, "--dla-core", help="Build for this DLA core (Jetson AGX/NX Orin, Xavier), GPU fallback on; the layer split is reported."
+        ),
     ) -> None:
         """Build TensorRT engine(s) for this GPU, check each against the bundle's check set, record them in bundle.json."""
         from export.engine import build_engine
@@ -37,6 +40,6 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
             typer.echo(msg, err=True)
 
         paths = build_engine(bundle, precision, batch, workspace, timing_cache, role,
-                             accept_accuracy_drop=accept_accuracy_drop, log=log)
+                             accept_accuracy_drop=accept_accuracy_drop, dla_core=dla_core, log=log)
         for p in paths:
             typer.echo(str(p))
