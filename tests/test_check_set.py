@@ -142,3 +142,13 @@ def test_threshold_and_accept_accuracy_drop():
 
 def test_missing_check_set_is_exit_code_2():
     assert CheckSetMissing.exit_code == 2
+
+
+def test_check_on_tensorrt_without_it_is_one_line_exit_2(trained, capsys):
+    from erudite_edge.backends.tensorrt_runner import available
+
+    if available():
+        pytest.skip("TensorRT is importable here")
+    rc, out, err = cli(capsys, "check", trained["bundle"], "--backend", "tensorrt", "--precision", "fp16")
+    assert rc == 2 and out == ""
+    assert "--backend tensorrt" in one_error_line(err)
