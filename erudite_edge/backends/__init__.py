@@ -163,9 +163,13 @@ def load_runner(
         # from_bundle reads the engine's sidecar (rebuild hint, expected outputs) as well
         runner = cls.from_bundle(bundle, role, precision) if hasattr(cls, "from_bundle") else cls(bundle, entry)
     else:
+        from .ort_tensorrt_ep import tensorrt_ep_options
         from .onnxruntime_runner import OnnxRuntimeRunner
 
-        runner = OnnxRuntimeRunner(bundle.path(entry), precision=precision, threads=threads)
+        # Used only where this onnxruntime has the TensorRT EP. INT8 there needs the TensorRT Q/DQ layout.
+        ep_precision = "fp16" if precision == "int8" and (entry.info or {}).get("target", "tensorrt") != "tensorrt" else precision
+        trt_ep = tensorrt_ep_options(ep_precision, bundle.preprocess, entry.input)
+        runner = OnnxRuntimeRunner(bundle.path(entry), precision=precision, threads=threads, trt_options=trt_ep)
     outputs = runner_outputs(runner)
     expected = bundle.expected_outputs(role)
     if outputs is not None and outputs != expected:
