@@ -71,6 +71,11 @@ class EngineSidecar:
     strongly_typed: bool = False
     builder_flags: list[str] = field(default_factory=list)
     built_at: str = ""
+    # The check set run on this engine right after the build (erudite_edge/check_set.py CheckResult), or None.
+    check: dict[str, Any] | None = None
+    # Engines built on first use: the fields of their cache key (erudite_edge/engine_cache.py).
+    cache_key: dict[str, Any] | None = None
+    dla_core: int | None = None
     format: str = SIDECAR_FORMAT
     format_version: int = SIDECAR_FORMAT_VERSION
 

@@ -1,7 +1,8 @@
 """Build TensorRT engines from a bundle's ONNX models, on the device that will run them.
 
 An engine is tuned for, and only loads on, the GPU and TensorRT version that built it, so this
-runs on the target (a Jetson included) and imports no torch: numpy, TensorRT, a CUDA binding.
+runs on the target (a Jetson included) and imports no torch: numpy, TensorRT, Polygraphy (its
+loaders build the engine; polygraphy.cuda is the device-memory layer).
 
 Precision comes from the model where TensorRT wants it there:
   fp32  model.onnx
@@ -21,17 +22,18 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from erudite_edge import __version__
-from erudite_edge.backends.cuda_api import current_device
+from erudite_edge.backends.device_memory import current_device
 from erudite_edge.backends.tensorrt_runner import dims_list, tensorrt_version
 from erudite_edge.bundle import Bundle, ModelEntry, default_filename
 from erudite_edge.engine_sidecar import DeviceInfo, EngineSidecar, sidecar_path, write_sidecar
-from erudite_edge.errors import BundleError, UsageError
-from erudite_edge.fileio import sha256_file, write_bytes_atomic
+from erudite_edge.errors import BackendUnavailable, BundleError, EruditeError, UsageError
+from erudite_edge.fileio import atomic_path, sha256_file
 from erudite_edge.preprocess import PreprocessSpec
 
 ENGINE_PRECISIONS = ("fp16", "int8", "best", "fp32")
@@ -246,9 +248,10 @@ def check_int8_target(entry: ModelEntry, path: Path) -> None:
         )
 
 
-def engine_filename(role: str, precision: str) -> str:
-    """model.<precision>.engine for the main role; coarse.<precision>.engine, fine.<ds>.<precision>.engine."""
-    return default_filename(role, precision, "engine")
+def engine_filename(role: str, precision: str, dla_core: int | None = None) -> str:
+    """model.<precision>.engine for the main role; coarse.<precision>.engine, fine.<ds>.<precision>.engine;
+    a DLA engine adds .dla<N> (model.fp16.dla0.engine)."""
+    return default_filename(role, precision if dla_core is None else f"{precision}.dla{dla_core}", "engine")
 
 
 def make_sidecar(
@@ -281,14 +284,15 @@ def make_sidecar(
     )
 
 
-# -- TensorRT ---------------------------------------------------------------------------------------
+# -- TensorRT, through Polygraphy's loaders -------------------------------------------------------------
 @dataclass
 class BuiltEngine:
-    plan: bytes
+    path: Path
     inputs: list[str]
     outputs: list[str]
     profile: dict[str, dict[str, list[int]]]
-    timing_cache: bytes | None
+    seconds: float
+    dla_layers: tuple[int, int] | None = None  # (layers DLA can run, all layers) when built for a DLA core
 
 
 def _one_line(text: str) -> str:
@@ -305,29 +309,59 @@ def parser_error_line(err: Any) -> str:
         return _one_line(str(err))
 
 
-def _build_serialized(
+def polygraphy_error_line(err: BaseException) -> str:
+    """Polygraphy prints its full message itself before raising; the exception's first line names it."""
+    text = str(err).strip()
+    return _one_line(text.splitlines()[0]) if text else type(err).__name__
+
+
+def dla_problem(dla_core: int, cores: int, device_name: str) -> str | None:
+    """Why `--dla-core dla_core` cannot be used on a device with `cores` DLA cores (None: it can)."""
+    if dla_core < 0:
+        return f"--dla-core {dla_core}: a DLA core is numbered from 0"
+    if cores <= 0:
+        return (f"--dla-core {dla_core}: {device_name} has no DLA (deep learning accelerator; Jetson AGX/NX Orin and "
+                "Xavier have one or two): drop --dla-core to build for the GPU")
+    if dla_core >= cores:
+        return f"--dla-core {dla_core}: {device_name} has {cores} DLA core(s), numbered 0 to {cores - 1}"
+    return None
+
+
+def build_serialized(
     onnx_path: Path,
     plan: BuildPlan,
     batch: BatchRange,
     spec: PreprocessSpec,
     workspace: int,
-    timing_cache: bytes | None,
-    warn: Callable[[str], None],
+    out_path: Path,
+    timing_cache: Path | None = None,
+    dla_core: int | None = None,
+    device_name: str = "this device",
 ) -> BuiltEngine:
-    import tensorrt as trt
+    """Parse `onnx_path`, build with `plan`'s precision and one optimisation profile, write `out_path` whole.
 
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    flags = 0
-    for name in plan.network_flags:
-        flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        lines = [parser_error_line(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise BundleError(
-            f"{onnx_path}: TensorRT {trt.__version__} cannot parse it ({len(lines)} error(s)):\n  " + "\n  ".join(lines)
-        )
+    Polygraphy's loaders do the TensorRT API work (NetworkFromOnnxPath with strong typing where the
+    plan says, CreateConfig with the profile, precision flags, workspace pool and timing cache,
+    EngineFromNetwork, SaveEngine), so differences between TensorRT 8.6 and 10 are theirs to handle.
+    The engine is saved under a temporary name and renamed: a killed build leaves no half engine.
+    With `dla_core`: DLA as the default device, GPU fallback on, and the layer split measured
+    (IBuilderConfig.can_run_on_DLA) and returned.
+    """
+    import tensorrt as trt
+    from polygraphy.backend.trt import (
+        CreateConfig,
+        EngineFromNetwork,
+        NetworkFromOnnxPath,
+        PostprocessConfig,
+        Profile,
+        SaveEngine,
+    )
+    from polygraphy.exception import PolygraphyException
+
+    try:
+        builder, network, parser = NetworkFromOnnxPath(str(onnx_path), strongly_typed=plan.strongly_typed)()
+    except PolygraphyException as e:
+        raise BundleError(f"{onnx_path}: TensorRT {trt.__version__} cannot parse it: {polygraphy_error_line(e)}") from e
     if network.num_inputs != 1 or network.num_outputs != 1:
         raise BundleError(
             f"{onnx_path}: {network.num_inputs} inputs and {network.num_outputs} outputs; an erudite-edge model has one of each"
@@ -335,34 +369,129 @@ def _build_serialized(
     inp = network.get_input(0)
     out = network.get_output(0)
     shapes = profile_shapes(spec, dims_list(inp.shape), batch, inp.name)
+    config: Any = CreateConfig(
+        fp16="FP16" in plan.builder_flags,
+        int8="INT8" in plan.builder_flags,
+        profiles=[Profile().add(inp.name, min=shapes["min"], opt=shapes["opt"], max=shapes["max"])],
+        memory_pool_limits={trt.MemoryPoolType.WORKSPACE: workspace},
+        load_timing_cache=str(timing_cache) if timing_cache is not None else None,
+        use_dla=dla_core is not None,
+        allow_gpu_fallback=dla_core is not None,
+    )
+    split: dict[str, int] = {}
+    if dla_core is not None:
+        problem = dla_problem(dla_core, int(getattr(builder, "num_DLA_cores", 0)), device_name)
+        if problem:
+            raise BackendUnavailable(problem)
 
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
-    for name in plan.builder_flags:
-        config.set_flag(getattr(trt.BuilderFlag, name))
-    profile = builder.create_optimization_profile()
-    profile.set_shape(inp.name, trt.Dims(shapes["min"]), trt.Dims(shapes["opt"]), trt.Dims(shapes["max"]))
-    config.add_optimization_profile(profile)
-    if timing_cache is not None:
-        cache = config.create_timing_cache(timing_cache)
-        if not config.set_timing_cache(cache, False):
-            warn("warning: the timing cache was made on another device or TensorRT; starting a fresh one")
-            config.set_timing_cache(config.create_timing_cache(b""), True)
+        def on_dla(_builder: Any, net: Any, cfg: Any) -> None:
+            cfg.DLA_core = dla_core  # Polygraphy's use_dla picks core 0
+            split["dla"] = sum(1 for i in range(net.num_layers) if cfg.can_run_on_DLA(net.get_layer(i)))
+            split["all"] = int(net.num_layers)
 
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
+        config = PostprocessConfig(config, on_dla)
+    started = time.monotonic()
+    try:
+        engine = EngineFromNetwork(
+            (builder, network, parser),
+            config=config,
+            save_timing_cache=str(timing_cache) if timing_cache is not None else None,
+        )()
+        with atomic_path(out_path) as tmp:
+            SaveEngine(engine, str(tmp))()
+    except PolygraphyException as e:
         raise BundleError(
-            f"{onnx_path}: TensorRT could not build a {plan.precision} engine (its messages above say why); "
+            f"{onnx_path}: TensorRT could not build a {plan.precision} engine ({polygraphy_error_line(e)}); "
             "a larger --workspace or another --precision may help"
-        )
-    new_cache = bytes(memoryview(config.get_timing_cache().serialize())) if timing_cache is not None else None
+        ) from e
     return BuiltEngine(
-        plan=bytes(memoryview(serialized)),
+        path=out_path,
         inputs=[inp.name],
         outputs=[out.name],
         profile={inp.name: shapes},
-        timing_cache=new_cache,
+        seconds=time.monotonic() - started,
+        dla_layers=(split["dla"], split["all"]) if split else None,
     )
+
+
+def check_engine(
+    engine_path: Path,
+    bundle: Bundle,
+    role: str,
+    precision: str,
+    expected_outputs: int | None,
+    accept_drop: bool,
+    say: Callable[[str], None],
+) -> dict[str, Any] | None:
+    """Run the bundle's check set on a just-built engine; the result for its sidecar (None: no check set,
+    said as a warning). AccuracyDrop below the precision's minimum unless `accept_drop`."""
+    from erudite_edge.backends.tensorrt_runner import TensorRTRunner
+    from erudite_edge.check_set import REEXPORT_HINT, enforce, has_check_set, load_check_set, run_check
+
+    if not has_check_set(bundle):
+        say(f"warning: {bundle.root} has no check set, so this engine's accuracy is not checked; {REEXPORT_HINT}")
+        return None
+    check = load_check_set(bundle)
+    with TensorRTRunner(engine_path, precision=precision, expected_outputs=expected_outputs) as runner:
+        result = run_check(runner, check, role, precision, backend="tensorrt")
+    say(f"check: {result.summary()}")
+    enforce([result], accept_drop, say)
+    return result.to_dict()
+
+
+def build_checked(
+    bundle: Bundle,
+    role: str,
+    entry: ModelEntry,
+    plan: BuildPlan,
+    batch: BatchRange,
+    workspace: int,
+    engine_path: Path,
+    *,
+    version: str,
+    device: DeviceInfo,
+    timing_cache: Path | None = None,
+    accept_drop: bool = False,
+    cache_key: dict[str, Any] | None = None,
+    dla_core: int | None = None,
+    say: Callable[[str], None] = lambda _m: None,
+) -> EngineSidecar:
+    """Build one engine under a candidate name, run the check set on it, and only then move it (and its
+    sidecar) to `engine_path`: an engine that fails its check never replaces one that worked."""
+    candidate = engine_path.with_name(f".{engine_path.name}.candidate-{os.getpid()}")
+    try:
+        say(f"building {plan.precision} engine for role {role} from {entry.file} with TensorRT {version} on "
+            f"{device.describe()} (batch {batch}); this takes minutes")
+        result = build_serialized(bundle.path(entry), plan, batch, bundle.preprocess, workspace, candidate, timing_cache,
+                                  dla_core, device.describe())
+        say(f"built {engine_path.name} in {result.seconds:.1f} s")
+        if result.dla_layers is not None:
+            on, total = result.dla_layers
+            say(f"DLA core {dla_core}: {on} of {total} layers can run on the DLA; the other {total - on} fall back to the GPU")
+        sidecar = make_sidecar(
+            tensorrt_version=version,
+            device=device,
+            plan=plan,
+            role=role,
+            inputs=result.inputs,
+            outputs=result.outputs,
+            profile=result.profile,
+            source_onnx=entry.file,
+            source_sha256=entry.sha256,
+        )
+        sidecar.cache_key = cache_key
+        sidecar.dla_core = dla_core
+        write_sidecar(candidate, sidecar)
+        sidecar.check = check_engine(candidate, bundle, role, plan.precision, entry.num_outputs or None, accept_drop, say)
+        # Old sidecar first: a crash between the two renames leaves an engine the runner refuses
+        # (no sidecar), never a new engine described by an old sidecar.
+        sidecar_path(engine_path).unlink(missing_ok=True)
+        os.replace(candidate, engine_path)
+        write_sidecar(engine_path, sidecar)
+        return sidecar
+    finally:
+        candidate.unlink(missing_ok=True)
+        sidecar_path(candidate).unlink(missing_ok=True)
 
 
 def build_engine(
@@ -373,14 +502,17 @@ def build_engine(
     timing_cache: str | os.PathLike[str] | None = None,
     role: str | None = None,
     *,
+    accept_accuracy_drop: bool = False,
+    dla_core: int | None = None,
     log: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """Build one engine per role of the bundle (or just `role`) on this GPU; returns the engine paths.
 
-    Each engine is written whole (temporary name, then rename) with its sidecar, and recorded in
-    bundle.json (precision `best` is recorded as int8). Raises UsageError for bad arguments,
-    BackendUnavailable (exit code 2) without TensorRT or a CUDA binding, BundleError for a model
-    that is missing or that TensorRT cannot parse or build.
+    Each engine is written whole (temporary name, then rename) with its sidecar, checked against the
+    bundle's check set (the result goes into the sidecar), and recorded in bundle.json (precision
+    `best` is recorded as int8). Raises UsageError for bad arguments, BackendUnavailable (exit code 2)
+    without TensorRT, Polygraphy or a GPU, BundleError for a model that is missing or that TensorRT
+    cannot parse or build, AccuracyDrop (exit code 1) below the minimum agreement with FP32.
     """
     say = log or (lambda _msg: None)
     precision = check_precision(precision)
@@ -400,37 +532,69 @@ def build_engine(
     device = current_device()
     if plan.note:
         say(f"note: {plan.note}")
-    cache_bytes: bytes | None = None
-    if cache_path is not None:
-        cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
-
     built: list[Path] = []
-    for r in sources:
-        entry = sources[r]
-        onnx_path = bundle.path(entry)
-        say(f"building {plan.precision} engine for role {r} from {entry.file} with TensorRT {version} on {device.describe()}")
-        result = _build_serialized(onnx_path, plan, batch_range, bundle.preprocess, workspace, cache_bytes, say)
-        engine_path = bundle.root / engine_filename(r, plan.precision)
-        # Old sidecar first: a crash between the two writes leaves an engine the runner refuses
-        # (no sidecar), never a new engine described by an old sidecar.
-        sidecar_path(engine_path).unlink(missing_ok=True)
-        write_bytes_atomic(engine_path, result.plan)
-        sidecar = make_sidecar(
-            tensorrt_version=version,
-            device=device,
-            plan=plan,
-            role=r,
-            inputs=result.inputs,
-            outputs=result.outputs,
-            profile=result.profile,
-            source_onnx=entry.file,
-            source_sha256=entry.sha256,
-        )
-        write_sidecar(engine_path, sidecar)
+    for r, entry in sources.items():
+        engine_path = bundle.root / engine_filename(r, plan.precision, dla_core)
+        sidecar = build_checked(bundle, r, entry, plan, batch_range, workspace, engine_path, version=version,
+                                device=device, timing_cache=cache_path, accept_drop=accept_accuracy_drop,
+                                dla_core=dla_core, say=say)
         bundle.add_model(r, plan.bundle_precision, engine_path, fmt="engine", info=sidecar.to_dict())
         bundle.save()
-        if cache_path is not None and result.timing_cache is not None:
-            cache_bytes = result.timing_cache
-            write_bytes_atomic(cache_path, cache_bytes)
         built.append(engine_path)
     return built
+
+
+def engine_on_first_use(
+    bundle: Bundle,
+    role: str,
+    precision: str,
+    batch: str | BatchRange = DEFAULT_BATCH,
+    dla_core: int | None = None,
+    *,
+    accept_accuracy_drop: bool = False,
+    env: dict[str, str] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """The cached engine for (bundle model, this TensorRT, this GPU, precision, batch profile, DLA core),
+    built now when there is none or the one there is stale; one process builds while others wait."""
+    from erudite_edge.engine_cache import CacheKey, cache_dir, engine_lock
+    from erudite_edge.engine_sidecar import compatibility_problems, read_sidecar
+
+    say = log or (lambda _msg: None)
+    precision = check_precision(precision)
+    batch_range = batch if isinstance(batch, BatchRange) else parse_batch(batch)
+    version = tensorrt_version()
+    import tensorrt as trt
+
+    plan = plan_build(precision, TrtCapabilities.from_module(trt))
+    entry = select_sources(bundle, plan.source_precision, role)[role]
+    device = current_device()
+    key = CacheKey.make(entry.sha256, version, device, plan.precision, str(batch_range), dla_core)
+    stem = "model" if role == "main" else role.replace(":", ".")  # as bundle.default_filename names models
+    engine_path = cache_dir(bundle.root, env) / key.filename(stem)
+
+    def usable() -> bool:
+        if not engine_path.is_file():
+            return False
+        try:
+            sidecar = read_sidecar(engine_path)
+        except EruditeError as e:
+            say(f"warning: {engine_path.name}: {e}; rebuilding it")
+            return False
+        problems = key.matches(sidecar) + compatibility_problems(sidecar, version, device)
+        if problems:
+            say(f"warning: {engine_path} is stale ({', '.join(dict.fromkeys(problems))} differ); rebuilding it")
+            return False
+        return True
+
+    if usable():
+        return engine_path
+    with engine_lock(engine_path, on_wait=say):
+        if usable():  # another process built it while this one waited
+            return engine_path
+        started = time.monotonic()
+        build_checked(bundle, role, entry, plan, batch_range, workspace_bytes(DEFAULT_WORKSPACE_GIB), engine_path,
+                      version=version, device=device, accept_drop=accept_accuracy_drop, cache_key=key.to_dict(),
+                      dla_core=dla_core, say=say)
+        say(f"engine cached at {engine_path} ({time.monotonic() - started:.1f} s)")
+    return engine_path

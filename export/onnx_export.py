@@ -223,8 +223,27 @@ def export_roles(
             bundle.add_model(role, "fp32", name, info={"exporter": EXPORTER, "opset": opset})
             parity[role] = {"fp32": report.to_dict()}
         bundle.meta["parity"] = parity
+        store_check_set(bundle, inputs, images, data, log)
         bundle.save()
     return Bundle.load(out)
+
+
+def store_check_set(bundle: Bundle, parity_inputs: Any, images: Any, data: Sequence[str] | None, log: Log) -> None:
+    """The check set every backend and engine build is compared with later (erudite_edge/check_set.py):
+    CHECK_COUNT inputs from the same images as parity, and the FP32 ONNX models' outputs on them."""
+    from erudite_edge.backends.onnxruntime_runner import OnnxRuntimeRunner
+    from erudite_edge.check_set import DEFAULT_COUNT, write_check_set
+
+    inputs = parity_inputs
+    if len(inputs.batch) < DEFAULT_COUNT:
+        inputs = check_inputs(bundle.preprocess, images=images, data=data, count=DEFAULT_COUNT, log_fn=_quiet)
+
+    def fp32_logits(role: str, x: Any) -> Any:
+        with OnnxRuntimeRunner(bundle.path(bundle.entry(role, "fp32", "onnx"))) as runner:
+            return runner.infer_chunked(x)
+
+    record = write_check_set(bundle, inputs.batch, inputs.source, inputs.real, fp32_logits)
+    log(f"check set: {record['count']} inputs and the FP32 outputs stored in {record['inputs']['file'].split('/')[0]}/")
 
 
 def checkpoint_facts(ckpt: Any) -> dict[str, Any]:

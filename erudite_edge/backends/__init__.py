@@ -6,6 +6,10 @@
   torch        never chosen automatically; only with --backend torch --checkpoint RUN (debugging)
 and says on stderr which it picked and why. Backends are imported lazily, so a device without one
 of them (and every device without torch) still runs.
+
+`--backend tensorrt` on a bundle without an engine of the asked precision builds one on first use
+(its check set run, the engine cached under a key of model, TensorRT, GPU, precision and batch
+profile: erudite_edge/engine_cache.py) instead of failing; `auto` never builds, it says how to.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 TENSORRT_MODULE = "erudite_edge.backends.tensorrt_runner"
 TENSORRT_HELP = (
     "TensorRT comes with JetPack on a Jetson (`sudo apt install python3-libnvinfer`; in a venv use "
-    "--system-site-packages); elsewhere `pip install tensorrt 'cuda-python<13'` (cuda-python's major = your CUDA driver's)"
+    "--system-site-packages) and `pip install polygraphy`; elsewhere `pip install 'erudite-edge[trt]'`"
 )
 TORCH_HELP = "the torch backend runs a training checkpoint: pass --checkpoint RUN (and have torch installed)"
 
@@ -55,7 +59,7 @@ def _tensorrt_module() -> tuple[ModuleType | None, str]:
     except Exception as e:  # a broken CUDA driver shows up here, not at import
         return None, f"TensorRT is not usable ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
     if not ok:
-        return None, "TensorRT (or its CUDA Python binding) is not importable here"
+        return None, "TensorRT (or Polygraphy, its device-memory layer) is not importable here"
     return mod, ""
 
 
@@ -80,6 +84,8 @@ def resolve_precision(bundle: Bundle, backend: str = "auto", precision: str = "a
         for p in ENGINE_PRECISION_ORDER:
             if bundle.find(role, p, "engine") is not None:
                 return p
+        if backend == "tensorrt":
+            return "fp16"  # the engine built on first use
     return "fp32"
 
 
@@ -95,8 +101,10 @@ def choose_backend(bundle: Bundle, role: str = "main", backend: str = "auto", pr
         mod, why = _tensorrt_module()
         if mod is None:
             raise BackendUnavailable(f"--backend tensorrt: {why}; {TENSORRT_HELP}; or use --backend onnxruntime")
-        bundle.entry(role, precision, "engine")  # BundleError naming the export step when missing
-        return BackendChoice("tensorrt", "engine", f"asked for; {precision} engine in the bundle")
+        if bundle.find(role, precision, "engine") is not None:
+            return BackendChoice("tensorrt", "engine", f"asked for; {precision} engine in the bundle")
+        # No engine in the bundle: build one on first use (cached; export/engine.py engine_on_first_use).
+        return BackendChoice("tensorrt", "cache", f"asked for; {precision} engine built on first use and cached")
     if backend == "onnxruntime":
         from .onnxruntime_runner import import_onnxruntime
 
@@ -150,6 +158,12 @@ def load_runner(
         if announce is not None:
             announce(f"backend: torch {precision} on {runner.describe()['device']} ({choice.reason})")
         return runner
+    if choice.fmt == "cache":
+        runner = _cached_engine_runner(bundle, role, precision, announce)
+        _warn_ignored("tensorrt", ignored)
+        if announce is not None:
+            announce(f"backend: tensorrt {precision} ({choice.reason}: {runner.describe()['engine']})")
+        return runner
     entry = bundle.entry(role, precision, choice.fmt)
     if choice.backend == "tensorrt":
         mod, why = _tensorrt_module()
@@ -162,9 +176,14 @@ def load_runner(
         ignored = {k: v for k, v in ignored.items() if k not in taken}
         runner = factory(bundle, role, precision, **taken) if factory is not cls else cls(bundle, entry, **taken)
     else:
+        from .ort_tensorrt_ep import tensorrt_ep_options
         from .onnxruntime_runner import OnnxRuntimeRunner
 
-        runner = OnnxRuntimeRunner(bundle.path(entry), precision=precision, threads=threads, spinning=spinning)
+        # Used only where this onnxruntime has the TensorRT EP. INT8 there needs the TensorRT Q/DQ layout.
+        ep_precision = "fp16" if precision == "int8" and (entry.info or {}).get("target", "tensorrt") != "tensorrt" else precision
+        trt_ep = tensorrt_ep_options(ep_precision, bundle.preprocess, entry.input)
+        runner = OnnxRuntimeRunner(bundle.path(entry), precision=precision, threads=threads, spinning=spinning,
+                                   trt_options=trt_ep)
     _warn_ignored(choice.backend, ignored)
     outputs = runner_outputs(runner)
     expected = bundle.expected_outputs(role)
@@ -193,6 +212,16 @@ def takes_keyword(fn: Callable[..., Any], name: str) -> bool:
     except (TypeError, ValueError):
         return False
     return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _cached_engine_runner(bundle: Bundle, role: str, precision: str, announce: Callable[[str], None] | None) -> Runner:
+    """The engine for (role, precision) from the engine cache, built now if missing or stale."""
+    from export.engine import engine_on_first_use
+
+    from .tensorrt_runner import TensorRTRunner
+
+    path = engine_on_first_use(bundle, role, precision, log=announce or announce_stderr)
+    return TensorRTRunner(path, precision=precision, expected_outputs=bundle.expected_outputs(role))
 
 
 def runner_outputs(runner: Runner) -> int | None:

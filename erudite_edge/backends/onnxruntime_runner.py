@@ -52,13 +52,17 @@ def pick_providers(available_providers: Sequence[str], want: Sequence[str] | Non
     return picked
 
 
-def provider_options(providers: Sequence[str], model_path: Path) -> list[Any]:
+def provider_options(providers: Sequence[str], model_path: Path, trt_options: dict[str, Any] | None = None) -> list[Any]:
     """ONNX Runtime's TensorRT provider builds engines at session start: cache them (and the timing
-    cache) beside the model, so only the first run on a device pays for the build."""
+    cache) beside the model, so only the first run on a device pays for the build. `trt_options`
+    (backends/ort_tensorrt_ep.py: precision, profile, a cache outside the bundle) replace these."""
     cache = model_path.parent / ".ort_trt_cache"
     out: list[Any] = []
     for p in providers:
-        if p == "TensorrtExecutionProvider":
+        if p == "TensorrtExecutionProvider" and trt_options is not None:
+            Path(trt_options.get("trt_engine_cache_path", cache)).mkdir(parents=True, exist_ok=True)
+            out.append((p, dict(trt_options)))
+        elif p == "TensorrtExecutionProvider":
             cache.mkdir(exist_ok=True)
             out.append((p, {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
                             "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache)}))
@@ -77,6 +81,7 @@ class OnnxRuntimeRunner(Runner):
         providers: Sequence[str] | None = None,
         threads: int | None = None,
         spinning: bool = False,
+        trt_options: dict[str, Any] | None = None,
     ):
         super().__init__(precision)
         ort = import_onnxruntime()
@@ -94,7 +99,7 @@ class OnnxRuntimeRunner(Runner):
             opts.add_session_config_entry(f"session.{pool}.allow_spinning", "1" if self.spinning else "0")
         self.providers = pick_providers(ort.get_available_providers(), providers)
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=provider_options(self.providers, path))
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=provider_options(self.providers, path, trt_options))
         except Exception as e:  # onnxruntime raises its own exception types
             raise BundleError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0]})") from e
         inp = self.session.get_inputs()[0]

@@ -2,9 +2,11 @@
 
 Before deserialising, the engine's sidecar is checked against this TensorRT and this GPU, so a
 plan from another version or device fails with one line saying to rebuild it, not a crash. Device
-buffers and page-locked host buffers are allocated once, for the optimisation profile's largest
-batch; each call copies in, runs `execute_async_v3` and copies out on one CUDA stream, with CUDA
-events around the execution alone (`last_compute_ms`).
+buffers (polygraphy.cuda, the one device-memory layer: backends/device_memory.py) and page-locked
+host buffers are allocated once, for the optimisation profile's largest batch; each call copies in,
+runs `execute_async_v3` on named tensors and copies out on one CUDA stream, with CUDA events around
+the execution alone (`last_compute_ms`). Polygraphy's own TrtRunner is made for comparisons (it
+reallocates per shape and returns dicts); this hot path stays lean on purpose.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from ..bundle import Bundle
 from ..engine_sidecar import EngineSidecar, check_compatible, read_sidecar, rebuild_command
 from ..errors import BackendUnavailable, BundleError
 from .base import Runner
-from .cuda_api import CudaApi, cuda_binding_available, open_cuda
+from .device_memory import DeviceBuffer, PolygraphyDevice, layer_available, open_device
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -46,12 +48,12 @@ def tensorrt_version() -> str:
 
 
 def available() -> bool:
-    """TensorRT and a CUDA binding are importable (for backend auto-selection; no GPU call)."""
+    """TensorRT and the device-memory layer (Polygraphy) are importable (backend auto-selection; no GPU call)."""
     try:
         tensorrt_version()
     except BackendUnavailable:
         return False
-    return cuda_binding_available()
+    return layer_available()
 
 
 def dims_list(dims: "trt.Dims") -> list[int]:
@@ -70,19 +72,22 @@ class TensorRTRunner(Runner):
         *,
         rebuild: str | None = None,
         expected_outputs: int | None = None,
+        device: PolygraphyDevice | None = None,
     ):
+        """`device`: the device-memory layer (default: open the current CUDA device through Polygraphy)."""
         super().__init__(precision)
         version = tensorrt_version()
         self.engine_path = Path(engine_path)
         if not self.engine_path.is_file():
             raise BundleError(f"{self.engine_path}: engine file not found")
         self.sidecar: EngineSidecar = read_sidecar(self.engine_path)
-        self._buffers: list[int] = []
+        self._buffers: list[DeviceBuffer] = []
         self._host: list[np.ndarray] = []
         self._stream: Any = None
-        self._events: list[Any] = []
-        self.cuda: CudaApi | None = open_cuda()
+        self._events: list[int] = []
+        self.cuda: PolygraphyDevice | None = None
         try:
+            self.cuda = device if device is not None else open_device()
             self.device = self.cuda.device_info()
             # Engines live in their bundle directory, so that is the one to rebuild from.
             hint = rebuild or rebuild_command(self.engine_path.parent, self.sidecar)
@@ -95,7 +100,9 @@ class TensorRTRunner(Runner):
 
     # -- construction -----------------------------------------------------------------------------
     @classmethod
-    def from_bundle(cls, bundle: Bundle, role: str = "main", precision: str = "fp16") -> "TensorRTRunner":
+    def from_bundle(
+        cls, bundle: Bundle, role: str = "main", precision: str = "fp16", device: PolygraphyDevice | None = None
+    ) -> "TensorRTRunner":
         """The engine a bundle records for (role, precision); `best` engines are recorded as int8."""
         entry = bundle.entry(role, "int8" if precision == "best" else precision, "engine")
         path = bundle.path(entry)
@@ -105,6 +112,7 @@ class TensorRTRunner(Runner):
             precision=precision,
             rebuild=rebuild_command(bundle.root, sidecar),
             expected_outputs=entry.num_outputs or None,
+            device=device,
         )
 
     def _load(self, expected_outputs: int | None) -> None:
@@ -113,6 +121,8 @@ class TensorRTRunner(Runner):
         assert self.cuda is not None
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
+        if self.sidecar.dla_core is not None:  # an engine built for a DLA core runs on that core
+            self.runtime.DLA_core = int(self.sidecar.dla_core)
         engine = self.runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
         if engine is None:
             raise BundleError(
@@ -159,22 +169,22 @@ class TensorRTRunner(Runner):
         out_bytes = int(np.prod(out_max)) * self.output_dtype.itemsize
 
         cuda = self.cuda
-        self._d_in = cuda.malloc(in_bytes)
+        self._d_in = cuda.array(in_bytes)
         self._buffers.append(self._d_in)
-        self._d_out = cuda.malloc(out_bytes)
+        self._d_out = cuda.array(out_bytes)
         self._buffers.append(self._d_out)
-        self._h_in = cuda.host_alloc(in_bytes)
+        self._h_in = cuda.pinned(in_bytes)
         self._host.append(self._h_in)
-        self._h_out = cuda.host_alloc(out_bytes)
+        self._h_out = cuda.pinned(out_bytes)
         self._host.append(self._h_out)
-        self._stream = cuda.stream_create()
-        self._start = cuda.event_create()
+        self._stream = cuda.stream()
+        self._start = cuda.event()
         self._events.append(self._start)
-        self._end = cuda.event_create()
+        self._end = cuda.event()
         self._events.append(self._end)
         if not (
-            self.context.set_tensor_address(self.input_name, self._d_in)
-            and self.context.set_tensor_address(self.output_name, self._d_out)
+            self.context.set_tensor_address(self.input_name, self._d_in.ptr)
+            and self.context.set_tensor_address(self.output_name, self._d_out.ptr)
         ):
             raise BackendUnavailable(f"{self.engine_path}: TensorRT refused the device buffers' addresses")
 
@@ -211,14 +221,15 @@ class TensorRTRunner(Runner):
         host_out = self._h_out[:out_bytes]
 
         cuda, stream = self.cuda, self._stream
-        cuda.copy_htod_async(self._d_in, host_in, stream)
-        cuda.event_record(self._start, stream)
-        if not self.context.execute_async_v3(cuda.stream_handle(stream)):
+        self._d_in.copy_from(self._h_in[: x.size * self.input_dtype.itemsize], stream)
+        cuda.record(self._start, stream)
+        if not self.context.execute_async_v3(stream.ptr):
             raise BackendUnavailable(f"{self.engine_path}: TensorRT execution failed (see TensorRT's message above)")
-        cuda.event_record(self._end, stream)
-        cuda.copy_dtoh_async(host_out, self._d_out, stream)
-        cuda.stream_synchronize(stream)
-        self.last_compute_ms = cuda.event_elapsed_ms(self._start, self._end)
+        cuda.record(self._end, stream)
+        self._d_out.resize((out_bytes,))  # no reallocation: the buffer holds the max batch; copy only this batch
+        self._d_out.copy_to(host_out, stream)
+        cuda.synchronize(stream)
+        self.last_compute_ms = cuda.elapsed_ms(self._start, self._end)
         out = host_out.view(self.output_dtype).reshape(out_shape)[:n]
         return np.array(out, dtype=np.float32)  # a copy: the pinned buffer is reused by the next call
 
@@ -244,15 +255,14 @@ class TensorRTRunner(Runner):
             return
         try:
             if self._stream is not None:
-                cuda.stream_synchronize(self._stream)
-            for ptr in self._buffers:
-                cuda.free(ptr)
-            for buf in self._host:
-                cuda.host_free(buf)
+                cuda.synchronize(self._stream)
+            for buf in self._buffers:
+                buf.free()
+            for host in self._host:
+                cuda.free_pinned(host)
             for ev in self._events:
-                cuda.event_destroy(ev)
+                cuda.destroy_event(ev)
             if self._stream is not None:
-                cuda.stream_destroy(self._stream)
+                self._stream.free()
         finally:
             self._buffers, self._host, self._events, self._stream = [], [], [], None
-            cuda.close()

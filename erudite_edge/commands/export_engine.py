@@ -25,13 +25,21 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         role: Optional[str] = typer.Option(
             None, "--role", help="Build one role only (zoo bundles: coarse or fine:<dataset>); default all."
         ),
+        accept_accuracy_drop: bool = typer.Option(
+            False, "--accept-accuracy-drop",
+            help="Keep an engine whose check-set agreement with FP32 is below the minimum (FP16 99 %, INT8 97 %).",
+        ),
+        dla_core: Optional[int] = typer.Option(
+            None, "--dla-core", help="Build for this DLA core (Jetson AGX/NX Orin, Xavier), GPU fallback on; the layer split is reported."
+        ),
     ) -> None:
-        """Build TensorRT engine(s) for this GPU, with a sidecar each, and record them in bundle.json."""
+        """Build TensorRT engine(s) for this GPU, check each against the bundle's check set, record them in bundle.json."""
         from export.engine import build_engine
 
         def log(msg: str) -> None:
             typer.echo(msg, err=True)
 
-        paths = build_engine(bundle, precision, batch, workspace, timing_cache, role, log=log)
+        paths = build_engine(bundle, precision, batch, workspace, timing_cache, role,
+                             accept_accuracy_drop=accept_accuracy_drop, dla_core=dla_core, log=log)
         for p in paths:
             typer.echo(str(p))

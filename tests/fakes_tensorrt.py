@@ -1,0 +1,255 @@
+"""FAKES, not TensorRT: a stand-in `tensorrt` module and a stand-in device-memory layer.
+
+They exist because neither TensorRT nor a GPU can exist on the machines that run this suite. They
+let tests prove erudite-edge's OWN logic around TensorRT (padding below the profile minimum,
+trimming outputs, the FP16 input cast, the one-input/one-output check, buffer lifetime, the
+sidecar checks before deserialising). They prove nothing about TensorRT or CUDA themselves;
+tools/device_check.sh does that on a real GPU.
+
+The fake engine computes logits = mean over H, W of the input (NCHW) @ W, in float32, reading and
+writing the fake device buffers by the addresses the runner gave it (set_tensor_address).
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from erudite_edge.engine_sidecar import DeviceInfo, EngineSidecar, write_sidecar
+
+FAKE_TRT_VERSION = "10.3.0.30"
+FAKE_GPU = DeviceInfo("Fake GPU (test double)", (8, 7))
+CORRUPT = b"corrupt"
+
+
+# -- the fake device-memory layer ------------------------------------------------------------------------
+class FakeDeviceArray:
+    def __init__(self, device: "FakeDevice", nbytes: int):
+        self.device = device
+        self.ptr = next(device._addresses)
+        self.data = np.zeros(nbytes, dtype=np.uint8)
+        self.shape: tuple[int, ...] = (nbytes,)
+        device.memory[self.ptr] = self
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape))
+
+    def copy_from(self, host: np.ndarray, stream=None):
+        assert host.dtype == np.uint8 and host.nbytes <= self.data.nbytes
+        self.data[: host.nbytes] = host
+        return self
+
+    def copy_to(self, host: np.ndarray, stream=None):
+        assert host.dtype == np.uint8 and host.nbytes >= self.nbytes
+        host[: self.nbytes] = self.data[: self.nbytes]
+        return host
+
+    def resize(self, shape):
+        assert int(np.prod(shape)) <= self.data.nbytes, "the runner must never need a larger buffer than it allocated"
+        self.shape = tuple(shape)
+        return self
+
+    def free(self) -> None:
+        self.device.memory.pop(self.ptr, None)
+        self.device.freed += 1
+
+
+class FakeStream:
+    def __init__(self, device: "FakeDevice"):
+        self.ptr = next(device._addresses)
+        self.device = device
+
+    def free(self) -> None:
+        self.device.streams_freed += 1
+
+
+@dataclass
+class FakeDevice:
+    info: DeviceInfo = FAKE_GPU
+    memory: dict[int, FakeDeviceArray] = field(default_factory=dict)
+    freed: int = 0
+    pinned_live: int = 0
+    events_live: int = 0
+    streams_freed: int = 0
+    name: str = "fake device layer (test double)"
+
+    def __post_init__(self) -> None:
+        self._addresses = itertools.count(0x1000, 0x1000)
+
+    def device_info(self) -> DeviceInfo:
+        return self.info
+
+    def array(self, nbytes: int) -> FakeDeviceArray:
+        return FakeDeviceArray(self, nbytes)
+
+    def stream(self) -> FakeStream:
+        return FakeStream(self)
+
+    def synchronize(self, stream) -> None:
+        pass
+
+    def pinned(self, nbytes: int) -> np.ndarray:
+        self.pinned_live += 1
+        return np.zeros(nbytes, dtype=np.uint8)
+
+    def free_pinned(self, buf) -> None:
+        self.pinned_live -= 1
+
+    def event(self) -> int:
+        self.events_live += 1
+        return next(self._addresses)
+
+    def record(self, event, stream) -> None:
+        pass
+
+    def elapsed_ms(self, start, end) -> float:
+        return 0.25
+
+    def destroy_event(self, event) -> None:
+        self.events_live -= 1
+
+
+# -- the fake tensorrt module ----------------------------------------------------------------------------
+@dataclass
+class EngineSpec:
+    """What the fake engine looks like: I/O names and dtypes, profile and weights."""
+
+    weights: np.ndarray  # (C, K)
+    size: int = 8
+    profile: tuple[int, int, int] = (1, 4, 8)  # min, opt, max batch
+    input_dtype: str = "FLOAT"
+    outputs: tuple[str, ...] = ("logits",)
+    inputs: tuple[str, ...] = ("images",)
+
+    def reference(self, x: np.ndarray) -> np.ndarray:
+        return x.astype(np.float32).mean(axis=(2, 3)) @ self.weights
+
+
+class FakeContext:
+    def __init__(self, engine: "FakeEngine"):
+        self.engine = engine
+        self.shape: tuple[int, ...] | None = None
+        self.addresses: dict[str, int] = {}
+        self.runs: list[tuple[int, ...]] = []
+
+    def set_input_shape(self, name: str, shape) -> bool:
+        lo, _, hi = self.engine.spec.profile
+        shape = tuple(int(d) for d in shape)
+        if not lo <= shape[0] <= hi:
+            return False
+        self.shape = shape
+        return True
+
+    def get_tensor_shape(self, name: str):
+        assert self.shape is not None
+        if name in self.engine.spec.inputs:
+            return self.shape
+        return (self.shape[0], self.engine.spec.weights.shape[1])
+
+    def set_tensor_address(self, name: str, ptr: int) -> bool:
+        self.addresses[name] = int(ptr)
+        return True
+
+    def execute_async_v3(self, stream_handle: int) -> bool:
+        spec, mem = self.engine.spec, self.engine.device.memory
+        assert self.shape is not None
+        in_dtype = np.float16 if spec.input_dtype == "HALF" else np.float32
+        n = int(np.prod(self.shape))
+        x = mem[self.addresses[spec.inputs[0]]].data[: n * np.dtype(in_dtype).itemsize].view(in_dtype).reshape(self.shape)
+        y = spec.reference(x).astype(np.float32)
+        mem[self.addresses[spec.outputs[0]]].data[: y.nbytes] = y.reshape(-1).view(np.uint8)
+        self.runs.append(self.shape)
+        return True
+
+
+class FakeEngine:
+    def __init__(self, spec: EngineSpec, device: FakeDevice):
+        self.spec, self.device = spec, device
+        self.contexts: list[FakeContext] = []
+
+    @property
+    def num_io_tensors(self) -> int:
+        return len(self.spec.inputs) + len(self.spec.outputs)
+
+    def get_tensor_name(self, i: int) -> str:
+        return (list(self.spec.inputs) + list(self.spec.outputs))[i]
+
+    def get_tensor_mode(self, name: str) -> str:
+        return "INPUT" if name in self.spec.inputs else "OUTPUT"
+
+    def get_tensor_dtype(self, name: str) -> str:
+        return self.spec.input_dtype if name in self.spec.inputs else "FLOAT"
+
+    def get_tensor_profile_shape(self, name: str, profile: int):
+        s = self.spec.size
+        return tuple((b, 3, s, s) for b in self.spec.profile)
+
+    def create_execution_context(self) -> FakeContext:
+        ctx = FakeContext(self)
+        self.contexts.append(ctx)
+        return ctx
+
+
+def fake_tensorrt_module(spec: EngineSpec, device: FakeDevice, version: str = FAKE_TRT_VERSION) -> types.ModuleType:
+    """A module object named `tensorrt` with just what TensorRTRunner touches (a FAKE)."""
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version  # type: ignore[attr-defined]
+    trt.__dict__["IS_FAKE"] = True
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, severity=None):
+            self.severity = severity
+
+    class Runtime:
+        def __init__(self, logger):
+            self.logger = logger
+
+        def deserialize_cuda_engine(self, data: bytes):
+            trt.__dict__["dla_core_at_load"] = getattr(self, "DLA_core", None)
+            if data.startswith(CORRUPT):
+                return None
+            trt.__dict__["last_engine"] = FakeEngine(spec, device)
+            return trt.__dict__["last_engine"]
+
+    class TensorIOMode:
+        INPUT = "INPUT"
+        OUTPUT = "OUTPUT"
+
+    def nptype(dtype: str):
+        return {"FLOAT": np.float32, "HALF": np.float16}[dtype]
+
+    trt.Logger = Logger  # type: ignore[attr-defined]
+    trt.Runtime = Runtime  # type: ignore[attr-defined]
+    trt.TensorIOMode = TensorIOMode  # type: ignore[attr-defined]
+    trt.nptype = nptype  # type: ignore[attr-defined]
+    trt.Builder = object  # type: ignore[attr-defined]  # tensorrt_version() checks it is the real module's shape
+    return trt
+
+
+def install_fake_tensorrt(monkeypatch, spec: EngineSpec, device: FakeDevice, version: str = FAKE_TRT_VERSION):
+    module = fake_tensorrt_module(spec, device, version)
+    monkeypatch.setitem(sys.modules, "tensorrt", module)
+    return module
+
+
+def write_fake_engine(path: Path, spec: EngineSpec, *, content: bytes = b"fake-engine", tensorrt_version: str = FAKE_TRT_VERSION,
+                      device: DeviceInfo = FAKE_GPU, precision: str = "fp16", dla_core: int | None = None) -> Path:
+    """An engine file (opaque bytes) and the sidecar the builder would write beside it."""
+    path.write_bytes(content)
+    lo, opt, hi = spec.profile
+    s = spec.size
+    write_sidecar(path, EngineSidecar(
+        tensorrt_version=tensorrt_version, gpu_name=device.name, compute_capability=device.capability_text,
+        precision=precision, role="main", inputs=list(spec.inputs), outputs=list(spec.outputs),
+        profile={spec.inputs[0]: {"min": [lo, 3, s, s], "opt": [opt, 3, s, s], "max": [hi, 3, s, s]}},
+        source_onnx="model.onnx", source_sha256="0" * 64, erudite_edge_version="test", dla_core=dla_core,
+    ))
+    return path

@@ -1,0 +1,121 @@
+"""TensorRTRunner's own logic over a FAKE tensorrt module and a FAKE device layer (tests/fakes_tensorrt.py).
+
+These prove erudite-edge's code around TensorRT (padding, trimming, the FP16 cast, the I/O check,
+buffer lifetime, refusing foreign or corrupt engines); they are no evidence that TensorRT or CUDA
+behave as the fakes do. The real thing is checked by tools/device_check.sh on a GPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from erudite_edge.backends.tensorrt_runner import TensorRTRunner
+from erudite_edge.errors import BundleError
+from fakes_tensorrt import CORRUPT, EngineSpec, FakeDevice, install_fake_tensorrt, write_fake_engine
+
+
+def make(tmp_path, monkeypatch, **spec_kw):
+    rng = np.random.default_rng(0)
+    spec = EngineSpec(weights=rng.standard_normal((3, 5)).astype(np.float32), **spec_kw)
+    device = FakeDevice()
+    trt = install_fake_tensorrt(monkeypatch, spec, device)
+    engine = write_fake_engine(tmp_path / "model.fp16.engine", spec)
+    return spec, device, trt, engine
+
+
+def batch(n, size=8, seed=1):
+    return np.random.default_rng(seed).standard_normal((n, 3, size, size)).astype(np.float32)
+
+
+def test_infer_matches_the_engine_and_trims_to_the_batch(tmp_path, monkeypatch):
+    spec, device, trt, engine = make(tmp_path, monkeypatch, profile=(1, 4, 8))
+    with TensorRTRunner(engine, device=device) as runner:
+        assert runner.max_batch == 8
+        for n in (8, 3, 1, 5):  # a smaller batch after a larger one: no stale rows from the last call
+            x = batch(n, seed=n)
+            y = runner.infer(x)
+            assert y.shape == (n, 5) and y.dtype == np.float32
+            np.testing.assert_allclose(y, spec.reference(x), rtol=1e-5, atol=1e-6)
+        assert runner.last_compute_ms == 0.25
+
+
+def test_pads_below_the_profile_minimum_and_drops_the_padding(tmp_path, monkeypatch):
+    spec, device, trt, engine = make(tmp_path, monkeypatch, profile=(4, 4, 8))
+    with TensorRTRunner(engine, device=device) as runner:
+        x = batch(2)
+        y = runner.infer(x)
+        ctx = trt.last_engine.contexts[0]
+        assert ctx.runs[-1] == (4, 3, 8, 8)  # the engine ran its minimum batch
+        assert y.shape == (2, 5)
+        np.testing.assert_allclose(y, spec.reference(x), rtol=1e-5, atol=1e-6)
+
+
+def test_fp16_input_is_cast_on_the_host(tmp_path, monkeypatch):
+    spec, device, trt, engine = make(tmp_path, monkeypatch, input_dtype="HALF")
+    with TensorRTRunner(engine, device=device) as runner:
+        assert runner.input_dtype == np.float16
+        x = batch(3) * 1000.123
+        y = runner.infer(x)
+        np.testing.assert_allclose(y, spec.reference(x.astype(np.float16)), rtol=1e-5, atol=1e-3)
+        assert not np.allclose(y, spec.reference(x), rtol=1e-7, atol=0)  # it really went through float16
+
+
+def test_one_input_one_output_is_checked(tmp_path, monkeypatch):
+    _, device, _, engine = make(tmp_path, monkeypatch, outputs=("logits", "features"))
+    with pytest.raises(BundleError, match="one of each"):
+        TensorRTRunner(engine, device=device)
+    assert device.memory == {} and device.pinned_live == 0  # nothing allocated, nothing leaked
+
+
+def test_expected_outputs_and_batch_checks(tmp_path, monkeypatch):
+    _, device, _, engine = make(tmp_path, monkeypatch, profile=(1, 2, 4))
+    with pytest.raises(BundleError, match="expects 7"):
+        TensorRTRunner(engine, device=device, expected_outputs=7)
+    with TensorRTRunner(engine, device=device, expected_outputs=5) as runner:
+        with pytest.raises(ValueError, match="exceeds"):
+            runner.infer(batch(5))
+        assert runner.infer_chunked(batch(5)).shape == (5, 5)
+        with pytest.raises(ValueError, match="does not fit"):
+            runner.infer(np.zeros((1, 3, 9, 9), np.float32))
+
+
+def test_close_frees_every_buffer_once(tmp_path, monkeypatch):
+    _, device, _, engine = make(tmp_path, monkeypatch)
+    runner = TensorRTRunner(engine, device=device)
+    assert len(device.memory) == 2 and device.pinned_live == 2 and device.events_live == 2
+    runner.close()
+    runner.close()
+    assert device.memory == {} and device.pinned_live == 0 and device.events_live == 0 and device.streams_freed == 1
+    with pytest.raises(RuntimeError, match="closed"):
+        runner.infer(batch(1))
+
+
+def test_corrupt_engine_is_one_line(tmp_path, monkeypatch):
+    spec, device, _, engine = make(tmp_path, monkeypatch)
+    write_fake_engine(engine, spec, content=CORRUPT + b"\x00\x01")
+    with pytest.raises(BundleError) as e:
+        TensorRTRunner(engine, device=device)
+    assert "cannot deserialise" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("field", ["tensorrt_version", "device"])
+def test_foreign_engine_is_refused_before_deserialising(tmp_path, monkeypatch, field):
+    from erudite_edge.engine_sidecar import DeviceInfo
+
+    spec, device, trt, engine = make(tmp_path, monkeypatch)
+    if field == "tensorrt_version":
+        write_fake_engine(engine, spec, tensorrt_version="8.6.2.3")
+    else:
+        write_fake_engine(engine, spec, device=DeviceInfo("Orin", (8, 7)))
+    with pytest.raises(BundleError, match="rebuild it") as e:
+        TensorRTRunner(engine, device=device)
+    assert "\n" not in str(e.value)
+    assert "last_engine" not in trt.__dict__  # never handed to TensorRT
+
+
+def test_dla_engine_runs_on_its_core(tmp_path, monkeypatch):
+    spec, device, trt, engine = make(tmp_path, monkeypatch)
+    write_fake_engine(engine, spec, dla_core=1)
+    with TensorRTRunner(engine, device=device):
+        assert trt.dla_core_at_load == 1  # the runtime's DLA core was set before deserialising
