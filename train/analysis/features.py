@@ -72,7 +72,7 @@ class FeatureSet:
                        gate=get("gate"), gate_top=get("gate_top"), skipped=int(meta.pop("skipped", 0)), meta=meta)
 
 
-def test_dataset(given: Sequence[DatasetSplits], labels: LabelSpace, ckpt: Checkpoint) -> tuple[ConcatDataset, list[int]]:
+def evaluation_dataset(given: Sequence[DatasetSplits], labels: LabelSpace, ckpt: Checkpoint) -> tuple[ConcatDataset, list[int]]:
     """The test splits of the given data sets, labelled in the run's joint label space (test transform).
     A data set the run was not trained on, or whose classes differ, is a one-line UsageError."""
     parts, indices = [], []
@@ -189,7 +189,7 @@ def features_for_run(
 ) -> tuple[FeatureSet, bool]:
     """The run's FeatureSet on the given data sets' test splits, read from `cache` when it holds this run
     and these samples, else computed and written there. Returns (features, came from the cache)."""
-    dataset, _ = test_dataset(given, ckpt.labels, ckpt)
+    dataset, _ = evaluation_dataset(given, ckpt.labels, ckpt)
     key = cache_key(ckpt, given)
     if cache is not None and cache.is_file():
         try:
