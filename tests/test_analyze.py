@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from erudite_edge.cli import main
 from tiny_data import make_mixture
+from train.analysis.attention import attention_masks
 from train.analysis.features import extract_features, evaluation_dataset
 from train.checkpoint import load_checkpoint
 from train.data import collate_skip_bad, load_datasets
@@ -32,6 +33,12 @@ def runs(tmp_path_factory):
     return out
 
 
+def _rgb(ds, i):
+    from train.data import load_sample_image
+
+    return load_sample_image(ds.datasets[0].samples[i].path)
+
+
 def test_features_are_the_models_own_and_hooks_are_removed(runs):
     ckpt = load_checkpoint(runs["ours"])
     given = load_datasets(runs["data"])
@@ -50,6 +57,10 @@ def test_features_are_the_models_own_and_hooks_are_removed(runs):
     assert np.allclose(fs.gate_top.sum(1), 1)
     assert (fs.pred == logits.argmax(1).numpy()).all()
     assert list(fs.dataset) == [0] * 12 + [1] * 8 and list(fs.joint[:4]) == [0, 0, 0, 0]
+    masks = attention_masks(model, [_rgb(ds, 0)], ckpt.preprocess, torch.device("cpu"))  # test image 0, as x[0]
+    with torch.no_grad():
+        _, expected = model.attention(model.backbone(x[:1]))
+    assert masks.shape == tuple(expected.shape) and np.allclose(masks, expected.numpy(), atol=1e-5)
     assert not any(m._forward_hooks for m in model.modules())  # the model is left as it was
 
 
@@ -75,14 +86,15 @@ def test_analyze_end_to_end(runs, tmp_path, capsys):
     assert pair["pair"] == ["a", "b"] and 0 < pair["p_value"] <= 1 and pair["permutations"] == 50
     gate = np.array(r["gate_usage"]["mean_weight"])
     assert gate.shape == (2, 2) and np.allclose(gate.sum(1), 1, atol=1e-5)
-    for png in ("figure2_per_class_change.png", "figure3_tsne.png", "gate_usage.png"):
+    assert r["attention"]["groups"] == 8 and len(r["attention"]["images"]) == 8  # 4 test images of each data set
+    for png in ("figure2_per_class_change.png", "figure3_tsne.png", "gate_usage.png", "attention.png"):
         img = cv2.imread(str(out / png))
         assert img is not None and img.shape[0] > 100, png
     md = (out / "analysis.md").read_text()
     assert "## Table 1: within each data set" in md and "| a vs b |" in md and "## Gate usage" in md
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["analysis.json", "analysis.md", "features.npz", "reference_features.npz", "figure2_per_class_change.png",
-         "figure3_tsne.png", "gate_usage.png"])
+         "figure3_tsne.png", "gate_usage.png", "attention.png"])
 
     # a second analysis reads the cached features and gives the same numbers
     assert main(args + ["--no-tsne"]) == 0

@@ -31,11 +31,12 @@ def analyze_command(
     mmd_max_samples: int = typer.Option(1000, help="Images per data set the MMD uses at most (fixed-seed subsample)."),
     tsne: bool = typer.Option(True, "--tsne/--no-tsne", help="Figure 3 (t-SNE; the slowest part)."),
     tsne_max_samples: int = typer.Option(2000, help="Images per data set in the t-SNE at most."),
+    attention_images: int = typer.Option(4, help="Test images per data set in the attention overlay grid (variants with attention; 0: none)."),
     seed: int = typer.Option(0, help="Seed of every subsample, permutation and t-SNE."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Table 1 (SC, CHI, DBI per data set; MMD between data sets), per-class transfer against a reference
-    (Positive / Negative, Figure 2), gate usage per data set, t-SNE of the features (Figure 3)."""
+    (Positive / Negative, Figure 2), gate usage per data set, t-SNE of the features (Figure 3), attention maps."""
     _require()
     from train.analysis.report import AnalyzeOptions, analyze, summary_lines
 
@@ -44,7 +45,7 @@ def analyze_command(
 
     opts = AnalyzeOptions(batch_size=batch_size, workers=workers, device=device, cluster_max_samples=max_samples,
                           mmd_permutations=mmd_permutations, mmd_max_samples=mmd_max_samples, tsne=tsne,
-                          tsne_max_samples=tsne_max_samples, seed=seed, progress=progress)
+                          tsne_max_samples=tsne_max_samples, attention_images=attention_images, seed=seed, progress=progress)
     result = analyze(checkpoint, data, out, reference=reference, options=opts, log=log)
     for line in summary_lines(result):
         typer.echo(line)

@@ -183,12 +183,14 @@ def features_for_run(
     cache: Path | None,
     *,
     device: torch.device,
+    model: nn.Module | None = None,
     batch_size: int = 64,
     workers: int = 0,
     progress: bool = False,
 ) -> tuple[FeatureSet, bool]:
     """The run's FeatureSet on the given data sets' test splits, read from `cache` when it holds this run
-    and these samples, else computed and written there. Returns (features, came from the cache)."""
+    and these samples, else computed (with `model`, the checkpoint's model on `device`, built here when not
+    given) and written there. Returns (features, came from the cache)."""
     dataset, _ = evaluation_dataset(given, ckpt.labels, ckpt)
     key = cache_key(ckpt, given)
     if cache is not None and cache.is_file():
@@ -199,7 +201,8 @@ def features_for_run(
         except (OSError, ValueError, KeyError, json.JSONDecodeError):
             pass  # unreadable or foreign cache: recompute and replace it
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_skip_bad, num_workers=workers)
-    model = ckpt.build_model().to(device)
+    if model is None:
+        model = ckpt.build_model().to(device)
     fs = extract_features(model, loader, device, progress)
     fs.meta = {"key": key, "checkpoint": str(ckpt.path), "variant": ckpt.variant,
                "datasets": list(ckpt.labels.datasets), "analysed": [s.name for s in given]}

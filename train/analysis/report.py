@@ -25,6 +25,7 @@ from .transfer import per_class_accuracy, transfer_by_dataset
 
 JSON_NAME, MARKDOWN_NAME = "analysis.json", "analysis.md"
 FIGURE2, FIGURE3, GATE_PNG = "figure2_per_class_change.png", "figure3_tsne.png", "gate_usage.png"
+ATTENTION_PNG = "attention.png"
 
 
 @dataclass
@@ -37,6 +38,7 @@ class AnalyzeOptions:
     mmd_max_samples: int = MMD_MAX_SAMPLES
     tsne: bool = True
     tsne_max_samples: int = 2000
+    attention_images: int = 4
     seed: int = 0
     progress: bool = False
 
@@ -119,7 +121,8 @@ def analyze(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     kw = dict(device=dev, batch_size=opts.batch_size, workers=opts.workers, progress=opts.progress)
-    fs, hit = features_for_run(ckpt, given, out / "features.npz", **kw)
+    model = ckpt.build_model().to(dev)
+    fs, hit = features_for_run(ckpt, given, out / "features.npz", model=model, **kw)
     log(f"features of {_run_title(ckpt)}: {len(fs.joint)} test images{' (cached)' if hit else ''}")
     ref_fs = None
     if ref is not None:
@@ -161,6 +164,13 @@ def analyze(
             panels += plots.tsne_panels([(title, f)], [(c.labels.datasets.index(n), n) for n in names if n in c.labels.datasets],
                                         max_samples=opts.tsne_max_samples, seed=opts.seed)
         figures["figure3"] = plots.plot_tsne(panels, out / FIGURE3).name
+    if opts.attention_images > 0:
+        from .attention import write_attention_grid
+
+        att = write_attention_grid(model, given, ckpt.preprocess, dev, out / ATTENTION_PNG, opts.attention_images)
+        if att is not None:
+            result["attention"] = att
+            figures["attention"] = ATTENTION_PNG
     result["figures"] = figures
     write_json_atomic(out / JSON_NAME, result)
     write_text_atomic(out / MARKDOWN_NAME, to_markdown(result))
