@@ -28,7 +28,8 @@ def pick_images(given: Sequence[DatasetSplits], per_dataset: int) -> list[tuple[
     where there are enough: (data set, class, RGB uint8)."""
     out = []
     for s in given:
-        chosen, seen = [], set()
+        chosen: list[tuple[str, str, np.ndarray]] = []
+        seen: set[int] = set()
         for pass_ in (0, 1):  # first one image per class, then fill up
             for sample in s.test:
                 if len(chosen) >= per_dataset:

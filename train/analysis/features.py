@@ -61,7 +61,8 @@ class FeatureSet:
                                     ("gate_top", self.gate_top)) if v is not None}
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
-                np.savez_compressed(f, meta=np.array(json.dumps({**self.meta, "skipped": self.skipped})), **arrays)
+                payload: dict[str, Any] = {"meta": np.array(json.dumps({**self.meta, "skipped": self.skipped})), **arrays}
+                np.savez_compressed(f, **payload)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "FeatureSet":
@@ -126,10 +127,11 @@ def extract_features(model: nn.Module, loader: DataLoader, device: torch.device,
     zoo = hasattr(model, "fine")
     rec = _Recorder()
     if not zoo:
-        rec.input_of(model.classifier, "fused")
+        rec.input_of(model.get_submodule("classifier"), "fused")
         if getattr(model, "gate", None) is not None:
-            rec.input_of(model.gate, "heads")
-            rec.output_of(model.gate, "weights", 1)
+            gate = model.get_submodule("gate")
+            rec.input_of(gate, "heads")
+            rec.output_of(gate, "weights", 1)
     out: dict[str, list[np.ndarray]] = {k: [] for k in ("fused", "joint", "dataset", "pred", "heads", "gate", "gate_top")}
     skipped = 0
     it: Any = loader
@@ -147,15 +149,15 @@ def extract_features(model: nn.Module, loader: DataLoader, device: torch.device,
             rec.last.clear()
             out["pred"].append(model(x).argmax(1).cpu().numpy())
             if zoo:
-                fused = None
+                parts = []
                 for n in ds.unique().tolist():
                     rows = (ds == n).nonzero(as_tuple=True)[0]
-                    fine = model.fine[n]
-                    f = fine.pool(fine.backbone(x[rows.to(device)])).flatten(1).cpu()
-                    if fused is None:
-                        fused = torch.zeros(len(ds), f.shape[1])
+                    fine: Any = model.get_submodule(f"fine.{n}")
+                    parts.append((rows, fine.pool(fine.backbone(x[rows.to(device)])).flatten(1).cpu()))
+                fused = torch.zeros(len(ds), parts[0][1].shape[1])
+                for rows, f in parts:
                     fused[rows] = f
-                out["fused"].append(fused.numpy())  # type: ignore[union-attr]
+                out["fused"].append(fused.numpy())
             else:
                 out["fused"].append(rec.last["fused"].float().cpu().numpy())
                 if "weights" in rec.last:
@@ -168,12 +170,17 @@ def extract_features(model: nn.Module, loader: DataLoader, device: torch.device,
             out["dataset"].append(ds.numpy())
     finally:
         rec.close()
-    cat = lambda k, dt=None: np.concatenate(out[k]).astype(dt) if out[k] else None  # noqa: E731
-    fused = cat("fused", np.float32)
-    if fused is None:
+    if not out["fused"]:
         raise ValueError("no readable test image: nothing to analyse")
-    return FeatureSet(fused=fused, joint=cat("joint", np.int64), dataset=cat("dataset", np.int64), pred=cat("pred", np.int64),
-                      heads=cat("heads", np.float32), gate=cat("gate", np.float32), gate_top=cat("gate_top", np.float32),
+
+    def cat(k: str, dt: Any) -> np.ndarray:
+        return np.concatenate(out[k]).astype(dt)
+
+    def maybe(k: str) -> np.ndarray | None:
+        return cat(k, np.float32) if out[k] else None
+
+    return FeatureSet(fused=cat("fused", np.float32), joint=cat("joint", np.int64), dataset=cat("dataset", np.int64),
+                      pred=cat("pred", np.int64), heads=maybe("heads"), gate=maybe("gate"), gate_top=maybe("gate_top"),
                       skipped=skipped)
 
 

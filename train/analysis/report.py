@@ -120,7 +120,7 @@ def analyze(
     dev = resolve_device(opts.device, DistInfo())
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    kw = dict(device=dev, batch_size=opts.batch_size, workers=opts.workers, progress=opts.progress)
+    kw: dict[str, Any] = dict(device=dev, batch_size=opts.batch_size, workers=opts.workers, progress=opts.progress)
     model = ckpt.build_model().to(dev)
     fs, hit = features_for_run(ckpt, given, out / "features.npz", model=model, **kw)
     log(f"features of {_run_title(ckpt)}: {len(fs.joint)} test images{' (cached)' if hit else ''}")
