@@ -113,3 +113,24 @@ def test_analyze_bad_input_is_one_line(runs, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'c'" in err[0] and "label table" in err[0]
     assert not (tmp_path / "r").exists()  # nothing written for bad input
+
+
+def test_reference_trained_on_one_data_set_alone(runs, tmp_path, capsys):
+    """The paper's Single as "D_n trained alone": only that data set's classes are compared, and a reference
+    that knows none of the data sets given is one line, exit 2."""
+    alone = tmp_path / "b_alone"
+    b = runs["data"][1]
+    short = COMMON[: COMMON.index("--epochs")] + ["--epochs", "1", "--steps-per-epoch", "2"]
+    assert main(["train", "--variant", "baseline", "--out", str(alone), "--data", b] + short) == 0
+    out = tmp_path / "report"
+    args = ["analyze", "--checkpoint", str(runs["ours"]), "--reference", str(alone), "--out", str(out), "--no-progress",
+            "--mmd-permutations", "20", "--attention-images", "0"]
+    assert main(args + sum((["--data", d] for d in runs["data"]), [])) == 0
+    r = json.loads((out / "analysis.json").read_text())
+    assert list(r["transfer"]) == ["b"] and r["transfer"]["b"]["classes"] == 2
+    assert list(r["reference"]["within"]) == ["b"] and "attention" not in r
+    assert cv2.imread(str(out / "figure3_tsne.png")) is not None  # two panels for the run, one for the reference
+    capsys.readouterr()
+    assert main(args + ["--data", runs["data"][0]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--reference" in err[0] and "none of the data sets" in err[0]

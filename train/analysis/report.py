@@ -117,13 +117,17 @@ def analyze(
     if ref is not None and not ref_given:
         raise UsageError(f"--reference {reference}: trained on {', '.join(ref.labels.datasets)}, none of the data sets given "
                          f"({', '.join(names)}); pass the Single run of these data sets")
-    dev = resolve_device(opts.device, DistInfo())
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: a file of that name exists; --out names a folder for the report")
+    dev = resolve_device(opts.device, DistInfo())
     out.mkdir(parents=True, exist_ok=True)
     kw: dict[str, Any] = dict(device=dev, batch_size=opts.batch_size, workers=opts.workers, progress=opts.progress)
     model = ckpt.build_model().to(dev)
     fs, hit = features_for_run(ckpt, given, out / "features.npz", model=model, **kw)
     log(f"features of {_run_title(ckpt)}: {len(fs.joint)} test images{' (cached)' if hit else ''}")
+    if fs.skipped:
+        log(f"warning: {fs.skipped} unreadable test images skipped")
     ref_fs = None
     if ref is not None:
         ref_fs, hit = features_for_run(ref, ref_given, out / "reference_features.npz", **kw)
