@@ -1,0 +1,136 @@
+"""`erudite-edge analyze` end to end on tiny trained runs: the features are the model's own (the input of
+G, the heads, the gate weights), the report's top-1 is what `eval` scores, the outputs exist and parse,
+the cache is reused, and bad input is one line with exit 2."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from erudite_edge.cli import main
+from tiny_data import make_mixture
+from train.analysis.attention import attention_masks
+from train.analysis.features import extract_features, evaluation_dataset
+from train.checkpoint import load_checkpoint
+from train.data import collate_skip_bad, load_datasets
+from train.evaluate_run import evaluate_run
+
+COMMON = ["--backbone", "tiny", "--no-pretrained", "--batch-per-dataset", "4", "--input-size", "32", "--embed-dim", "16",
+          "--workers", "0", "--no-progress", "--lr", "0.05", "--backbone-lr", "0.05", "--epochs", "2", "--steps-per-epoch", "4"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("analyze")
+    data = make_mixture(root / "mix")
+    out = {"data": data}
+    for variant in ("ours", "single"):
+        out[variant] = root / variant
+        assert main(["train", "--variant", variant, "--out", str(out[variant])] + COMMON + sum((["--data", d] for d in data), [])) == 0
+    return out
+
+
+def _rgb(ds, i):
+    from train.data import load_sample_image
+
+    return load_sample_image(ds.datasets[0].samples[i].path)
+
+
+def test_features_are_the_models_own_and_hooks_are_removed(runs):
+    ckpt = load_checkpoint(runs["ours"])
+    given = load_datasets(runs["data"])
+    ds, _ = evaluation_dataset(given, ckpt.labels, ckpt)
+    model = ckpt.build_model()
+    fs = extract_features(model, DataLoader(ds, batch_size=7, collate_fn=collate_skip_bad), torch.device("cpu"))
+    x = torch.stack([ds[i]["image"] for i in range(len(ds))])
+    with torch.no_grad():
+        feat, _ = model.attention(model.backbone(x))
+        f_star = model.projections(feat)
+        fused, weights = model.gate(f_star)
+        logits = model(x)
+    assert np.allclose(fs.fused, fused.numpy(), atol=1e-5)
+    assert np.allclose(fs.heads, f_star.numpy(), atol=1e-5)
+    assert np.allclose(fs.gate, weights.mean(2).numpy(), atol=1e-6) and np.allclose(fs.gate.sum(1), 1, atol=1e-5)
+    assert np.allclose(fs.gate_top.sum(1), 1)
+    assert (fs.pred == logits.argmax(1).numpy()).all()
+    assert list(fs.dataset) == [0] * 12 + [1] * 8 and list(fs.joint[:4]) == [0, 0, 0, 0]
+    masks = attention_masks(model, [_rgb(ds, 0)], ckpt.preprocess, torch.device("cpu"))  # test image 0, as x[0]
+    with torch.no_grad():
+        _, expected = model.attention(model.backbone(x[:1]))
+    assert masks.shape == tuple(expected.shape) and np.allclose(masks, expected.numpy(), atol=1e-5)
+    assert not any(m._forward_hooks for m in model.modules())  # the model is left as it was
+
+
+def test_analyze_end_to_end(runs, tmp_path, capsys):
+    out = tmp_path / "report"
+    args = ["analyze", "--checkpoint", str(runs["ours"]), "--reference", str(runs["single"]), "--out", str(out),
+            "--no-progress", "--mmd-permutations", "50"] + sum((["--data", d] for d in runs["data"]), [])
+    assert main(args) == 0
+    printed = capsys.readouterr()
+    assert "MMD^2 a vs b" in printed.out and "Positive" in printed.out
+    r = json.loads((out / "analysis.json").read_text())
+    assert set(r["within"]) == {"a", "b"} and r["analysed"] == ["a", "b"]
+    # the report's top-1 is exactly what `erudite-edge eval` scores
+    metrics, _ = evaluate_run(runs["ours"], runs["data"], workers=0)
+    for name in ("a", "b"):
+        assert r["within"][name]["top1"] == pytest.approx(metrics["datasets"][name]["top1"])
+        q = r["within"][name]["fused"]
+        assert -1 <= q["sc"] <= 1 and q["chi"] > 0 and q["dbi"] >= 0 and q["used"] == q["images"]
+        t = r["transfer"][name]
+        assert t["positive"] + t["negative"] == t["classes"] == {"a": 3, "b": 2}[name]
+        assert r["reference"]["within"][name]["fused"]["images"] == {"a": 12, "b": 8}[name]
+    (pair,) = r["between"]
+    assert pair["pair"] == ["a", "b"] and 0 < pair["p_value"] <= 1 and pair["permutations"] == 50
+    gate = np.array(r["gate_usage"]["mean_weight"])
+    assert gate.shape == (2, 2) and np.allclose(gate.sum(1), 1, atol=1e-5)
+    assert r["attention"]["groups"] == 8 and len(r["attention"]["images"]) == 8  # 4 test images of each data set
+    for png in ("figure2_per_class_change.png", "figure3_tsne.png", "gate_usage.png", "attention.png"):
+        img = cv2.imread(str(out / png))
+        assert img is not None and img.shape[0] > 100, png
+    md = (out / "analysis.md").read_text()
+    assert "## Table 1: within each data set" in md and "| a vs b |" in md and "## Gate usage" in md
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["analysis.json", "analysis.md", "features.npz", "reference_features.npz", "figure2_per_class_change.png",
+         "figure3_tsne.png", "gate_usage.png", "attention.png"])
+
+    # a second analysis reads the cached features and gives the same numbers
+    assert main(args + ["--no-tsne"]) == 0
+    assert "(cached)" in capsys.readouterr().err
+    again = json.loads((out / "analysis.json").read_text())
+    assert again["within"] == r["within"] and again["between"] == r["between"] and again["transfer"] == r["transfer"]
+
+
+def test_analyze_bad_input_is_one_line(runs, tmp_path, capsys):
+    a_path = runs["data"][0].split("=", 1)[1]
+    base = ["analyze", "--out", str(tmp_path / "r"), "--no-progress", "--no-tsne"]
+    assert main(base + ["--checkpoint", str(tmp_path / "no_run"), "--data", runs["data"][0]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no_run" in err[0]
+    assert main(base + ["--checkpoint", str(runs["ours"]), "--data", f"c={a_path}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'c'" in err[0] and "label table" in err[0]
+    assert not (tmp_path / "r").exists()  # nothing written for bad input
+
+
+def test_reference_trained_on_one_data_set_alone(runs, tmp_path, capsys):
+    """The paper's Single as "D_n trained alone": only that data set's classes are compared, and a reference
+    that knows none of the data sets given is one line, exit 2."""
+    alone = tmp_path / "b_alone"
+    b = runs["data"][1]
+    short = COMMON[: COMMON.index("--epochs")] + ["--epochs", "1", "--steps-per-epoch", "2"]
+    assert main(["train", "--variant", "baseline", "--out", str(alone), "--data", b] + short) == 0
+    out = tmp_path / "report"
+    args = ["analyze", "--checkpoint", str(runs["ours"]), "--reference", str(alone), "--out", str(out), "--no-progress",
+            "--mmd-permutations", "20", "--attention-images", "0"]
+    assert main(args + sum((["--data", d] for d in runs["data"]), [])) == 0
+    r = json.loads((out / "analysis.json").read_text())
+    assert list(r["transfer"]) == ["b"] and r["transfer"]["b"]["classes"] == 2
+    assert list(r["reference"]["within"]) == ["b"] and "attention" not in r
+    assert cv2.imread(str(out / "figure3_tsne.png")) is not None  # two panels for the run, one for the reference
+    capsys.readouterr()
+    assert main(args + ["--data", runs["data"][0]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--reference" in err[0] and "none of the data sets" in err[0]
