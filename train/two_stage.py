@@ -23,7 +23,7 @@ from typing import Iterator
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
+import torch.distributed._functional_collectives as funcol  # the differentiable collectives (torch.distributed.nn is deprecated)
 import torch.nn.functional as F
 from torch import nn
 
@@ -125,7 +125,7 @@ def meta_objective(
     grads = torch.autograd.grad(l_train, theta, create_graph=True)
     if _distributed():  # the inner step uses the gradient over every rank's meta-train rows (differentiably)
         world = dist.get_world_size()
-        grads = tuple(dist_fn.all_reduce(g) / world for g in grads)
+        grads = tuple(funcol.all_reduce(g, "sum", dist.group.WORLD) / world for g in grads)
     adapted = (theta[0] - alpha * grads[0], theta[1] - alpha * grads[1])
     l_test = loss_on(te, adapted)
     return l_train + l_test, l_train, l_test
