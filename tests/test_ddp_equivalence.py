@@ -181,3 +181,20 @@ def test_metrics_are_all_reduced_and_validation_is_sharded(tmp_path):
     assert 0 < res[0]["shard"] < res[0]["val_size"]
     # two ranks (with 2 DataLoader workers each) draw different augmentations of their images
     assert not (res[0]["first"] == res[1]["first"]).all()
+
+
+def test_stage_two_points_sync_batchnorm_at_the_own_rank_group_and_back():
+    """Stage II needs a double backward through BatchNorm, which SyncBatchNorm lacks: own_rows_bn points
+    every SyncBatchNorm at a one-process group for the while (plain batch_norm then) and restores it.
+    Only the switching is checked here: SyncBatchNorm's forward needs a GPU."""
+    from train.two_stage import own_rows_bn
+
+    net = nn.SyncBatchNorm.convert_sync_batchnorm(_model())
+    syncs = [m for m in net.modules() if isinstance(m, nn.SyncBatchNorm)]
+    assert syncs and all(m.process_group is None for m in syncs)
+    own = object()
+    with own_rows_bn(net, own):
+        assert all(m.process_group is own for m in syncs)
+    assert all(m.process_group is None for m in syncs)
+    with own_rows_bn(net, None):  # no SyncBatchNorm in use: nothing changes
+        assert all(m.process_group is None for m in syncs)
