@@ -37,7 +37,12 @@ def _swapping_build(src, path: Path) -> None:  # noqa: ANN001
 
 def test_reduced_accuracy_is_scored_on_the_reduced_models_own_logits(tmp_path):
     make_erudite_bundle(tmp_path / "b")
-    report = derive(tmp_path / "b", "int8", _swapping_build, inputs=_labelled(), info={"method": "test"})
+    lines: list[str] = []
+    report = derive(tmp_path / "b", "int8", _swapping_build, inputs=_labelled(), info={"method": "test"}, log=lines.append)
+    assert "accuracy warm: fp32 100.00% -> int8 0.00% (-100.00 points, 4 test images)" in lines
+    assert "accuracy cool: fp32 100.00% -> int8 100.00% (+0.00 points, 4 test images)" in lines
+    assert any(ln.startswith("agreement main: onnx int8 vs onnx fp32 on 8 inputs") for ln in lines)
+    assert report["method"] == "test" and report["images"] == "test images"
     acc = report["accuracy"]
     assert acc["warm"] == {"fp32": 1.0, "int8": 0.0, "change": -1.0, "count": 4}
     assert acc["cool"] == {"fp32": 1.0, "int8": 1.0, "change": 0.0, "count": 4}
@@ -51,7 +56,7 @@ def test_reduced_accuracy_is_scored_on_the_reduced_models_own_logits(tmp_path):
 def test_low_agreement_writes_nothing(tmp_path):
     make_erudite_bundle(tmp_path / "b")
     before = sorted(p.name for p in (tmp_path / "b").iterdir())
-    with pytest.raises(ParityError, match="int8 top-1 agreement with fp32 is 50.0% for role main"):
+    with pytest.raises(ParityError, match=r"int8 top-1 agreement with fp32 is 50.0% for role main \(minimum 90.0%\); nothing was written"):
         derive(tmp_path / "b", "int8", _swapping_build, inputs=_labelled(), info={}, min_agreement=0.9)
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == before
     assert derive(tmp_path / "b", "int8", _swapping_build, inputs=_labelled(), info={}, min_agreement=0.5)
