@@ -46,3 +46,26 @@ def test_evaluate_scores_each_readable_image_once():
     assert m["images"] == 3 and m["skipped_images"] == 1
     assert m["datasets"]["a"]["top1"] == 0.5 and m["datasets"]["a"]["cross_dataset_rate"] == 0.5
     assert m["datasets"]["b"]["top1"] == 1.0
+
+
+def test_metrics_table_cells_are_percentages():
+    m = joint_metrics(np.array([0, 3, 2, 1]), np.array([0, 1, 2, 0]), np.array([0, 0, 0, 0]), LABELS)
+    rows = list(zip(*[list(c.cells) for c in metrics_table(m).columns]))
+    assert rows == [("a", "4", "50.00", "25.00"), ("mean", "4", "50.00", "")]
+
+
+def test_sharded_evaluation_gathers_every_ranks_predictions(tmp_path):
+    """A one-process gloo group runs the gathering code for real (two-process runs: test_ddp_equivalence)."""
+    import torch.distributed as dist
+
+    from train.data import collate_skip_bad
+
+    items = [{"image": torch.full((3, 2, 2), float(p)), "joint": j, "dataset": d, "local": 0, "ok": ok}
+             for p, j, d, ok in [(0, 0, 0, True), (3, 1, 0, True), (4, 4, 1, True), (0, 3, 1, False)]]
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        m = evaluate(_Fixed(), DataLoader(items, batch_size=2, collate_fn=collate_skip_bad), LABELS, torch.device("cpu"),
+                     sharded=True)
+    finally:
+        dist.destroy_process_group()
+    assert m["images"] == 3 and m["skipped_images"] == 1 and m["datasets"]["a"]["top1"] == 0.5
