@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo install typecheck clean
+.PHONY: test demo install typecheck clean mutation
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,12 @@ $(SYSTEM_STAMP): | $(PY)
 
 test: $(STAMP) $(SYSTEM_STAMP) typecheck
 	$(VENV)/bin/python -m pytest tests
+
+# Mutation testing (cosmic-ray; not in CI: hours on 2 cores). MODULES= and MAX= narrow it, e.g.
+#   make mutation MODULES=train/evaluate.py MAX=30
+mutation: $(STAMP)
+	$(PIP) install -q -e '.[mutation]'
+	$(PY) tools/mutation.py $(MODULES) $(if $(MAX),--max-mutants $(MAX))
 
 demo: $(STAMP)
 	$(VENV)/bin/erudite-edge demo --out runs/demo

@@ -91,6 +91,7 @@ def test_bench_command_writes_json_markdown_and_png(bundles, two_precisions, tmp
             assert s["n"] >= 4 and 0 < s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] and s["throughput_ips"] > 0
             assert s["cv"] > 0 and s["unstable"] == (s["cv"] > 0.10) and s["rounds"] == 2
         assert row["ratio"]["latency_p50"] == pytest.approx(row["erudite"]["p50_ms"] / row["zoo"]["p50_ms"])
+        assert row["ratio"]["throughput"] == pytest.approx(row["erudite"]["throughput_ips"] / row["zoo"]["throughput_ips"])
         assert row["calls"]["zoo"]["coarse"] == [row["batch"]]
         assert row["calls"]["erudite"] == {"main": [row["batch"]]}
     b4 = result["latency"][1]["calls"]["zoo"]

@@ -445,7 +445,7 @@ def test_corrupt_image_is_skipped_counted_and_warned_once(tmp_path: Path, caplog
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8 this is not a jpeg")
     samples = [Sample(str(good), 0), Sample(str(bad), 1), Sample(str(good), 2)]
-    ds = ImageListDataset(samples, dataset_index=0, joint_offset=10, spec=SPEC, train=True)
+    ds = ImageListDataset(samples, dataset_index=0, joint_offset=10, spec=SPEC, train=False)
     with caplog.at_level(logging.WARNING):
         items = [ds[i] for i in range(3)] + [ds[1]]
     assert [it["ok"] for it in items] == [True, False, True, False]
@@ -492,19 +492,54 @@ def test_augmentation_differs_between_workers_and_repeats_under_seed(tmp_path: P
     assert not torch.equal(x[0:2], x[2:4])
 
 
-def test_training_collate_keeps_each_data_sets_row_count():
+def test_training_collate_keeps_every_row_and_counts_the_unreadable():
     import torch
 
     from train.data import collate_fill_bad, collate_skip_bad
 
-    def item(ds, ok, v):
-        return {"image": torch.full((3, 2, 2), float(v)), "joint": v, "dataset": ds, "local": v, "ok": ok}
+    def item(ds, ok, v, stand_in=False):
+        return {"image": torch.full((3, 2, 2), float(v)), "joint": v, "dataset": ds, "local": v, "ok": ok, "stand_in": stand_in}
 
-    batch = [item(0, True, 1), item(0, False, 2), item(1, True, 3), item(1, True, 4), item(2, False, 5)]
+    batch = [item(0, True, 1), item(0, False, 2, stand_in=True), item(1, True, 3), item(1, True, 4), item(2, False, 5, True)]
     out = collate_fill_bad(batch)
     assert out["skipped"] == 2
-    assert out["dataset"].tolist() == [0, 0, 1, 1]  # the bad data-set-0 row replaced by its readable twin
-    assert out["joint"].tolist() == [1, 1, 3, 4]  # data set 2 had nothing readable: dropped
+    assert out["dataset"].tolist() == [0, 0, 1, 1, 2]  # every data set keeps its rows (stand-ins fill them)
     # evaluation scores every image at most once: no stand-ins
-    scored = collate_skip_bad(batch)
-    assert scored["skipped"] == 2 and scored["joint"].tolist() == [1, 3, 4]
+    scored = collate_skip_bad([item(0, True, 1), item(0, False, 2), item(1, True, 3)])
+    assert scored["skipped"] == 1 and scored["joint"].tolist() == [1, 3]
+    with pytest.raises(ValueError, match="no stand-in"):
+        collate_fill_bad([item(0, True, 1), item(0, False, 2)])
+
+
+def test_unreadable_training_item_gets_a_seeded_stand_in_of_its_own_data_set(tmp_path: Path) -> None:
+    good = [write_image(tmp_path / f"g{i}.png", 10 * i + 1) for i in range(3)]
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    samples = [Sample(str(bad), 0), Sample(str(good[0]), 1), Sample(str(bad), 0), Sample(str(good[1]), 2), Sample(str(good[2]), 0)]
+    picks = set()
+    for epoch in range(6):
+        ds = ImageListDataset(samples, dataset_index=2, joint_offset=10, spec=SPEC, train=True, seed=0)
+        ds.set_epoch(epoch)
+        item = ds[0]
+        assert not item["ok"] and item["stand_in"] and item["dataset"] == 2
+        assert item["image"].abs().sum() > 0 and item["local"] in (1, 2, 0)
+        picks.add(int(item["local"]))
+        again = ImageListDataset(samples, dataset_index=2, joint_offset=10, spec=SPEC, train=True, seed=0)
+        again.set_epoch(epoch)
+        assert torch.equal(again[0]["image"], item["image"])  # seeded: the same stand-in, the same crop
+    assert len(picks) >= 2  # drawn, not always the first readable image
+    all_bad = ImageListDataset([Sample(str(bad), 0)] * 3, dataset_index=0, joint_offset=0, spec=SPEC, train=True)
+    with pytest.raises(UsageError, match="none of its 3 training images is readable"):
+        all_bad[1]
+    # evaluation: no stand-in, the item is dropped by collate_skip_bad
+    assert not ImageListDataset(samples, dataset_index=2, joint_offset=10, spec=SPEC, train=False)[0]["stand_in"]
+
+
+def test_augmentation_differs_between_ranks(tmp_path: Path) -> None:
+    path = write_image(tmp_path / "a.png", 9, h=30, w=50)
+    crops = []
+    for rank in (0, 1):
+        ds = ImageListDataset([Sample(str(path), 0)] * 8, dataset_index=0, joint_offset=0, spec=SPEC, train=True, pad=3,
+                              seed=0, rank=rank)
+        crops.append(torch.stack([ds[i]["image"] for i in range(8)]))
+    assert not torch.equal(crops[0], crops[1])

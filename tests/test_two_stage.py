@@ -165,3 +165,44 @@ def test_baseline_plus_plus_trains_theta_in_stage_one():
     before = [p.detach().clone() for p in net.attention_parameters()]
     step(*batch())
     assert not all(torch.equal(p, q) for p, q in zip(net.attention_parameters(), before))
+
+
+def test_meta_test_data_set_is_drawn_from_the_seeded_generator(monkeypatch):
+    """Each step's meta-test data set is the next draw of torch.Generator(seed) over the data sets present:
+    a seeded, exact check (not a noisy accuracy threshold) that catches a meta-test set that never changes."""
+    import train.two_stage as ts
+
+    counts = [3, 4, 2]
+    net = make("ours", counts=counts)
+    main, theta = build_optimizers(net, OptimConfig(lr=0.05, backbone_lr=0.05))
+    step = TwoStageStep(net, main, theta, alpha=0.1, seed=7)
+    drawn = []
+    real = ts.meta_objective
+
+    def spy(net, feats, ids, joint, local, test_dataset, alpha, theta=None):  # noqa: ANN001
+        drawn.append(test_dataset)
+        return real(net, feats, ids, joint, local, test_dataset, alpha, theta)
+
+    monkeypatch.setattr(ts, "meta_objective", spy)
+    x, ids, joint, local = batch(counts=counts)
+    for _ in range(12):
+        step(x, ids, joint, local)
+    g = torch.Generator().manual_seed(7)
+    assert drawn == [int(torch.randint(3, (1,), generator=g)) for _ in range(12)]
+    assert set(drawn) == {0, 1, 2}
+
+
+def test_stage_one_starts_from_cleared_theta_gradient():
+    """Stage II leaves its gradient on theta; stage I must not add its own to it (under DDP the reducer
+    would accumulate into it)."""
+    net = make("ours")
+    step = stepper(net)
+    x, ids, joint, local = batch()
+    step(x, ids, joint, local)
+    assert all(p.grad is not None for p in net.attention_parameters())  # left by stage II
+    seen = []
+    hooks = [p.register_hook(lambda g, p=p: seen.append(p.grad)) for p in net.attention_parameters()]
+    step.stage_one(x, ids, joint, local)
+    for h in hooks:
+        h.remove()
+    assert seen and all(g is None for g in seen)

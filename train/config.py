@@ -38,6 +38,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 with a GradScaler)
+    sync_bn: bool | None = None  # SyncBatchNorm across processes; None: on for multi-GPU (CUDA only)
     steps_per_epoch: int | None = None  # cap, for smoke runs
     eval_batch_size: int = 64
 

@@ -12,7 +12,7 @@ from erudite_edge.errors import UsageError
 
 from .checkpoint import load_checkpoint
 from .data import check_matches_labels, collate_skip_bad, load_datasets, make_joint_dataset
-from .evaluate import evaluate, metrics_table
+from .evaluate import eval_autocast_dtype, evaluate, metrics_table
 from .loop import DistInfo, resolve_device
 
 
@@ -42,10 +42,14 @@ def evaluate_run(
               for i, (n, s) in enumerate(zip(labels.datasets, splits))]
     dataset, _ = make_joint_dataset(filled, labels, ckpt.preprocess, False, samples=samples)
     dev = resolve_device(device, DistInfo())
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_skip_bad, num_workers=workers)
+    cuda = dev.type == "cuda"
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_skip_bad, num_workers=workers,
+                        pin_memory=cuda)
     model = ckpt.build_model().to(dev)
+    if cuda:  # the GPU's fast path: channels_last and autocast
+        model.to(memory_format=torch.channels_last)
     with torch.inference_mode():
-        metrics = evaluate(model, loader, labels, dev, progress=True)
+        metrics = evaluate(model, loader, labels, dev, progress=True, amp_dtype=eval_autocast_dtype() if cuda else None)
     metrics["checkpoint"] = str(ckpt.path)
     metrics["variant"] = ckpt.variant
     metrics["split"] = split

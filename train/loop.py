@@ -69,11 +69,33 @@ def resolve_device(name: str, dist_info: DistInfo) -> torch.device:
 
 
 def amp_settings(device: torch.device, enabled: bool) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
+    """bf16 on GPUs that compute it natively (Ampere and later); fp16 with a GradScaler elsewhere (T4, V100).
+    `including_emulation=False`: this torch's default counts emulated bf16 as supported, which is slow."""
     if not enabled or device.type != "cuda":
         return None, None
-    if torch.cuda.is_bf16_supported():
+    if torch.cuda.is_bf16_supported(including_emulation=False):
         return torch.bfloat16, None
     return torch.float16, torch.amp.GradScaler("cuda")
+
+
+def use_sync_bn(requested: bool | None, device: torch.device, world_size: int) -> bool:
+    """SyncBatchNorm when training on several CUDA processes (default on there). torch's SyncBatchNorm runs
+    on GPUs only: elsewhere (gloo on CPU) every process normalises over its own rows, with a warning
+    when it was asked for."""
+    if world_size <= 1 or requested is False:
+        return False
+    if device.type != "cuda":
+        if requested:
+            log.warning("--sync-bn: SyncBatchNorm runs on CUDA only; on %s each process normalises over its own rows",
+                        device.type)
+        return False
+    return True
+
+
+def loader_generator(seed: int, rank: int, epoch: int) -> torch.Generator:
+    """The DataLoader's generator for one epoch of one rank: worker seeds differ between ranks and epochs,
+    and depend on nothing else, so a resumed run loads exactly as an uninterrupted one."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed % 2**32, rank, epoch]).generate_state(1, np.uint64)[0] >> 1))
 
 
 def _rng_state() -> dict[str, Any]:
@@ -119,6 +141,9 @@ class Trainer:
         trunk = self.model.backbone if isinstance(self.model, EruditeNet) else self.model.coarse.backbone
         self.spec = PreprocessSpec.square(cfg.input_size, mean=tuple(trunk.pretrained_mean), std=tuple(trunk.pretrained_std))
         self.model.to(self.device)
+        self.sync_bn = use_sync_bn(cfg.sync_bn, self.device, self.dist.world_size)
+        if self.sync_bn:
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         if self.device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
 
@@ -131,15 +156,19 @@ class Trainer:
                 tr, va = list(s.train), []
             train_parts.append(tr)
             val_parts.append(va)
-        self.train_set, sizes = make_joint_dataset(self.splits, self.labels, self.spec, True, samples=train_parts, seed=cfg.seed)
+        self.train_set, sizes = make_joint_dataset(self.splits, self.labels, self.spec, True, samples=train_parts, seed=cfg.seed,
+                                                   rank=self.dist.rank)
         self.val_set, val_sizes = make_joint_dataset(self.splits, self.labels, self.spec, False, samples=val_parts)
         self.has_val = sum(val_sizes) > 0
         self.sampler = BalancedBatchSampler(sizes, cfg.batch_per_dataset, seed=cfg.seed, rank=self.dist.rank, world_size=self.dist.world_size)
         pin = self.device.type == "cuda"
+        self.loader_generator = loader_generator(cfg.seed, self.dist.rank, 0)
         self.loader = DataLoader(self.train_set, batch_sampler=self.sampler, collate_fn=collate_fill_bad,
-                                 num_workers=cfg.workers, pin_memory=pin)
-        self.val_loader = DataLoader(self.val_set, batch_size=cfg.eval_batch_size, shuffle=False, collate_fn=collate_skip_bad,
-                                     num_workers=cfg.workers, pin_memory=pin)
+                                 num_workers=cfg.workers, pin_memory=pin, generator=self.loader_generator)
+        # validation: each rank scores every world_size-th image (each image once), the predictions are gathered
+        val_shard = range(self.dist.rank, len(self.val_set), self.dist.world_size)
+        self.val_loader = DataLoader(self.val_set, batch_size=cfg.eval_batch_size, sampler=val_shard, collate_fn=collate_skip_bad,
+                                     num_workers=cfg.workers, pin_memory=pin, persistent_workers=pin and cfg.workers > 0)
         self.steps_per_epoch = len(self.sampler) if cfg.steps_per_epoch is None else min(len(self.sampler), cfg.steps_per_epoch)
 
         # optimisation
@@ -152,9 +181,13 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             wrapped = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         amp_dtype, scaler = amp_settings(self.device, cfg.amp)
+        self.amp_dtype = amp_dtype
         if isinstance(self.model, EruditeNet):
+            # Stage II differentiates through BatchNorm twice, which SyncBatchNorm cannot: there it
+            # normalises over each rank's own rows (a one-process group per rank; every rank creates all).
+            local = [dist.new_group([r]) for r in range(self.dist.world_size)] if self.sync_bn else None
             self.step = TwoStageStep(wrapped, self.main_opt, self.theta_opt, ocfg.alpha_value, amp_dtype=amp_dtype,
-                                     scaler=scaler, seed=cfg.seed)
+                                     scaler=scaler, seed=cfg.seed, local_bn_group=local[self.dist.rank] if local else None)
         else:
             self.step = ZooStep(wrapped, self.main_opt, amp_dtype=amp_dtype, scaler=scaler)
         self.start_epoch, self.best = 0, -1.0
@@ -216,6 +249,7 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         self.model.train()
         self.sampler.set_epoch(epoch)
+        self.loader_generator.set_state(loader_generator(self.cfg.seed, self.dist.rank, epoch).get_state())
         for part in self.train_set.datasets:
             part.set_epoch(epoch)
         loss_sum, correct, count, skipped, meta_sum, meta_n = 0.0, 0, 0, 0, 0.0, 0
@@ -249,14 +283,35 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss_sum / max(count, 1):.3f}", acc=f"{100 * correct / max(count, 1):.1f}%")
         if bar is not None:
             bar.close()
+        # every rank's rows count: sums over the ranks (float64 keeps the counts exact)
+        totals = torch.tensor([loss_sum, correct, count, skipped, meta_sum, meta_n], dtype=torch.float64)
+        if self.dist.world_size > 1:
+            totals = totals.to(self.device)
+            dist.all_reduce(totals)
+            totals = totals.cpu()
+        loss_sum, correct, count, skipped, meta_sum, meta_n = totals.tolist()
         return {
             "epoch": epoch + 1,
             "train_loss": loss_sum / max(count, 1),
             "train_top1": correct / max(count, 1),
             "meta_loss": meta_sum / meta_n if meta_n else None,
-            "skipped_images": skipped,
+            "skipped_images": int(skipped),
             "seconds": time.perf_counter() - t0,
         }
+
+    def check_ranks_agree(self) -> None:
+        """Every rank must hold the same parameters after a step; a divergence (a bug, or a rank that
+        skipped work) stops the run with a clear message instead of training on silently."""
+        if self.dist.world_size <= 1:
+            return
+        flat = torch.cat([p.detach().reshape(-1).double() for p in self.model.parameters()])
+        weights = torch.arange(1, flat.numel() + 1, dtype=torch.float64, device=flat.device).remainder_(977).add_(1)
+        digest = torch.stack([flat.sum(), (flat * weights).sum()])
+        gathered = [torch.zeros_like(digest) for _ in range(self.dist.world_size)]
+        dist.all_gather(gathered, digest)
+        if not all(torch.equal(gathered[0], g) for g in gathered):
+            raise RuntimeError(f"DDP ranks hold different weights after epoch (digests {[g.tolist() for g in gathered]}); "
+                               "please report this with the command line")
 
     def run(self, until_epoch: int | None = None) -> Path:
         """Train to the configured epoch count (or stop after `until_epoch` epochs, as an interruption would)."""
@@ -265,24 +320,24 @@ class Trainer:
                                                       "preprocess": self.spec.to_dict(), "world_size": self.dist.world_size})
         for epoch in range(self.start_epoch, min(self.cfg.epochs, until_epoch or self.cfg.epochs)):
             metrics = self.train_epoch(epoch)
+            self.check_ranks_agree()
+            if self.has_val:  # every rank scores its shard; all get the gathered metrics, so all agree on "best"
+                val = evaluate(self.model, self.val_loader, self.labels, self.device, amp_dtype=self.amp_dtype,
+                               sharded=self.dist.world_size > 1)
+                metrics["val_mean_top1"] = val["mean_top1"]
+                metrics["val"] = {k: v["top1"] for k, v in val["datasets"].items()}
+                score = val["mean_top1"]
+            else:
+                score = metrics["train_top1"]
+            improved = score > self.best
+            if improved:
+                self.best = score
+            metrics["best_score"] = self.best
             if self.dist.is_main:
-                if self.has_val:
-                    val = evaluate(self.model, self.val_loader, self.labels, self.device)
-                    metrics["val_mean_top1"] = val["mean_top1"]
-                    metrics["val"] = {k: v["top1"] for k, v in val["datasets"].items()}
-                    score = val["mean_top1"]
-                else:
-                    score = metrics["train_top1"]
-                improved = score > self.best
-                if improved:
-                    self.best = score
-                metrics["best_score"] = self.best
                 self._save("last", epoch, metrics, with_state=True)
                 if improved:
                     self._save("best", epoch, metrics, with_state=False)
                 self._report(metrics)
-            if self.dist.world_size > 1:
-                dist.barrier()
         return self.out
 
     def _report(self, m: dict[str, Any]) -> None:

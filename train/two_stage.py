@@ -8,8 +8,11 @@ Variant "ours-pcgrad" replaces the meta step by PCGrad over the per-data-set los
 
 Stage II reuses the batch's backbone features (detached): theta sits on top of the backbone, so
 it never runs the backbone again, and it leaves BatchNorm running statistics untouched.
-Under DDP, stage II runs on the wrapped module and all-reduces theta's gradients by hand (DDP
-cannot take a double backward); every rank draws the same meta-test data set.
+Under DDP, stage II runs on the unwrapped module and all-reduces theta's gradients by hand (DDP
+cannot take a double backward); every rank draws the same meta-test data set. The inner gradient
+(meta-train) is all-reduced inside the graph (a differentiable all-reduce), so theta' is the one a
+single process holding every rank's rows would compute, and the averaged meta gradient equals the
+single-process one wherever BatchNorm does not couple the rows (see `meta_objective`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Iterator
 
 import torch
 import torch.distributed as dist
+import torch.distributed._functional_collectives as funcol  # the differentiable collectives (torch.distributed.nn is deprecated)
 import torch.nn.functional as F
 from torch import nn
 
@@ -70,6 +74,24 @@ def backward_and_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: to
         opt.step()
 
 
+@contextlib.contextmanager
+def own_rows_bn(module: nn.Module, group: object | None) -> Iterator[None]:
+    """Point every SyncBatchNorm at a one-process group for a while: it then normalises over this rank's
+    rows with plain batch_norm, which (unlike SyncBatchNorm's backward) can be differentiated twice."""
+    if group is None:
+        yield
+        return
+    syncs = [m for m in module.modules() if isinstance(m, nn.SyncBatchNorm)]
+    saved = [m.process_group for m in syncs]
+    for m in syncs:
+        m.process_group = group
+    try:
+        yield
+    finally:
+        for m, g in zip(syncs, saved):
+            m.process_group = g
+
+
 def _rows(mask: torch.Tensor) -> torch.Tensor:
     return mask.nonzero(as_tuple=True)[0]
 
@@ -84,7 +106,12 @@ def meta_objective(
     alpha: float,
     theta: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """L_meta (Eq. 10) as a differentiable function of theta; returns (L_meta, L_train, L_test)."""
+    """L_meta (Eq. 10) as a differentiable function of theta; returns (L_meta, L_train, L_test).
+
+    Under DDP (every rank calls it with the same test_dataset) the inner gradient is averaged over the
+    ranks inside the graph; averaging the returned L_meta's gradient over the ranks then gives the
+    gradient of the single-process L_meta over all rows, up to float error, as long as BatchNorm runs
+    on fixed statistics (eval) -- in training mode each rank's BatchNorm sees only its own rows here."""
     if theta is None:
         theta = (net.attention.conv.weight, net.attention.conv.bias)  # type: ignore[union-attr]
     tr = _rows(ids != test_dataset)
@@ -96,6 +123,9 @@ def meta_objective(
 
     l_train = loss_on(tr, theta)
     grads = torch.autograd.grad(l_train, theta, create_graph=True)
+    if _distributed():  # the inner step uses the gradient over every rank's meta-train rows (differentiably)
+        world = dist.get_world_size()
+        grads = tuple(funcol.all_reduce(g, "sum", dist.group.WORLD) / world for g in grads)
     adapted = (theta[0] - alpha * grads[0], theta[1] - alpha * grads[1])
     l_test = loss_on(te, adapted)
     return l_train + l_test, l_train, l_test
@@ -139,8 +169,11 @@ class TwoStageStep:
         amp_dtype: torch.dtype | None = None,
         scaler: torch.amp.GradScaler | None = None,
         seed: int = 0,
+        local_bn_group: object | None = None,
     ):
         self.model = model
+        # With SyncBatchNorm: a process group holding only this rank, used in stage II (see own_rows_bn)
+        self.local_bn_group = local_bn_group
         self.net: EruditeNet = getattr(model, "module", model)
         self.main_opt, self.theta_opt = main_opt, theta_opt
         self.alpha = alpha
@@ -153,6 +186,8 @@ class TwoStageStep:
 
     def stage_one(self, images: torch.Tensor, ids: torch.Tensor, joint: torch.Tensor, local: torch.Tensor) -> tuple[HeadOutput, torch.Tensor]:
         self.main_opt.zero_grad(set_to_none=True)
+        if self.theta_opt is not None:  # stage II's gradient on theta must not mix into stage I's backward (DDP)
+            self.theta_opt.zero_grad(set_to_none=True)
         with autocast(images.device, self.amp_dtype):
             out: HeadOutput = self.model(images, ids)
             loss = loss_all(out, joint, local)
@@ -167,7 +202,7 @@ class TwoStageStep:
         if len(present) < 2:
             return None  # meta-train and meta-test both need data
         feats = feats.detach().float()
-        with frozen_bn_stats(self.net):
+        with frozen_bn_stats(self.net), own_rows_bn(self.net, self.local_bn_group):
             if self.mode == "meta":
                 test_dataset = present[int(torch.randint(len(present), (1,), generator=self.generator))]
                 l_meta, _, _ = meta_objective(self.net, feats, ids, joint, local, test_dataset, self.alpha)

@@ -39,6 +39,7 @@ def train_command(
     seed: Optional[int] = typer.Option(None),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision on CUDA (default on)."),
+    sync_bn: Optional[bool] = typer.Option(None, "--sync-bn/--no-sync-bn", help="SyncBatchNorm across GPUs (default on with several CUDA processes)."),
     steps_per_epoch: Optional[int] = typer.Option(None, help="Cap the steps of each epoch (smoke runs)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (checkpoints, history)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
@@ -53,7 +54,7 @@ def train_command(
     given = dict(data=data or None, variant=variant, backbone=backbone, pretrained=pretrained, epochs=epochs,
                  batch_per_dataset=batch_per_dataset, input_size=input_size, embed_dim=embed_dim, gate=gate, lr=lr,
                  backbone_lr=backbone_lr, alpha=alpha, val_fraction=val_fraction, workers=workers, seed=seed, device=device,
-                 amp=amp, steps_per_epoch=steps_per_epoch, out=str(out) if out else None)
+                 amp=amp, sync_bn=sync_bn, steps_per_epoch=steps_per_epoch, out=str(out) if out else None)
     values.update({k: v for k, v in given.items() if v is not None})
     if resume:
         from train.config import resume_values

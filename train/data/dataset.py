@@ -1,9 +1,11 @@
-"""The torch Dataset over one data set's samples, the joint ConcatDataset, and a collate that drops
-unreadable images.
+"""The torch Dataset over one data set's samples, the joint ConcatDataset, and the collates.
 
 Test-time items are exactly erudite_edge.preprocess.preprocess of the loaded image, which is what
 every deployed backend computes. An unreadable image never stops training: the item comes back
-with ok=False, the collate drops it and counts it in "skipped", and the file is warned about once.
+with ok=False (counted in "skipped", the file warned about once). A training item then carries a
+stand-in: a readable image of the same data set, drawn with a seeded generator, so every batch keeps
+each data set's row count on every rank (DDP ranks all run the same steps; see `stand_in`).
+Evaluation drops unreadable items (collate_skip_bad): every image is scored at most once.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset, default_collate
 
-from erudite_edge.errors import BadImageError
+from erudite_edge.errors import BadImageError, UsageError
 from erudite_edge.labels import LabelSpace
 from erudite_edge.preprocess import PreprocessSpec, load_image, preprocess
 
@@ -48,11 +50,12 @@ def _warn_once(path: str, message: str) -> None:
 class ImageListDataset(Dataset):
     """The samples of one data set, labelled both locally and in the joint label space.
 
-    Items: dict(image=float32 tensor (CHW per spec), joint=int, dataset=int, local=int, ok=bool).
-    Augmentation draws from a numpy Generator seeded by (seed, dataset_index, epoch) and, inside a
-    DataLoader worker, that worker's seed (which torch derives from the main process's RNG). So it
-    differs between epochs and workers, and a run resumed at epoch e (RNG state restored) augments
-    exactly as an uninterrupted one: call `set_epoch(e)` at the start of each epoch.
+    Items: dict(image=float32 tensor (CHW per spec), joint=int, dataset=int, local=int, ok=bool,
+    stand_in=bool). Augmentation draws from a numpy Generator seeded by (seed, dataset_index, epoch,
+    rank) and, inside a DataLoader worker, that worker's seed. So it differs between epochs, DDP ranks
+    and workers, and a run resumed at epoch e augments exactly as an uninterrupted one: call
+    `set_epoch(e)` at the start of each epoch (and seed the DataLoader's generator per epoch and rank,
+    as the trainer does).
     """
 
     def __init__(
@@ -66,6 +69,7 @@ class ImageListDataset(Dataset):
         crop_bottom: int = 0,
         pad: int | None = None,
         seed: int = 0,
+        rank: int = 0,
     ) -> None:
         self.samples = list(samples)
         self.dataset_index = int(dataset_index)
@@ -77,6 +81,8 @@ class ImageListDataset(Dataset):
         if self.pad < 0 or self.crop_bottom < 0:
             raise ValueError(f"pad ({self.pad}) and crop_bottom ({self.crop_bottom}) must not be negative")
         self.seed = int(seed)
+        self.rank = int(rank)
+        self._unreadable: set[int] = set()  # indices found unreadable in this process
         h, w = spec.input_size
         self._bad_shape = (3, h, w) if spec.layout == "NCHW" else (h, w, 3)
         self.epoch = 0
@@ -96,7 +102,7 @@ class ImageListDataset(Dataset):
         worker_seed = worker.seed % 2**63 if worker is not None else 0
         key = (os.getpid(), worker_seed)
         if self._rng is None or key != self._rng_key:
-            entropy = [self.seed % 2**64, self.dataset_index, self.epoch, worker_seed]
+            entropy = [self.seed % 2**64, self.dataset_index, self.epoch, worker_seed, self.rank]
             self._rng, self._rng_key = np.random.default_rng(entropy), key
         return self._rng
 
@@ -108,19 +114,50 @@ class ImageListDataset(Dataset):
             return train_transform(rgb, self.spec, self.pad, self._generator())
         return preprocess(rgb, self.spec)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        sample = self.samples[index]
+    def _try_load(self, index: int) -> np.ndarray | None:
+        if index in self._unreadable:
+            return None
         try:
-            x, ok = self.load(index), True
+            return self.load(index)
         except BadImageError as e:
-            _warn_once(sample.path, str(e))
-            x, ok = np.zeros(self._bad_shape, dtype=np.float32), False
+            self._unreadable.add(index)
+            _warn_once(self.samples[index].path, str(e))
+            return None
+
+    def stand_in(self, index: int) -> tuple[int, np.ndarray]:
+        """A readable image of this data set for the unreadable item `index`: (its index, its input).
+
+        Candidates come in an order drawn from (seed, dataset_index, epoch, rank, index), so the choice
+        is reproducible and a resumed run picks the same one. A data set with no readable image at all
+        is a one-line UsageError (training cannot go on without it).
+        """
+        order = np.random.default_rng([self.seed % 2**64, self.dataset_index, self.epoch, self.rank, index]).permutation(len(self))
+        for j in order.tolist():
+            if j != index:
+                x = self._try_load(j)
+                if x is not None:
+                    return j, x
+        root = os.path.dirname(self.samples[index].path) if self.samples else "?"
+        raise UsageError(f"data set #{self.dataset_index}: none of its {len(self)} training images is readable "
+                         f"(e.g. under {root}); fix or remove the files")
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        x, used, ok, stand_in = self._try_load(index), index, True, False
+        if x is None:
+            ok = False
+            if self.train:
+                used, x = self.stand_in(index)
+                stand_in = True
+            else:
+                x = np.zeros(self._bad_shape, dtype=np.float32)
+        sample = self.samples[used]
         return {
             "image": torch.from_numpy(x),
             "joint": self.joint_offset + sample.label,
             "dataset": self.dataset_index,
             "local": sample.label,
             "ok": ok,
+            "stand_in": stand_in,
         }
 
 
@@ -134,16 +171,17 @@ def collate_skip_bad(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def collate_fill_bad(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """For training: like collate_skip_bad, but an unreadable item is replaced by a readable item of the
-    same data set from the same batch, so a balanced batch keeps its composition (every data set keeps
-    its row count: BatchNorm in G_n, the meta-test split and DDP all rely on it); it is dropped only
-    when its data set has no readable item left."""
-    readable: dict[int, dict[str, Any]] = {}
-    for b in batch:
-        if b["ok"]:
-            readable.setdefault(int(b["dataset"]), b)
-    filled = [b if b["ok"] else readable[int(b["dataset"])] for b in batch if b["ok"] or int(b["dataset"]) in readable]
-    return _collate(batch, filled)
+    """For training: every item keeps its row, so a balanced batch keeps its composition (every data set
+    keeps its row count on every rank: BatchNorm in G_n, the meta-test split and DDP's gradient
+    all-reduce all rely on it). An unreadable item counts in "skipped"; its row holds the stand-in the
+    training dataset drew from the same data set (`ImageListDataset.stand_in`). An unreadable item
+    without a stand-in (from a dataset built with train=False) is an error: dropping its row would
+    let DDP ranks diverge."""
+    missing = [b for b in batch if not b["ok"] and not b.get("stand_in", False)]
+    if missing:
+        raise ValueError("collate_fill_bad: an unreadable item has no stand-in; build the dataset with train=True "
+                         "(or use collate_skip_bad for evaluation)")
+    return _collate(batch, list(batch))
 
 
 def _collate(batch: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -168,6 +206,7 @@ def make_joint_dataset(
     samples: Sequence[Sequence[Sample]] | None = None,
     pad: int | None = None,
     seed: int = 0,
+    rank: int = 0,
 ) -> tuple[ConcatDataset, list[int]]:
     """One ConcatDataset over the data sets in label-space order, and each data set's size.
 
@@ -194,6 +233,7 @@ def make_joint_dataset(
             crop_bottom=s.crop_bottom,
             pad=pad,
             seed=seed,
+            rank=rank,
         )
         for i, (s, part) in enumerate(zip(splits, samples))
     ]
