@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -76,3 +77,51 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+# -- durable writes and one-line OS errors ------------------------------------------------------
+
+_OS_REASONS = {
+    errno.ENOSPC: "no space left on the device; free some space or choose another folder",
+    errno.EDQUOT: "disk quota exceeded; free some space or choose another folder",
+    errno.EROFS: "the file system is read-only; choose another folder",
+    errno.EACCES: "permission denied; choose a folder you can write to",
+    errno.EPERM: "operation not permitted; choose a folder you can write to",
+}
+
+
+USER_OS_ERRORS = frozenset(_OS_REASONS)
+
+
+def os_error_line(e: OSError, path: str | os.PathLike[str] | None = None, doing: str = "cannot write") -> str:
+    """One line for an OSError a user can act on: what, which path, what to do."""
+    where = path if path is not None else (e.filename or "?")
+    reason = _OS_REASONS.get(e.errno or 0, e.strerror or str(e))
+    return f"{where}: {doing}: {reason}"
+
+
+def write_bytes_synced(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write `data` to a new file and fsync it, so that a crash after this returns cannot lose it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make a rename or a new file in `path` durable (directories cannot be fsynced on every OS)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import typer
 
@@ -18,6 +20,24 @@ def _require_torch() -> None:
         import torch  # noqa: F401
     except ImportError:
         raise BackendUnavailable("training needs torch: `pip install 'erudite-edge[train]'`") from None
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler's stop, `kill`) ends training like Ctrl-C: the checkpoint being written is
+    abandoned and its temporary folder removed; the last complete checkpoint stays (exit 130)."""
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def train_command(
@@ -41,7 +61,9 @@ def train_command(
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision on CUDA (default on)."),
     steps_per_epoch: Optional[int] = typer.Option(None, help="Cap the steps of each epoch (smoke runs)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (checkpoints, history)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last complete checkpoint."),
+    resume_from: Optional[str] = typer.Option(
+        None, "--resume-from", help="best | last | PATH of a checkpoint directory: continue the run in --out from it (implies --resume)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train an erudite model (or, with --variant single, the two-stage zoo) on several data sets jointly."""
@@ -55,6 +77,7 @@ def train_command(
                  backbone_lr=backbone_lr, alpha=alpha, val_fraction=val_fraction, workers=workers, seed=seed, device=device,
                  amp=amp, steps_per_epoch=steps_per_epoch, out=str(out) if out else None)
     values.update({k: v for k, v in given.items() if v is not None})
+    resume = resume or resume_from is not None
     if resume:
         from train.config import resume_values
 
@@ -62,7 +85,12 @@ def train_command(
             raise UsageError("--resume needs --out RUN (the run to continue)")
         values = resume_values(values["out"], values)
     cfg = TrainConfig.from_dict(values)
-    run = train(cfg, resume=resume, progress=progress)
+    try:
+        with terminate_as_interrupt():
+            run = train(cfg, resume=resume, progress=progress, resume_from=resume_from)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted; {cfg.out} keeps its last complete checkpoint (continue with --resume)", err=True)
+        raise typer.Exit(130) from None
     typer.echo(f"run saved in {run} (best.safetensors, last.safetensors)", err=True)
 
 
@@ -84,7 +112,10 @@ def eval_command(
 
     metrics, table = evaluate_run(checkpoint, data, split=split, batch_size=batch_size, workers=workers, device=device)
     Console(stderr=False).print(table)
-    target = out or ((checkpoint if checkpoint.is_dir() else checkpoint.parent) / "eval.json")
+    run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent
+    if (run_dir / "manifest.json").exists():  # a checkpoint directory (RUN/best): its files are never added to
+        run_dir = run_dir.parent
+    target = out or (run_dir / "eval.json")
     write_json_atomic(target, metrics)
     typer.echo(f"metrics written to {target}", err=True)
 
