@@ -35,7 +35,7 @@ from safetensors.torch import save as save_safetensors_bytes
 from torch import nn
 
 from erudite_edge.errors import UsageError
-from erudite_edge.fileio import fsync_dir, os_error_line, sha256_file, write_bytes_synced
+from erudite_edge.fileio import fsync_dir, os_error_line, remove_stale_temporaries, sha256_file, write_bytes_synced
 from erudite_edge.labels import LabelSpace
 from erudite_edge.preprocess import PreprocessSpec
 
@@ -115,33 +115,6 @@ class Checkpoint:
 
 
 # -- writing --------------------------------------------------------------------------------------
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_temporaries(run_dir: str | os.PathLike[str]) -> list[Path]:
-    """Temporary checkpoint directories left by a process that was killed while writing them."""
-    removed = []
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        return removed
-    for p in run_dir.glob(".*.tmp-*"):
-        try:
-            pid = int(p.name.rsplit("tmp-", 1)[1].split("-", 1)[0])
-        except ValueError:
-            continue
-        if pid == os.getpid() or not _pid_alive(pid):
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-            removed.append(p)
-    return removed
-
 
 def _manifest(epoch: int, folder: Path, names: list[str]) -> dict[str, Any]:
     return {

@@ -25,10 +25,13 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         role: Optional[str] = typer.Option(
             None, "--role", help="Build one role only (zoo bundles: coarse or fine:<dataset>); default all."
         ),
+        no_verify: bool = typer.Option(False, "--no-verify", help="Do not check the ONNX files' sha256 against bundle.json."),
     ) -> None:
         """Build TensorRT engine(s) for this GPU, with a sidecar each, and record them in bundle.json."""
+        from erudite_edge.bundle import set_verify_default
         from export.engine import build_engine
 
+        set_verify_default(not no_verify)
         def log(msg: str) -> None:
             typer.echo(msg, err=True)
 

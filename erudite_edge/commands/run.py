@@ -43,10 +43,15 @@ def run_command(
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for ONNX Runtime (default: its own)."),
     workers: Optional[int] = typer.Option(None, min=1, help="Decode/preprocess threads (default: up to 4)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --save target."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Do not check the model files' sha256 against bundle.json."),
 ) -> None:
     """Classify images, video, cameras or streams; top-k fine labels with their data set per image."""
+    args = {k: v for k, v in locals().items() if k != "no_verify"}
+    from ..bundle import set_verify_default
+
+    set_verify_default(not no_verify)
     try:
-        _run(**locals())
+        _run(**args)
     except KeyboardInterrupt:  # while loading or opening; the pipeline handles its own
         typer.echo("interrupted", err=True)
         raise typer.Exit(130) from None

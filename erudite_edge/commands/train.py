@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import typer
 
 from ..errors import BackendUnavailable, UsageError
 from ..fileio import write_json_atomic
+from ..interrupts import terminate_as_interrupt
 
 
 def _require_torch() -> None:
@@ -20,24 +19,6 @@ def _require_torch() -> None:
         import torch  # noqa: F401
     except ImportError:
         raise BackendUnavailable("training needs torch: `pip install 'erudite-edge[train]'`") from None
-
-
-@contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a scheduler's stop, `kill`) ends training like Ctrl-C: the checkpoint being written is
-    abandoned and its temporary folder removed; the last complete checkpoint stays (exit 130)."""
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def train_command(
