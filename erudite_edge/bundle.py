@@ -190,14 +190,14 @@ class Bundle:
             raise BundleError(f"{path}: not valid JSON ({e})") from e
         if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
             raise BundleError(f"{path}: not an erudite-edge bundle (format field is missing or foreign)")
-        if int(meta.get("format_version", 0)) > BUNDLE_FORMAT_VERSION:
+        version = meta.get("format_version", 0)
+        if isinstance(version, int) and version > BUNDLE_FORMAT_VERSION:
             raise BundleError(
-                f"{path}: bundle format {meta.get('format_version')} is newer than this erudite-edge "
-                f"({__version__}) reads; upgrade erudite-edge"
+                f"{path}: bundle format {version} is newer than this erudite-edge ({__version__}) reads; upgrade erudite-edge"
             )
-        for key in ("labels", "preprocess", "models", "kind"):
-            if key not in meta:
-                raise BundleError(f"{path}: missing field {key!r}")
+        from .schema import BundleSchema, check
+
+        check(BundleSchema, meta, str(path), BundleError)
         bundle = cls(path.parent, meta, verify_reads=_verify_by_default if verify is None else verify)
         if verify:
             bundle.verify()

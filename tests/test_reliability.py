@@ -261,3 +261,57 @@ def test_killed_export_keeps_the_previous_bundle(tmp_path, run_dir, images, bund
         remove_stale_temporaries(tmp_path, "b")  # what the next export does first
         assert not _leftovers(tmp_path)
     assert json.loads((b / "bundle.json").read_text()) == before
+
+
+# -- schemas: bundle.json and the training YAML -----------------------------------------------
+
+BAD_BUNDLE_FIELDS = [
+    (lambda m: m.update(kind=3), "kind"),
+    (lambda m: m.update(format_version="one"), "format_version"),
+    (lambda m: m.update(opset="seventeen"), "opset"),
+    (lambda m: m["labels"].update(datasets="ab"), "labels.datasets"),
+    (lambda m: m["labels"].update(dataset_of_class=["x"] * len(m["labels"]["classes"])), "labels.dataset_of_class[0]"),
+    (lambda m: m["preprocess"].update(input_size="big"), "preprocess.input_size"),
+    (lambda m: m["preprocess"].update(mean=[0.5]), "preprocess.mean"),
+    (lambda m: m["preprocess"].update(scale="tiny"), "preprocess.scale"),
+    (lambda m: m.update(models={"main": "model.onnx"}), "models"),
+    (lambda m: m["models"][0].update(sha256=5), "models[0].sha256"),
+    (lambda m: m["models"][0].update(precision="fp64"), "models[0].precision"),
+    (lambda m: m["models"][0].pop("file"), "models[0].file"),
+]
+
+
+@pytest.mark.parametrize("edit,key", BAD_BUNDLE_FIELDS, ids=[k for _, k in BAD_BUNDLE_FIELDS])
+def test_bundle_json_field_of_the_wrong_type(tmp_path, bundle_dir, edit, key):
+    b = Path(shutil.copytree(bundle_dir, tmp_path / "b"))
+    meta = json.loads((b / "bundle.json").read_text())
+    edit(meta)
+    (b / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError) as e:
+        Bundle.load(b)
+    msg = str(e.value)
+    assert "\n" not in msg and f": {key}: expected" in msg and str(b / "bundle.json") in msg
+
+
+def test_bundle_json_wrong_type_on_the_command_line(tmp_path, bundle_dir, images, capsys):
+    b = Path(shutil.copytree(bundle_dir, tmp_path / "b"))
+    meta = json.loads((b / "bundle.json").read_text())
+    meta["preprocess"]["input_size"] = [32, "wide"]
+    (b / "bundle.json").write_text(json.dumps(meta))
+    assert main(["run", "--bundle", str(b), _first_image(images)]) == 2
+    assert "preprocess.input_size[1]: expected a valid integer" in one_line(capsys.readouterr().err)
+
+
+BAD_YAML = [("epochs: ten", "epochs"), ("lr: fast", "lr"), ("pretrained: maybe", "pretrained"), ("data: 5", "data"),
+            ("batch-per-dataset: [4]", "batch_per_dataset"), ("seed: 1.5", "seed"), ("variant: [ours]", "variant"),
+            ("theta_lr: {a: 1}", "theta_lr")]
+
+
+@pytest.mark.parametrize("line,key", BAD_YAML, ids=[k for _, k in BAD_YAML])
+def test_training_yaml_field_of_the_wrong_type(tmp_path, capsys, line, key):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"backbone: tiny\n{line}\n")
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "r")]) == 2
+    err = one_line(capsys.readouterr().err)
+    assert f"{cfg}: {key}: expected" in err
+    assert not (tmp_path / "r").exists()

@@ -65,7 +65,7 @@ def train_command(
         if "out" not in values:
             raise UsageError("--resume needs --out RUN (the run to continue)")
         values = resume_values(values["out"], values)
-    cfg = TrainConfig.from_dict(values)
+    cfg = TrainConfig.from_dict(values, where=str(config) if config else "training options")
     try:
         with terminate_as_interrupt():
             run = train(cfg, resume=resume, progress=progress, resume_from=resume_from)
