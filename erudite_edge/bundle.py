@@ -177,6 +177,8 @@ class Bundle:
         path = root / BUNDLE_FILE if root.is_dir() else root
         if root.is_file() and root.suffix == ".onnx":
             raise BundleError(f"{root} is an ONNX file; pass its bundle directory (the one holding {BUNDLE_FILE})")
+        if root.exists() and not root.is_dir() and root.name != BUNDLE_FILE:
+            raise BundleError(f"{root} is not a bundle: a bundle is a directory made by `erudite-edge export` (holding {BUNDLE_FILE})")
         if not path.is_file():
             if not root.exists():
                 olds = sorted(root.parent.glob(f".{root.name}.old-*")) if root.name else []

@@ -56,7 +56,7 @@ def judge(o: Outcome, p: subprocess.CompletedProcess[str] | tuple[int, str], wan
     o.rc = rc
     errors = [x for x in err.splitlines() if x.startswith("error:")]
     warnings = [x for x in err.splitlines() if x.startswith("warning:")]
-    o.message = (errors or warnings or [x for x in err.splitlines() if x.strip()][-1:] or [""])[0][:220]
+    o.message = (errors or warnings or [x for x in err.splitlines() if x.strip()][-1:] or [""])[0][:300]
     tb = "Traceback" in err
     o.ok = rc == want_rc and not tb and (rc == 0 or rc == 130 or len(errors) == 1) and check
     if want_text is not None and want_text not in err:

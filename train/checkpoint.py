@@ -306,12 +306,21 @@ def resolve(path: str | os.PathLike[str], prefer: str = "best", warn: Warn | Non
     if p.name == WEIGHTS_FILE and is_checkpoint_dir(p.parent):
         verify_checkpoint_dir(p.parent)
         return p.parent
-    if not p.is_file():
+    if not p.exists():
         raise CheckpointError(f"{p}: checkpoint not found (pass a run directory, a checkpoint directory or a .safetensors file)")
+    if not p.is_file() or p.suffix != ".safetensors":
+        raise CheckpointError(f"{p}: not a checkpoint (pass a run directory, a checkpoint directory or a .safetensors file)")
     return p
 
 
-def load_checkpoint(path: str | os.PathLike[str], prefer: str = "best", warn: Warn | None = None) -> Checkpoint:
+def _warn_on_stderr(message: str) -> None:
+    import sys
+
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def load_checkpoint(path: str | os.PathLike[str], prefer: str = "best", warn: Warn | None = _warn_on_stderr) -> Checkpoint:
+    """The checkpoint at `path`; a damaged one is passed over for the next complete one, with `warn`."""
     found = resolve(path, prefer, warn)
     if found.is_dir():
         weights, meta_path, state = found / WEIGHTS_FILE, found / META_FILE, found / STATE_FILE

@@ -72,7 +72,7 @@ def train_command(
     except KeyboardInterrupt:
         typer.echo(f"interrupted; {cfg.out} keeps its last complete checkpoint (continue with --resume)", err=True)
         raise typer.Exit(130) from None
-    typer.echo(f"run saved in {run} (best.safetensors, last.safetensors)", err=True)
+    typer.echo(f"run saved in {run} (best/, last/)", err=True)
 
 
 def eval_command(
