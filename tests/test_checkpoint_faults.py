@@ -63,7 +63,11 @@ def data(tmp_path_factory):
 def straight(tmp_path_factory, data) -> Path:
     """The uninterrupted run every resumed run must equal."""
     out = tmp_path_factory.mktemp("straight") / "run"
-    subprocess.run(_cli(*_train_args(data, out)), env=_env(), check=True, capture_output=True, timeout=300)
+    args = [a for a in _train_args(data, out) if a != "--no-progress"]  # progress on: stderr is not a terminal
+    done = subprocess.run(_cli(*args), env=_env(), check=True, capture_output=True, text=True, timeout=300)
+    # a log gets one line per epoch, no progress-bar frames
+    assert "\r" not in done.stderr, done.stderr
+    assert [x.split(":")[0] for x in done.stderr.splitlines() if x.startswith("epoch")] == [f"epoch {i}/{EPOCHS}" for i in range(1, EPOCHS + 1)]
     return out
 
 
@@ -236,3 +240,32 @@ def test_older_run_layout_still_loads(tmp_path, two_epochs):
     assert resume_checkpoint(old).epoch == 1
     assert main(["train", "--out", str(old), "--resume", "--epochs", "3", "--workers", "0", "--no-progress"]) == 0
     assert load_checkpoint(old / "last").verified and load_checkpoint(old / "last").epoch == 2
+
+
+def test_progress_bars_only_on_a_terminal(tmp_path, data):
+    """On a terminal (a real pseudo-terminal here) the bar is drawn; the same command into a log gets none."""
+    import pty
+
+    import fcntl
+    import struct
+    import termios
+
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal has a size
+    args = _train_args(data, tmp_path / "run")
+    args.remove("--no-progress")
+    args[args.index("--epochs") + 1] = "1"
+    proc = subprocess.Popen(_cli(*args), env=_env(), stdout=subprocess.DEVNULL, stderr=terminal)
+    os.close(terminal)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # the terminal closed: the process ended
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert proc.wait(120) == 0
+    os.close(controller)
+    assert b"\r" in seen and b"step" in seen  # tqdm's frames

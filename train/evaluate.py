@@ -4,6 +4,8 @@ an image lands in another data set's classes. A zoo model routes each image thro
 
 from __future__ import annotations
 
+import sys
+
 from typing import Any
 
 import numpy as np
@@ -20,7 +22,7 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device, progress
     preds, joint, ds = [], [], []
     skipped = 0
     it = loader
-    if progress:
+    if progress and sys.stderr.isatty():  # a log gets no carriage-return frames
         from tqdm import tqdm
 
         it = tqdm(loader, desc="eval", unit="batch", leave=False)
