@@ -19,7 +19,7 @@ def _where(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
-def _expected(err: dict[str, Any]) -> str:
+def _expected(err: Any) -> str:
     msg = str(err.get("msg", ""))
     for prefix in ("Input should be ", "Value error, "):
         if msg.startswith(prefix):

@@ -360,7 +360,7 @@ def resume_checkpoint(run_dir: str | os.PathLike[str], resume_from: str = "last"
                               "resume from `last` or retrain")
     if not ckpt.verified:  # older layout: its three files were written one by one
         st_epoch = ckpt.train_state().get("epoch")
-        if int(st_epoch) != ckpt.epoch:
+        if st_epoch is None or int(st_epoch) != ckpt.epoch:
             raise CheckpointError(f"{run_dir}: {ckpt.path.name} (epoch {ckpt.epoch}) and {ckpt.state_path.name} "
                                   f"(epoch {st_epoch}) disagree; the run was stopped while saving. Resume from best, or retrain")
     return ckpt
