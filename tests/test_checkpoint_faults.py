@@ -269,3 +269,14 @@ def test_progress_bars_only_on_a_terminal(tmp_path, data):
     assert proc.wait(120) == 0
     os.close(controller)
     assert b"\r" in seen and b"step" in seen  # tqdm's frames
+
+
+def test_best_catches_up_when_the_run_stopped_before_copying_it(tmp_path, two_epochs):
+    run = _two_epoch_run(tmp_path, two_epochs)
+    shutil.rmtree(run / "best")  # stopped after `last` was renamed into place, before `best` was copied from it
+    metrics = load_checkpoint(run / "last").meta["metrics"]
+    improved = metrics.get("val_mean_top1", metrics["train_top1"]) == metrics["best_score"]
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--workers", "0", "--no-progress"]) == 0
+    assert (run / "best").exists() == improved
+    if improved:
+        assert load_checkpoint(run / "best").epoch == 1

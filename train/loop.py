@@ -212,8 +212,22 @@ class Trainer:
         self.start_epoch, self.best = int(st["epoch"]) + 1, float(st["best"])
         if self.dist.is_main:
             self._truncate_history(self.start_epoch)
+            self._catch_up_best(ckpt)
             where = ckpt.path.parent if ckpt.verified else ckpt.path
             print(f"resuming {self.out} at epoch {self.start_epoch + 1}/{self.cfg.epochs} from {where}", file=sys.stderr)
+
+    def _catch_up_best(self, ckpt: Checkpoint) -> None:
+        """A run stopped between writing `last` and copying it to `best` left `best` one improvement behind."""
+        metrics = ckpt.meta.get("metrics") or {}
+        score = metrics.get("val_mean_top1", metrics.get("train_top1"))
+        if not ckpt.verified or ckpt.path.parent.parent != self.out or score is None or score != metrics.get("best_score"):
+            return
+        try:
+            best_epoch = json.loads((self.out / "best" / "manifest.json").read_text()).get("epoch")
+        except (OSError, ValueError):
+            best_epoch = None
+        if best_epoch != ckpt.epoch:
+            copy_checkpoint(self.out, ckpt.path.parent.name, "best")
 
     def _truncate_history(self, epochs_done: int) -> None:
         """history.jsonl keeps the epochs up to the checkpoint resumed from (later ones are trained again)."""
