@@ -154,6 +154,11 @@ def check_pair(erudite: Bundle, zoo: Bundle | None, warn: Callable[[str], None])
         return
     if zoo.kind != "zoo":
         raise BundleError(f"{zoo.root}: an {zoo.kind} bundle, not a zoo (--zoo takes the bundle of coarse + fine models)")
+    mine = dict(zip(erudite.labels.datasets, erudite.labels.sizes))
+    theirs = dict(zip(zoo.labels.datasets, zoo.labels.sizes))
+    if mine == theirs and list(mine) != list(theirs):
+        raise UsageError(f"the erudite bundle and the zoo hold the same data sets in another order ({', '.join(mine)} vs "
+                         f"{', '.join(theirs)}), so their joint class numbers differ: train both with --data in the same order")
     if list(erudite.labels.datasets) != list(zoo.labels.datasets) or erudite.labels.sizes != zoo.labels.sizes:
         raise UsageError(f"the erudite bundle covers {dict(zip(erudite.labels.datasets, erudite.labels.sizes))} but the zoo "
                          f"{dict(zip(zoo.labels.datasets, zoo.labels.sizes))}: bench models of the same data sets")

@@ -59,7 +59,7 @@ def write_photos(folder: Path, log: Log) -> Path:
 
 def make_checkpoint(run_dir: Path, variant: str, names: Sequence[str], counts: Sequence[int], backbone: str,
                     size: int, seed: int) -> Path:
-    """A random-init checkpoint of `variant` in the training run layout (best.safetensors + best.json)."""
+    """A random-init checkpoint of `variant` in the training run layout (RUN/best/)."""
     import torch
 
     from erudite_edge.labels import LabelSpace

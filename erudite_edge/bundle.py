@@ -13,6 +13,7 @@ Every backend reads preprocessing and labels from here; nothing is re-derived el
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from typing import Any
 
 from . import __version__
 from .errors import BundleError
-from .fileio import sha256_file, write_json_atomic
+from .fileio import sha256_file, write_json_atomic, write_text_atomic
 from .labels import LabelSpace
 from .preprocess import PreprocessSpec
 
@@ -31,6 +32,71 @@ BUNDLE_FILE = "bundle.json"
 PRECISIONS = ("fp32", "fp16", "int8")
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
+
+
+# -- sha256 of the files a load reads, cached by size and mtime ----------------------------------
+
+HASH_CACHE_FILE = ".sha256-cache.json"
+_verify_by_default = True
+_memory_cache: dict[str, tuple[int, int, str]] = {}  # absolute path -> (size, mtime_ns, sha256)
+
+
+def set_verify_default(enabled: bool) -> None:
+    """`--no-verify`: bundles loaded from now on in this process do not check their files' sha256."""
+    global _verify_by_default
+    _verify_by_default = bool(enabled)
+
+
+def _xdg_cache_file(root: Path) -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16]
+    return base / "erudite-edge" / "sha256" / f"{key}.json"
+
+
+def _read_cache(root: Path) -> dict[str, Any]:
+    for f in (root / HASH_CACHE_FILE, _xdg_cache_file(root)):
+        try:
+            d = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(d, dict):
+            return d
+    return {}
+
+
+def _write_cache(root: Path, entries: dict[str, Any]) -> None:
+    """Into the bundle; where the bundle folder is read-only, under $XDG_CACHE_HOME; where neither can be
+    written, nowhere (the next start hashes again)."""
+    text = json.dumps(entries, indent=1) + "\n"
+    for f in (root / HASH_CACHE_FILE, _xdg_cache_file(root)):
+        try:
+            f.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(f, text)
+            return
+        except OSError:
+            continue
+
+
+def file_sha256(root: Path, rel: str) -> str:
+    """sha256 of ROOT/rel, hashed only when its size or mtime differ from the cached ones (a Jetson starting
+    `run` does not rehash a 100 MB engine each time). An edit that keeps size and mtime is not noticed,
+    as with make or rsync."""
+    p = root / rel
+    st = p.stat()
+    key = str(p.resolve())
+    hit = _memory_cache.get(key)
+    if hit is not None and hit[:2] == (st.st_size, st.st_mtime_ns):
+        return hit[2]
+    cache = _read_cache(root)
+    c = cache.get(rel)
+    if isinstance(c, dict) and c.get("size") == st.st_size and c.get("mtime_ns") == st.st_mtime_ns and isinstance(c.get("sha256"), str):
+        digest = str(c["sha256"])
+    else:
+        digest = sha256_file(p)
+        cache[rel] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+        _write_cache(root, cache)
+    _memory_cache[key] = (st.st_size, st.st_mtime_ns, digest)
+    return digest
 
 
 def fine_role(dataset: str) -> str:
@@ -63,9 +129,10 @@ class ModelEntry:
 class Bundle:
     """A bundle directory and its bundle.json. Load with Bundle.load; build with Bundle.create."""
 
-    def __init__(self, root: Path, meta: dict[str, Any]):
+    def __init__(self, root: Path, meta: dict[str, Any], verify_reads: bool = False):
         self.root = Path(root)
         self.meta = meta
+        self.verify_reads = verify_reads  # path(entry) checks the file's sha256 before handing it out
         self.labels = LabelSpace.from_dict(meta["labels"])
         self.preprocess = PreprocessSpec.from_dict(meta["preprocess"])
 
@@ -103,12 +170,21 @@ class Bundle:
 
     # -- loading --------------------------------------------------------------------------------
     @classmethod
-    def load(cls, root: str | os.PathLike[str], verify: bool = False) -> "Bundle":
+    def load(cls, root: str | os.PathLike[str], verify: bool | None = None) -> "Bundle":
+        """verify: None (default) checks each model file's sha256 when it is read (`path(entry)`), unless
+        `--no-verify` turned that off; True checks every listed file now; False never checks."""
         root = Path(root)
         path = root / BUNDLE_FILE if root.is_dir() else root
         if root.is_file() and root.suffix == ".onnx":
             raise BundleError(f"{root} is an ONNX file; pass its bundle directory (the one holding {BUNDLE_FILE})")
+        if root.exists() and not root.is_dir() and root.name != BUNDLE_FILE:
+            raise BundleError(f"{root} is not a bundle: a bundle is a directory made by `erudite-edge export` (holding {BUNDLE_FILE})")
         if not path.is_file():
+            if not root.exists():
+                olds = sorted(root.parent.glob(f".{root.name}.old-*")) if root.name else []
+                if olds:
+                    raise BundleError(f"{root} not found, but {olds[-1]} holds the previous bundle (an export was "
+                                      f"stopped while swapping them): rename it to {root}")
             raise BundleError(f"{path} not found: a bundle is a directory made by `erudite-edge export`")
         try:
             meta = json.loads(path.read_text())
@@ -116,18 +192,42 @@ class Bundle:
             raise BundleError(f"{path}: not valid JSON ({e})") from e
         if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
             raise BundleError(f"{path}: not an erudite-edge bundle (format field is missing or foreign)")
-        if int(meta.get("format_version", 0)) > BUNDLE_FORMAT_VERSION:
+        version = meta.get("format_version", 0)
+        if isinstance(version, int) and version > BUNDLE_FORMAT_VERSION:
             raise BundleError(
-                f"{path}: bundle format {meta.get('format_version')} is newer than this erudite-edge "
-                f"({__version__}) reads; upgrade erudite-edge"
+                f"{path}: bundle format {version} is newer than this erudite-edge ({__version__}) reads; upgrade erudite-edge"
             )
-        for key in ("labels", "preprocess", "models", "kind"):
-            if key not in meta:
-                raise BundleError(f"{path}: missing field {key!r}")
-        bundle = cls(path.parent, meta)
+        from .schema import BundleSchema, check
+
+        check(BundleSchema, meta, str(path), BundleError)
+        bundle = cls(path.parent, meta, verify_reads=_verify_by_default if verify is None else verify)
         if verify:
             bundle.verify()
         return bundle
+
+    # -- replacing ---------------------------------------------------------------------------------
+    @staticmethod
+    def check_replaceable(out: str | os.PathLike[str]) -> None:
+        """`--overwrite` may replace only a bundle (a folder with a valid bundle.json) or an empty folder:
+        anything else is the user's and is refused (UsageError, one line)."""
+        from .errors import UsageError
+
+        out = Path(out)
+        if not out.exists() and not out.is_symlink():
+            return
+        if out.is_symlink() or not out.is_dir():
+            raise UsageError(f"--out {out} is not a folder; --overwrite replaces only a bundle folder: choose another --out")
+        try:
+            empty = not any(out.iterdir())
+        except OSError as e:
+            raise UsageError(f"--out {out}: cannot list it ({e.strerror}); choose another --out") from e
+        if empty:
+            return
+        try:
+            Bundle.load(out, verify=False)
+        except BundleError as e:
+            raise UsageError(f"--out {out} is not a bundle ({e}); --overwrite replaces only a bundle or an empty folder: "
+                             "choose another --out or move it away yourself") from None
 
     # -- facts ----------------------------------------------------------------------------------
     @property
@@ -183,7 +283,20 @@ class Bundle:
         return m
 
     def path(self, entry: ModelEntry) -> Path:
+        """The file of a model entry, checked against its sha256 first when the bundle verifies reads."""
+        if self.verify_reads:
+            self.verify_entry(entry)
         return self.root / entry.file
+
+    def verify_entry(self, entry: ModelEntry) -> None:
+        """The one check every reader of a model file (ONNX Runtime, TensorRT, the engine builder) can call:
+        BundleError naming the file when it is missing or its sha256 differs from bundle.json's."""
+        p = self.root / entry.file
+        if not p.is_file():
+            raise BundleError(f"{p}: listed in {BUNDLE_FILE} but missing")
+        if file_sha256(self.root, entry.file) != entry.sha256:
+            raise BundleError(f"{p}: contents do not match the sha256 in {BUNDLE_FILE} (file changed or truncated); "
+                              "re-export it, or pass --no-verify to use it anyway")
 
     def precisions(self, fmt: str = "onnx", role: str | None = None) -> list[str]:
         role = role or self.roles()[0]
@@ -211,7 +324,7 @@ class Bundle:
             role=role,
             precision=precision,
             file=rel,
-            sha256=sha256_file(full),
+            sha256=file_sha256(self.root, rel),
             format=fmt,
             num_outputs=self.expected_outputs(role),
             info=info,
@@ -229,11 +342,7 @@ class Bundle:
     def verify(self) -> None:
         """Every model file exists and matches its recorded sha256."""
         for m in self.models:
-            p = self.path(m)
-            if not p.is_file():
-                raise BundleError(f"{p}: listed in {BUNDLE_FILE} but missing")
-            if sha256_file(p) != m.sha256:
-                raise BundleError(f"{p}: contents do not match the sha256 in {BUNDLE_FILE} (file changed or truncated)")
+            self.verify_entry(m)
 
     def metadata_props(self) -> dict[str, str]:
         """The facts written into each ONNX file's metadata_props, so an ONNX file alone describes itself."""

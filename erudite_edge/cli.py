@@ -52,6 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         return 130
+    except OSError as e:
+        from .fileio import USER_OS_ERRORS, os_error_line
+
+        if e.errno not in USER_OS_ERRORS:
+            raise
+        typer.secho(f"error: {os_error_line(e)}", err=True, fg=typer.colors.RED)
+        return 2
     except SystemExit as e:
         return int(e.code or 0) if not isinstance(e.code, str) else 1
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -55,7 +56,7 @@ def atomic_directory(target: str | os.PathLike[str], overwrite: bool = False) ->
     if target.exists() and not overwrite:
         raise UsageError(f"{target} already exists; choose another --out or pass --overwrite")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
     try:
         yield tmp
         if target.exists():
@@ -70,9 +71,89 @@ def atomic_directory(target: str | os.PathLike[str], overwrite: bool = False) ->
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str], name: str = "*") -> list[Path]:
+    """Remove `.NAME.tmp-PID...` files and folders in `folder` whose writer (process PID) is gone: what a
+    process killed with SIGKILL while writing leaves behind. Those of running processes are kept."""
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for p in folder.glob(f".{name}.tmp-*"):
+        try:
+            pid = int(p.name.rsplit(".tmp-", 1)[1].split("-", 1)[0])
+        except ValueError:
+            continue
+        if pid != os.getpid() and _pid_alive(pid):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+# -- durable writes and one-line OS errors ------------------------------------------------------
+
+_OS_REASONS = {
+    errno.ENOSPC: "no space left on the device; free some space or choose another folder",
+    errno.EDQUOT: "disk quota exceeded; free some space or choose another folder",
+    errno.EROFS: "the file system is read-only; choose another folder",
+    errno.EACCES: "permission denied; choose a folder you can write to",
+    errno.EPERM: "operation not permitted; choose a folder you can write to",
+}
+
+
+USER_OS_ERRORS = frozenset(_OS_REASONS)
+
+
+def os_error_line(e: OSError, path: str | os.PathLike[str] | None = None, doing: str = "cannot write") -> str:
+    """One line for an OSError a user can act on: what, which path, what to do."""
+    where = path if path is not None else (e.filename or "?")
+    reason = _OS_REASONS.get(e.errno or 0, e.strerror or str(e))
+    return f"{where}: {doing}: {reason}"
+
+
+def write_bytes_synced(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write `data` to a new file and fsync it, so that a crash after this returns cannot lose it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make a rename or a new file in `path` durable (directories cannot be fsynced on every OS)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

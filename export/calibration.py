@@ -103,6 +103,9 @@ class ImageCalibrationReader(CalibrationDataReader):
             if inputs:
                 self.used += len(inputs)
                 return {self.input_name: np.stack(inputs, axis=0)}
+        if self.refs and not self.used:  # else ONNX Runtime says only "No data is collected."
+            raise UsageError(f"none of the {len(self.refs)} calibration images could be decoded (e.g. {self.refs[0].path}); "
+                             "give --calib a folder of real images")
         return None
 
     def rewind(self) -> None:

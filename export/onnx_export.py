@@ -24,7 +24,7 @@ import onnx
 
 from erudite_edge.bundle import INPUT_NAME, OUTPUT_NAME, Bundle, default_filename, fine_role
 from erudite_edge.errors import EruditeError, UsageError
-from erudite_edge.fileio import atomic_directory, atomic_path
+from erudite_edge.fileio import USER_OS_ERRORS, atomic_directory, atomic_path, os_error_line, remove_stale_temporaries
 from erudite_edge.preprocess import PreprocessSpec
 
 from .images import check_inputs
@@ -201,6 +201,20 @@ def export_roles(
     if parity_count < 1:
         raise UsageError(f"--parity-count must be at least 1, not {parity_count}")
     out = Path(out_dir)
+    if overwrite:
+        Bundle.check_replaceable(out)
+    remove_stale_temporaries(out.parent, out.name)
+    try:
+        return _export_roles_into(out, graphs, bundle_kwargs=bundle_kwargs, opset=opset, images=images, data=data,
+                                  parity_count=parity_count, overwrite=overwrite, log=log)
+    except OSError as e:  # disk full, read-only folder, permission denied: the temporary bundle is already gone
+        if e.errno not in USER_OS_ERRORS:
+            raise
+        raise UsageError(os_error_line(e, out, "cannot write the bundle") + "; nothing was written") from e
+
+
+def _export_roles_into(out: Path, graphs: Sequence[tuple[str, Any]], *, bundle_kwargs: dict[str, Any], opset: int,
+                       images: Any, data: Sequence[str] | None, parity_count: int, overwrite: bool, log: Log) -> Bundle:
     with atomic_directory(out, overwrite=overwrite) as tmp:
         umask = os.umask(0)
         os.umask(umask)
@@ -274,6 +288,8 @@ def check_out(out_dir: str | os.PathLike[str], overwrite: bool, checkpoint: Path
         raise UsageError(f"{out} already exists; choose another --out or pass --overwrite")
     if out.exists() and Path(checkpoint).resolve().is_relative_to(out.resolve()):
         raise UsageError(f"--out {out} holds the checkpoint {checkpoint}; --overwrite would delete it")
+    if overwrite:
+        Bundle.check_replaceable(out)
 
 
 def build_checkpoint_model(ckpt: Any) -> Any:

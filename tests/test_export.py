@@ -171,7 +171,7 @@ def test_export_every_variant(tmp_path, capsys, variant):
 def _state(run: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    return load_file(str(run / "best.safetensors"))
+    return load_file(str(run / "best" / "model.safetensors"))
 
 
 class _SqueezeExcite(torch.nn.Module):
@@ -522,7 +522,7 @@ def test_parity_catches_a_model_that_is_not_the_exported_one(tmp_path, real_batc
 
 def test_truncated_checkpoint(tmp_path, capsys):
     run = untrained_run(tmp_path, "ours")
-    weights = run / "best.safetensors"
+    weights = run / "best" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     rc, _, err = cli(capsys, "export", "onnx", "--checkpoint", run, "--out", tmp_path / "out")
     assert rc == 2 and "truncated" in one_error_line(err)
@@ -530,7 +530,9 @@ def test_truncated_checkpoint(tmp_path, capsys):
 
 
 def test_foreign_checkpoint_json(tmp_path, capsys):
-    run = untrained_run(tmp_path, "ours")
+    run = tmp_path / "older-layout-run"  # RUN/best.safetensors + RUN/best.json, as erudite-edge 0.1 wrote before manifests
+    run.mkdir()
+    shutil.copy(untrained_run(tmp_path, "ours") / "best" / "model.safetensors", run / "best.safetensors")
     (run / "best.json").write_text(json.dumps({"format": "someone-elses", "weights": "best.safetensors"}))
     rc, _, err = cli(capsys, "export", "onnx", "--checkpoint", run, "--out", tmp_path / "out")
     assert rc == 2 and "not an erudite-edge checkpoint" in one_error_line(err)

@@ -34,16 +34,17 @@ def test_train_then_eval(tmp_path, data, variant):
     for d in data:
         args += ["--data", d]
     assert main(args) == 0
-    for f in ("best.safetensors", "best.json", "last.safetensors", "last.json", "last.state.pt", "run.json"):
+    for f in ("best/model.safetensors", "best/checkpoint.json", "last/model.safetensors", "last/checkpoint.json",
+              "last/state.pt", "last/manifest.json", "run.json"):
         assert (run / f).is_file(), f
-    meta = json.loads((run / "last.json").read_text())
+    meta = json.loads((run / "last/checkpoint.json").read_text())
     assert meta["labels"]["datasets"] == ["a", "b"]
     assert meta["labels"]["classes"][:2] == ["a/class0", "a/class1"]
     assert meta["labels"]["dataset_of_class"] == [0, 0, 0, 1, 1]
     assert meta["epoch"] == 2 and "val_mean_top1" in meta["metrics"]
     # best is chosen on the validation split, never the test set
     hist = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
-    best = json.loads((run / "best.json").read_text())
+    best = json.loads((run / "best/checkpoint.json").read_text())
     assert best["metrics"]["val_mean_top1"] == max(h["val_mean_top1"] for h in hist)
 
     out = tmp_path / "eval.json"
@@ -90,8 +91,8 @@ def test_resume_gives_identical_weights(tmp_path, data):
     resumed = Trainer(_cfg(data, tmp_path / "split"), resume=True, progress=False)
     assert resumed.start_epoch == 1
     resumed.run()
-    a = load_file(str(tmp_path / "straight" / "last.safetensors"))
-    b = load_file(str(tmp_path / "split" / "last.safetensors"))
+    a = load_file(str(tmp_path / "straight" / "last/model.safetensors"))
+    b = load_file(str(tmp_path / "split" / "last/model.safetensors"))
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
@@ -215,7 +216,7 @@ def test_config_file_holds_the_same_options(tmp_path, data):
     run = tmp_path / "r"
     # the command line wins over the file
     assert main(["train", "--config", str(cfg), "--out", str(run), "--embed-dim", "8", "--no-progress"]) == 0
-    meta = json.loads((run / "last.json").read_text())
+    meta = json.loads((run / "last/checkpoint.json").read_text())
     assert meta["model"]["variant"] == "baseline+" and meta["model"]["embed_dim"] == 8
     assert meta["train_config"]["batch_per_dataset"] == 4
     bad = tmp_path / "bad.yaml"
@@ -241,7 +242,7 @@ def test_resume_takes_the_runs_own_options(tmp_path, data):
     assert main(base) == 0
     # only --out, --resume and a longer schedule: data, variant, sizes come from run.json
     assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--workers", "0", "--no-progress"]) == 0
-    assert json.loads((run / "last.json").read_text())["epoch"] == 1
+    assert json.loads((run / "last/checkpoint.json").read_text())["epoch"] == 1
     assert main(["train", "--out", str(run), "--resume", "--epochs", "3", "--variant", "ours"]) == 2  # shape differs
 
 

@@ -70,11 +70,17 @@ class TrainConfig:
         return self
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any], where: str = "training options") -> "TrainConfig":
+        """Each value checked against the field's type (erudite_edge.schema): a wrong one is a UsageError
+        naming the key, e.g. `run.yaml: epochs: expected a valid integer, ..., got 'ten'`."""
+        from erudite_edge.schema import check
+
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
-            raise UsageError(f"unknown training option(s): {', '.join(sorted(unknown))}")
-        return cls(**d)
+            raise UsageError(f"{where}: unknown training option(s): {', '.join(sorted(map(str, unknown)))}")
+        if isinstance(d.get("data"), str):  # one data set written as a plain string
+            d = {**d, "data": [d["data"]]}
+        return check(cls, d, where, UsageError)
 
 
 # Options that fix the model's shape or the data: a resumed run must keep them.
@@ -109,4 +115,4 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise UsageError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from e
     if not isinstance(d, dict):
         raise UsageError(f"{p}: expected a mapping of option: value")
-    return {k.replace("-", "_"): v for k, v in d.items()}
+    return {str(k).replace("-", "_"): v for k, v in d.items()}

@@ -72,6 +72,10 @@ def _heldout_folder(data_root: Path, target: Path, count: int) -> Path:
     return target
 
 
+# What a demo folder holds; --overwrite deletes a folder only when it holds nothing else.
+DEMO_ENTRIES = frozenset({"data", "runs", "bundles", "heldout", "predictions.jsonl", "bench", "demo.json"})
+
+
 def run_demo(out: Path, quick: bool = False, overwrite: bool = False, workers: int = 0) -> dict[str, Any]:
     from train.config import TrainConfig
     from train.demo_data import write_mixture
@@ -82,6 +86,10 @@ def run_demo(out: Path, quick: bool = False, overwrite: bool = False, workers: i
     if out.exists():
         if not overwrite:
             raise UsageError(f"{out} already exists; pass --overwrite or choose another --out")
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in DEMO_ENTRIES) if out.is_dir() else [out.name]
+        if foreign:  # --overwrite replaces an earlier demo (finished or not), never a folder of other things
+            raise UsageError(f"--out {out} is not a demo folder (holds {', '.join(foreign[:3])}); --overwrite replaces only "
+                             "an earlier demo or an empty folder: choose another --out")
         shutil.rmtree(out)
     plan = DemoPlan.make(quick)
     t_start = time.perf_counter()

@@ -9,6 +9,7 @@ predictions, so every rank computes the same metrics over every image once."""
 from __future__ import annotations
 
 import contextlib
+import sys
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,7 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device, progress
     preds, joint, ds = [], [], []
     skipped = 0
     it = loader
-    if progress:
+    if progress and sys.stderr.isatty():  # a log gets no carriage-return frames
         from tqdm import tqdm
 
         it = tqdm(loader, desc="eval", unit="batch", leave=False)

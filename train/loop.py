@@ -19,10 +19,17 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from erudite_edge.errors import UsageError
-from erudite_edge.fileio import write_json_atomic
+from erudite_edge.fileio import write_json_atomic, write_text_atomic
 from erudite_edge.preprocess import PreprocessSpec
 
-from .checkpoint import save_checkpoint
+from .checkpoint import (
+    Checkpoint,
+    copy_checkpoint,
+    has_checkpoint,
+    remove_stale_temporaries,
+    resume_checkpoint,
+    save_checkpoint,
+)
 from .config import TrainConfig
 from .data import build_label_space, collate_fill_bad, collate_skip_bad, load_datasets, make_joint_dataset, split_validation
 from .evaluate import evaluate
@@ -112,7 +119,7 @@ def _set_rng_state(s: dict[str, Any]) -> None:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True):
+    def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True, resume_from: str | None = None):
         if not cfg.data:
             raise UsageError("no data: pass --data NAME=PATH once per data set (at least one)")
         if len(cfg.data) < 2 and cfg.variant not in ("baseline",):
@@ -122,10 +129,15 @@ class Trainer:
         self.dist = setup_distributed(cfg.device)
         cfg.validate(self.dist.world_size)
         self.device = resolve_device(cfg.device, self.dist)
-        state_file = self.out / "last.state.pt"
-        if resume and not state_file.is_file():
-            raise UsageError(f"--resume: {state_file} not found; nothing to resume in {self.out}")
-        if not resume and (self.out / "last.safetensors").exists():
+        resume = resume or resume_from is not None
+        source: Checkpoint | None = None
+        if resume:
+            if self.dist.is_main:
+                remove_stale_temporaries(self.out)
+            if resume_from is None and not has_checkpoint(self.out):
+                raise UsageError(f"--resume: no checkpoint in {self.out}; nothing to resume")
+            source = resume_checkpoint(self.out, resume_from or "last", warn=self._warn)
+        elif has_checkpoint(self.out):
             raise UsageError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
@@ -191,8 +203,8 @@ class Trainer:
         else:
             self.step = ZooStep(wrapped, self.main_opt, amp_dtype=amp_dtype, scaler=scaler)
         self.start_epoch, self.best = 0, -1.0
-        if resume:
-            self._resume(state_file)
+        if source is not None:
+            self._resume(source)
 
     # -- state ------------------------------------------------------------------------------------
     def _train_state(self, epoch: int) -> dict[str, Any]:
@@ -207,21 +219,18 @@ class Trainer:
             "rng": _rng_state(),
         }
 
-    def _resume(self, state_file: Path) -> None:
-        from safetensors.torch import load_file
+    def _warn(self, message: str) -> None:
+        if self.dist.is_main:
+            print(f"warning: {message}", file=sys.stderr)
 
-        weights_file = self.out / "last.safetensors"
-        weights = load_file(str(weights_file), device=str(self.device))
+    def _resume(self, ckpt: Checkpoint) -> None:
+        """Model, optimisers, schedulers, scaler and RNG exactly as they were after the checkpoint's epoch."""
         try:
-            self.model.load_state_dict(weights)
+            self.model.load_state_dict(ckpt.weights(str(self.device)))
         except RuntimeError:
-            raise UsageError(f"{weights_file}: its weights do not fit a {self.cfg.variant}/{self.cfg.backbone} model; "
+            raise UsageError(f"{ckpt.path}: its weights do not fit a {self.cfg.variant}/{self.cfg.backbone} model; "
                              "resume with the run's own options") from None
-        st = torch.load(state_file, map_location="cpu", weights_only=False)
-        meta = json.loads((self.out / "last.json").read_text())
-        if int(meta.get("epoch", -1)) != int(st["epoch"]):
-            raise UsageError(f"{self.out}: last.safetensors/last.json (epoch {meta.get('epoch')}) and last.state.pt "
-                             f"(epoch {st['epoch']}) disagree; the run was stopped while saving. Resume from best, or retrain")
+        st = ckpt.train_state()
         self.main_opt.load_state_dict(st["main_opt"])
         if self.theta_opt is not None and st["theta_opt"] is not None:
             self.theta_opt.load_state_dict(st["theta_opt"])
@@ -235,7 +244,37 @@ class Trainer:
         _set_rng_state(st["rng"])
         self.start_epoch, self.best = int(st["epoch"]) + 1, float(st["best"])
         if self.dist.is_main:
-            print(f"resuming {self.out} at epoch {self.start_epoch + 1}/{self.cfg.epochs}", file=sys.stderr)
+            self._truncate_history(self.start_epoch)
+            self._catch_up_best(ckpt)
+            where = ckpt.path.parent if ckpt.verified else ckpt.path
+            print(f"resuming {self.out} at epoch {self.start_epoch + 1}/{self.cfg.epochs} from {where}", file=sys.stderr)
+
+    def _catch_up_best(self, ckpt: Checkpoint) -> None:
+        """A run stopped between writing `last` and copying it to `best` left `best` one improvement behind."""
+        metrics = ckpt.meta.get("metrics") or {}
+        score = metrics.get("val_mean_top1", metrics.get("train_top1"))
+        if not ckpt.verified or ckpt.path.parent.parent != self.out or score is None or score != metrics.get("best_score"):
+            return
+        try:
+            best_epoch = json.loads((self.out / "best" / "manifest.json").read_text()).get("epoch")
+        except (OSError, ValueError):
+            best_epoch = None
+        if best_epoch != ckpt.epoch:
+            copy_checkpoint(self.out, ckpt.path.parent.name, "best")
+
+    def _truncate_history(self, epochs_done: int) -> None:
+        """history.jsonl keeps the epochs up to the checkpoint resumed from (later ones are trained again)."""
+        path = self.out / "history.jsonl"
+        if not path.is_file():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                if int(json.loads(line)["epoch"]) <= epochs_done:
+                    kept.append(line)
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by a kill
+        write_text_atomic(path, "".join(k + "\n" for k in kept))
 
     def _save(self, tag: str, epoch: int, metrics: dict[str, Any], with_state: bool) -> None:
         save_checkpoint(
@@ -254,7 +293,7 @@ class Trainer:
             part.set_epoch(epoch)
         loss_sum, correct, count, skipped, meta_sum, meta_n = 0.0, 0, 0, 0, 0.0, 0
         bar = None
-        if self.progress and self.dist.is_main:
+        if self.progress and self.dist.is_main and sys.stderr.isatty():  # a log gets one line per epoch
             from tqdm import tqdm
 
             bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", unit="step", leave=False,
@@ -336,7 +375,7 @@ class Trainer:
             if self.dist.is_main:
                 self._save("last", epoch, metrics, with_state=True)
                 if improved:
-                    self._save("best", epoch, metrics, with_state=False)
+                    copy_checkpoint(self.out, "last", "best")
                 self._report(metrics)
         return self.out
 
@@ -352,8 +391,8 @@ class Trainer:
             f.write(json.dumps(m) + "\n")
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
-    trainer = Trainer(cfg, resume=resume, progress=progress)
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, resume_from: str | None = None) -> Path:
+    trainer = Trainer(cfg, resume=resume, progress=progress, resume_from=resume_from)
     try:
         return trainer.run()
     finally:

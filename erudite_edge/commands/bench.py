@@ -57,10 +57,14 @@ def bench_command(
              "precision at a time, for devices short of memory."),
     out: Path = typer.Option(Path("runs/bench"), "--out", help="Folder for bench.json, bench.md and bench.png."),
     plot: bool = typer.Option(True, "--plot/--no-plot", help="Write bench.png (needs matplotlib)."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Do not check the model files' sha256 against bundle.json."),
 ) -> None:
     """Erudite vs zoo on this device: latency, throughput, size, params/MACs, end to end, top-1."""
     from ..backends import BACKENDS
+    from ..bundle import set_verify_default
     from ..errors import UsageError
+
+    set_verify_default(not no_verify)
     from ..outputs import stderr_console
 
     if backend not in BACKENDS or backend == "torch":

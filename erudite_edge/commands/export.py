@@ -13,6 +13,7 @@ from typing import Optional
 import typer
 
 from ..errors import BackendUnavailable, UsageError
+from ..interrupts import interruptible
 
 IMAGES_HELP = "Folder of real images (searched recursively) for the check; default: scikit-image's sample photos."
 DATA_HELP = "NAME=PATH (or NAME=FORMAT:PATH) of a data set, once per data set; its test split is used for the check."
@@ -158,7 +159,9 @@ def int8_command(
 
 
 def register(app: typer.Typer, export_app: typer.Typer) -> None:
-    export_app.command("onnx")(onnx_command)
-    export_app.command("fp16")(fp16_command)
-    export_app.command("int8")(int8_command)
-    export_app.command("zoo")(zoo_command)
+    # SIGTERM like Ctrl-C: the temporary bundle or model file is removed, what existed before is kept
+    nothing = interruptible("nothing was written; what existed before is unchanged")
+    export_app.command("onnx")(nothing(onnx_command))
+    export_app.command("fp16")(nothing(fp16_command))
+    export_app.command("int8")(nothing(int8_command))
+    export_app.command("zoo")(nothing(zoo_command))

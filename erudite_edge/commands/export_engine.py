@@ -32,9 +32,13 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         dla_core: Optional[int] = typer.Option(
             None, "--dla-core", help="Build for this DLA core (Jetson AGX/NX Orin, Xavier), GPU fallback on; the layer split is reported."
         ),
+        no_verify: bool = typer.Option(False, "--no-verify", help="Do not check the ONNX files' sha256 against bundle.json."),
     ) -> None:
         """Build TensorRT engine(s) for this GPU, check each against the bundle's check set, record them in bundle.json."""
+        from erudite_edge.bundle import set_verify_default
         from export.engine import build_engine
+
+        set_verify_default(not no_verify)
 
         def log(msg: str) -> None:
             typer.echo(msg, err=True)

@@ -58,9 +58,13 @@ def run_command(
                                          help="Below this top-1 probability the answer is 'unknown' (top-k still written)."),
     smooth: int = typer.Option(1, "--smooth", min=1, help="Average the probabilities of the last N classified frames (cameras, streams, videos)."),
     datasets: Optional[str] = typer.Option(None, "--datasets", help="Restrict the joint label space to these data sets: a,b."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Do not check the model files' sha256 against bundle.json."),
 ) -> None:
     """Classify images, video, cameras or streams; top-k fine labels with their data set per image."""
-    args = dict(locals())
+    args = {k: v for k, v in locals().items() if k != "no_verify"}
+    from ..bundle import set_verify_default
+
+    set_verify_default(not no_verify)
     with _stop_signals_interrupt() as received:
         try:
             _run(**args)

@@ -11,6 +11,7 @@ import typer
 
 from ..errors import BackendUnavailable, UsageError
 from ..fileio import write_json_atomic
+from ..interrupts import terminate_as_interrupt
 
 
 def _require_torch() -> None:
@@ -42,7 +43,9 @@ def train_command(
     sync_bn: Optional[bool] = typer.Option(None, "--sync-bn/--no-sync-bn", help="SyncBatchNorm across GPUs (default on with several CUDA processes)."),
     steps_per_epoch: Optional[int] = typer.Option(None, help="Cap the steps of each epoch (smoke runs)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (checkpoints, history)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last complete checkpoint."),
+    resume_from: Optional[str] = typer.Option(
+        None, "--resume-from", help="best | last | PATH of a checkpoint directory: continue the run in --out from it (implies --resume)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train an erudite model (or, with --variant single, the two-stage zoo) on several data sets jointly."""
@@ -56,15 +59,21 @@ def train_command(
                  backbone_lr=backbone_lr, alpha=alpha, val_fraction=val_fraction, workers=workers, seed=seed, device=device,
                  amp=amp, sync_bn=sync_bn, steps_per_epoch=steps_per_epoch, out=str(out) if out else None)
     values.update({k: v for k, v in given.items() if v is not None})
+    resume = resume or resume_from is not None
     if resume:
         from train.config import resume_values
 
         if "out" not in values:
             raise UsageError("--resume needs --out RUN (the run to continue)")
         values = resume_values(values["out"], values)
-    cfg = TrainConfig.from_dict(values)
-    run = train(cfg, resume=resume, progress=progress)
-    typer.echo(f"run saved in {run} (best.safetensors, last.safetensors)", err=True)
+    cfg = TrainConfig.from_dict(values, where=str(config) if config else "training options")
+    try:
+        with terminate_as_interrupt():
+            run = train(cfg, resume=resume, progress=progress, resume_from=resume_from)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted; {cfg.out} keeps its last complete checkpoint (continue with --resume)", err=True)
+        raise typer.Exit(130) from None
+    typer.echo(f"run saved in {run} (best/, last/)", err=True)
 
 
 def eval_command(
@@ -85,7 +94,10 @@ def eval_command(
 
     metrics, table = evaluate_run(checkpoint, data, split=split, batch_size=batch_size, workers=workers, device=device)
     Console(stderr=False).print(table)
-    target = out or ((checkpoint if checkpoint.is_dir() else checkpoint.parent) / "eval.json")
+    run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent
+    if (run_dir / "manifest.json").exists():  # a checkpoint directory (RUN/best): its files are never added to
+        run_dir = run_dir.parent
+    target = out or (run_dir / "eval.json")
     write_json_atomic(target, metrics)
     typer.echo(f"metrics written to {target}", err=True)
 
