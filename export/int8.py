@@ -454,6 +454,10 @@ def make_int8(
             mixed[src.role] = {"goal": goal.describe(), "kept_float": [], "nodes": [], "tuning_images": tuning.source,
                                "all_quantized": base.to_dict()}
             return []
+        limit = int(max_float * len(nodes))
+        if report is None and limit == 0:
+            raise QuantizationError(f"int8 {src.role}: the goal ({goal.describe()}) is not met fully quantized "
+                                    f"({base.to_dict()}) and --max-float 0 keeps nothing float; nothing was written")
         log and log(f"{src.role}: fully quantized, agreement {100 * base.agreement:.1f}% on {len(tuning.batch)} "
                     f"{tuning.source}; measuring each block's sensitivity")
         sens = analyse(q.variant, evaluate, groups, layers, work, granularity=granularity,
@@ -463,12 +467,8 @@ def make_int8(
             mixed[src.role] = {"goal": goal.describe(), "kept_float": [], "nodes": [], "tuning_images": tuning.source,
                                "all_quantized": base.to_dict()}
             return []
-        limit = int(max_float * len(nodes))
-        found = search(q.variant, evaluate, sens.ranking(), goal, work, max_float=limit, log=log)
-        if found.met:  # the model written is quantize_static's own: check it meets the goal too
-            check = evaluate(q.quantize(work / "chosen.onnx", found.nodes))
-            found.final = check.to_dict()
-            found.met = check.meets(goal)
+        # ranked and tried on quick variants; the model written is the quantizer's own, so verify with it
+        found = search(q.variant, evaluate, sens.ranking(), goal, work, max_float=limit, log=log, verify=q.quantize)
         if not found.met:
             raise QuantizationError(
                 f"int8 {src.role}: the goal ({goal.describe()}) is not met even with {len(found.nodes)} of "

@@ -71,7 +71,7 @@ def _chart(path: Path, role: str, sens: dict[str, Any]) -> None:
         ax.barh([v - 0.2 for v in y], loss, height=0.4, label="quantized alone: points lost")
     ax.set_yticks(list(y))
     ax.set_yticklabels(names, fontsize=7)
-    metric = "worst per-data-set accuracy ratio" if "ratio" in sens["all_quantized"] else "top-1 agreement"
+    metric = "top-1 agreement with FP32"
     ax.set_xlabel(f"{metric}, percentage points")
     ax.set_title(f"INT8 sensitivity per {sens['granularity']} ({role}, {sens['count']} images)", fontsize=9)
     ax.legend(fontsize=7)
@@ -112,7 +112,7 @@ def render(result: dict[str, Any], reports: dict[str, Any], swept: Sequence[dict
                          f"after: agreement {_pct(step['after']['agreement'])} %")
     for role, rep in reports.items():
         sens = rep["sensitivity"]
-        metric = "worst accuracy ratio" if "ratio" in sens["all_quantized"] else "agreement"
+        metric = "top-1 agreement with FP32"
         lines += ["", f"## Sensitivity per {sens['granularity']} ({role})", "",
                   f"Measured on {sens['count']} {sens['images']}; fully quantized: {sens['all_quantized']}.  ",
                   f"Score: {metric}. 'kept float' = every other {sens['granularity']} int8; "
@@ -121,8 +121,8 @@ def render(result: dict[str, Any], reports: dict[str, Any], swept: Sequence[dict
         for k, g in enumerate(sens["groups"][:SHOWN], start=1):
             left = g["left_out"]
             alone = g["alone"]
-            left_s = min(left["ratio"].values()) if left.get("ratio") else left["agreement"]
-            alone_s = (min(alone["ratio"].values()) if alone.get("ratio") else alone.get("agreement")) if alone else None
+            left_s = left["agreement"]
+            alone_s = alone.get("agreement") if alone else None
             lines.append(f"| {k} | `{g['group']}` | {len(g['nodes'])} | {_pct(left_s)} ({100 * g['gain']:+.1f}) | "
                          f"{_pct(alone_s)} ({-100 * g['loss']:+.1f}) |")
     if swept:

@@ -137,8 +137,9 @@ def test_report_and_mixed_precision(lite0, tmp_path):
     out = _copy(lite0["bundle"], tmp_path)
     report_dir = tmp_path / "report"
     photos_dir = lite0["root"] / "data"
-    result = make_int8(out, photos_dir, "minmax", 16, images=photos_dir, eval_count=24, min_agreement=1.0,
-                       report=report_dir, max_float=1.0, sweep=[8, 16])
+    # per-tensor weight scales: what BatchNorm-folded depthwise convolutions are known to suffer from
+    result = make_int8(out, photos_dir, "minmax", 16, images=photos_dir, eval_count=40, min_agreement=1.0,
+                       report=report_dir, max_float=1.0, sweep=[8, 16], per_channel=False)
     bundle = Bundle.load(out, verify=True)
     info = bundle.entry("main", "int8").info
     mp = info["mixed_precision"]["main"]
@@ -171,7 +172,7 @@ def test_goal_out_of_reach_writes_nothing(lite0, tmp_path, capsys):
     before = (out / "bundle.json").read_bytes()
     rc, _, err = cli(capsys, "export", "int8", "--bundle", out, "--data", lite0["data"][0], "--data",
                      lite0["data"][1], "--calib-count", "16", "--min-agreement", "100", "--max-float", "0")
-    assert rc == 2, err
+    assert rc == 1, err  # a goal missed is a result (as --min-agreement always was), not bad input
     assert "not met" in one_error_line(err) and "nothing was written" in err
     assert (out / "bundle.json").read_bytes() == before and not (out / "model.int8.onnx").exists()
 
