@@ -194,6 +194,8 @@ class Int8Options:
             raise UsageError(f"--quantizer {self.quantizer!r} unknown; one of {', '.join(QUANTIZERS)}")
         if quantizer == "modelopt" and target != "tensorrt":
             raise UsageError("--quantizer modelopt places Q/DQ for TensorRT: use it with --target tensorrt")
+        if quantizer == "modelopt" and method == "percentile":
+            raise UsageError("--quantizer modelopt calibrates with minmax or entropy, not percentile")
         if self.batch < 1:
             raise UsageError(f"--calib-batch must be at least 1, not {self.batch}")
         return replace(self, method=method, target=target, quantizer=quantizer)
@@ -312,21 +314,34 @@ class RoleQuantizer:
         return out_path
 
     def _modelopt(self, out_path: Path, exclude: Sequence[str]) -> None:
+        import importlib
         import logging
+        import sys
 
+        try:  # tensorrt-stubs (for type checking) import as "tensorrt": hide them, or ModelOpt takes them for TensorRT
+            trt = importlib.import_module("tensorrt")
+            stubs_only = not hasattr(trt, "Logger")
+        except ImportError:
+            trt, stubs_only = None, False
+        if stubs_only:
+            sys.modules["tensorrt"] = None  # type: ignore[assignment]
         from modelopt.onnx.quantization import quantize as modelopt_quantize
 
         method = {"minmax": "max", "entropy": "entropy"}.get(self.opts.method)
         if method is None:
             raise UsageError(f"--quantizer modelopt calibrates with minmax or entropy, not {self.opts.method}")
         chatter = io.StringIO()
-        with contextlib.redirect_stdout(chatter):
-            modelopt_quantize(
-                os.fspath(self.pre), quantize_mode="int8", calibration_data={INPUT_NAME: self._calib_array},
-                calibration_method=method, calibration_eps=["cpu"], nodes_to_exclude=list(exclude),
-                output_path=os.fspath(out_path), high_precision_dtype="fp32", log_level="ERROR",
-            )
-        logging.getLogger("modelopt").setLevel(logging.ERROR)
+        try:
+            with contextlib.redirect_stdout(chatter):
+                modelopt_quantize(
+                    os.fspath(self.pre), quantize_mode="int8", calibration_data={INPUT_NAME: self._calib_array},
+                    calibration_method=method, calibration_eps=["cpu"], nodes_to_exclude=list(exclude),
+                    output_path=os.fspath(out_path), high_precision_dtype="fp32", log_level="ERROR",
+                )
+        finally:
+            logging.getLogger("modelopt").setLevel(logging.ERROR)
+            if stubs_only:
+                sys.modules["tensorrt"] = trt
 
 
 def quantize_role(
