@@ -236,6 +236,7 @@ class RoleQuantizer:
         self.used = self.skipped = 0
         self._calib_array: np.ndarray | None = None
         self._full: onnx.ModelProto | None = None
+        self.minimum: int | None = None  # fewer readable calibration images is an error (default: one batch)
         self._reference: onnx.ModelProto | None = None
 
     def prepare(self) -> "RoleQuantizer":
@@ -253,7 +254,7 @@ class RoleQuantizer:
         except Exception as e:  # pre-processing is an optimisation: quantize the model as exported
             if self.log:
                 self.log(f"warning: quant_pre_process failed ({_first_line(e)}); quantizing the model as exported")
-        minimum = min(self.opts.batch, len(self.refs))
+        minimum = self.minimum if self.minimum is not None else min(self.opts.batch, len(self.refs))
         with _progress() as progress:
             task = progress.add_task(f"calibrating {self.label} ({self.opts.method})", total=len(self.refs))
             reader = ImageCalibrationReader(self.refs, self.bundle.preprocess, batch_size=self.opts.batch,
@@ -447,7 +448,9 @@ def make_int8(
     def build(src: Fp32Source, out: Path) -> None:
         with tempfile.TemporaryDirectory(prefix="erudite-int8-") as tmp:
             work = Path(tmp)
-            q = RoleQuantizer(src.path, plan.sets[src.role], bundle, opts, src.role, work, log).prepare()
+            q = RoleQuantizer(src.path, plan.sets[src.role], bundle, opts, src.role, work, log)
+            q.minimum = min(opts.batch, count)  # a folder with fewer images than one batch is refused
+            q.prepare()
             calibrated[src.role] = {"images": q.used, "skipped": q.skipped}
             if q.skipped and log:
                 log(f"warning: {q.skipped} unreadable calibration images skipped for {src.role}")

@@ -183,7 +183,10 @@ def _bad_input(capsys, out: Path, *args: object) -> str:
     rc, _, err = cli(capsys, "export", "int8", "--bundle", out, *args)
     assert rc == 2, err
     assert (out / "bundle.json").read_bytes() == before and not (out / "model.int8.onnx").exists()
-    return one_error_line(err)
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert errors == [lines[-1]], err  # one error line, the last (after progress lines and per-image warnings)
+    return lines[-1]
 
 
 def test_bad_calibration_input_is_one_line_and_leaves_the_bundle(trained, tmp_path, capsys):
