@@ -1,11 +1,25 @@
-"""INT8 calibration data: which images calibrate each model, and the ONNX Runtime reader that feeds
-them through the bundle's own decoding and preprocessing."""
+"""INT8 calibration data: which images calibrate each model (balanced across data sets, seeded), the
+ONNX Runtime reader that feeds them through the bundle's own decoding and preprocessing, and the
+activation ranges collected from them.
+
+Why `collect_ranges` feeds onnxruntime's calibrator one batch per `collect_data` call: its histogram
+calibrators (Entropy, Percentile) keep every batch's outputs of a tensor in a list and turn that list
+into one array (`np.asarray(list)` in HistogramCollector.collect_value), which fails with "setting an
+array element with a sequence ... inhomogeneous shape after 1 dimension" as soon as one batch has
+another size than the others: the last, partial batch (e.g. 450 calibration images in batches of 16),
+or a batch that lost an unreadable image. One batch per call makes every call homogeneous; the
+collector merges the histograms between calls (that is what repeated `collect_data` calls are for),
+and only one batch of intermediate outputs is held in memory at a time.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
@@ -14,9 +28,64 @@ from erudite_edge.bundle import INPUT_NAME, Bundle, fine_role
 from erudite_edge.errors import BadImageError, UsageError
 from erudite_edge.preprocess import PreprocessSpec, preprocess
 
-from .images import ImageRef, Log, balanced, dataset_refs, find_images, spread
+from .images import ImageRef, Log, dataset_refs, find_images
 
 BATCH = 16
+DEFAULT_SEED = 0
+T = TypeVar("T")
+
+
+def sample(items: Sequence[T], count: int | None, rng: np.random.Generator) -> list[T]:
+    """At most `count` items drawn at random without replacement (kept in their original order); all
+    when count is None or 0 or not smaller than the sequence."""
+    items = list(items)
+    if not count or count >= len(items):
+        return items
+    keep = np.sort(rng.choice(len(items), size=count, replace=False))
+    return [items[i] for i in keep]
+
+
+def balanced_sample(groups: Sequence[Sequence[T]], count: int, seed: int) -> list[T]:
+    """`count` items shared evenly between groups (a group with too few gives all it has and the rest
+    goes to the others), each group's share a seeded random sample of it."""
+    rng = np.random.default_rng(seed)
+    sizes = [len(g) for g in groups]
+    shares = [0] * len(groups)
+    left = min(count, sum(sizes))
+    open_groups = [i for i, n in enumerate(sizes) if n > 0]
+    while left > 0 and open_groups:
+        each, extra = divmod(left, len(open_groups))
+        for k, i in enumerate(list(open_groups)):
+            add = min(each + (1 if k < extra else 0), sizes[i] - shares[i])
+            shares[i] += add
+            left -= add
+        open_groups = [i for i in open_groups if shares[i] < sizes[i]]
+    out: list[T] = []
+    for group, share in zip(groups, shares):
+        out.extend(sample(group, share, rng))
+    return out
+
+
+def _folder_groups(root: Path, paths: Sequence[Path], datasets: Sequence[str]) -> dict[str, list[Path]] | None:
+    """Images under root grouped by data set, when root's top-level folders are named after the
+    bundle's data sets (the demo's data/<dataset>/... layout); None otherwise."""
+    groups: dict[str, list[Path]] = {}
+    for p in paths:
+        top = p.relative_to(root).parts[0]
+        if top not in datasets or len(p.relative_to(root).parts) < 2:
+            return None
+        groups.setdefault(top, []).append(p)
+    return groups if len(groups) > 1 else None
+
+
+@dataclass(frozen=True)
+class CalibrationPlan:
+    """The calibration images of each role, how they were chosen, and the seed that chose them."""
+
+    sets: dict[str, list[ImageRef]]
+    description: str
+    seed: int
+    per_dataset: dict[str, int]  # images of each data set calibrating "main"/"coarse" (empty: unknown)
 
 
 def calibration_sets(
@@ -25,42 +94,63 @@ def calibration_sets(
     calib_dir: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
     data: Sequence[str] | None = None,
     count: int = 512,
-) -> tuple[dict[str, list[ImageRef]], str]:
-    """The calibration images for each role of the bundle, and a description of them.
+    seed: int = DEFAULT_SEED,
+) -> CalibrationPlan:
+    """The calibration images for each role of the bundle.
 
-    A folder (searched recursively) or a list of image files calibrates every role with the same `count` images spread over
-    it. Data sets (NAME=PATH, their training split) calibrate "main" and "coarse" with `count` images
-    shared evenly between data sets, and each "fine:<dataset>" with `count` images of its own data
-    set: a fine model only ever sees images of its data set."""
+    Data sets (NAME=PATH, their training split) calibrate "main" and "coarse" with `count` images
+    shared evenly between data sets, and each "fine:<dataset>" with `count` images of its own data set
+    (a fine model only ever sees images of its data set). A folder (searched recursively) whose
+    top-level folders are named after the bundle's data sets is shared the same way; any other folder,
+    or a list of files, calibrates every role with `count` images drawn from all of it. Every draw is
+    a seeded random sample: the same seed gives the same images."""
     if count < 1:
         raise UsageError(f"--calib-count must be at least 1, not {count}")
     if (calib_dir is None) == (not data):
         raise UsageError("give calibration images with either --calib DIR or --data NAME=PATH (one of them)")
     roles = bundle.roles()
+    datasets = list(bundle.labels.datasets)
     if calib_dir is not None:
         if isinstance(calib_dir, (str, os.PathLike)):
             paths, where = find_images(calib_dir), f"under {calib_dir}"
+            groups = _folder_groups(Path(calib_dir), paths, datasets)
         else:
-            paths, where = [Path(p) for p in calib_dir], "given as files"
+            paths, where, groups = [Path(p) for p in calib_dir], "given as files", None
             if not paths:
                 raise UsageError("the list of calibration images is empty")
-        refs = [ImageRef(p) for p in spread(paths, count)]
-        return {role: refs for role in roles}, f"{len(refs)} images {where}"
+        if groups is None:
+            refs = [ImageRef(p) for p in sample(paths, count, np.random.default_rng(seed))]
+            return CalibrationPlan({role: refs for role in roles}, f"{len(refs)} images {where} (seed {seed})", seed, {})
+        names = sorted(groups)
+        chosen = balanced_sample([groups[n] for n in names], count, seed)
+        per = {n: sum(1 for p in chosen if p.relative_to(Path(calib_dir)).parts[0] == n) for n in names}
+        sets = {role: [ImageRef(p) for p in chosen] for role in roles}
+        for role in roles:
+            for ds in datasets:
+                if role == fine_role(ds) and ds in groups:
+                    sets[role] = [ImageRef(p) for p in sample(groups[ds], count, np.random.default_rng(seed))]
+        text = ", ".join(f"{n} {k}" for n, k in per.items())
+        return CalibrationPlan(sets, f"{len(chosen)} images {where}, balanced across data sets ({text}; seed {seed})",
+                               seed, per)
     labelled = dataset_refs(list(data or []), "train", bundle.labels)
-    everything = [r.ref for r in balanced(labelled, count)]
-    sets: dict[str, list[ImageRef]] = {}
+    by_ds: dict[int, list[ImageRef]] = {}
+    for r in labelled:
+        by_ds.setdefault(r.dataset, []).append(r.ref)
+    order = sorted(by_ds)
+    everything = balanced_sample([by_ds[i] for i in order], count, seed)
+    per = {datasets[i]: sum(1 for r in everything if r in set(by_ds[i])) for i in order}
+    sets = {}
     for role in roles:
         sets[role] = everything
-        for i, ds in enumerate(bundle.labels.datasets):
-            own = [r.ref for r in labelled if r.dataset == i]
-            if role == fine_role(ds) and own:
-                sets[role] = spread(own, count)
-    names = ", ".join(d.split("=", 1)[0] for d in data or [])
-    return sets, f"{len(everything)} training images of {names}"
+        for i, ds in enumerate(datasets):
+            if role == fine_role(ds) and by_ds.get(i):
+                sets[role] = sample(by_ds[i], count, np.random.default_rng(seed))
+    text = ", ".join(f"{n} {k}" for n, k in per.items())
+    return CalibrationPlan(sets, f"{len(everything)} training images ({text}; seed {seed})", seed, per)
 
 
 class ImageCalibrationReader(CalibrationDataReader):
-    """Feeds calibration images to ONNX Runtime's calibrator, BATCH at a time, decoded and
+    """Feeds calibration images to ONNX Runtime's calibrator, `batch_size` at a time, decoded and
     preprocessed exactly as at inference. Unreadable images are warned about, skipped and counted."""
 
     def __init__(
@@ -110,3 +200,40 @@ class ImageCalibrationReader(CalibrationDataReader):
 
     def rewind(self) -> None:
         self.position = self.used = self.skipped = 0
+
+
+class _OneBatch(CalibrationDataReader):
+    def __init__(self, batch: dict[str, np.ndarray]):
+        self.batch: dict[str, np.ndarray] | None = batch
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch, self.batch = self.batch, None
+        return batch
+
+
+def collect_ranges(
+    model_path: Path,
+    reader: CalibrationDataReader,
+    method: Any,
+    op_types: Sequence[str],
+    work: Path,
+    extra_options: dict[str, Any],
+) -> Any:
+    """Run the calibration batches through the model with onnxruntime's calibrator of `method` (a
+    CalibrationMethod) and return its TensorsData (one batch per collect_data call: see the module
+    docstring)."""
+    from onnxruntime.quantization import create_calibrator
+
+    calibrator = create_calibrator(
+        model_path, list(op_types), augmented_model_path=os.fspath(work / "augmented.onnx"),
+        calibrate_method=method, extra_options=dict(extra_options),
+    )
+    chatter = io.StringIO()  # the histogram calibrators print their progress
+    batches = 0
+    with contextlib.redirect_stdout(chatter):
+        while (batch := reader.get_next()) is not None:
+            calibrator.collect_data(_OneBatch(batch))
+            batches += 1
+        if batches == 0:
+            return None
+        return calibrator.compute_data()

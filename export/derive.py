@@ -76,9 +76,11 @@ def derive(
     min_agreement: float | None = None,
     log: Log | None = None,
     bundle: Bundle | None = None,
+    min_accuracy_ratio: float | None = None,
 ) -> dict[str, Any]:
     """Make the `precision` model of every role with `build`, compare each with FP32 on `inputs`,
-    and commit them all; returns the report (also stored in bundle.json)."""
+    and commit them all; returns the report (also stored in bundle.json). Below `min_agreement`, or
+    with labelled inputs below `min_accuracy_ratio` of FP32's accuracy on a data set, nothing is written."""
     log = log or (lambda _: None)
     bundle = bundle or Bundle.load(bundle_dir, verify=True)
     sources = fp32_sources(bundle)
@@ -116,22 +118,31 @@ def derive(
                     f"{precision} top-1 agreement with fp32 is {100 * low[worst]:.1f}% for role {worst} "
                     f"(minimum {100 * min_agreement:.1f}%); nothing was written"
                 )
-    report: dict[str, Any] = {
-        "precision": precision,
-        "images": inputs.source,
-        "count": int(len(inputs.batch)),
-        **info,
-        "roles": {r: a.to_dict() for r, a in agreements.items()},
-    }
-    if inputs.dataset_ids is not None and inputs.local_ids is not None:
-        report["accuracy"] = accuracy_change(
-            bundle, ref_logits, new_logits, inputs.dataset_ids, inputs.local_ids, candidate_name=precision
-        )
-        for name, row in report["accuracy"].items():
-            log(
-                f"accuracy {name}: fp32 {100 * row['fp32']:.2f}% -> {precision} {100 * row[precision]:.2f}% "
-                f"({100 * row['change']:+.2f} points, {row['count']} test images)"
+        report: dict[str, Any] = {
+            "precision": precision,
+            "images": inputs.source,
+            "count": int(len(inputs.batch)),
+            **info,
+            "roles": {r: a.to_dict() for r, a in agreements.items()},
+        }
+        if inputs.dataset_ids is not None and inputs.local_ids is not None:
+            report["accuracy"] = accuracy_change(
+                bundle, ref_logits, new_logits, inputs.dataset_ids, inputs.local_ids, candidate_name=precision
             )
+            for name, row in report["accuracy"].items():
+                log(
+                    f"accuracy {name}: fp32 {100 * row['fp32']:.2f}% -> {precision} {100 * row[precision]:.2f}% "
+                    f"({100 * row['change']:+.2f} points, {row['count']} test images)"
+                )
+            if min_accuracy_ratio is not None and "accuracy" in report:
+                ratios = {n: (r[precision] / r["fp32"] if r["fp32"] > 0 else 1.0) for n, r in report["accuracy"].items()}
+                worst = min(ratios, key=ratios.__getitem__)
+                if ratios[worst] < min_accuracy_ratio:
+                    row = report["accuracy"][worst]
+                    raise ParityError(
+                        f"{precision} accuracy on {worst} is {ratios[worst]:.3f} of fp32's ({100 * row[precision]:.1f}% vs "
+                        f"{100 * row['fp32']:.1f}%, minimum {min_accuracy_ratio:.3f}); nothing was written"
+                    )
     for src in sources:
         bundle.add_model(src.role, precision, names[src.role], info=info)
         bundle.meta.setdefault("parity", {}).setdefault(src.role, {})[precision] = agreements[src.role].to_dict()

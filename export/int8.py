@@ -31,18 +31,25 @@ import contextlib
 import io
 import os
 import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from erudite_edge.bundle import Bundle
-from erudite_edge.errors import EruditeError, UsageError
+import numpy as np
+import onnx
 
-from .calibration import ImageCalibrationReader, calibration_sets
+from erudite_edge.bundle import INPUT_NAME, Bundle
+from erudite_edge.errors import BadImageError, EruditeError, UsageError
+
+from .calibration import BATCH, DEFAULT_SEED, ImageCalibrationReader, calibration_sets, collect_ranges, sample
 from .derive import Fp32Source, derive
 from .fp16 import agreement_inputs
-from .images import ImageRef, Log
+from .images import ImageRef, InputSet, Log, dataset_refs, to_batch
+from .int8_sensitivity import Evaluator, Goal, analyse, group_nodes, layer_names, search
 
 METHODS = ("minmax", "entropy", "percentile")
+QUANTIZERS = ("onnxruntime", "modelopt")
+MAX_FLOAT_FRACTION = 0.25  # mixed precision keeps at most this share of the compute nodes float
 TARGETS = ("tensorrt", "onnxruntime")
 DEFAULT_TARGET = "tensorrt"
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]  # tensorrt: Q/DQ on these layers' inputs only
@@ -61,6 +68,10 @@ CALIBRATOR_OPTIONS: dict[str, dict[str, Any]] = {
     "entropy": {"num_bins": 2048, "num_quantized_bins": 128},
     "percentile": {"num_bins": 2048, "percentile": 99.999},
 }
+
+
+QUANTIZER_NAMES = {"onnxruntime": "onnxruntime.quantization.quantize_static",
+                   "modelopt": "modelopt.onnx.quantization.quantize (NVIDIA ModelOpt ONNX PTQ)"}
 
 
 class QuantizationError(EruditeError):
@@ -162,32 +173,176 @@ def layout(target: str) -> dict[str, Any]:
     }
 
 
-def calibrate(
-    model_path: Path, reader: ImageCalibrationReader, method: str, work: Path, op_types: Sequence[str] = QUANTIZED_OPS
-) -> Path:
-    """Run the calibration images through the model and save the activation ranges (ONNX Runtime's
-    calibration cache), which quantize_static then reads.
+@dataclass(frozen=True)
+class Int8Options:
+    """How one INT8 model is made: calibration method, target layout, quantizer, weight options, seed."""
 
-    Calibrating here rather than inside quantize_static is what lets the histogram methods have
-    their proper resolution: quantize_static passes no bin counts, and its entropy calibrator's
-    default of 128 bins for 128 quantized levels leaves it one candidate threshold, the full range
-    (min-max under another name)."""
-    from onnxruntime.quantization import create_calibrator, save_tensors_data
+    method: str = "minmax"
+    target: str = DEFAULT_TARGET
+    quantizer: str = "onnxruntime"  # or "modelopt" (tensorrt target only)
+    per_channel: bool = True
+    reduce_range: bool = False
+    seed: int = DEFAULT_SEED
+    batch: int = BATCH
 
-    calibrator = create_calibrator(
-        model_path,
-        list(op_types),
-        augmented_model_path=os.fspath(work / "augmented.onnx"),
-        calibrate_method=calibration_method(method),
-        extra_options=dict(CALIBRATOR_OPTIONS[method]),
-    )
-    chatter = io.StringIO()  # the histogram calibrators print their progress
-    with contextlib.redirect_stdout(chatter):
-        calibrator.collect_data(reader)
-        ranges = calibrator.compute_data()
-    cache = work / "ranges.json"
-    save_tensors_data(ranges, cache)
-    return cache
+    def checked(self) -> "Int8Options":
+        method = self.method.lower()
+        calibration_method(method)
+        target = check_target(self.target)
+        quantizer = self.quantizer.lower()
+        if quantizer not in QUANTIZERS:
+            raise UsageError(f"--quantizer {self.quantizer!r} unknown; one of {', '.join(QUANTIZERS)}")
+        if quantizer == "modelopt" and target != "tensorrt":
+            raise UsageError("--quantizer modelopt places Q/DQ for TensorRT: use it with --target tensorrt")
+        if quantizer == "modelopt" and method == "percentile":
+            raise UsageError("--quantizer modelopt calibrates with minmax or entropy, not percentile")
+        if self.batch < 1:
+            raise UsageError(f"--calib-batch must be at least 1, not {self.batch}")
+        return replace(self, method=method, target=target, quantizer=quantizer)
+
+    def describe(self) -> dict[str, Any]:
+        return {"method": self.method, "quantizer": self.quantizer, "per_channel": self.per_channel,
+                "reduce_range": self.reduce_range, "seed": self.seed, "calib_batch": self.batch}
+
+
+def quantizer_options(opts: Int8Options) -> dict[str, Any]:
+    """quantize_static's keyword arguments for these options."""
+    options = quantize_options(opts.method, opts.target)
+    options["per_channel"] = opts.per_channel
+    options["reduce_range"] = opts.reduce_range
+    return options
+
+
+def _first_batch_check(reader: ImageCalibrationReader, label: str, minimum: int) -> None:
+    if reader.used == 0:
+        raise UsageError(f"none of the {len(reader.refs)} calibration images for {label} could be read; "
+                         "give a folder of readable images (--calib) or data sets (--data)")
+    if reader.used < minimum:
+        raise UsageError(f"only {reader.used} readable calibration images for {label}, fewer than one calibration "
+                         f"batch ({minimum}); give more images or a smaller --calib-batch")
+
+
+class RoleQuantizer:
+    """One role's FP32 model, pre-processed and calibrated once, quantized as often as asked (with
+    different nodes kept in float): what the sensitivity analysis and the mixed-precision search need."""
+
+    def __init__(self, src_path: Path, refs: Sequence[ImageRef], bundle: Bundle, opts: Int8Options, label: str,
+                 work: Path, log: Log | None = None):
+        self.src_path, self.refs, self.bundle, self.opts, self.label = src_path, list(refs), bundle, opts, label
+        self.work, self.log = work, log
+        self.options = quantizer_options(opts)
+        self.pre = src_path
+        self.cache: Path | None = None
+        self.used = self.skipped = 0
+        self._calib_array: np.ndarray | None = None
+        self._full: onnx.ModelProto | None = None
+        self.minimum: int | None = None  # fewer readable calibration images is an error (default: one batch)
+        self._reference: onnx.ModelProto | None = None
+
+    def prepare(self) -> "RoleQuantizer":
+        """quant_pre_process, then the activation ranges of the calibration images (saved as onnxruntime's
+        calibration cache, which quantize_static reads; calibrating here gives the histogram methods
+        their 2048 bins, quantize_static would pass none: entropy with 128 bins for 128 levels has one
+        candidate threshold, the full range)."""
+        from onnxruntime.quantization import save_tensors_data
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        pre = self.work / "preprocessed.onnx"
+        try:
+            quant_pre_process(os.fspath(self.src_path), os.fspath(pre))
+            self.pre = pre
+        except Exception as e:  # pre-processing is an optimisation: quantize the model as exported
+            if self.log:
+                self.log(f"warning: quant_pre_process failed ({_first_line(e)}); quantizing the model as exported")
+        minimum = self.minimum if self.minimum is not None else min(self.opts.batch, len(self.refs))
+        with _progress() as progress:
+            task = progress.add_task(f"calibrating {self.label} ({self.opts.method})", total=len(self.refs))
+            reader = ImageCalibrationReader(self.refs, self.bundle.preprocess, batch_size=self.opts.batch,
+                                            advance=lambda n: progress.advance(task, n), log=self.log)
+            if self.opts.quantizer == "modelopt":
+                batches = []
+                while (b := reader.get_next()) is not None:
+                    batches.append(b[INPUT_NAME])
+                _first_batch_check(reader, self.label, minimum)
+                self._calib_array = np.concatenate(batches, axis=0)
+            else:
+                try:
+                    ranges = collect_ranges(self.pre, reader, calibration_method(self.opts.method),
+                                            self.options["op_types_to_quantize"], self.work,
+                                            CALIBRATOR_OPTIONS[self.opts.method])
+                except EruditeError:
+                    raise
+                except Exception as e:
+                    raise QuantizationError(f"onnxruntime could not calibrate {self.label}: {_first_line(e)}") from e
+                _first_batch_check(reader, self.label, minimum)
+                self.cache = self.work / "ranges.json"
+                save_tensors_data(ranges, self.cache)
+        self.used, self.skipped = reader.used, reader.skipped
+        return self
+
+    def candidates(self) -> list[str]:
+        """Names of the nodes that carry the compute (Conv, Gemm, MatMul) in graph order: what can stay float."""
+        model = onnx.load(os.fspath(self.pre), load_external_data=False)
+        return [n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS]
+
+    def quantize(self, out_path: Path, exclude: Sequence[str] = ()) -> Path:
+        """Write the int8 model with the nodes in `exclude` kept in float."""
+        try:
+            if self.opts.quantizer == "modelopt":
+                self._modelopt(out_path, exclude)
+            else:
+                from onnxruntime.quantization import quantize_static
+
+                quantize_static(os.fspath(self.pre), os.fspath(out_path), None, calibration_cache_path=self.cache,
+                                nodes_to_exclude=list(exclude), **self.options)
+        except EruditeError:
+            raise
+        except Exception as e:
+            raise QuantizationError(f"{self.opts.quantizer} could not quantize {self.label}: {_first_line(e)}") from e
+        return out_path
+
+    def variant(self, out_path: Path, exclude: Sequence[str] = ()) -> Path:
+        """Like `quantize`, made quickly from one fully quantized model (int8_sensitivity.keep_float):
+        for ranking layers, not for the model that is written."""
+        from .int8_sensitivity import keep_float
+
+        if self._full is None:
+            full = self.quantize(self.work / "full.onnx")
+            self._full = onnx.load(os.fspath(full))
+            self._reference = onnx.load(os.fspath(self.pre))
+        assert self._reference is not None
+        onnx.save_model(keep_float(self._full, self._reference, exclude), os.fspath(out_path))
+        return out_path
+
+    def _modelopt(self, out_path: Path, exclude: Sequence[str]) -> None:
+        import importlib
+        import logging
+        import sys
+
+        try:  # tensorrt-stubs (for type checking) import as "tensorrt": hide them, or ModelOpt takes them for TensorRT
+            trt = importlib.import_module("tensorrt")
+            stubs_only = not hasattr(trt, "Logger")
+        except ImportError:
+            trt, stubs_only = None, False
+        if stubs_only:
+            sys.modules["tensorrt"] = None  # type: ignore[assignment]
+        from modelopt.onnx.quantization import quantize as modelopt_quantize
+
+        method = {"minmax": "max", "entropy": "entropy"}.get(self.opts.method)
+        if method is None:
+            raise UsageError(f"--quantizer modelopt calibrates with minmax or entropy, not {self.opts.method}")
+        chatter = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(chatter):
+                modelopt_quantize(
+                    os.fspath(self.pre), quantize_mode="int8", calibration_data={INPUT_NAME: self._calib_array},
+                    calibration_method=method, calibration_eps=["cpu"], nodes_to_exclude=list(exclude),
+                    output_path=os.fspath(out_path), high_precision_dtype="fp32", log_level="ERROR",
+                )
+        finally:
+            logging.getLogger("modelopt").setLevel(logging.ERROR)
+            if stubs_only:
+                sys.modules["tensorrt"] = trt
 
 
 def quantize_role(
@@ -201,39 +356,45 @@ def quantize_role(
     target: str = DEFAULT_TARGET,
 ) -> tuple[int, int]:
     """Pre-process, calibrate and quantize one FP32 model for `target`; returns (images used, images skipped)."""
-    from onnxruntime.quantization import quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    options = quantize_options(method, target)
+    opts = Int8Options(method=method, target=target).checked()
     with tempfile.TemporaryDirectory(prefix="erudite-int8-") as tmp:
-        work = Path(tmp)
-        pre = work / "preprocessed.onnx"
-        try:
-            quant_pre_process(os.fspath(src_path), os.fspath(pre))
-        except Exception as e:  # pre-processing is an optimisation: quantize the model as exported
-            if log:
-                log(f"warning: quant_pre_process failed ({_first_line(e)}); quantizing the model as exported")
-            pre = src_path
-        try:
-            with _progress() as progress:
-                task = progress.add_task(f"calibrating {label} ({method})", total=len(refs))
-                reader = ImageCalibrationReader(
-                    refs, bundle.preprocess, advance=lambda n: progress.advance(task, n), log=log
-                )
-                cache = calibrate(pre, reader, method, work, options["op_types_to_quantize"])
-            if reader.used == 0:
-                raise UsageError(f"none of the {len(refs)} calibration images for {label} could be read")
-            quantize_static(os.fspath(pre), os.fspath(out_path), None, calibration_cache_path=cache, **options)
-        except EruditeError:
-            raise
-        except Exception as e:
-            raise QuantizationError(f"onnxruntime could not quantize {label}: {_first_line(e)}") from e
-    return reader.used, reader.skipped
+        q = RoleQuantizer(src_path, refs, bundle, opts, label, Path(tmp), log).prepare()
+        q.quantize(out_path)
+    return q.used, q.skipped
 
 
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
+
+
+def tuning_inputs(
+    bundle: Bundle, data: Sequence[str], calibration: Sequence[ImageRef], per_dataset: int, seed: int, log: Log | None
+) -> InputSet:
+    """Labelled training images that did not calibrate: what the mixed-precision search decides on, so
+    that the test images the report gives stay held out."""
+    used = {r.path for r in calibration}
+    by_ds: dict[int, list[Any]] = {}
+    for r in dataset_refs(list(data), "train", bundle.labels):
+        if r.ref.path not in used:
+            by_ds.setdefault(r.dataset, []).append(r)
+    rng = np.random.default_rng(seed + 1)
+    images, ds_ids, local_ids = [], [], []
+    for _, refs in sorted(by_ds.items()):
+        for r in sample(refs, per_dataset, rng):
+            try:
+                images.append(r.ref.load())
+            except BadImageError as e:
+                if log:
+                    log(f"warning: skipping unreadable image: {e}")
+                continue
+            ds_ids.append(r.dataset)
+            local_ids.append(r.local)
+    if not images:
+        raise UsageError("no training images are left over from calibration to tune mixed precision on; "
+                         "lower --calib-count")
+    return InputSet(to_batch(images, bundle.preprocess), "training images not used for calibration", True, 0,
+                    np.asarray(ds_ids, dtype=np.int64), np.asarray(local_ids, dtype=np.int64))
 
 
 def make_int8(
@@ -246,37 +407,115 @@ def make_int8(
     images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
     eval_count: int = 200,
     min_agreement: float | None = None,
+    min_accuracy_ratio: float | None = None,
     log: Log | None = None,
     target: str = DEFAULT_TARGET,
+    quantizer: str = "onnxruntime",
+    per_channel: bool = True,
+    reduce_range: bool = False,
+    seed: int = DEFAULT_SEED,
+    calib_batch: int = BATCH,
+    report: str | os.PathLike[str] | None = None,
+    granularity: str = "block",
+    max_float: float = MAX_FLOAT_FRACTION,
+    sweep: Sequence[int] = (),
 ) -> dict[str, Any]:
     """Add the INT8 (Q/DQ) model of every role to the bundle, laid out for `target` ("tensorrt": TensorRT's
     explicit quantization; "onnxruntime": ONNX Runtime's CPU integer kernels). A bundle holds one int8
     model per role, model.int8.onnx either way; bundle.json records which (`info["target"]`).
 
-    Calibration: `calib_images` (a folder, searched recursively, or a list of image files) or `data` (NAME=PATH data sets, their
-    training split), at most `count` images. Agreement with FP32 is measured on the data sets' test
-    split when given (then also the accuracy change per data set, `eval_count` images each), else on
-    `images`, else on scikit-image's sample photos."""
-    method = method.lower()
-    calibration_method(method)
-    target = check_target(target)
+    Calibration: `calib_images` (a folder, searched recursively, or a list of image files) or `data` (NAME=PATH
+    data sets, their training split), at most `count` images, balanced across data sets, drawn with `seed`.
+    Agreement with FP32 is measured on the data sets' test split when given (then also the accuracy change
+    per data set, `eval_count` images each), else on `images`, else on scikit-image's sample photos.
+
+    Mixed precision: with a goal (`min_agreement`, and with `data` `min_accuracy_ratio`), when the fully
+    quantized model misses it the most sensitive blocks stay float until it is met (at most `max_float`
+    of the compute nodes); which and why goes into bundle.json. The goal is then checked on the held-out
+    images: missed, nothing is written. `report`: a folder for the per-block sensitivity (JSON, Markdown,
+    bar chart) and, with `sweep`, agreement and accuracy for each calibration count."""
+    opts = Int8Options(method, target, quantizer, per_channel, reduce_range, seed, calib_batch).checked()
+    if granularity not in ("block", "layer"):
+        raise UsageError(f"--granularity {granularity!r} unknown; one of block, layer")
+    goal = Goal(min_agreement, min_accuracy_ratio if data else None)
     bundle = Bundle.load(bundle_dir, verify=True)
-    sets, description = calibration_sets(bundle, calib_dir=calib_images, data=data, count=count)
+    plan = calibration_sets(bundle, calib_dir=calib_images, data=data, count=count, seed=seed)
     inputs = agreement_inputs(bundle, images=images, data=data, count=eval_count, log=log)
     calibrated: dict[str, dict[str, int]] = {}
+    mixed: dict[str, Any] = {}
+    reports: dict[str, Any] = {}
 
     def build(src: Fp32Source, out: Path) -> None:
-        used, skipped = quantize_role(src.path, out, sets[src.role], bundle, method, src.role, log, target)
-        calibrated[src.role] = {"images": used, "skipped": skipped}
-        if skipped and log:
-            log(f"warning: {skipped} unreadable calibration images skipped for {src.role}")
+        with tempfile.TemporaryDirectory(prefix="erudite-int8-") as tmp:
+            work = Path(tmp)
+            q = RoleQuantizer(src.path, plan.sets[src.role], bundle, opts, src.role, work, log)
+            q.minimum = min(opts.batch, count)  # a folder with fewer images than one batch is refused
+            q.prepare()
+            calibrated[src.role] = {"images": q.used, "skipped": q.skipped}
+            if q.skipped and log:
+                log(f"warning: {q.skipped} unreadable calibration images skipped for {src.role}")
+            keep: list[str] = []
+            if goal.active() or report is not None:
+                keep = _mixed_precision(src, q, work, plan.sets[src.role], mixed, reports)
+            q.quantize(out, keep)
+
+    def _mixed_precision(src: Fp32Source, q: RoleQuantizer, work: Path, calib_refs: Sequence[ImageRef],
+                         mixed: dict[str, Any], reports: dict[str, Any]) -> list[str]:
+        tuning = tuning_inputs(bundle, data, calib_refs, eval_count, seed, log) if data else inputs
+        evaluate = Evaluator(bundle, src.role, src.path, tuning)
+        model = onnx.load(os.fspath(q.pre), load_external_data=False)
+        nodes = q.candidates()
+        groups = group_nodes(model, nodes, granularity)
+        layers = layer_names(model, nodes)
+        base = evaluate(q.variant(work / "all.onnx"))
+        if report is None and base.meets(goal):
+            mixed[src.role] = {"goal": goal.describe(), "kept_float": [], "nodes": [], "tuning_images": tuning.source,
+                               "all_quantized": base.to_dict()}
+            return []
+        limit = int(max_float * len(nodes))
+        if report is None and limit == 0:
+            raise QuantizationError(f"int8 {src.role}: the goal ({goal.describe()}) is not met fully quantized "
+                                    f"({base.to_dict()}) and --max-float 0 keeps nothing float; nothing was written")
+        log and log(f"{src.role}: fully quantized, agreement {100 * base.agreement:.1f}% on {len(tuning.batch)} "
+                    f"{tuning.source}; measuring each block's sensitivity")
+        sens = analyse(q.variant, evaluate, groups, layers, work, granularity=granularity,
+                       both=report is not None, log=log)
+        reports[src.role] = {"sensitivity": sens.to_dict(), "fp32_accuracy": evaluate.fp32_accuracy}
+        if not goal.active() or base.meets(goal):
+            mixed[src.role] = {"goal": goal.describe(), "kept_float": [], "nodes": [], "tuning_images": tuning.source,
+                               "all_quantized": base.to_dict()}
+            return []
+        # ranked and tried on quick variants; the model written is the quantizer's own, so verify with it
+        found = search(q.variant, evaluate, sens.ranking(), goal, work, max_float=limit, log=log, verify=q.quantize)
+        if not found.met:
+            raise QuantizationError(
+                f"int8 {src.role}: the goal ({goal.describe()}) is not met even with {len(found.nodes)} of "
+                f"{len(nodes)} compute nodes float (at most {limit}); reached {found.final}; nothing was written"
+            )
+        mixed[src.role] = {"goal": goal.describe(), "tuning_images": tuning.source, "all_quantized": base.to_dict(),
+                           "kept_float": found.kept_float, "nodes": found.nodes, "reached": found.final,
+                           "float_nodes": len(found.nodes), "compute_nodes": len(nodes)}
+        return found.nodes
 
     info = {
-        "quantizer": "onnxruntime.quantization.quantize_static",
+        "quantizer": QUANTIZER_NAMES[opts.quantizer],
         **layout(target),
-        "method": method,
-        "calibrator": CALIBRATOR_OPTIONS[method],
-        "calibration": description,
+        **({} if opts.per_channel else {"weights": layout(target)["weights"].replace("per-channel", "per-tensor")}),
+        **({"reduce_range": True, "weights": "int8 7-bit range (reduce_range)"} if opts.reduce_range else {}),
+        **opts.describe(),
+        "calibrator": CALIBRATOR_OPTIONS[opts.method],
+        "calibration": plan.description,
+        "calibration_per_dataset": plan.per_dataset,
         "calibrated": calibrated,  # per role: images used and skipped (filled while quantizing)
+        "mixed_precision": mixed,  # per role: the nodes kept float and why (filled while quantizing)
     }
-    return derive(bundle_dir, "int8", build, inputs=inputs, info=info, min_agreement=min_agreement, log=log, bundle=bundle)
+    result = derive(bundle_dir, "int8", build, inputs=inputs, info=info, min_agreement=min_agreement,
+                    min_accuracy_ratio=goal.min_accuracy_ratio, log=log, bundle=bundle)
+    if report is not None:
+        from .int8_report import sweep_counts, write_report
+
+        swept = sweep_counts(bundle_dir, plan, opts, inputs, sweep, calib_images, data, log) if sweep else []
+        written = write_report(Path(report), result, reports, swept)
+        log and log(f"int8 report: {', '.join(str(p) for p in written)}")
+        result["report_files"] = [str(p) for p in written]
+    return result

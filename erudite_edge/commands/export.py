@@ -117,17 +117,32 @@ def int8_command(
         help="NAME=PATH of a training data set (named as in training): calibrates on its training split and "
         "reports agreement and accuracy change on its test split.",
     ),
-    calib_count: int = typer.Option(512, "--calib-count", help="Calibration images (per model)."),
+    calib_count: int = typer.Option(512, "--calib-count", help="Calibration images (per model), balanced across data sets."),
+    calib_batch: int = typer.Option(16, "--calib-batch", help="Calibration batch; fewer readable images than this is an error."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the calibration (and tuning) image sampling."),
     method: str = typer.Option("minmax", "--method", help="Calibration: minmax | entropy | percentile."),
     images: Optional[Path] = typer.Option(None, "--images", help=IMAGES_HELP + " (ignored with --data)"),
     eval_count: int = typer.Option(200, "--eval-count", help="Test images per data set for agreement and accuracy (0: all)."),
     min_agreement: Optional[float] = typer.Option(
-        None, "--min-agreement", help="Fail (writing nothing) below this top-1 agreement with FP32, in percent."
+        None, "--min-agreement",
+        help="Goal: top-1 agreement with FP32, in percent. Missed by the fully quantized model, the most sensitive "
+        "blocks stay float until it is met; missed even so, nothing is written.",
     ),
+    min_accuracy_ratio: Optional[float] = typer.Option(
+        None, "--min-accuracy-ratio",
+        help="Goal with --data: every data set's INT8 accuracy at least this fraction of FP32's (e.g. 0.99).",
+    ),
+    max_float: float = typer.Option(0.25, "--max-float", help="Mixed precision keeps at most this fraction of the compute nodes float."),
+    report: bool = typer.Option(False, "--report", help="Per-block sensitivity (JSON, Markdown, bar chart) under BUNDLE/int8_report/."),
+    report_dir: Optional[Path] = typer.Option(None, "--report-dir", help="Write the --report files here instead."),
+    sweep: str = typer.Option("", "--sweep", help="With --report: calibration counts to compare, e.g. 64,128,256,512,1024."),
     target: str = typer.Option(
         "tensorrt", "--target",
         help="Layout: tensorrt (explicit quantization for `export engine`) | onnxruntime (fast on ONNX Runtime's CPU).",
     ),
+    quantizer: str = typer.Option("onnxruntime", "--quantizer", help="onnxruntime | modelopt (NVIDIA ModelOpt ONNX PTQ; tensorrt target)."),
+    per_channel: bool = typer.Option(True, "--per-channel/--per-tensor", help="Weight scales per output channel or per tensor."),
+    reduce_range: bool = typer.Option(False, "--reduce-range", help="7-bit weights (CPUs without VNNI)."),
 ) -> None:
     """Add INT8 Q/DQ ONNX models (every role) to a bundle, calibrated on real images.
 
@@ -136,24 +151,36 @@ def int8_command(
     points 0. --target onnxruntime: Q/DQ on inputs and outputs, uint8 asymmetric activations, int8
     per-channel weights, int32 biases, which ONNX Runtime's CPU provider fuses into QLinearConv/QGemm
     (the TensorRT layout runs slower than FP32 there). A bundle holds one int8 model per role
-    (model.int8.onnx); bundle.json records its target. Reports top-1 agreement with FP32 and, with
-    --data, the accuracy change per data set.
+    (model.int8.onnx); bundle.json records its target, the calibration (seed, images per data set) and
+    the nodes mixed precision kept float. Reports top-1 agreement with FP32 and, with --data, the
+    accuracy change per data set.
     """
     _require("export int8", "onnx", "onnxruntime")
     if calib is not None and data:
         raise UsageError("give either --calib DIR or --data NAME=PATH, not both")
     if calib is None and not data:
         raise UsageError("INT8 needs calibration images: --calib DIR or --data NAME=PATH")
-    from export.int8 import check_target, make_int8
+    if min_accuracy_ratio is not None and not 0 < min_accuracy_ratio <= 1:
+        raise UsageError(f"--min-accuracy-ratio is a fraction (0-1], not {min_accuracy_ratio}")
+    if not 0 <= max_float <= 1:
+        raise UsageError(f"--max-float is a fraction (0-1), not {max_float}")
+    try:
+        counts = [int(v) for v in sweep.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"--sweep {sweep!r}: expected counts separated by commas, e.g. 64,256,1024") from None
+    from export.int8 import Int8Options, make_int8
 
-    target = check_target(target)
-    report = make_int8(
+    Int8Options(method, target, quantizer, per_channel, reduce_range, seed, calib_batch).checked()
+    where = report_dir if report_dir is not None else (bundle / "int8_report" if report or counts else None)
+    result = make_int8(
         bundle, calib, method, calib_count, data=data or None, images=images,
-        eval_count=eval_count, min_agreement=_fraction(min_agreement), log=_log, target=target,
+        eval_count=eval_count, min_agreement=_fraction(min_agreement), min_accuracy_ratio=min_accuracy_ratio,
+        log=_log, target=target, quantizer=quantizer, per_channel=per_channel, reduce_range=reduce_range,
+        seed=seed, calib_batch=calib_batch, report=where, max_float=max_float, sweep=counts,
     )
     _log(
-        f"int8 target {report['target']}: {report['format']}, activations {report['activations']}, "
-        f"weights {report['weights']}, bias {report['bias']}; recorded in bundle.json"
+        f"int8 target {result['target']}: {result['format']}, activations {result['activations']}, "
+        f"weights {result['weights']}, bias {result['bias']}; recorded in bundle.json"
     )
     typer.echo(str(bundle))
 
