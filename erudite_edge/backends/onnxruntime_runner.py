@@ -5,8 +5,9 @@ Thread spinning is off by default. ONNX Runtime's intra-op workers spin on a cor
 waiting for the next one; in a process that runs anything else beside the session (the zoo's coarse and
 fine sessions taking turns, the bench's interleaved contenders, `run`'s decode threads) an idle
 session's spinning workers take the cores the busy one needs. Measured on 2 cores (ResNet-50, 224 px,
-batch 1): the zoo's coarse + fine call took 219.7 ms with spinning and 113.8 ms without, while a lone
-erudite session changed by 4 % (benchmarks/results/ort_spinning.md). `spinning=True` restores ONNX
+batch 1, N = 2): the zoo's coarse + fine call took 161 ms with spinning and 92 ms without, a lone erudite
+session 41 vs 44 ms; `run`'s folder pipeline on the demo model reached 0.48 of pure inference with
+spinning and 0.83 without (benchmarks/results/ort_spinning.md). `spinning=True` restores ONNX
 Runtime's default for a session that truly runs alone.
 """
 
