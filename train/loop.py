@@ -373,11 +373,18 @@ class Trainer:
                 self.best = score
             metrics["best_score"] = self.best
             if self.dist.is_main:
+                # history first: a kill between the two leaves history one epoch ahead of the checkpoint,
+                # which --resume cuts back; the other order would lose the epoch's line for good
+                self._append_history(metrics)
                 self._save("last", epoch, metrics, with_state=True)
                 if improved:
                     copy_checkpoint(self.out, "last", "best")
                 self._report(metrics)
         return self.out
+
+    def _append_history(self, m: dict[str, Any]) -> None:
+        with open(self.out / "history.jsonl", "a") as f:
+            f.write(json.dumps(m) + "\n")
 
     def _report(self, m: dict[str, Any]) -> None:
         val = f" val mean top-1 {100 * m['val_mean_top1']:.2f}%" if "val_mean_top1" in m else ""
@@ -387,8 +394,6 @@ class Trainer:
             f" ({m['seconds']:.1f}s){skipped}",
             file=sys.stderr,
         )
-        with open(self.out / "history.jsonl", "a") as f:
-            f.write(json.dumps(m) + "\n")
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, resume_from: str | None = None) -> Path:
