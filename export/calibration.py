@@ -194,7 +194,7 @@ class ImageCalibrationReader(CalibrationDataReader):
                 self.used += len(inputs)
                 return {self.input_name: np.stack(inputs, axis=0)}
         if self.refs and not self.used:  # else ONNX Runtime says only "No data is collected."
-            raise UsageError(f"none of the {len(self.refs)} calibration images could be decoded (e.g. {self.refs[0].path}); "
+            raise UsageError(f"none of the {len(self.refs)} calibration images could be read (e.g. {self.refs[0].path} does not decode); "
                              "give --calib a folder of real images")
         return None
 

@@ -116,8 +116,8 @@ def test_resume_with_two_dataloader_workers_restores_rng_and_weights(tmp_path, d
     resumed = Trainer(cfg(tmp_path / "split"), resume=True, progress=False)
     assert torch.equal(torch.get_rng_state(), rng_at_stop)  # the process RNG continues where it stopped
     resumed.run()
-    a = load_file(str(tmp_path / "straight" / "last.safetensors"))
-    b = load_file(str(tmp_path / "split" / "last.safetensors"))
+    a = load_file(str(tmp_path / "straight" / "last" / "model.safetensors"))
+    b = load_file(str(tmp_path / "split" / "last" / "model.safetensors"))
     assert [k for k in a if not torch.equal(a[k], b[k])] == []
 
 

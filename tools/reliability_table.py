@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(3):
             (d / f"{i}.jpg").write_bytes(b"not a jpeg")
         p = cli("export", "int8", "--bundle", str(copy(bundle, "int8-junk")), "--calib", str(d))
-        judge(o, p, 2, check="No data is collected" not in p.stderr, want_text="could be decoded")
+        judge(o, p, 2, check="No data is collected" not in p.stderr, want_text="could be read")
 
     @case("export", "int8 --calib /dev/null", "exit 2")
     def _(o: Outcome) -> None:
