@@ -9,12 +9,10 @@ training metrics and sharded validation.
 """
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from train.loop import amp_settings, loader_generator, use_sync_bn
@@ -22,15 +20,11 @@ from train.losses import loss_all
 from train.model import ModelConfig, build_model
 from train.two_stage import _all_reduce_mean, meta_objective
 
+from ranks import run_ranks
+
 COUNTS = [3, 4]
 PER = 16  # images of each data set in the global batch
 ALPHA = 500.0  # a large inner step makes the second-order term (where the inner all-reduce matters) visible
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _model() -> nn.Module:
@@ -88,16 +82,7 @@ def _worker(rank: int, world: int, port: int, q) -> None:  # noqa: ANN001
 def test_two_processes_x8_give_the_gradients_of_one_process_x16():
     single_net = _model()
     single = _gradients(single_net, single_net, torch.arange(len(COUNTS) * PER))
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(r, 2, port, q)) for r in range(2)]
-    for p in procs:
-        p.start()
-    results = dict(q.get(timeout=240) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    results = run_ranks(_worker)
     for rank in (0, 1):
         stage_one, meta = results[rank]
         for a, b in zip(stage_one, single[0]):
@@ -164,16 +149,7 @@ def test_metrics_are_all_reduced_and_validation_is_sharded(tmp_path):
     from tiny_data import make_mixture
 
     data = make_mixture(tmp_path / "mix")
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_trainer_worker, args=(r, 2, port, data, str(tmp_path / "run"), q)) for r in range(2)]
-    for p in procs:
-        p.start()
-    res = dict(q.get(timeout=240) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    res = run_ranks(_trainer_worker, data, str(tmp_path / "run"))
     assert res[0]["metrics"] == res[1]["metrics"]
     assert res[0]["metrics"]["train_top1"] * 16 == pytest.approx(round(res[0]["metrics"]["train_top1"] * 16))
     assert res[0]["val"] == res[1]["val"]  # every rank gets the metrics over every image

@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from erudite_edge.cli import main
+from ranks import free_port, run_ranks
 from tiny_data import make_mixture
 from train.config import TrainConfig
 from train.loop import Trainer
@@ -121,12 +120,6 @@ def test_resume_with_two_dataloader_workers_restores_rng_and_weights(tmp_path, d
     assert [k for k in a if not torch.equal(a[k], b[k])] == []
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _mostly_unreadable_mixture(root) -> list[str]:  # noqa: ANN001
     """The tiny mixture with 12 training images per class, 3 of 4 of them unreadable (75 %)."""
     data = make_mixture(root, per_class=(12, 4))
@@ -171,16 +164,7 @@ def test_ddp_two_processes_keep_identical_weights_with_unreadable_images(tmp_pat
     batches; stand-ins of the same data set keep the ranks in step (before: gloo's "Expected to have
     finished reduction in the prior iteration")."""
     data = _mostly_unreadable_mixture(tmp_path / "mix")
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, data, str(tmp_path / "ddp"), q)) for r in range(2)]
-    for p in procs:
-        p.start()
-    results = dict(q.get(timeout=240) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    results = run_ranks(_ddp_worker, data, str(tmp_path / "ddp"))
     for r in (0, 1):
         digests, skipped = results[r]
         assert digests[0::3] == [True] * 6  # all weights identical across ranks after every step
@@ -195,7 +179,7 @@ def test_torchrun_two_processes_with_75_percent_unreadable_images(tmp_path):
     holds the same weights passes (it stops the run otherwise)."""
     data = _mostly_unreadable_mixture(tmp_path / "mix")
     run = tmp_path / "run"
-    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
             "-m", "erudite_edge", "train", "--variant", "ours", "--epochs", "2", "--steps-per-epoch", "4",
             "--device", "cpu", "--out", str(run)] + COMMON + sum((["--data", d] for d in data), [])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
