@@ -1,7 +1,5 @@
 """`python -m erudite_edge ...` (and `torchrun -m erudite_edge train ...` for multi-GPU training)."""
 
-import sys
+from .cli import run_as_program
 
-from .cli import main
-
-sys.exit(main())
+run_as_program()

@@ -56,13 +56,39 @@ def main(argv: list[str] | None = None) -> int:
         from .fileio import USER_OS_ERRORS, os_error_line
 
         if e.errno not in USER_OS_ERRORS:
+            if _after_a_stop_signal():
+                return 130
             raise
         typer.secho(f"error: {os_error_line(e)}", err=True, fg=typer.colors.RED)
         return 2
     except SystemExit as e:
         return int(e.code or 0) if not isinstance(e.code, str) else 1
+    except Exception:
+        if _after_a_stop_signal():  # a library wrapped our KeyboardInterrupt in its own exception
+            return 130
+        raise
     return 0
 
 
+def _after_a_stop_signal() -> bool:
+    from .interrupts import signalled
+
+    if signalled():
+        typer.echo("interrupted", err=True)
+        return True
+    return False
+
+
+def run_as_program() -> None:
+    """`python -m erudite_edge` and the `erudite-edge` script: exit with main()'s code, even after a stop
+    signal (see interrupts.exit_now)."""
+    from .interrupts import exit_now, signalled
+
+    code = main()
+    if signalled():
+        exit_now(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run_as_program()

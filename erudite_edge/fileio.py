@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from .interrupts import stop_signals_deferred
+
 
 def _tmp_name(target: Path) -> Path:
     return target.with_name(f".{target.name}.tmp-{os.getpid()}")
@@ -59,16 +61,31 @@ def atomic_directory(target: str | os.PathLike[str], overwrite: bool = False) ->
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
     try:
         yield tmp
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        committed = False
+        try:
+            with stop_signals_deferred():  # never between the two renames: `target` would be missing
+                if target.exists():
+                    os.replace(target, old)
+                try:
+                    os.replace(tmp, target)
+                except BaseException:
+                    if old.exists() and not target.exists():
+                        os.replace(old, target)  # the previous one back
+                    raise
+                committed = True
+                COMMITTED.append(target)
+        finally:
+            if committed:
+                shutil.rmtree(old, ignore_errors=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+COMMITTED: list[Path] = []
+"""Every target `atomic_directory` has renamed into place in this process (an interrupted command uses it
+to say truthfully whether its output was written)."""
 
 
 def _pid_alive(pid: int) -> bool:
@@ -83,11 +100,24 @@ def _pid_alive(pid: int) -> bool:
 
 def remove_stale_temporaries(folder: str | os.PathLike[str], name: str = "*") -> list[Path]:
     """Remove `.NAME.tmp-PID...` files and folders in `folder` whose writer (process PID) is gone: what a
-    process killed with SIGKILL while writing leaves behind. Those of running processes are kept."""
+    process killed with SIGKILL while writing leaves behind. Those of running processes are kept.
+
+    A `.NAME.old-PID` folder is the previous NAME that a killed `atomic_directory` was replacing: it is put
+    back where NAME is missing (SIGKILL between the two renames) and removed where NAME is whole."""
     folder = Path(folder)
     removed: list[Path] = []
     if not folder.is_dir():
         return removed
+    for p in folder.glob(f".{name}.old-*"):
+        stem, _, pid_text = p.name[1:].rpartition(".old-")
+        if not pid_text.isdigit() or (int(pid_text) != os.getpid() and _pid_alive(int(pid_text))):
+            continue
+        target = folder / stem
+        if target.exists():
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+        else:
+            os.replace(p, target)
     for p in folder.glob(f".{name}.tmp-*"):
         try:
             pid = int(p.name.rsplit(".tmp-", 1)[1].split("-", 1)[0])

@@ -249,12 +249,15 @@ def test_killed_export_keeps_the_previous_bundle(tmp_path, run_dir, images, bund
     time.sleep(random.Random(seed).uniform(0.0, 2.0))
     proc.send_signal(sig)
     rc = proc.wait(60)
+    err = proc.stderr.read()
     Bundle.load(b, verify=True)  # the old bundle or the new one: whole either way
     if rc == 0:
         return
     if sig == signal.SIGTERM:
-        assert rc == 130 and "interrupted" in proc.stderr.read()
+        assert rc == 130 and "interrupted" in err, (rc, err)
         assert not _leftovers(tmp_path)
+        if "was written completely" in err:  # the signal came after the new bundle was renamed into place
+            return
     else:
         from erudite_edge.fileio import remove_stale_temporaries
 
@@ -315,3 +318,66 @@ def test_training_yaml_field_of_the_wrong_type(tmp_path, capsys, line, key):
     err = one_line(capsys.readouterr().err)
     assert f"{cfg}: {key}: expected" in err
     assert not (tmp_path / "r").exists()
+
+
+# -- stop signals at awkward moments ------------------------------------------------------------
+
+
+def test_a_swap_killed_between_its_renames_is_repaired(tmp_path):
+    """SIGKILL between `atomic_directory`'s two renames leaves only `.b.old-PID`: the next writer puts it back."""
+    from erudite_edge.fileio import remove_stale_temporaries
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    (tmp_path / f".b.old-{pid}").mkdir()
+    (tmp_path / f".b.old-{pid}" / "bundle.json").write_text("{}")
+    remove_stale_temporaries(tmp_path, "b")
+    assert (tmp_path / "b" / "bundle.json").read_text() == "{}" and not _leftovers(tmp_path)
+    (tmp_path / f".b.old-{pid}").mkdir()  # and where b is whole, the old copy goes
+    remove_stale_temporaries(tmp_path, "b")
+    assert not _leftovers(tmp_path) and (tmp_path / "b" / "bundle.json").is_file()
+
+
+def test_a_stop_signal_during_the_swap_waits_for_it(tmp_path, monkeypatch):
+    """A SIGTERM that arrives between the two renames is delivered after them: `target` is never missing."""
+    from erudite_edge.fileio import atomic_directory
+    from erudite_edge.interrupts import terminate_as_interrupt
+
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "old.txt").write_text("old")
+    real_replace = os.replace
+    seen = []
+
+    def replace_then_signal(src, dst):
+        real_replace(src, dst)
+        seen.append(Path(dst).name)
+        if len(seen) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # a real signal, right between the two renames
+
+    with terminate_as_interrupt(), pytest.raises(KeyboardInterrupt):
+        with atomic_directory(tmp_path / "b", overwrite=True) as tmp:
+            (tmp / "new.txt").write_text("new")
+            monkeypatch.setattr(os, "replace", replace_then_signal)
+    monkeypatch.undo()
+    assert seen == [f".b.old-{os.getpid()}", "b"]
+    assert (tmp_path / "b" / "new.txt").read_text() == "new" and not _leftovers(tmp_path)
+
+
+def test_a_library_that_wraps_the_interrupt_still_ends_in_130(capsys):
+    """A KeyboardInterrupt raised inside a library that turns it into its own exception (as torch's exporter
+    may): after a real SIGTERM the command still ends with one line and exit 130, not a traceback."""
+    from erudite_edge.interrupts import interruptible
+
+    @interruptible("nothing was written")
+    def command():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        except KeyboardInterrupt as e:
+            raise RuntimeError("export failed") from e
+
+    import typer
+
+    with pytest.raises(typer.Exit) as e:
+        command()
+    assert e.value.exit_code == 130 and "interrupted; nothing was written" in capsys.readouterr().err

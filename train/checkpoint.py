@@ -35,7 +35,8 @@ from safetensors.torch import save as save_safetensors_bytes
 from torch import nn
 
 from erudite_edge.errors import UsageError
-from erudite_edge.fileio import fsync_dir, os_error_line, remove_stale_temporaries, sha256_file, write_bytes_synced
+from erudite_edge.fileio import (fsync_dir, os_error_line, remove_stale_temporaries, sha256_file, stop_signals_deferred,
+                                 write_bytes_synced)
 from erudite_edge.labels import LabelSpace
 from erudite_edge.preprocess import PreprocessSpec
 
@@ -128,11 +129,12 @@ def _manifest(epoch: int, folder: Path, names: list[str]) -> dict[str, Any]:
 def _commit(tmp: Path, target: Path, keep_previous: bool) -> None:
     """Rename the complete `tmp` to `target`; the old `target` goes to `target.prev` (or away)."""
     prev = target.with_name(target.name + ".prev")
-    if target.exists():
-        if prev.exists():
-            shutil.rmtree(prev)
-        os.replace(target, prev)
-    os.replace(tmp, target)
+    if target.exists() and prev.exists():
+        shutil.rmtree(prev)
+    with stop_signals_deferred():  # a SIGTERM between the renames would leave no `target` (only `.prev`)
+        if target.exists():
+            os.replace(target, prev)
+        os.replace(tmp, target)
     fsync_dir(target.parent)
     if not keep_previous and prev.exists():
         shutil.rmtree(prev, ignore_errors=True)
