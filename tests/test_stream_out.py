@@ -1,0 +1,144 @@
+"""`--save rtp://` and `--save rtsp://`: the annotated video as H.264, received for real on 127.0.0.1 and
+decoded (RTP by OpenCV's FFmpeg reading an SDP; RTSP by GStreamer's RTSP server in record mode, the way
+MediaMTX takes a publisher). Bad targets and a missing encoder: one line, exit 2."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from erudite_edge.bundle import Bundle
+from erudite_edge.cli import main
+from erudite_edge.errors import UsageError
+from erudite_edge.stream_out import choose_writer, ffmpeg_exe, ffmpeg_has_encoder, parse_target
+from onnx_fixtures import make_erudite_bundle
+from test_streams import SERVER, SERVER_PY
+
+RED_BGR = (0, 0, 255)
+FFMPEG = ffmpeg_exe()
+needs_ffmpeg = pytest.mark.skipif(FFMPEG is None or not ffmpeg_has_encoder(FFMPEG, "libx264"),
+                                  reason="no ffmpeg with libx264 (pip install imageio-ffmpeg)")
+
+
+@pytest.fixture(scope="module")
+def erudite(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    return make_erudite_bundle(tmp_path_factory.mktemp("bundle"))
+
+
+def _free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _one_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error:") and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("url, words", [
+    ("rtp://127.0.0.1", "port"),
+    ("rtp://127.0.0.1:99999", "1 to 65535"),
+    ("rtp://127.0.0.1:abc", "1 to 65535"),
+    ("rtp://:5000", "no host"),
+    ("rtp://127.0.0.1:5000/live", "no path"),
+    ("rtsp://127.0.0.1:8554", "path to publish on"),
+    ("rtp://no-such-host.invalid:5000", "unknown host"),
+])
+def test_bad_stream_targets_are_one_line(erudite: Bundle, url: str, words: str, capsys) -> None:
+    with pytest.raises(UsageError, match=words):
+        parse_target(url)
+    assert main(["run", "--bundle", str(erudite.root), "testsrc://30?frames=2", "--save", url]) == 2
+    assert words in _one_error(capsys)
+
+
+def test_rtsp_push_without_a_server_and_other_schemes(erudite: Bundle, capsys) -> None:
+    port = _free_port()  # nothing listens there
+    url = f"rtsp://pub:s3cret@127.0.0.1:{port}/live"
+    assert main(["run", "--bundle", str(erudite.root), "testsrc://30?frames=2", "--save", url]) == 2
+    err = _one_error(capsys)
+    assert "no RTSP server" in err and "s3cret" not in err and "pub:***@" in err
+    assert main(["run", "--bundle", str(erudite.root), "testsrc://30?frames=2", "--save", "srt://127.0.0.1:9000"]) == 2
+    assert "unsupported URL" in _one_error(capsys)
+
+
+def test_no_encoder_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="needs an H.264 encoder"):
+        choose_writer(gstreamer=False, ffmpeg=None)
+    # a real program that is not an ffmpeg with libx264
+    with pytest.raises(UsageError, match="no libx264"):
+        choose_writer(gstreamer=False, ffmpeg="/bin/true")
+
+
+def _sdp(port: int, path: Path) -> Path:
+    path.write_text(f"v=0\no=- 0 0 IN IP4 127.0.0.1\ns=erudite-edge\nc=IN IP4 127.0.0.1\nt=0 0\n"
+                    f"m=video {port} RTP/AVP 96\na=rtpmap:96 H264/90000\na=fmtp:96 packetization-mode=1\n")
+    return path
+
+
+def _receive_rtp(sdp: Path, frames: list[np.ndarray], want: int) -> None:
+    cap = cv2.VideoCapture(str(sdp), cv2.CAP_FFMPEG,
+                           [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 60000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 10000])
+    try:
+        while cap.isOpened() and len(frames) < want:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            frames.append(frame)
+    finally:
+        cap.release()
+
+
+@needs_ffmpeg
+def test_rtp_stream_arrives_and_decodes(erudite: Bundle, tmp_path: Path, monkeypatch, capsys) -> None:
+    """A receiver listening on 127.0.0.1 decodes the stream: frames of the source's size and colour."""
+    port = _free_port(socket.SOCK_DGRAM)
+    monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "protocol_whitelist;file,rtp,udp")
+    got: list[np.ndarray] = []
+    receiver = threading.Thread(target=_receive_rtp, args=(_sdp(port, tmp_path / "s.sdp"), got, 5), daemon=True)
+    receiver.start()
+    time.sleep(0.5)  # let it bind the port (UDP packets before that are lost; key frames repeat every second)
+    rc = main(["run", "--bundle", str(erudite.root), "testsrc://20?size=64x48&colors=ff0000", "--limit", "100",
+               "--save", f"rtp://127.0.0.1:{port}", "-o", str(tmp_path / "r.jsonl")])
+    receiver.join(timeout=60)
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert f"H.264 stream -> rtp://127.0.0.1:{port}" in err
+    assert len(got) >= 5, f"{len(got)} frames decoded"
+    for frame in got:
+        assert frame.shape == (48, 64, 3)
+        below_band = frame[30:].reshape(-1, 3).mean(axis=0)
+        assert np.abs(below_band - RED_BGR).max() < 25, below_band
+
+
+@needs_ffmpeg
+@pytest.mark.skipif(SERVER_PY is None, reason="GStreamer's RTSP server is not installed (see test_streams)")
+def test_rtsp_push_to_a_real_server(erudite: Bundle, tmp_path: Path, capsys) -> None:
+    """GStreamer's RTSP server takes the push (ANNOUNCE/RECORD, as MediaMTX does), decodes it and reports
+    each frame's colour; the password never shows."""
+    port = _free_port()
+    server = subprocess.Popen([SERVER_PY, str(SERVER), str(port), "--record"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        rc = main(["run", "--bundle", str(erudite.root), "testsrc://20?size=64x48&colors=ff0000", "--limit", "60",
+                   "--save", f"rtsp://pub:s3cret@127.0.0.1:{port}/live", "-o", str(tmp_path / "r.jsonl")])
+        err = capsys.readouterr().err
+        time.sleep(1.0)  # the server decodes what is in flight
+    finally:
+        server.terminate()
+        out, _ = server.communicate(timeout=30)
+    assert rc == 0, err
+    assert "s3cret" not in err and "rtsp://pub:***@127.0.0.1" in err
+    frames = [tuple(int(v) for v in line.split()[1:]) for line in out.splitlines() if line.startswith("frame")]
+    assert len(frames) >= 10, out
+    assert all(max(abs(a - b) for a, b in zip(f, RED_BGR)) < 25 for f in frames), frames[:5]
