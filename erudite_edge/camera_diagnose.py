@@ -97,9 +97,10 @@ def busy_message(device: str, held_by: list[tuple[int, str]]) -> str:
             "(or run only one erudite-edge per camera) and try again")
 
 
-def diagnose(device: str, ioctl: Ioctl = fcntl.ioctl, proc: str = "/proc") -> str:
-    """A short reason a V4L2 device did not open; "" when none is found. `ioctl` is injectable for tests
-    (there is no camera, and no v4l2loopback, in the test machine)."""
+def diagnose(device: str, ioctl: Ioctl = fcntl.ioctl, proc: str = "/proc",
+             modes: Callable[[str], dict[str, list]] = list_modes) -> str:
+    """A short reason a V4L2 device did not open; "" when none is found. `ioctl` and `modes` are injectable
+    for tests (there is no camera, and no v4l2loopback, on the test machine)."""
     try:
         fd = os.open(device, os.O_RDWR | os.O_NONBLOCK)
     except FileNotFoundError:
@@ -125,7 +126,7 @@ def diagnose(device: str, ioctl: Ioctl = fcntl.ioctl, proc: str = "/proc") -> st
             return (f"{device} ({name}) is not a video capture node (a metadata or "
                     "output node); try the camera's other /dev/videoN")
         try:
-            fourcc = bayer_only(list_modes(device))
+            fourcc = bayer_only(modes(device))
         except OSError:
             fourcc = None
         if fourcc:

@@ -469,7 +469,7 @@ def open_v4l2(device: str | int, *, width: int | None = None, height: int | None
         from .camera_diagnose import diagnose
 
         why = diagnose(dev)  # busy (with the PID holding it), Bayer CSI sensor, permission, not connected
-        raise SourceError(f"cannot open camera {dev}: {why}" if why else str(e)) from None
+        raise SourceError(why or str(e)) from None  # each reason names the device
     check_camera_mode(src, dev, width, height, framerate, fourcc)
     return src
 

@@ -142,3 +142,76 @@ def test_rtsp_push_to_a_real_server(erudite: Bundle, tmp_path: Path, capsys) -> 
     frames = [tuple(int(v) for v in line.split()[1:]) for line in out.splitlines() if line.startswith("frame")]
     assert len(frames) >= 10, out
     assert all(max(abs(a - b) for a, b in zip(f, RED_BGR)) < 25 for f in frames), frames[:5]
+
+
+# ------------------------------------------------------------------------------------------------
+# The GStreamer pipelines (what JetPack's OpenCV is handed), run by GStreamer itself: the venv's OpenCV
+# has no GStreamer, so tests/gst_feed.py feeds the appsrc the way cv2.VideoWriter does. nvv4l2h264enc
+# exists only on a Jetson: its string is checked, not run.
+# ------------------------------------------------------------------------------------------------
+def _gst_has(element: str) -> bool:
+    if SERVER_PY is None:
+        return False
+    probe = (f"import gi; gi.require_version('Gst', '1.0'); from gi.repository import Gst; Gst.init(None); "
+             f"raise SystemExit(Gst.ElementFactory.find('{element}') is None)")
+    return subprocess.run([SERVER_PY, "-c", probe], capture_output=True).returncode == 0
+
+
+FEED = Path(__file__).with_name("gst_feed.py")
+
+
+@pytest.mark.parametrize("encoder", ["x264enc", "openh264enc"])
+def test_gstreamer_rtp_pipeline_streams_decodable_h264(encoder: str, tmp_path: Path, monkeypatch) -> None:
+    from erudite_edge.gst_pipelines import stream_out
+
+    if not _gst_has(encoder):
+        pytest.skip(f"GStreamer here has no {encoder} (make test installs gstreamer1.0-plugins-ugly/-bad)")
+    port = _free_port(socket.SOCK_DGRAM)
+    monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "protocol_whitelist;file,rtp,udp")
+    got: list[np.ndarray] = []
+    receiver = threading.Thread(target=_receive_rtp, args=(_sdp(port, tmp_path / "s.sdp"), got, 5), daemon=True)
+    receiver.start()
+    time.sleep(0.5)
+    feed = subprocess.run([SERVER_PY, str(FEED), stream_out(encoder, "rtp", "127.0.0.1", port, gop=10), "64", "48",
+                           "20", "50"], capture_output=True, text=True, timeout=120)
+    receiver.join(timeout=60)
+    assert feed.returncode == 0, feed.stderr
+    assert len(got) >= 5, f"{len(got)} frames decoded"
+    assert all(np.abs(f[30:].reshape(-1, 3).mean(axis=0) - RED_BGR).max() < 25 for f in got)
+
+
+def test_gstreamer_rtsp_pipeline_pushes_to_a_real_server(tmp_path: Path) -> None:
+    from erudite_edge.gst_pipelines import stream_out
+
+    if not (_gst_has("x264enc") and _gst_has("rtspclientsink")):
+        pytest.skip("GStreamer here lacks x264enc or rtspclientsink (gstreamer1.0-plugins-ugly, gstreamer1.0-rtsp)")
+    port = _free_port()
+    server = subprocess.Popen([SERVER_PY, str(SERVER), str(port), "--record"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        url = f"rtsp://127.0.0.1:{port}/live"
+        feed = subprocess.run([SERVER_PY, str(FEED), stream_out("x264enc", "rtsp", "127.0.0.1", port, url, gop=10),
+                               "64", "48", "20", "40"], capture_output=True, text=True, timeout=120)
+        time.sleep(1.0)
+    finally:
+        server.terminate()
+        out, _ = server.communicate(timeout=30)
+    assert feed.returncode == 0, feed.stderr
+    frames = [line for line in out.splitlines() if line.startswith("frame")]
+    assert len(frames) >= 10, out
+
+
+def test_jetson_encoder_and_detection_strings() -> None:
+    """No Jetson here: the hardware encoder's pipeline and the choice by element availability, as strings."""
+    from erudite_edge.gst_pipelines import encoder_candidates, is_jetson, stream_out
+
+    s = stream_out("nvv4l2h264enc", "rtp", "10.0.0.2", 5000, gop=30)
+    assert s.startswith("appsrc ! videoconvert ! video/x-raw,format=BGRx ! nvvidconv ! "
+                        "video/x-raw(memory:NVMM),format=NV12 ! nvv4l2h264enc insert-sps-pps=true")
+    assert s.endswith("rtph264pay config-interval=1 pt=96 ! udpsink host=10.0.0.2 port=5000 sync=false async=false")
+    on_jetson = {"nvv4l2h264enc": True, "x264enc": False, "openh264enc": False}
+    assert encoder_candidates(on_jetson.get) == ["nvv4l2h264enc"]
+    assert encoder_candidates({"nvv4l2h264enc": False, "x264enc": True, "openh264enc": True}.get) == ["x264enc", "openh264enc"]
+    assert encoder_candidates(lambda e: None) == ["nvv4l2h264enc", "x264enc", "openh264enc"]  # cannot ask: try all
+    assert not is_jetson("/nonexistent-root")
