@@ -131,7 +131,7 @@ def test_rtsp_push_to_a_real_server(erudite: Bundle, tmp_path: Path, capsys) -> 
                               stderr=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None and server.stdout.readline().strip() == "ready"
-        rc = main(["run", "--bundle", str(erudite.root), "testsrc://20?size=64x48&colors=ff0000", "--limit", "60",
+        rc = main(["run", "--bundle", str(erudite.root), "testsrc://20?size=64x48&colors=ff0000", "--limit", "40",
                    "--save", f"rtsp://pub:s3cret@127.0.0.1:{port}/live", "-o", str(tmp_path / "r.jsonl")])
         err = capsys.readouterr().err
         time.sleep(1.0)  # the server decodes what is in flight
