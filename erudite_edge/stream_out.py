@@ -143,7 +143,7 @@ def ffmpeg_command(exe: str, target: StreamTarget, size: tuple[int, int], gop: i
     w, h = size
     # Frames come when the model is done with them, not at the camera's rate: each is stamped with the
     # time ffmpeg reads it (wall clock, in a 1 ms time base), and none is dropped or duplicated.
-    cmd = [exe, "-hide_banner", "-loglevel", "error", "-use_wallclock_as_timestamps", "1", "-framerate", "1000",
+    cmd = [exe, "-hide_banner", "-loglevel", "error", "-use_wallclock_as_timestamps", "1", "-framerate", "1000", "-probesize", "32", "-analyzeduration", "0",
            "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{w}x{h}", "-i", "pipe:0", "-an", "-fps_mode", "passthrough",
            "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", str(gop), "-pix_fmt", "yuv420p",
            "-x264-params", "repeat-headers=1"]

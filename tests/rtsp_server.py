@@ -42,6 +42,7 @@ def main() -> None:
     if args.record:
         factory.set_transport_mode(GstRtspServer.RTSPTransportMode.RECORD)
         factory.set_shared(False)
+        factory.set_latency(0)
         factory.set_launch("( rtph264depay name=depay0 ! h264parse ! decodebin ! videoconvert ! video/x-raw,format=BGR ! "
                            "appsink name=frames emit-signals=true sync=false )")
 
