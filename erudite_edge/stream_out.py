@@ -301,4 +301,4 @@ class StreamSink(Sink):
 
     def describe(self) -> str:
         via = self.encoder or ("GStreamer" if self.kind == "gstreamer" else "ffmpeg libx264")
-        return f"H.264 stream -> {self.target.shown} ({via}, {self.frames} frames)"
+        return f"H.264 stream -> {self.target.shown} ({via})"
