@@ -123,10 +123,12 @@ def ffmpeg_has_encoder(exe: str, name: str) -> bool:
 
 
 def choose_writer(gstreamer: bool | None = None, ffmpeg: str | None | bool = False) -> tuple[str, str | None]:
-    """("gstreamer", None) where OpenCV has GStreamer, else ("ffmpeg", EXE); UsageError when neither can encode."""
+    """("gstreamer", None) where OpenCV has GStreamer and GStreamer an H.264 encoder (or cannot be asked), else
+    ("ffmpeg", EXE); UsageError when neither can encode."""
+    from .gst_pipelines import encoder_candidates
     from .sources import gstreamer_available
 
-    if gstreamer if gstreamer is not None else gstreamer_available():
+    if (gstreamer if gstreamer is not None else gstreamer_available()) and encoder_candidates():
         return "gstreamer", None
     exe = ffmpeg_exe() if ffmpeg is False else (ffmpeg or None)
     if exe and ffmpeg_has_encoder(exe, "libx264"):

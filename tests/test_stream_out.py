@@ -80,6 +80,20 @@ def test_no_encoder_is_one_line(tmp_path: Path) -> None:
         choose_writer(gstreamer=False, ffmpeg="/bin/true")
 
 
+def test_gstreamer_writer_that_does_not_open_is_one_line() -> None:
+    """The GStreamer writer path run for real on this OpenCV (no GStreamer: no pipeline opens)."""
+    from erudite_edge.errors import OutputError
+    from erudite_edge.sources import gstreamer_available
+    from erudite_edge.stream_out import StreamSink
+
+    if gstreamer_available():
+        pytest.skip("this OpenCV has GStreamer: its pipelines may open")
+    sink = StreamSink("rtp://127.0.0.1:5004", 20, writer=("gstreamer", None))
+    with pytest.raises(OutputError, match="could not start an H.264 stream with any of nvv4l2h264enc, x264enc"):
+        sink.write_frame(np.zeros((48, 64, 3), np.uint8))
+    sink.abort()
+
+
 def _sdp(port: int, path: Path) -> Path:
     path.write_text(f"v=0\no=- 0 0 IN IP4 127.0.0.1\ns=erudite-edge\nc=IN IP4 127.0.0.1\nt=0 0\n"
                     f"m=video {port} RTP/AVP 96\na=rtpmap:96 H264/90000\na=fmtp:96 packetization-mode=1\n")
