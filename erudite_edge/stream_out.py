@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import queue
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from typing import IO, Callable
@@ -155,15 +157,35 @@ def ffmpeg_command(exe: str, target: StreamTarget, size: tuple[int, int], gop: i
 
 
 class _FfmpegWriter:
-    """Raw BGR frames into an ffmpeg process's stdin."""
+    """Raw BGR frames into an ffmpeg process's stdin, from a thread: a receiver or server that stalls
+    fills the pipe, and then frames are dropped (counted) instead of holding back the results."""
 
     def __init__(self, cmd: list[str]):
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._stderr = ""
+        self.dropped = 0
+        self.failed = False
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=2)
+        self._thread = threading.Thread(target=self._pump, name="stream-out", daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdin is not None
+        while (data := self._queue.get()) is not None:
+            try:
+                self.proc.stdin.write(data)
+                self.proc.stdin.flush()
+            except (OSError, ValueError):  # ffmpeg is gone (BrokenPipeError) or the pipe was closed
+                self.failed = True
+                return
 
     def write(self, frame: np.ndarray) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(np.ascontiguousarray(frame).data)
+        if self.failed or self.proc.poll() is not None:
+            raise BrokenPipeError("ffmpeg stopped")
+        try:
+            self._queue.put_nowait(np.ascontiguousarray(frame).tobytes())
+        except queue.Full:
+            self.dropped += 1
 
     def error(self) -> str:
         """ffmpeg's last message line once it has exited and been closed ("" before); the caller redacts it."""
@@ -173,11 +195,20 @@ class _FfmpegWriter:
         return f"ffmpeg exited with status {self.proc.returncode}" if self.proc.returncode else ""
 
     def close(self, timeout: float = 10.0) -> None:
+        end = time.monotonic() + timeout
+        while self._thread.is_alive() and time.monotonic() < end:  # hand over what is queued, then EOF
+            with contextlib.suppress(queue.Full):
+                self._queue.put(None, timeout=0.1)
+                break
+        self._thread.join(timeout=max(0.1, end - time.monotonic()))
+        if self._thread.is_alive():  # stuck writing into a stalled ffmpeg
+            self.proc.kill()
+            self._thread.join(timeout=5)
         with contextlib.suppress(OSError, ValueError):
             if self.proc.stdin:
                 self.proc.stdin.close()
         try:
-            self.proc.wait(timeout=timeout)
+            self.proc.wait(timeout=max(0.1, end - time.monotonic()))
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
@@ -211,6 +242,8 @@ class _GstWriter:
 class StreamSink(Sink):
     """The annotated frames as H.264 to an RTP receiver or an RTSP server."""
 
+    STABLE_S = 10.0  # a stream up this long counts as back: the back-off starts over
+
     def __init__(self, url: str, fps: float, *, warn: Callable[[str], None] | None = None,
                  writer: tuple[str, str | None] | None = None, gop: int | None = None,
                  clock: Callable[[], float] = time.monotonic):
@@ -232,9 +265,11 @@ class StreamSink(Sink):
         self._writer: _FfmpegWriter | _GstWriter | None = None
         self.encoder = ""
         self.frames = 0
+        self.dropped = 0  # frames left out of the stream while the encoder or the network was behind
         self.restarts = 0
         self._failures = 0
         self._retry_at = 0.0
+        self._opened_at = 0.0
         self._backoff = Backoff()
 
     # the frame path -------------------------------------------------------------------------------
@@ -254,6 +289,7 @@ class StreamSink(Sink):
         assert self.exe is not None
         self._writer = _FfmpegWriter(ffmpeg_command(self.exe, self.target, size, self.gop))
         self.encoder = "ffmpeg libx264"
+        self._opened_at = self._clock()
 
     def write_frame(self, bgr: np.ndarray) -> None:
         if self._size is None:
@@ -269,7 +305,8 @@ class StreamSink(Sink):
         try:
             self._writer.write(bgr)
             self.frames += 1
-            self._failures = 0
+            if self._failures and self._clock() - self._opened_at > self.STABLE_S:
+                self._failures = 0  # up long enough: the next loss starts the back-off at 1 s again
         except (BrokenPipeError, OSError):
             self._lost()
 
@@ -277,6 +314,7 @@ class StreamSink(Sink):
         assert self._writer is not None
         self._writer.close(timeout=2.0)
         why = self._writer.error()
+        self.dropped += getattr(self._writer, "dropped", 0)
         self._writer = None
         if self.frames == 0 and self.restarts == 0:
             raise OutputError(f"--save {self.target.shown}: the stream did not start ({redact(why) or 'ffmpeg stopped'})")
@@ -296,6 +334,7 @@ class StreamSink(Sink):
     def commit(self) -> None:
         if self._writer is not None:
             self._writer.close()
+            self.dropped += getattr(self._writer, "dropped", 0)
             self._writer = None
 
     def abort(self) -> None:

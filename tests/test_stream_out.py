@@ -262,14 +262,13 @@ def test_gstreamer_rtsp_pipeline_pushes_to_a_real_server(tmp_path: Path) -> None
         assert server.stdout is not None and server.stdout.readline().strip() == "ready"
         url = f"rtsp://127.0.0.1:{port}/live"
         feed = subprocess.run([SERVER_PY, str(FEED), stream_out("x264enc", "rtsp", "127.0.0.1", port, url, gop=10),
-                               "64", "48", "20", "40"], capture_output=True, text=True, timeout=120)
+                               "64", "48", "20", "60"], capture_output=True, text=True, timeout=120)
         time.sleep(1.0)
     finally:
         server.terminate()
         out, _ = server.communicate(timeout=30)
-    assert feed.returncode == 0, feed.stderr
     frames = [line for line in out.splitlines() if line.startswith("frame")]
-    assert len(frames) >= 10, out
+    assert feed.returncode == 0 and len(frames) >= 10, (feed.stderr, out[-500:])
 
 
 def test_jetson_encoder_and_detection_strings() -> None:
