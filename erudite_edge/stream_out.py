@@ -333,7 +333,7 @@ class StreamSink(Sink):
 
     def commit(self) -> None:
         if self._writer is not None:
-            self._writer.close()
+            self._writer.close(timeout=5.0)  # flush and TEARDOWN take well under a second; a stalled server is cut
             self.dropped += getattr(self._writer, "dropped", 0)
             self._writer = None
 
