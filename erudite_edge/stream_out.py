@@ -13,8 +13,11 @@ Two writers, the first that this machine has:
   frames on its stdin. PyPI's OpenCV has no GStreamer, so this is the writer off a Jetson image.
 
 A stream that cannot start (bad host or port, no encoder, no RTSP server listening) is one line and
-exit 2 before the model loads. An RTSP server lost mid-run is warned about and the push is restarted
-with the live sources' back-off (1 s .. 30 s); results are written meanwhile.
+exit 2 before the model loads. With ffmpeg, frames are handed over by a thread (a stalled receiver costs
+stream frames, never results), stamped with the wall clock (they come at the model's rate), and an RTSP
+server lost mid-run is warned about and pushed to again with the live sources' back-off (1 s .. 30 s);
+results are written meanwhile. OpenCV's GStreamer writer reports no errors: a lost server goes unnoticed
+there (rtp:// needs no server).
 """
 
 from __future__ import annotations
