@@ -33,7 +33,10 @@ typecheck: $(STAMP) $(TRT_STUBS)
 # Debian packages for the real RTSP server the stream tests run on 127.0.0.1 (GStreamer's gst-rtsp-server,
 # driven from the system Python's PyGObject). Installed where we are root with apt-get; elsewhere those
 # tests skip and say why.
-SYSTEM_DEPS := python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+# plugins-bad/-ugly: the H.264 encoders and decoder the `--save rtp/rtsp` tests run (openh264, x264enc);
+# gstreamer1.0-rtsp: rtspclientsink.
+SYSTEM_DEPS := python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-rtsp
 SYSTEM_STAMP := $(VENV)/.system-deps
 
 $(SYSTEM_STAMP): | $(PY)

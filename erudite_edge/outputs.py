@@ -458,9 +458,22 @@ def open_output(path: Path | None, k: int, datasets: list[str] | tuple[str, ...]
     raise UsageError(f"--output {path}: use a .jsonl or .csv file name")
 
 
-def open_save(path: Path, fps: float | None, overwrite: bool = False) -> Sink:
-    """An annotated video when PATH ends in a video suffix (at `fps`; still images at STILLS_FPS),
-    else a folder of annotated images."""
+def open_save(target: str | Path, fps: float | None, overwrite: bool = False,
+              warn: Callable[[str], None] | None = None) -> Sink:
+    """An H.264 stream for rtp://HOST:PORT or rtsp://HOST:PORT/PATH (erudite_edge.stream_out), an annotated
+    video when the path ends in a video suffix (at `fps`; still images at STILLS_FPS), else a folder of
+    annotated images."""
+    text = str(target)
+    if "://" in text:
+        from .stream_out import StreamSink, is_stream_url
+
+        if not is_stream_url(text):
+            from .live import redact
+
+            raise UsageError(f"--save {redact(text)}: unsupported URL; streams are rtp://HOST:PORT or "
+                             "rtsp://HOST:PORT/PATH, files a .mp4/.avi name or a folder")
+        return StreamSink(text, fps or 30.0, warn=warn)
+    path = Path(target)
     if path.suffix.lower() in VIDEO_SUFFIXES:
         if path.exists() and not overwrite:
             raise UsageError(f"--save {path}: file exists; choose another name or pass --overwrite")

@@ -30,7 +30,9 @@ from typing import Any, Callable, Generator, Iterator
 import cv2
 import numpy as np
 
+from .camera_diagnose import BAYER_FOURCCS, bayer_hint  # noqa: F401  (BAYER_FOURCCS: re-exported)
 from .errors import BadImageError, SourceError
+from .gst_pipelines import csi_candidates, rtsp_candidates
 from .live import Backoff, LatestFrame, redact
 from .preprocess import load_image
 
@@ -42,25 +44,6 @@ VIDEO_EXTENSIONS = frozenset(
 )
 GLOB_CHARS = frozenset("*?[")
 
-# The CSI pipeline (Jetson): the ISP hands NVMM buffers to nvvidconv, which converts them to BGRx in
-# system memory; appsink keeps only the newest frame (drop=1 max-buffers=1) so there is no queued lag.
-CSI_PIPELINE = (
-    "nvarguscamerasrc sensor-id={sensor} ! "
-    "video/x-raw(memory:NVMM),width={width},height={height},framerate={fps}/1 ! "
-    "nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! "
-    "appsink drop=1 max-buffers=1"
-)
-RTSP_PIPELINE = (
-    'rtspsrc location="{uri}" latency=0 ! decodebin ! videoconvert ! video/x-raw,format=BGR ! '
-    "appsink drop=1 max-buffers=1"
-)
-# On a Jetson decodebin picks the hardware decoder (nvv4l2decoder), whose NVMM output videoconvert cannot
-# take: nvvidconv brings it to system memory first. Tried first; elsewhere nvvidconv is absent and it fails fast.
-RTSP_PIPELINE_JETSON = (
-    'rtspsrc location="{uri}" latency=0 ! decodebin ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! '
-    "video/x-raw,format=BGR ! appsink drop=1 max-buffers=1"
-)
-CSI_DEFAULTS = (1280, 720, 30)  # width, height, framerate when none are given
 
 
 @dataclass
@@ -389,7 +372,13 @@ def _identity(item: Item) -> Item:
 # Opening a source from what the user typed
 # ------------------------------------------------------------------------------------------------
 def _capture(target: str | int, api: int) -> Opener:
-    return lambda: cv2.VideoCapture(target, api)
+    def open_() -> cv2.VideoCapture:
+        try:
+            return cv2.VideoCapture(target, api)
+        except cv2.error:  # a backend that raises (e.g. a GStreamer format this OpenCV cannot take): not opened
+            return cv2.VideoCapture()
+
+    return open_
 
 
 def _first_that_opens(*openers: Opener) -> Opener:
@@ -407,11 +396,6 @@ def _first_that_opens(*openers: Opener) -> Opener:
 
 
 CAMERA_FORMATS = {"mjpg": "MJPG", "yuyv": "YUYV"}
-# V4L2 pixel formats of raw Bayer sensors (what a Jetson devkit's CSI camera gives through /dev/videoN)
-BAYER_FOURCCS = frozenset("BA81 GBRG GRBG RGGB BG10 GB10 BA10 RG10 BG12 GB12 BA12 RG12 pBAA pGAA pgAA pRAA "
-                          "pBCC pGCC pgCC pRCC".split())
-
-
 def fourcc_str(value: float) -> str:
     v = int(value)
     chars = "".join(chr((v >> (8 * i)) & 0xFF) for i in range(4))
@@ -423,15 +407,6 @@ def capture_mode(cap: Any) -> str:
     w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
     fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
     return f"{w}x{h} {fourcc_str(cap.get(cv2.CAP_PROP_FOURCC) or 0)} {fps:g} fps"
-
-
-def bayer_hint(fourcc: str, device: str) -> str | None:
-    """The fix when a V4L2 device gives raw Bayer: it is a CSI sensor, whose ISP only csi:// goes through."""
-    if fourcc in BAYER_FOURCCS:
-        n = "".join(ch for ch in device if ch.isdigit()) or "0"
-        return (f"{device} gives raw Bayer frames ({fourcc}): it is a CSI sensor; open it as csi://{n} so the "
-                "Jetson's ISP debayers it (nvarguscamerasrc)")
-    return None
 
 
 def _configured_capture(target: str | int, api: int, width: int | None, height: int | None,
@@ -477,18 +452,24 @@ def open_v4l2(device: str | int, *, width: int | None = None, height: int | None
         if camera_format.lower() not in CAMERA_FORMATS:
             raise SourceError(f"--camera-format {camera_format}: one of {', '.join(CAMERA_FORMATS)}")
         fourcc = CAMERA_FORMATS[camera_format.lower()]
-    src = CaptureSource(
-        f"v4l2://{dev}",
-        _configured_capture(device if isinstance(device, int) else dev, cv2.CAP_V4L2, width, height, framerate, fourcc),
-        kind="camera",
-        live=True,
-        reconnect=reconnect,
-        backoff=backoff,
-        open_error=(
-            f"cannot open camera {dev} (V4L2): it is not connected, another program holds it, or you lack "
-            "permission (check `ls -l /dev/video*`; add yourself to the 'video' group)"
-        ),
-    )
+    try:
+        src = CaptureSource(
+            f"v4l2://{dev}",
+            _configured_capture(device if isinstance(device, int) else dev, cv2.CAP_V4L2, width, height, framerate, fourcc),
+            kind="camera",
+            live=True,
+            reconnect=reconnect,
+            backoff=backoff,
+            open_error=(
+                f"cannot open camera {dev} (V4L2): it is not connected, another program holds it, or you lack "
+                "permission (check `ls -l /dev/video*`; add yourself to the 'video' group)"
+            ),
+        )
+    except SourceError as e:
+        from .camera_diagnose import diagnose
+
+        why = diagnose(dev)  # busy (with the PID holding it), Bayer CSI sensor, permission, not connected
+        raise SourceError(why or str(e)) from None  # each reason names the device
     check_camera_mode(src, dev, width, height, framerate, fourcc)
     return src
 
@@ -514,8 +495,8 @@ def check_camera_mode(src: CaptureSource, dev: str, width: int | None, height: i
 
 
 def csi_pipeline(sensor: int, width: int | None = None, height: int | None = None, framerate: int | None = None) -> str:
-    w, h, f = CSI_DEFAULTS
-    return CSI_PIPELINE.format(sensor=sensor, width=width or w, height=height or h, fps=framerate or f)
+    """The first CSI pipeline tried (erudite_edge.gst_pipelines: no CPU videoconvert where OpenCV allows)."""
+    return csi_candidates(sensor, width, height, framerate)[0]
 
 
 def open_csi(uri: str, *, width: int | None = None, height: int | None = None, framerate: int | None = None,
@@ -525,10 +506,10 @@ def open_csi(uri: str, *, width: int | None = None, height: int | None = None, f
         raise SourceError(f"{uri}: expected csi://N with N the sensor id (csi://0)")
     if not gstreamer_available():
         raise SourceError(gstreamer_fix_message(uri))
-    pipeline = csi_pipeline(int(rest), width, height, framerate)
+    pipelines = csi_candidates(int(rest), width, height, framerate)
     return CaptureSource(
         uri,
-        _capture(pipeline, cv2.CAP_GSTREAMER),
+        _first_that_opens(*(_capture(p, cv2.CAP_GSTREAMER) for p in pipelines)),
         kind="csi camera",
         live=True,
         reconnect=reconnect,
@@ -543,8 +524,7 @@ def open_csi(uri: str, *, width: int | None = None, height: int | None = None, f
 
 def open_rtsp(uri: str, *, reconnect: int | None = 3, backoff: float = 1.0) -> CaptureSource:
     if gstreamer_available():
-        opener = _first_that_opens(_capture(RTSP_PIPELINE_JETSON.format(uri=uri), cv2.CAP_GSTREAMER),
-                                   _capture(RTSP_PIPELINE.format(uri=uri), cv2.CAP_GSTREAMER))
+        opener = _first_that_opens(*(_capture(p, cv2.CAP_GSTREAMER) for p in rtsp_candidates(uri)))
         via = "GStreamer"
     elif ffmpeg_available():
         opener, via = _ffmpeg_stream(uri), "FFmpeg"

@@ -207,12 +207,16 @@ def test_rtsp_401_is_one_line(tmp_path: Path, capsys) -> None:
     server = _start_server(port, "viewer:rightpw")
     try:
         rc = main(["run", "--bundle", str(bundle.root), f"rtsp://viewer:wrongpw@127.0.0.1:{port}/live"])
+        err = capsys.readouterr().err
+        rc_anonymous = main(["run", "--bundle", str(bundle.root), f"rtsp://127.0.0.1:{port}/live"])
+        err_anonymous = capsys.readouterr().err
     finally:
         server.kill()
         server.wait(timeout=10)
-    err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1, err
-    assert "401" in err and "wrongpw" not in err and "viewer:***@" in err
+    assert "401" in err and "wrongpw" not in err and "viewer:***@" in err and "refused the credentials" in err
+    assert rc_anonymous == 2 and err_anonymous.count("\n") == 1, err_anonymous
+    assert "wants credentials (401" in err_anonymous and "USER:PASSWORD@" in err_anonymous
 
 
 def test_sigterm_while_opening_a_silent_stream(tmp_path: Path) -> None:

@@ -37,7 +37,9 @@ def run_command(
     topk: int = typer.Option(5, min=1, help="Predictions per image."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="FILE.jsonl or FILE.csv (default: JSON lines on stdout): "
                                   "appended per result and fsynced every second; an existing file needs --append or --overwrite."),
-    save: Optional[Path] = typer.Option(None, "--save", help="Annotated video (.mp4/.avi/...) or a folder of annotated images."),
+    save: Optional[str] = typer.Option(None, "--save", help="Annotated video (.mp4/.avi/...), a folder of annotated images, "
+                                       "or an H.264 stream: rtp://HOST:PORT (RTP/UDP) or rtsp://HOST:PORT/PATH (pushed to an "
+                                       "RTSP server such as MediaMTX)."),
     display: bool = typer.Option(False, "--display", help="Show annotated frames in a window (q or Esc stops)."),
     strict: bool = typer.Option(False, "--strict", help="Stop (exit 1) at the first image that does not decode."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Look for images in subfolders too."),
@@ -109,7 +111,7 @@ def parse_reconnect(value: str) -> int | None:
 def _run(
     source: Optional[str], bundle: Optional[Path], zoo: Optional[Path], backend: str, checkpoint: Optional[Path],
     precision: str, batch: int,
-    topk: int, output: Optional[Path], save: Optional[Path], display: bool, strict: bool, recursive: bool,
+    topk: int, output: Optional[Path], save: Optional[str], display: bool, strict: bool, recursive: bool,
     camera: Optional[int], width: Optional[int], height: Optional[int], framerate: Optional[int],
     camera_format: Optional[str], reconnect: str,
     limit: Optional[int], threads: Optional[int], workers: Optional[int], overwrite: bool, append: bool,
@@ -179,7 +181,7 @@ def _run(
                                  mode="append" if append else "overwrite" if overwrite else "new"))
         if save is not None:
             fps = src.fps or (30.0 if src.kind != "images" else STILLS_FPS)
-            sinks.append(open_save(save, fps, overwrite))
+            sinks.append(open_save(save, fps, overwrite, warn=warn))
         if display:
             window = open_display(warn)
             if window is not None:
