@@ -33,6 +33,7 @@ import numpy as np
 from .backends import load_runner
 from .backends.base import Runner
 from .bundle import Bundle
+from .crops import EmptyBoxError
 from .errors import BadImageError, BundleError
 from .labels import LabelSpace
 from .answers import Answerer
@@ -326,6 +327,12 @@ class Pipeline:
             if p.item.ok:
                 good.append(p)
                 continue
+            if isinstance(p.item.error, EmptyBoxError):  # reported, never fatal
+                self._warn(str(p.item.error))
+                summary.empty_boxes += 1
+                for sink in sinks:
+                    sink.empty(p.item)
+                continue
             if self.strict:
                 raise BadImageError(f"{p.item.error} (--strict stops at the first bad file)")
             summary.skipped += 1
@@ -341,10 +348,13 @@ class Pipeline:
         answers = self.answerer(probs)
         t2 = time.perf_counter()
         ages = summary.frame_age_ms
+        share = (t1 - t0) * 1e3 / len(good)
         for p, a in zip(good, answers):
             age = (time.perf_counter() - p.item.timestamp) * 1e3 if p.item.timestamp else 0.0
+            timings = {"decode_ms": p.item.decode_ms, "preprocess_ms": p.preprocess_ms, "inference_ms": share,
+                       "batch": float(len(good))}
             result = Result(p.item.index, p.item.name, a.predictions, a.label, a.dataset, a.dataset_mass,
-                            p.item.captured_at, age)
+                            p.item.captured_at, age, box=p.item.box, timings=timings)
             for sink in sinks:
                 sink.write(result, p.item)
             summary.frames += 1
