@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from erudite_edge.cli import main
-from onnx_fixtures import COLORS, make_erudite_bundle, solid_image, write_image
+from onnx_fixtures import COLORS, make_erudite_bundle, solid_image, write_image, write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -165,10 +165,31 @@ def test_readme_api_example_runs(bundle_dir: Path, tmp_path: Path) -> None:
     write_image(tmp_path / "bird.jpg", solid_image(COLORS["yellow"], 64, 48))
     (tmp_path / "BUNDLE").symlink_to(bundle_dir)
     script = tmp_path / "example.py"
-    script.write_text(code)
+    script.write_text(code + '\nimport sys\nassert "torch" not in sys.modules, "the API imported torch"\n')
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert "yellow" in done.stdout and "warm" in done.stdout
-    assert "torch" not in done.stdout
+
+
+def test_live_source_crops_stream(clf) -> None:
+    """A synthetic live camera (testsrc://): each frame taken is cut into its boxes, all of one frame in order."""
+    got = list(clf.predict_stream("testsrc://50?size=32x24&colors=ff0000&hold=1000", boxes=[(0, 0, 8, 8), (16, 8, 100, 100)],
+                                  limit=6, reconnect=0))
+    assert len(got) == 6
+    assert [p.box.as_list() for p in got] == [[0, 0, 8, 8], [16, 8, 16, 16]] * 3
+    assert all(p.label == "red" and p.source.startswith("frame:") for p in got)
+    assert [p.box.clipped for p in got[:2]] == [False, True]
+
+
+def test_cli_crops_from_video_frames(bundle_dir: Path, tmp_path: Path, capsys) -> None:
+    video = write_video(tmp_path / "v.mp4", [COLORS["blue"], COLORS["yellow"], COLORS["red"]], size=(32, 24))
+    det = tmp_path / "det.jsonl"
+    det.write_text("\n".join(json.dumps({"frame": f, "boxes": [[4, 4, 16, 12]]}) for f in (0, 2)) + "\n")
+    out = tmp_path / "v.jsonl"
+    assert main(["run", "--bundle", str(bundle_dir), str(video), "--crops-from", str(det), "-o", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["name"], r["label"], r["box"]) for r in rows] == [("frame:0", "blue", [4, 4, 16, 12]),
+                                                                  ("frame:2", "red", [4, 4, 16, 12])]
+    assert "1 image(s)/frame(s) have no line in" in capsys.readouterr().err
