@@ -209,6 +209,19 @@ class _QueueSink(Sink):
         return "Python iterator"
 
 
+class _ListSink(Sink):
+    """Collects predict's results."""
+
+    def __init__(self) -> None:
+        self.predictions: list[Prediction] = []
+
+    def write(self, result: Result, item: Item) -> None:
+        self.predictions.append(Prediction.from_result(result))
+
+    def empty(self, item: Item) -> None:
+        self.predictions.append(Prediction.empty_box(item))
+
+
 class _Done:
     def __init__(self, summary: RunSummary | None = None, error: BaseException | None = None):
         self.summary = summary
@@ -275,17 +288,21 @@ class Classifier:
 
     # -- the pipeline -----------------------------------------------------------------------------
     def pipeline(self, *, strict: bool = False, limit: int | None = None, console: Any = None,
-                 progress: bool = True) -> Any:
+                 progress: bool = True, handle_signals: bool = True) -> Any:
         """The pipeline `run` and `predict` classify through, with this classifier's model and answers."""
         from .pipeline import Pipeline
 
         return Pipeline(self.model, self.labels, self.spec, batch=self.batch, topk=self.topk, workers=self.workers,
-                        strict=strict, limit=limit, console=console, progress=progress, answerer=self.answerer)
+                        strict=strict, limit=limit, console=console, progress=progress, answerer=self.answerer,
+                        handle_signals=handle_signals)
 
     def run(self, source: Any, sinks: Sequence[Sink] = (), *, strict: bool = False, limit: int | None = None,
-            console: Any = None, progress: bool = True) -> RunSummary:
-        """Classify a whole source (erudite_edge.sources) into sinks (erudite_edge.outputs): `erudite-edge run`."""
-        summary = self.pipeline(strict=strict, limit=limit, console=console, progress=progress).run(source, sinks)
+            console: Any = None, progress: bool = True, handle_signals: bool = True) -> RunSummary:
+        """Classify a whole source (erudite_edge.sources) into sinks (erudite_edge.outputs): `erudite-edge run`.
+        handle_signals: SIGINT/SIGTERM/SIGHUP stop the run after the batch in hand (the CLI); False leaves the
+        process's handlers alone."""
+        summary = self.pipeline(strict=strict, limit=limit, console=console, progress=progress,
+                                handle_signals=handle_signals).run(source, sinks)
         self.last_summary = summary
         return summary
 
@@ -338,7 +355,11 @@ class Classifier:
         if boxes is not None:
             per = _boxes_per_image(boxes, len(seq), single)
             source = CropSource(source, lambda item: WHOLE_IMAGE if per[item.index] is None else per[item.index])
-        out = list(self._stream(source, strict=True, limit=None))
+        sink = _ListSink()  # in the caller's thread: no hand-off through predict_stream's queue
+        summary = self.run(source, [sink], strict=True, console=_LogConsole(), progress=False, handle_signals=False)
+        if summary.interrupted:  # Ctrl-C during the call (after the batch in hand)
+            raise KeyboardInterrupt
+        out = sink.predictions
         out.sort(key=lambda p: p.index)  # stable: a crop's boxes keep their order
         return out
 

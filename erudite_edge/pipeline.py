@@ -282,6 +282,7 @@ class Pipeline:
         progress: bool = True,
         answerer: Answerer | None = None,
         latest_frame: bool = True,
+        handle_signals: bool = True,
     ):
         if batch < 1 or topk < 1:
             raise ValueError("batch and topk must be at least 1")
@@ -299,6 +300,9 @@ class Pipeline:
         # False: live sources are queued like files (every frame, batched greedily), as before latest-frame
         # semantics existed; kept for benchmarks/live_frames.py's "before" side.
         self.latest_frame = latest_frame
+        # False (the Python API): the caller's signal handlers stay as they are; Ctrl-C ends the run after
+        # the batch in hand (summary.interrupted) and the caller decides what follows.
+        self.handle_signals = handle_signals
 
     def _warn(self, msg: str) -> None:
         from .outputs import printable
@@ -392,7 +396,7 @@ class Pipeline:
         live = source.live and latest is not None and self.latest_frame
         feeder: Any = _LiveFeeder(source, self.spec, interrupt) if live else Prefetcher(source, self.spec, pool, depth, interrupt)
         try:
-            with _signals_set(interrupt):
+            with _signals_set(interrupt) if self.handle_signals else contextlib.nullcontext():
                 if progress is not None:
                     progress.start()
                     bar = progress.add_task("classifying", total=source.length)
