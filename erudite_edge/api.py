@@ -282,7 +282,7 @@ class Classifier:
         self.workers = workers
         self.precision = resolve_precision(self.bundle, backend, precision)
         say = announce if announce is not None else (lambda msg: log.info("%s", msg))
-        self.model = load_classifier(self.bundle, backend, self.precision, threads, announce=say)
+        self.model: Any = load_classifier(self.bundle, backend, self.precision, threads, announce=say)
         self.backend = str(getattr(self.model, "backend", backend))
         self.last_summary: RunSummary | None = None
 
@@ -292,6 +292,8 @@ class Classifier:
         """The pipeline `run` and `predict` classify through, with this classifier's model and answers."""
         from .pipeline import Pipeline
 
+        if self.model is None:
+            raise UsageError("this Classifier is closed; make a new one")
         return Pipeline(self.model, self.labels, self.spec, batch=self.batch, topk=self.topk, workers=self.workers,
                         strict=strict, limit=limit, console=console, progress=progress, answerer=self.answerer,
                         handle_signals=handle_signals)
@@ -350,7 +352,7 @@ class Classifier:
         the image (`empty` when nothing of it is inside). Returns the Predictions in input order.
         An image that cannot be read raises BadImageError; a negative box size UsageError."""
         single = isinstance(images, (str, os.PathLike, np.ndarray))
-        seq: list[ImageLike] = [images] if single else list(images)  # type: ignore[list-item]
+        seq: list[ImageLike] = [images] if single else list(images)  # type: ignore[list-item, arg-type]
         source: Any = ImagesSource(seq, color)
         if boxes is not None:
             per = _boxes_per_image(boxes, len(seq), single)

@@ -193,3 +193,17 @@ def test_cli_crops_from_video_frames(bundle_dir: Path, tmp_path: Path, capsys) -
     assert [(r["name"], r["label"], r["box"]) for r in rows] == [("frame:0", "blue", [4, 4, 16, 12]),
                                                                   ("frame:2", "red", [4, 4, 16, 12])]
     assert "1 image(s)/frame(s) have no line in" in capsys.readouterr().err
+
+
+def test_typed_package_and_closed_classifier(bundle_dir: Path) -> None:
+    import tomllib
+
+    from erudite_edge import Classifier, UsageError
+
+    assert (ROOT / "erudite_edge" / "py.typed").is_file()
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "py.typed" in meta["tool"]["setuptools"]["package-data"]["erudite_edge"]
+    clf = Classifier(bundle_dir)
+    clf.close()
+    with pytest.raises(UsageError, match="closed"):
+        clf.predict(solid_image(COLORS["red"]), color="RGB")
