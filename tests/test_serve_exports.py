@@ -139,6 +139,41 @@ def test_triton_tensorrt_entry_and_max_batch_above_the_profile(tmp_path: Path, c
     assert (tmp_path / "repo" / "erudite_tensorrt" / "1" / "model.plan").read_bytes() == engine.read_bytes()
 
 
+def test_triton_uint8_nhwc_graph(tmp_path: Path) -> None:
+    """A graph that takes uint8 HWC pixels (the layout the device runtime may feed): TYPE_UINT8, dims [H, W, 3]."""
+    from google.protobuf import text_format
+    from onnx import TensorProto, helper, numpy_helper
+
+    pb2 = model_config_pb2()
+    labels = label_space()
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["images"], ["f"], to=TensorProto.FLOAT),
+         helper.make_node("Transpose", ["f"], ["t"], perm=[0, 3, 1, 2]),
+         helper.make_node("GlobalAveragePool", ["t"], ["p"]),
+         helper.make_node("Flatten", ["p"], ["fl"], axis=1),
+         helper.make_node("Gemm", ["fl", "W"], ["logits"], transB=1)],
+        "uint8_nhwc",
+        [helper.make_tensor_value_info("images", TensorProto.UINT8, ["N", 20, 24, 3])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", labels.num_classes])],
+        initializer=[numpy_helper.from_array(np.ones((labels.num_classes, 3), np.float32), "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    root = tmp_path / "b"
+    root.mkdir()
+    onnx.save(model, str(root / "model.onnx"))
+    bundle = Bundle.create(root, labels=labels, preprocess=PreprocessSpec(input_size=(20, 24), layout="NHWC"),
+                           kind="erudite", variant="test", backbone="uint8", opset=17)
+    bundle.add_model("main", "fp32", "model.onnx")
+    bundle.save()
+    assert main(["export", "triton", "--bundle", str(root), "--out", str(tmp_path / "repo")]) == 0
+    cfg = text_format.Parse((tmp_path / "repo" / "erudite" / "config.pbtxt").read_text(), pb2.ModelConfig())
+    assert (cfg.input[0].data_type, list(cfg.input[0].dims)) == (pb2.TYPE_UINT8, [20, 24, 3])
+    assert (cfg.output[0].data_type, list(cfg.output[0].dims)) == (pb2.TYPE_FP32, [labels.num_classes])
+    # nvinfer feeds float NCHW: the DeepStream export says so instead of writing a config that cannot work
+    assert main(["export", "deepstream", "--bundle", str(root), "--out", str(tmp_path / "ds")]) == 2
+    assert not (tmp_path / "ds").exists()
+
+
 def test_triton_bad_bundles_one_line_exit_2(color_bundle: Bundle, tmp_path: Path, capsys) -> None:
     import json
 
