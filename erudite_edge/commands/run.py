@@ -184,6 +184,9 @@ def _run(
         warn(f"{ignored} file(s) in {source} are not images by extension; ignored")
     if crop_fn is not None:
         src = CropSource(src, crop_fn)
+        if answerer.smooth > 1:
+            warn("--smooth averages consecutive results; with --roi/--crops-from they are different boxes: ignored")
+            answerer.smooth = 1
 
     announce = lambda msg: console.print(msg, markup=False, highlight=False)  # noqa: E731
     sinks = []
