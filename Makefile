@@ -13,7 +13,7 @@ $(PY):
 
 $(STAMP): $(PY) pyproject.toml
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[train,dev,demo]'
+	$(PIP) install -q -e '.[train,dev,demo,serve]'
 	# The stubs declare a dependency on tensorrt itself, whose wheels cannot be fetched here: stubs only.
 	$(PIP) install -q --no-deps 'tensorrt-stubs==10.13.0.35.1'
 	touch $(STAMP)

@@ -120,6 +120,8 @@ class Result:
     dataset_mass: dict[str, float] = field(default_factory=dict)  # data set -> summed probability
     captured_at: float = 0.0  # time.time() when the image was read / the frame captured
     frame_age_ms: float = 0.0  # from capture to this result
+    box: Any = None  # a crop's erudite_edge.crops.Box (None: the whole image)
+    timings: dict[str, float] = field(default_factory=dict)  # decode_ms, preprocess_ms, inference_ms (its share)
 
     @property
     def top(self) -> Prediction:
@@ -146,6 +148,10 @@ class Result:
             "datasets": {k: round(v, 6) for k, v in self.dataset_mass.items()},
             "predictions": [p.to_dict() for p in self.predictions],
         })
+        if self.box is not None:
+            d["box"] = self.box.as_list()
+            if self.box.clipped:
+                d["box_clipped"] = True
         return d
 
 
@@ -162,6 +168,9 @@ class Sink(abc.ABC):
     @abc.abstractmethod
     def write(self, result: Result, item: Item) -> None:
         """`item` is what the result came from: its RGB image and relative name."""
+
+    def empty(self, item: Item) -> None:
+        """A crop whose box holds nothing of its image (`item.box`): not classified; the run warns."""
 
     def commit(self) -> None:
         """The run ended (normally or interrupted): keep the output."""
@@ -221,8 +230,8 @@ class JsonlSink(Sink):
         return f"JSON lines -> {printable(str(self.path)) if self.path else 'stdout'}"
 
 
-def csv_header(k: int, datasets: list[str] | tuple[str, ...] = ()) -> list[str]:
-    cols = ["name", "label", "dataset", "score"]
+def csv_header(k: int, datasets: list[str] | tuple[str, ...] = (), boxes: bool = False) -> list[str]:
+    cols = ["name"] + (["box_x", "box_y", "box_w", "box_h"] if boxes else []) + ["label", "dataset", "score"]
     for r in range(1, k + 1):
         cols += [f"top{r}_label", f"top{r}_dataset", f"top{r}_score"]
     cols += ["captured_at", "frame_age_ms"] + [f"mass_{d}" for d in datasets] + ["name_b64"]
@@ -241,18 +250,23 @@ class CsvSink(Sink):
     and name_b64 (the exact bytes of a file name that is not UTF-8, else empty). Appended like JSONL."""
 
     def __init__(self, path: Path, k: int, datasets: list[str] | tuple[str, ...] = (), mode: str = "new",
-                 fsync_interval: float = 1.0):
+                 fsync_interval: float = 1.0, boxes: bool = False):
         from .result_log import AppendLog
 
         self.path = path
         self.k = k
         self.datasets = list(datasets)
-        self._log = AppendLog(path, mode, header=_csv_line(csv_header(k, self.datasets)), fsync_interval=fsync_interval)
+        self.boxes = boxes  # crops: box_x, box_y, box_w, box_h after the name
+        self._log = AppendLog(path, mode, header=_csv_line(csv_header(k, self.datasets, boxes)),
+                              fsync_interval=fsync_interval)
 
     def write(self, result: Result, item: Item) -> None:
         top = result.top
         name, raw = name_fields(result.name)
-        row: list[Any] = [name, result.answer_label, result.answer_dataset, f"{top.score:.6f}"]
+        row: list[Any] = [name]
+        if self.boxes:
+            row += result.box.as_list() if result.box is not None else ["", "", "", ""]
+        row += [result.answer_label, result.answer_dataset, f"{top.score:.6f}"]
         for r in range(self.k):
             if r < len(result.predictions):
                 p = result.predictions[r]
@@ -445,16 +459,18 @@ def open_display(warn: Callable[[str], None]) -> DisplaySink | None:
         return None
 
 
-def open_output(path: Path | None, k: int, datasets: list[str] | tuple[str, ...] = (), mode: str = "new") -> Sink:
+def open_output(path: Path | None, k: int, datasets: list[str] | tuple[str, ...] = (), mode: str = "new",
+                boxes: bool = False) -> Sink:
     """JSON lines to stdout (no path), or to FILE.jsonl, or CSV to FILE.csv. `mode`: "new" refuses an
-    existing file, "append" adds to it, "overwrite" empties it (both only once its lock is held)."""
+    existing file, "append" adds to it, "overwrite" empties it (both only once its lock is held).
+    `boxes`: results are crops; CSV gets box columns (JSON lines carry `box` on their own)."""
     if path is None:
         return JsonlSink()
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson", ".json"):
         return JsonlSink(path, mode=mode)
     if suffix == ".csv":
-        return CsvSink(path, k, datasets, mode=mode)
+        return CsvSink(path, k, datasets, mode=mode, boxes=boxes)
     raise UsageError(f"--output {path}: use a .jsonl or .csv file name")
 
 
@@ -504,6 +520,7 @@ class RunSummary:
     frame_age_ms: list[float] = field(default_factory=list)  # per result (the last AGE_WINDOW), capture -> result
     losses: list[float] = field(default_factory=list)  # durations (s) of each loss of a live source
     reconnects: int = 0
+    empty_boxes: int = 0  # crops with nothing inside their image, warned about and not classified
 
     AGE_WINDOW = 100_000
 
@@ -553,6 +570,8 @@ def render_summary(summary: RunSummary, console: Any) -> None:
     table.add_row("skipped (undecodable)", str(summary.skipped))
     if summary.ignored:
         table.add_row("ignored (not images)", str(summary.ignored))
+    if summary.empty_boxes:
+        table.add_row("empty boxes (not classified)", str(summary.empty_boxes))
     table.add_row("wall time", f"{summary.wall_s:.2f} s")
     table.add_row("FPS", f"{summary.fps:.1f}")
     if summary.frame_age_ms:

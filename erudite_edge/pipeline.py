@@ -33,6 +33,7 @@ import numpy as np
 from .backends import load_runner
 from .backends.base import Runner
 from .bundle import Bundle
+from .crops import EmptyBoxError
 from .errors import BadImageError, BundleError
 from .labels import LabelSpace
 from .answers import Answerer
@@ -281,6 +282,7 @@ class Pipeline:
         progress: bool = True,
         answerer: Answerer | None = None,
         latest_frame: bool = True,
+        handle_signals: bool = True,
     ):
         if batch < 1 or topk < 1:
             raise ValueError("batch and topk must be at least 1")
@@ -298,6 +300,9 @@ class Pipeline:
         # False: live sources are queued like files (every frame, batched greedily), as before latest-frame
         # semantics existed; kept for benchmarks/live_frames.py's "before" side.
         self.latest_frame = latest_frame
+        # False (the Python API): the caller's signal handlers stay as they are; Ctrl-C ends the run after
+        # the batch in hand (summary.interrupted) and the caller decides what follows.
+        self.handle_signals = handle_signals
 
     def _warn(self, msg: str) -> None:
         from .outputs import printable
@@ -326,6 +331,12 @@ class Pipeline:
             if p.item.ok:
                 good.append(p)
                 continue
+            if isinstance(p.item.error, EmptyBoxError):  # reported, never fatal
+                self._warn(str(p.item.error))
+                summary.empty_boxes += 1
+                for sink in sinks:
+                    sink.empty(p.item)
+                continue
             if self.strict:
                 raise BadImageError(f"{p.item.error} (--strict stops at the first bad file)")
             summary.skipped += 1
@@ -341,10 +352,13 @@ class Pipeline:
         answers = self.answerer(probs)
         t2 = time.perf_counter()
         ages = summary.frame_age_ms
+        share = (t1 - t0) * 1e3 / len(good)
         for p, a in zip(good, answers):
             age = (time.perf_counter() - p.item.timestamp) * 1e3 if p.item.timestamp else 0.0
+            timings = {"decode_ms": p.item.decode_ms, "preprocess_ms": p.preprocess_ms, "inference_ms": share,
+                       "batch": float(len(good))}
             result = Result(p.item.index, p.item.name, a.predictions, a.label, a.dataset, a.dataset_mass,
-                            p.item.captured_at, age)
+                            p.item.captured_at, age, box=p.item.box, timings=timings)
             for sink in sinks:
                 sink.write(result, p.item)
             summary.frames += 1
@@ -382,7 +396,7 @@ class Pipeline:
         live = source.live and latest is not None and self.latest_frame
         feeder: Any = _LiveFeeder(source, self.spec, interrupt) if live else Prefetcher(source, self.spec, pool, depth, interrupt)
         try:
-            with _signals_set(interrupt):
+            with _signals_set(interrupt) if self.handle_signals else contextlib.nullcontext():
                 if progress is not None:
                     progress.start()
                     bar = progress.add_task("classifying", total=source.length)

@@ -59,6 +59,8 @@ class Item:
     relname: str = ""  # path relative to the source root (used to name saved annotated images)
     timestamp: float = 0.0  # time.perf_counter() when the item was read (a frame: captured)
     captured_at: float = 0.0  # time.time() at the same moment
+    box: Any = None  # a crop: the erudite_edge.crops.Box it was cut from (None: the whole image)
+    part: int = 0  # a crop: which box of its image (0, 1, ...)
 
     @property
     def ok(self) -> bool:

@@ -61,6 +61,10 @@ def run_command(
     smooth: int = typer.Option(1, "--smooth", min=1, help="Average the probabilities of the last N classified frames (cameras, streams, videos)."),
     datasets: Optional[str] = typer.Option(None, "--datasets", help="Restrict the joint label space to these data sets: a,b."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Do not check the model files' sha256 against bundle.json."),
+    roi: Optional[list[str]] = typer.Option(None, "--roi", help="Classify this region of every image/frame instead of "
+                                            "the whole: x,y,w,h in pixels (repeat for several; clipped to the image)."),
+    crops_from: Optional[Path] = typer.Option(None, "--crops-from", help="Classify the boxes a detector found: a JSON "
+                                              "lines file, one line per image/frame (schema in the README, 'Crops')."),
 ) -> None:
     """Classify images, video, cameras or streams; top-k fine labels with their data set per image."""
     args = {k: v for k, v in locals().items() if k != "no_verify"}
@@ -116,13 +120,14 @@ def _run(
     camera_format: Optional[str], reconnect: str,
     limit: Optional[int], threads: Optional[int], workers: Optional[int], overwrite: bool, append: bool,
     min_confidence: float, smooth: int, datasets: Optional[str],
+    roi: Optional[list[str]] = None, crops_from: Optional[Path] = None,
 ) -> None:
     from ..answers import Answerer, parse_datasets
-    from ..backends import BACKENDS, resolve_precision
+    from ..api import Classifier
+    from ..backends import BACKENDS
     from ..bundle import PRECISIONS, Bundle
     from ..errors import BundleError
     from ..outputs import STILLS_FPS, open_display, open_output, open_save, render_summary, stderr_console
-    from ..pipeline import Pipeline, load_classifier
     from ..sources import open_source, quiet_video_logs
 
     if checkpoint is not None and backend != "torch":
@@ -137,7 +142,14 @@ def _run(
         raise UsageError("no source: give a file, folder, glob, video, /dev/videoN, csi://N or rtsp://... (or --camera N)")
     if overwrite and append:
         raise UsageError("give --append or --overwrite, not both")
+    if roi and crops_from is not None:
+        raise UsageError("give --roi or --crops-from, not both")
     reconnects = parse_reconnect(reconnect)
+    from ..crops import CropSource, detection_boxes, fixed_boxes, parse_roi, read_detections
+
+    crop_fn = fixed_boxes([parse_roi(r) for r in roi]) if roi else None
+    if crops_from is not None:
+        crop_fn = detection_boxes(read_detections(crops_from))
 
     quiet_video_logs()
     console = stderr_console()
@@ -159,8 +171,8 @@ def _run(
         raise BundleError(f"{zoo}: an {b.kind} bundle, not a zoo; run it with --bundle")
     if bundle is not None and b.kind == "zoo":
         raise BundleError(f"{bundle}: a zoo bundle; run it with --zoo")
-    answerer = Answerer(b.labels, topk, min_confidence=min_confidence, smooth=smooth,
-                        datasets=parse_datasets(datasets, b.labels))
+    chosen = parse_datasets(datasets, b.labels)
+    answerer = Answerer(b.labels, topk, min_confidence=min_confidence, smooth=smooth, datasets=chosen)
     topk = answerer.topk
     src = open_source(source, camera=camera, recursive=recursive, width=width, height=height,
                       framerate=framerate, reconnect=reconnects, camera_format=camera_format)
@@ -172,13 +184,19 @@ def _run(
     ignored = int(getattr(src, "ignored", 0))
     if ignored:
         warn(f"{ignored} file(s) in {source} are not images by extension; ignored")
+    if crop_fn is not None:
+        src = CropSource(src, crop_fn)
+        if answerer.smooth > 1:
+            warn("--smooth averages consecutive results; with --roi/--crops-from they are different boxes: ignored")
+            answerer.smooth = 1
 
     announce = lambda msg: console.print(msg, markup=False, highlight=False)  # noqa: E731
     sinks = []
     classifier = None
     try:
         sinks.append(open_output(output, topk, answerer.sub.datasets,
-                                 mode="append" if append else "overwrite" if overwrite else "new"))
+                                 mode="append" if append else "overwrite" if overwrite else "new",
+                                 boxes=crop_fn is not None))
         if save is not None:
             fps = src.fps or (30.0 if src.kind != "images" else STILLS_FPS)
             sinks.append(open_save(save, fps, overwrite, warn=warn))
@@ -186,8 +204,9 @@ def _run(
             window = open_display(warn)
             if window is not None:
                 sinks.append(window)
-        precision = resolve_precision(b, backend, precision)
-        classifier = load_classifier(b, backend, precision, threads, announce=announce)
+        classifier = Classifier(b, backend, precision, topk=topk, min_confidence=min_confidence,
+                                smooth=answerer.smooth, datasets=chosen, batch=batch, workers=workers,
+                                threads=threads, announce=announce)
     except BaseException:
         for s in sinks:
             s.abort()
@@ -199,13 +218,14 @@ def _run(
     mode = str(getattr(src, "mode", ""))
     if src.live and mode:  # printed once the outputs are open, so that an error before stays one line
         console.print(f"{src.kind}: {mode} (as negotiated)", markup=False, highlight=False)
-    pipeline = Pipeline(classifier, b.labels, b.preprocess, batch=batch, topk=topk, workers=workers,
-                        strict=strict, limit=limit, console=console, answerer=answerer)
     try:
-        summary = pipeline.run(src, sinks)
+        summary = classifier.run(src, sinks, strict=strict, limit=limit, console=console)
     finally:
         classifier.close()
     render_summary(summary, console)
+    uncovered = int(getattr(src, "uncovered", 0))
+    if uncovered and crops_from is not None:
+        warn(f"{uncovered} image(s)/frame(s) have no line in {crops_from}; not classified")
     if summary.interrupted:
         raise typer.Exit(128 + (summary.signal or int(signal.SIGINT)))
 
