@@ -134,3 +134,58 @@ def test_reference_trained_on_one_data_set_alone(runs, tmp_path, capsys):
     assert main(args + ["--data", runs["data"][0]]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--reference" in err[0] and "none of the data sets" in err[0]
+
+
+@pytest.fixture(scope="module")
+def bundles(runs, tmp_path_factory):
+    root = tmp_path_factory.mktemp("analyze_bundles")
+    out = {"erudite": root / "erudite", "zoo": root / "zoo"}
+    images = runs["data"][0].split("=", 1)[1]
+    assert main(["export", "onnx", "--checkpoint", str(runs["ours"]), "--out", str(out["erudite"]), "--images", images,
+                 "--parity-count", "4"]) == 0
+    assert main(["export", "zoo", "--checkpoint", str(runs["single"]), "--out", str(out["zoo"]), "--images", images,
+                 "--parity-count", "4"]) == 0
+    return out
+
+
+def test_analyze_bundle_measures_what_the_outputs_tell(runs, bundles, tmp_path, capsys):
+    """--bundle: top-1 equals the checkpoint analysis (the same model exported), Positive/Negative against the
+    zoo bundle equals the checkpoint analysis against the zoo run, and the report lists what it skipped."""
+    data = sum((["--data", d] for d in runs["data"]), [])
+    ck = tmp_path / "ck"
+    assert main(["analyze", "--checkpoint", str(runs["ours"]), "--reference", str(runs["single"]), "--out", str(ck),
+                 "--no-progress", "--no-tsne", "--mmd-permutations", "10", "--attention-images", "0"] + data) == 0
+    out = tmp_path / "bundle_report"
+    assert main(["analyze", "--bundle", str(bundles["erudite"]), "--reference", str(bundles["zoo"]), "--out", str(out),
+                 "--no-progress", "--mmd-permutations", "10"] + data) == 0
+    printed = capsys.readouterr()
+    assert "skipped (needs the model's internals): " in printed.err and "gate usage" in printed.err
+    r, c = json.loads((out / "analysis.json").read_text()), json.loads((ck / "analysis.json").read_text())
+    logits = np.load(out / "outputs.npz")["fused"]
+    assert logits.shape == (20, 5)  # 12 + 8 test images, 3 + 2 classes: the output vector, not a feature
+    for name in ("a", "b"):
+        w = r["within"][name]
+        assert w["top1"] == pytest.approx(c["within"][name]["top1"])
+        assert w["right_dataset"] == pytest.approx(c["within"][name]["right_dataset"])
+        assert 1 / 5 <= w["confidence"] <= 1 and w["fused"]["images"] == {"a": 12, "b": 8}[name]
+        assert "own_head" not in w
+        assert r["transfer"][name]["positive"] == c["transfer"][name]["positive"]
+        assert r["transfer"][name]["changes"] == pytest.approx(c["transfer"][name]["changes"])
+    assert r["between"][0]["pair"] == ["a", "b"] and "gate_usage" not in r and "attention" not in r
+    assert len(r["skipped"]) == 4 and r["run"]["bundle"] == str(bundles["erudite"])
+    md = (out / "analysis.md").read_text()
+    assert "## Not measured" in md and "right data set %" in md and "mean top-1 softmax" in md
+    assert sorted(p.name for p in out.iterdir()) == ["analysis.json", "analysis.md", "figure2_per_class_change.png",
+                                                     "figure3_tsne.png", "outputs.npz"]
+
+
+def test_analyze_bundle_bad_input_is_one_line(runs, bundles, tmp_path, capsys):
+    base = ["analyze", "--out", str(tmp_path / "r"), "--no-progress", "--no-tsne"]
+    assert main(base + ["--bundle", str(bundles["erudite"]), "--checkpoint", str(runs["ours"]), "--data", runs["data"][0]]) == 2
+    assert main(base + ["--data", runs["data"][0]]) == 2
+    assert main(base + ["--bundle", str(tmp_path / "nothing"), "--data", runs["data"][0]]) == 2
+    a_path = runs["data"][0].split("=", 1)[1]
+    assert main(base + ["--bundle", str(bundles["erudite"]), "--data", f"c={a_path}"]) == 2
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines()]
+    assert len(err) == 4 and "one of them" in err[0] and "nothing" in err[2] and "'c'" in err[3]
+    assert not (tmp_path / "r").exists()
