@@ -38,6 +38,9 @@ def run_command(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="FILE.jsonl or FILE.csv (default: JSON lines on stdout): "
                                   "appended per result and fsynced every second; an existing file needs --append or --overwrite."),
     save: Optional[Path] = typer.Option(None, "--save", help="Annotated video (.mp4/.avi/...) or a folder of annotated images."),
+    save_attention: Optional[Path] = typer.Option(None, "--save-attention", help="Folder for one attention overlay PNG per input "
+                                                  "(the 8 group masks over the image): --backend torch, or a bundle exported "
+                                                  "--with-attention on ONNX Runtime."),
     display: bool = typer.Option(False, "--display", help="Show annotated frames in a window (q or Esc stops)."),
     strict: bool = typer.Option(False, "--strict", help="Stop (exit 1) at the first image that does not decode."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Look for images in subfolders too."),
@@ -113,9 +116,10 @@ def _run(
     camera: Optional[int], width: Optional[int], height: Optional[int], framerate: Optional[int],
     camera_format: Optional[str], reconnect: str,
     limit: Optional[int], threads: Optional[int], workers: Optional[int], overwrite: bool, append: bool,
-    min_confidence: float, smooth: int, datasets: Optional[str],
+    min_confidence: float, smooth: int, datasets: Optional[str], save_attention: Optional[Path] = None,
 ) -> None:
     from ..answers import Answerer, parse_datasets
+    from ..attention_maps import AttentionWriter
     from ..backends import BACKENDS, resolve_precision
     from ..bundle import PRECISIONS, Bundle
     from ..errors import BundleError
@@ -157,6 +161,15 @@ def _run(
         raise BundleError(f"{zoo}: an {b.kind} bundle, not a zoo; run it with --bundle")
     if bundle is not None and b.kind == "zoo":
         raise BundleError(f"{bundle}: a zoo bundle; run it with --zoo")
+    if save_attention is not None:
+        if b.kind == "zoo":
+            raise UsageError("--save-attention: the zoo's models have no attention layer; it is for an erudite bundle")
+        if checkpoint is None and not b.meta.get("attention"):
+            raise UsageError(f"--save-attention: {b.root} has no attention output; export it with `erudite-edge export onnx "
+                             "--with-attention`, or use --backend torch --checkpoint RUN")
+        if save_attention.exists() and (not save_attention.is_dir() or (any(save_attention.iterdir()) and not overwrite)):
+            raise UsageError(f"--save-attention {save_attention}: exists and is not an empty folder; choose another or "
+                             "pass --overwrite (same-named PNGs are replaced)")
     answerer = Answerer(b.labels, topk, min_confidence=min_confidence, smooth=smooth,
                         datasets=parse_datasets(datasets, b.labels))
     topk = answerer.topk
@@ -186,6 +199,15 @@ def _run(
                 sinks.append(window)
         precision = resolve_precision(b, backend, precision)
         classifier = load_classifier(b, backend, precision, threads, announce=announce)
+        if save_attention is not None:
+            runner = getattr(classifier, "runner", None)
+            if not getattr(runner, "has_attention", False):
+                how = ("TensorRT engines keep only the logits: pass --backend onnxruntime" if classifier.backend == "tensorrt"
+                       else "export it with `erudite-edge export onnx --with-attention`, or use --backend torch --checkpoint RUN"
+                       if classifier.backend != "torch" else "this variant has no spatial attention layer")
+                raise UsageError(f"--save-attention: the {classifier.backend} {precision} model does not expose the attention "
+                                 f"masks; {how}")
+            classifier.attention = True  # type: ignore[attr-defined]
     except BaseException:
         for s in sinks:
             s.abort()
@@ -198,7 +220,8 @@ def _run(
     if src.live and mode:  # printed once the outputs are open, so that an error before stays one line
         console.print(f"{src.kind}: {mode} (as negotiated)", markup=False, highlight=False)
     pipeline = Pipeline(classifier, b.labels, b.preprocess, batch=batch, topk=topk, workers=workers,
-                        strict=strict, limit=limit, console=console, answerer=answerer)
+                        strict=strict, limit=limit, console=console, answerer=answerer,
+                        attention=None if save_attention is None else AttentionWriter(save_attention, b.preprocess))
     try:
         summary = pipeline.run(src, sinks)
     finally:

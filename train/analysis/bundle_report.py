@@ -8,7 +8,8 @@ each data set given, only what the outputs carry:
     (logits of an erudite bundle; the joint probabilities of a zoo), not on the paper's feature;
   - against `--reference` (another bundle, e.g. the zoo, or a checkpoint run): per-class accuracy change,
     Positive / Negative and Figure 2;
-  - Figure 3 as a t-SNE of the output vectors.
+  - Figure 3 as a t-SNE of the output vectors;
+  - attention maps, when the bundle was exported `--with-attention` (the masks are then an output).
 What needs the model's internals (the input of G, per-head features, gate weights, attention masks
 unless the bundle's graph exposes them) is listed under "skipped" in the report.
 
@@ -33,7 +34,7 @@ from erudite_edge.labels import LabelSpace
 from erudite_edge.outputs import softmax
 
 from .feature_set import FeatureSet
-from .tables import FIGURE2, FIGURE3, JSON_NAME, MARKDOWN_NAME, AnalyzeOptions, between, to_markdown, within
+from .tables import ATTENTION_PNG, FIGURE2, FIGURE3, JSON_NAME, MARKDOWN_NAME, AnalyzeOptions, between, to_markdown, within
 from .transfer import per_class_accuracy, transfer_by_dataset
 
 SKIPPED = [
@@ -41,8 +42,8 @@ SKIPPED = [
     "computed on the model's output vector instead",
     "the per-head features and each data set's own head's cluster scores",
     "gate usage (the gate weights are inside the model)",
-    "attention maps (export with `export onnx --with-attention` to keep them, or analyse the checkpoint)",
 ]
+NO_ATTENTION = "attention maps (export with `export onnx --with-attention` to keep them, or analyse the checkpoint)"
 
 
 def is_bundle(path: str | os.PathLike[str]) -> bool:
@@ -93,6 +94,50 @@ def bundle_outputs(bundle: Bundle, data: Sequence[str], *, backend: str = "auto"
     return FeatureSet(fused=fused, joint=np.concatenate(out["joint"]).astype(np.int64),
                       dataset=np.concatenate(out["dataset"]), pred=fused.argmax(1).astype(np.int64), skipped=skipped,
                       meta={"bundle": str(bundle.root), "kind": bundle.kind, "precision": precision})
+
+
+def attention_grid(bundle: Bundle, data: Sequence[str], per_dataset: int, path: Path, precision: str = "fp32",
+                   seed: int = 0) -> dict[str, Any] | None:
+    """For a bundle exported --with-attention: the group masks over the first `per_dataset` readable test
+    images of each data set, one row per image (erudite_edge.attention_maps), on ONNX Runtime; None when
+    the bundle's model does not expose them."""
+    from benchmarks.accuracy import read_eval_set
+
+    from erudite_edge.attention_maps import grid, save_grid
+    from erudite_edge.backends import load_runner
+    from erudite_edge.preprocess import load_image, preprocess
+
+    if bundle.kind == "zoo" or not bundle.meta.get("attention"):
+        return None
+    runner = load_runner(bundle, "main", "onnxruntime", precision, announce=None)
+    try:
+        if not getattr(runner, "has_attention", False):
+            return None
+        rows, names = [], []
+        for spec in data:
+            s = read_eval_set(spec, bundle.labels, None, seed)
+            taken = 0
+            for p, j in zip(s.paths, s.joint):
+                if taken >= per_dataset:
+                    break
+                try:
+                    rgb = load_image(p)
+                except BadImageError:
+                    continue
+                if s.crop_bottom and rgb.shape[0] > s.crop_bottom:
+                    rgb = rgb[: rgb.shape[0] - s.crop_bottom]
+                logits, masks = runner.infer_attention(preprocess(rgb, bundle.preprocess)[None])  # type: ignore[attr-defined]
+                label = bundle.labels.joint_names[int(j)]
+                rows.append(grid(rgb, masks[0], bundle.preprocess, label))
+                names.append(label)
+                taken += 1
+    finally:
+        runner.close()
+    if not rows:
+        return None
+    save_grid(path, np.vstack(rows))
+    return {"images": names, "groups": int(bundle.meta["attention"]["groups"]), "mask_size": bundle.meta["attention"]["mask_size"],
+            "source": f"the bundle's {bundle.meta['attention']['output']!r} output ({precision}, onnxruntime)"}
 
 
 def _confidence(fs: FeatureSet, kind: str) -> np.ndarray:
@@ -164,7 +209,7 @@ def analyze_bundle(
                                                 "not the paper's feature: the bundle exposes nothing inside the model"},
         "within": within(fs, bundle.labels, names, opts),
         "between": between(fs, bundle.labels, names, opts),
-        "skipped": SKIPPED,
+        "skipped": list(SKIPPED),
     }
     conf = _confidence(fs, bundle.kind)
     for name, entry in result["within"].items():
@@ -211,6 +256,13 @@ def analyze_bundle(
         panels = plots.tsne_panels([(run_title, fs)], [(bundle.labels.datasets.index(n), n) for n in names],
                                    max_samples=opts.tsne_max_samples, seed=opts.seed)
         figures["figure3"] = plots.plot_tsne(panels, out / FIGURE3, what="model outputs (logits)").name
+    att = attention_grid(bundle, data, opts.attention_images, out / ATTENTION_PNG, precision, opts.seed) \
+        if opts.attention_images > 0 else None
+    if att is not None:
+        result["attention"] = att
+        figures["attention"] = ATTENTION_PNG
+    else:
+        result["skipped"].append(NO_ATTENTION)
     result["figures"] = figures
     write_json_atomic(out / JSON_NAME, result)
     write_text_atomic(out / MARKDOWN_NAME, to_markdown(result))
