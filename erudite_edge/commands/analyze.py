@@ -60,9 +60,10 @@ def analyze_command(
         result = analyze_bundle(bundle, data, out, reference=reference, options=opts, backend=backend, precision=precision,
                                 log=log)
         typer.echo(f"skipped (needs the model's internals): {'; '.join(s.split(' (')[0] for s in result['skipped'])}", err=True)
-    else:
+    else:  # checkpoint is given (exactly one of the two, checked above)
         from train.analysis.report import analyze
 
+        assert checkpoint is not None
         result = analyze(checkpoint, data, out, reference=reference, options=opts, log=log)
     for line in summary_lines(result):
         typer.echo(line)
