@@ -636,7 +636,8 @@ def test_goals_details_setting_note_memory_end_to_end_and_int8_ratios():
     for row in r["latency"]:
         row["backend"] = {"erudite": "onnxruntime", "zoo": "onnxruntime"}
     # rows the end-to-end goal must not take: another precision, another batch
-    r["end_to_end"] = [{"precision": "int8", "batch": 8, "erudite": {"ratio": 0.1, "e2e_ips": 1.0, "pure_ips": 10.0}},
+    r["end_to_end"] = [{"precision": "fp16", "batch": 8, "erudite": {"ratio": 0.3, "e2e_ips": 3.0, "pure_ips": 10.0}},
+                       {"precision": "int8", "batch": 8, "erudite": {"ratio": 0.1, "e2e_ips": 1.0, "pure_ips": 10.0}},
                        {"precision": "fp32", "batch": 1, "erudite": {"ratio": 0.2, "e2e_ips": 2.0, "pure_ips": 10.0}}] + r["end_to_end"]
     r["memory"] = {"fp32": {"ratio": 0.6, "ratio_ci95": [0.55, 0.65], "repeats": 3, "erudite": {"median_mb": 300.0},
                             "zoo": {"median_mb": 500.0}, "baseline": {"median_mb": 100.0}, "net_ratio": 0.5}}
