@@ -288,23 +288,24 @@ class Classifier:
 
     # -- the pipeline -----------------------------------------------------------------------------
     def pipeline(self, *, strict: bool = False, limit: int | None = None, console: Any = None,
-                 progress: bool = True, handle_signals: bool = True) -> Any:
-        """The pipeline `run` and `predict` classify through, with this classifier's model and answers."""
+                 progress: bool = True, handle_signals: bool = True, attention: Any = None) -> Any:
+        """The pipeline `run` and `predict` classify through, with this classifier's model and answers.
+        attention: an attention_maps.AttentionWriter (`run --save-attention`)."""
         from .pipeline import Pipeline
 
         if self.model is None:
             raise UsageError("this Classifier is closed; make a new one")
         return Pipeline(self.model, self.labels, self.spec, batch=self.batch, topk=self.topk, workers=self.workers,
                         strict=strict, limit=limit, console=console, progress=progress, answerer=self.answerer,
-                        handle_signals=handle_signals)
+                        handle_signals=handle_signals, attention=attention)
 
     def run(self, source: Any, sinks: Sequence[Sink] = (), *, strict: bool = False, limit: int | None = None,
-            console: Any = None, progress: bool = True, handle_signals: bool = True) -> RunSummary:
+            console: Any = None, progress: bool = True, handle_signals: bool = True, attention: Any = None) -> RunSummary:
         """Classify a whole source (erudite_edge.sources) into sinks (erudite_edge.outputs): `erudite-edge run`.
         handle_signals: SIGINT/SIGTERM/SIGHUP stop the run after the batch in hand (the CLI); False leaves the
         process's handlers alone."""
         summary = self.pipeline(strict=strict, limit=limit, console=console, progress=progress,
-                                handle_signals=handle_signals).run(source, sinks)
+                                handle_signals=handle_signals, attention=attention).run(source, sinks)
         self.last_summary = summary
         return summary
 

@@ -32,6 +32,9 @@ BUNDLE_FILE = "bundle.json"
 PRECISIONS = ("fp32", "fp16", "int8")
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
+# `export onnx --with-attention`: the spatial attention's group masks (B, groups, h, w) as a second output;
+# runners read OUTPUT_NAME only unless asked for this one (`run --save-attention`)
+ATTENTION_OUTPUT = "attention"
 
 
 # -- sha256 of the files a load reads, cached by size and mtime ----------------------------------

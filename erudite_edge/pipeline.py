@@ -56,15 +56,21 @@ class Classifier(Protocol):
 class SingleModel:
     """The erudite model: one runner (role "main") whose logits cover the joint label space."""
 
-    def __init__(self, runner: Runner, labels: LabelSpace, backend: str | None = None):
+    def __init__(self, runner: Runner, labels: LabelSpace, backend: str | None = None, attention: bool = False):
         self.runner = runner
         self.labels = labels
         self.backend = backend or runner.backend
         self.role_ms: dict[str, float] = {"main": 0.0}
+        # attention: each predict also reads the attention masks (runner.infer_attention) into last_attention
+        self.attention = attention
+        self.last_attention: np.ndarray | None = None
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         t0 = time.perf_counter()
-        logits = self.runner.infer_chunked(batch)
+        if self.attention:
+            logits, self.last_attention = self.runner.infer_attention(batch)  # type: ignore[attr-defined]
+        else:
+            logits = self.runner.infer_chunked(batch)
         self.role_ms["main"] += (time.perf_counter() - t0) * 1e3
         if logits.ndim != 2 or logits.shape != (len(batch), self.labels.num_classes):
             raise BundleError(f"model returned shape {tuple(logits.shape)}, expected ({len(batch)}, {self.labels.num_classes})")
@@ -283,6 +289,7 @@ class Pipeline:
         answerer: Answerer | None = None,
         latest_frame: bool = True,
         handle_signals: bool = True,
+        attention: Any = None,
     ):
         if batch < 1 or topk < 1:
             raise ValueError("batch and topk must be at least 1")
@@ -303,6 +310,9 @@ class Pipeline:
         # False (the Python API): the caller's signal handlers stay as they are; Ctrl-C ends the run after
         # the batch in hand (summary.interrupted) and the caller decides what follows.
         self.handle_signals = handle_signals
+        # an attention_maps.AttentionWriter (`run --save-attention`): a grid per result from the
+        # classifier's last_attention
+        self.attention = attention
 
     def _warn(self, msg: str) -> None:
         from .outputs import printable
@@ -353,7 +363,7 @@ class Pipeline:
         t2 = time.perf_counter()
         ages = summary.frame_age_ms
         share = (t1 - t0) * 1e3 / len(good)
-        for p, a in zip(good, answers):
+        for i, (p, a) in enumerate(zip(good, answers)):
             age = (time.perf_counter() - p.item.timestamp) * 1e3 if p.item.timestamp else 0.0
             timings = {"decode_ms": p.item.decode_ms, "preprocess_ms": p.preprocess_ms, "inference_ms": share,
                        "batch": float(len(good))}
@@ -361,6 +371,11 @@ class Pipeline:
                             p.item.captured_at, age, box=p.item.box, timings=timings)
             for sink in sinks:
                 sink.write(result, p.item)
+            if self.attention is not None:
+                masks = getattr(self.classifier, "last_attention", None)
+                if masks is not None:
+                    self.attention.write(p.item.index, p.item.name, p.item.image, masks[i],
+                                         f"{a.dataset}/{a.label}")
             summary.frames += 1
             ages.append(age)
         if len(ages) > 2 * summary.AGE_WINDOW:

@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 from erudite_edge import __version__
 from erudite_edge.backends.device_memory import current_device
 from erudite_edge.backends.tensorrt_runner import dims_list, tensorrt_version
-from erudite_edge.bundle import Bundle, ModelEntry, default_filename
+from erudite_edge.bundle import ATTENTION_OUTPUT, Bundle, ModelEntry, default_filename
 from erudite_edge.engine_sidecar import DeviceInfo, EngineSidecar, sidecar_path, write_sidecar
 from erudite_edge.errors import BackendUnavailable, BundleError, EruditeError, UsageError
 from erudite_edge.fileio import atomic_path
@@ -360,6 +360,11 @@ def build_serialized(
         builder, network, parser = NetworkFromOnnxPath(str(onnx_path), strongly_typed=plan.strongly_typed)()
     except PolygraphyException as e:
         raise BundleError(f"{onnx_path}: TensorRT {trt.__version__} cannot parse it: {polygraphy_error_line(e)}") from e
+    # a model exported --with-attention has the masks as a second output: the engine serves the logits only
+    # (TensorRTRunner takes one output), so that output is unmarked; `run --save-attention` uses ONNX Runtime
+    for i in reversed(range(network.num_outputs)):
+        if network.num_outputs > 1 and network.get_output(i).name == ATTENTION_OUTPUT:
+            network.unmark_output(network.get_output(i))
     if network.num_inputs != 1 or network.num_outputs != 1:
         raise BundleError(
             f"{onnx_path}: {network.num_inputs} inputs and {network.num_outputs} outputs; an erudite-edge model has one of each"

@@ -11,7 +11,7 @@ from typing import Mapping
 
 import onnx
 
-from erudite_edge.bundle import Bundle
+from erudite_edge.bundle import ATTENTION_OUTPUT, Bundle
 from erudite_edge.errors import BundleError
 from erudite_edge.labels import LabelSpace
 from erudite_edge.preprocess import PreprocessSpec
@@ -59,10 +59,11 @@ def facts_from_metadata(props: Mapping[str, str]) -> tuple[LabelSpace, Preproces
 
 
 def output_size(model: onnx.ModelProto) -> int | None:
-    """The size of the single output's last axis (None when it is symbolic)."""
-    outputs = model.graph.output
+    """The size of the logits output's last axis (None when it is symbolic). Besides the logits a model may
+    have only the attention masks (`export onnx --with-attention`)."""
+    outputs = [o for o in model.graph.output if o.name != ATTENTION_OUTPUT]
     if len(outputs) != 1:
-        raise BundleError(f"the model has {len(outputs)} outputs; an erudite-edge model has exactly one (logits)")
+        raise BundleError(f"the model has {len(outputs)} outputs besides {ATTENTION_OUTPUT!r}; an erudite-edge model has exactly one (logits)")
     dims = outputs[0].type.tensor_type.shape.dim
     if len(dims) != 2:
         raise BundleError(f"the model's output has rank {len(dims)}; expected [batch, classes]")

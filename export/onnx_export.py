@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import onnx
 
-from erudite_edge.bundle import INPUT_NAME, OUTPUT_NAME, Bundle, default_filename, fine_role
+from erudite_edge.bundle import ATTENTION_OUTPUT, INPUT_NAME, OUTPUT_NAME, Bundle, default_filename, fine_role
 from erudite_edge.errors import EruditeError, UsageError
 from erudite_edge.fileio import USER_OS_ERRORS, atomic_directory, atomic_path, os_error_line, remove_stale_temporaries
 from erudite_edge.preprocess import PreprocessSpec
@@ -108,9 +108,11 @@ def model_opset(model: onnx.ModelProto) -> int:
 
 def to_onnx(module: Any, spec: PreprocessSpec, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     """Trace `module` (eval mode, float32, CPU) to an ONNX model with input "images" [batch,3,H,W] and
-    output "logits" [batch,K], the batch axis dynamic; checked with onnx.checker (full check)."""
+    output "logits" [batch,K], the batch axis dynamic; checked with onnx.checker (full check). A module
+    built `with_attention` (EruditeInference) gives the second output "attention" [batch,groups,h,w]."""
     import torch
 
+    outputs = [OUTPUT_NAME] + ([ATTENTION_OUTPUT] if getattr(module, "with_attention", False) else [])
     opset = check_opset(opset)
     if spec.layout != "NCHW":
         raise UsageError(f"the preprocessing layout is {spec.layout}; the exporter writes NCHW models only")
@@ -128,7 +130,7 @@ def to_onnx(module: Any, spec: PreprocessSpec, opset: int = DEFAULT_OPSET) -> on
                 verbose=False,
                 opset_version=max(opset, NATIVE_OPSET),
                 input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
+                output_names=outputs,
                 dynamic_shapes=({0: batch},),
                 external_data=False,
                 optimize=True,
@@ -152,7 +154,7 @@ def to_onnx(module: Any, spec: PreprocessSpec, opset: int = DEFAULT_OPSET) -> on
     if got != opset:
         raise ExportError(f"the exporter produced opset {got}, not the requested {opset}; try --opset {got}")
     portable_ir_version(model)
-    _check_io(model, h, w)
+    _check_io(model, h, w, outputs)
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as e:
@@ -160,12 +162,12 @@ def to_onnx(module: Any, spec: PreprocessSpec, opset: int = DEFAULT_OPSET) -> on
     return model
 
 
-def _check_io(model: onnx.ModelProto, h: int, w: int) -> None:
+def _check_io(model: onnx.ModelProto, h: int, w: int, outputs: Sequence[str] = (OUTPUT_NAME,)) -> None:
     ins, outs = model.graph.input, model.graph.output
-    if [i.name for i in ins] != [INPUT_NAME] or [o.name for o in outs] != [OUTPUT_NAME]:
+    if [i.name for i in ins] != [INPUT_NAME] or [o.name for o in outs] != list(outputs):
         raise ExportError(
             f"exported graph has inputs {[i.name for i in ins]} and outputs {[o.name for o in outs]}; "
-            f"expected [{INPUT_NAME!r}] and [{OUTPUT_NAME!r}]"
+            f"expected [{INPUT_NAME!r}] and {list(outputs)}"
         )
     dims = ins[0].type.tensor_type.shape.dim
     fixed = [d.dim_value if d.HasField("dim_value") else None for d in dims]
@@ -232,14 +234,52 @@ def _export_roles_into(out: Path, graphs: Sequence[tuple[str, Any]], *, bundle_k
             model = to_onnx(module, bundle.preprocess, opset)
             check_output_size(bundle, role, model, name)
             write_model(model, tmp / name, model_props(bundle, role, "fp32"))
-            report = check_fp32_parity(module, tmp / name, inputs.batch, inputs.source, label=role)
+            with_attention = bool(getattr(module, "with_attention", False))
+            if with_attention:  # the logits' parity as for any export; the masks' just below
+                module.with_attention = False
+            try:
+                report = check_fp32_parity(module, tmp / name, inputs.batch, inputs.source, label=role)
+            finally:
+                if with_attention:
+                    module.with_attention = True
             log(f"parity {role}: {report.summary()}")
-            bundle.add_model(role, "fp32", name, info={"exporter": EXPORTER, "opset": opset})
+            info: dict[str, Any] = {"exporter": EXPORTER, "opset": opset}
+            if with_attention:
+                info["extra_outputs"] = [ATTENTION_OUTPUT]
+                bundle.meta["attention"] = check_attention_parity(module, tmp / name, inputs.batch)
+                log(f"parity {role} attention masks: max |diff| {bundle.meta['attention']['parity_max_abs_diff']:.2g}")
+            bundle.add_model(role, "fp32", name, info=info)
             parity[role] = {"fp32": report.to_dict()}
         bundle.meta["parity"] = parity
         store_check_set(bundle, inputs, images, data, log)
         bundle.save()
     return Bundle.load(out)
+
+
+ATTENTION_TOLERANCE = 1e-4  # the masks are sigmoids in [0, 1]
+
+
+def check_attention_parity(module: Any, onnx_path: Path, batch: Any) -> dict[str, Any]:
+    """The attention output of the ONNX model against PyTorch's masks on the parity inputs; ParityError
+    (nothing written) beyond ATTENTION_TOLERANCE. Returns what bundle.json records about the output."""
+    import numpy as np
+    import torch
+
+    from erudite_edge.backends.onnxruntime_runner import OnnxRuntimeRunner
+
+    from .parity import ParityError
+
+    with torch.no_grad():
+        ref = module(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))[1].numpy()
+    with OnnxRuntimeRunner(onnx_path, providers=["CPUExecutionProvider"]) as runner:
+        _, got = runner.infer_attention(batch)
+    diff = float(np.abs(ref - got).max())
+    if diff > ATTENTION_TOLERANCE:
+        raise ParityError(f"the ONNX attention output does not match PyTorch's masks (max |diff| {diff:.3g} > "
+                          f"{ATTENTION_TOLERANCE}); nothing was written")
+    return {"output": ATTENTION_OUTPUT, "groups": int(got.shape[1]), "mask_size": [int(v) for v in got.shape[2:]],
+            "what": "the spatial attention's group masks (sigmoid, paper Eq. 7), before the heads",
+            "parity_max_abs_diff": diff}
 
 
 def store_check_set(bundle: Bundle, parity_inputs: Any, images: Any, data: Sequence[str] | None, log: Log) -> None:
@@ -313,13 +353,15 @@ def export_checkpoint(
     parity_count: int = 32,
     overwrite: bool = False,
     log: Log | None = None,
+    with_attention: bool = False,
 ) -> Bundle:
     """A run (a run directory, its best/last checkpoint, or a .safetensors file) -> a bundle.
 
     An erudite run gives kind "erudite" with model.onnx (role "main"): the inference graph without the
     auxiliary classifiers. With `zoo=True`, a Single zoo run gives kind "zoo": coarse.onnx (role
     "coarse", logits over data sets) and fine.<dataset>.onnx (role "fine:<dataset>", logits over that
-    data set's own classes). Every model is parity-checked against PyTorch."""
+    data set's own classes). Every model is parity-checked against PyTorch. `with_attention`: model.onnx
+    has the attention masks as a second output "attention" (recorded in bundle.json's "attention")."""
     from train.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint_path)
@@ -332,11 +374,13 @@ def export_checkpoint(
     check_opset(opset)
     check_out(out_dir, overwrite, ckpt.path)
     model = build_checkpoint_model(ckpt)
+    if with_attention and (zoo or getattr(model, "attention", None) is None):
+        raise UsageError(f"--with-attention: the {ckpt.variant!r} variant of {ckpt.path} has no spatial attention layer")
     if zoo:
         graphs = [("coarse", model.coarse.eval())]
         graphs += [(fine_role(ds), fine.eval()) for ds, fine in zip(ckpt.labels.datasets, model.fine)]
     else:
-        graphs = [("main", model.inference_graph().eval())]
+        graphs = [("main", model.inference_graph(with_attention=with_attention).eval())]
     return export_roles(
         out_dir,
         graphs,

@@ -3,6 +3,7 @@ G, the heads, the gate weights), the report's top-1 is what `eval` scores, the o
 the cache is reused, and bad input is one line with exit 2."""
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -134,3 +135,128 @@ def test_reference_trained_on_one_data_set_alone(runs, tmp_path, capsys):
     assert main(args + ["--data", runs["data"][0]]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--reference" in err[0] and "none of the data sets" in err[0]
+
+
+@pytest.fixture(scope="module")
+def bundles(runs, tmp_path_factory):
+    root = tmp_path_factory.mktemp("analyze_bundles")
+    out = {"erudite": root / "erudite", "zoo": root / "zoo", "attention": root / "attention"}
+    images = runs["data"][0].split("=", 1)[1]
+    assert main(["export", "onnx", "--checkpoint", str(runs["ours"]), "--out", str(out["erudite"]), "--images", images,
+                 "--parity-count", "4"]) == 0
+    assert main(["export", "zoo", "--checkpoint", str(runs["single"]), "--out", str(out["zoo"]), "--images", images,
+                 "--parity-count", "4"]) == 0
+    assert main(["export", "onnx", "--checkpoint", str(runs["ours"]), "--out", str(out["attention"]), "--images", images,
+                 "--parity-count", "4", "--with-attention"]) == 0
+    return out
+
+
+def test_analyze_bundle_measures_what_the_outputs_tell(runs, bundles, tmp_path, capsys):
+    """--bundle: top-1 equals the checkpoint analysis (the same model exported), Positive/Negative against the
+    zoo bundle equals the checkpoint analysis against the zoo run, and the report lists what it skipped."""
+    data = sum((["--data", d] for d in runs["data"]), [])
+    ck = tmp_path / "ck"
+    assert main(["analyze", "--checkpoint", str(runs["ours"]), "--reference", str(runs["single"]), "--out", str(ck),
+                 "--no-progress", "--no-tsne", "--mmd-permutations", "10", "--attention-images", "0"] + data) == 0
+    out = tmp_path / "bundle_report"
+    assert main(["analyze", "--bundle", str(bundles["erudite"]), "--reference", str(bundles["zoo"]), "--out", str(out),
+                 "--no-progress", "--mmd-permutations", "10"] + data) == 0
+    printed = capsys.readouterr()
+    assert "skipped (needs the model's internals): " in printed.err and "gate usage" in printed.err
+    r, c = json.loads((out / "analysis.json").read_text()), json.loads((ck / "analysis.json").read_text())
+    logits = np.load(out / "outputs.npz")["fused"]
+    assert logits.shape == (20, 5)  # 12 + 8 test images, 3 + 2 classes: the output vector, not a feature
+    for name in ("a", "b"):
+        w = r["within"][name]
+        assert w["top1"] == pytest.approx(c["within"][name]["top1"])
+        assert w["right_dataset"] == pytest.approx(c["within"][name]["right_dataset"])
+        assert 1 / 5 <= w["confidence"] <= 1 and w["fused"]["images"] == {"a": 12, "b": 8}[name]
+        assert "own_head" not in w
+        assert r["transfer"][name]["positive"] == c["transfer"][name]["positive"]
+        assert r["transfer"][name]["changes"] == pytest.approx(c["transfer"][name]["changes"])
+    assert r["between"][0]["pair"] == ["a", "b"] and "gate_usage" not in r and "attention" not in r
+    assert len(r["skipped"]) == 4 and "attention maps" in r["skipped"][-1] and r["run"]["bundle"] == str(bundles["erudite"])
+    md = (out / "analysis.md").read_text()
+    assert "## Not measured" in md and "right data set %" in md and "mean top-1 softmax" in md
+    assert sorted(p.name for p in out.iterdir()) == ["analysis.json", "analysis.md", "figure2_per_class_change.png",
+                                                     "figure3_tsne.png", "outputs.npz"]
+
+
+def test_analyze_bundle_bad_input_is_one_line(runs, bundles, tmp_path, capsys):
+    base = ["analyze", "--out", str(tmp_path / "r"), "--no-progress", "--no-tsne"]
+    assert main(base + ["--bundle", str(bundles["erudite"]), "--checkpoint", str(runs["ours"]), "--data", runs["data"][0]]) == 2
+    assert main(base + ["--data", runs["data"][0]]) == 2
+    assert main(base + ["--bundle", str(tmp_path / "nothing"), "--data", runs["data"][0]]) == 2
+    a_path = runs["data"][0].split("=", 1)[1]
+    assert main(base + ["--bundle", str(bundles["erudite"]), "--data", f"c={a_path}"]) == 2
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines()]
+    assert len(err) == 4 and "one of them" in err[0] and "nothing" in err[2] and "'c'" in err[3]
+    assert not (tmp_path / "r").exists()
+
+
+def test_export_with_attention_keeps_the_logits_and_exposes_the_masks(runs, bundles):
+    """--with-attention: the logits are the plain export's (runners read them by name and ignore the masks),
+    the masks are the torch model's, bundle.json records the output; the zoo and a variant without the
+    attention layer are refused."""
+    from erudite_edge.backends import load_runner
+    from erudite_edge.bundle import Bundle
+
+    plain, att = Bundle.load(bundles["erudite"]), Bundle.load(bundles["attention"])
+    rec = att.meta["attention"]
+    assert rec["output"] == "attention" and rec["groups"] == 8 and rec["parity_max_abs_diff"] < 1e-4
+    assert att.entry().info["extra_outputs"] == ["attention"] and "attention" not in plain.meta
+    ckpt = load_checkpoint(runs["ours"])
+    given = load_datasets(runs["data"])
+    ds, _ = evaluation_dataset(given, ckpt.labels, ckpt)
+    x = torch.stack([ds[i]["image"] for i in range(6)]).numpy()
+    with load_runner(plain, announce=None) as r0, load_runner(att, announce=None) as r1:
+        assert not r0.has_attention and r1.has_attention
+        assert np.allclose(r0.infer(x), r1.infer(x), atol=1e-5)
+        logits, masks = r1.infer_attention(x)
+    model = ckpt.build_model().inference_graph(with_attention=True).eval()
+    with torch.no_grad():
+        ref_logits, ref_masks = model(torch.from_numpy(x))
+    assert masks.shape == tuple(ref_masks.shape) and masks.shape[1] == 8
+    assert np.allclose(masks, ref_masks.numpy(), atol=1e-4) and np.allclose(logits, ref_logits.numpy(), atol=1e-3)
+
+
+def test_run_save_attention_writes_one_grid_per_input(runs, bundles, tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    src = [p for p in sorted(Path(runs["data"][0].split("=", 1)[1]).joinpath("test").rglob("*.png"))][:3]
+    for i, p in enumerate(src):
+        (folder / f"img{i}.png").write_bytes(p.read_bytes())
+    out = tmp_path / "att"
+    assert main(["run", "--bundle", str(bundles["attention"]), str(folder), "--backend", "onnxruntime",
+                 "--save-attention", str(out), "-o", str(tmp_path / "r.jsonl")]) == 0
+    pngs = sorted(out.iterdir())
+    assert [p.name for p in pngs] == ["000000_img0.png", "000001_img1.png", "000002_img2.png"]
+    grid = cv2.imread(str(pngs[0]))
+    assert grid is not None and grid.shape[1] == 9 * 160 + 8 * 3  # the image and the 8 groups
+    # the same predictions as the plain bundle: the masks are read beside the logits, not instead
+    assert main(["run", "--bundle", str(bundles["erudite"]), str(folder), "-o", str(tmp_path / "p.jsonl")]) == 0
+    strip = lambda f: [json.loads(ln)["predictions"] for ln in f.read_text().splitlines()]  # noqa: E731
+    assert strip(tmp_path / "r.jsonl") == strip(tmp_path / "p.jsonl")
+    # --backend torch reads the masks from the checkpoint's model
+    out_t = tmp_path / "att_torch"
+    assert main(["run", "--backend", "torch", "--checkpoint", str(runs["ours"]), str(folder / "img0.png"),
+                 "--save-attention", str(out_t), "-o", str(tmp_path / "t.jsonl")]) == 0
+    assert len(list(out_t.iterdir())) == 1
+    capsys.readouterr()
+    # a bundle without the masks: one line, exit 2, nothing written
+    assert main(["run", "--bundle", str(bundles["erudite"]), str(folder), "--save-attention", str(tmp_path / "none"),
+                 "-o", str(tmp_path / "n.jsonl")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--with-attention" in err[0] and not (tmp_path / "none").exists()
+    assert main(["run", "--zoo", str(bundles["zoo"]), str(folder), "--save-attention", str(tmp_path / "z")]) == 2
+    assert "zoo" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_analyze_bundle_with_attention_draws_the_masks(runs, bundles, tmp_path):
+    out = tmp_path / "r"
+    assert main(["analyze", "--bundle", str(bundles["attention"]), "--out", str(out), "--no-progress", "--no-tsne",
+                 "--mmd-permutations", "5", "--attention-images", "2"] + sum((["--data", d] for d in runs["data"]), [])) == 0
+    r = json.loads((out / "analysis.json").read_text())
+    assert r["attention"]["groups"] == 8 and len(r["attention"]["images"]) == 4 and len(r["skipped"]) == 3
+    img = cv2.imread(str(out / "attention.png"))
+    assert img is not None and img.shape[0] == 4 * (160 + 22)

@@ -544,3 +544,60 @@ def test_per_frame_times_divide_model_stages_by_classified_frames() -> None:
     s = RunSummary(source="folder", backend="onnxruntime", frames=4, skipped=4)
     assert s.ms_per_frame(80.0, "decode") == 10.0  # every file was decoded
     assert s.ms_per_frame(80.0, "inference") == 20.0  # only the 4 readable ones reached the model
+
+
+class _SlowRunner:
+    """A stand-in runner for the zoo's own bookkeeping (timing, shape check, closing): it sleeps a known
+    time and returns fixed logits; the real ONNX Runtime runners are exercised by the tests above."""
+
+    def __init__(self, outputs: int, sleep_s: float = 0.0, shape_bug: bool = False):
+        self.outputs, self.sleep_s, self.shape_bug, self.closed = outputs, sleep_s, shape_bug, False
+
+    def infer_chunked(self, batch: np.ndarray) -> np.ndarray:
+        import time
+
+        time.sleep(self.sleep_s)
+        n = len(batch) + (1 if self.shape_bug else 0)
+        return np.tile(np.arange(self.outputs, dtype=np.float32), (n, 1))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_zoo_times_each_role_checks_shapes_and_closes_every_runner(zoo: Bundle, monkeypatch) -> None:
+    import time
+
+    import erudite_edge.zoo_runner as zr
+
+    made: dict[str, _SlowRunner] = {}
+
+    def fake_load(bundle, role, *a, **k):  # noqa: ANN001, ANN002, ANN003
+        made[role] = _SlowRunner(bundle.expected_outputs(role), sleep_s=0.05 if role == "coarse" else 0.0,
+                                 shape_bug=role == "fine:cool")
+        return made[role]
+
+    monkeypatch.setattr(zr, "load_runner", fake_load)
+    runner = ZooRunner(zoo, announce=None)
+    x = zoo_batch(zoo, ["red", "blue"])
+    t0 = time.perf_counter()
+    coarse = runner._run("coarse", x)
+    elapsed_ms = (time.perf_counter() - t0) * 1e3
+    assert coarse.shape == (2, 2) and 45 <= runner.role_ms["coarse"] <= elapsed_ms + 1  # milliseconds of that call
+    assert runner.role_ms["fine:warm"] == 0.0
+    with pytest.raises(BundleError, match=r"'fine:cool' returned shape \(3, 2\), expected \(2, 2\)"):
+        runner._run("fine:cool", x)
+    runner.close()
+    assert all(r.closed for r in made.values()) and set(made) == {"coarse", "fine:warm", "fine:cool"}
+
+    # a member that fails to load: the ones loaded before it are closed, the error goes up
+    made.clear()
+
+    def failing_load(bundle, role, *a, **k):  # noqa: ANN001, ANN002, ANN003
+        if role == "fine:cool":
+            raise BundleError("fine.cool.onnx: cannot load")
+        return fake_load(bundle, role)
+
+    monkeypatch.setattr(zr, "load_runner", failing_load)
+    with pytest.raises(BundleError, match="cannot load"):
+        ZooRunner(zoo, announce=None)
+    assert set(made) == {"coarse", "fine:warm"} and all(r.closed for r in made.values())

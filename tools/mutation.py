@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -34,6 +35,7 @@ TARGETS: dict[str, str] = {
     "train/evaluate.py": "tests/test_evaluate.py",
     "export/derive.py": "tests/test_derive.py",
     "benchmarks/goals.py": "tests/test_bench.py -k 'goals or summary or ratio'",
+    "benchmarks/stats.py": "tests/test_bench.py -k 'goals or summary or ratio or bootstrap or verdict'",
     "erudite_edge/zoo_runner.py": "tests/test_run.py -k zoo",
     "train/modules.py": "tests/test_model.py tests/test_two_stage.py",
     "train/two_stage.py": "tests/test_two_stage.py tests/test_ddp_equivalence.py",
@@ -113,7 +115,7 @@ def run_module(module: str, tests: str, work: Path, max_mutants: int | None) -> 
         f'module-path = "{module}"\n'
         f"timeout = {max(30.0, 4 * baseline):.0f}\n"
         "excluded-modules = []\n"
-        f"test-command = '''{command}'''\n"
+        f"test-command = '''{command} '''\n"  # the space: a command ending in ' would close the string early
         "[cosmic-ray.distributor]\nname = \"local\"\n"
     )
     subprocess.run([COSMIC_RAY, "init", str(cfg), str(db)], cwd=work, env=env, check=True, capture_output=True)
@@ -153,12 +155,39 @@ def run_module(module: str, tests: str, work: Path, max_mutants: int | None) -> 
     return score
 
 
+def _previous(path: Path) -> tuple[dict[str, str], dict[str, list[str]], list[str]]:
+    """What an earlier report holds: table rows and survivor sections by module, and the free "## Notes"
+    section, so a run of some modules keeps the others' figures."""
+    rows: dict[str, str] = {}
+    sections: dict[str, list[str]] = {}
+    notes: list[str] = []
+    if not path.is_file():
+        return rows, sections, notes
+    current: list[str] | None = None
+    for line in path.read_text().splitlines():
+        if line.startswith("| ") and not line.startswith(("| module ", "| --- ")):
+            rows[line.split("|")[1].strip()] = line
+            continue
+        if line.startswith("## "):
+            m = re.match(r"## Surviving mutants of (\S+)", line)
+            current = sections.setdefault(m.group(1), []) if m else notes
+            if not m:
+                notes.clear()
+            continue
+        if current is not None:
+            current.append(line)
+    return rows, sections, notes
+
+
 def write_report(scores: list[ModuleScore], path: Path, command: str) -> None:
+    """The scores of this run; rows of modules this run did not test are kept from the earlier report."""
+    old_rows, old_sections, notes = _previous(path)
     lines = [
         "# Mutation score",
         "",
-        f"`{command}` (cosmic-ray {_version()}, one module at a time, each mutant against that module's tests;",
-        "a timeout or an import failure counts as killed). Goal: >= 85 % killed.",
+        f"`python tools/mutation.py [MODULES] [--max-mutants N]` (cosmic-ray {_version()}; last: `{command}`), one module",
+        "at a time, each mutant against that module's tests; a timeout or an import failure counts as killed.",
+        "Goal: >= 85 % killed. Rows of modules a run did not test are kept from the earlier report.",
         "",
         "Mutants inside type annotations are left out: every module here has `from __future__ import annotations`,",
         "so they are never evaluated and no test can kill them.",
@@ -166,15 +195,27 @@ def write_report(scores: list[ModuleScore], path: Path, command: str) -> None:
         "| module | tests | mutants tested | killed | survived | score | left out (annotations) | minutes |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for s in scores:
+    new = {s.module: s for s in scores}
+    for module in list(old_rows) + [m for m in new if m not in old_rows]:
+        s = new.get(module)
+        if s is None:
+            lines.append(old_rows[module])
+            continue
         tested = f"{s.total}" + (f" of {s.sampled_from}" if s.sampled_from > s.total else "")
         lines.append(f"| {s.module} | `{s.tests}` | {tested} | {s.killed + s.incompetent} | {s.survived} | "
                      f"{100 * s.score:.1f} % | {s.equivalent} | {s.seconds / 60:.1f} |")
-    for s in scores:
-        if s.survivors:
-            lines += ["", f"## Surviving mutants of {s.module}", ""] + [f"- {x}" for x in s.survivors]
+    for module in list(old_rows) + [m for m in new if m not in old_rows]:
+        s = new.get(module)
+        body = [f"- {x}" for x in s.survivors] if s is not None else [x for x in old_sections.get(module, []) if x.strip()]
+        if body:
+            lines += ["", f"## Surviving mutants of {module}", ""] + body
+    if any(x.strip() for x in notes):
+        lines += ["", "## Notes"] + notes
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    text = "\n".join(lines).rstrip() + "\n"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def _version() -> str:

@@ -73,7 +73,7 @@ def _heldout_folder(data_root: Path, target: Path, count: int) -> Path:
 
 
 # What a demo folder holds; --overwrite deletes a folder only when it holds nothing else.
-DEMO_ENTRIES = frozenset({"data", "runs", "bundles", "heldout", "predictions.jsonl", "bench", "demo.json"})
+DEMO_ENTRIES = frozenset({"data", "runs", "bundles", "heldout", "predictions.jsonl", "bench", "demo.json", "analysis"})
 
 
 def run_demo(out: Path, quick: bool = False, overwrite: bool = False, workers: int = 0) -> dict[str, Any]:
@@ -168,6 +168,11 @@ def run_demo(out: Path, quick: bool = False, overwrite: bool = False, workers: i
     console.print(table)
     console.print(f"demo finished in {timings['total'] / 60:.1f} min; everything is under [bold]{out}[/bold] "
                   f"(summary: {out / 'demo.json'})")
+    # analyze is not a demo step: on the quick demo's 66 test images it took 90 s of CPU (more than the 30 s
+    # the demo may spend on it); the command is printed for the user to run
+    data_args = " ".join(f"--data {d}" for d in data)
+    console.print(f"the paper's evidence (Table 1, Positive / Negative, gate usage): erudite-edge analyze --checkpoint "
+                  f"{runs['ours']} --reference {runs['single']} {data_args} --out {out / 'analysis'}", markup=False)
     return summary
 
 

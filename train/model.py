@@ -121,15 +121,19 @@ class EruditeNet(nn.Module):
         out.features = feat
         return out
 
-    def inference_graph(self) -> "EruditeInference":
-        return EruditeInference(self)
+    def inference_graph(self, with_attention: bool = False) -> "EruditeInference":
+        return EruditeInference(self, with_attention)
 
 
 class EruditeInference(nn.Module):
-    """The deployed graph: backbone, attention, projections, gate, joint classifier. No G_n."""
+    """The deployed graph: backbone, attention, projections, gate, joint classifier. No G_n.
+    `with_attention`: forward returns (logits, the attention's group masks (B, groups, h, w))."""
 
-    def __init__(self, net: EruditeNet):
+    def __init__(self, net: EruditeNet, with_attention: bool = False):
         super().__init__()
+        if with_attention and net.attention is None:
+            raise ValueError(f"the {net.cfg.variant!r} variant has no spatial attention layer")
+        self.with_attention = with_attention
         self.backbone = net.backbone
         self.attention = net.attention
         self.projections = net.projections
@@ -137,15 +141,17 @@ class EruditeInference(nn.Module):
         self.pool = getattr(net, "pool", None)
         self.classifier = net.classifier
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         feat = self.backbone(x)
+        masks = None
         if self.attention is not None:
-            feat, _ = self.attention(feat)
+            feat, masks = self.attention(feat)
         if self.projections is not None:
             fused, _ = self.gate(self.projections(feat))  # type: ignore[misc]
         else:
             fused = self.pool(feat).flatten(1)  # type: ignore[misc]
-        return self.classifier(fused)
+        logits = self.classifier(fused)
+        return (logits, masks) if self.with_attention else logits
 
 
 class PlainClassifier(nn.Module):

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..bundle import ATTENTION_OUTPUT
 from ..errors import BackendUnavailable, BundleError
 from .base import Runner
 
@@ -105,7 +106,10 @@ class OnnxRuntimeRunner(Runner):
             raise BundleError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0]})") from e
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
-        self.output_name = self.session.get_outputs()[0].name
+        names = [o.name for o in self.session.get_outputs()]
+        self.output_name = names[0]
+        # `export onnx --with-attention`: the masks are a second output, read only by infer_attention
+        self.has_attention = ATTENTION_OUTPUT in names[1:]
         self.input_dtype = np.float16 if "float16" in inp.type else np.float32
         b = inp.shape[0]
         self._max_batch = b if isinstance(b, int) and b > 0 else None
@@ -118,6 +122,14 @@ class OnnxRuntimeRunner(Runner):
         x = np.ascontiguousarray(batch, dtype=self.input_dtype)
         (out,) = self.session.run([self.output_name], {self.input_name: x})
         return np.asarray(out, dtype=np.float32)
+
+    def infer_attention(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(logits, attention masks (B, groups, h, w)) of a model exported `--with-attention`."""
+        if not self.has_attention:
+            raise BundleError(f"this ONNX model has no {ATTENTION_OUTPUT!r} output; export it with `export onnx --with-attention`")
+        x = np.ascontiguousarray(batch, dtype=self.input_dtype)
+        logits, masks = self.session.run([self.output_name, ATTENTION_OUTPUT], {self.input_name: x})
+        return np.asarray(logits, dtype=np.float32), np.asarray(masks, dtype=np.float32)
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()

@@ -74,6 +74,24 @@ class TorchRunner(Runner):
             x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device, self.dtype)
             return self.module(x).float().cpu().numpy()
 
+    @property
+    def has_attention(self) -> bool:
+        return getattr(self.module, "attention", None) is not None and hasattr(self.module, "with_attention")
+
+    def infer_attention(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(logits, the attention's group masks (B, groups, h, w)) for a variant with the attention layer."""
+        if not self.has_attention:
+            raise BundleError("this model has no spatial attention layer")
+        torch = self._torch
+        self.module.with_attention = True
+        try:
+            with torch.inference_mode():
+                x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device, self.dtype)
+                logits, masks = self.module(x)
+        finally:
+            self.module.with_attention = False
+        return logits.float().cpu().numpy(), masks.float().cpu().numpy()
+
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "device": str(self.device), "checkpoint": str(self.checkpoint.path)}
 

@@ -49,6 +49,8 @@ def onnx_command(
     data: Optional[list[str]] = typer.Option(None, "--data", help=DATA_HELP),
     parity_count: int = typer.Option(32, "--parity-count", help="How many inputs the parity check runs."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out (only once the export succeeded)."),
+    with_attention: bool = typer.Option(False, "--with-attention", help="Add the attention's 8 group masks as a second "
+                                        "output 'attention' (for `run --save-attention`, `analyze --bundle`); runners ignore it otherwise."),
 ) -> None:
     """Export an erudite run to an ONNX bundle (model.onnx + bundle.json), with a parity check.
 
@@ -62,7 +64,7 @@ def onnx_command(
 
     bundle = export_checkpoint(
         checkpoint, out, opset=opset, images=images, data=data or None,
-        parity_count=parity_count, overwrite=overwrite, log=_log,
+        parity_count=parity_count, overwrite=overwrite, log=_log, with_attention=with_attention,
     )
     typer.echo(str(bundle.root))
 

@@ -40,6 +40,9 @@ def run_command(
     save: Optional[str] = typer.Option(None, "--save", help="Annotated video (.mp4/.avi/...), a folder of annotated images, "
                                        "or an H.264 stream: rtp://HOST:PORT (RTP/UDP) or rtsp://HOST:PORT/PATH (pushed to an "
                                        "RTSP server such as MediaMTX)."),
+    save_attention: Optional[Path] = typer.Option(None, "--save-attention", help="Folder for one attention overlay PNG per input "
+                                                  "(the 8 group masks over the image): --backend torch, or a bundle exported "
+                                                  "--with-attention on ONNX Runtime."),
     display: bool = typer.Option(False, "--display", help="Show annotated frames in a window (q or Esc stops)."),
     strict: bool = typer.Option(False, "--strict", help="Stop (exit 1) at the first image that does not decode."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Look for images in subfolders too."),
@@ -119,11 +122,12 @@ def _run(
     camera: Optional[int], width: Optional[int], height: Optional[int], framerate: Optional[int],
     camera_format: Optional[str], reconnect: str,
     limit: Optional[int], threads: Optional[int], workers: Optional[int], overwrite: bool, append: bool,
-    min_confidence: float, smooth: int, datasets: Optional[str],
+    min_confidence: float, smooth: int, datasets: Optional[str], save_attention: Optional[Path] = None,
     roi: Optional[list[str]] = None, crops_from: Optional[Path] = None,
 ) -> None:
     from ..answers import Answerer, parse_datasets
     from ..api import Classifier
+    from ..attention_maps import AttentionWriter
     from ..backends import BACKENDS
     from ..bundle import PRECISIONS, Bundle
     from ..errors import BundleError
@@ -171,6 +175,15 @@ def _run(
         raise BundleError(f"{zoo}: an {b.kind} bundle, not a zoo; run it with --bundle")
     if bundle is not None and b.kind == "zoo":
         raise BundleError(f"{bundle}: a zoo bundle; run it with --zoo")
+    if save_attention is not None:
+        if b.kind == "zoo":
+            raise UsageError("--save-attention: the zoo's models have no attention layer; it is for an erudite bundle")
+        if checkpoint is None and not b.meta.get("attention"):
+            raise UsageError(f"--save-attention: {b.root} has no attention output; export it with `erudite-edge export onnx "
+                             "--with-attention`, or use --backend torch --checkpoint RUN")
+        if save_attention.exists() and (not save_attention.is_dir() or (any(save_attention.iterdir()) and not overwrite)):
+            raise UsageError(f"--save-attention {save_attention}: exists and is not an empty folder; choose another or "
+                             "pass --overwrite (same-named PNGs are replaced)")
     chosen = parse_datasets(datasets, b.labels)
     answerer = Answerer(b.labels, topk, min_confidence=min_confidence, smooth=smooth, datasets=chosen)
     topk = answerer.topk
@@ -207,6 +220,15 @@ def _run(
         classifier = Classifier(b, backend, precision, topk=topk, min_confidence=min_confidence,
                                 smooth=answerer.smooth, datasets=chosen, batch=batch, workers=workers,
                                 threads=threads, announce=announce)
+        if save_attention is not None:
+            runner = getattr(classifier.model, "runner", None)
+            if not getattr(runner, "has_attention", False):
+                how = ("TensorRT engines keep only the logits: pass --backend onnxruntime" if classifier.backend == "tensorrt"
+                       else "export it with `erudite-edge export onnx --with-attention`, or use --backend torch --checkpoint RUN"
+                       if classifier.backend != "torch" else "this variant has no spatial attention layer")
+                raise UsageError(f"--save-attention: the {classifier.backend} {classifier.precision} model does not expose "
+                                 f"the attention masks; {how}")
+            classifier.model.attention = True
     except BaseException:
         for s in sinks:
             s.abort()
@@ -219,7 +241,8 @@ def _run(
     if src.live and mode:  # printed once the outputs are open, so that an error before stays one line
         console.print(f"{src.kind}: {mode} (as negotiated)", markup=False, highlight=False)
     try:
-        summary = classifier.run(src, sinks, strict=strict, limit=limit, console=console)
+        attention = None if save_attention is None else AttentionWriter(save_attention, b.preprocess)
+        summary = classifier.run(src, sinks, strict=strict, limit=limit, console=console, attention=attention)
     finally:
         classifier.close()
     render_summary(summary, console)

@@ -11,13 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 
+from erudite_edge.attention_maps import overlay
 from erudite_edge.errors import BadImageError
-from erudite_edge.fileio import atomic_path
 from erudite_edge.preprocess import PreprocessSpec, normalize, resize_image
 
 from ..data import DatasetSplits, load_sample_image
@@ -62,13 +61,6 @@ def attention_masks(model: nn.Module, images: Sequence[np.ndarray], spec: Prepro
     finally:
         handle.remove()
     return got["masks"].float().cpu().numpy()
-
-
-def overlay(rgb: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """A mask in [0, 1] (any size) upsampled to the image and blended over it in the jet colour map."""
-    m = cv2.resize(mask.astype(np.float32), (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
-    heat = cv2.applyColorMap(np.clip(m * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
-    return (rgb.astype(np.float32) * (1 - alpha) + heat.astype(np.float32) * alpha).astype(np.uint8)
 
 
 def plot_attention(picked: list[tuple[str, str, np.ndarray]], masks: np.ndarray, spec: PreprocessSpec, path: Path) -> Path:

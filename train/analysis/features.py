@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -29,48 +27,13 @@ import torch
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader
 
-from erudite_edge.fileio import atomic_path
 from erudite_edge.labels import LabelSpace
 
 from ..checkpoint import Checkpoint
 from ..data import DatasetSplits, ImageListDataset, check_matches_labels, collate_skip_bad
+from .feature_set import FeatureSet
 
 CACHE_VERSION = 1
-
-
-@dataclass
-class FeatureSet:
-    """What one pass over the test images recorded (rows: images that could be read, in data set order)."""
-
-    fused: np.ndarray  # (M, D) float32
-    joint: np.ndarray  # (M,) joint class index
-    dataset: np.ndarray  # (M,) index of the data set in the run's label table
-    pred: np.ndarray  # (M,) joint argmax
-    heads: np.ndarray | None = None  # (M, N, E)
-    gate: np.ndarray | None = None  # (M, N) mean gate weight per head
-    gate_top: np.ndarray | None = None  # (M, N) share of channels whose top weight is head n
-    skipped: int = 0
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def rows(self, dataset: int) -> np.ndarray:
-        return np.flatnonzero(self.dataset == dataset)
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        arrays = {k: v for k, v in (("fused", self.fused), ("joint", self.joint), ("dataset", self.dataset),
-                                    ("pred", self.pred), ("heads", self.heads), ("gate", self.gate),
-                                    ("gate_top", self.gate_top)) if v is not None}
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                payload: dict[str, Any] = {"meta": np.array(json.dumps({**self.meta, "skipped": self.skipped})), **arrays}
-                np.savez_compressed(f, **payload)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "FeatureSet":
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            get = lambda k: z[k] if k in z.files else None  # noqa: E731
-            return cls(fused=z["fused"], joint=z["joint"], dataset=z["dataset"], pred=z["pred"], heads=get("heads"),
-                       gate=get("gate"), gate_top=get("gate_top"), skipped=int(meta.pop("skipped", 0)), meta=meta)
 
 
 def evaluation_dataset(given: Sequence[DatasetSplits], labels: LabelSpace, ckpt: Checkpoint) -> tuple[ConcatDataset, list[int]]:

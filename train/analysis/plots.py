@@ -65,7 +65,7 @@ def tsne_panels(
     return panels
 
 
-def plot_tsne(panels: list[dict[str, Any]], path: Path) -> Path:
+def plot_tsne(panels: list[dict[str, Any]], path: Path, what: str = "test features before the joint classifier") -> Path:
     plt = _pyplot()
     runs = list(dict.fromkeys(p["run"] for p in panels))
     by_run = [[p for p in panels if p["run"] == r] for r in runs]
@@ -82,7 +82,7 @@ def plot_tsne(panels: list[dict[str, Any]], path: Path) -> Path:
         ax.set_title(f"{p['run']} -> {p['dataset']} ({p['images']} images, {len(classes)} classes)", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle("t-SNE of the test features before the joint classifier (colour: class)", fontsize=10)
+    fig.suptitle(f"t-SNE of the {what} (colour: class)", fontsize=10)
     return _save(fig, path)
 
 
