@@ -30,7 +30,7 @@ from .checkpoint import (
     resume_checkpoint,
     save_checkpoint,
 )
-from .config import TrainConfig
+from .config import TrainConfig, write_effective_config
 from .data import build_label_space, collate_fill_bad, collate_skip_bad, load_datasets, make_joint_dataset, split_validation
 from .evaluate import evaluate
 from .model import EruditeNet, ModelConfig, build_model
@@ -147,7 +147,9 @@ class Trainer:
         self.labels = build_label_space(self.splits)
         self.model_config = ModelConfig(
             variant=cfg.variant, backbone=cfg.backbone, class_counts=self.labels.sizes, embed_dim=cfg.embed_dim,
-            gate=cfg.gate, classifier=cfg.classifier, hidden=cfg.hidden, pretrained=cfg.pretrained and not resume,
+            gate=cfg.gate, classifier=cfg.classifier, hidden=cfg.hidden,
+            pretrained=cfg.pretrained and cfg.weights != "none" and not resume, weights=cfg.weights,
+            head_bn_momentum=cfg.head_bn_momentum,
         )
         self.model = build_model(self.model_config)
         trunk = self.model.backbone if isinstance(self.model, EruditeNet) else self.model.coarse.backbone
@@ -169,7 +171,7 @@ class Trainer:
             train_parts.append(tr)
             val_parts.append(va)
         self.train_set, sizes = make_joint_dataset(self.splits, self.labels, self.spec, True, samples=train_parts, seed=cfg.seed,
-                                                   rank=self.dist.rank)
+                                                   rank=self.dist.rank, pad=cfg.crop_pad)
         self.val_set, val_sizes = make_joint_dataset(self.splits, self.labels, self.spec, False, samples=val_parts)
         self.has_val = sum(val_sizes) > 0
         self.sampler = BalancedBatchSampler(sizes, cfg.batch_per_dataset, seed=cfg.seed, rank=self.dist.rank, world_size=self.dist.world_size)
@@ -185,7 +187,8 @@ class Trainer:
 
         # optimisation
         ocfg = OptimConfig(lr=cfg.lr, backbone_lr=cfg.backbone_lr, theta_lr=cfg.theta_lr, momentum=cfg.momentum,
-                           weight_decay=cfg.weight_decay, alpha=cfg.alpha)
+                           weight_decay=cfg.weight_decay, theta_momentum=cfg.theta_momentum,
+                           theta_weight_decay=cfg.theta_weight_decay, meta_alpha=cfg.meta_alpha)
         self.main_opt, self.theta_opt = build_optimizers(self.model, ocfg)
         self.schedulers = cosine_schedulers([self.main_opt, self.theta_opt], cfg.epochs * self.steps_per_epoch)
         wrapped = self.model
@@ -198,7 +201,8 @@ class Trainer:
             # Stage II differentiates through BatchNorm twice, which SyncBatchNorm cannot: there it
             # normalises over each rank's own rows (a one-process group per rank; every rank creates all).
             local = [dist.new_group([r]) for r in range(self.dist.world_size)] if self.sync_bn else None
-            self.step = TwoStageStep(wrapped, self.main_opt, self.theta_opt, ocfg.alpha_value, amp_dtype=amp_dtype,
+            self.step = TwoStageStep(wrapped, self.main_opt, self.theta_opt, ocfg.alpha_value, meta_features=cfg.meta_features,
+                                     amp_dtype=amp_dtype,
                                      scaler=scaler, seed=cfg.seed, local_bn_group=local[self.dist.rank] if local else None)
         else:
             self.step = ZooStep(wrapped, self.main_opt, amp_dtype=amp_dtype, scaler=scaler)
@@ -357,6 +361,7 @@ class Trainer:
         if self.dist.is_main:
             write_json_atomic(self.out / "run.json", {"train_config": self.cfg.to_dict(), "labels": self.labels.to_dict(),
                                                       "preprocess": self.spec.to_dict(), "world_size": self.dist.world_size})
+            write_effective_config(self.out, self.cfg)
         for epoch in range(self.start_epoch, min(self.cfg.epochs, until_epoch or self.cfg.epochs)):
             metrics = self.train_epoch(epoch)
             self.check_ranks_agree()
@@ -368,7 +373,7 @@ class Trainer:
                 score = val["mean_top1"]
             else:
                 score = metrics["train_top1"]
-            improved = score > self.best
+            improved = score > self.best or self.cfg.select == "last"  # "last": RUN/best follows the last epoch
             if improved:
                 self.best = score
             metrics["best_score"] = self.best
