@@ -250,3 +250,47 @@ def test_bad_weights_for_the_backbone_is_exit_2(tmp_path, capsys):
         args += ["--data", d]
     assert main(args) == 2
     assert "no IMAGENET1K_V2 weights for resnet18" in capsys.readouterr().err
+
+
+# -- 5. Single: each data set's model trained alone, plus the coarse model ---------------------------
+
+def test_single_trains_n_separate_models_and_the_coarse_one_then_assembles_the_zoo(tmp_path):
+    from safetensors.torch import load_file
+
+    from train.checkpoint import load_checkpoint
+
+    data = make_mixture(tmp_path / "mix", per_class=(6, 2), size=16)  # a: 3 classes, b: 2 classes
+    common = ["--backbone", "tiny", "--no-pretrained", "--epochs", "1", "--steps-per-epoch", "2", "--batch-per-dataset", "2",
+              "--input-size", "16", "--workers", "0", "--no-progress", "--lr", "0.05", "--backbone-lr", "0.05", "--hidden", "8"]
+    run = tmp_path / "single"
+    args = ["train", "--variant", "single", "--out", str(run), *common]
+    for d in data:
+        args += ["--data", d]
+    assert main(args) == 0
+    parts = {p.name: p for p in (run / "parts").iterdir()}
+    assert set(parts) == {"coarse", "fine.a", "fine.b"}
+    # each part is its own run (own data, sampler, schedule, validation split, checkpoints)
+    import json
+
+    steps = {name: json.loads((p / "run.json").read_text())["train_config"]["data"] for name, p in parts.items()}
+    assert steps["fine.a"] == [data[0]] and steps["fine.b"] == [data[1]] and steps["coarse"] == data
+    coarse = load_checkpoint(parts["coarse"])
+    assert list(coarse.labels.datasets) == ["a", "b"] and list(coarse.labels.sizes) == [1, 1]  # one class per data set: the coarse task
+    # the zoo holds each part's best weights
+    zoo = load_checkpoint(run)
+    assert zoo.is_zoo and zoo.variant == "single" and list(zoo.labels.sizes) == [3, 2]
+    w = zoo.weights()
+    for prefix, part in (("coarse.", "coarse"), ("fine.0.", "fine.a"), ("fine.1.", "fine.b")):
+        own = load_checkpoint(parts[part]).weights()
+        assert own and all(torch.equal(w[prefix + k], v) for k, v in own.items()), part
+    # independent: data set a's model is exactly the one a run on a alone gives
+    alone = tmp_path / "alone"
+    assert main(["train", "--variant", "baseline", "--out", str(alone), "--data", data[0], *common]) == 0
+    solo = load_file(str(alone / "best" / "model.safetensors"))
+    assert all(torch.equal(w["fine.0." + k], v) for k, v in solo.items())
+    # evaluated as the zoo (coarse routes each image), and resumable: a finished run resumes to the same zoo
+    assert main(["eval", "--checkpoint", str(run), "--workers", "0", "--out", str(tmp_path / "e.json"), "--data", data[0],
+                 "--data", data[1]]) == 0
+    assert main(["train", "--out", str(run), "--resume", "--no-progress"]) == 0
+    again = load_checkpoint(run).weights()
+    assert all(torch.equal(again[k], v) for k, v in w.items())

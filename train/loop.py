@@ -32,11 +32,13 @@ from .checkpoint import (
 )
 from .config import TrainConfig, write_effective_config
 from .data import build_label_space, collate_fill_bad, collate_skip_bad, load_datasets, make_joint_dataset, split_validation
+from .data.samples import DatasetSplits
 from .evaluate import evaluate
 from .model import EruditeNet, ModelConfig, build_model
 from .optim import OptimConfig, build_optimizers, cosine_schedulers
 from .sampler import BalancedBatchSampler
 from .two_stage import TwoStageStep, ZooStep
+from .variants import VARIANTS
 
 log = logging.getLogger("erudite_edge.train")
 
@@ -119,7 +121,11 @@ def _set_rng_state(s: dict[str, Any]) -> None:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True, resume_from: str | None = None):
+    def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True, resume_from: str | None = None,
+                 splits: list[DatasetSplits] | None = None):
+        """`splits`: the data sets already loaded (train.single hands down relabelled ones); default: read cfg.data."""
+        if cfg.variant in VARIANTS and VARIANTS[cfg.variant].separate:
+            raise UsageError(f"--variant {cfg.variant} trains separate runs: use train.loop.train (train.single)")
         if not cfg.data:
             raise UsageError("no data: pass --data NAME=PATH once per data set (at least one)")
         if len(cfg.data) < 2 and cfg.variant not in ("baseline",):
@@ -143,7 +149,7 @@ class Trainer:
         np.random.seed(cfg.seed)
         random.seed(cfg.seed)
 
-        self.splits = load_datasets(cfg.data)
+        self.splits = splits if splits is not None else load_datasets(cfg.data)
         self.labels = build_label_space(self.splits)
         self.model_config = ModelConfig(
             variant=cfg.variant, backbone=cfg.backbone, class_counts=self.labels.sizes, embed_dim=cfg.embed_dim,
@@ -402,6 +408,16 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, resume_from: str | None = None) -> Path:
+    if cfg.variant in VARIANTS and VARIANTS[cfg.variant].separate:
+        from .single import train_single
+
+        if resume_from is not None:
+            raise UsageError(f"--resume-from: a --variant {cfg.variant} run resumes each of its parts from its last "
+                             "checkpoint; use --resume")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise UsageError(f"--variant {cfg.variant} trains its models one after the other in one process; "
+                             "run it without torchrun (or use --variant single-joint)")
+        return train_single(cfg, resume=resume, progress=progress)
     trainer = Trainer(cfg, resume=resume, progress=progress, resume_from=resume_from)
     try:
         return trainer.run()

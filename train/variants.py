@@ -12,6 +12,7 @@ class Variant:
     attention: bool  # the dataset-agnostic spatial attention layer
     theta_training: str | None  # how the attention parameters theta learn: "joint" | "meta" | "pcgrad" | None
     zoo: bool = False
+    separate: bool = False  # each model of the zoo trained alone (train.single), as the paper's Single
     description: str = ""
 
 
@@ -23,7 +24,10 @@ VARIANTS: dict[str, Variant] = {
         Variant("baseline++", True, True, "joint", description="+ spatial attention trained by the ordinary loss"),
         Variant("ours", True, True, "meta", description="+ attention trained by the second-order meta step"),
         Variant("ours-pcgrad", True, True, "pcgrad", description="+ attention trained with PCGrad over data sets"),
-        Variant("single", False, False, None, zoo=True, description="coarse data-set classifier + one model per data set"),
+        Variant("single", False, False, None, zoo=True, separate=True,
+                description="coarse data-set classifier + one model per data set, each trained alone (the paper's Single)"),
+        Variant("single-joint", False, False, None, zoo=True,
+                description="the same zoo, its N+1 models stepped together on the balanced batches of one run"),
     )
 }
 

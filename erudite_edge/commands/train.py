@@ -36,6 +36,8 @@ def train_command(
     input_size: Optional[int] = typer.Option(None, help="Square input size (224 default; 448 is common in FGVC)."),
     embed_dim: Optional[int] = typer.Option(None, help="Width E of each dataset-specific projection (default 512)."),
     gate: Optional[str] = typer.Option(None, help="channel (paper Eq. 4, default) | dense (released code)."),
+    classifier: Optional[str] = typer.Option(None, help="mlp (released code's BN-Linear-BN-ELU-Linear, default) | linear."),
+    hidden: Optional[int] = typer.Option(None, help="Hidden width of the mlp classifiers (512)."),
     lr: Optional[float] = typer.Option(None, help="Learning rate of new modules (0.1)."),
     backbone_lr: Optional[float] = typer.Option(None, help="Learning rate of the backbone (0.01)."),
     theta_lr: Optional[float] = typer.Option(None, "--theta-lr", help="Learning rate of the attention parameters theta (default: --lr)."),
@@ -73,7 +75,8 @@ def train_command(
     if weights is not None and pretrained is None:  # --weights none is --no-pretrained; a named set turns weights on
         pretrained = weights != "none"
     given = dict(data=data or None, variant=variant, backbone=backbone, pretrained=pretrained, weights=weights, epochs=epochs,
-                 batch_per_dataset=batch_per_dataset, input_size=input_size, embed_dim=embed_dim, gate=gate, lr=lr,
+                 batch_per_dataset=batch_per_dataset, input_size=input_size, embed_dim=embed_dim, gate=gate, classifier=classifier,
+                 hidden=hidden, lr=lr,
                  backbone_lr=backbone_lr, theta_lr=theta_lr, theta_momentum=theta_momentum, theta_weight_decay=theta_wd,
                  momentum=momentum, weight_decay=weight_decay, meta_alpha=meta_alpha, meta_features=meta_features,
                  head_bn_momentum=head_bn_momentum, crop_pad=crop_pad, select=select,
