@@ -294,3 +294,47 @@ def test_single_trains_n_separate_models_and_the_coarse_one_then_assembles_the_z
     assert main(["train", "--out", str(run), "--resume", "--no-progress"]) == 0
     again = load_checkpoint(run).weights()
     assert all(torch.equal(again[k], v) for k, v in w.items())
+
+
+# -- 6. Ours_PMG -------------------------------------------------------------------------------------
+
+def test_jigsaw_shuffles_whole_patches():
+    from train.pmg import jigsaw
+
+    x = torch.arange(2 * 3 * 16 * 16, dtype=torch.float32).reshape(2, 3, 16, 16)
+    for n in (8, 4, 2):
+        y = jigsaw(x, n, torch.Generator().manual_seed(0))
+        p = 16 // n
+        cut = lambda t: t.reshape(2, 3, n, p, n, p).permute(0, 2, 4, 1, 3, 5).reshape(2, n * n, -1)  # noqa: E731
+        src, dst = cut(x), cut(y)
+        assert not torch.equal(x, y)  # moved
+        # every output patch is one input patch, each used once, the same order for every image
+        match = [[int((src[0] == dst[0, j]).all(1).nonzero()[0]) for j in range(n * n)] for _ in range(1)][0]
+        assert sorted(match) == list(range(n * n))
+        assert torch.equal(dst[1], src[1, match])
+    assert torch.equal(jigsaw(x, 1), x)
+
+
+def test_ours_pmg_trains_every_stage_and_theta():
+    from train.pmg import PMGNet
+    from train.two_stage import PMGStep
+
+    torch.manual_seed(0)
+    net = build_model(ModelConfig(variant="ours-pmg", backbone="tiny", class_counts=COUNTS, embed_dim=16, hidden=16)).train()
+    assert isinstance(net, PMGNet) and net.taps == [5, 8, 11]
+    main_opt, theta_opt = build_optimizers(net, OptimConfig(lr=0.05, backbone_lr=0.05))
+    step = PMGStep(net, main_opt, theta_opt, None, seed=0)
+    before = {k: v.detach().clone() for k, v in net.named_parameters()}
+    x, ids, joint, local = batch()
+    stats = [step(x, ids, joint, local) for _ in range(3)]
+    moved = [k for k, v in net.named_parameters() if not torch.equal(v, before[k])]
+    for part in ("blocks.0", "blocks.1", "blocks.2", "stage_classifiers.0", "stage_classifiers.1", "classifier",
+                 "concat_classifier", "aux_classifiers.0", "aux_classifiers.1", "projections", "gate", "attention", "backbone"):
+        assert any(k.startswith(part + ".") for k in moved), part
+    assert all(s.meta_loss is not None and torch.isfinite(torch.tensor(s.loss)) for s in stats)
+    # the deployed graph: the concatenated classifier's joint logits (exported and parity-checked through the real
+    # export path with every variant: tests/test_export.py::test_export_every_variant[ours-pmg])
+    net.eval()
+    with torch.no_grad():
+        want = net.inference_graph().eval()(x[:2])
+        assert torch.allclose(want, net(x[:2]), atol=1e-6) and want.shape == (2, sum(COUNTS))

@@ -34,10 +34,10 @@ from .config import TrainConfig, write_effective_config
 from .data import build_label_space, collate_fill_bad, collate_skip_bad, load_datasets, make_joint_dataset, split_validation
 from .data.samples import DatasetSplits
 from .evaluate import evaluate
-from .model import EruditeNet, ModelConfig, build_model
+from .model import EruditeNet, ModelConfig, ZooModel, build_model
 from .optim import OptimConfig, build_optimizers, cosine_schedulers
 from .sampler import BalancedBatchSampler
-from .two_stage import TwoStageStep, ZooStep
+from .two_stage import PMGStep, TwoStageStep, ZooStep
 from .variants import VARIANTS
 
 log = logging.getLogger("erudite_edge.train")
@@ -158,7 +158,7 @@ class Trainer:
             head_bn_momentum=cfg.head_bn_momentum,
         )
         self.model = build_model(self.model_config)
-        trunk = self.model.backbone if isinstance(self.model, EruditeNet) else self.model.coarse.backbone
+        trunk = self.model.coarse.backbone if isinstance(self.model, ZooModel) else self.model.backbone
         self.spec = PreprocessSpec.square(cfg.input_size, mean=tuple(trunk.pretrained_mean), std=tuple(trunk.pretrained_std))
         self.model.to(self.device)
         self.sync_bn = use_sync_bn(cfg.sync_bn, self.device, self.dist.world_size)
@@ -203,7 +203,14 @@ class Trainer:
             wrapped = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         amp_dtype, scaler = amp_settings(self.device, cfg.amp)
         self.amp_dtype = amp_dtype
-        if isinstance(self.model, EruditeNet):
+        pmg = VARIANTS[cfg.variant].pmg
+        if pmg and self.dist.world_size > 1:
+            raise UsageError(f"--variant {cfg.variant} trains in one process (its four sub-steps per batch are not "
+                             "set up for DDP); run it without torchrun")
+        if pmg:
+            self.step = PMGStep(wrapped, self.main_opt, self.theta_opt, ocfg.alpha_value, meta_features=cfg.meta_features,
+                                amp_dtype=amp_dtype, scaler=scaler, seed=cfg.seed)
+        elif isinstance(self.model, EruditeNet):
             # Stage II differentiates through BatchNorm twice, which SyncBatchNorm cannot: there it
             # normalises over each rank's own rows (a one-process group per rank; every rank creates all).
             local = [dist.new_group([r]) for r in range(self.dist.world_size)] if self.sync_bn else None

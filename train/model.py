@@ -123,6 +123,10 @@ class EruditeNet(nn.Module):
         out.features = feat
         return out
 
+    def meta_input(self, images: torch.Tensor) -> torch.Tensor:
+        """The map stage II's meta step runs on: the backbone's."""
+        return self.backbone(images)
+
     def inference_graph(self) -> "EruditeInference":
         return EruditeInference(self)
 
@@ -203,7 +207,12 @@ class ZooModel(nn.Module):
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
-    return ZooModel(cfg) if get_variant(cfg.variant).zoo else EruditeNet(cfg)
+    v = get_variant(cfg.variant)
+    if v.pmg:
+        from .pmg import PMGNet
+
+        return PMGNet(cfg)
+    return ZooModel(cfg) if v.zoo else EruditeNet(cfg)
 
 
 def count_parameters(module: nn.Module, names: Sequence[str] | None = None) -> int:

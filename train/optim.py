@@ -52,7 +52,7 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig) -> tuple[torch.optim.Op
         backbone = [p for m in [model.coarse, *model.fine] for p in m.backbone.parameters()]
         rest = [p for m in [model.coarse, *model.fine] for p in m.classifier.parameters()]
         return _sgd([{"params": backbone, "lr": cfg.backbone_lr}, {"params": rest, "lr": cfg.lr}], cfg), None
-    assert isinstance(model, EruditeNet)
+    assert isinstance(model, EruditeNet) or getattr(model.variant, "pmg", False)  # type: ignore[union-attr]
     theta = model.attention_parameters()
     theta_ids = {id(p) for p in theta}
     backbone = list(model.backbone.parameters())

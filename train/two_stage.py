@@ -212,9 +212,9 @@ class TwoStageStep:
         """The backbone features stage II evaluates L_meta on (see the module docstring), detached."""
         if self.meta_features == "reuse" or self.mode not in ("meta", "pcgrad"):
             return stage_one_features.detach()
-        with torch.no_grad(), frozen_bn_stats(self.net.backbone), own_rows_bn(self.net.backbone, self.local_bn_group):
+        with torch.no_grad(), frozen_bn_stats(self.net), own_rows_bn(self.net, self.local_bn_group):
             with autocast(images.device, self.amp_dtype):
-                return self.net.backbone(images)
+                return self.net.meta_input(images)
 
     def stage_one(self, images: torch.Tensor, ids: torch.Tensor, joint: torch.Tensor, local: torch.Tensor) -> tuple[HeadOutput, torch.Tensor]:
         self.main_opt.zero_grad(set_to_none=True)
@@ -297,3 +297,35 @@ class ZooStep:
             for n, rows, logits in fine:
                 correct += int(((picked[rows] == n) & (logits.argmax(1) == local[rows])).sum())
         return StepStats(float(loss.detach()), correct, int(ids.numel()))
+
+
+class PMGStep(TwoStageStep):
+    """One step of Ours_PMG (train.pmg): stage I is PMG's four progressive sub-steps (jigsaw 8, 4, 2, then the
+    whole images through the concatenated classifier), each its own backward and step of the main optimiser;
+    stage II is the meta step on theta over stage 3's map, as for `ours`. One process (no DDP)."""
+
+    CONCAT_WEIGHT = 2.0  # PMG weighs the concatenated classifier's loss twice
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        self.jigsaw_generator = torch.Generator().manual_seed(int(self.generator.initial_seed()) + 1)
+
+    def stage_one(self, images: torch.Tensor, ids: torch.Tensor, joint: torch.Tensor, local: torch.Tensor) -> tuple[HeadOutput, torch.Tensor]:
+        from .pmg import JIGSAW, jigsaw, pmg_losses
+
+        out: HeadOutput | None = None
+        loss = images.new_zeros(())
+        for index, n in enumerate((*JIGSAW, 1)):
+            self.main_opt.zero_grad(set_to_none=True)
+            if self.theta_opt is not None:
+                self.theta_opt.zero_grad(set_to_none=True)
+            x = jigsaw(images, n, self.jigsaw_generator)
+            with autocast(images.device, self.amp_dtype):
+                out = self.net.stage(x, index, ids)  # type: ignore[operator]
+                if index == 3:
+                    loss = F.cross_entropy(out.logits.float(), joint) * self.CONCAT_WEIGHT
+                else:
+                    loss = pmg_losses(out, index, joint, local)
+            backward_and_step(loss, self.main_opt, self.scaler)
+        assert out is not None
+        return out, loss.detach()
