@@ -318,6 +318,8 @@ def test_table3_with_fvcore_on_a_tiny_backbone():
     assert col["Baseline"].macs > backbone_convs
     assert col["Ours_test"].macs > col["Baseline"].macs
     assert col["Single"].macs > 2 * backbone_convs
+    pmg = build_model(ModelConfig(variant="ours-pmg", backbone="tiny", class_counts=[3, 4], **kw)).inference_graph()
+    assert col["Ours_PMG_test"].params == sum(p.numel() for p in pmg.parameters()) > col["Ours_test"].params
 
 
 # ------------------------------------------------------------------------------------------------

@@ -338,3 +338,8 @@ def test_ours_pmg_trains_every_stage_and_theta():
     with torch.no_grad():
         want = net.inference_graph().eval()(x[:2])
         assert torch.allclose(want, net(x[:2]), atol=1e-6) and want.shape == (2, sum(COUNTS))
+
+
+def test_ours_pmg_input_size_must_cut_into_8x8_patches():
+    with pytest.raises(UsageError, match="multiple of 8"):
+        TrainConfig(variant="ours-pmg", input_size=36).validate()

@@ -71,6 +71,8 @@ class TrainConfig:
             (0 <= self.head_bn_momentum <= 1, f"--head-bn-momentum {self.head_bn_momentum}: from 0 to 1"),
             (self.crop_pad is None or self.crop_pad >= 0, f"--crop-pad {self.crop_pad}: 0 or more pixels"),
             (self.select in ("best", "last"), f"--select {self.select}: best or last"),
+            (not (self.variant in VARIANTS and VARIANTS[self.variant].pmg) or self.input_size % 8 == 0,
+             f"--input-size {self.input_size}: --variant {self.variant} cuts images into 8 x 8 jigsaw patches; use a multiple of 8"),
             (self.epochs >= 1 and self.input_size >= 16, "--epochs must be >= 1 and --input-size >= 16"),
             (0 <= self.val_fraction < 1, f"--val-fraction {self.val_fraction}: from 0 up to (not including) 1"),
             (self.batch_per_dataset % world_size == 0,

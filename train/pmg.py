@@ -162,19 +162,26 @@ class PMGNet(nn.Module):
 
 
 class PMGInference(nn.Module):
-    """The deployed graph: the three taps, their blocks, the erudite head of stage 3, the concatenated classifier."""
+    """The deployed graph: the backbone to its last tap, the three blocks, the erudite head of stage 3 (no G,
+    no G_n) and the concatenated classifier; nothing else (stage classifiers 1 and 2 only train)."""
 
     def __init__(self, net: PMGNet):
         super().__init__()
-        self.net = net
+        self.backbone, self.taps = net.backbone, list(net.taps)
+        self.blocks, self.pool = net.blocks, net.pool
+        self.attention, self.projections, self.gate = net.attention, net.projections, net.gate
+        self.concat_classifier = net.concat_classifier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        net = self.net
-        maps = net.taps_of(x)
-        feat, _ = net.attention(net.blocks[2](maps[2]))
-        fused, _ = net.gate(net.projections(feat))
-        pooled = [net.pool(net.blocks[i](maps[i])).flatten(1) for i in range(2)]
-        return net.concat_classifier(torch.cat([*pooled, fused], 1))
+        maps = []
+        for i, m in enumerate(self.backbone):
+            x = m(x)
+            if i in self.taps:
+                maps.append(x)
+        feat, _ = self.attention(self.blocks[2](maps[2]))
+        fused, _ = self.gate(self.projections(feat))
+        pooled = [self.pool(self.blocks[i](maps[i])).flatten(1) for i in range(2)]
+        return self.concat_classifier(torch.cat([*pooled, fused], 1))
 
 
 def pmg_losses(out: HeadOutput, index: int, joint: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
