@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from erudite_edge.errors import UsageError
+
 from .backbones import create_backbone
 from .losses import loss_all
 from .model import HeadOutput, ModelConfig
@@ -79,7 +81,11 @@ class PMGNet(nn.Module):
         self.cfg = cfg
         self.variant: Variant = get_variant(cfg.variant)
         n, k, e = len(cfg.class_counts), sum(cfg.class_counts), cfg.embed_dim
-        self.backbone = create_backbone(cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights)
+        backbone = create_backbone(cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights)
+        if not isinstance(backbone, nn.Sequential):
+            raise UsageError(f"--variant {cfg.variant} taps the stages of a layered backbone (resnet*, mobilenet_v3_large, "
+                             f"tiny); {cfg.backbone} is not one")
+        self.backbone: nn.Sequential = backbone
         self.taps = _stage_ends(self.backbone)
         channels = self._tap_channels()
         self.blocks = nn.ModuleList(ConvBlock(c, e) for c in channels)
@@ -167,7 +173,8 @@ class PMGInference(nn.Module):
 
     def __init__(self, net: PMGNet):
         super().__init__()
-        self.backbone, self.taps = net.backbone, list(net.taps)
+        self.backbone: nn.Sequential = net.backbone
+        self.taps = list(net.taps)
         self.blocks, self.pool = net.blocks, net.pool
         self.attention, self.projections, self.gate = net.attention, net.projections, net.gate
         self.concat_classifier = net.concat_classifier

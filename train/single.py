@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -98,15 +99,17 @@ def assemble_zoo(cfg: TrainConfig, out: Path, dirs: dict[str, Path], splits: lis
     zoo_cfg = dataclasses.replace(coarse_config, variant="single", class_counts=list(labels.sizes), pretrained=False)
     zoo = ZooModel(zoo_cfg)
     state: dict[str, torch.Tensor] = {}
-    parts_meta = {}
+    parts_meta: dict[str, dict[str, Any]] = {}
+    part_metrics: dict[str, dict[str, Any]] = {}
     for i, name in enumerate([COARSE, *labels.datasets]):
         ckpt = load_checkpoint(dirs[name], prefer="best")
         prefix = "coarse." if name == COARSE else f"fine.{i - 1}."
         state.update({prefix + k: v for k, v in ckpt.weights().items()})
-        parts_meta[name] = {"run": str(dirs[name]), "epoch": ckpt.epoch, "metrics": ckpt.meta.get("metrics")}
+        m = ckpt.meta.get("metrics") or {}
+        parts_meta[name] = {"run": str(dirs[name]), "epoch": ckpt.epoch, "metrics": m}
+        part_metrics[name] = {"epoch": ckpt.epoch + 1, "val_mean_top1": m.get("val_mean_top1"), "train_top1": m.get("train_top1")}
     zoo.load_state_dict(state, strict=True)
-    metrics = {"parts": {k: {"epoch": v["epoch"] + 1, "val_mean_top1": (v["metrics"] or {}).get("val_mean_top1"),
-                             "train_top1": (v["metrics"] or {}).get("train_top1")} for k, v in parts_meta.items()}}
+    metrics = {"parts": part_metrics}
     save_checkpoint(out, "last", zoo, model_config=zoo_cfg, labels=labels, preprocess=spec,
                     extra={"epoch": cfg.epochs - 1, "metrics": metrics, "train_config": cfg.to_dict(), "parts": parts_meta,
                            "data": [{"name": s.name, "format": s.format, "root": str(s.root)} for s in splits]})
