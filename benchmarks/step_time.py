@@ -4,12 +4,14 @@
 
 Each variant gets its model, its optimisers (train.optim.build_optimizers) and its step
 (train.two_stage.TwoStageStep): for `ours` stage I on every parameter but theta, then stage II, the
-second-order meta step on theta over the batch's backbone features; `baseline+` stage I only, with the
-data-set heads; `baseline` stage I on backbone + one classifier. A balanced batch (the same number of
-images of each data set, as in training) of random images stays on the device; the variants take
-turns over interleaved rounds and each figure is the median over steps. The issue asks an `ours`
-step to cost well under twice a `baseline+` step: the meta step reuses the backbone's features and
-never runs the backbone again.
+second-order meta step on theta over backbone features recomputed with the backbone stage I just
+stepped (`--meta-features fresh`, the default: one more backbone forward, without a graph);
+`ours-reuse` the same on stage I's own features (`--meta-features reuse`: no second backbone run);
+`baseline+` stage I only, with the data-set heads; `baseline` stage I on backbone + one classifier.
+A balanced batch (the same number of images of each data set, as in training) of random images stays
+on the device; the variants take turns over interleaved rounds and each figure is the median over
+steps, each ratio with a 95 % bootstrap interval over the rounds (benchmarks.stats). The goal: an
+`ours` step well under twice a `baseline+` step.
 
 Learning rates are small (timing only): a step's cost does not depend on them, and sane values
 keep the arithmetic free of overflow. torch is needed here (this is the training side).
@@ -26,7 +28,10 @@ from typing import Any, Callable, Sequence
 
 from .latency import Contender, interleaved, percentile
 
-VARIANTS = ("ours", "baseline+", "baseline")
+# contender -> (training variant, stage II's features)
+CONTENDERS = {"ours": ("ours", "fresh"), "ours-reuse": ("ours", "reuse"), "baseline+": ("baseline+", "fresh"),
+              "baseline": ("baseline", "fresh")}
+VARIANTS = tuple(CONTENDERS)
 STEP_RATIO_GOAL = 2.0  # ours / baseline+ must stay well under this
 DEFAULT_COUNTS = {2: [200, 196], 3: [200, 196, 100], 4: [200, 196, 100, 102]}
 
@@ -70,13 +75,15 @@ def make_step(variant: str, cfg: StepTimeConfig, device: Any) -> Callable[[], No
     from train.two_stage import TwoStageStep
 
     counts = list(cfg.class_counts)
+    variant, meta_features = CONTENDERS[variant]
     torch.manual_seed(cfg.seed)
     net = build_model(ModelConfig(variant=variant, backbone=cfg.backbone, class_counts=counts, embed_dim=cfg.embed_dim,
                                   hidden=cfg.hidden, pretrained=False)).to(device).train()
     ocfg = OptimConfig(lr=1e-3, backbone_lr=1e-4)
     main_opt, theta_opt = build_optimizers(net, ocfg)
     amp_dtype, scaler = amp_settings(device, cfg.amp)
-    step = TwoStageStep(net, main_opt, theta_opt, ocfg.alpha_value, amp_dtype=amp_dtype, scaler=scaler, seed=cfg.seed)
+    step = TwoStageStep(net, main_opt, theta_opt, ocfg.alpha_value, meta_features=meta_features, amp_dtype=amp_dtype,
+                        scaler=scaler, seed=cfg.seed)
 
     g = torch.Generator().manual_seed(cfg.seed)
     per = cfg.batch_per_dataset
@@ -131,6 +138,15 @@ def measure(cfg: StepTimeConfig, on_call: Callable[[], None] | None = None) -> d
                        "status": "PASS" if ratio < STEP_RATIO_GOAL else "FAIL"}
     if "ours" in per_variant and "baseline" in per_variant:
         out["ratio_ours_over_baseline"] = per_variant["ours"]["median_ms"] / per_variant["baseline"]["median_ms"]
+    from .stats import latency_ratio_ci
+
+    intervals = {}
+    for num, den in (("ours", "ours-reuse"), ("ours", "baseline+"), ("ours-reuse", "baseline+"), ("ours", "baseline")):
+        if num in samples and den in samples:
+            ci = latency_ratio_ci(samples[num].round_latency_ms, samples[den].round_latency_ms, 50)
+            intervals[f"{num}/{den}"] = {"median_ratio": per_variant[num]["median_ms"] / per_variant[den]["median_ms"],
+                                         "ci95": list(ci) if ci else None}
+    out["ratios"] = intervals
     return out
 
 
@@ -152,6 +168,9 @@ def render(result: dict[str, Any], console: Any) -> None:
     fastest = result.get("ratio_of_fastest_steps", {}).get("ours_over_baseline_plus")
     if fastest is not None:
         console.print(f"fastest steps, ours / baseline+: {fastest:.3f} (a check on a noisy shared machine)", markup=False)
+    for name, r in result.get("ratios", {}).items():
+        ci = f" (95 % CI {r['ci95'][0]:.3f}-{r['ci95'][1]:.3f})" if r["ci95"] else ""
+        console.print(f"median step {name}: {r['median_ratio']:.3f}{ci}", markup=False)
     g = result.get("goal")
     if g:
         console.print(f"{g['status']}: {g['name']}: {g['value']:.3f} {g['threshold']}",
@@ -165,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-per-dataset", type=int, default=16)
     ap.add_argument("--datasets", type=int, default=2, help="N, with the paper's class counts (2: CUB+Cars, 3: +Aircraft, 4: +Flowers)")
     ap.add_argument("--class-counts", default=None, help="comma-separated class counts (overrides --datasets)")
+    ap.add_argument("--embed-dim", type=int, default=512, help="width of each projection head (the demo: 256)")
+    ap.add_argument("--hidden", type=int, default=512, help="classifier hidden width (the demo: 256)")
     ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--warmup", type=int, default=2)
@@ -193,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     cfg = StepTimeConfig(backbone=args.backbone, input_size=args.input_size, batch_per_dataset=args.batch_per_dataset,
                          class_counts=counts, device=args.device, variants=variants, warmup=args.warmup, iters=args.iters,
-                         rounds=args.rounds, amp=not args.no_amp)
+                         rounds=args.rounds, amp=not args.no_amp, embed_dim=args.embed_dim, hidden=args.hidden)
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 

@@ -318,6 +318,8 @@ def test_table3_with_fvcore_on_a_tiny_backbone():
     assert col["Baseline"].macs > backbone_convs
     assert col["Ours_test"].macs > col["Baseline"].macs
     assert col["Single"].macs > 2 * backbone_convs
+    pmg = build_model(ModelConfig(variant="ours-pmg", backbone="tiny", class_counts=[3, 4], **kw)).inference_graph()
+    assert col["Ours_PMG_test"].params == sum(p.numel() for p in pmg.parameters()) > col["Ours_test"].params
 
 
 # ------------------------------------------------------------------------------------------------
@@ -619,8 +621,10 @@ def test_step_time_measures_every_variant_side_by_side():
     cfg = StepTimeConfig(backbone="tiny", input_size=32, batch_per_dataset=2, class_counts=[3, 4], warmup=0,
                          iters=2, rounds=2, embed_dim=16, hidden=16)
     r = measure(cfg)
-    assert set(r["variants"]) == {"ours", "baseline+", "baseline"}
+    assert set(r["variants"]) == {"ours", "ours-reuse", "baseline+", "baseline"}
     assert all(v["steps"] == 2 and v["median_ms"] > 0 for v in r["variants"].values())
+    fresh_vs_reuse = r["ratios"]["ours/ours-reuse"]
+    assert fresh_vs_reuse["median_ratio"] > 0 and len(fresh_vs_reuse["ci95"]) == 2
     assert r["ratio_ours_over_baseline_plus"] == pytest.approx(
         r["variants"]["ours"]["median_ms"] / r["variants"]["baseline+"]["median_ms"])
     assert r["goal"]["status"] in ("PASS", "FAIL") and r["settings"]["device"] == "cpu"

@@ -34,7 +34,7 @@ from train.two_stage import TwoStageStep, ZooStep
 COUNTS = [3, 4]
 LABELS = LabelSpace.build(["a", "b"], [["x", "y", "z"], ["p", "q", "r", "s"]])
 SPEC = PreprocessSpec.square(32, resize="center_crop", crop_ratio=0.8, interpolation="area")
-ERUDITE_VARIANTS = ["baseline", "baseline+", "baseline++", "ours", "ours-pcgrad"]
+ERUDITE_VARIANTS = ["baseline", "baseline+", "baseline++", "ours", "ours-pcgrad", "ours-pmg"]
 # the photographs standing for the seven classes, in joint order
 CLASS_PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "immunohistochemistry"]
 

@@ -26,7 +26,7 @@ def data(tmp_path_factory):
     return make_mixture(tmp_path_factory.mktemp("mix"))
 
 
-@pytest.mark.parametrize("variant", ["ours", "single"])
+@pytest.mark.parametrize("variant", ["ours", "single-joint"])  # single (separate runs): test_paper_fidelity
 def test_train_then_eval(tmp_path, data, variant):
     run = tmp_path / variant
     args = ["train", "--variant", variant, "--epochs", "3", "--out", str(run)] + COMMON

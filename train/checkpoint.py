@@ -80,7 +80,10 @@ class Checkpoint:
 
     @property
     def is_zoo(self) -> bool:
-        return self.model_config.variant == "single"
+        from .variants import VARIANTS
+
+        v = VARIANTS.get(self.model_config.variant)
+        return v is not None and v.zoo
 
     @property
     def epoch(self) -> int:

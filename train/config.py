@@ -6,7 +6,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -20,6 +20,7 @@ class TrainConfig:
     variant: str = "ours"
     backbone: str = "resnet50"
     pretrained: bool = True
+    weights: str = "imagenet-v1"  # which ImageNet weights when pretrained (train.backbones.WEIGHTS); V1: the paper's era
     epochs: int = 100
     batch_per_dataset: int = 16
     input_size: int = 224
@@ -29,11 +30,18 @@ class TrainConfig:
     hidden: int = 512
     lr: float = 0.1
     backbone_lr: float = 0.01
-    theta_lr: float | None = None
-    alpha: float | None = None
+    theta_lr: float | None = None  # the attention parameters theta; None: lr
+    theta_momentum: float | None = None  # None: momentum
+    theta_weight_decay: float | None = None  # None: weight_decay
+    meta_alpha: float | Literal["lr"] = "lr"  # inner meta step: "lr" follows theta's scheduled lr, a number is constant
+    meta_features: str = "fresh"  # stage II's backbone features: fresh (the stepped network) | reuse (stage I's)
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    head_bn_momentum: float = 0.1  # BatchNorm momentum of the projection heads m_n (released code: 0.01)
+    crop_pad: int | None = None  # random-crop padding in px; None: input_size / 28 (8 at 224)
     val_fraction: float = 0.1  # carved from training data to choose the best epoch (never the test set)
+    select: str = "best"  # RUN/best holds: best (the best-scoring epoch) | last (the last epoch, as the paper reports)
+    recipe: str | None = None  # the recipe the run started from (train/recipes/NAME.yaml or a file), for the record
     workers: int = 4
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -47,8 +55,9 @@ class TrainConfig:
 
     def validate(self, world_size: int = 1) -> "TrainConfig":
         """Names and sizes checked before any work, each a one-line UsageError."""
-        from .backbones import list_backbones
+        from .backbones import WEIGHTS, list_backbones
         from .modules import GATES
+        from .two_stage import META_FEATURES
         from .variants import VARIANTS
 
         checks = [
@@ -56,6 +65,14 @@ class TrainConfig:
             (self.backbone in list_backbones(), f"--backbone {self.backbone}: one of {', '.join(list_backbones())}"),
             (self.gate in GATES, f"--gate {self.gate}: one of {', '.join(GATES)}"),
             (self.classifier in ("mlp", "linear"), f"--classifier {self.classifier}: mlp or linear"),
+            (self.weights in WEIGHTS, f"--weights {self.weights}: one of {', '.join(WEIGHTS)}"),
+            (self.meta_features in META_FEATURES, f"--meta-features {self.meta_features}: one of {', '.join(META_FEATURES)}"),
+            (self.meta_alpha == "lr" or float(self.meta_alpha) > 0, f"--meta-alpha {self.meta_alpha}: lr or a number above 0"),
+            (0 <= self.head_bn_momentum <= 1, f"--head-bn-momentum {self.head_bn_momentum}: from 0 to 1"),
+            (self.crop_pad is None or self.crop_pad >= 0, f"--crop-pad {self.crop_pad}: 0 or more pixels"),
+            (self.select in ("best", "last"), f"--select {self.select}: best or last"),
+            (not (self.variant in VARIANTS and VARIANTS[self.variant].pmg) or self.input_size % 8 == 0,
+             f"--input-size {self.input_size}: --variant {self.variant} cuts images into 8 x 8 jigsaw patches; use a multiple of 8"),
             (self.epochs >= 1 and self.input_size >= 16, "--epochs must be >= 1 and --input-size >= 16"),
             (0 <= self.val_fraction < 1, f"--val-fraction {self.val_fraction}: from 0 up to (not including) 1"),
             (self.batch_per_dataset % world_size == 0,
@@ -75,11 +92,13 @@ class TrainConfig:
         naming the key, e.g. `run.yaml: epochs: expected a valid integer, ..., got 'ten'`."""
         from erudite_edge.schema import check
 
-        unknown = set(d) - set(cls.__dataclass_fields__)
+        unknown = set(d) - set(cls.__dataclass_fields__) - {"alpha"}
         if unknown:
             raise UsageError(f"{where}: unknown training option(s): {', '.join(sorted(map(str, unknown)))}")
         if isinstance(d.get("data"), str):  # one data set written as a plain string
             d = {**d, "data": [d["data"]]}
+        if "alpha" in d and "meta_alpha" not in d:  # the key's older name (run.json of earlier runs)
+            d = {k: v for k, v in d.items() if k != "alpha"} | {"meta_alpha": "lr" if d["alpha"] is None else d["alpha"]}
         return check(cls, d, where, UsageError)
 
 
@@ -116,3 +135,35 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(d, dict):
         raise UsageError(f"{p}: expected a mapping of option: value")
     return {str(k).replace("-", "_"): v for k, v in d.items()}
+
+
+def write_effective_config(out: str | os.PathLike[str], cfg: TrainConfig) -> Path:
+    """RUN/config.yaml: every option the run trains with (recipe, file and flags resolved), loadable again
+    with `train --config`. Written atomically; run.json keeps the same values for the tools."""
+    from erudite_edge.fileio import write_text_atomic
+
+    header = (f"# The effective training configuration of this run{f' (recipe: {cfg.recipe})' if cfg.recipe else ''}:\n"
+              "# every option after the recipe, --config file and command-line flags were applied.\n")
+    path = Path(out) / "config.yaml"
+    write_text_atomic(path, header + yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    return path
+
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+
+
+def list_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def load_recipe(name_or_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A recipe's options: a name in train/recipes/ (paper, released-code) or a YAML file; `recipe` records it."""
+    text = str(name_or_path)
+    path = RECIPES_DIR / f"{text}.yaml"
+    if not path.is_file():
+        path = Path(text)
+        if not path.is_file():
+            raise UsageError(f"--recipe {text}: no such recipe ({', '.join(list_recipes())}) and no such file")
+    values = load_yaml(path)
+    values["recipe"] = text
+    return values

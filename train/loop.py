@@ -30,13 +30,15 @@ from .checkpoint import (
     resume_checkpoint,
     save_checkpoint,
 )
-from .config import TrainConfig
+from .config import TrainConfig, write_effective_config
 from .data import build_label_space, collate_fill_bad, collate_skip_bad, load_datasets, make_joint_dataset, split_validation
+from .data.samples import DatasetSplits
 from .evaluate import evaluate
-from .model import EruditeNet, ModelConfig, build_model
+from .model import EruditeNet, ModelConfig, ZooModel, build_model
 from .optim import OptimConfig, build_optimizers, cosine_schedulers
 from .sampler import BalancedBatchSampler
-from .two_stage import TwoStageStep, ZooStep
+from .two_stage import PMGStep, TwoStageStep, ZooStep
+from .variants import VARIANTS
 
 log = logging.getLogger("erudite_edge.train")
 
@@ -119,7 +121,11 @@ def _set_rng_state(s: dict[str, Any]) -> None:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True, resume_from: str | None = None):
+    def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True, resume_from: str | None = None,
+                 splits: list[DatasetSplits] | None = None):
+        """`splits`: the data sets already loaded (train.single hands down relabelled ones); default: read cfg.data."""
+        if cfg.variant in VARIANTS and VARIANTS[cfg.variant].separate:
+            raise UsageError(f"--variant {cfg.variant} trains separate runs: use train.loop.train (train.single)")
         if not cfg.data:
             raise UsageError("no data: pass --data NAME=PATH once per data set (at least one)")
         if len(cfg.data) < 2 and cfg.variant not in ("baseline",):
@@ -143,14 +149,16 @@ class Trainer:
         np.random.seed(cfg.seed)
         random.seed(cfg.seed)
 
-        self.splits = load_datasets(cfg.data)
+        self.splits = splits if splits is not None else load_datasets(cfg.data)
         self.labels = build_label_space(self.splits)
         self.model_config = ModelConfig(
             variant=cfg.variant, backbone=cfg.backbone, class_counts=self.labels.sizes, embed_dim=cfg.embed_dim,
-            gate=cfg.gate, classifier=cfg.classifier, hidden=cfg.hidden, pretrained=cfg.pretrained and not resume,
+            gate=cfg.gate, classifier=cfg.classifier, hidden=cfg.hidden,
+            pretrained=cfg.pretrained and cfg.weights != "none" and not resume, weights=cfg.weights,
+            head_bn_momentum=cfg.head_bn_momentum,
         )
         self.model = build_model(self.model_config)
-        trunk = self.model.backbone if isinstance(self.model, EruditeNet) else self.model.coarse.backbone
+        trunk = self.model.coarse.backbone if isinstance(self.model, ZooModel) else self.model.backbone
         self.spec = PreprocessSpec.square(cfg.input_size, mean=tuple(trunk.pretrained_mean), std=tuple(trunk.pretrained_std))
         self.model.to(self.device)
         self.sync_bn = use_sync_bn(cfg.sync_bn, self.device, self.dist.world_size)
@@ -169,7 +177,7 @@ class Trainer:
             train_parts.append(tr)
             val_parts.append(va)
         self.train_set, sizes = make_joint_dataset(self.splits, self.labels, self.spec, True, samples=train_parts, seed=cfg.seed,
-                                                   rank=self.dist.rank)
+                                                   rank=self.dist.rank, pad=cfg.crop_pad)
         self.val_set, val_sizes = make_joint_dataset(self.splits, self.labels, self.spec, False, samples=val_parts)
         self.has_val = sum(val_sizes) > 0
         self.sampler = BalancedBatchSampler(sizes, cfg.batch_per_dataset, seed=cfg.seed, rank=self.dist.rank, world_size=self.dist.world_size)
@@ -185,7 +193,8 @@ class Trainer:
 
         # optimisation
         ocfg = OptimConfig(lr=cfg.lr, backbone_lr=cfg.backbone_lr, theta_lr=cfg.theta_lr, momentum=cfg.momentum,
-                           weight_decay=cfg.weight_decay, alpha=cfg.alpha)
+                           weight_decay=cfg.weight_decay, theta_momentum=cfg.theta_momentum,
+                           theta_weight_decay=cfg.theta_weight_decay, meta_alpha=cfg.meta_alpha)
         self.main_opt, self.theta_opt = build_optimizers(self.model, ocfg)
         self.schedulers = cosine_schedulers([self.main_opt, self.theta_opt], cfg.epochs * self.steps_per_epoch)
         wrapped = self.model
@@ -194,11 +203,19 @@ class Trainer:
             wrapped = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         amp_dtype, scaler = amp_settings(self.device, cfg.amp)
         self.amp_dtype = amp_dtype
-        if isinstance(self.model, EruditeNet):
+        pmg = VARIANTS[cfg.variant].pmg
+        if pmg and self.dist.world_size > 1:
+            raise UsageError(f"--variant {cfg.variant} trains in one process (its four sub-steps per batch are not "
+                             "set up for DDP); run it without torchrun")
+        if pmg:
+            self.step = PMGStep(wrapped, self.main_opt, self.theta_opt, ocfg.alpha_value, meta_features=cfg.meta_features,
+                                amp_dtype=amp_dtype, scaler=scaler, seed=cfg.seed)
+        elif isinstance(self.model, EruditeNet):
             # Stage II differentiates through BatchNorm twice, which SyncBatchNorm cannot: there it
             # normalises over each rank's own rows (a one-process group per rank; every rank creates all).
             local = [dist.new_group([r]) for r in range(self.dist.world_size)] if self.sync_bn else None
-            self.step = TwoStageStep(wrapped, self.main_opt, self.theta_opt, ocfg.alpha_value, amp_dtype=amp_dtype,
+            self.step = TwoStageStep(wrapped, self.main_opt, self.theta_opt, ocfg.alpha_value, meta_features=cfg.meta_features,
+                                     amp_dtype=amp_dtype,
                                      scaler=scaler, seed=cfg.seed, local_bn_group=local[self.dist.rank] if local else None)
         else:
             self.step = ZooStep(wrapped, self.main_opt, amp_dtype=amp_dtype, scaler=scaler)
@@ -357,6 +374,7 @@ class Trainer:
         if self.dist.is_main:
             write_json_atomic(self.out / "run.json", {"train_config": self.cfg.to_dict(), "labels": self.labels.to_dict(),
                                                       "preprocess": self.spec.to_dict(), "world_size": self.dist.world_size})
+            write_effective_config(self.out, self.cfg)
         for epoch in range(self.start_epoch, min(self.cfg.epochs, until_epoch or self.cfg.epochs)):
             metrics = self.train_epoch(epoch)
             self.check_ranks_agree()
@@ -368,7 +386,7 @@ class Trainer:
                 score = val["mean_top1"]
             else:
                 score = metrics["train_top1"]
-            improved = score > self.best
+            improved = score > self.best or self.cfg.select == "last"  # "last": RUN/best follows the last epoch
             if improved:
                 self.best = score
             metrics["best_score"] = self.best
@@ -397,6 +415,16 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, resume_from: str | None = None) -> Path:
+    if cfg.variant in VARIANTS and VARIANTS[cfg.variant].separate:
+        from .single import train_single
+
+        if resume_from is not None:
+            raise UsageError(f"--resume-from: a --variant {cfg.variant} run resumes each of its parts from its last "
+                             "checkpoint; use --resume")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise UsageError(f"--variant {cfg.variant} trains its models one after the other in one process; "
+                             "run it without torchrun (or use --variant single-joint)")
+        return train_single(cfg, resume=resume, progress=progress)
     trainer = Trainer(cfg, resume=resume, progress=progress, resume_from=resume_from)
     try:
         return trainer.run()

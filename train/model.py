@@ -31,6 +31,8 @@ class ModelConfig:
     hidden: int = 512
     attention_groups: int = 8
     pretrained: bool = False
+    weights: str = "imagenet-v1"  # which ImageNet weights when pretrained (train.backbones.WEIGHTS)
+    head_bn_momentum: float = 0.1  # BatchNorm momentum of the projection heads m_n
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -59,11 +61,11 @@ class EruditeNet(nn.Module):
         if self.variant.zoo:
             raise ValueError("the 'single' variant is a ZooModel, not an EruditeNet")
         n = len(cfg.class_counts)
-        self.backbone = create_backbone(cfg.backbone, pretrained=cfg.pretrained)
+        self.backbone = create_backbone(cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights)
         c = self.backbone.out_channels
         self.attention = GroupSpatialAttention(c, cfg.attention_groups) if self.variant.attention else None
         if self.variant.heads:
-            self.projections: DatasetProjections | None = DatasetProjections(c, cfg.embed_dim, n)
+            self.projections: DatasetProjections | None = DatasetProjections(c, cfg.embed_dim, n, cfg.head_bn_momentum)
             self.gate: nn.Module | None = GATES[cfg.gate](cfg.embed_dim, n)
             feat_dim = cfg.embed_dim
             self.aux_classifiers = nn.ModuleList(
@@ -121,6 +123,10 @@ class EruditeNet(nn.Module):
         out.features = feat
         return out
 
+    def meta_input(self, images: torch.Tensor) -> torch.Tensor:
+        """The map stage II's meta step runs on: the backbone's."""
+        return self.backbone(images)
+
     def inference_graph(self, with_attention: bool = False) -> "EruditeInference":
         return EruditeInference(self, with_attention)
 
@@ -157,9 +163,10 @@ class EruditeInference(nn.Module):
 class PlainClassifier(nn.Module):
     """Backbone, global max pooling, classifier: the Single zoo's coarse and fine models."""
 
-    def __init__(self, backbone: str, num_classes: int, classifier: str, hidden: int, pretrained: bool):
+    def __init__(self, backbone: str, num_classes: int, classifier: str, hidden: int, pretrained: bool,
+                 weights: str = "imagenet-v1"):
         super().__init__()
-        self.backbone = create_backbone(backbone, pretrained=pretrained)
+        self.backbone = create_backbone(backbone, pretrained=pretrained, weights=weights)
         self.pool = nn.AdaptiveMaxPool2d(1)
         self.classifier = make_classifier(self.backbone.out_channels, num_classes, classifier, hidden)
 
@@ -173,7 +180,7 @@ class ZooModel(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        mk = lambda k: PlainClassifier(cfg.backbone, k, cfg.classifier, cfg.hidden, cfg.pretrained)  # noqa: E731
+        mk = lambda k: PlainClassifier(cfg.backbone, k, cfg.classifier, cfg.hidden, cfg.pretrained, cfg.weights)  # noqa: E731
         self.coarse = mk(len(cfg.class_counts))
         self.fine = nn.ModuleList(mk(k) for k in cfg.class_counts)
 
@@ -206,7 +213,12 @@ class ZooModel(nn.Module):
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
-    return ZooModel(cfg) if get_variant(cfg.variant).zoo else EruditeNet(cfg)
+    v = get_variant(cfg.variant)
+    if v.pmg:
+        from .pmg import PMGNet
+
+        return PMGNet(cfg)
+    return ZooModel(cfg) if v.zoo else EruditeNet(cfg)
 
 
 def count_parameters(module: nn.Module, names: Sequence[str] | None = None) -> int:

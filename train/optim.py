@@ -18,15 +18,26 @@ class OptimConfig:
     theta_lr: float | None = None  # attention parameters; default: lr
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    alpha: float | None = None  # inner (meta-train) step size; default: theta_lr
+    theta_momentum: float | None = None  # default: momentum
+    theta_weight_decay: float | None = None  # default: weight_decay
+    # The inner (meta-train) step size of theta' = theta - alpha grad: "lr" (the paper: "alpha is the learning
+    # rate") follows theta's learning rate as its schedule anneals it, a number holds it constant.
+    meta_alpha: float | str = "lr"
 
     @property
     def theta_lr_value(self) -> float:
         return self.lr if self.theta_lr is None else self.theta_lr
 
+    def theta_group(self, theta: list) -> dict:
+        """theta's parameter group: its own lr, momentum and weight decay (each defaulting to the others')."""
+        return {"params": theta, "lr": self.theta_lr_value,
+                "momentum": self.momentum if self.theta_momentum is None else self.theta_momentum,
+                "weight_decay": self.weight_decay if self.theta_weight_decay is None else self.theta_weight_decay}
+
     @property
-    def alpha_value(self) -> float:
-        return self.theta_lr_value if self.alpha is None else self.alpha
+    def alpha_value(self) -> float | None:
+        """The constant alpha, or None where alpha follows theta's scheduled learning rate."""
+        return None if self.meta_alpha == "lr" else float(self.meta_alpha)
 
 
 def _sgd(groups: list[dict], cfg: OptimConfig) -> torch.optim.SGD:
@@ -41,7 +52,7 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig) -> tuple[torch.optim.Op
         backbone = [p for m in [model.coarse, *model.fine] for p in m.backbone.parameters()]
         rest = [p for m in [model.coarse, *model.fine] for p in m.classifier.parameters()]
         return _sgd([{"params": backbone, "lr": cfg.backbone_lr}, {"params": rest, "lr": cfg.lr}], cfg), None
-    assert isinstance(model, EruditeNet)
+    assert isinstance(model, EruditeNet) or getattr(model.variant, "pmg", False)  # type: ignore[union-attr]
     theta = model.attention_parameters()
     theta_ids = {id(p) for p in theta}
     backbone = list(model.backbone.parameters())
@@ -50,9 +61,9 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig) -> tuple[torch.optim.Op
     groups = [{"params": backbone, "lr": cfg.backbone_lr}, {"params": new, "lr": cfg.lr}]
     mode = model.variant.theta_training
     if mode == "joint":
-        groups.append({"params": theta, "lr": cfg.theta_lr_value})
+        groups.append(cfg.theta_group(theta))
         return _sgd(groups, cfg), None
-    theta_opt = _sgd([{"params": theta, "lr": cfg.theta_lr_value}], cfg) if mode in ("meta", "pcgrad") else None
+    theta_opt = _sgd([cfg.theta_group(theta)], cfg) if mode in ("meta", "pcgrad") else None
     return _sgd(groups, cfg), theta_opt
 
 

@@ -6,8 +6,15 @@ meta-train; theta' = theta - alpha * grad_theta Loss_all(theta; meta-train) with
 (second order); L_meta = Loss_all(theta; meta-train) + Loss_all(theta'; meta-test); theta steps.
 Variant "ours-pcgrad" replaces the meta step by PCGrad over the per-data-set losses.
 
-Stage II reuses the batch's backbone features (detached): theta sits on top of the backbone, so
-it never runs the backbone again, and it leaves BatchNorm running statistics untouched.
+alpha ("--meta-alpha"): by default theta's current learning rate, read from theta's optimiser at every
+step, so it anneals with theta's cosine schedule (the paper: "alpha is the learning rate"; the released
+code anneals it too); a number holds it constant.
+
+Stage II's backbone features ("--meta-features"): by default ("fresh") the backbone runs again, without
+a graph, on the batch after stage I stepped it, so L_meta is evaluated with the current network as the
+paper's stage II is (theta sits on top of the backbone and the backbone takes no step in stage II, so no
+gradient through it is needed). "reuse" takes the features stage I computed before its step: cheaper
+by one backbone forward, but a step behind. Either way BatchNorm running statistics are left untouched.
 Under DDP, stage II runs on the unwrapped module and all-reduces theta's gradients by hand (DDP
 cannot take a double backward); every rank draws the same meta-test data set. The inner gradient
 (meta-train) is all-reduced inside the graph (a differentiable all-reduce), so theta' is the one a
@@ -148,6 +155,9 @@ def pcgrad(grads: torch.Tensor, generator: torch.Generator | None = None) -> tor
     return projected.sum(0)
 
 
+META_FEATURES = ("fresh", "reuse")
+
+
 @dataclass
 class StepStats:
     loss: float
@@ -164,25 +174,47 @@ class TwoStageStep:
         model: nn.Module,
         main_opt: torch.optim.Optimizer,
         theta_opt: torch.optim.Optimizer | None,
-        alpha: float,
+        alpha: float | None = None,
         *,
+        meta_features: str = "fresh",
         amp_dtype: torch.dtype | None = None,
         scaler: torch.amp.GradScaler | None = None,
         seed: int = 0,
         local_bn_group: object | None = None,
     ):
+        """alpha: the meta inner step size, or None to follow theta's scheduled learning rate.
+        meta_features: "fresh" (stage II runs the stepped backbone again) or "reuse" (stage I's features)."""
         self.model = model
         # With SyncBatchNorm: a process group holding only this rank, used in stage II (see own_rows_bn)
         self.local_bn_group = local_bn_group
         self.net: EruditeNet = getattr(model, "module", model)
         self.main_opt, self.theta_opt = main_opt, theta_opt
-        self.alpha = alpha
+        if meta_features not in META_FEATURES:
+            raise ValueError(f"meta_features {meta_features!r}: one of {', '.join(META_FEATURES)}")
+        self.alpha, self.meta_features = alpha, meta_features
         self.amp_dtype, self.scaler = amp_dtype, scaler
         self.mode = self.net.variant.theta_training
         # Same seed on every rank: every rank draws the same meta-test data set.
         self.generator = torch.Generator().manual_seed(seed)
         if self.mode in ("meta", "pcgrad") and theta_opt is None:
             raise ValueError(f"variant {self.net.variant.name} needs a theta optimiser")
+
+    @property
+    def current_alpha(self) -> float:
+        """alpha for the next meta step: the constant, or theta's learning rate now (as its scheduler set it)."""
+        if self.alpha is not None:
+            return self.alpha
+        if self.theta_opt is None:
+            raise ValueError("alpha follows theta's learning rate, but this variant has no theta optimiser")
+        return float(self.theta_opt.param_groups[0]["lr"])
+
+    def meta_features_for(self, images: torch.Tensor, stage_one_features: torch.Tensor) -> torch.Tensor:
+        """The backbone features stage II evaluates L_meta on (see the module docstring), detached."""
+        if self.meta_features == "reuse" or self.mode not in ("meta", "pcgrad"):
+            return stage_one_features.detach()
+        with torch.no_grad(), frozen_bn_stats(self.net), own_rows_bn(self.net, self.local_bn_group):
+            with autocast(images.device, self.amp_dtype):
+                return self.net.meta_input(images)
 
     def stage_one(self, images: torch.Tensor, ids: torch.Tensor, joint: torch.Tensor, local: torch.Tensor) -> tuple[HeadOutput, torch.Tensor]:
         self.main_opt.zero_grad(set_to_none=True)
@@ -205,7 +237,7 @@ class TwoStageStep:
         with frozen_bn_stats(self.net), own_rows_bn(self.net, self.local_bn_group):
             if self.mode == "meta":
                 test_dataset = present[int(torch.randint(len(present), (1,), generator=self.generator))]
-                l_meta, _, _ = meta_objective(self.net, feats, ids, joint, local, test_dataset, self.alpha)
+                l_meta, _, _ = meta_objective(self.net, feats, ids, joint, local, test_dataset, self.current_alpha)
                 grads = list(torch.autograd.grad(l_meta, theta))
                 _all_reduce_mean(grads)
                 value = float(l_meta.detach())
@@ -233,7 +265,9 @@ class TwoStageStep:
 
     def __call__(self, images: torch.Tensor, ids: torch.Tensor, joint: torch.Tensor, local: torch.Tensor) -> StepStats:
         out, loss = self.stage_one(images, ids, joint, local)
-        meta = self.stage_two(out.features, ids, joint, local)  # type: ignore[arg-type]
+        meta = None
+        if self.mode in ("meta", "pcgrad"):
+            meta = self.stage_two(self.meta_features_for(images, out.features), ids, joint, local)  # type: ignore[arg-type]
         correct = int((out.logits.detach().argmax(1) == joint).sum())
         return StepStats(float(loss), correct, int(joint.numel()), meta)
 
@@ -263,3 +297,35 @@ class ZooStep:
             for n, rows, logits in fine:
                 correct += int(((picked[rows] == n) & (logits.argmax(1) == local[rows])).sum())
         return StepStats(float(loss.detach()), correct, int(ids.numel()))
+
+
+class PMGStep(TwoStageStep):
+    """One step of Ours_PMG (train.pmg): stage I is PMG's four progressive sub-steps (jigsaw 8, 4, 2, then the
+    whole images through the concatenated classifier), each its own backward and step of the main optimiser;
+    stage II is the meta step on theta over stage 3's map, as for `ours`. One process (no DDP)."""
+
+    CONCAT_WEIGHT = 2.0  # PMG weighs the concatenated classifier's loss twice
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        self.jigsaw_generator = torch.Generator().manual_seed(int(self.generator.initial_seed()) + 1)
+
+    def stage_one(self, images: torch.Tensor, ids: torch.Tensor, joint: torch.Tensor, local: torch.Tensor) -> tuple[HeadOutput, torch.Tensor]:
+        from .pmg import JIGSAW, jigsaw, pmg_losses
+
+        out: HeadOutput | None = None
+        loss = images.new_zeros(())
+        for index, n in enumerate((*JIGSAW, 1)):
+            self.main_opt.zero_grad(set_to_none=True)
+            if self.theta_opt is not None:
+                self.theta_opt.zero_grad(set_to_none=True)
+            x = jigsaw(images, n, self.jigsaw_generator)
+            with autocast(images.device, self.amp_dtype):
+                out = self.net.stage(x, index, ids)  # type: ignore[operator]
+                if index == 3:
+                    loss = F.cross_entropy(out.logits.float(), joint) * self.CONCAT_WEIGHT
+                else:
+                    loss = pmg_losses(out, index, joint, local)
+            backward_and_step(loss, self.main_opt, self.scaler)
+        assert out is not None
+        return out, loss.detach()

@@ -23,18 +23,35 @@ def _require_torch() -> None:
 
 def train_command(
     data: Optional[list[str]] = typer.Option(None, "--data", help="NAME=PATH or NAME=FORMAT:PATH, once per data set, in joint-label order."),
+    recipe: Optional[str] = typer.Option(
+        None, "--recipe", help="paper | released-code | PATH.yaml: a recipe of options (train/recipes/); --config and flags win over it."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file holding the same options (command-line values win)."),
     variant: Optional[str] = typer.Option(None, help="baseline | baseline+ | baseline++ | ours | ours-pcgrad | single"),
     backbone: Optional[str] = typer.Option(None, help="resnet50 (default) | resnet18 | resnet34 | resnet101 | mobilenet_v3_large | efficientnet_lite0 | tiny"),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="ImageNet weights for the backbone (default on)."),
+    weights: Optional[str] = typer.Option(
+        None, "--weights", help="imagenet-v1 (default: torchvision IMAGENET1K_V1, the paper's era) | imagenet-v2 (IMAGENET1K_V2) | none."),
     epochs: Optional[int] = typer.Option(None),
     batch_per_dataset: Optional[int] = typer.Option(None, help="Images of each data set per batch (default 16)."),
     input_size: Optional[int] = typer.Option(None, help="Square input size (224 default; 448 is common in FGVC)."),
     embed_dim: Optional[int] = typer.Option(None, help="Width E of each dataset-specific projection (default 512)."),
     gate: Optional[str] = typer.Option(None, help="channel (paper Eq. 4, default) | dense (released code)."),
+    classifier: Optional[str] = typer.Option(None, help="mlp (released code's BN-Linear-BN-ELU-Linear, default) | linear."),
+    hidden: Optional[int] = typer.Option(None, help="Hidden width of the mlp classifiers (512)."),
     lr: Optional[float] = typer.Option(None, help="Learning rate of new modules (0.1)."),
     backbone_lr: Optional[float] = typer.Option(None, help="Learning rate of the backbone (0.01)."),
-    alpha: Optional[float] = typer.Option(None, help="Meta inner step size (default: the attention's lr)."),
+    theta_lr: Optional[float] = typer.Option(None, "--theta-lr", help="Learning rate of the attention parameters theta (default: --lr)."),
+    theta_momentum: Optional[float] = typer.Option(None, "--theta-momentum", help="SGD momentum of theta (default: --momentum, 0.9)."),
+    theta_wd: Optional[float] = typer.Option(None, "--theta-wd", help="Weight decay of theta (default: --weight-decay, 5e-4)."),
+    momentum: Optional[float] = typer.Option(None, help="SGD momentum (0.9)."),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="SGD weight decay (5e-4)."),
+    meta_alpha: Optional[str] = typer.Option(
+        None, "--meta-alpha", help="Meta inner step size: lr (default: theta's learning rate as its schedule anneals it) | a constant."),
+    meta_features: Optional[str] = typer.Option(
+        None, "--meta-features", help="Stage II's backbone features: fresh (default: the network after stage I's step) | reuse (stage I's, cheaper)."),
+    head_bn_momentum: Optional[float] = typer.Option(None, "--head-bn-momentum", help="BatchNorm momentum of the projection heads (0.1; released code 0.01)."),
+    crop_pad: Optional[int] = typer.Option(None, "--crop-pad", help="Random-crop padding in pixels (default: input size / 28, 8 at 224; released code 4)."),
+    select: Optional[str] = typer.Option(None, "--select", help="What RUN/best holds: best (best validation epoch, default) | last (the last epoch, as the paper reports)."),
     val_fraction: Optional[float] = typer.Option(None, help="Share of each training split held out to pick the best epoch (0.1)."),
     workers: Optional[int] = typer.Option(None, help="DataLoader workers (4)."),
     seed: Optional[int] = typer.Option(None),
@@ -50,13 +67,20 @@ def train_command(
 ) -> None:
     """Train an erudite model (or, with --variant single, the two-stage zoo) on several data sets jointly."""
     _require_torch()
-    from train.config import TrainConfig, load_yaml
+    from train.config import TrainConfig, load_recipe, load_yaml
     from train.loop import train
 
-    values: dict[str, Any] = load_yaml(config) if config else {}
-    given = dict(data=data or None, variant=variant, backbone=backbone, pretrained=pretrained, epochs=epochs,
-                 batch_per_dataset=batch_per_dataset, input_size=input_size, embed_dim=embed_dim, gate=gate, lr=lr,
-                 backbone_lr=backbone_lr, alpha=alpha, val_fraction=val_fraction, workers=workers, seed=seed, device=device,
+    values: dict[str, Any] = load_recipe(recipe) if recipe else {}
+    values.update(load_yaml(config) if config else {})
+    if weights is not None and pretrained is None:  # --weights none is --no-pretrained; a named set turns weights on
+        pretrained = weights != "none"
+    given = dict(data=data or None, variant=variant, backbone=backbone, pretrained=pretrained, weights=weights, epochs=epochs,
+                 batch_per_dataset=batch_per_dataset, input_size=input_size, embed_dim=embed_dim, gate=gate, classifier=classifier,
+                 hidden=hidden, lr=lr,
+                 backbone_lr=backbone_lr, theta_lr=theta_lr, theta_momentum=theta_momentum, theta_weight_decay=theta_wd,
+                 momentum=momentum, weight_decay=weight_decay, meta_alpha=meta_alpha, meta_features=meta_features,
+                 head_bn_momentum=head_bn_momentum, crop_pad=crop_pad, select=select,
+                 val_fraction=val_fraction, workers=workers, seed=seed, device=device,
                  amp=amp, sync_bn=sync_bn, steps_per_epoch=steps_per_epoch, out=str(out) if out else None)
     values.update({k: v for k, v in given.items() if v is not None})
     resume = resume or resume_from is not None

@@ -1,0 +1,118 @@
+"""The paper's Single, as the paper trains it: "each dataset is trained separately", plus a coarse-grained
+classifier that picks the data set (Section 5.2.2).
+
+    RUN/
+      parts/coarse/          a `baseline` run over the N data sets, each relabelled as one class (its name):
+                             the joint label space is then the data sets, so the balanced sampler, the
+                             schedule, validation and checkpoints of an ordinary run train the coarse model
+      parts/fine.<name>/     a `baseline` run on data set <name> alone: its own sampler, epoch length and
+                             cosine schedule, its own validation split and best epoch
+      best/, last/           the zoo (checkpoint variant "single"), assembled from each part's `best`
+                             (its own selection rule: --select), exported by `export zoo` as before
+      run.json, config.yaml  the zoo run's options
+
+Every part is an ordinary run (train.loop.Trainer): it is checkpointed every epoch and `--resume` continues
+each part where it stopped (finished parts are kept as they are), then assembles the zoo again.
+`single-joint` (train.two_stage.ZooStep) keeps the older form: the N+1 models stepped together on the
+balanced batches of one run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from erudite_edge.errors import UsageError
+from erudite_edge.fileio import write_json_atomic
+from erudite_edge.labels import LabelSpace
+from erudite_edge.preprocess import PreprocessSpec
+
+from .checkpoint import copy_checkpoint, has_checkpoint, load_checkpoint, save_checkpoint
+from .config import TrainConfig, write_effective_config
+from .data import build_label_space, load_datasets
+from .data.samples import DatasetSplits, Sample
+from .model import ModelConfig, ZooModel
+
+log = logging.getLogger("erudite_edge.train")
+
+COARSE = "coarse"
+
+
+def coarse_splits(splits: list[DatasetSplits]) -> list[DatasetSplits]:
+    """Each data set as a one-class data set named after it: the joint label space over these is the
+    coarse task (which data set an image comes from), and balanced batches keep the data sets even."""
+    return [dataclasses.replace(s, classes=[s.name], train=[Sample(x.path, 0) for x in s.train],
+                                test=[Sample(x.path, 0) for x in s.test]) for s in splits]
+
+
+def part_dirs(out: Path, splits: list[DatasetSplits]) -> dict[str, Path]:
+    return {COARSE: out / "parts" / COARSE, **{s.name: out / "parts" / f"fine.{s.name}" for s in splits}}
+
+
+def _part_config(cfg: TrainConfig, out: Path, data: list[str]) -> TrainConfig:
+    return dataclasses.replace(cfg, variant="baseline", out=str(out), data=data)
+
+
+def train_single(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Train the coarse model and the N fine models one after the other, then write the zoo checkpoint."""
+    from .loop import Trainer
+
+    out = Path(cfg.out)
+    if has_checkpoint(out) and not resume:
+        raise UsageError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    if resume and not (out / "run.json").is_file():
+        raise UsageError(f"--resume: {out / 'run.json'} not found; nothing to resume in {out}")
+    if len(cfg.data) < 2:
+        raise UsageError("--variant single needs two or more data sets (a coarse model picks one of them)")
+    cfg.validate()
+    splits = load_datasets(cfg.data)
+    labels = build_label_space(splits)
+    dirs = part_dirs(out, splits)
+    out.mkdir(parents=True, exist_ok=True)
+
+    trainers: dict[str, Trainer] = {}
+    plan = [(COARSE, cfg.data, coarse_splits(splits))] + [(s.name, [spec], [s]) for s, spec in zip(splits, cfg.data)]
+    for name, data, part_splits in plan:
+        part_out = dirs[name]
+        print(f"single: training {'the coarse model' if name == COARSE else 'the model of ' + name} in {part_out}",
+              file=sys.stderr)
+        t = Trainer(_part_config(cfg, part_out, data), resume=resume and has_checkpoint(part_out), progress=progress,
+                    splits=part_splits)
+        t.run()
+        trainers[name] = t
+
+    spec = trainers[COARSE].spec
+    write_json_atomic(out / "run.json", {"train_config": cfg.to_dict(), "labels": labels.to_dict(), "preprocess": spec.to_dict(),
+                                         "world_size": 1, "parts": {k: str(v) for k, v in dirs.items()}})
+    write_effective_config(out, cfg)
+    return assemble_zoo(cfg, out, dirs, splits, labels, spec, trainers[COARSE].model_config)
+
+
+def assemble_zoo(cfg: TrainConfig, out: Path, dirs: dict[str, Path], splits: list[DatasetSplits], labels: LabelSpace,
+                 spec: PreprocessSpec, coarse_config: ModelConfig) -> Path:
+    """RUN/last and RUN/best: the ZooModel holding each part's `best` weights (coarse -> .coarse, fine n -> .fine.n)."""
+    zoo_cfg = dataclasses.replace(coarse_config, variant="single", class_counts=list(labels.sizes), pretrained=False)
+    zoo = ZooModel(zoo_cfg)
+    state: dict[str, torch.Tensor] = {}
+    parts_meta: dict[str, dict[str, Any]] = {}
+    part_metrics: dict[str, dict[str, Any]] = {}
+    for i, name in enumerate([COARSE, *labels.datasets]):
+        ckpt = load_checkpoint(dirs[name], prefer="best")
+        prefix = "coarse." if name == COARSE else f"fine.{i - 1}."
+        state.update({prefix + k: v for k, v in ckpt.weights().items()})
+        m = ckpt.meta.get("metrics") or {}
+        parts_meta[name] = {"run": str(dirs[name]), "epoch": ckpt.epoch, "metrics": m}
+        part_metrics[name] = {"epoch": ckpt.epoch + 1, "val_mean_top1": m.get("val_mean_top1"), "train_top1": m.get("train_top1")}
+    zoo.load_state_dict(state, strict=True)
+    metrics = {"parts": part_metrics}
+    save_checkpoint(out, "last", zoo, model_config=zoo_cfg, labels=labels, preprocess=spec,
+                    extra={"epoch": cfg.epochs - 1, "metrics": metrics, "train_config": cfg.to_dict(), "parts": parts_meta,
+                           "data": [{"name": s.name, "format": s.format, "root": str(s.root)} for s in splits]})
+    copy_checkpoint(out, "last", "best")
+    log.info("single: zoo assembled in %s", out)
+    return out
