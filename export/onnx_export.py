@@ -27,7 +27,8 @@ from erudite_edge.errors import EruditeError, UsageError
 from erudite_edge.fileio import USER_OS_ERRORS, atomic_directory, atomic_path, os_error_line, remove_stale_temporaries
 from erudite_edge.preprocess import PreprocessSpec
 
-from .images import check_inputs
+from .graph_input import prepend_uint8_input
+from .images import check_inputs, host_float_batch
 from .metadata import check_output_size, model_props, set_metadata
 from .parity import check_fp32_parity
 
@@ -107,13 +108,15 @@ def model_opset(model: onnx.ModelProto) -> int:
 
 
 def to_onnx(module: Any, spec: PreprocessSpec, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
-    """Trace `module` (eval mode, float32, CPU) to an ONNX model with input "images" [batch,3,H,W] and
-    output "logits" [batch,K], the batch axis dynamic; checked with onnx.checker (full check)."""
+    """Trace `module` (eval mode, float32, CPU) to an ONNX model with input "images" and output "logits"
+    [batch,K], the batch axis dynamic; checked with onnx.checker (full check). The input is what `spec`
+    says: float32 [batch,3,H,W], or for dtype uint8 [batch,H,W,3] bytes, normalised by the graph's first
+    nodes (export/graph_input.py)."""
     import torch
 
     opset = check_opset(opset)
-    if spec.layout != "NCHW":
-        raise UsageError(f"the preprocessing layout is {spec.layout}; the exporter writes NCHW models only")
+    if spec.dtype == "float32" and spec.layout != "NCHW":
+        raise UsageError(f"the preprocessing layout is {spec.layout}; the exporter writes NCHW float32 or NHWC uint8 models only")
     h, w = spec.input_size
     module = module.eval().float().cpu()
     example = (torch.randn(2, 3, h, w),)  # batch 2: a batch of 1 could be specialised away
@@ -151,8 +154,10 @@ def to_onnx(module: Any, spec: PreprocessSpec, opset: int = DEFAULT_OPSET) -> on
     got = model_opset(model)
     if got != opset:
         raise ExportError(f"the exporter produced opset {got}, not the requested {opset}; try --opset {got}")
+    if spec.dtype == "uint8":
+        prepend_uint8_input(model, spec)
     portable_ir_version(model)
-    _check_io(model, h, w)
+    _check_io(model, spec)
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as e:
@@ -160,7 +165,7 @@ def to_onnx(module: Any, spec: PreprocessSpec, opset: int = DEFAULT_OPSET) -> on
     return model
 
 
-def _check_io(model: onnx.ModelProto, h: int, w: int) -> None:
+def _check_io(model: onnx.ModelProto, spec: PreprocessSpec) -> None:
     ins, outs = model.graph.input, model.graph.output
     if [i.name for i in ins] != [INPUT_NAME] or [o.name for o in outs] != [OUTPUT_NAME]:
         raise ExportError(
@@ -169,8 +174,12 @@ def _check_io(model: onnx.ModelProto, h: int, w: int) -> None:
         )
     dims = ins[0].type.tensor_type.shape.dim
     fixed = [d.dim_value if d.HasField("dim_value") else None for d in dims]
-    if len(dims) != 4 or dims[0].HasField("dim_value") or fixed[1:] != [3, h, w]:
-        raise ExportError(f"exported input shape is {fixed}; expected [batch, 3, {h}, {w}] with a dynamic batch")
+    sample = list(spec.sample_shape)
+    if len(dims) != 4 or dims[0].HasField("dim_value") or fixed[1:] != sample:
+        raise ExportError(f"exported input shape is {fixed}; expected [batch, {', '.join(map(str, sample))}] with a dynamic batch")
+    want = onnx.TensorProto.UINT8 if spec.dtype == "uint8" else onnx.TensorProto.FLOAT
+    if ins[0].type.tensor_type.elem_type != want:
+        raise ExportError(f"exported input type is {onnx.TensorProto.DataType.Name(ins[0].type.tensor_type.elem_type)}; expected {spec.dtype}")
 
 
 def write_model(model: onnx.ModelProto, path: Path, props: dict[str, str]) -> None:
@@ -232,7 +241,8 @@ def _export_roles_into(out: Path, graphs: Sequence[tuple[str, Any]], *, bundle_k
             model = to_onnx(module, bundle.preprocess, opset)
             check_output_size(bundle, role, model, name)
             write_model(model, tmp / name, model_props(bundle, role, "fp32"))
-            report = check_fp32_parity(module, tmp / name, inputs.batch, inputs.source, label=role)
+            report = check_fp32_parity(module, tmp / name, inputs.batch, inputs.source, label=role,
+                                       torch_batch=host_float_batch(inputs.batch, bundle.preprocess))
             log(f"parity {role}: {report.summary()}")
             bundle.add_model(role, "fp32", name, info={"exporter": EXPORTER, "opset": opset})
             parity[role] = {"fp32": report.to_dict()}
@@ -269,10 +279,23 @@ def checkpoint_facts(ckpt: Any) -> dict[str, Any]:
     }
 
 
-def bundle_kwargs_for(ckpt: Any, kind: str) -> dict[str, Any]:
+INPUT_DTYPES = ("uint8", "float32")
+DEFAULT_INPUT = "float32"
+
+
+def check_input_dtype(input_dtype: str) -> str:
+    if input_dtype not in INPUT_DTYPES:
+        raise UsageError(f"--input {input_dtype!r} unknown; one of {', '.join(INPUT_DTYPES)}")
+    return input_dtype
+
+
+def bundle_kwargs_for(ckpt: Any, kind: str, input_dtype: str = DEFAULT_INPUT) -> dict[str, Any]:
+    """`input_dtype` "uint8": the models take NHWC uint8 RGB and normalise in their graph; "float32":
+    NCHW floats normalised on the host (the checkpoint's own spec)."""
+    spec = ckpt.preprocess.as_input(check_input_dtype(input_dtype)) if input_dtype != ckpt.preprocess.dtype else ckpt.preprocess
     return {
         "labels": ckpt.labels,
-        "preprocess": ckpt.preprocess,
+        "preprocess": spec,
         "kind": kind,
         "variant": ckpt.variant,
         "backbone": ckpt.model_config.backbone,
@@ -313,13 +336,15 @@ def export_checkpoint(
     parity_count: int = 32,
     overwrite: bool = False,
     log: Log | None = None,
+    input_dtype: str = DEFAULT_INPUT,
 ) -> Bundle:
     """A run (a run directory, its best/last checkpoint, or a .safetensors file) -> a bundle.
 
     An erudite run gives kind "erudite" with model.onnx (role "main"): the inference graph without the
     auxiliary classifiers. With `zoo=True`, a Single zoo run gives kind "zoo": coarse.onnx (role
     "coarse", logits over data sets) and fine.<dataset>.onnx (role "fine:<dataset>", logits over that
-    data set's own classes). Every model is parity-checked against PyTorch."""
+    data set's own classes). Every model is parity-checked against PyTorch. `input_dtype`: "uint8" (NHWC
+    bytes, normalised in the graph) or "float32" (NCHW, normalised on the host)."""
     from train.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint_path)
@@ -330,6 +355,7 @@ def export_checkpoint(
             f"{ckpt.path} is a {ckpt.variant!r} checkpoint, not a Single zoo; export it with `erudite-edge export onnx`"
         )
     check_opset(opset)
+    check_input_dtype(input_dtype)
     check_out(out_dir, overwrite, ckpt.path)
     model = build_checkpoint_model(ckpt)
     if zoo:
@@ -340,7 +366,7 @@ def export_checkpoint(
     return export_roles(
         out_dir,
         graphs,
-        bundle_kwargs=bundle_kwargs_for(ckpt, "zoo" if zoo else "erudite"),
+        bundle_kwargs=bundle_kwargs_for(ckpt, "zoo" if zoo else "erudite", input_dtype),
         opset=opset,
         images=images,
         data=data,

@@ -10,7 +10,8 @@ import numpy as np
 
 
 class Runner(abc.ABC):
-    """Runs one model: float32 input batch (layout per the bundle's preprocessing) -> float32 logits (B, K).
+    """Runs one model: an input batch as the bundle's preprocessing says (float32 NCHW, or uint8 NHWC
+    bytes for a model that normalises in its graph) -> float32 logits (B, K).
 
     `last_compute_ms` is the device compute time of the last call where the backend can separate it
     from host-side copies (TensorRT with CUDA events); otherwise None.

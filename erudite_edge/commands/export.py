@@ -15,7 +15,11 @@ import typer
 from ..errors import BackendUnavailable, UsageError
 from ..interrupts import interruptible
 
+DEFAULT_INPUT = "float32"  # export/onnx_export.py DEFAULT_INPUT (not imported: it needs onnx)
+
 IMAGES_HELP = "Folder of real images (searched recursively) for the check; default: scikit-image's sample photos."
+INPUT_HELP = ("The models' input: uint8 (NHWC RGB bytes at the model size; Cast, scale, mean/std and transpose are "
+              "the graph's first nodes, so the host only decodes and resizes) or float32 (NCHW, normalised on the host).")
 DATA_HELP = "NAME=PATH (or NAME=FORMAT:PATH) of a data set, once per data set; its test split is used for the check."
 
 
@@ -49,11 +53,12 @@ def onnx_command(
     data: Optional[list[str]] = typer.Option(None, "--data", help=DATA_HELP),
     parity_count: int = typer.Option(32, "--parity-count", help="How many inputs the parity check runs."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out (only once the export succeeded)."),
+    input_dtype: str = typer.Option(DEFAULT_INPUT, "--input", help=INPUT_HELP),
 ) -> None:
     """Export an erudite run to an ONNX bundle (model.onnx + bundle.json), with a parity check.
 
     The deployed graph (no auxiliary classifiers) is traced with a dynamic batch axis: input "images"
-    [batch,3,H,W], output "logits" [batch,K]. ONNX Runtime must match PyTorch: max |logit difference|
+    [batch,H,W,3] uint8 (--input uint8) or [batch,3,H,W] float32 (--input float32), output "logits" [batch,K]. ONNX Runtime must match PyTorch: max |logit difference|
     at most 1e-3 x max(1, largest |logit|), and the same top-1 on every input except near ties (top-2
     margin within twice that). Otherwise the export fails and writes nothing.
     """
@@ -62,7 +67,7 @@ def onnx_command(
 
     bundle = export_checkpoint(
         checkpoint, out, opset=opset, images=images, data=data or None,
-        parity_count=parity_count, overwrite=overwrite, log=_log,
+        parity_count=parity_count, overwrite=overwrite, log=_log, input_dtype=input_dtype,
     )
     typer.echo(str(bundle.root))
 
@@ -75,6 +80,7 @@ def zoo_command(
     data: Optional[list[str]] = typer.Option(None, "--data", help=DATA_HELP),
     parity_count: int = typer.Option(32, "--parity-count", help="How many inputs each parity check runs."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out (only once the export succeeded)."),
+    input_dtype: str = typer.Option(DEFAULT_INPUT, "--input", help=INPUT_HELP),
 ) -> None:
     """Export a Single zoo run as one bundle: coarse.onnx and fine.<dataset>.onnx.
 
@@ -85,7 +91,7 @@ def zoo_command(
 
     bundle = export_zoo(
         checkpoint, out, opset=opset, images=images, data=data or None,
-        parity_count=parity_count, overwrite=overwrite, log=_log,
+        parity_count=parity_count, overwrite=overwrite, log=_log, input_dtype=input_dtype,
     )
     typer.echo(str(bundle.root))
 
