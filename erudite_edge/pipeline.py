@@ -65,6 +65,11 @@ class SingleModel:
         self.backend = backend or runner.backend
         self.role_ms: dict[str, float] = {"main": 0.0}
 
+    @property
+    def last_stage_ms(self) -> dict[str, float] | None:
+        """The last call's device stages (h2d, compute, d2h) where the backend measures them."""
+        return self.runner.last_stage_ms
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
         t0 = time.perf_counter()
         logits = self.runner.infer_chunked(batch)
@@ -343,6 +348,9 @@ class Pipeline:
         for p in group:
             stage["decode"] += p.item.decode_ms
             stage["preprocess"] += p.preprocess_ms
+            summary.add_stage("decode", p.item.decode_ms)
+            if p.item.ok:
+                summary.add_stage("preprocess", p.preprocess_ms)
             if p.item.ok:
                 good.append(p)
                 continue
@@ -375,6 +383,12 @@ class Pipeline:
         stage["inference"] += (t1 - t0) * 1e3
         stage["postprocess"] += (t2 - t1) * 1e3
         stage["output"] += (t3 - t2) * 1e3
+        n = len(good)
+        summary.add_stage("inference", (t1 - t0) * 1e3 / n)
+        summary.add_stage("postprocess", (t2 - t1) * 1e3 / n)
+        summary.add_stage("output", (t3 - t2) * 1e3 / n)
+        for name, ms in (getattr(self.classifier, "last_stage_ms", None) or {}).items():
+            summary.add_stage(name, ms / n)
 
     def _assemble(self, good: list[Prepared]) -> np.ndarray:
         """The model's input batch: a view of the ring when the items' slots are consecutive, else one

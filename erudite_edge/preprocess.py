@@ -188,7 +188,7 @@ def resize_image(rgb: np.ndarray, spec: PreprocessSpec, out: np.ndarray | None =
                 np.copyto(out, got)
             return out
         return cv2.resize(rgb, (w, h), interpolation=interp)
-    nh, nw, top, left = _center_crop_box(*rgb.shape[:2], spec)
+    nh, nw, top, left = _center_crop_box(int(rgb.shape[0]), int(rgb.shape[1]), spec)
     resized = cv2.resize(rgb, (nw, nh), interpolation=interp)
     crop = resized[top : top + h, left : left + w]
     if out is not None:

@@ -153,6 +153,10 @@ def test_pipeline_on_uint8_bundle_uses_views_of_one_buffer(bundles: dict[str, Bu
     first = sorted(photos.glob("*.jpg"))[:4]
     expect = np.stack([resize_image(load_image(p), b.preprocess) for p in first])
     assert np.array_equal(pipe.ring.array[:4], expect)  # written in place, same bytes as the reference resize
+    stages = summary.to_dict()["stage_ms"]  # p50 / p99 per stage, as trtexec reports them
+    assert list(stages) == ["decode", "preprocess", "inference", "postprocess", "output"]  # no h2d/d2h on the CPU
+    assert stages["decode"]["n"] == 12 and stages["inference"]["n"] == 3
+    assert all(0 <= v["p50"] <= v["p99"] for v in stages.values())
     clf.close()
 
 

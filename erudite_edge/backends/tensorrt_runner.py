@@ -178,10 +178,15 @@ class TensorRTRunner(Runner):
         self._h_out = cuda.pinned(out_bytes)
         self._host.append(self._h_out)
         self._stream = cuda.stream()
+        # h2d start | compute start | compute end | d2h end: trtexec's H2D, GPU compute and D2H times
+        self._h2d = cuda.event()
+        self._events.append(self._h2d)
         self._start = cuda.event()
         self._events.append(self._start)
         self._end = cuda.event()
         self._events.append(self._end)
+        self._d2h = cuda.event()
+        self._events.append(self._d2h)
         if not (
             self.context.set_tensor_address(self.input_name, self._d_in.ptr)
             and self.context.set_tensor_address(self.output_name, self._d_out.ptr)
@@ -225,6 +230,7 @@ class TensorRTRunner(Runner):
         host_out = self._h_out[:out_bytes]
 
         cuda, stream = self.cuda, self._stream
+        cuda.record(self._h2d, stream)
         self._d_in.copy_from(self._h_in[: x.size * self.input_dtype.itemsize], stream)
         cuda.record(self._start, stream)
         if not self.context.execute_async_v3(stream.ptr):
@@ -232,8 +238,11 @@ class TensorRTRunner(Runner):
         cuda.record(self._end, stream)
         self._d_out.resize((out_bytes,))  # no reallocation: the buffer holds the max batch; copy only this batch
         self._d_out.copy_to(host_out, stream)
+        cuda.record(self._d2h, stream)
         cuda.synchronize(stream)
         self.last_compute_ms = cuda.elapsed_ms(self._start, self._end)
+        self.last_stage_ms = {"h2d": cuda.elapsed_ms(self._h2d, self._start), "compute": self.last_compute_ms,
+                              "d2h": cuda.elapsed_ms(self._end, self._d2h)}
         out = host_out.view(self.output_dtype).reshape(out_shape)[:n]
         return np.array(out, dtype=np.float32)  # a copy: the pinned buffer is reused by the next call
 
