@@ -76,12 +76,28 @@ def per_image_ms(fn: Callable[[], Any], n_images: int) -> float:
     return (time.perf_counter() - t0) * 1e3 / n_images
 
 
-def host_timing(files: list[Path], spec_f32: PreprocessSpec, spec_u8: PreprocessSpec, rounds: int) -> dict[str, Any]:
-    """Per-image ms of each batch of 8, before and after, alternating batch by batch."""
+def graph_normalisation(bundle: Bundle, work: Path) -> Any:
+    """An ONNX Runtime session of the uint8 model's first four nodes alone (Cast, Transpose, Mul, Add):
+    the normalisation's cost where it moved to (on a GPU backend it runs on the device instead)."""
+    import onnx
+
+    from erudite_edge.backends.onnxruntime_runner import OnnxRuntimeRunner
+
+    sub = work / "preprocess_only.onnx"
+    onnx.utils.extract_model(str(bundle.path(bundle.entry())), str(sub), ["images"], ["preprocess/normalized"])
+    return OnnxRuntimeRunner(sub).session
+
+
+def host_timing(files: list[Path], spec_f32: PreprocessSpec, spec_u8: PreprocessSpec, rounds: int,
+                graph: Any = None) -> dict[str, Any]:
+    """Per-image ms of each batch of 8, before and after, alternating batch by batch. With `graph` (a
+    session of the uint8 model's normalisation nodes), also their cost on ONNX Runtime CPU per image."""
     raw = [np.fromfile(str(p), dtype=np.uint8) for p in files]
     decoded = [decode_before(r) for r in raw]
     ring = InputRing(spec_u8, BATCH, depth=2 * BATCH)
     out: dict[str, list[float]] = {k: [] for k in ("prep_before", "prep_after", "full_before", "full_after")}
+    if graph is not None:
+        out["graph_after"] = []
     batches = [list(range(i, min(i + BATCH, len(raw)))) for i in range(0, len(raw) - BATCH + 1, BATCH)]
     seq = 0
     for r in range(rounds):
@@ -95,6 +111,9 @@ def host_timing(files: list[Path], spec_f32: PreprocessSpec, spec_u8: Preprocess
                 else:
                     out["prep_after"].append(per_image_ms(lambda: host_after(ims, spec_u8, ring, seq), len(b)))
                     out["full_after"].append(per_image_ms(lambda: host_after([decode_after(d) for d in datas], spec_u8, ring, seq), len(b)))
+                    if graph is not None:
+                        x = host_after(ims, spec_u8, ring, seq)
+                        out["graph_after"].append(per_image_ms(lambda: graph.run(None, {"images": x}), len(b)))
                     seq += len(b)
     res: dict[str, Any] = {"n_batches": len(out["prep_before"]), "batch": BATCH, "images": len(raw),
                            "image_size": list(decoded[0].shape[:2])}
@@ -105,7 +124,40 @@ def host_timing(files: list[Path], spec_f32: PreprocessSpec, spec_u8: Preprocess
         iv = throughput_ratio_ci(before, after)  # paired by batch: median(before) / median(after)
         res[f"{what}_speedup"] = {"ratio": float(np.median(before) / np.median(after)),
                                   "ci95": [float(x) for x in iv] if iv is not None else None}
+    if graph is not None:  # the normalisation moved into the graph, counted against the after side (CPU backend)
+        moved = [a + g for a, g in zip(out["prep_after"], out["graph_after"])]
+        iv = throughput_ratio_ci(out["prep_before"], moved)
+        res["prep_speedup_with_graph_on_cpu"] = {"ratio": float(np.median(out["prep_before"]) / np.median(moved)),
+                                                 "ci95": [float(x) for x in iv] if iv is not None else None}
     return res
+
+
+def model_latency(bundles: dict[str, Bundle], folder: Path, rounds: int, calls: int) -> dict[str, Any]:
+    """Pure inference ms per batch of 8 of the float32 model (on host-normalised floats) and of the uint8
+    model (on bytes, normalising in its graph), interleaved call block by call block: what the
+    normalisation costs where it moved to, on ONNX Runtime CPU (on a GPU it runs on the device)."""
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".png", ".jpg"))[:BATCH]
+    runners, inputs = {}, {}
+    for dt, b in bundles.items():
+        from erudite_edge.backends.onnxruntime_runner import OnnxRuntimeRunner
+        from erudite_edge.preprocess import load_image, preprocess_batch
+
+        runners[dt] = OnnxRuntimeRunner(b.path(b.entry()))
+        inputs[dt] = preprocess_batch([load_image(p) for p in files], b.preprocess)
+        runners[dt].infer(inputs[dt])  # warm-up
+    ms: dict[str, list[float]] = {dt: [] for dt in bundles}
+    for r in range(rounds):
+        for dt in (("float32", "uint8") if r % 2 == 0 else ("uint8", "float32")):
+            for _ in range(calls):
+                t0 = time.perf_counter()
+                runners[dt].infer(inputs[dt])
+                ms[dt].append((time.perf_counter() - t0) * 1e3)
+    iv = throughput_ratio_ci(ms["uint8"], ms["float32"])
+    out: dict[str, Any] = {dt: {"p50_ms": float(np.percentile(v, 50)), "p99_ms": float(np.percentile(v, 99)), "n": len(v)}
+                           for dt, v in ms.items()}
+    out["uint8_over_float32_p50"] = {"ratio": float(np.median(ms["uint8"]) / np.median(ms["float32"])),
+                                     "ci95": [float(x) for x in iv] if iv is not None else None}
+    return out
 
 
 def make_bundles(root: Path, name: str, backbone: str, size: int, names: list[str], counts: list[int],
@@ -181,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--demo-images", type=Path, default=DEMO_DATA)
     ap.add_argument("--paper-limit", type=int, default=48, help="images of the 224 px end-to-end run")
     ap.add_argument("--models", default="demo,paper")
+    ap.add_argument("--host-only", action="store_true", help="only the host preprocessing timing (OUT/preprocess_uint8_host.json)")
     args = ap.parse_args(argv)
 
     def log(msg: str) -> None:
@@ -203,8 +256,16 @@ def main(argv: list[str] | None = None) -> int:
         bundles = make_bundles(args.out, name, backbone, size, names, counts, photos, log)
         files = sorted(p for p in folder.iterdir() if p.suffix in (".png", ".jpg"))
         log(f"{name}: host preprocessing, {len(files)} images, batch {BATCH}")
-        host = host_timing(files, bundles["float32"].preprocess, bundles["uint8"].preprocess, args.host_rounds)
-        log(json.dumps({k: host[k] for k in ("prep_speedup", "full_speedup")}))
+        graph = graph_normalisation(bundles["uint8"], args.out / name)
+        host = host_timing(files, bundles["float32"].preprocess, bundles["uint8"].preprocess, args.host_rounds, graph)
+        log(json.dumps({k: host[k] for k in ("prep_speedup", "full_speedup", "prep_speedup_with_graph_on_cpu")}))
+        if args.host_only:
+            calls = 10 if size < 100 else 2
+            lat = model_latency(bundles, folder, args.host_rounds, calls)
+            log(json.dumps(lat))
+            report[name] = {"backbone": backbone, "input_size": size, "host": host, "model_latency_batch8": lat}
+            (args.out / "preprocess_uint8_host.json").write_text(json.dumps(report, indent=1) + "\n")
+            continue
         log(f"{name}: end to end against pure inference, {args.rounds} rounds")
         e2e = end_to_end(bundles, folder, args.rounds, limit, log)
         report[name] = {"backbone": backbone, "input_size": size, "host": host, "end_to_end": e2e,

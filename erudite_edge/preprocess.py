@@ -8,7 +8,7 @@ Two model inputs (`dtype` in the spec, recorded in bundle.json):
            the std and transposes; what every bundle exported before issue 14 takes (the default when
            bundle.json says nothing).
   uint8    NHWC RGB bytes at the model size: the host only decodes and resizes; the graph's first
-           nodes (Cast, Mul, Add, Transpose: export/graph_input.py) do the rest. A quarter of the
+           nodes (Cast, Transpose, Mul, Add: export/graph_input.py) do the rest. A quarter of the
            bytes to the device and no per-pixel float work on the CPU.
 
 `preprocess_into` writes one image straight into a slot of a preallocated batch buffer (the
@@ -19,6 +19,7 @@ allocates nothing per image beyond what the decoder returns.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Sequence
 
@@ -166,6 +167,18 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     return decode_image(data, name=os.fspath(path))
 
 
+_local = threading.local()
+
+
+def _scratch(shape: tuple[int, int, int]) -> np.ndarray:
+    """A uint8 buffer of `shape` owned by the calling thread, kept for the next call of the same shape."""
+    buf: np.ndarray | None = getattr(_local, "scratch", None)
+    if buf is None or buf.shape != shape:
+        buf = np.empty(shape, dtype=np.uint8)
+        _local.scratch = buf
+    return buf
+
+
 def _center_crop_box(ih: int, iw: int, spec: PreprocessSpec) -> tuple[int, int, int, int]:
     """(resized height, resized width, top, left) of the center_crop rule for an ih x iw image."""
     h, w = spec.input_size
@@ -189,7 +202,10 @@ def resize_image(rgb: np.ndarray, spec: PreprocessSpec, out: np.ndarray | None =
             return out
         return cv2.resize(rgb, (w, h), interpolation=interp)
     nh, nw, top, left = _center_crop_box(int(rgb.shape[0]), int(rgb.shape[1]), spec)
-    resized = cv2.resize(rgb, (nw, nh), interpolation=interp)
+    if out is not None:  # the intermediate image in this thread's scratch buffer (frames of one size reuse it)
+        resized = cv2.resize(rgb, (nw, nh), dst=_scratch((nh, nw, rgb.shape[2] if rgb.ndim == 3 else 1)), interpolation=interp)
+    else:
+        resized = cv2.resize(rgb, (nw, nh), interpolation=interp)
     crop = resized[top : top + h, left : left + w]
     if out is not None:
         np.copyto(out, crop)

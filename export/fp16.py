@@ -31,7 +31,7 @@ def to_fp16(model: onnx.ModelProto, log: Log | None = None) -> onnx.ModelProto:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        # a uint8 model's Cast/Mul/Add/Transpose stay float32 (the converter would retype the Cast's
+        # a uint8 model's Cast/Transpose/Mul/Add stay float32 (the converter would retype the Cast's
         # output but not its `to`); one Cast to float16 follows them
         converted = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=preprocess_nodes(model) or None)
     clamped = [w for w in caught if "truncated" in str(w.message)]

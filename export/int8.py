@@ -294,7 +294,7 @@ class RoleQuantizer:
 
     def quantize(self, out_path: Path, exclude: Sequence[str] = ()) -> Path:
         """Write the int8 model with the nodes in `exclude` kept in float. A uint8-input model's
-        normalisation (Cast, Mul, Add, Transpose: export/graph_input.py) always stays float: its Mul and
+        normalisation (Cast, Transpose, Mul, Add: export/graph_input.py) always stays float: its Mul and
         Add are in ONNX Runtime's layout's op list, and a Q/DQ pair there would round the image twice
         (the first Conv's own input Q/DQ, on the normalised tensor, is kept)."""
         exclude = list(exclude) + [n for n in self.preprocess_nodes() if n not in exclude]

@@ -280,7 +280,7 @@ def checkpoint_facts(ckpt: Any) -> dict[str, Any]:
 
 
 INPUT_DTYPES = ("uint8", "float32")
-DEFAULT_INPUT = "float32"
+DEFAULT_INPUT = "uint8"
 
 
 def check_input_dtype(input_dtype: str) -> str:

@@ -60,8 +60,13 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def bundles(run: Path, photos: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Bundle]:
+    """The same run exported both ways: uint8 through the CLI's --input flag, float32 through the API."""
     root = tmp_path_factory.mktemp("bundles")
-    return {dt: export_checkpoint(run, root / dt, images=photos, parity_count=8, input_dtype=dt) for dt in ("uint8", "float32")}
+    rc = main(["export", "onnx", "--checkpoint", str(run), "--out", str(root / "uint8"), "--images", str(photos),
+               "--parity-count", "8", "--input", "uint8"])
+    assert rc == 0
+    return {"uint8": Bundle.load(root / "uint8"),
+            "float32": export_checkpoint(run, root / "float32", images=photos, parity_count=8, input_dtype="float32")}
 
 
 def test_spec_uint8_is_nhwc_rgb_and_old_specs_stay_float() -> None:
@@ -84,7 +89,7 @@ def test_uint8_graph_and_bundle_record(bundles: dict[str, Bundle]) -> None:
     inp = model.graph.input[0]
     assert inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert [d.dim_value for d in inp.type.tensor_type.shape.dim][1:] == [32, 32, 3]
-    assert [n.op_type for n in model.graph.node[:4]] == ["Cast", "Mul", "Add", "Transpose"]
+    assert [n.op_type for n in model.graph.node[:4]] == ["Cast", "Transpose", "Mul", "Add"]
     assert len(preprocess_nodes(model)) == 4
     assert load_check_set(b).inputs.dtype == np.uint8
 
@@ -113,7 +118,7 @@ def test_runtime_preprocessing_matches_training_eval_transform(bundles: dict[str
     paths = sorted(photos.glob("*.jpg"))
     ckpt = load_checkpoint(run)
     train_x = _training_eval_items(paths, ckpt.preprocess)
-    # the runtime: the pipeline's preprocessing into its input ring, then the graph's Cast/Mul/Add/Transpose
+    # the runtime: the pipeline's preprocessing into its input ring, then the graph's Cast/Transpose/Mul/Add
     ring = InputRing(b.preprocess, batch=len(paths), depth=0)
     for i, p in enumerate(paths):
         preprocess_into(load_image(p), b.preprocess, ring.slot(i))
@@ -195,7 +200,7 @@ def test_fp16_and_int8_follow_a_uint8_bundle(bundles: dict[str, Bundle], photos:
         assert [n.op_type for n in model.graph.node if "images" in n.input] == ["Cast"]
         # the bytes and their normalisation stay float: no Q/DQ on them (only the normalised tensor,
         # the first Conv's input, is quantized for the Conv)
-        kept_float = {"images", "preprocess/float", "preprocess/scaled", "preprocess/shifted"}
+        kept_float = {"images", "preprocess/float", "preprocess/nchw", "preprocess/scaled"}
         quantized = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
         assert not quantized & kept_float
         if precision == "int8":
@@ -204,10 +209,8 @@ def test_fp16_and_int8_follow_a_uint8_bundle(bundles: dict[str, Bundle], photos:
         assert result.count == len(load_check_set(b).inputs) and result.top1_agreement >= 0.75
 
 
-def test_cli_export_input_flag(run: Path, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["export", "onnx", "--checkpoint", str(run), "--out", str(tmp_path / "u8"), "--images", str(photos),
-               "--parity-count", "4", "--input", "uint8"])
-    assert rc == 0 and Bundle.load(tmp_path / "u8").preprocess.dtype == "uint8"
+def test_cli_export_input_flag(run: Path, bundles: dict[str, Bundle], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert bundles["uint8"].preprocess.dtype == "uint8"  # made by `export onnx --input uint8` (the fixture)
     rc = main(["export", "onnx", "--checkpoint", str(run), "--out", str(tmp_path / "x"), "--input", "int16"])
     err = capsys.readouterr().err
     assert rc == 2 and "--input" in err and "Traceback" not in err and not (tmp_path / "x").exists()

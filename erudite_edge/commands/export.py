@@ -15,7 +15,7 @@ import typer
 from ..errors import BackendUnavailable, UsageError
 from ..interrupts import interruptible
 
-DEFAULT_INPUT = "float32"  # export/onnx_export.py DEFAULT_INPUT (not imported: it needs onnx)
+DEFAULT_INPUT = "uint8"  # export/onnx_export.py DEFAULT_INPUT (not imported: it needs onnx); measured: benchmarks/results/preprocess_uint8.md
 
 IMAGES_HELP = "Folder of real images (searched recursively) for the check; default: scikit-image's sample photos."
 INPUT_HELP = ("The models' input: uint8 (NHWC RGB bytes at the model size; Cast, scale, mean/std and transpose are "
