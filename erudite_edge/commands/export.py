@@ -18,7 +18,7 @@ from ..interrupts import interruptible
 DEFAULT_INPUT = "uint8"  # export/onnx_export.py DEFAULT_INPUT (not imported: it needs onnx); measured: benchmarks/results/preprocess_uint8.md
 
 IMAGES_HELP = "Folder of real images (searched recursively) for the check; default: scikit-image's sample photos."
-INPUT_HELP = ("The models' input: uint8 (NHWC RGB bytes at the model size; Cast, scale, mean/std and transpose are "
+INPUT_HELP = ("The models' input: uint8 (NHWC RGB bytes at the model size; Cast, transpose, scale and mean/std are "
               "the graph's first nodes, so the host only decodes and resizes) or float32 (NCHW, normalised on the host).")
 DATA_HELP = "NAME=PATH (or NAME=FORMAT:PATH) of a data set, once per data set; its test split is used for the check."
 
