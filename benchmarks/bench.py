@@ -195,10 +195,9 @@ def host_facts() -> dict[str, Any]:
 
 
 def synthetic_batch(bundle: Bundle, batch: int, seed: int) -> np.ndarray:
-    """Model input of the bundle's shape: normalised images are roughly standard normal."""
-    h, w = bundle.preprocess.input_size
-    shape = (batch, 3, h, w) if bundle.preprocess.layout == "NCHW" else (batch, h, w, 3)
-    return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+    """Model input of the bundle's shape and dtype: normalised images are roughly standard normal; a uint8
+    model takes random bytes."""
+    return bundle.preprocess.random_batch(batch, seed)
 
 
 class _Progress:

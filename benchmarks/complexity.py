@@ -96,8 +96,7 @@ def onnx_complexity(path: str | Path, input_shapes: dict[str, Sequence[int]], dt
 
 
 def model_input_shape(bundle: Bundle, batch: int = 1) -> tuple[int, ...]:
-    h, w = bundle.preprocess.input_size
-    return (batch, 3, h, w) if bundle.preprocess.layout == "NCHW" else (batch, h, w, 3)
+    return bundle.preprocess.batch_shape(batch)
 
 
 @dataclass
@@ -130,7 +129,7 @@ def bundle_complexity(bundle: Bundle, precision: str = "fp32") -> BundleComplexi
     roles: dict[str, GraphComplexity] = {}
     for role in bundle.roles():
         entry = bundle.entry(role, precision, "onnx")
-        roles[role] = onnx_complexity(bundle.path(entry), {entry.input: model_input_shape(bundle)})
+        roles[role] = onnx_complexity(bundle.path(entry), {entry.input: model_input_shape(bundle)}, bundle.preprocess.dtype)
     return BundleComplexity(bundle.kind, roles)
 
 

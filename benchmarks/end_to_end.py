@@ -91,6 +91,8 @@ class EndToEnd:
     pure_ips: float  # median over rounds
     workers: int | None
     stage_ms_per_image: dict[str, float]
+    stage_percentiles: dict[str, dict[str, float]] | None = None  # the last round's p50 / p99 / n per stage
+    bytes_per_image: int = 0  # the model input's bytes per image (what a device receives)
 
     @property
     def ratio(self) -> float:
@@ -99,7 +101,8 @@ class EndToEnd:
     def to_dict(self) -> dict[str, Any]:
         return {"batch": self.batch, "images": self.images, "e2e_ips": round(self.e2e_ips, 3),
                 "pure_ips": round(self.pure_ips, 3), "ratio": round(self.ratio, 4), "workers": self.workers,
-                "stage_ms_per_image": {k: round(v, 3) for k, v in self.stage_ms_per_image.items()}}
+                "stage_ms_per_image": {k: round(v, 3) for k, v in self.stage_ms_per_image.items()},
+                "stage_ms": self.stage_percentiles or {}, "bytes_per_image": self.bytes_per_image}
 
 
 def measure(classifier: Any, images: FolderImages, labels: LabelSpace, spec: PreprocessSpec, batch: int,
@@ -121,4 +124,5 @@ def measure(classifier: Any, images: FolderImages, labels: LabelSpace, spec: Pre
             if on_round:
                 on_round()
     stage = {k: float(v) for k, v in (last_summary.get("ms_per_frame") or {}).items()}
-    return EndToEnd(batch, n, statistics.median(e2e), statistics.median(pure), workers, stage)
+    return EndToEnd(batch, n, statistics.median(e2e), statistics.median(pure), workers, stage,
+                    last_summary.get("stage_ms"), spec.bytes_per_image)

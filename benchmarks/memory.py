@@ -86,10 +86,8 @@ def child_main(args: argparse.Namespace) -> int:
             warnings.simplefilter("ignore", RuntimeWarning)
             clf = Instrumented(load_classifier(bundle, args.backend, args.precision, args.threads, announce=None,
                                                spinning=args.spinning, options=options), forced_routing=True)
-        h, w = bundle.preprocess.input_size
         for b in args.batch:
-            shape = (b, 3, h, w) if bundle.preprocess.layout == "NCHW" else (b, h, w, 3)
-            x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+            x = bundle.preprocess.random_batch(b, 0)
             for _ in range(args.calls):
                 clf.predict(x)
         report["model"] = bundle.kind

@@ -162,6 +162,28 @@ def end_to_end_table(result: dict[str, Any]) -> TableSpec | None:
                      "pure: the same images preprocessed in memory. Medians over alternating rounds.")
 
 
+def stage_table(result: dict[str, Any]) -> TableSpec | None:
+    """Where an end-to-end image's time goes, stage by stage (p50 / p99 ms per image, as trtexec reports)."""
+    e2e = result.get("end_to_end") or []
+    stages = ("decode", "preprocess", "h2d", "compute", "d2h", "inference", "postprocess")
+    rows = []
+    for r in e2e:
+        for name in ("erudite", "zoo"):
+            st = (r.get(name) or {}).get("stage_ms") or {}
+            if not st:
+                continue
+            cells = [f"{st[k]['p50']:.3f} / {st[k]['p99']:.3f}" if k in st else "-" for k in stages]
+            n = max(int(v["n"]) for v in st.values())
+            rows.append([r["precision"], str(r["batch"]), name, str(r[name].get("bytes_per_image", "-"))] + cells + [str(n)])
+    if not rows:
+        return None
+    return TableSpec("End to end, stage by stage (ms per image, p50 / p99)",
+                     ["precision", "batch", "model", "input bytes/image", *stages, "n (max)"], rows,
+                     "decode and preprocess per file (in the pipeline's threads, overlapping inference); inference, "
+                     "h2d, compute, d2h (TensorRT's CUDA events only) and postprocess per batch divided by its images; "
+                     "the last round of each.")
+
+
 def memory_table(result: dict[str, Any]) -> TableSpec | None:
     mem = result.get("memory") or {}
     rows = []
@@ -221,7 +243,7 @@ def agreement_table(result: dict[str, Any]) -> TableSpec | None:
 def tables(result: dict[str, Any]) -> list[TableSpec]:
     out = [models_table(result), latency_table(result)]
     out += [t for t in (ratio_table(result), scenario_table(result), routing_table(result), memory_table(result),
-                        end_to_end_table(result), accuracy_table(result),
+                        end_to_end_table(result), stage_table(result), accuracy_table(result),
                         agreement_table(result)) if t is not None]
     return out
 

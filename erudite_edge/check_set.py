@@ -2,7 +2,7 @@
 precision computes what the FP32 ONNX model computes, on the device that runs it.
 
 `export onnx` writes it (`write_check_set`): `checkset/inputs.npy` (N preprocessed inputs, stored as
-float16 to keep the bundle small) and `checkset/<role>.fp32.npy` (the FP32 ONNX model's logits on
+float16 to keep the bundle small; a uint8 model's inputs as uint8, exactly) and `checkset/<role>.fp32.npy` (the FP32 ONNX model's logits on
 exactly those stored inputs, by ONNX Runtime), recorded in bundle.json under `check_set` with each
 file's sha256. `erudite-edge check` and every engine build run it (`run_check`): top-1 agreement
 with the FP32 outputs and max |logit difference|, against a minimum agreement per precision
@@ -61,13 +61,17 @@ def write_check_set(
     """Store `inputs` and, per role, `infer(role, inputs)` (the FP32 model's logits) in the bundle; record
     them in bundle.meta["check_set"] (the caller saves bundle.json). The logits are computed from the
     stored (float16-rounded) inputs, so the check compares like with like."""
-    stored = np.ascontiguousarray(inputs, dtype=np.float16)
-    as_run = stored.astype(np.float32)
+    if inputs.dtype == np.uint8:  # a uint8 model's inputs: stored as they are, exactly
+        stored, as_run = np.ascontiguousarray(inputs), np.ascontiguousarray(inputs)
+    else:
+        stored = np.ascontiguousarray(inputs, dtype=np.float16)
+        as_run = stored.astype(np.float32)
     record: dict[str, Any] = {
         "count": int(len(stored)),
         "source": source,
         "real_images": bool(real),
-        "inputs": {"file": INPUTS_FILE, "sha256": _save_npy(bundle.root / INPUTS_FILE, stored), "dtype": "float16"},
+        "inputs": {"file": INPUTS_FILE, "sha256": _save_npy(bundle.root / INPUTS_FILE, stored),
+                   "dtype": str(stored.dtype)},
         "outputs": {},
         "min_agreement": dict(MIN_AGREEMENT),
     }
@@ -81,7 +85,7 @@ def write_check_set(
 
 @dataclass
 class CheckSet:
-    inputs: np.ndarray  # float32, as the backends take it
+    inputs: np.ndarray  # float32 or uint8, as the bundle's models take it
     outputs: dict[str, np.ndarray]  # role -> FP32 logits
     source: str
     real_images: bool
@@ -108,7 +112,8 @@ def load_check_set(bundle: Bundle) -> CheckSet:
     record = bundle.meta.get("check_set")
     if not isinstance(record, dict):
         raise CheckSetMissing(f"{bundle.root}: this bundle has no check set (made before erudite-edge stored one); {REEXPORT_HINT}")
-    inputs = _load_npy(bundle, record["inputs"]).astype(np.float32)
+    stored = _load_npy(bundle, record["inputs"])
+    inputs = stored if stored.dtype == np.uint8 else stored.astype(np.float32)
     outputs = {role: _load_npy(bundle, item) for role, item in record.get("outputs", {}).items()}
     for role in bundle.roles():
         if role not in outputs:

@@ -521,8 +521,29 @@ class RunSummary:
     losses: list[float] = field(default_factory=list)  # durations (s) of each loss of a live source
     reconnects: int = 0
     empty_boxes: int = 0  # crops with nothing inside their image, warned about and not classified
+    # per-stage samples for p50/p99 (the last AGE_WINDOW each): decode and preprocess per file; the model's
+    # stages (inference, and h2d / compute / d2h where the backend measures them), postprocess and output
+    # per batch, divided by its images
+    stage_samples: dict[str, list[float]] = field(default_factory=dict)
 
     AGE_WINDOW = 100_000
+    STAGES = ("decode", "preprocess", "h2d", "compute", "d2h", "inference", "postprocess", "output")
+
+    def add_stage(self, stage: str, ms: float) -> None:
+        samples = self.stage_samples.setdefault(stage, [])
+        samples.append(ms)
+        if len(samples) > 2 * self.AGE_WINDOW:
+            del samples[: len(samples) - self.AGE_WINDOW]
+
+    def stage_percentiles(self) -> dict[str, dict[str, float]]:
+        """{stage: {"p50", "p99" (ms per image), "n" (samples)}} in pipeline order."""
+        out: dict[str, dict[str, float]] = {}
+        for stage in self.STAGES:
+            v = self.stage_samples.get(stage)
+            if v:
+                out[stage] = {"p50": round(float(np.percentile(v, 50)), 4), "p99": round(float(np.percentile(v, 99)), 4),
+                              "n": len(v)}
+        return out
 
     def age_percentile(self, q: float) -> float:
         return float(np.percentile(self.frame_age_ms, q)) if self.frame_age_ms else 0.0
@@ -544,6 +565,7 @@ class RunSummary:
             "ignored": self.ignored, "wall_s": round(self.wall_s, 4), "fps": round(self.fps, 2),
             "ms_per_frame": {k: round(self.ms_per_frame(v, k), 3) for k, v in self.stage_ms.items()},
             "role_ms_per_frame": {k: round(self.ms_per_frame(v), 3) for k, v in self.role_ms.items()},
+            "stage_ms": self.stage_percentiles(),
             "end_reason": self.end_reason, "interrupted": self.interrupted, "signal": self.signal,
             "live": self.live, "dropped": self.dropped,
             "frame_age_ms": {"p50": round(self.age_percentile(50), 2), "p99": round(self.age_percentile(99), 2),
@@ -582,9 +604,14 @@ def render_summary(summary: RunSummary, console: Any) -> None:
     if summary.losses or summary.reconnects:
         table.add_row("stream losses", f"{len(summary.losses)} ({sum(summary.losses):.1f} s without frames), "
                       f"{summary.reconnects} reopen attempt(s)")
-    for stage in ("decode", "preprocess", "inference", "postprocess", "output"):
+    pct = summary.stage_percentiles()
+    for stage in summary.STAGES:
+        p = pct.get(stage)
+        spread = f" (p50 {p['p50']:.2f} / p99 {p['p99']:.2f}, n={int(p['n'])})" if p else ""
         if stage in summary.stage_ms:
-            table.add_row(f"{stage} ms/frame", f"{summary.ms_per_frame(summary.stage_ms[stage], stage):.2f}")
+            table.add_row(f"{stage} ms/frame", f"{summary.ms_per_frame(summary.stage_ms[stage], stage):.2f}{spread}")
+        elif p:  # device stages (TensorRT): percentiles only
+            table.add_row(f"  {stage} ms/frame", f"p50 {p['p50']:.2f} / p99 {p['p99']:.2f} (n={int(p['n'])})")
     if len(summary.role_ms) > 1:
         for role, ms in summary.role_ms.items():
             table.add_row(f"  {role} ms/frame", f"{summary.ms_per_frame(ms):.2f}")

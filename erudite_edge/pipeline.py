@@ -5,6 +5,9 @@ frames in order) and hands each item's work to a thread pool (OpenCV releases th
 decode in parallel); a bounded queue of futures keeps results in source order and memory bounded.
 The main thread takes batches off that queue and runs the model, so the CPU work of batch n+1
 overlaps the inference of batch n.
+Each worker resizes its image straight into a slot of the pipeline's one preallocated input buffer
+(erudite_edge.batch_buffer.InputRing, in the model's input dtype: uint8 bytes for a bundle that
+normalises in its graph); a batch is a view of consecutive slots, so batch assembly copies nothing.
 
 Live sources (cameras, CSI, RTSP) do not queue: a reader thread keeps only the newest frame
 (erudite_edge.live.LatestFrame) and the model takes it, one frame at a time, whenever it is free, so a
@@ -38,7 +41,8 @@ from .errors import BadImageError, BundleError
 from .labels import LabelSpace
 from .answers import Answerer
 from .outputs import Result, RunSummary, Sink, softmax
-from .preprocess import PreprocessSpec, preprocess
+from .batch_buffer import InputRing
+from .preprocess import PreprocessSpec, preprocess, preprocess_into
 from .sources import Item, Source, Task
 
 
@@ -64,6 +68,11 @@ class SingleModel:
         # attention: each predict also reads the attention masks (runner.infer_attention) into last_attention
         self.attention = attention
         self.last_attention: np.ndarray | None = None
+
+    @property
+    def last_stage_ms(self) -> dict[str, float] | None:
+        """The last call's device stages (h2d, compute, d2h) where the backend measures them."""
+        return self.runner.last_stage_ms
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         t0 = time.perf_counter()
@@ -103,18 +112,24 @@ def load_classifier(
 @dataclass
 class Prepared:
     item: Item
-    tensor: np.ndarray | None
+    tensor: np.ndarray | None  # with a ring: a view of its slot, overwritten once its batch has run
     preprocess_ms: float = 0.0
+    seq: int | None = None  # the item's number in the ring (InputRing.slot), when prepared into one
 
 
-def prepare(task: Task, spec: PreprocessSpec) -> Prepared:
-    """Decode (run the source's task) and preprocess one item; a bad file stays an item with its error."""
+def prepare(task: Task, spec: PreprocessSpec, out: np.ndarray | None = None, seq: int | None = None) -> Prepared:
+    """Decode (run the source's task) and preprocess one item; a bad file stays an item with its error.
+    `out`: the slot of the pipeline's input buffer to write into (item number `seq`)."""
     item = task()
     if not item.ok:
         return Prepared(item, None)
     t0 = time.perf_counter()
-    tensor = preprocess(item.image, spec)  # type: ignore[arg-type]
-    return Prepared(item, tensor, (time.perf_counter() - t0) * 1e3)
+    if out is not None:
+        tensor = preprocess_into(item.image, spec, out)  # type: ignore[arg-type]
+    else:
+        tensor = preprocess(item.image, spec)  # type: ignore[arg-type]
+        seq = None
+    return Prepared(item, tensor, (time.perf_counter() - t0) * 1e3, seq)
 
 
 _END = object()
@@ -129,11 +144,13 @@ class Prefetcher:
     """Runs a source's tasks ahead of the consumer, in order, at most `depth` items ahead."""
 
     def __init__(self, source: Source, spec: PreprocessSpec, pool: ThreadPoolExecutor, depth: int,
-                 interrupt: threading.Event | None = None):
+                 interrupt: threading.Event | None = None, ring: InputRing | None = None):
         self.source = source
         self.interrupt = interrupt or threading.Event()  # set: stop handing out items (Ctrl-C)
         self.spec = spec
         self.pool = pool
+        # ring: each item is preprocessed into its slot (needs ring.slots >= depth + batch + 2)
+        self.ring = ring
         self._q: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._feed, name="erudite-edge-feeder", daemon=True)
@@ -151,8 +168,9 @@ class Prefetcher:
     def _feed(self) -> None:
         tasks = self.source.tasks()
         try:
-            for task in tasks:
-                if self._stop.is_set() or not self._put(self.pool.submit(prepare, task, self.spec)):
+            for seq, task in enumerate(tasks):
+                out = self.ring.slot(seq) if self.ring is not None else None
+                if self._stop.is_set() or not self._put(self.pool.submit(prepare, task, self.spec, out, seq)):
                     break
         except BaseException as e:  # an unexpected failure reading the source: hand it to the consumer
             self._put(_Failed(e))
@@ -244,22 +262,26 @@ def _signals_set(flag: StopFlag) -> Iterator[None]:
 class _LiveFeeder:
     """Batches of one: the newest frame of a live source each time the model is free."""
 
-    def __init__(self, source: Source, spec: PreprocessSpec, interrupt: threading.Event):
+    def __init__(self, source: Source, spec: PreprocessSpec, interrupt: threading.Event, ring: InputRing | None = None):
         self.source = source
         self.spec = spec
         self.interrupt = interrupt
+        self.ring = ring
         self.reader = source.latest()  # type: ignore[attr-defined]
 
     def batches(self, size: int, greedy: bool) -> Iterator[list[Prepared]]:
         from .live import LatestFrame
 
+        seq = 0
         while not self.interrupt.is_set():
             item = self.reader.take(timeout=0.1)
             if item is LatestFrame.END:
                 return
             if item is None:
                 continue
-            yield [prepare(functools.partial(_same, item), self.spec)]
+            out = self.ring.slot(seq) if self.ring is not None else None
+            yield [prepare(functools.partial(_same, item), self.spec, out, seq)]
+            seq += 1
 
     def stop(self) -> None:
         self.source.stop()
@@ -313,6 +335,9 @@ class Pipeline:
         # an attention_maps.AttentionWriter (`run --save-attention`): a grid per result from the
         # classifier's last_attention
         self.attention = attention
+        self.depth = max(2 * self.batch, 2 * self.workers)
+        # the one input buffer of this pipeline: workers resize into its slots, batches are views of it
+        self.ring = InputRing(spec, self.batch, self.depth)
 
     def _warn(self, msg: str) -> None:
         from .outputs import printable
@@ -338,6 +363,9 @@ class Pipeline:
         for p in group:
             stage["decode"] += p.item.decode_ms
             stage["preprocess"] += p.preprocess_ms
+            summary.add_stage("decode", p.item.decode_ms)
+            if p.item.ok:
+                summary.add_stage("preprocess", p.preprocess_ms)
             if p.item.ok:
                 good.append(p)
                 continue
@@ -357,7 +385,7 @@ class Pipeline:
         if not good:
             return
         t0 = time.perf_counter()
-        probs = self.classifier.predict(np.stack([p.tensor for p in good]))  # type: ignore[misc]
+        probs = self.classifier.predict(self._assemble(good))
         t1 = time.perf_counter()
         answers = self.answerer(probs)
         t2 = time.perf_counter()
@@ -384,6 +412,20 @@ class Pipeline:
         stage["inference"] += (t1 - t0) * 1e3
         stage["postprocess"] += (t2 - t1) * 1e3
         stage["output"] += (t3 - t2) * 1e3
+        n = len(good)
+        summary.add_stage("inference", (t1 - t0) * 1e3 / n)
+        summary.add_stage("postprocess", (t2 - t1) * 1e3 / n)
+        summary.add_stage("output", (t3 - t2) * 1e3 / n)
+        for name, ms in (getattr(self.classifier, "last_stage_ms", None) or {}).items():
+            summary.add_stage(name, ms / n)
+
+    def _assemble(self, good: list[Prepared]) -> np.ndarray:
+        """The model's input batch: a view of the ring when the items' slots are consecutive, else one
+        gather into its batch buffer; items prepared without a slot are stacked (a copy)."""
+        seqs = [p.seq for p in good]
+        if all(s is not None for s in seqs):
+            return self.ring.batch_of(seqs)  # type: ignore[arg-type]
+        return np.stack([p.tensor for p in good])  # type: ignore[misc]
 
     def _progress(self, source: Source) -> Any:
         if not (self.show_progress and self.console is not None and self.console.is_terminal and source.length):
@@ -400,7 +442,7 @@ class Pipeline:
                              ignored=getattr(source, "ignored", 0), outputs=[s.describe() for s in sinks])
         stage = {"decode": 0.0, "preprocess": 0.0, "inference": 0.0, "postprocess": 0.0, "output": 0.0}
         roles_before = dict(self.classifier.role_ms)
-        depth = max(2 * self.batch, 2 * self.workers)
+        depth = self.depth
         progress = self._progress(source)
         stop_reason = ""
         interrupt = StopFlag()
@@ -409,7 +451,8 @@ class Pipeline:
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="erudite-edge-prep")
         latest = getattr(source, "latest", None)
         live = source.live and latest is not None and self.latest_frame
-        feeder: Any = _LiveFeeder(source, self.spec, interrupt) if live else Prefetcher(source, self.spec, pool, depth, interrupt)
+        feeder: Any = (_LiveFeeder(source, self.spec, interrupt, self.ring) if live
+                       else Prefetcher(source, self.spec, pool, depth, interrupt, self.ring))
         try:
             with _signals_set(interrupt) if self.handle_signals else contextlib.nullcontext():
                 if progress is not None:

@@ -72,7 +72,7 @@ class PreprocessSchema(_Open):
     channel_order: Literal["RGB", "BGR"] = "RGB"
     layout: Literal["NCHW", "NHWC"] = "NCHW"
     scale: float = 1.0 / 255.0
-    dtype: str = "float32"
+    dtype: Literal["float32", "uint8"] = "float32"
 
 
 class ModelEntrySchema(_Open):

@@ -65,11 +65,19 @@ class ZooRunner:
         self.role_ms: dict[str, float] = {role: 0.0 for role in self.runners}
         self.last_groups: dict[str, list[int]] = {}
         self.last_coarse: np.ndarray | None = None
+        self.last_stage_ms: dict[str, float] | None = None  # device stages of the last predict, summed over its calls
+        self._stages: dict[str, float] | None = None
 
     def _run(self, role: str, batch: np.ndarray) -> np.ndarray:
         t0 = time.perf_counter()
-        logits = self.runners[role].infer_chunked(batch)
+        runner = self.runners[role]
+        logits = runner.infer_chunked(batch)
         self.role_ms[role] += (time.perf_counter() - t0) * 1e3
+        if runner.last_stage_ms is None:
+            self._stages = None
+        elif self._stages is not None:
+            for k, v in runner.last_stage_ms.items():
+                self._stages[k] = self._stages.get(k, 0.0) + v
         expected = self.bundle.expected_outputs(role)
         if logits.ndim != 2 or logits.shape != (len(batch), expected):
             raise BundleError(f"zoo model {role!r} returned shape {tuple(logits.shape)}, expected ({len(batch)}, {expected})")
@@ -77,6 +85,7 @@ class ZooRunner:
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Coarse model on the whole batch, then each fine model on the images routed to it."""
+        self._stages = {}
         coarse = self._run("coarse", batch)
         chosen = coarse.argmax(axis=1)
         out = np.zeros((len(batch), self.labels.num_classes), dtype=np.float32)
@@ -92,6 +101,7 @@ class ZooRunner:
             groups[dataset] = idx.tolist()
         self.last_groups = groups
         self.last_coarse = coarse
+        self.last_stage_ms = self._stages
         return out
 
     def describe(self) -> dict[str, object]:

@@ -1,8 +1,8 @@
 """FP16 ONNX models (model.fp16.onnx, or <role>.fp16.onnx for a zoo) from a bundle's FP32 models.
 
 onnxconverter_common.float16.convert_float_to_float16 with keep_io_types=True: weights and
-computation in float16, the input "images" and output "logits" stay float32, so every runner feeds
-it exactly as the FP32 model. ONNX Runtime's CPU provider runs it (it inserts casts around the ops
+computation in float16, the input "images" and output "logits" keep their types (float32, or uint8
+bytes whose normalisation nodes stay float32), so every runner feeds it exactly as the FP32 model. ONNX Runtime's CPU provider runs it (it inserts casts around the ops
 it has no float16 kernel for), which is how agreement is checked on a machine without a GPU.
 """
 
@@ -18,6 +18,7 @@ import onnx
 from erudite_edge.bundle import Bundle
 
 from .derive import Fp32Source, derive
+from .graph_input import preprocess_nodes
 from .images import InputSet, Log, check_inputs, labelled_inputs
 
 CONVERTER = "onnxconverter_common.float16.convert_float_to_float16(keep_io_types=True)"
@@ -30,7 +31,9 @@ def to_fp16(model: onnx.ModelProto, log: Log | None = None) -> onnx.ModelProto:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        converted = float16.convert_float_to_float16(model, keep_io_types=True)
+        # a uint8 model's Cast/Transpose/Mul/Add stay float32 (the converter would retype the Cast's
+        # output but not its `to`); one Cast to float16 follows them
+        converted = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=preprocess_nodes(model) or None)
     clamped = [w for w in caught if "truncated" in str(w.message)]
     for w in caught:
         if w not in clamped:

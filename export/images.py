@@ -18,7 +18,7 @@ import numpy as np
 
 from erudite_edge.errors import BadImageError, UsageError
 from erudite_edge.labels import LabelSpace
-from erudite_edge.preprocess import PreprocessSpec, load_image, preprocess
+from erudite_edge.preprocess import PreprocessSpec, load_image, normalize, preprocess_batch
 from erudite_edge.sources import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
@@ -190,13 +190,20 @@ def photo_variants(photos: Sequence[np.ndarray]) -> list[np.ndarray]:
 
 
 def to_batch(images: Sequence[np.ndarray], spec: PreprocessSpec) -> np.ndarray:
-    return np.stack([preprocess(im, spec) for im in images], axis=0)
+    return preprocess_batch(images, spec)
+
+
+def host_float_batch(batch: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """The float32 NCHW inputs a PyTorch module takes for a batch of the model's inputs: a uint8 batch
+    (resized NHWC bytes) normalised on the host as a float32 bundle would; a float batch unchanged."""
+    if spec.dtype != "uint8":
+        return batch
+    host = spec.host_float()
+    return np.stack([normalize(im, host) for im in batch], axis=0) if len(batch) else np.empty((0, *host.sample_shape), np.float32)
 
 
 def random_batch(spec: PreprocessSpec, count: int, seed: int = 0) -> np.ndarray:
-    h, w = spec.input_size
-    shape = (count, 3, h, w) if spec.layout == "NCHW" else (count, h, w, 3)
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    return spec.random_batch(count, seed)
 
 
 def check_inputs(

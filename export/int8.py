@@ -44,6 +44,7 @@ from erudite_edge.errors import BadImageError, EruditeError, UsageError
 from .calibration import BATCH, DEFAULT_SEED, ImageCalibrationReader, calibration_sets, collect_ranges, sample
 from .derive import Fp32Source, derive
 from .fp16 import agreement_inputs
+from .graph_input import preprocess_nodes
 from .images import ImageRef, InputSet, Log, dataset_refs, to_batch
 from .int8_sensitivity import Evaluator, Goal, analyse, group_nodes, layer_names, search
 
@@ -238,6 +239,7 @@ class RoleQuantizer:
         self._full: onnx.ModelProto | None = None
         self.minimum: int | None = None  # fewer readable calibration images is an error (default: one batch)
         self._reference: onnx.ModelProto | None = None
+        self._preprocess_nodes: list[str] | None = None
 
     def prepare(self) -> "RoleQuantizer":
         """quant_pre_process, then the activation ranges of the calibration images (saved as onnxruntime's
@@ -280,13 +282,22 @@ class RoleQuantizer:
         self.used, self.skipped = reader.used, reader.skipped
         return self
 
+    def preprocess_nodes(self) -> list[str]:
+        if self._preprocess_nodes is None:
+            self._preprocess_nodes = preprocess_nodes(onnx.load(os.fspath(self.pre), load_external_data=False))
+        return self._preprocess_nodes
+
     def candidates(self) -> list[str]:
         """Names of the nodes that carry the compute (Conv, Gemm, MatMul) in graph order: what can stay float."""
         model = onnx.load(os.fspath(self.pre), load_external_data=False)
         return [n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS]
 
     def quantize(self, out_path: Path, exclude: Sequence[str] = ()) -> Path:
-        """Write the int8 model with the nodes in `exclude` kept in float."""
+        """Write the int8 model with the nodes in `exclude` kept in float. A uint8-input model's
+        normalisation (Cast, Transpose, Mul, Add: export/graph_input.py) always stays float: its Mul and
+        Add are in ONNX Runtime's layout's op list, and a Q/DQ pair there would round the image twice
+        (the first Conv's own input Q/DQ, on the normalised tensor, is kept)."""
+        exclude = list(exclude) + [n for n in self.preprocess_nodes() if n not in exclude]
         try:
             if self.opts.quantizer == "modelopt":
                 self._modelopt(out_path, exclude)

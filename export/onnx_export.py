@@ -27,7 +27,8 @@ from erudite_edge.errors import EruditeError, UsageError
 from erudite_edge.fileio import USER_OS_ERRORS, atomic_directory, atomic_path, os_error_line, remove_stale_temporaries
 from erudite_edge.preprocess import PreprocessSpec
 
-from .images import check_inputs
+from .graph_input import prepend_uint8_input
+from .images import check_inputs, host_float_batch
 from .metadata import check_output_size, model_props, set_metadata
 from .parity import check_fp32_parity
 
@@ -107,15 +108,17 @@ def model_opset(model: onnx.ModelProto) -> int:
 
 
 def to_onnx(module: Any, spec: PreprocessSpec, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
-    """Trace `module` (eval mode, float32, CPU) to an ONNX model with input "images" [batch,3,H,W] and
-    output "logits" [batch,K], the batch axis dynamic; checked with onnx.checker (full check). A module
-    built `with_attention` (EruditeInference) gives the second output "attention" [batch,groups,h,w]."""
+    """Trace `module` (eval mode, float32, CPU) to an ONNX model with input "images" and output "logits"
+    [batch,K], the batch axis dynamic; checked with onnx.checker (full check). The input is what `spec`
+    says: float32 [batch,3,H,W], or for dtype uint8 [batch,H,W,3] bytes, normalised by the graph's first
+    nodes (export/graph_input.py). A module built `with_attention` (EruditeInference) gives the second
+    output "attention" [batch,groups,h,w]."""
     import torch
 
     outputs = [OUTPUT_NAME] + ([ATTENTION_OUTPUT] if getattr(module, "with_attention", False) else [])
     opset = check_opset(opset)
-    if spec.layout != "NCHW":
-        raise UsageError(f"the preprocessing layout is {spec.layout}; the exporter writes NCHW models only")
+    if spec.dtype == "float32" and spec.layout != "NCHW":
+        raise UsageError(f"the preprocessing layout is {spec.layout}; the exporter writes NCHW float32 or NHWC uint8 models only")
     h, w = spec.input_size
     module = module.eval().float().cpu()
     example = (torch.randn(2, 3, h, w),)  # batch 2: a batch of 1 could be specialised away
@@ -153,8 +156,10 @@ def to_onnx(module: Any, spec: PreprocessSpec, opset: int = DEFAULT_OPSET) -> on
     got = model_opset(model)
     if got != opset:
         raise ExportError(f"the exporter produced opset {got}, not the requested {opset}; try --opset {got}")
+    if spec.dtype == "uint8":
+        prepend_uint8_input(model, spec)
     portable_ir_version(model)
-    _check_io(model, h, w, outputs)
+    _check_io(model, spec, outputs)
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as e:
@@ -162,7 +167,7 @@ def to_onnx(module: Any, spec: PreprocessSpec, opset: int = DEFAULT_OPSET) -> on
     return model
 
 
-def _check_io(model: onnx.ModelProto, h: int, w: int, outputs: Sequence[str] = (OUTPUT_NAME,)) -> None:
+def _check_io(model: onnx.ModelProto, spec: PreprocessSpec, outputs: Sequence[str] = (OUTPUT_NAME,)) -> None:
     ins, outs = model.graph.input, model.graph.output
     if [i.name for i in ins] != [INPUT_NAME] or [o.name for o in outs] != list(outputs):
         raise ExportError(
@@ -171,8 +176,12 @@ def _check_io(model: onnx.ModelProto, h: int, w: int, outputs: Sequence[str] = (
         )
     dims = ins[0].type.tensor_type.shape.dim
     fixed = [d.dim_value if d.HasField("dim_value") else None for d in dims]
-    if len(dims) != 4 or dims[0].HasField("dim_value") or fixed[1:] != [3, h, w]:
-        raise ExportError(f"exported input shape is {fixed}; expected [batch, 3, {h}, {w}] with a dynamic batch")
+    sample = list(spec.sample_shape)
+    if len(dims) != 4 or dims[0].HasField("dim_value") or fixed[1:] != sample:
+        raise ExportError(f"exported input shape is {fixed}; expected [batch, {', '.join(map(str, sample))}] with a dynamic batch")
+    want = onnx.TensorProto.UINT8 if spec.dtype == "uint8" else onnx.TensorProto.FLOAT
+    if ins[0].type.tensor_type.elem_type != want:
+        raise ExportError(f"exported input type is {onnx.TensorProto.DataType.Name(ins[0].type.tensor_type.elem_type)}; expected {spec.dtype}")
 
 
 def write_model(model: onnx.ModelProto, path: Path, props: dict[str, str]) -> None:
@@ -238,7 +247,8 @@ def _export_roles_into(out: Path, graphs: Sequence[tuple[str, Any]], *, bundle_k
             if with_attention:  # the logits' parity as for any export; the masks' just below
                 module.with_attention = False
             try:
-                report = check_fp32_parity(module, tmp / name, inputs.batch, inputs.source, label=role)
+                report = check_fp32_parity(module, tmp / name, inputs.batch, inputs.source, label=role,
+                                           torch_batch=host_float_batch(inputs.batch, bundle.preprocess))
             finally:
                 if with_attention:
                     module.with_attention = True
@@ -246,7 +256,8 @@ def _export_roles_into(out: Path, graphs: Sequence[tuple[str, Any]], *, bundle_k
             info: dict[str, Any] = {"exporter": EXPORTER, "opset": opset}
             if with_attention:
                 info["extra_outputs"] = [ATTENTION_OUTPUT]
-                bundle.meta["attention"] = check_attention_parity(module, tmp / name, inputs.batch)
+                bundle.meta["attention"] = check_attention_parity(module, tmp / name, inputs.batch,
+                                                                    host_float_batch(inputs.batch, bundle.preprocess))
                 log(f"parity {role} attention masks: max |diff| {bundle.meta['attention']['parity_max_abs_diff']:.2g}")
             bundle.add_model(role, "fp32", name, info=info)
             parity[role] = {"fp32": report.to_dict()}
@@ -259,9 +270,10 @@ def _export_roles_into(out: Path, graphs: Sequence[tuple[str, Any]], *, bundle_k
 ATTENTION_TOLERANCE = 1e-4  # the masks are sigmoids in [0, 1]
 
 
-def check_attention_parity(module: Any, onnx_path: Path, batch: Any) -> dict[str, Any]:
+def check_attention_parity(module: Any, onnx_path: Path, batch: Any, torch_batch: Any = None) -> dict[str, Any]:
     """The attention output of the ONNX model against PyTorch's masks on the parity inputs; ParityError
-    (nothing written) beyond ATTENTION_TOLERANCE. Returns what bundle.json records about the output."""
+    (nothing written) beyond ATTENTION_TOLERANCE. Returns what bundle.json records about the output.
+    `torch_batch`: PyTorch's float32 NCHW form of `batch` where the ONNX model takes uint8 bytes."""
     import numpy as np
     import torch
 
@@ -270,7 +282,8 @@ def check_attention_parity(module: Any, onnx_path: Path, batch: Any) -> dict[str
     from .parity import ParityError
 
     with torch.no_grad():
-        ref = module(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))[1].numpy()
+        ref = module(torch.from_numpy(np.ascontiguousarray(batch if torch_batch is None else torch_batch,
+                                                          dtype=np.float32)))[1].numpy()
     with OnnxRuntimeRunner(onnx_path, providers=["CPUExecutionProvider"]) as runner:
         _, got = runner.infer_attention(batch)
     diff = float(np.abs(ref - got).max())
@@ -309,10 +322,23 @@ def checkpoint_facts(ckpt: Any) -> dict[str, Any]:
     }
 
 
-def bundle_kwargs_for(ckpt: Any, kind: str) -> dict[str, Any]:
+INPUT_DTYPES = ("uint8", "float32")
+DEFAULT_INPUT = "uint8"
+
+
+def check_input_dtype(input_dtype: str) -> str:
+    if input_dtype not in INPUT_DTYPES:
+        raise UsageError(f"--input {input_dtype!r} unknown; one of {', '.join(INPUT_DTYPES)}")
+    return input_dtype
+
+
+def bundle_kwargs_for(ckpt: Any, kind: str, input_dtype: str = DEFAULT_INPUT) -> dict[str, Any]:
+    """`input_dtype` "uint8": the models take NHWC uint8 RGB and normalise in their graph; "float32":
+    NCHW floats normalised on the host (the checkpoint's own spec)."""
+    spec = ckpt.preprocess.as_input(check_input_dtype(input_dtype)) if input_dtype != ckpt.preprocess.dtype else ckpt.preprocess
     return {
         "labels": ckpt.labels,
-        "preprocess": ckpt.preprocess,
+        "preprocess": spec,
         "kind": kind,
         "variant": ckpt.variant,
         "backbone": ckpt.model_config.backbone,
@@ -354,6 +380,7 @@ def export_checkpoint(
     overwrite: bool = False,
     log: Log | None = None,
     with_attention: bool = False,
+    input_dtype: str = DEFAULT_INPUT,
 ) -> Bundle:
     """A run (a run directory, its best/last checkpoint, or a .safetensors file) -> a bundle.
 
@@ -361,7 +388,9 @@ def export_checkpoint(
     auxiliary classifiers. With `zoo=True`, a Single zoo run gives kind "zoo": coarse.onnx (role
     "coarse", logits over data sets) and fine.<dataset>.onnx (role "fine:<dataset>", logits over that
     data set's own classes). Every model is parity-checked against PyTorch. `with_attention`: model.onnx
-    has the attention masks as a second output "attention" (recorded in bundle.json's "attention")."""
+    has the attention masks as a second output "attention" (recorded in bundle.json's "attention").
+    `input_dtype`: "uint8" (NHWC
+    bytes, normalised in the graph) or "float32" (NCHW, normalised on the host)."""
     from train.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint_path)
@@ -372,6 +401,7 @@ def export_checkpoint(
             f"{ckpt.path} is a {ckpt.variant!r} checkpoint, not a Single zoo; export it with `erudite-edge export onnx`"
         )
     check_opset(opset)
+    check_input_dtype(input_dtype)
     check_out(out_dir, overwrite, ckpt.path)
     model = build_checkpoint_model(ckpt)
     if with_attention and (zoo or getattr(model, "attention", None) is None):
@@ -384,7 +414,7 @@ def export_checkpoint(
     return export_roles(
         out_dir,
         graphs,
-        bundle_kwargs=bundle_kwargs_for(ckpt, "zoo" if zoo else "erudite"),
+        bundle_kwargs=bundle_kwargs_for(ckpt, "zoo" if zoo else "erudite", input_dtype),
         opset=opset,
         images=images,
         data=data,

@@ -139,12 +139,15 @@ def check_fp32_parity(
     *,
     rel_tolerance: float = FP32_REL_TOLERANCE,
     label: str = "",
+    torch_batch: np.ndarray | None = None,
 ) -> Agreement:
     """PyTorch against ONNX Runtime on the same inputs; ParityError (one line) when beyond tolerance.
+    `torch_batch`: what the PyTorch module takes for the same images when the ONNX model's input differs
+    (a uint8 model gets `batch`, the bytes; PyTorch their float32 NCHW preprocessing).
 
     Also runs the first input alone, so a batch axis that is not really dynamic fails here rather
     than on the device."""
-    ref = torch_logits(module, batch)
+    ref = torch_logits(module, batch if torch_batch is None else torch_batch)
     got = onnx_logits(onnx_path, batch)
     single = onnx_logits(onnx_path, batch[:1])
     report = compare_logits(

@@ -159,7 +159,7 @@ class FakeContext:
     def execute_async_v3(self, stream_handle: int) -> bool:
         spec, mem = self.engine.spec, self.engine.device.memory
         assert self.shape is not None
-        in_dtype = np.float16 if spec.input_dtype == "HALF" else np.float32
+        in_dtype = {"HALF": np.float16, "UINT8": np.uint8}.get(spec.input_dtype, np.float32)
         n = int(np.prod(self.shape))
         x = mem[self.addresses[spec.inputs[0]]].data[: n * np.dtype(in_dtype).itemsize].view(in_dtype).reshape(self.shape)
         y = spec.reference(x).astype(np.float32)
@@ -224,7 +224,7 @@ def fake_tensorrt_module(spec: EngineSpec, device: FakeDevice, version: str = FA
         OUTPUT = "OUTPUT"
 
     def nptype(dtype: str):
-        return {"FLOAT": np.float32, "HALF": np.float16}[dtype]
+        return {"FLOAT": np.float32, "HALF": np.float16, "UINT8": np.uint8}[dtype]
 
     trt.Logger = Logger  # type: ignore[attr-defined]
     trt.Runtime = Runtime  # type: ignore[attr-defined]

@@ -49,7 +49,8 @@ def test_export_stores_a_check_set_recorded_with_sha256(trained):
     for item in [record["inputs"], *record["outputs"].values()]:
         assert sha256_file(bundle.root / item["file"]) == item["sha256"]
     check = load_check_set(bundle)
-    assert check.inputs.dtype == np.float32 and len(check.inputs) == record["count"] >= 20
+    assert check.inputs.dtype == bundle.preprocess.np_dtype and len(check.inputs) == record["count"] >= 20
+    assert record["inputs"]["dtype"] == bundle.preprocess.dtype == "uint8"  # the default export: bytes, stored exactly
     assert check.outputs["main"].shape == (record["count"], bundle.expected_outputs("main"))
     assert len(set(check.outputs["main"].argmax(1).tolist())) >= 3  # a check set that can tell models apart
 

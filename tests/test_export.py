@@ -21,7 +21,7 @@ from erudite_edge.errors import BundleError
 from erudite_edge.labels import LabelSpace
 from erudite_edge.preprocess import PreprocessSpec, preprocess
 from export.fp16 import make_fp16
-from export.images import photo_variants, sample_photos
+from export.images import host_float_batch, photo_variants, sample_photos
 from export.int8 import make_int8
 from export.metadata import facts_from_metadata, read_metadata
 from export.parity import ParityError, check_fp32_parity, compare_logits
@@ -101,6 +101,12 @@ def real_batch() -> np.ndarray:
     return np.stack([preprocess(v, SPEC) for v in views])
 
 
+@pytest.fixture(scope="module")
+def real_bytes() -> np.ndarray:
+    """The same photographs as a default (uint8) bundle's models take them: resized NHWC bytes."""
+    return np.stack([preprocess(v, SPEC.as_input("uint8")) for v in photo_variants(sample_photos())])
+
+
 # -- erudite variants: export, parity, graph, metadata -------------------------------------------
 
 
@@ -136,9 +142,11 @@ def test_export_every_variant(tmp_path, capsys, variant):
     assert next(o.version for o in model.opset_import if o.domain == "") == 17
     assert [i.name for i in model.graph.input] == ["images"]
     assert [o.name for o in model.graph.output] == ["logits"]
-    batch_in, *chw = dims(model.graph.input[0])
+    batch_in, *hwc = dims(model.graph.input[0])
     batch_out, classes = dims(model.graph.output[0])
-    assert isinstance(batch_in, str) and isinstance(batch_out, str) and chw == [3, 32, 32]
+    # the default export takes uint8 NHWC bytes (tests/test_uint8_input.py covers the graph's first nodes)
+    assert isinstance(batch_in, str) and isinstance(batch_out, str) and hwc == [32, 32, 3]
+    assert bundle.preprocess == SPEC.as_input("uint8")
     assert classes == sum(COUNTS) == LABELS.num_classes
 
     # no auxiliary classifier in the deployed graph: neither by name nor by value
@@ -155,15 +163,15 @@ def test_export_every_variant(tmp_path, capsys, variant):
 
     # metadata_props describe the model on their own
     props = read_metadata(out / "model.onnx")
-    assert facts_from_metadata(props) == (LABELS, SPEC)
+    assert facts_from_metadata(props) == (LABELS, SPEC.as_input("uint8"))
     assert props["erudite_edge.role"] == "main" and props["erudite_edge.precision"] == "fp32"
     assert props["erudite_edge.variant"] == variant
 
     # dynamic batch: batches of 1 and 5 match PyTorch
     graph = net.eval().inference_graph().eval()
-    x = np.random.default_rng(1).standard_normal((5, 3, 32, 32)).astype(np.float32)
+    x = np.random.default_rng(1).integers(0, 256, size=(5, 32, 32, 3), dtype=np.uint8)
     with torch.no_grad():
-        ref = graph(torch.from_numpy(x)).numpy()
+        ref = graph(torch.from_numpy(host_float_batch(x, bundle.preprocess))).numpy()
     np.testing.assert_allclose(run_onnx(out / "model.onnx", x), ref, atol=1e-4)
     np.testing.assert_allclose(run_onnx(out / "model.onnx", x[:1]), ref[:1], atol=1e-4)
 
@@ -212,7 +220,7 @@ def test_reductions_export_at_the_requested_opset(tmp_path, opset):
 # -- the zoo -----------------------------------------------------------------------------------
 
 
-def test_export_zoo_with_fp16_and_int8(tmp_path, capsys, real_batch):
+def test_export_zoo_with_fp16_and_int8(tmp_path, capsys, real_batch, real_bytes):
     run = untrained_run(tmp_path, "single")
     out = tmp_path / "zoo"
     rc, stdout, err = cli(capsys, "export", "zoo", "--checkpoint", run, "--out", out, "--parity-count", "6")
@@ -233,7 +241,7 @@ def test_export_zoo_with_fp16_and_int8(tmp_path, capsys, real_batch):
         assert bundle.meta["parity"][role]["fp32"]["passed"]
         with torch.no_grad():
             ref = modules[role](torch.from_numpy(real_batch[:5])).numpy()
-        np.testing.assert_allclose(run_onnx(path, real_batch[:5]), ref, atol=1e-4)
+        np.testing.assert_allclose(run_onnx(path, real_bytes[:5]), ref, atol=1e-4)
 
     calib = tmp_path / "calib"
     calib.mkdir()
@@ -250,7 +258,7 @@ def test_export_zoo_with_fp16_and_int8(tmp_path, capsys, real_batch):
             assert entry.num_outputs == bundle.expected_outputs(role)
             assert precision in bundle.meta["parity"][role]
             assert read_metadata(bundle.path(entry))["erudite_edge.precision"] == precision
-            assert run_onnx(bundle.path(entry), real_batch[:3]).shape == (3, bundle.expected_outputs(role))
+            assert run_onnx(bundle.path(entry), real_bytes[:3]).shape == (3, bundle.expected_outputs(role))
         ops = {n.op_type for n in onnx.load(str(bundle.path(bundle.entry(role, "int8")))).graph.node}
         assert {"QuantizeLinear", "DequantizeLinear"} <= ops
 
@@ -354,7 +362,7 @@ def _distinct_predictions(logits: np.ndarray) -> int:
     return len(set(logits.argmax(1).tolist()))
 
 
-def test_fp16_runs_on_cpu_and_agrees_with_fp32(trained, tmp_path, real_batch):
+def test_fp16_runs_on_cpu_and_agrees_with_fp32(trained, tmp_path, real_bytes):
     out = _copy_bundle(trained, tmp_path)
     report = make_fp16(out, count=40)
     bundle = Bundle.load(out, verify=True)
@@ -364,10 +372,10 @@ def test_fp16_runs_on_cpu_and_agrees_with_fp32(trained, tmp_path, real_batch):
     model = onnx.load(str(out / "model.fp16.onnx"))
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
     sess = session(out / "model.fp16.onnx")
-    assert sess.get_inputs()[0].type == "tensor(float)" and sess.get_outputs()[0].type == "tensor(float)"
+    assert sess.get_inputs()[0].type == "tensor(uint8)" and sess.get_outputs()[0].type == "tensor(float)"
 
-    fp32 = run_onnx(out / "model.onnx", real_batch)
-    fp16 = sess.run(None, {"images": real_batch})[0]
+    fp32 = run_onnx(out / "model.onnx", real_bytes)
+    fp16 = sess.run(None, {"images": real_bytes})[0]
     assert _distinct_predictions(fp32) >= 3  # not a degenerate model
     assert (fp32.argmax(1) == fp16.argmax(1)).mean() >= 0.9
     assert np.abs(fp32 - fp16).max() < 0.05 * np.abs(fp32).max()
@@ -386,7 +394,7 @@ def int8_bundles(trained, tmp_path_factory):
 
 
 @pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
-def test_int8_is_symmetric_qdq_and_agrees_with_fp32(int8_bundles, real_batch, method):
+def test_int8_is_symmetric_qdq_and_agrees_with_fp32(int8_bundles, real_bytes, method):
     out, report = int8_bundles[method]
     bundle = Bundle.load(out, verify=True)
     entry = bundle.entry("main", "int8")
@@ -411,8 +419,8 @@ def test_int8_is_symmetric_qdq_and_agrees_with_fp32(int8_bundles, real_batch, me
     assert [o.name for o in model.graph.output] == ["logits"]
     assert {n.op_type for n in model.graph.node if "logits" in n.output} == {"Gemm"}  # logits stay float
 
-    fp32 = run_onnx(out / "model.onnx", real_batch)
-    int8 = run_onnx(out / "model.int8.onnx", real_batch)
+    fp32 = run_onnx(out / "model.onnx", real_bytes)
+    int8 = run_onnx(out / "model.int8.onnx", real_bytes)
     assert _distinct_predictions(fp32) >= 3
     assert (fp32.argmax(1) == int8.argmax(1)).mean() >= 0.8
 

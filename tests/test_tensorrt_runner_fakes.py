@@ -83,7 +83,7 @@ def test_expected_outputs_and_batch_checks(tmp_path, monkeypatch):
 def test_close_frees_every_buffer_once(tmp_path, monkeypatch):
     _, device, _, engine = make(tmp_path, monkeypatch)
     runner = TensorRTRunner(engine, device=device)
-    assert len(device.memory) == 2 and device.pinned_live == 2 and device.events_live == 2
+    assert len(device.memory) == 2 and device.pinned_live == 2 and device.events_live == 4  # h2d, start, end, d2h
     runner.close()
     runner.close()
     assert device.memory == {} and device.pinned_live == 0 and device.events_live == 0 and device.streams_freed == 1
@@ -119,3 +119,16 @@ def test_dla_engine_runs_on_its_core(tmp_path, monkeypatch):
     write_fake_engine(engine, spec, dla_core=1)
     with TensorRTRunner(engine, device=device):
         assert trt.dla_core_at_load == 1  # the runtime's DLA core was set before deserialising
+
+
+def test_uint8_engine_input_takes_bytes_and_refuses_floats(tmp_path, monkeypatch):
+    """A bundle exported with --input uint8 gives an engine whose input binding is UINT8: the runner copies
+    the bytes as they are (a quarter of float32's traffic) and refuses a float batch rather than wrap it."""
+    spec, device, trt, engine = make(tmp_path, monkeypatch, input_dtype="UINT8")
+    with TensorRTRunner(engine, device=device) as runner:
+        assert runner.input_dtype == np.uint8
+        x = np.random.default_rng(3).integers(0, 256, size=(4, 3, 8, 8), dtype=np.uint8)
+        np.testing.assert_allclose(runner.infer(x), spec.reference(x), rtol=1e-5, atol=1e-5)
+        assert set(runner.last_stage_ms) == {"h2d", "compute", "d2h"}
+        with pytest.raises(ValueError, match="uint8"):
+            runner.infer(batch(2))

@@ -10,10 +10,12 @@ import numpy as np
 
 
 class Runner(abc.ABC):
-    """Runs one model: float32 input batch (layout per the bundle's preprocessing) -> float32 logits (B, K).
+    """Runs one model: an input batch as the bundle's preprocessing says (float32 NCHW, or uint8 NHWC
+    bytes for a model that normalises in its graph) -> float32 logits (B, K).
 
     `last_compute_ms` is the device compute time of the last call where the backend can separate it
-    from host-side copies (TensorRT with CUDA events); otherwise None.
+    from host-side copies (TensorRT with CUDA events); otherwise None. `last_stage_ms` is the last call's
+    {"h2d", "compute", "d2h"} device times where the backend measures them (TensorRT), else None.
     """
 
     backend: str = "?"
@@ -21,6 +23,7 @@ class Runner(abc.ABC):
     def __init__(self, precision: str = "fp32"):
         self.precision = precision
         self.last_compute_ms: float | None = None
+        self.last_stage_ms: dict[str, float] | None = None
 
     @property
     @abc.abstractmethod
@@ -48,9 +51,17 @@ class Runner(abc.ABC):
         mb = self.max_batch
         if mb is None or len(batch) <= mb:
             return self.infer(batch)
-        parts, compute = [], 0.0
+        parts: list[np.ndarray] = []
+        compute: float | None = 0.0
+        stages: dict[str, float] | None = {}
         for i in range(0, len(batch), mb):
             parts.append(self.infer(batch[i : i + mb]))
             compute = compute + self.last_compute_ms if (self.last_compute_ms is not None and compute is not None) else None
+            if stages is not None and self.last_stage_ms is not None:
+                for k, v in self.last_stage_ms.items():
+                    stages[k] = stages.get(k, 0.0) + v
+            else:
+                stages = None
         self.last_compute_ms = compute  # the device time of every chunk, not just the last
+        self.last_stage_ms = stages
         return np.concatenate(parts, axis=0)

@@ -73,6 +73,11 @@ def provider_options(providers: Sequence[str], model_path: Path, trt_options: di
     return out
 
 
+# ONNX Runtime's type names of the inputs a bundle model has: float32 (normalised on the host), float16
+# (a strongly typed FP16 model), uint8 (NHWC bytes normalised in the graph, bundle preprocess dtype "uint8").
+_INPUT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8}
+
+
 class OnnxRuntimeRunner(Runner):
     backend = "onnxruntime"
 
@@ -110,7 +115,7 @@ class OnnxRuntimeRunner(Runner):
         self.output_name = names[0]
         # `export onnx --with-attention`: the masks are a second output, read only by infer_attention
         self.has_attention = ATTENTION_OUTPUT in names[1:]
-        self.input_dtype = np.float16 if "float16" in inp.type else np.float32
+        self.input_dtype = _INPUT_TYPES.get(inp.type, np.float32)
         b = inp.shape[0]
         self._max_batch = b if isinstance(b, int) and b > 0 else None
 
@@ -119,6 +124,9 @@ class OnnxRuntimeRunner(Runner):
         return self._max_batch
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
+        if self.input_dtype is np.uint8 and batch.dtype != np.uint8:
+            raise ValueError(f"this model takes uint8 images (NHWC bytes), not {batch.dtype}: the bundle's "
+                             "preprocess dtype says what to feed")
         x = np.ascontiguousarray(batch, dtype=self.input_dtype)
         (out,) = self.session.run([self.output_name], {self.input_name: x})
         return np.asarray(out, dtype=np.float32)

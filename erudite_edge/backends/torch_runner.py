@@ -70,6 +70,11 @@ class TorchRunner(Runner):
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         torch = self._torch
+        if batch.dtype == np.uint8:  # NHWC bytes (a uint8 bundle's input): the graph's normalisation, on the host
+            from ..preprocess import normalize
+
+            spec = self.checkpoint.preprocess.host_float()
+            batch = np.stack([normalize(im, spec) for im in batch]) if len(batch) else batch
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device, self.dtype)
             return self.module(x).float().cpu().numpy()

@@ -15,7 +15,11 @@ import typer
 from ..errors import BackendUnavailable, UsageError
 from ..interrupts import interruptible
 
+DEFAULT_INPUT = "uint8"  # export/onnx_export.py DEFAULT_INPUT (not imported: it needs onnx); measured: benchmarks/results/preprocess_uint8.md
+
 IMAGES_HELP = "Folder of real images (searched recursively) for the check; default: scikit-image's sample photos."
+INPUT_HELP = ("The models' input: uint8 (NHWC RGB bytes at the model size; Cast, transpose, scale and mean/std are "
+              "the graph's first nodes, so the host only decodes and resizes) or float32 (NCHW, normalised on the host).")
 DATA_HELP = "NAME=PATH (or NAME=FORMAT:PATH) of a data set, once per data set; its test split is used for the check."
 
 
@@ -51,11 +55,12 @@ def onnx_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out (only once the export succeeded)."),
     with_attention: bool = typer.Option(False, "--with-attention", help="Add the attention's 8 group masks as a second "
                                         "output 'attention' (for `run --save-attention`, `analyze --bundle`); runners ignore it otherwise."),
+    input_dtype: str = typer.Option(DEFAULT_INPUT, "--input", help=INPUT_HELP),
 ) -> None:
     """Export an erudite run to an ONNX bundle (model.onnx + bundle.json), with a parity check.
 
     The deployed graph (no auxiliary classifiers) is traced with a dynamic batch axis: input "images"
-    [batch,3,H,W], output "logits" [batch,K]. ONNX Runtime must match PyTorch: max |logit difference|
+    [batch,H,W,3] uint8 (--input uint8) or [batch,3,H,W] float32 (--input float32), output "logits" [batch,K]. ONNX Runtime must match PyTorch: max |logit difference|
     at most 1e-3 x max(1, largest |logit|), and the same top-1 on every input except near ties (top-2
     margin within twice that). Otherwise the export fails and writes nothing.
     """
@@ -65,6 +70,7 @@ def onnx_command(
     bundle = export_checkpoint(
         checkpoint, out, opset=opset, images=images, data=data or None,
         parity_count=parity_count, overwrite=overwrite, log=_log, with_attention=with_attention,
+        input_dtype=input_dtype,
     )
     typer.echo(str(bundle.root))
 
@@ -77,6 +83,7 @@ def zoo_command(
     data: Optional[list[str]] = typer.Option(None, "--data", help=DATA_HELP),
     parity_count: int = typer.Option(32, "--parity-count", help="How many inputs each parity check runs."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out (only once the export succeeded)."),
+    input_dtype: str = typer.Option(DEFAULT_INPUT, "--input", help=INPUT_HELP),
 ) -> None:
     """Export a Single zoo run as one bundle: coarse.onnx and fine.<dataset>.onnx.
 
@@ -87,7 +94,7 @@ def zoo_command(
 
     bundle = export_zoo(
         checkpoint, out, opset=opset, images=images, data=data or None,
-        parity_count=parity_count, overwrite=overwrite, log=_log,
+        parity_count=parity_count, overwrite=overwrite, log=_log, input_dtype=input_dtype,
     )
     typer.echo(str(bundle.root))
 
