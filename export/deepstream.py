@@ -40,6 +40,7 @@ from erudite_edge.bundle import Bundle
 from erudite_edge.errors import BundleError, UsageError
 from erudite_edge.fileio import atomic_directory
 from erudite_edge.preprocess import PreprocessSpec, preprocess, resize_image
+from export.graph_input import strip_uint8_input
 
 MARKER = "# written by erudite-edge export deepstream"
 CONFIG_NAME = "config_infer_erudite.txt"
@@ -144,13 +145,15 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 
 def check_parity(original: Path, folded: Path, spec: PreprocessSpec, scaling: NvinferScaling,
-                 images: Sequence[np.ndarray], bound: float = PARITY_MAX_DIFF) -> Parity:
-    """The folded copy fed as nvinfer feeds it, against the bundle's model fed as erudite-edge does."""
+                 images: Sequence[np.ndarray], bound: float = PARITY_MAX_DIFF,
+                 source_spec: PreprocessSpec | None = None) -> Parity:
+    """The folded copy fed as nvinfer feeds it, against the bundle's model fed as erudite-edge does
+    (`source_spec`: the bundle's own input, e.g. uint8 bytes, where it differs from the float `spec`)."""
     from export.parity import onnx_logits
 
     if not images:
         raise UsageError("no images for the parity check: pass --images DIR (or install scikit-image for its sample photos)")
-    ref = _softmax(onnx_logits(original, np.stack([preprocess(im, spec) for im in images])).astype(np.float64))
+    ref = _softmax(onnx_logits(original, np.stack([preprocess(im, source_spec or spec) for im in images])).astype(np.float64))
     got = onnx_logits(folded, np.stack([scaling.apply(resize_image(im, spec), spec) for im in images])).astype(np.float64)
     diff = float(np.abs(ref - got).max())
     agree = float(np.mean(ref.argmax(1) == got.argmax(1)))
@@ -226,14 +229,15 @@ def export_deepstream(bundle: Bundle, out: Path, *, mode: str = "secondary", pre
                              and (out / CONFIG_NAME).read_text(errors="replace").startswith(MARKER)):
         hint = " (it was not written by export deepstream: move it away yourself)" if overwrite else "; pass --overwrite"
         raise UsageError(f"--out {out} already exists{hint}")
-    spec = bundle.preprocess
+    source_spec = bundle.preprocess
+    spec = source_spec.host_float()  # a uint8 bundle's graph normalises itself: nvinfer gets that part cut off
     if spec.dtype != "float32" or spec.layout != "NCHW":
         raise UsageError(f"{bundle.root}: its model takes {spec.dtype} {spec.layout} input; nvinfer feeds float NCHW")
     if spec.resize != "stretch":
         log(f"warning: {bundle.root} resizes by {spec.resize}; nvinfer stretches frames/objects to the network size, "
             "so its inputs differ from erudite-edge's")
     source = _source_model(bundle, precision)
-    model = onnx.load(str(source))
+    model = strip_uint8_input(onnx.load(str(source)))
     elem = model.graph.input[0].type.tensor_type.elem_type
     if elem != onnx.TensorProto.FLOAT:
         raise UsageError(f"{source}: input of ONNX type {elem}, not float; nvinfer feeds float input")
@@ -246,7 +250,7 @@ def export_deepstream(bundle: Bundle, out: Path, *, mode: str = "secondary", pre
     gie = gie_id if gie_id is not None else (1 if mode == "primary" else 2)
     with atomic_directory(out, overwrite=True) as tmp:
         onnx.save(folded, str(tmp / MODEL_NAME))
-        parity = check_parity(source, tmp / MODEL_NAME, spec, scaling, images)
+        parity = check_parity(source, tmp / MODEL_NAME, spec, scaling, images, source_spec=source_spec)
         log(f"deepstream: std folded by {'the first Conv' if how == 'conv' else 'a Mul at the input'}; parity on "
             f"{parity.images} real images: max |prob diff| {parity.max_abs_diff:.2e} (bound {parity.bound:g}), "
             f"top-1 agreement {parity.top1_agreement:.1%}")

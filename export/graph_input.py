@@ -96,4 +96,37 @@ def prepend_uint8_input(model: onnx.ModelProto, spec: PreprocessSpec) -> onnx.Mo
     return model
 
 
-__all__ = ["PREFIX", "prepend_uint8_input", "preprocess_nodes"]
+def strip_uint8_input(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The inverse of `prepend_uint8_input` (in place; returned): remove the preprocess/ nodes and give the
+    model its float32 NCHW input back, already normalised, under the same input name. For consumers that
+    normalise themselves (DeepStream's nvinfer). A model without those nodes is returned unchanged."""
+    graph = model.graph
+    if not preprocess_nodes(model):
+        return model
+    inp = graph.input[0]
+    name, float_name = inp.name, f"{PREFIX}normalized"
+    keep = [n for n in graph.node if not n.name.startswith(PREFIX)]
+    for node in keep:
+        for i, x in enumerate(node.input):
+            if x == float_name:
+                node.input[i] = name
+    del graph.node[:]
+    graph.node.extend(keep)
+    inits = [t for t in graph.initializer if not t.name.startswith(PREFIX)]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+    infos = [v for v in graph.value_info if not v.name.startswith(PREFIX)]
+    del graph.value_info[:]
+    graph.value_info.extend(infos)
+    batch, h, w, _ = list(inp.type.tensor_type.shape.dim)
+    new_input = helper.make_tensor_value_info(name, TensorProto.FLOAT, [None, 3, None, None])
+    nd = new_input.type.tensor_type.shape.dim
+    nd[0].CopyFrom(batch)
+    nd[2].CopyFrom(h)
+    nd[3].CopyFrom(w)
+    graph.input.remove(inp)
+    graph.input.insert(0, new_input)
+    return model
+
+
+__all__ = ["PREFIX", "prepend_uint8_input", "preprocess_nodes", "strip_uint8_input"]

@@ -205,17 +205,19 @@ def test_export_with_attention_keeps_the_logits_and_exposes_the_masks(runs, bund
     rec = att.meta["attention"]
     assert rec["output"] == "attention" and rec["groups"] == 8 and rec["parity_max_abs_diff"] < 1e-4
     assert att.entry().info["extra_outputs"] == ["attention"] and "attention" not in plain.meta
+    from erudite_edge.preprocess import load_image, preprocess_batch
+    from export.images import host_float_batch
+
     ckpt = load_checkpoint(runs["ours"])
-    given = load_datasets(runs["data"])
-    ds, _ = evaluation_dataset(given, ckpt.labels, ckpt)
-    x = torch.stack([ds[i]["image"] for i in range(6)]).numpy()
+    files = sorted(Path(runs["data"][0].split("=", 1)[1]).joinpath("test").rglob("*.png"))[:6]
+    x = preprocess_batch([load_image(f) for f in files], att.preprocess)  # what the bundle takes (uint8 bytes by default)
     with load_runner(plain, announce=None) as r0, load_runner(att, announce=None) as r1:
         assert not r0.has_attention and r1.has_attention
         assert np.allclose(r0.infer(x), r1.infer(x), atol=1e-5)
         logits, masks = r1.infer_attention(x)
     model = ckpt.build_model().inference_graph(with_attention=True).eval()
     with torch.no_grad():
-        ref_logits, ref_masks = model(torch.from_numpy(x))
+        ref_logits, ref_masks = model(torch.from_numpy(host_float_batch(x, att.preprocess)))
     assert masks.shape == tuple(ref_masks.shape) and masks.shape[1] == 8
     assert np.allclose(masks, ref_masks.numpy(), atol=1e-4) and np.allclose(logits, ref_logits.numpy(), atol=1e-3)
 

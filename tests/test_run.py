@@ -552,6 +552,7 @@ class _SlowRunner:
 
     def __init__(self, outputs: int, sleep_s: float = 0.0, shape_bug: bool = False):
         self.outputs, self.sleep_s, self.shape_bug, self.closed = outputs, sleep_s, shape_bug, False
+        self.last_stage_ms = None  # as a Runner: no device stages measured
 
     def infer_chunked(self, batch: np.ndarray) -> np.ndarray:
         import time

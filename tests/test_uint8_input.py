@@ -236,3 +236,21 @@ def test_bundle_json_with_bad_dtype_is_one_line(bundles: dict[str, Bundle], tmp_
     (root / "bundle.json").write_text(json.dumps(meta))
     with pytest.raises(BundleError, match="preprocess.dtype"):
         Bundle.load(root)
+
+
+def test_deepstream_export_of_a_uint8_bundle_cuts_the_graph_normalisation(bundles: dict[str, Bundle], photos: Path,
+                                                                         tmp_path: Path) -> None:
+    """nvinfer feeds float NCHW and normalises itself: the copy for DeepStream loses the preprocess/ nodes and
+    still agrees with the uint8 bundle fed bytes (the parity check on real photographs passes)."""
+    import onnx
+
+    from export.deepstream import export_deepstream
+    from export.graph_input import preprocess_nodes
+
+    cfg = export_deepstream(bundles["uint8"], tmp_path / "ds", images=[load_image(p) for p in sorted(photos.glob("*.jpg"))])
+    parity = json.loads((cfg.parent / "parity.json").read_text())
+    assert parity["passed"] and parity["top1_agreement"] == 1.0
+    model = onnx.load(str(next(cfg.parent.glob("*.onnx"))))
+    inp = model.graph.input[0].type.tensor_type
+    assert inp.elem_type == onnx.TensorProto.FLOAT and [d.dim_value for d in inp.shape.dim][1:] == [3, 32, 32]
+    assert not preprocess_nodes(model)
