@@ -21,5 +21,13 @@ def test_quick_demo_end_to_end(tmp_path):
     assert len(rows) >= 20 and all(json.loads(r)["predictions"] for r in rows)
     for f in ("bench.json", "bench.md", "bench.png"):
         assert (out / "bench" / f).stat().st_size > 0
+    # INT8 top-1 per data set next to FP32, with the seeds (bench --data on the test splits)
+    int8 = summary["int8_accuracy"]
+    assert set(int8["per_dataset"]) == {"digits", "mnist", "faces"}
+    for d, v in int8["per_dataset"].items():
+        assert 0.0 <= v["int8"] <= 1.0 and 0.0 <= v["fp32"] <= 1.0 and v["images"] > 0, d
+        assert v["ratio"] is None or v["ratio"] == v["int8"] / v["fp32"]
+    assert int8["calibration_seed"] == 0 and int8["test_seed"] == 0 and int8["target"] == "onnxruntime"
+    assert "INT8 against FP32" in (out / "bench" / "bench.md").read_text()
     # a second run refuses to overwrite the first
     assert main(["demo", "--quick", "--out", str(out)]) == 2
