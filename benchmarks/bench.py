@@ -167,11 +167,22 @@ def check_pair(erudite: Bundle, zoo: Bundle | None, warn: Callable[[str], None])
              "timings compare different amounts of work")
 
 
+def int8_facts(b: Bundle) -> dict[str, Any] | None:
+    """How the bundle's INT8 models were made (bundle.json): what the INT8 accuracy depends on."""
+    if "int8" not in bundle_precisions(b):
+        return None
+    info = b.entry(b.roles()[0], "int8").info or {}
+    mixed = info.get("mixed_precision") or {}
+    return {"method": info.get("method"), "target": info.get("target", "tensorrt"), "seed": info.get("seed"),
+            "quantizer": info.get("quantizer"), "calibration": info.get("calibration"),
+            "float_nodes": {role: len(m.get("nodes", [])) for role, m in mixed.items()}}
+
+
 def bundle_facts(b: Bundle, path: Path) -> dict[str, Any]:
     return {"path": str(path), "kind": b.kind, "variant": b.variant, "backbone": b.backbone,
             "datasets": list(b.labels.datasets), "num_datasets": b.labels.num_datasets,
             "num_classes": b.labels.num_classes, "input_size": list(b.preprocess.input_size),
-            "precisions": bundle_precisions(b)}
+            "precisions": bundle_precisions(b), "int8": int8_facts(b)}
 
 
 def host_facts() -> dict[str, Any]:

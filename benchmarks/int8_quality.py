@@ -86,7 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-float", type=float, default=0.25)
     ap.add_argument("--only", default="", help="comma-separated configuration names (default: all)")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--qat", default=None, help="a QAT run (`train --qat`): adds the row 'qat tensorrt'")
+    ap.add_argument("--percentile", type=float, action="append", default=[],
+                    help="extra percentile rows (e.g. 99.99), tensorrt layout")
     args = ap.parse_args(argv)
+    if args.qat:
+        CONFIGS["qat tensorrt"] = {"method": "minmax", "target": "tensorrt", "qat": args.qat}
+    for p in args.percentile:
+        CONFIGS[f"percentile {p} tensorrt"] = {"method": "percentile", "target": "tensorrt", "percentile": p}
     chosen = [c.strip() for c in args.only.split(",") if c.strip()] or list(CONFIGS)
 
     def log(msg: str) -> None:

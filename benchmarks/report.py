@@ -224,6 +224,43 @@ def accuracy_table(result: dict[str, Any]) -> TableSpec | None:
     return TableSpec("Top-1 accuracy (%) over the joint label space", header, rows, f"test images: {sizes}")
 
 
+MLPERF_RATIO = 0.99  # MLPerf's rule for INT8: at least 99 % of the FP32 accuracy
+
+
+def int8_accuracy_table(result: dict[str, Any]) -> TableSpec | None:
+    """INT8 top-1 next to FP32 for every data set, their ratio (MLPerf asks >= 0.99), and the seeds that
+    chose the test images and the calibration images."""
+    acc = result.get("accuracy")
+    if not acc:
+        return None
+    datasets = [s["dataset"] for s in acc["sets"]]
+    rows, made = [], []
+    for name in ("erudite", "zoo"):
+        by_prec = acc.get(name) or {}
+        if "int8" not in by_prec or "fp32" not in by_prec:
+            continue
+        for d in datasets + ["mean"]:
+            f = by_prec["fp32"]["mean_top1"] if d == "mean" else by_prec["fp32"]["per_dataset"][d]["top1"]
+            q = by_prec["int8"]["mean_top1"] if d == "mean" else by_prec["int8"]["per_dataset"][d]["top1"]
+            ratio = q / f if f and q is not None else None
+            verdict = "-" if ratio is None else ("yes" if ratio >= MLPERF_RATIO - 1e-12 else "no")
+            rows.append([name, d, _pct(f), _pct(q), _f(None if f is None or q is None else 100 * (q - f), "+.2f"),
+                         _f(ratio, ".3f"), verdict])
+        facts = (result.get("bundles", {}).get(name) or {}).get("int8") or {}
+        if facts:
+            floats = sum((facts.get("float_nodes") or {}).values())
+            made.append(f"{name} int8: {facts.get('method')} calibration, {facts.get('target')} layout, seed "
+                        f"{facts.get('seed')}" + (f", {floats} nodes kept float" if floats else ""))
+    if not rows:
+        return None
+    s = result.get("settings", {})
+    limit = s.get("data_limit")
+    subset = (f"a random {limit} per data set, seed {s.get('seed')}" if limit else "every test image")
+    note = f"test images: {subset}; " + ("; ".join(made) if made else "int8 calibration not recorded")
+    return TableSpec(f"INT8 against FP32, top-1 per data set (MLPerf: int8/fp32 >= {MLPERF_RATIO})",
+                     ["model", "data set", "fp32 %", "int8 %", "points", "int8/fp32", ">= 0.99"], rows, note)
+
+
 def agreement_table(result: dict[str, Any]) -> TableSpec | None:
     ag = result.get("agreement")
     if not ag:
@@ -243,7 +280,7 @@ def agreement_table(result: dict[str, Any]) -> TableSpec | None:
 def tables(result: dict[str, Any]) -> list[TableSpec]:
     out = [models_table(result), latency_table(result)]
     out += [t for t in (ratio_table(result), scenario_table(result), routing_table(result), memory_table(result),
-                        end_to_end_table(result), stage_table(result), accuracy_table(result),
+                        end_to_end_table(result), stage_table(result), accuracy_table(result), int8_accuracy_table(result),
                         agreement_table(result)) if t is not None]
     return out
 
@@ -280,7 +317,7 @@ def render_terminal(result: dict[str, Any], console: Any) -> None:
     for spec in tables(result):
         t = Table(title=spec.title, title_justify="left", header_style="bold")
         for h in spec.header:
-            t.add_column(h, justify="left" if h in ("model", "precision", "pair", "backbone") else "right")
+            t.add_column(h, justify="left" if h in ("model", "precision", "pair", "backbone", "data set") else "right")
         for row in spec.rows:
             t.add_row(*row, style="bold" if row[0] == "erudite/zoo" else None)
         console.print(t)

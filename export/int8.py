@@ -185,6 +185,14 @@ class Int8Options:
     reduce_range: bool = False
     seed: int = DEFAULT_SEED
     batch: int = BATCH
+    percentile: float = 99.999  # --method percentile: the share of |x| the range keeps
+
+    def calibrator(self) -> dict[str, Any]:
+        """onnxruntime's calibrator options for this method (the percentile as given)."""
+        options = dict(CALIBRATOR_OPTIONS[self.method])
+        if self.method == "percentile":
+            options["percentile"] = self.percentile
+        return options
 
     def checked(self) -> "Int8Options":
         method = self.method.lower()
@@ -199,6 +207,8 @@ class Int8Options:
             raise UsageError("--quantizer modelopt calibrates with minmax or entropy, not percentile")
         if self.batch < 1:
             raise UsageError(f"--calib-batch must be at least 1, not {self.batch}")
+        if not 50 < self.percentile <= 100:
+            raise UsageError(f"--percentile {self.percentile}: a percentage above 50 and at most 100, e.g. 99.999")
         return replace(self, method=method, target=target, quantizer=quantizer)
 
     def describe(self) -> dict[str, Any]:
@@ -271,7 +281,7 @@ class RoleQuantizer:
                 try:
                     ranges = collect_ranges(self.pre, reader, calibration_method(self.opts.method),
                                             self.options["op_types_to_quantize"], self.work,
-                                            CALIBRATOR_OPTIONS[self.opts.method])
+                                            self.opts.calibrator())
                 except EruditeError:
                     raise
                 except Exception as e:
@@ -286,6 +296,18 @@ class RoleQuantizer:
         if self._preprocess_nodes is None:
             self._preprocess_nodes = preprocess_nodes(onnx.load(os.fspath(self.pre), load_external_data=False))
         return self._preprocess_nodes
+
+    def set_ranges(self, ranges: dict[str, tuple[float, float]]) -> None:
+        """Replace the calibrated range of these tensors (QAT's learned input ranges)."""
+        from onnxruntime.quantization import load_tensors_data, save_tensors_data
+        from onnxruntime.quantization.calibrate import TensorData, TensorsData
+
+        assert self.cache is not None, "prepare() first"
+        old = load_tensors_data(self.cache)
+        data = dict(old.data)
+        for name, (lo, hi) in ranges.items():
+            data[name] = TensorData(lowest=np.float32(lo), highest=np.float32(hi))
+        save_tensors_data(TensorsData(old.calibration_method, data), self.cache)
 
     def candidates(self) -> list[str]:
         """Names of the nodes that carry the compute (Conv, Gemm, MatMul) in graph order: what can stay float."""
@@ -374,6 +396,51 @@ def quantize_role(
     return q.used, q.skipped
 
 
+@dataclass
+class QatSource:
+    """A QAT run's float model, exported, and what export needs of its quantizers."""
+
+    checkpoint: Path
+    onnx_path: Path
+    amax: dict[str, float]  # quantized layer (module name) -> input range
+    meta: dict[str, Any]
+
+
+def qat_source(bundle: Bundle, path: str | os.PathLike[str], work: Path) -> QatSource:
+    """Load the QAT checkpoint (`train --qat`), check it is the bundle's model, export its float graph."""
+    from train.checkpoint import load_checkpoint
+
+    from .onnx_export import build_checkpoint_model, to_onnx
+
+    ckpt = load_checkpoint(path)
+    meta = ckpt.meta.get("qat")
+    if not meta or "amax" not in meta:
+        raise UsageError(f"--qat {path}: not a QAT checkpoint (make one with `erudite-edge train --qat FP32_RUN`)")
+    if bundle.kind != "erudite" or bundle.roles() != ["main"]:
+        raise UsageError(f"--qat: {bundle.root} is a {bundle.kind} bundle; QAT export is for erudite bundles (one model)")
+    if ckpt.labels.to_dict() != bundle.labels.to_dict() or ckpt.preprocess.to_dict() != bundle.preprocess.to_dict():
+        raise UsageError(f"--qat {path}: its labels or preprocessing differ from the bundle's; fine-tune the bundle's own run")
+    module = build_checkpoint_model(ckpt).inference_graph().eval()
+    out = work / "qat.fp32.onnx"
+    onnx.save_model(to_onnx(module, bundle.preprocess, int(bundle.meta.get("opset", 17))), os.fspath(out))
+    return QatSource(ckpt.path, out, {k: float(v) for k, v in meta["amax"].items()}, meta)
+
+
+def qat_ranges(model: onnx.ModelProto, nodes: Sequence[str], amax: dict[str, float]) -> tuple[dict[str, tuple[float, float]], list[str]]:
+    """For each compute node: its input's range from QAT (by its weight's layer name), or, for a layer QAT
+    did not quantize, the node itself in the list of nodes kept float."""
+    layers = layer_names(model, nodes)
+    by_name = {n.name: n for n in model.graph.node}
+    ranges, keep_float = {}, []
+    for node in nodes:
+        a = amax.get(layers[node])
+        if a is None:
+            keep_float.append(node)
+        else:
+            ranges[by_name[node].input[0]] = (-a, a)
+    return ranges, keep_float
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
@@ -430,6 +497,8 @@ def make_int8(
     granularity: str = "block",
     max_float: float = MAX_FLOAT_FRACTION,
     sweep: Sequence[int] = (),
+    qat: str | os.PathLike[str] | None = None,
+    percentile: float = 99.999,
 ) -> dict[str, Any]:
     """Add the INT8 (Q/DQ) model of every role to the bundle, laid out for `target` ("tensorrt": TensorRT's
     explicit quantization; "onnxruntime": ONNX Runtime's CPU integer kernels). A bundle holds one int8
@@ -444,8 +513,18 @@ def make_int8(
     quantized model misses it the most sensitive blocks stay float until it is met (at most `max_float`
     of the compute nodes); which and why goes into bundle.json. The goal is then checked on the held-out
     images: missed, nothing is written. `report`: a folder for the per-block sensitivity (JSON, Markdown,
-    bar chart) and, with `sweep`, agreement and accuracy for each calibration count."""
-    opts = Int8Options(method, target, quantizer, per_channel, reduce_range, seed, calib_batch).checked()
+    bar chart) and, with `sweep`, agreement and accuracy for each calibration count.
+
+    `qat`: a QAT run (`train --qat`): its fine-tuned weights, quantized with the input ranges it was
+    trained with (the calibration images then give the ranges of the tensors QAT does not quantize);
+    the layers it left float stay float. TensorRT layout only; the agreement is measured against the
+    bundle's own FP32 model."""
+    opts = Int8Options(method, target, quantizer, per_channel, reduce_range, seed, calib_batch, percentile).checked()
+    if qat is not None and (opts.target != "tensorrt" or opts.quantizer != "onnxruntime" or opts.method != "minmax"):
+        raise UsageError("--qat takes its ranges from the QAT run: use it with --target tensorrt, the onnxruntime "
+                         "quantizer and no --method")
+    if qat is not None and report is not None:
+        raise UsageError("--report measures post-training quantization; run it without --qat")
     if granularity not in ("block", "layer"):
         raise UsageError(f"--granularity {granularity!r} unknown; one of block, layer")
     goal = Goal(min_agreement, min_accuracy_ratio if data else None)
@@ -459,6 +538,8 @@ def make_int8(
     def build(src: Fp32Source, out: Path) -> None:
         with tempfile.TemporaryDirectory(prefix="erudite-int8-") as tmp:
             work = Path(tmp)
+            if qat is not None:
+                return build_qat(src, out, work)
             q = RoleQuantizer(src.path, plan.sets[src.role], bundle, opts, src.role, work, log)
             q.minimum = min(opts.batch, count)  # a folder with fewer images than one batch is refused
             q.prepare()
@@ -469,6 +550,24 @@ def make_int8(
             if goal.active() or report is not None:
                 keep = _mixed_precision(src, q, work, plan.sets[src.role], mixed, reports)
             q.quantize(out, keep)
+
+    def build_qat(src: Fp32Source, out: Path, work: Path) -> None:
+        assert qat is not None
+        source = qat_source(bundle, qat, work)
+        q = RoleQuantizer(source.onnx_path, plan.sets[src.role], bundle, opts, src.role, work, log)
+        q.minimum = min(opts.batch, count)
+        q.prepare()
+        calibrated[src.role] = {"images": q.used, "skipped": q.skipped}
+        model = onnx.load(os.fspath(q.pre), load_external_data=False)
+        ranges, keep = qat_ranges(model, q.candidates(), source.amax)
+        q.set_ranges(ranges)
+        layers = layer_names(model, keep)
+        mixed[src.role] = {"goal": "none", "kept_float": [{"group": layers[n], "nodes": [n], "why": "not quantized in QAT"}
+                                                         for n in keep], "nodes": keep}
+        info["qat"] = {"checkpoint": str(source.checkpoint), "from": source.meta.get("from"),
+                       "layout": source.meta.get("layout"), "calibration": source.meta.get("calibration"),
+                       "ranges_from_qat": len(ranges)}
+        q.quantize(out, keep)
 
     def _mixed_precision(src: Fp32Source, q: RoleQuantizer, work: Path, calib_refs: Sequence[ImageRef],
                          mixed: dict[str, Any], reports: dict[str, Any]) -> list[str]:
@@ -514,7 +613,7 @@ def make_int8(
         **({} if opts.per_channel else {"weights": layout(target)["weights"].replace("per-channel", "per-tensor")}),
         **({"reduce_range": True, "weights": "int8 7-bit range (reduce_range)"} if opts.reduce_range else {}),
         **opts.describe(),
-        "calibrator": CALIBRATOR_OPTIONS[opts.method],
+        "calibrator": opts.calibrator(),
         "calibration": plan.description,
         "calibration_per_dataset": plan.per_dataset,
         "calibrated": calibrated,  # per role: images used and skipped (filled while quantizing)

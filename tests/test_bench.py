@@ -675,3 +675,29 @@ def test_goals_details_setting_note_memory_end_to_end_and_int8_ratios():
     at = _result(size=0.45, e2e=0.85)
     got = {g.name.split(" (")[0]: g.status for g in evaluate(at)}
     assert got["model size erudite/zoo"] == "PASS" and got["end-to-end folder throughput at batch 8 / pure inference"] == "PASS"
+
+
+def test_int8_table_puts_int8_next_to_fp32_with_ratio_and_seeds():
+    """The table bench and the demo print: INT8 top-1 per data set next to FP32, the ratio against
+    MLPerf's 0.99, and the seeds of the test subset and of the INT8 calibration."""
+    from benchmarks.report import int8_accuracy_table
+
+    def top1(a: float, b: float) -> dict:
+        return {"per_dataset": {"warm": {"top1": a, "images": 10}, "cool": {"top1": b, "images": 20}},
+                "mean_top1": (a + b) / 2}
+
+    result = {"settings": {"seed": 3, "data_limit": 20},
+              "bundles": {"erudite": {"int8": {"method": "percentile", "target": "tensorrt", "seed": 7,
+                                               "float_nodes": {"main": 2}}}},
+              "accuracy": {"sets": [{"dataset": "warm", "images": 10}, {"dataset": "cool", "images": 20}],
+                           "erudite": {"fp32": top1(0.9, 0.8), "int8": top1(0.9, 0.76)},
+                           "zoo": {"fp32": top1(1.0, 1.0)}}}
+    spec = int8_accuracy_table(result)
+    assert spec is not None and [r[:2] for r in spec.rows] == [["erudite", "warm"], ["erudite", "cool"], ["erudite", "mean"]]
+    warm, cool, mean = spec.rows
+    assert warm[2:] == ["90.00", "90.00", "+0.00", "1.000", "yes"]
+    assert cool[2:] == ["80.00", "76.00", "-4.00", "0.950", "no"]
+    assert mean[5] == f"{0.83 / 0.85:.3f}"
+    assert "seed 3" in spec.note and "seed 7" in spec.note and "percentile" in spec.note and "2 nodes kept float" in spec.note
+    result["accuracy"]["erudite"].pop("int8")
+    assert int8_accuracy_table(result) is None  # no int8 measured: no table

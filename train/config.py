@@ -49,6 +49,8 @@ class TrainConfig:
     sync_bn: bool | None = None  # SyncBatchNorm across processes; None: on for multi-GPU (CUDA only)
     steps_per_epoch: int | None = None  # cap, for smoke runs
     eval_batch_size: int = 64
+    qat: str | None = None  # quantization-aware fine-tuning from this FP32 run (its best checkpoint) or checkpoint
+    qat_calib_batches: int = 16  # training batches that calibrate the int8 input ranges before QAT
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -74,6 +76,7 @@ class TrainConfig:
             (not (self.variant in VARIANTS and VARIANTS[self.variant].pmg) or self.input_size % 8 == 0,
              f"--input-size {self.input_size}: --variant {self.variant} cuts images into 8 x 8 jigsaw patches; use a multiple of 8"),
             (self.epochs >= 1 and self.input_size >= 16, "--epochs must be >= 1 and --input-size >= 16"),
+            (self.qat_calib_batches >= 1, f"--qat-calib-batches must be at least 1, not {self.qat_calib_batches}"),
             (0 <= self.val_fraction < 1, f"--val-fraction {self.val_fraction}: from 0 up to (not including) 1"),
             (self.batch_per_dataset % world_size == 0,
              f"--batch-per-dataset {self.batch_per_dataset} must divide by the {world_size} processes"),
@@ -122,6 +125,35 @@ def resume_values(out: str | os.PathLike[str], given: dict[str, Any]) -> dict[st
     if changed:
         raise UsageError(f"--resume: {', '.join(changed)} differ from the run in {out}; a resumed run keeps them")
     return {**saved, **given}
+
+
+QAT_EPOCHS = 2  # default length of a QAT fine-tuning
+QAT_LR_FACTOR = 0.1  # QAT's learning rates: the FP32 run's times this, unless given
+
+
+def qat_values(source: str | os.PathLike[str], given: dict[str, Any]) -> dict[str, Any]:
+    """`train --qat RUN`: the FP32 run's own options (RUN/run.json; RUN may be a checkpoint folder in
+    it) with the options given now on top; by default QAT_EPOCHS epochs at QAT_LR_FACTOR times the
+    run's learning rates, into RUN-qat."""
+    import json
+
+    src = Path(source)
+    run = next((p for p in (src, src.parent, src.parent.parent) if (p / "run.json").is_file()), None)
+    if run is None:
+        raise UsageError(f"--qat {source}: no run.json in it or above it; give the FP32 run directory (from `erudite-edge train`)")
+    try:
+        saved = dict(json.loads((run / "run.json").read_text())["train_config"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise UsageError(f"--qat: {run / 'run.json'} is not a run's config ({e})") from e
+    if saved.get("qat"):
+        raise UsageError(f"--qat {source} is itself a QAT run; give the FP32 run it started from ({saved['qat']})")
+    changed = [k for k in FIXED_ON_RESUME if k in given and k != "batch_per_dataset" and given[k] != saved.get(k)]
+    if changed:
+        raise UsageError(f"--qat: {', '.join(changed)} differ from the FP32 run in {run}; QAT keeps its model and data")
+    values = {**saved, "epochs": QAT_EPOCHS, "pretrained": False, "out": f"{run}-qat",
+              "lr": saved.get("lr", 0.1) * QAT_LR_FACTOR, "backbone_lr": saved.get("backbone_lr", 0.01) * QAT_LR_FACTOR,
+              "theta_lr": None if saved.get("theta_lr") is None else saved["theta_lr"] * QAT_LR_FACTOR}
+    return {**values, **given, "qat": str(source)}
 
 
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:

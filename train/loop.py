@@ -145,6 +145,9 @@ class Trainer:
             source = resume_checkpoint(self.out, resume_from or "last", warn=self._warn)
         elif has_checkpoint(self.out):
             raise UsageError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
+        if cfg.qat and resume:
+            raise UsageError(f"{self.out} is a QAT run: it cannot be resumed; start it again with --qat {cfg.qat} "
+                             "and a new --out (it is a few epochs)")
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         random.seed(cfg.seed)
@@ -190,6 +193,7 @@ class Trainer:
         self.val_loader = DataLoader(self.val_set, batch_size=cfg.eval_batch_size, sampler=val_shard, collate_fn=collate_skip_bad,
                                      num_workers=cfg.workers, pin_memory=pin, persistent_workers=pin and cfg.workers > 0)
         self.steps_per_epoch = len(self.sampler) if cfg.steps_per_epoch is None else min(len(self.sampler), cfg.steps_per_epoch)
+        self.qat: dict[str, Any] | None = self._prepare_qat(cfg.qat) if cfg.qat else None
 
         # optimisation
         ocfg = OptimConfig(lr=cfg.lr, backbone_lr=cfg.backbone_lr, theta_lr=cfg.theta_lr, momentum=cfg.momentum,
@@ -222,6 +226,29 @@ class Trainer:
         self.start_epoch, self.best = 0, -1.0
         if source is not None:
             self._resume(source)
+
+    def _prepare_qat(self, source: str) -> dict[str, Any]:
+        """QAT: the FP32 checkpoint's weights, fake quantizers in TensorRT's layout (train/qat.py), their
+        input ranges calibrated on the first `qat_calib_batches` training batches, then fixed."""
+        from . import qat
+        from .checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(source, warn=self._warn)
+        if ckpt.model_config.to_dict() | {"pretrained": False} != self.model_config.to_dict() | {"pretrained": False}:
+            raise UsageError(f"--qat {source}: its model ({ckpt.variant}/{ckpt.model_config.backbone}) is not the one these "
+                             "options build; give the FP32 run's own --data and model options (or none: they are read "
+                             "from its run.json)")
+        if ckpt.labels.to_dict() != self.labels.to_dict():
+            raise UsageError(f"--qat {source}: its label table differs from the --data given; use the FP32 run's data sets")
+        self.model.load_state_dict(ckpt.weights(str(self.device)))
+        batches = []
+        for i, batch in enumerate(self.loader):
+            if i >= self.cfg.qat_calib_batches:
+                break
+            batches.append(batch["image"].to(self.device))
+        layers = qat.prepare(self.model, lambda m: [m(x) for x in batches])
+        return {"from": str(ckpt.path), "layout": qat.LAYOUT, "layers": layers,
+                "calibration": f"{sum(len(b) for b in batches)} training images ({len(batches)} batches, seed {self.cfg.seed})"}
 
     # -- state ------------------------------------------------------------------------------------
     def _train_state(self, epoch: int) -> dict[str, Any]:
@@ -294,11 +321,18 @@ class Trainer:
         write_text_atomic(path, "".join(k + "\n" for k in kept))
 
     def _save(self, tag: str, epoch: int, metrics: dict[str, Any], with_state: bool) -> None:
+        model, extra = self.model, {}
+        if self.qat is not None:  # the float weights under their plain names, and the int8 input ranges
+            from . import qat
+
+            model = build_model(ModelConfig.from_dict({**self.model_config.to_dict(), "pretrained": False}))
+            model.load_state_dict(qat.float_state_dict(self.model))
+            extra = {"qat": {**self.qat, "amax": qat.input_ranges(self.model)}}
         save_checkpoint(
-            self.out, tag, self.model, model_config=self.model_config, labels=self.labels, preprocess=self.spec,
+            self.out, tag, model, model_config=self.model_config, labels=self.labels, preprocess=self.spec,
             extra={"epoch": epoch, "metrics": metrics, "train_config": self.cfg.to_dict(),
-                   "data": [{"name": s.name, "format": s.format, "root": str(s.root)} for s in self.splits]},
-            train_state=self._train_state(epoch) if with_state else None,
+                   "data": [{"name": s.name, "format": s.format, "root": str(s.root)} for s in self.splits], **extra},
+            train_state=self._train_state(epoch) if with_state and self.qat is None else None,
         )
 
     # -- loop -------------------------------------------------------------------------------------

@@ -152,6 +152,10 @@ def int8_command(
     quantizer: str = typer.Option("onnxruntime", "--quantizer", help="onnxruntime | modelopt (NVIDIA ModelOpt ONNX PTQ; tensorrt target)."),
     per_channel: bool = typer.Option(True, "--per-channel/--per-tensor", help="Weight scales per output channel or per tensor."),
     reduce_range: bool = typer.Option(False, "--reduce-range", help="7-bit weights (CPUs without VNNI)."),
+    percentile: float = typer.Option(99.999, "--percentile", help="--method percentile: the percentage of |x| the range keeps."),
+    qat: Optional[Path] = typer.Option(
+        None, "--qat", help="A QAT run (`train --qat`): its fine-tuned weights and the int8 input ranges it was trained "
+                            "with, instead of post-training calibration (tensorrt target)."),
 ) -> None:
     """Add INT8 Q/DQ ONNX models (every role) to a bundle, calibrated on real images.
 
@@ -179,13 +183,13 @@ def int8_command(
         raise UsageError(f"--sweep {sweep!r}: expected counts separated by commas, e.g. 64,256,1024") from None
     from export.int8 import Int8Options, make_int8
 
-    Int8Options(method, target, quantizer, per_channel, reduce_range, seed, calib_batch).checked()
+    Int8Options(method, target, quantizer, per_channel, reduce_range, seed, calib_batch, percentile).checked()
     where = report_dir if report_dir is not None else (bundle / "int8_report" if report or counts else None)
     result = make_int8(
         bundle, calib, method, calib_count, data=data or None, images=images,
         eval_count=eval_count, min_agreement=_fraction(min_agreement), min_accuracy_ratio=min_accuracy_ratio,
         log=_log, target=target, quantizer=quantizer, per_channel=per_channel, reduce_range=reduce_range,
-        seed=seed, calib_batch=calib_batch, report=where, max_float=max_float, sweep=counts,
+        seed=seed, calib_batch=calib_batch, report=where, max_float=max_float, sweep=counts, qat=qat, percentile=percentile,
     )
     _log(
         f"int8 target {result['target']}: {result['format']}, activations {result['activations']}, "

@@ -64,6 +64,11 @@ def train_command(
     resume_from: Optional[str] = typer.Option(
         None, "--resume-from", help="best | last | PATH of a checkpoint directory: continue the run in --out from it (implies --resume)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    qat: Optional[Path] = typer.Option(
+        None, "--qat", help="Quantization-aware fine-tuning from this FP32 run (or checkpoint): a few epochs with int8 "
+                            "fake quantization in TensorRT's layout; export with `export int8 --qat RUN`. Its options are "
+                            "the run's own (2 epochs, 0.1x its learning rates, into RUN-qat) unless given."),
+    qat_calib_batches: Optional[int] = typer.Option(None, help="QAT: training batches that calibrate the int8 input ranges (16)."),
 ) -> None:
     """Train an erudite model (or, with --variant single, the two-stage zoo) on several data sets jointly."""
     _require_torch()
@@ -83,7 +88,15 @@ def train_command(
                  val_fraction=val_fraction, workers=workers, seed=seed, device=device,
                  amp=amp, sync_bn=sync_bn, steps_per_epoch=steps_per_epoch, out=str(out) if out else None)
     values.update({k: v for k, v in given.items() if v is not None})
+    if qat_calib_batches is not None:
+        values["qat_calib_batches"] = qat_calib_batches
     resume = resume or resume_from is not None
+    if qat is not None:
+        from train.config import qat_values
+
+        if resume:
+            raise UsageError("--qat starts a new QAT run from an FP32 run; it cannot be combined with --resume")
+        values = qat_values(qat, values)
     if resume:
         from train.config import resume_values
 
