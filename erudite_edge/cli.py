@@ -43,7 +43,10 @@ def _register() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .interrupts import signal_count
+
     _register()
+    signals_before = signal_count()  # a stop signal during *this* command (a process may run several)
     try:
         app(args=argv, standalone_mode=True)
     except EruditeError as e:
@@ -56,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         from .fileio import USER_OS_ERRORS, os_error_line
 
         if e.errno not in USER_OS_ERRORS:
-            if _after_a_stop_signal():
+            if _after_a_stop_signal(signals_before):
                 return 130
             raise
         typer.secho(f"error: {os_error_line(e)}", err=True, fg=typer.colors.RED)
@@ -64,16 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:
         return int(e.code or 0) if not isinstance(e.code, str) else 1
     except Exception:
-        if _after_a_stop_signal():  # a library wrapped our KeyboardInterrupt in its own exception
+        if _after_a_stop_signal(signals_before):  # a library wrapped our KeyboardInterrupt in its own exception
             return 130
         raise
     return 0
 
 
-def _after_a_stop_signal() -> bool:
+def _after_a_stop_signal(since: int) -> bool:
     from .interrupts import signalled
 
-    if signalled():
+    if signalled(since):
         typer.echo("interrupted", err=True)
         return True
     return False

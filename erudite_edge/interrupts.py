@@ -22,9 +22,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 _signalled: list[int] = []
 
 
-def signalled() -> bool:
-    """Whether a stop signal (SIGINT, SIGTERM) was turned into KeyboardInterrupt in this process."""
-    return bool(_signalled)
+def signal_count() -> int:
+    """How many stop signals were turned into KeyboardInterrupt in this process so far."""
+    return len(_signalled)
+
+
+def signalled(since: int = 0) -> bool:
+    """Whether a stop signal (SIGINT, SIGTERM) was turned into KeyboardInterrupt in this process, after
+    `since` = signal_count() taken when the caller's command began (a process may run several)."""
+    return len(_signalled) > since
 
 
 def note_signal(signum: int) -> None:
@@ -77,12 +83,12 @@ def interruptible(what: str) -> Callable[[F], F]:
 
             from .fileio import COMMITTED
 
-            committed_before = len(COMMITTED)
+            committed_before, signals_before = len(COMMITTED), signal_count()
             try:
                 with terminate_as_interrupt():
                     return fn(*args, **kwargs)
             except BaseException as e:
-                if not (isinstance(e, KeyboardInterrupt) or (signalled() and isinstance(e, Exception))):
+                if not (isinstance(e, KeyboardInterrupt) or (signalled(signals_before) and isinstance(e, Exception))):
                     raise
                 written = COMMITTED[committed_before:]
                 if written:  # the signal came after the output was complete and renamed into place

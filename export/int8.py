@@ -418,7 +418,8 @@ def qat_source(bundle: Bundle, path: str | os.PathLike[str], work: Path) -> QatS
         raise UsageError(f"--qat {path}: not a QAT checkpoint (make one with `erudite-edge train --qat FP32_RUN`)")
     if bundle.kind != "erudite" or bundle.roles() != ["main"]:
         raise UsageError(f"--qat: {bundle.root} is a {bundle.kind} bundle; QAT export is for erudite bundles (one model)")
-    if ckpt.labels.to_dict() != bundle.labels.to_dict() or ckpt.preprocess.to_dict() != bundle.preprocess.to_dict():
+    same_transform = ckpt.preprocess.host_float().to_dict() == bundle.preprocess.host_float().to_dict()  # uint8 or float input
+    if ckpt.labels.to_dict() != bundle.labels.to_dict() or not same_transform:
         raise UsageError(f"--qat {path}: its labels or preprocessing differ from the bundle's; fine-tune the bundle's own run")
     module = build_checkpoint_model(ckpt).inference_graph().eval()
     out = work / "qat.fp32.onnx"

@@ -24,6 +24,7 @@ from test_export import (  # noqa: F401  (fixtures: pytest finds them by name in
     one_error_line,
     photos,
     real_batch,
+    real_bytes,
     run_onnx,
     trained,
     views,
@@ -51,7 +52,7 @@ def _optimised_ops(path: Path, tmp_path: Path) -> Counter[str]:
     return Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
 
 
-def test_onnxruntime_target_fuses_into_integer_kernels_and_agrees(trained, tmp_path, capsys, real_batch):
+def test_onnxruntime_target_fuses_into_integer_kernels_and_agrees(trained, tmp_path, capsys, real_bytes):
     out = _copy(trained, tmp_path)
     calib = trained["root"] / "data"
     rc, stdout, err = cli(
@@ -99,8 +100,8 @@ def test_onnxruntime_target_fuses_into_integer_kernels_and_agrees(trained, tmp_p
     assert fused["QLinearConv"] == len(convs) and fused["Conv"] == 0, fused
     assert _optimised_ops(out / "model.onnx", tmp_path)["QLinearConv"] == 0
 
-    fp32 = run_onnx(out / "model.onnx", real_batch)
-    int8 = run_onnx(out / "model.int8.onnx", real_batch)
+    fp32 = run_onnx(out / "model.onnx", real_bytes)  # the fixture's bundle has the default uint8 input
+    int8 = run_onnx(out / "model.int8.onnx", real_bytes)
     assert int8.shape == fp32.shape
     assert _distinct_predictions(fp32) >= 3  # not a degenerate model
     assert (fp32.argmax(1) == int8.argmax(1)).mean() >= 0.8

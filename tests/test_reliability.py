@@ -381,3 +381,22 @@ def test_a_library_that_wraps_the_interrupt_still_ends_in_130(capsys):
     with pytest.raises(typer.Exit) as e:
         command()
     assert e.value.exit_code == 130 and "interrupted; nothing was written" in capsys.readouterr().err
+
+
+def test_a_signal_in_one_command_leaves_the_next_commands_errors_alone(tmp_path, capsys):
+    """The stop-signal record is per command: in a process that runs several (the API, these tests), an
+    interrupted command must not turn a later command's ordinary error into 'interrupted' (exit 130)."""
+    import typer
+
+    from erudite_edge.interrupts import interruptible
+
+    @interruptible("nothing was written")
+    def interrupted():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+
+    with pytest.raises(typer.Exit):
+        interrupted()
+    capsys.readouterr()
+    assert main(["run", "--bundle", str(tmp_path / "missing"), str(tmp_path)]) == 2
+    assert "interrupted" not in capsys.readouterr().err
