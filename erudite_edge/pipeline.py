@@ -37,6 +37,7 @@ from .backends import load_runner
 from .backends.base import Runner
 from .bundle import Bundle
 from .crops import EmptyBoxError
+from .interrupts import STOP_SIGNALS
 from .errors import BadImageError, BundleError
 from .labels import LabelSpace
 from .answers import Answerer
@@ -228,7 +229,6 @@ class Prefetcher:
         self._thread.join(timeout=5.0)
 
 
-STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
 
 
 class StopFlag(threading.Event):
