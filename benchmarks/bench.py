@@ -417,7 +417,9 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
                         for name in models:
                             e2e_row[name] = measure(inst[name, p].classifier, folder, bundles[name].labels,
                                                     bundles[name].preprocess, b, cfg.e2e_rounds, cfg.workers,
-                                                    bar.advance).to_dict()
+                                                    bar.advance,
+                                                    # each side's passes add up to a series' --min-duration-s
+                                                    min_pass_s=cfg.min_duration_s / max(1, cfg.e2e_rounds)).to_dict()
                         result["end_to_end"].append(e2e_row)
 
                 # Accuracy and agreement: the zoo routes by its own coarse model here.

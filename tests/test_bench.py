@@ -63,6 +63,26 @@ def two_precisions(bundles, tmp_path_factory):
     return root
 
 
+def test_end_to_end_tiles_a_small_folder_into_passes_long_enough(bundles):
+    from benchmarks.end_to_end import load_folder, measure, pipeline_run, tiles_for
+    from erudite_edge.bundle import Bundle
+    from erudite_edge.pipeline import load_classifier
+
+    assert tiles_for(100.0, 12, 2.0) == 17 and tiles_for(5.0, 12, 2.0) == 1  # ceil(2 s x 100 img/s / 12)
+    assert tiles_for(0.0, 12, 2.0) == 1 and tiles_for(100.0, 12, 0.0) == 1
+    b = Bundle.load(bundles / "erudite")
+    clf = load_classifier(b, "onnxruntime", "fp32", announce=None)
+    try:
+        imgs = load_folder(str(bundles / "photos"), b.preprocess)
+        n = len(imgs.paths)
+        _, summary = pipeline_run(clf, imgs.folder, b.labels, b.preprocess, 4, n, None, tiles=3)
+        assert summary["frames"] == 3 * n  # one pipeline run over the folder listed three times
+        m = measure(clf, imgs, b.labels, b.preprocess, 4, rounds=1, min_pass_s=0.2)
+        assert m.tiles >= 1 and m.to_dict()["tiles"] == m.tiles and m.images == n
+    finally:
+        clf.close()
+
+
 # ------------------------------------------------------------------------------------------------
 # The command
 # ------------------------------------------------------------------------------------------------
