@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import signal
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -52,6 +52,29 @@ def exit_now(code: int) -> None:
     os._exit(code)
 
 
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+@contextmanager
+def signal_handlers(signals: Iterable[int], handler: Callable[[int, Any], Any]) -> Iterator[bool]:
+    """Within the block `handler` handles `signals`; after it the previous handlers are back (one installed
+    from C, which Python reports as None, comes back as SIG_DFL). Python installs handlers only in the main
+    thread: elsewhere a no-op. Yields whether the handlers were installed."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield False
+        return
+    previous: dict[int, Any] = {}
+    try:
+        for s in signals:
+            previous[s] = signal.signal(s, handler)
+        yield True
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
 @contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
     """Within the block, SIGTERM (and Ctrl-C, as always) raise KeyboardInterrupt, noted for `signalled()`
@@ -61,16 +84,8 @@ def terminate_as_interrupt() -> Iterator[None]:
         note_signal(signum)
         raise KeyboardInterrupt
 
-    try:
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    except ValueError:  # not the main thread
+    with signal_handlers((signal.SIGTERM, signal.SIGINT), handler):
         yield
-        return
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 def interruptible(what: str) -> Callable[[F], F]:
@@ -102,9 +117,6 @@ def interruptible(what: str) -> Callable[[F], F]:
     return wrap
 
 
-STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
-
-
 @contextmanager
 def stop_signals_deferred() -> Iterator[None]:
     """Hold SIGINT/SIGTERM/SIGHUP for the few system calls of a commit (two renames); one that arrives
@@ -112,21 +124,14 @@ def stop_signals_deferred() -> Iterator[None]:
     pthread_sigmask would not do: the kernel hands a process-directed signal to any thread that has it
     unblocked (ONNX Runtime's and torch's threads), and Python then runs the handler in the main thread
     anyway. SIGKILL cannot be held: fileio.remove_stale_temporaries repairs what it interrupts."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     pending: list[int] = []
 
     def hold(signum: int, frame: object) -> None:
         pending.append(signum)
 
-    previous = {s: signal.signal(s, hold) for s in STOP_SIGNALS}
     try:
-        yield
+        with signal_handlers(STOP_SIGNALS, hold):
+            yield
     finally:
-        for s, h in previous.items():
-            signal.signal(s, h if h is not None else signal.SIG_DFL)
         for s in pending:
             signal.raise_signal(s)

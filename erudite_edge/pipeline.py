@@ -37,7 +37,7 @@ from .backends import load_runner
 from .backends.base import Runner
 from .bundle import Bundle
 from .crops import EmptyBoxError
-from .interrupts import STOP_SIGNALS
+from .interrupts import STOP_SIGNALS, signal_handlers
 from .errors import BadImageError, BundleError
 from .labels import LabelSpace
 from .answers import Answerer
@@ -241,9 +241,6 @@ class StopFlag(threading.Event):
 def _signals_set(flag: StopFlag) -> Iterator[None]:
     """While running in the main thread, a first SIGINT/SIGTERM/SIGHUP only sets `flag` (the loop stops
     after the batch in hand, so outputs stay consistent); a second one raises KeyboardInterrupt at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
     def handler(signum: int, frame: Any) -> None:
         if flag.is_set():
@@ -251,12 +248,8 @@ def _signals_set(flag: StopFlag) -> Iterator[None]:
         flag.signum = signum
         flag.set()
 
-    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
-    try:
+    with signal_handlers(STOP_SIGNALS, handler):
         yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
 class _LiveFeeder:
@@ -366,7 +359,6 @@ class Pipeline:
             summary.add_stage("decode", p.item.decode_ms)
             if p.item.ok:
                 summary.add_stage("preprocess", p.preprocess_ms)
-            if p.item.ok:
                 good.append(p)
                 continue
             if isinstance(p.item.error, EmptyBoxError):  # reported, never fatal

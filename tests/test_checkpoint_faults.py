@@ -33,6 +33,7 @@ from train.checkpoint import (
     resume_checkpoint,
     verify_checkpoint_dir,
 )
+from real_processes import child_env
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 4
@@ -43,7 +44,7 @@ TRAIN = ["--variant", "ours", "--backbone", "tiny", "--no-pretrained", "--batch-
 
 def _env() -> dict[str, str]:
     # one thread everywhere: the straight and the resumed runs do the same float operations in the same order
-    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return child_env(one_thread=True)
 
 
 def _cli(*args: str) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from onnx_fixtures import (
     write_image,
     write_video,
 )
+from real_processes import child_env
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET_OF = {c: d for d, cls in DATASETS.items() for c in cls}
@@ -364,10 +364,7 @@ sys.exit(rc)
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("DISPLAY", None)
-    return env
+    return child_env(headless=True)
 
 
 def test_runtime_imports_no_torch(erudite: Bundle, zoo: Bundle, color_folder: Path, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from erudite_edge.bundle import Bundle
 from erudite_edge.cli import main
 from erudite_edge.errors import OutputError, UsageError
 from onnx_fixtures import COLORS, DATASETS, make_erudite_bundle, solid_image, write_image, write_video
+from real_processes import child_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,10 +41,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("DISPLAY", None)
-    return env
+    return child_env(headless=True)
 
 
 def _cli(*args: str) -> list[str]:

@@ -4,7 +4,6 @@ MediaMTX takes a publisher). Bad targets and a missing encoder: one line, exit 2
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -21,7 +20,7 @@ from erudite_edge.cli import main
 from erudite_edge.errors import UsageError
 from erudite_edge.stream_out import choose_writer, ffmpeg_exe, ffmpeg_has_encoder, parse_target
 from onnx_fixtures import make_erudite_bundle
-from test_streams import SERVER, SERVER_PY, _env
+from real_processes import RTSP_SERVER_PY, child_env, free_port, needs_rtsp_server, start_rtsp_server
 
 RED_BGR = (0, 0, 255)
 FFMPEG = ffmpeg_exe()
@@ -32,12 +31,6 @@ needs_ffmpeg = pytest.mark.skipif(FFMPEG is None or not ffmpeg_has_encoder(FFMPE
 @pytest.fixture(scope="module")
 def erudite(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
     return make_erudite_bundle(tmp_path_factory.mktemp("bundle"))
-
-
-def _free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _one_error(capsys) -> str:
@@ -63,7 +56,7 @@ def test_bad_stream_targets_are_one_line(erudite: Bundle, url: str, words: str, 
 
 
 def test_rtsp_push_without_a_server_and_other_schemes(erudite: Bundle, capsys) -> None:
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     url = f"rtsp://pub:s3cret@127.0.0.1:{port}/live"
     assert main(["run", "--bundle", str(erudite.root), "testsrc://30?frames=2", "--save", url]) == 2
     err = _one_error(capsys)
@@ -116,7 +109,7 @@ def _receive_rtp(sdp: Path, frames: list[np.ndarray], want: int) -> None:
 @needs_ffmpeg
 def test_rtp_stream_arrives_and_decodes(erudite: Bundle, tmp_path: Path, monkeypatch, capsys) -> None:
     """A receiver listening on 127.0.0.1 decodes the stream: frames of the source's size and colour."""
-    port = _free_port(socket.SOCK_DGRAM)
+    port = free_port(socket.SOCK_DGRAM)
     monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "protocol_whitelist;file,rtp,udp")
     got: list[np.ndarray] = []
     receiver = threading.Thread(target=_receive_rtp, args=(_sdp(port, tmp_path / "s.sdp"), got, 5), daemon=True)
@@ -136,21 +129,18 @@ def test_rtp_stream_arrives_and_decodes(erudite: Bundle, tmp_path: Path, monkeyp
 
 
 @needs_ffmpeg
-@pytest.mark.skipif(SERVER_PY is None, reason="GStreamer's RTSP server is not installed (see test_streams)")
+@needs_rtsp_server
 def test_rtsp_server_lost_mid_run_is_warned_and_the_push_resumes(erudite: Bundle, tmp_path: Path) -> None:
     """GStreamer's RTSP server takes the push (ANNOUNCE/RECORD, as MediaMTX does), decodes it and reports each
     frame's colour. Killed mid-run: the run warns, keeps writing results, and pushes again once a server is
     back. The password never shows."""
     import sys
 
-    port = _free_port()
+    port = free_port()
     out = tmp_path / "r.jsonl"
 
     def start() -> subprocess.Popen:
-        s = subprocess.Popen([SERVER_PY, str(SERVER), str(port), "--record"], stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, text=True)
-        assert s.stdout is not None and s.stdout.readline().strip() == "ready"
-        return s
+        return start_rtsp_server(port, "--record", stderr=subprocess.DEVNULL)
 
     def frames_from(s: subprocess.Popen, n: int, timeout: float = 60.0) -> None:
         assert s.stdout is not None
@@ -167,7 +157,7 @@ def test_rtsp_server_lost_mid_run_is_warned_and_the_push_resumes(erudite: Bundle
     run = subprocess.Popen([sys.executable, "-m", "erudite_edge.cli", "run", "--bundle", str(erudite.root),
                             "testsrc://20?size=64x48&colors=ff0000", "-o", str(out),
                             "--save", f"rtsp://pub:s3cret@127.0.0.1:{port}/live"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env())
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=child_env())
     stderr: list[str] = []
     reader = threading.Thread(target=lambda: stderr.extend(run.stderr), daemon=True)  # type: ignore[arg-type]
     reader.start()
@@ -218,11 +208,11 @@ def test_a_stalled_rtsp_server_never_holds_back_results(erudite: Bundle, tmp_pat
 # exists only on a Jetson: its string is checked, not run.
 # ------------------------------------------------------------------------------------------------
 def _gst_has(element: str) -> bool:
-    if SERVER_PY is None:
+    if RTSP_SERVER_PY is None:
         return False
     probe = (f"import gi; gi.require_version('Gst', '1.0'); from gi.repository import Gst; Gst.init(None); "
              f"raise SystemExit(Gst.ElementFactory.find('{element}') is None)")
-    return subprocess.run([SERVER_PY, "-c", probe], capture_output=True).returncode == 0
+    return subprocess.run([RTSP_SERVER_PY, "-c", probe], capture_output=True).returncode == 0
 
 
 FEED = Path(__file__).with_name("gst_feed.py")
@@ -234,13 +224,13 @@ def test_gstreamer_rtp_pipeline_streams_decodable_h264(encoder: str, tmp_path: P
 
     if not _gst_has(encoder):
         pytest.skip(f"GStreamer here has no {encoder} (make test installs gstreamer1.0-plugins-ugly/-bad)")
-    port = _free_port(socket.SOCK_DGRAM)
+    port = free_port(socket.SOCK_DGRAM)
     monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "protocol_whitelist;file,rtp,udp")
     got: list[np.ndarray] = []
     receiver = threading.Thread(target=_receive_rtp, args=(_sdp(port, tmp_path / "s.sdp"), got, 5), daemon=True)
     receiver.start()
     time.sleep(0.5)
-    feed = subprocess.run([SERVER_PY, str(FEED), stream_out(encoder, "rtp", "127.0.0.1", port, gop=10), "64", "48",
+    feed = subprocess.run([RTSP_SERVER_PY, str(FEED), stream_out(encoder, "rtp", "127.0.0.1", port, gop=10), "64", "48",
                            "20", "50"], capture_output=True, text=True, timeout=120)
     receiver.join(timeout=60)
     assert feed.returncode == 0, feed.stderr
@@ -253,13 +243,11 @@ def test_gstreamer_rtsp_pipeline_pushes_to_a_real_server(tmp_path: Path) -> None
 
     if not (_gst_has("x264enc") and _gst_has("rtspclientsink")):
         pytest.skip("GStreamer here lacks x264enc or rtspclientsink (gstreamer1.0-plugins-ugly, gstreamer1.0-rtsp)")
-    port = _free_port()
-    server = subprocess.Popen([SERVER_PY, str(SERVER), str(port), "--record"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    port = free_port()
+    server = start_rtsp_server(port, "--record")
     try:
-        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
         url = f"rtsp://127.0.0.1:{port}/live"
-        feed = subprocess.run([SERVER_PY, str(FEED), stream_out("x264enc", "rtsp", "127.0.0.1", port, url, gop=10),
+        feed = subprocess.run([RTSP_SERVER_PY, str(FEED), stream_out("x264enc", "rtsp", "127.0.0.1", port, url, gop=10),
                                "64", "48", "20", "60"], capture_output=True, text=True, timeout=120)
         time.sleep(1.0)
     finally:

@@ -3,8 +3,6 @@ credentials, truncated videos, and a real RTSP server on 127.0.0.1 that is kille
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -15,16 +13,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 
-from erudite_edge.bundle import Bundle
 from erudite_edge.cli import main
 from erudite_edge.live import Backoff, redact
 from erudite_edge.sources import CaptureSource, open_source
 from onnx_fixtures import COLORS, make_erudite_bundle, write_video
+from real_processes import child_env, free_port, needs_rtsp_server, start_rtsp_server
 
-REPO = Path(__file__).resolve().parents[1]
-SERVER = Path(__file__).with_name("rtsp_server.py")
 
 
 def test_backoff_doubles_from_1_to_30_seconds() -> None:
@@ -101,7 +96,7 @@ def test_truncated_video_warns_it_ended_early(tmp_path: Path) -> None:
 
 def test_unreachable_stream_one_line_no_password(tmp_path: Path, capsys) -> None:
     bundle = make_erudite_bundle(tmp_path / "b")
-    port = _free_port()
+    port = free_port()
     rc = main(["run", "--bundle", str(bundle.root), f"rtsp://admin:topsecret@127.0.0.1:{port}/live"])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "topsecret" not in err
@@ -111,55 +106,18 @@ def test_unreachable_stream_one_line_no_password(tmp_path: Path, capsys) -> None
 # ------------------------------------------------------------------------------------------------
 # A real RTSP server (GStreamer's gst-rtsp-server) on 127.0.0.1
 # ------------------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _server_python() -> str | None:
-    """A Python that can import GStreamer's RTSP server (the venv's cannot: PyGObject comes from Debian)."""
-    probe = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
-    for py in (sys.executable, shutil.which("python3"), "/usr/bin/python3"):
-        if py and os.path.exists(py) and subprocess.run([py, "-c", probe], capture_output=True).returncode == 0:
-            return py
-    return None
-
-
-SERVER_PY = _server_python()
-needs_server = pytest.mark.skipif(
-    SERVER_PY is None,
-    reason="GStreamer's RTSP server is not installed (Debian: apt-get install python3-gi gir1.2-gst-rtsp-server-1.0 "
-           "gstreamer1.0-plugins-base gstreamer1.0-plugins-good; `make test` installs them where apt-get works)")
-
-
-def _start_server(port: int, auth: str) -> subprocess.Popen:
-    proc = subprocess.Popen([SERVER_PY, str(SERVER), str(port), "--auth", auth], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line.strip() == "ready", (proc.stderr.read() if proc.stderr else "")
-    return proc
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-@needs_server
+@needs_rtsp_server
 def test_rtsp_stream_survives_a_server_restart(tmp_path: Path) -> None:
     """Classify a real RTSP stream, kill the server, start it again: the run reconnects and goes on
     classifying; the password never shows on stderr."""
     bundle = make_erudite_bundle(tmp_path / "b")
-    port = _free_port()
+    port = free_port()
     uri = f"rtsp://viewer:s3cr3tpw@127.0.0.1:{port}/live"
     out = tmp_path / "s.jsonl"
-    server = _start_server(port, "viewer:s3cr3tpw")
+    server = start_rtsp_server(port, "--auth", "viewer:s3cr3tpw")
     run = subprocess.Popen([sys.executable, "-m", "erudite_edge.cli", "run", "--bundle", str(bundle.root), uri,
                             "-o", str(out), "--reconnect", "forever"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
     stderr: list[str] = []
     reader = threading.Thread(target=lambda: stderr.extend(run.stderr), daemon=True)  # type: ignore[arg-type]
     reader.start()
@@ -180,7 +138,7 @@ def test_rtsp_stream_survives_a_server_restart(tmp_path: Path) -> None:
         server.wait(timeout=10)
         wait_for(lambda: any("reconnecting" in s for s in stderr), "the loss was not noticed")
         before = lines()
-        server = _start_server(port, "viewer:s3cr3tpw")
+        server = start_rtsp_server(port, "--auth", "viewer:s3cr3tpw")
         wait_for(lambda: lines() >= before + 5, "no results after the server came back", timeout=90)
         wait_for(lambda: any("frames again after" in s for s in stderr), "the loss was not logged")
         run.send_signal(signal.SIGTERM)
@@ -200,11 +158,11 @@ def test_rtsp_stream_survives_a_server_restart(tmp_path: Path) -> None:
     assert len(records) >= before + 5 and all(r["label"] == "red" for r in records)
 
 
-@needs_server
+@needs_rtsp_server
 def test_rtsp_401_is_one_line(tmp_path: Path, capsys) -> None:
     bundle = make_erudite_bundle(tmp_path / "b")
-    port = _free_port()
-    server = _start_server(port, "viewer:rightpw")
+    port = free_port()
+    server = start_rtsp_server(port, "--auth", "viewer:rightpw")
     try:
         rc = main(["run", "--bundle", str(bundle.root), f"rtsp://viewer:wrongpw@127.0.0.1:{port}/live"])
         err = capsys.readouterr().err
@@ -231,7 +189,7 @@ def test_sigterm_while_opening_a_silent_stream(tmp_path: Path) -> None:
     try:
         run = subprocess.Popen([sys.executable, "-m", "erudite_edge.cli", "run", "--bundle", str(bundle.root),
                                 f"rtsp://u:pw@127.0.0.1:{port}/x", "-o", str(out)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
         conn, _ = silent.accept()  # the run is opening the stream
         run.send_signal(signal.SIGTERM)
         _, err = run.communicate(timeout=60)

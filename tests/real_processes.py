@@ -1,0 +1,62 @@
+"""What the tests that start real processes share: the environment a child `erudite-edge` needs, free
+ports on 127.0.0.1, and GStreamer's RTSP server (tests/rtsp_server.py, run by a Python that has PyGObject)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RTSP_SERVER = Path(__file__).with_name("rtsp_server.py")
+
+
+def child_env(*, headless: bool = False, one_thread: bool = False) -> dict[str, str]:
+    """os.environ with the repository first on PYTHONPATH; `headless` drops DISPLAY (no window may open);
+    `one_thread` pins OpenMP/MKL to one thread (float results that repeat run to run)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    if headless:
+        env.pop("DISPLAY", None)
+    if one_thread:
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return env
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _server_python() -> str | None:
+    """A Python that can import GStreamer's RTSP server (the venv's cannot: PyGObject comes from Debian)."""
+    probe = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
+    for py in (sys.executable, shutil.which("python3"), "/usr/bin/python3"):
+        if py and os.path.exists(py) and subprocess.run([py, "-c", probe], capture_output=True).returncode == 0:
+            return py
+    return None
+
+
+RTSP_SERVER_PY = _server_python()
+needs_rtsp_server = pytest.mark.skipif(
+    RTSP_SERVER_PY is None,
+    reason="GStreamer's RTSP server is not installed (Debian: apt-get install python3-gi gir1.2-gst-rtsp-server-1.0 "
+           "gstreamer1.0-plugins-base gstreamer1.0-plugins-good; `make test` installs them where apt-get works)")
+
+
+def start_rtsp_server(port: int, *args: str, stderr: int | None = subprocess.PIPE) -> subprocess.Popen:
+    """tests/rtsp_server.py on 127.0.0.1:port (args: --auth U:P, --record, ...), returned once it listens."""
+    assert RTSP_SERVER_PY is not None
+    proc = subprocess.Popen([RTSP_SERVER_PY, str(RTSP_SERVER), str(port), *args], stdout=subprocess.PIPE,
+                            stderr=stderr, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.strip() == "ready", (proc.stderr.read() if proc.stderr else "")
+    return proc
