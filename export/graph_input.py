@@ -30,6 +30,8 @@ to one graph is simpler with onnx.helper directly.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -62,13 +64,9 @@ def prepend_uint8_input(model: onnx.ModelProto, spec: PreprocessSpec) -> onnx.Mo
     if len(dims) != 4 or (dims[1].HasField("dim_value") and dims[1].dim_value != 3):
         raise ValueError(f"input {name!r} is not [N, 3, H, W]")
     float_name = f"{PREFIX}normalized"
-    for node in graph.node:  # the model now reads the transposed, normalised tensor
-        for i, x in enumerate(node.input):
-            if x == name:
-                node.input[i] = float_name
-    for out in graph.output:
-        if out.name == name:
-            raise ValueError(f"input {name!r} is also a graph output")
+    if any(out.name == name for out in graph.output):
+        raise ValueError(f"input {name!r} is also a graph output")
+    _rename_uses(graph, name, float_name)  # the model now reads the transposed, normalised tensor
 
     std = np.asarray(spec.std, dtype=np.float64)
     mul = (spec.scale / std).astype(np.float32).reshape(1, 3, 1, 1)
@@ -81,18 +79,9 @@ def prepend_uint8_input(model: onnx.ModelProto, spec: PreprocessSpec) -> onnx.Mo
         helper.make_node("Mul", [f"{PREFIX}nchw", f"{PREFIX}scale_value"], [f"{PREFIX}scaled"], name=f"{PREFIX}scale"),
         helper.make_node("Add", [f"{PREFIX}scaled", f"{PREFIX}shift_value"], [float_name], name=f"{PREFIX}shift"),
     ]
-    old = list(graph.node)
-    del graph.node[:]
-    graph.node.extend(nodes + old)
-
+    _replace(graph.node, nodes + list(graph.node))
     batch, _, h, w = dims
-    new_input = helper.make_tensor_value_info(name, TensorProto.UINT8, [None, None, None, 3])
-    nd = new_input.type.tensor_type.shape.dim
-    nd[0].CopyFrom(batch)
-    nd[1].CopyFrom(h)
-    nd[2].CopyFrom(w)
-    graph.input.remove(inp)
-    graph.input.insert(0, new_input)
+    _retype_input(graph, TensorProto.UINT8, [batch, h, w, 3])
     return model
 
 
@@ -104,29 +93,38 @@ def strip_uint8_input(model: onnx.ModelProto) -> onnx.ModelProto:
     if not preprocess_nodes(model):
         return model
     inp = graph.input[0]
-    name, float_name = inp.name, f"{PREFIX}normalized"
-    keep = [n for n in graph.node if not n.name.startswith(PREFIX)]
-    for node in keep:
-        for i, x in enumerate(node.input):
-            if x == float_name:
-                node.input[i] = name
-    del graph.node[:]
-    graph.node.extend(keep)
-    inits = [t for t in graph.initializer if not t.name.startswith(PREFIX)]
-    del graph.initializer[:]
-    graph.initializer.extend(inits)
-    infos = [v for v in graph.value_info if not v.name.startswith(PREFIX)]
-    del graph.value_info[:]
-    graph.value_info.extend(infos)
+    _rename_uses(graph, f"{PREFIX}normalized", inp.name)
+    for field in (graph.node, graph.initializer, graph.value_info):
+        _replace(field, [x for x in field if not x.name.startswith(PREFIX)])
     batch, h, w, _ = list(inp.type.tensor_type.shape.dim)
-    new_input = helper.make_tensor_value_info(name, TensorProto.FLOAT, [None, 3, None, None])
-    nd = new_input.type.tensor_type.shape.dim
-    nd[0].CopyFrom(batch)
-    nd[2].CopyFrom(h)
-    nd[3].CopyFrom(w)
-    graph.input.remove(inp)
-    graph.input.insert(0, new_input)
+    _retype_input(graph, TensorProto.FLOAT, [batch, 3, h, w])
     return model
 
+
+def _rename_uses(graph: onnx.GraphProto, old: str, new: str) -> None:
+    """Every node that reads tensor `old` reads `new` instead."""
+    for node in graph.node:
+        for i, x in enumerate(node.input):
+            if x == old:
+                node.input[i] = new
+
+
+def _replace(field: Any, items: list[Any]) -> None:
+    """Set a repeated protobuf field to `items` (in place)."""
+    items = list(items)
+    del field[:]
+    field.extend(items)
+
+
+def _retype_input(graph: onnx.GraphProto, elem_type: int, dims: list[Any]) -> None:
+    """Give the first graph input (same name) a new element type and shape; each dim an int, None or an
+    existing TensorShapeProto.Dimension (kept as it is: a symbolic batch stays symbolic)."""
+    old = graph.input[0]
+    new = helper.make_tensor_value_info(old.name, elem_type, [d if isinstance(d, int) else None for d in dims])
+    for slot, d in zip(new.type.tensor_type.shape.dim, dims):
+        if isinstance(d, onnx.TensorShapeProto.Dimension):
+            slot.CopyFrom(d)
+    graph.input.remove(old)
+    graph.input.insert(0, new)
 
 __all__ = ["PREFIX", "prepend_uint8_input", "preprocess_nodes", "strip_uint8_input"]
