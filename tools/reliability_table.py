@@ -129,6 +129,18 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(dst, ignore_errors=True)
         return Path(shutil.copytree(src, dst))
 
+    def train_past_epoch_1(r: Path, epochs: int) -> subprocess.Popen[str]:
+        """A fresh `train --out r` of `epochs` epochs, returned running once it has reported epoch 1."""
+        shutil.rmtree(r, ignore_errors=True)
+        args = ["train", "--out", str(r), "--variant", "ours", *TRAIN, *datas]
+        args[args.index("--epochs") + 1] = str(epochs)
+        proc = subprocess.Popen([sys.executable, "-m", "erudite_edge", *args], env=ENV, stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if line.startswith("epoch 1/"):
+                break
+        return proc
+
     # -- training ---------------------------------------------------------------------------------
     @case("train", "YAML field of the wrong type (epochs: ten)", "exit 2, key named")
     def _(o: Outcome) -> None:
@@ -147,14 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     @case("train", "SIGKILL after epoch 1, then --resume", "exit 0, run completes from the last complete checkpoint")
     def _(o: Outcome) -> None:
         r = work / "cases" / "killed"
-        shutil.rmtree(r, ignore_errors=True)
-        args = ["train", "--out", str(r), "--variant", "ours", *TRAIN, *datas]
-        args[args.index("--epochs") + 1] = "3"
-        proc = subprocess.Popen([sys.executable, "-m", "erudite_edge", *args], env=ENV, stderr=subprocess.PIPE, text=True)
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if line.startswith("epoch 1/"):
-                break
+        proc = train_past_epoch_1(r, epochs=3)
         proc.kill()
         proc.wait()
         p = cli("train", "--out", str(r), "--resume", "--workers", "0", "--no-progress")
@@ -163,14 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     @case("train", "SIGTERM during training", "exit 130, no temporary folders")
     def _(o: Outcome) -> None:
         r = work / "cases" / "termed"
-        shutil.rmtree(r, ignore_errors=True)
-        args = ["train", "--out", str(r), "--variant", "ours", *TRAIN, *datas]
-        args[args.index("--epochs") + 1] = "50"
-        proc = subprocess.Popen([sys.executable, "-m", "erudite_edge", *args], env=ENV, stderr=subprocess.PIPE, text=True)
+        proc = train_past_epoch_1(r, epochs=50)
         assert proc.stderr is not None
-        for line in proc.stderr:
-            if line.startswith("epoch 1/"):
-                break
         proc.send_signal(signal.SIGTERM)
         err = proc.stderr.read()
         judge(o, (proc.wait(), err), 130, check=not leftovers(r) and (r / "last" / "manifest.json").is_file())
