@@ -75,6 +75,10 @@ class SingleModel:
         """The last call's device stages (h2d, compute, d2h) where the backend measures them."""
         return self.runner.last_stage_ms
 
+    def host_allocator(self) -> Callable[[int], np.ndarray] | None:
+        """Where to put input batches (the runner's page-locked memory on TensorRT; None on a CPU backend)."""
+        return self.runner.host_allocator()
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
         t0 = time.perf_counter()
         if self.attention:
@@ -330,7 +334,9 @@ class Pipeline:
         self.attention = attention
         self.depth = max(2 * self.batch, 2 * self.workers)
         # the one input buffer of this pipeline: workers resize into its slots, batches are views of it
-        self.ring = InputRing(spec, self.batch, self.depth)
+        # the runner's page-locked memory where it has one (TensorRT): batches go to the device from their slots
+        allocator = getattr(classifier, "host_allocator", None)
+        self.ring = InputRing(spec, self.batch, self.depth, allocate=allocator() if callable(allocator) else None)
 
     def _warn(self, msg: str) -> None:
         from .outputs import printable

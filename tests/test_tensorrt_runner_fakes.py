@@ -132,3 +132,43 @@ def test_uint8_engine_input_takes_bytes_and_refuses_floats(tmp_path, monkeypatch
         assert set(runner.last_stage_ms) == {"h2d", "compute", "d2h"}
         with pytest.raises(ValueError, match="uint8"):
             runner.infer(batch(2))
+
+
+def test_a_batch_in_our_pinned_memory_goes_to_the_device_without_staging(tmp_path, monkeypatch):
+    """A pipeline's input ring allocated by host_allocator: its batches are copied to the device from their
+    slots; any other batch (numpy memory, a non-contiguous view, padding below the profile) is staged."""
+    from erudite_edge.batch_buffer import InputRing
+
+    spec, device, trt, engine = make(tmp_path, monkeypatch, input_dtype="UINT8", profile=(2, 4, 8))
+    with TensorRTRunner(engine, device=device) as runner:
+        pinned_before = device.pinned_live
+        allocate = runner.host_allocator()
+        ring_mem = allocate(8 * 3 * 8 * 8).reshape(8, 3, 8, 8)
+        assert device.pinned_live == pinned_before + 1
+        ring_mem[:] = np.random.default_rng(5).integers(0, 256, size=ring_mem.shape, dtype=np.uint8)
+        runner._h_in[:] = 0xAB  # the staging buffer: must stay untouched by a direct batch
+        y = runner.infer(ring_mem[2:6])
+        assert not runner.last_staged and (runner._h_in == 0xAB).all()
+        np.testing.assert_allclose(y, spec.reference(ring_mem[2:6]), rtol=1e-5, atol=1e-5)
+        y = runner.infer(ring_mem[::2])  # strided: not one contiguous range, staged
+        assert runner.last_staged
+        np.testing.assert_allclose(y, spec.reference(ring_mem[::2]), rtol=1e-5, atol=1e-5)
+        assert runner.infer(ring_mem[:1]).shape == (1, 5) and runner.last_staged  # padded to the minimum of 2
+        numpy_batch = ring_mem[:4].copy()
+        np.testing.assert_allclose(runner.infer(numpy_batch), spec.reference(numpy_batch), rtol=1e-5, atol=1e-5)
+        assert runner.last_staged
+
+        # an InputRing on that allocator puts its slots and its gather buffer in page-locked memory
+        class _Spec:
+            np_dtype = np.uint8
+
+            def batch_shape(self, n):
+                return (n, 3, 8, 8)
+
+        ring = InputRing(_Spec(), batch=4, depth=4, allocate=allocate)  # type: ignore[arg-type]
+        assert ring.pinned and device.pinned_live == pinned_before + 3
+        ring.slot(0)[:] = 7
+        ring.slot(1)[:] = 9
+        runner.infer(ring.batch_of([0, 1]))
+        assert not runner.last_staged
+    assert device.pinned_live == 0  # the runner's close freed what it handed out too

@@ -162,6 +162,19 @@ def test_pipeline_on_uint8_bundle_uses_views_of_one_buffer(bundles: dict[str, Bu
     assert list(stages) == ["decode", "preprocess", "inference", "postprocess", "output"]  # no h2d/d2h on the CPU
     assert stages["decode"]["n"] == 12 and stages["inference"]["n"] == 3
     assert all(0 <= v["p50"] <= v["p99"] for v in stages.values())
+    assert not pipe.ring.pinned  # ONNX Runtime CPU: numpy memory, read in place
+    # a runner with a host allocator (TensorRT's page-locked memory) gets the ring allocated there
+    handed: list[np.ndarray] = []
+
+    def allocate(nbytes: int) -> np.ndarray:
+        handed.append(np.zeros(nbytes, dtype=np.uint8))
+        return handed[-1]
+
+    clf.host_allocator = lambda: allocate  # type: ignore[method-assign]
+    seen.clear()
+    pipe = Pipeline(clf, b.labels, b.preprocess, batch=4, workers=2, progress=False)
+    assert pipe.run(open_source(str(photos))).frames == 12 and pipe.ring.pinned
+    assert all(any(np.shares_memory(x, h) for h in handed) for x in seen)
     clf.close()
 
 

@@ -4,7 +4,7 @@ a loader makes the session or engine once; a runner feeds it batches)."""
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -36,6 +36,12 @@ class Runner(abc.ABC):
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "precision": self.precision}
+
+    def host_allocator(self) -> Callable[[int], np.ndarray] | None:
+        """Where a caller should put the batches it feeds this runner: a function that returns a host buffer of
+        n bytes (uint8) from which the runner copies to its device without staging (page-locked memory of a
+        CUDA backend, valid until the runner closes); None where plain numpy memory is as good (a CPU backend)."""
+        return None
 
     def close(self) -> None:
         """Release sessions, engines and device buffers."""
