@@ -68,14 +68,18 @@ def judge(o: Outcome, p: subprocess.CompletedProcess[str] | tuple[int, str], wan
         o.notes.append("check of the files afterwards failed")
 
 
+class Skipped(Exception):
+    """A case that cannot run on this machine (its reason is recorded, the case is marked skipped)."""
+
+
 @contextlib.contextmanager
-def tmpfs(where: Path, size: str, read_only: bool = False) -> Iterator[Path | None]:
+def tmpfs(where: Path, size: str, read_only: bool = False) -> Iterator[Path]:
+    """A small tmpfs mounted at `where` for the block; Skipped where mounting is not allowed (not root)."""
     where.mkdir(parents=True, exist_ok=True)
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}" + (",ro" if read_only else ""), "tmpfs", str(where)],
                        capture_output=True)
     if r.returncode != 0:
-        yield None
-        return
+        raise Skipped("cannot mount tmpfs (not root)")
     try:
         yield where
     finally:
@@ -117,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             o = Outcome(area, name, expected)
             try:
                 fn(o)
+            except Skipped as e:
+                o.skipped = str(e)
             except Exception as e:  # the harness itself failed: recorded, never hidden
                 o.ok, o.notes = False, o.notes + [f"harness: {type(e).__name__}: {e}"]
             results.append(o)
@@ -196,18 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     @case("train", "--out on a full disk (64 KiB tmpfs)", "exit 2, path named, no temporary folders")
     def _(o: Outcome) -> None:
         with tmpfs(work / "cases" / "full-train", "64k") as fs:
-            if fs is None:
-                o.skipped = "cannot mount tmpfs (not root)"
-                return
             p = cli("train", "--out", str(fs / "r"), "--variant", "ours", *TRAIN, *datas)
             judge(o, p, 2, check=not (fs / "r").exists() or not leftovers(fs / "r"), want_text="no space left")
 
     @case("train", "--out on a read-only file system", "exit 2, path named")
     def _(o: Outcome) -> None:
         with tmpfs(work / "cases" / "ro-train", "1m", read_only=True) as fs:
-            if fs is None:
-                o.skipped = "cannot mount tmpfs (not root)"
-                return
             judge(o, cli("train", "--out", str(fs / "r"), "--variant", "ours", *TRAIN, *datas), 2, want_text="read-only")
 
     @case("eval", "best checkpoint damaged", "exit 0 on last, with a warning")
@@ -262,9 +262,6 @@ def main(argv: list[str] | None = None) -> int:
     @case("export", "--out on a full disk (24 KiB tmpfs)", "exit 2, nothing left")
     def _(o: Outcome) -> None:
         with tmpfs(work / "cases" / "full-export", "24k") as fs:
-            if fs is None:
-                o.skipped = "cannot mount tmpfs (not root)"
-                return
             p = cli("export", "onnx", "--checkpoint", str(run), "--out", str(fs / "b"), "--images", str(images),
                     "--parity-count", "4")
             judge(o, p, 2, check=list(fs.iterdir()) == [], want_text="no space left")
@@ -272,9 +269,6 @@ def main(argv: list[str] | None = None) -> int:
     @case("export", "--out on a read-only file system", "exit 2")
     def _(o: Outcome) -> None:
         with tmpfs(work / "cases" / "ro-export", "1m", read_only=True) as fs:
-            if fs is None:
-                o.skipped = "cannot mount tmpfs (not root)"
-                return
             judge(o, cli("export", "onnx", "--checkpoint", str(run), "--out", str(fs / "b")), 2, want_text="read-only")
 
     @case("export", "int8 --calib empty folder", "exit 2")
