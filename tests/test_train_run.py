@@ -77,8 +77,10 @@ def test_bad_data_path_is_one_line(tmp_path, capsys):
 
 
 def _cfg(data, out, epochs=2):
+    # 3 steps an epoch: resume is at an epoch boundary, so a short epoch tests it as well as a full one
     return TrainConfig(data=data, out=str(out), variant="ours", backbone="tiny", pretrained=False, epochs=epochs,
-                       batch_per_dataset=4, input_size=32, embed_dim=16, hidden=16, workers=0, lr=0.05, backbone_lr=0.05)
+                       batch_per_dataset=4, input_size=32, embed_dim=16, hidden=16, workers=0, lr=0.05, backbone_lr=0.05,
+                       steps_per_epoch=3)
 
 
 def test_resume_gives_identical_weights(tmp_path, data):
