@@ -95,3 +95,89 @@ def test_goals_details_setting_note_memory_end_to_end_and_int8_ratios():
     got = {g.name.split(" (")[0]: g.status for g in evaluate(at)}
     assert got["model size erudite/zoo"] == "PASS" and got["end-to-end folder throughput at batch 8 / pure inference"] == "PASS"
 
+
+
+REPORT = [
+    "PASS: latency erudite/zoo at batch 1 (N=2, fp32): 0.500 [0.490, 0.510] <= 0.52 (p50 latencies, 95 % interval)",
+    "PASS: throughput erudite/zoo at batch 8, mixed batch (N=2, fp32): 2.000 [1.990, 2.010] >= 1.9 "
+    "(zoo batch split evenly across the data sets, 95 % interval)",
+    "PASS: model size erudite/zoo (N=2, fp32): 0.400 <= 0.45 (100.0 MB vs 250.0 MB)",
+    "PASS: end-to-end folder throughput at batch 8 / pure inference (erudite, fp32): 0.900 >= 0.85 (90.0 vs 100.0 images/s)",
+    "PASS: INT8 faster than FP32 (erudite: int8/fp32 p50 latency, slowest batch): 0.750 < 1 (batch 1: 0.60, batch 8: 0.75)",
+    "INFO: INT8 vs FP32 top-1 agreement (erudite): 0.900 (reported) (on 10 --source images)",
+    "FAIL: INT8 faster than FP32 (zoo: int8/fp32 p50 latency, slowest batch): 1.200 < 1 (batch 1: 1.20, batch 8: 0.88)",
+    "INFO: INT8 vs FP32 top-1 agreement (zoo): 0.800 (reported) (on 10 --source images)",
+]
+
+
+def test_goal_lines_of_a_bench_json_in_any_row_order():
+    """The goals as `erudite-edge bench` prints them, from a result read back from bench.json (strings decoded
+    from JSON, not literals), with the latency rows in either order."""
+    import json
+
+    r = _result()
+    assert [g.line() for g in evaluate(r)] == REPORT
+    back = json.loads(json.dumps(r))
+    assert [g.line() for g in evaluate(back)] == REPORT
+    back["latency"].reverse()  # int8 before fp32, batch 8 before batch 1
+    assert [g.line() for g in evaluate(back)] == REPORT
+
+
+def test_goal_lines_when_measurements_are_missing():
+    r = _result()
+    del r["latency"][0]["ratio_ci95"]  # one round: a value without an interval
+    r["size_mb"]["fp32"] = {"ratio": 0.4}  # sizes not recorded, only the ratio
+    r["agreement"] = {"erudite": {"int8_vs_fp32": 0.9}}  # no image count, no source
+    r["latency"] = [x for x in r["latency"] if (x["precision"], x["batch"]) != ("int8", 8)]  # int8 at batch 1 only
+    lines = [g.line() for g in evaluate(r)]
+    assert lines[0] == ("INCONCLUSIVE: latency erudite/zoo at batch 1 (N=2, fp32): 0.500 <= 0.52 "
+                        "(p50 latencies, 95 % interval; no interval (needs 2 or more rounds))")
+    assert lines[2] == "PASS: model size erudite/zoo (N=2, fp32): 0.400 <= 0.45 (0.0 MB vs 0.0 MB)"
+    assert lines[4] == "PASS: INT8 faster than FP32 (erudite: int8/fp32 p50 latency, slowest batch): 0.600 < 1 (batch 1: 0.60)"
+    assert lines[5] == "INFO: INT8 vs FP32 top-1 agreement (erudite): 0.900 (reported) (on 0 images)"
+    assert lines[7] == "N/A: INT8 vs FP32 top-1 agreement (zoo): - (reported) (give --source FOLDER or --data SPEC)"
+    # N=3: no size goal was set; sizes missing: N/A; no batch at both precisions; a ratio of exactly 1 is not faster
+    r = _result(n=3)
+    r["latency"][2]["erudite"]["p50_ms"] = 5.0
+    r["latency"] = [x for x in r["latency"] if (x["precision"], x["batch"]) != ("int8", 8)]
+    r["settings"]["batches"] = [1, 8]
+    lines = [g.line() for g in evaluate(r)]
+    assert lines[2] == "INFO: model size erudite/zoo (N=3, fp32): 0.400 (goal set for N=2 and N=4)"
+    assert lines[4] == "FAIL: INT8 faster than FP32 (erudite: int8/fp32 p50 latency, slowest batch): 1.000 < 1 (batch 1: 1.00)"
+    r = _result()
+    r["size_mb"] = {}
+    r["latency"] = [x for x in r["latency"] if (x["precision"], x["batch"]) in (("fp32", 8), ("int8", 1))]
+    lines = [g.line() for g in evaluate(r)]
+    assert lines[2] == "N/A: model size erudite/zoo (N=2, fp32): - <= 0.45 (model files missing)"
+    assert lines[4] == ("N/A: INT8 faster than FP32 (erudite: int8/fp32 p50 latency, slowest batch): - < 1 "
+                        "(no batch measured at both precisions)")
+    assert lines[0] == "N/A: latency erudite/zoo at batch 1 (N=2, fp32): - <= 0.52 (not measured: add 1 to --batch)"
+
+
+def test_goals_without_int8_or_fp32_name_the_missing_precision_for_each_model():
+    r = _result()
+    r["settings"]["precisions"] = ["fp32"]
+    int8 = [g.line() for g in evaluate(r) if g.name.startswith("INT8")]
+    assert int8 == ["N/A: INT8 faster than FP32 (erudite): - < 1 (int8/fp32 p50 latency) (not measured: --precision fp32,int8)",
+                    "N/A: INT8 faster than FP32 (zoo): - < 1 (int8/fp32 p50 latency) (not measured: --precision fp32,int8)"]
+    # without fp32 the first precision measured is the main one
+    r["settings"]["precisions"] = ["fp16", "int8"]
+    assert evaluate(r)[0].name == "latency erudite/zoo at batch 1 (N=2, fp16)"
+    r["settings"]["precisions"] = []
+    assert evaluate(r)[0].name == "latency erudite/zoo at batch 1 (N=2, fp32)"
+
+
+def test_setting_note_names_what_differs_from_the_goals_setting():
+    from benchmarks.goals import setting_note
+
+    paper = {"bundles": {"erudite": {"backbone": "resnet50", "input_size": [224, 224]}}}
+    assert setting_note(paper) == ""  # no latency rows, no providers: nothing says otherwise
+    ort = {**paper, "latency": [{"backend": {"erudite": "onnxruntime"}}]}
+    assert setting_note(ort) == ""
+    trt = {**paper, "latency": [{"backend": {"erudite": "tensorrt"}}]}
+    assert setting_note(trt) == "goals set for ResNet-50 at 224 px on ONNX Runtime CPU; this run: resnet50 at 224 px on tensorrt"
+    both = {**paper, "latency": [{"backend": {"erudite": "tensorrt"}}, {"backend": {"erudite": "onnxruntime"}}, {}]}
+    assert setting_note(both).endswith("on onnxruntime/tensorrt")
+    tiny = {"bundles": {"erudite": {"backbone": "tiny", "input_size": [224, 224]}}}
+    assert setting_note(tiny).endswith("this run: tiny at 224 px on ?")
+    assert setting_note({}) == "goals set for ResNet-50 at 224 px on ONNX Runtime CPU; this run: ? at 0 px on ?"
