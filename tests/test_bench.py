@@ -384,6 +384,30 @@ def test_summary_statistics_match_numpy():
     assert s.mean_ms == pytest.approx(np.mean(lat))
 
 
+def test_erudite_zoo_ratios_are_erudite_over_zoo_with_paired_intervals():
+    """The bench's ratio row on fixed rounds: erudite over zoo (never inverted) for p50/p90 latency and
+    throughput, each with the paired bootstrap interval of benchmarks.stats over the same rounds, rounded to 5 places."""
+    from benchmarks.bench import erudite_zoo_ratios
+    from benchmarks.latency import Samples
+    from benchmarks.stats import latency_ratio_ci, throughput_ratio_ci
+
+    e_rounds, z_rounds = [[5.0, 6.0, 5.5], [4.5, 5.0], [6.0, 6.5, 5.0]], [[10.0, 11.0], [9.0, 10.5, 12.0], [11.5, 10.0]]
+    e = Samples(round_ips=[200.0, 190.0, 210.0], round_latency_ms=e_rounds)
+    z = Samples(round_ips=[100.0, 90.0, 105.0], round_latency_ms=z_rounds)
+    row = {"erudite": {"p50_ms": 5.0, "p90_ms": 6.0, "throughput_ips": 200.0},
+           "zoo": {"p50_ms": 10.0, "p90_ms": 12.0, "throughput_ips": 100.0}}
+    ratio, ci = erudite_zoo_ratios(e, z, row, seed=3)
+    assert ratio == {"latency_p50": 0.5, "latency_p90": 0.5, "throughput": 2.0}
+    want = {"latency_p50": latency_ratio_ci(e_rounds, z_rounds, 50, seed=3),
+            "latency_p90": latency_ratio_ci(e_rounds, z_rounds, 90, seed=3),
+            "throughput": throughput_ratio_ci(e.round_ips, z.round_ips, seed=3)}
+    assert ci == {k: [round(v[0], 5), round(v[1], 5)] for k, v in want.items()}
+    assert 1.5 < ci["throughput"][0] <= 2.0 <= ci["throughput"][1] < 2.5 and ci["latency_p50"][1] < 1.0
+    # rounds that do not pair (a contender lost a round): unpaired intervals, no error
+    _, ci = erudite_zoo_ratios(e, Samples(round_ips=[100.0, 90.0], round_latency_ms=z_rounds[:2]), row)
+    assert ci["throughput"] == [round(v, 5) for v in throughput_ratio_ci(e.round_ips, [100.0, 90.0], paired=False)]
+
+
 def test_memory_in_fresh_processes_sees_the_weights(bundles, tmp_path):
     """Peak RSS of fresh processes: a bundle whose model carries 64 MB more weights peaks at least
     64 MB higher; the ratio has a paired interval over repetitions. Measured from a parent that holds
