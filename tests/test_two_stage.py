@@ -300,7 +300,7 @@ def test_meta_features_fresh_runs_the_stepped_backbone_reuse_takes_stage_ones():
     net = make("ours")
     main, theta = build_optimizers(net, OptimConfig(lr=0.05, backbone_lr=0.05))
     stale = torch.randn(len(ids), net.backbone.out_channels, 2, 2, requires_grad=True)
-    reuse = TwoStageStep(net, main, theta, alpha=0.1, meta_features="reuse").meta_features_for(x, stale)
+    reuse = TwoStageStep(net, main, theta, alpha=0.1, meta_features="".join(["re", "use"])).meta_features_for(x, stale)  # as read from a config
     assert torch.equal(reuse, stale) and not reuse.requires_grad
     bn = {k: v.clone() for k, v in net.state_dict().items() if "running" in k or "num_batches" in k}
     fresh = TwoStageStep(net, main, theta, alpha=0.1).meta_features_for(x, stale)
