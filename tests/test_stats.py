@@ -68,15 +68,16 @@ def test_verdict_pass_fail_inconclusive():
 def test_verdict_at_the_bounds():
     from benchmarks.stats import verdict
 
+    lo_goal, hi_goal = float("0.52"), float("1.9")  # limits as parsed, not the literals of the intervals
     # <=: PASS needs the whole interval at or below, FAIL the whole interval above; touching is not missing
-    assert verdict((0.40, 0.52), "<=", 0.52) == "PASS"
-    assert verdict((0.52, 0.60), "<=", 0.52) == "INCONCLUSIVE"
-    assert verdict((0.5201, 0.60), "<=", 0.52) == "FAIL"
+    assert verdict((0.40, 0.52), "<=", lo_goal) == "PASS"
+    assert verdict((0.52, 0.60), "<=", lo_goal) == "INCONCLUSIVE"
+    assert verdict((0.5201, 0.60), "<=", lo_goal) == "FAIL"
     # >=: the mirror image
-    assert verdict((1.9, 2.5), ">=", 1.9) == "PASS"
-    assert verdict((1.5, 1.9), ">=", 1.9) == "INCONCLUSIVE"
-    assert verdict((1.5, 1.8999), ">=", 1.9) == "FAIL"
-    assert verdict(None, ">=", 1.9) == "INCONCLUSIVE"
+    assert verdict((1.9, 2.5), ">=", hi_goal) == "PASS"
+    assert verdict((1.5, 1.9), ">=", hi_goal) == "INCONCLUSIVE"
+    assert verdict((1.5, 1.8999), ">=", hi_goal) == "FAIL"
+    assert verdict(None, ">=", hi_goal) == "INCONCLUSIVE"
     with pytest.raises(ValueError, match="op: <= or >=, not '=='"):
         verdict((0.1, 0.2), "==", 0.5)
 
@@ -97,7 +98,7 @@ def test_pooled_percentiles_equal_numpy_on_the_pooled_calls(q, monkeypatch):
     rows = np.random.default_rng(0).integers(0, 4, size=(25, 4))
     want = _pooled([np.array(r) for r in ROUNDS_E], rows, q)
     assert np.allclose(st._pooled_percentiles(ROUNDS_E, rows, q), want, rtol=0, atol=1e-12)
-    monkeypatch.setattr(st, "_CHUNK_VALUES", 30)  # a few resamples at a time: the chunking gives the same
+    monkeypatch.setattr(st, "_CHUNK_VALUES", 5)  # fewer values than one resample holds: one at a time, the same
     assert np.allclose(st._pooled_percentiles(ROUNDS_E, rows, q), want, rtol=0, atol=1e-12)
 
 
@@ -147,6 +148,9 @@ def test_latency_ratio_interval_exact_on_a_fixed_input():
     one = [[v] for r in ROUNDS_E for v in r]
     got = latency_ratio_ci([sum(ROUNDS_E, [])], ROUNDS_Z, 50, resamples=300, seed=2)
     want = _reference_latency_ci(one, [[v] for r in ROUNDS_Z for v in r], 50, False, 300, 0.95, 2)
+    assert got == pytest.approx(want, abs=1e-12)
+    got = latency_ratio_ci(ROUNDS_E, [sum(ROUNDS_Z, [])], 90, resamples=300, seed=2)  # the other side in one round
+    want = _reference_latency_ci(one, [[v] for r in ROUNDS_Z for v in r], 90, False, 300, 0.95, 2)
     assert got == pytest.approx(want, abs=1e-12)
     assert latency_ratio_ci([[]], ROUNDS_Z, 50) is None and latency_ratio_ci(ROUNDS_E, [], 50) is None
     with pytest.raises(ValueError, match="paired rounds: 4 against 3"):
