@@ -120,7 +120,8 @@ def test_goal_lines_of_a_bench_json_in_any_row_order():
     back = json.loads(json.dumps(r))
     assert [g.line() for g in evaluate(back)] == REPORT
     back["latency"].reverse()  # int8 before fp32, batch 8 before batch 1
-    assert [g.line() for g in evaluate(back)] == REPORT
+    back["end_to_end"].insert(0, {"precision": "fp32", "batch": 16, "erudite": {"ratio": 0.5, "e2e_ips": 5.0, "pure_ips": 10.0}})
+    assert [g.line() for g in evaluate(back)] == REPORT  # the end-to-end goal is judged at batch 8, not 16
 
 
 def test_goal_lines_when_measurements_are_missing():
@@ -168,10 +169,15 @@ def test_goals_without_int8_or_fp32_name_the_missing_precision_for_each_model():
 
 
 def test_setting_note_names_what_differs_from_the_goals_setting():
+    import json
+
     from benchmarks.goals import setting_note
 
-    paper = {"bundles": {"erudite": {"backbone": "resnet50", "input_size": [224, 224]}}}
+    paper = json.loads('{"bundles": {"erudite": {"backbone": "resnet50", "input_size": [224, 224]}}}')  # as bench.json holds it
     assert setting_note(paper) == ""  # no latency rows, no providers: nothing says otherwise
+    for backbone, size in (("efficientnet_lite0", 224), ("tiny", 224), ("resnet50", 448), ("resnet50", 64)):
+        other = {"bundles": {"erudite": {"backbone": backbone, "input_size": [size, size]}}}
+        assert setting_note(other).endswith(f"this run: {backbone} at {size} px on ?"), (backbone, size)
     ort = {**paper, "latency": [{"backend": {"erudite": "onnxruntime"}}]}
     assert setting_note(ort) == ""
     trt = {**paper, "latency": [{"backend": {"erudite": "tensorrt"}}]}
