@@ -181,7 +181,7 @@ def test_setting_note_names_what_differs_from_the_goals_setting():
     ort = {**paper, "latency": [{"backend": {"erudite": "onnxruntime"}}]}
     assert setting_note(ort) == ""
     assert setting_note({**ort, "host": json.loads('{"providers": ["CPUExecutionProvider"]}')}) == ""
-    wide = {"bundles": {"erudite": {"backbone": "resnet50", "input_size": [320, 256]}}}  # height, width
+    wide = {"bundles": {"erudite": {"backbone": "resnet50", "input_size": [320, 256]}}}  # not square: the first side
     assert setting_note(wide).endswith("this run: resnet50 at 320 px on ?")
     trt = {**paper, "latency": [{"backend": {"erudite": "tensorrt"}}]}
     assert setting_note(trt) == "goals set for ResNet-50 at 224 px on ONNX Runtime CPU; this run: resnet50 at 224 px on tensorrt"
