@@ -181,6 +181,8 @@ def test_setting_note_names_what_differs_from_the_goals_setting():
     ort = {**paper, "latency": [{"backend": {"erudite": "onnxruntime"}}]}
     assert setting_note(ort) == ""
     assert setting_note({**ort, "host": json.loads('{"providers": ["CPUExecutionProvider"]}')}) == ""
+    acl = {**ort, "host": {"providers": ["ACLExecutionProvider", "CPUExecutionProvider"]}}  # Arm Compute Library first
+    assert setting_note(acl).endswith("this run: resnet50 at 224 px on onnxruntime ACLExecutionProvider")
     wide = {"bundles": {"erudite": {"backbone": "resnet50", "input_size": [320, 256]}}}  # not square: the first side
     assert setting_note(wide).endswith("this run: resnet50 at 320 px on ?")
     trt = {**paper, "latency": [{"backend": {"erudite": "tensorrt"}}]}
