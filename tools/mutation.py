@@ -104,7 +104,8 @@ def run_module(module: str, tests: str, work: Path, max_mutants: int | None) -> 
     from cosmic_ray.work_item import TestOutcome, WorkerOutcome, WorkResult
 
     score = ModuleScore(module, tests, max_mutants=max_mutants)
-    env = {**os.environ, "PYTHONPATH": str(work), "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}  # no stale .pyc
+    env = {**os.environ, "PYTHONPATH": str(work), "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1",  # no stale .pyc
+           "ERUDITE_RANKS_TIMEOUT": "60"}  # a mutant that hangs a collective fails after 60 s, not 240 (tests/ranks.py)
     command = f"{shlex.quote(sys.executable)} -m pytest -x -q -p no:cacheprovider {tests}"
     t0 = time.perf_counter()
     base = subprocess.run(command, shell=True, cwd=work, env=env, capture_output=True, text=True)
