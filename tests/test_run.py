@@ -638,7 +638,7 @@ def test_zoo_scores_sums_device_stages_skips_unrouted_models_and_times_roles(zoo
         made[role] = _Scripted(*script[role])
         return made[role]
 
-    clock = iter([2.0, 5.0, 7.0, 7.5, 10.0, 10.25, 11.0, 11.5, 12.0, 12.5, 13.0, 13.5])  # two reads per model call
+    clock = iter([2.0, 5.0, 7.0, 7.5, 10.0, 10.25, 11.0, 11.5, 12.0, 12.5, 13.0, 13.5, 14.0, 14.5, 15.0, 15.5])  # two reads per model call
     monkeypatch.setattr(zr, "load_runner", scripted_load)
     monkeypatch.setattr(zr, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
     runner = ZooRunner(zoo, announce=None)
@@ -661,4 +661,8 @@ def test_zoo_scores_sums_device_stages_skips_unrouted_models_and_times_roles(zoo
     made["fine:warm"].logits = np.zeros((1, 2), np.float32)  # one row for three images
     with pytest.raises(BundleError, match=r"'fine:warm' returned shape \(1, 2\), expected \(3, 2\)"):
         runner.predict(x)
+    made["coarse"].logits = np.array([[0.0, 2.0]] * 3, np.float32)  # every image to cool: warm, checked first, gets none
+    probs = runner.predict(x)
+    assert runner.last_groups == {"cool": [0, 1, 2]} and made["fine:cool"].calls == [3]
+    assert np.allclose(probs.sum(axis=1), softmax(made["coarse"].logits)[:, 1])
     runner.close()
