@@ -120,6 +120,7 @@ def test_compress_keeps_small_rounds_and_summarises_big_ones_by_quantiles():
     assert out[0] == pytest.approx(list(np.quantile(np.arange(8.0), [0.125, 0.375, 0.625, 0.875])))
     assert out[1] == pytest.approx(list(np.quantile([10.0, 20.0, 30.0, 40.0], [0.25, 0.75])))
     assert _compress([[1.0] * 9, [2.0]], cap=4)[1] == [2.0]  # at least one value per round
+    assert [len(r) for r in _compress([list(np.arange(8.0)), list(np.arange(7.0)), list(np.arange(5.0))], cap=4)] == [4, 4, 2]  # 3.5 -> 4, 2.5 -> 2
     # the default cap: 256 calls in a round are kept, 257 summarised to 256
     r256 = [list(np.linspace(1.0, 2.0, 256))]
     assert ROUND_CAP == 256 and _compress(r256) is r256 and len(_compress([list(np.linspace(1.0, 2.0, 257))])[0]) == 256
@@ -183,3 +184,21 @@ def test_throughput_and_plain_ratio_intervals_exact_on_a_fixed_input():
     assert throughput_ratio_ci(e[:1], z[:2], paired=False) is None and throughput_ratio_ci(e[:2], z[:1], paired=False) is None
     with pytest.raises(ValueError, match="paired rounds: 5 against 4"):
         throughput_ratio_ci(e, z[:4])
+
+
+def test_defaults_are_2000_resamples_95_percent_seed_0():
+    """On twenty rounds of distinct values (few ties between neighbouring resampled ratios), so that a
+    different number of resamples or seed moves the interval."""
+    from benchmarks.stats import latency_ratio_ci, ratio_ci, throughput_ratio_ci
+
+    rng = np.random.default_rng(11)
+    e, z = list(100 + 20 * rng.random(20)), list(50 + 20 * rng.random(20))
+    want = _reference_median_ci(e, z, True, 2000, 0.95, 0)
+    assert throughput_ratio_ci(e, z) == pytest.approx(want, abs=1e-12)
+    assert ratio_ci(e, z) == pytest.approx(want, abs=1e-12)
+    assert throughput_ratio_ci(e, z, resamples=2001) != pytest.approx(want, abs=1e-12)
+    assert throughput_ratio_ci(e, z, seed=1) != pytest.approx(want, abs=1e-12)
+    rounds_e, rounds_z = [[v, v + 1.0] for v in e], [[v, v + 2.0] for v in z]
+    want = _reference_latency_ci(rounds_e, rounds_z, 50, True, 2000, 0.95, 0)
+    assert latency_ratio_ci(rounds_e, rounds_z, 50) == pytest.approx(want, abs=1e-12)
+    assert latency_ratio_ci(rounds_e, rounds_z, 50, resamples=2001) != pytest.approx(want, abs=1e-12)
