@@ -1,6 +1,7 @@
 """`erudite-edge bench` and the benchmarks package: the command end to end on tiny real ONNX bundles,
 the zoo's batching (real and forced routing), the MACs counter against a hand count, timing
-statistics, goals, accuracy reading, the fvcore Table 3 path and the training step timer."""
+statistics, accuracy reading, the fvcore Table 3 path and the training step timer. The goals are judged in
+tests/test_goals.py, the bootstrap intervals and verdicts in tests/test_stats.py."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from onnx_fixtures import COLORS, DATASETS, fixture_spec, make_erudite_bundle, m
 
 from benchmarks.accuracy import read_eval_set  # noqa: E402
 from benchmarks.complexity import bundle_complexity, onnx_complexity  # noqa: E402
-from benchmarks.goals import evaluate  # noqa: E402
 from benchmarks.instrument import Instrumented, even_routes  # noqa: E402
 from benchmarks.latency import Contender, interleaved, percentile, split_rounds, summarize  # noqa: E402
 from erudite_edge.bundle import Bundle  # noqa: E402
@@ -404,88 +404,28 @@ def test_summary_statistics_match_numpy():
     assert s.mean_ms == pytest.approx(np.mean(lat))
 
 
-def _result(lat1=0.5, thr8=2.0, size=0.4, n=2, e2e=0.9, ci=0.01):
-    stats = lambda p50, ips: {"p50_ms": p50, "throughput_ips": ips}  # noqa: E731
-    rows = [
-        {"precision": "fp32", "batch": 1, "erudite": stats(5.0, 200), "zoo": stats(10.0, 100),
-         "ratio": {"latency_p50": lat1, "throughput": 2.0}, "backend": {"erudite": "onnxruntime"},
-         "ratio_ci95": {"latency_p50": [lat1 - ci, lat1 + ci], "throughput": [2.0 - ci, 2.0 + ci]}},
-        {"precision": "fp32", "batch": 8, "erudite": stats(40.0, 200), "zoo": stats(80.0, 100),
-         "ratio": {"latency_p50": 0.5, "throughput": thr8}, "backend": {"erudite": "onnxruntime"},
-         "ratio_ci95": {"latency_p50": [0.5 - ci, 0.5 + ci], "throughput": [thr8 - ci, thr8 + ci]}},
-        {"precision": "int8", "batch": 1, "erudite": stats(3.0, 330), "zoo": stats(12.0, 80)},
-        {"precision": "int8", "batch": 8, "erudite": stats(30.0, 270), "zoo": stats(70.0, 110)},
-    ]
-    return {
-        "settings": {"precisions": ["fp32", "int8"], "batches": [1, 8]},
-        "bundles": {"erudite": {"backbone": "resnet50", "input_size": [224, 224], "num_datasets": n}, "zoo": {}},
-        "latency": rows, "size_mb": {"fp32": {"erudite": 100.0, "zoo": 100.0 / size, "ratio": size}},
-        "end_to_end": [{"precision": "fp32", "batch": 8, "erudite": {"ratio": e2e, "e2e_ips": 90.0, "pure_ips": 100.0}}],
-        "agreement": {"on": "--source", "images": 10, "erudite": {"int8_vs_fp32": 0.9}, "zoo": {"int8_vs_fp32": 0.8}},
-    }
-
-
-def test_goals_pass_and_fail_at_their_thresholds():
-    status = lambda r: [g.status for g in evaluate(r)]  # noqa: E731
-    assert status(_result()) == ["PASS", "PASS", "PASS", "PASS", "PASS", "INFO", "FAIL", "INFO"]  # zoo int8 at batch 1 slower
-    assert status(_result(lat1=0.56, thr8=1.79, size=0.46, e2e=0.84))[:4] == ["FAIL"] * 4
-    # the goals are the issue's: latency <= 0.52 at batch 1, throughput >= 1.9 at batch 8; judged on the interval
-    assert status(_result(lat1=0.505, thr8=1.915))[:2] == ["PASS", "PASS"]
-    assert status(_result(lat1=0.515, thr8=1.905))[:2] == ["INCONCLUSIVE", "INCONCLUSIVE"]  # intervals straddle the goals
-    assert status(_result(lat1=0.535, thr8=1.885))[:2] == ["FAIL", "FAIL"]
-    g = evaluate(_result(lat1=0.515))[0]
-    assert g.ci95 == [0.505, 0.525] and "[0.505, 0.525] <= 0.52" in g.line()
-    r = _result()
-    del r["latency"][0]["ratio_ci95"]  # a point value without interval (one round): the run cannot tell
-    assert evaluate(r)[0].status == "INCONCLUSIVE" and "no interval" in evaluate(r)[0].detail
-    assert status(_result(size=0.31, n=4))[2] == "FAIL" and status(_result(size=0.29, n=4))[2] == "PASS"
-    r = _result()
-    r["latency"] = [x for x in r["latency"] if x["batch"] != 8]
-    r["end_to_end"] = []
-    goals = evaluate(r)
-    assert goals[1].status == "N/A" and "add 8 to --batch" in goals[1].detail
-    assert goals[3].status == "N/A" and "--source" in goals[3].detail
-
-
-def _drifting_rounds(rng, rounds, calls, level, drift):
-    """Calls of one contender per round: its true median `level`, times the round's machine drift
-    (shared by all contenders of that round), times per-call noise."""
-    return [list(level * d * np.exp(rng.normal(0, 0.05, calls))) for d in drift]
-
-
-def test_bootstrap_interval_covers_a_known_ratio():
+def test_erudite_zoo_ratios_are_erudite_over_zoo_with_paired_intervals():
+    """The bench's ratio row on fixed rounds: erudite over zoo (never inverted) for p50/p90 latency and
+    throughput, each with the paired bootstrap interval of benchmarks.stats over the same rounds, rounded to 5 places."""
+    from benchmarks.bench import erudite_zoo_ratios
+    from benchmarks.latency import Samples
     from benchmarks.stats import latency_ratio_ci, throughput_ratio_ci
 
-    rng = np.random.default_rng(1)
-    covered, widths, widths_unpaired, thr_covered = 0, [], [], 0
-    trials = 60
-    for t in range(trials):
-        drift = np.exp(rng.normal(0, 0.3, 10))  # the machine changes a lot between rounds
-        e, z = _drifting_rounds(rng, 10, 5, 50.0, drift), _drifting_rounds(rng, 10, 5, 100.0, drift)
-        lo, hi = latency_ratio_ci(e, z, 50, resamples=400, seed=t)
-        covered += lo <= 0.5 <= hi
-        widths.append(hi - lo)
-        ulo, uhi = latency_ratio_ci(e, z, 50, paired=False, resamples=400, seed=t)
-        widths_unpaired.append(uhi - ulo)
-        ips_e, ips_z = 2.0 / drift * np.exp(rng.normal(0, 0.05, 10)), 1.0 / drift * np.exp(rng.normal(0, 0.05, 10))
-        tlo, thi = throughput_ratio_ci(ips_e, ips_z, resamples=400, seed=t)
-        thr_covered += tlo <= 2.0 <= thi
-    assert covered >= 0.85 * trials and thr_covered >= 0.85 * trials, (covered, thr_covered)
-    # pairing by round cancels the drift both sides saw: far narrower than resampling each side alone
-    assert np.median(widths) * 3 < np.median(widths_unpaired)
-    # the statistic at the original rounds is the reported one: the interval holds the point ratio
-    all_e, all_z = [v for r in e for v in r], [v for r in z for v in r]
-    assert lo <= np.percentile(all_e, 50) / np.percentile(all_z, 50) <= hi
-    # seeded: the same interval twice; one round: the calls are resampled, one throughput value gives none
-    assert latency_ratio_ci(e, z, 90, seed=3) == latency_ratio_ci(e, z, 90, seed=3)
-    one = latency_ratio_ci([all_e], [all_z], 50, seed=0)
-    assert one is not None and one[0] < 0.5 < one[1]
-    assert throughput_ratio_ci([2.0], [1.0]) is None
-    # a fast model's rounds (thousands of calls each) are summarised by quantiles: same answer, bounded cost
-    drift = np.exp(rng.normal(0, 0.3, 10))
-    big_e, big_z = _drifting_rounds(rng, 10, 3000, 50.0, drift), _drifting_rounds(rng, 10, 3000, 100.0, drift)
-    lo, hi = latency_ratio_ci(big_e, big_z, 50, resamples=400, seed=0)
-    assert lo <= 0.5 <= hi and hi - lo < 0.02
+    e_rounds, z_rounds = [[5.0, 6.0, 5.5], [4.5, 5.0], [6.0, 6.5, 5.0]], [[10.0, 11.0], [9.0, 10.5, 12.0], [11.5, 10.0]]
+    e = Samples(round_ips=[200.0, 190.0, 210.0], round_latency_ms=e_rounds)
+    z = Samples(round_ips=[100.0, 90.0, 105.0], round_latency_ms=z_rounds)
+    row = {"erudite": {"p50_ms": 5.0, "p90_ms": 6.0, "throughput_ips": 200.0},
+           "zoo": {"p50_ms": 10.0, "p90_ms": 12.0, "throughput_ips": 100.0}}
+    ratio, ci = erudite_zoo_ratios(e, z, row, seed=3)
+    assert ratio == {"latency_p50": 0.5, "latency_p90": 0.5, "throughput": 2.0}
+    want = {"latency_p50": latency_ratio_ci(e_rounds, z_rounds, 50, seed=3),
+            "latency_p90": latency_ratio_ci(e_rounds, z_rounds, 90, seed=3),
+            "throughput": throughput_ratio_ci(e.round_ips, z.round_ips, seed=3)}
+    assert ci == {k: [round(v[0], 5), round(v[1], 5)] for k, v in want.items()}
+    assert 1.5 < ci["throughput"][0] <= 2.0 <= ci["throughput"][1] < 2.5 and ci["latency_p50"][1] < 1.0
+    # rounds that do not pair (a contender lost a round): unpaired intervals, no error
+    _, ci = erudite_zoo_ratios(e, Samples(round_ips=[100.0, 90.0], round_latency_ms=z_rounds[:2]), row)
+    assert ci["throughput"] == [round(v, 5) for v in throughput_ratio_ci(e.round_ips, [100.0, 90.0], paired=False)]
 
 
 def test_memory_in_fresh_processes_sees_the_weights(bundles, tmp_path):
@@ -594,21 +534,6 @@ def test_jetson_facts_parsers_on_jetson_files(tmp_path):
     assert not PowerMeter(root=str(tmp_path / "nothing")).available
 
 
-def test_verdict_pass_fail_inconclusive():
-    from benchmarks.stats import verdict
-
-    assert verdict((0.45, 0.51), "<=", 0.52) == "PASS"
-    assert verdict((0.53, 0.60), "<=", 0.52) == "FAIL"
-    assert verdict((0.50, 0.55), "<=", 0.52) == "INCONCLUSIVE"
-    assert verdict((1.95, 2.30), ">=", 1.9) == "PASS"
-    assert verdict((1.50, 1.89), ">=", 1.9) == "FAIL"
-    assert verdict((1.85, 1.95), ">=", 1.9) == "INCONCLUSIVE"
-    assert verdict((0.52, 0.52), "<=", 0.52) == "PASS"  # the bound itself meets the goal
-    assert verdict(None, "<=", 0.52) == "INCONCLUSIVE"
-    with pytest.raises(ValueError):
-        verdict((0.1, 0.2), "<", 0.5)
-
-
 def test_eval_set_reads_class_folders_and_maps_classes_by_name(bundles):
     labels = Bundle.load(bundles / "erudite").labels
     s = read_eval_set(f"cool={bundles / 'data' / 'cool'}", labels)
@@ -648,53 +573,6 @@ def test_step_time_measures_every_variant_side_by_side():
     assert r["ratio_ours_over_baseline_plus"] == pytest.approx(
         r["variants"]["ours"]["median_ms"] / r["variants"]["baseline+"]["median_ms"])
     assert r["goal"]["status"] in ("PASS", "FAIL") and r["settings"]["device"] == "cpu"
-
-
-def test_goals_details_setting_note_memory_end_to_end_and_int8_ratios():
-    """What each goal line says, not only its status: the INT8/FP32 latency ratio per batch (int8 over fp32,
-    the slowest batch judged), the end-to-end row of the main precision at batch 8, the memory line, the
-    size detail, the note of a run outside the goals' setting, and goal_line's layout."""
-    from benchmarks.goals import goal_line, setting_note
-
-    r = _result()
-    for row in r["latency"]:
-        row["backend"] = {"erudite": "onnxruntime", "zoo": "onnxruntime"}
-    # rows the end-to-end goal must not take: another precision, another batch
-    r["end_to_end"] = [{"precision": "fp16", "batch": 8, "erudite": {"ratio": 0.3, "e2e_ips": 3.0, "pure_ips": 10.0}},
-                       {"precision": "int8", "batch": 8, "erudite": {"ratio": 0.1, "e2e_ips": 1.0, "pure_ips": 10.0}},
-                       {"precision": "fp32", "batch": 1, "erudite": {"ratio": 0.2, "e2e_ips": 2.0, "pure_ips": 10.0}}] + r["end_to_end"]
-    r["memory"] = {"fp32": {"ratio": 0.6, "ratio_ci95": [0.55, 0.65], "repeats": 3, "erudite": {"median_mb": 300.0},
-                            "zoo": {"median_mb": 500.0}, "baseline": {"median_mb": 100.0}, "net_ratio": 0.5}}
-    goals = {g.name.split(" (")[0]: g for g in evaluate(r)}
-    e2e = goals["end-to-end folder throughput at batch 8 / pure inference"]
-    assert e2e.value == 0.9 and e2e.detail == "90.0 vs 100.0 images/s"
-    mem = goals["peak memory erudite/zoo, fresh processes"]
-    assert mem.status == "INFO" and mem.value == 0.6 and mem.ci95 == [0.55, 0.65]
-    assert mem.detail == "RSS 300 vs 500 MB, median of 3; without the interpreter's 100 MB: 0.500"
-    r["memory"]["fp32"]["net_ratio"] = None
-    assert next(g for g in evaluate(r) if g.name.startswith("peak memory")).detail.endswith("100 MB: -")
-    size = goals["model size erudite/zoo"]
-    assert size.detail == "100.0 MB vs 250.0 MB" and size.threshold == "<= 0.45"
-    int8 = [g for g in evaluate(r) if g.name.startswith("INT8 faster")]
-    # erudite: 3/5 = 0.6 at batch 1, 30/40 = 0.75 at batch 8 -> worst 0.75; zoo: 12/10 = 1.2, 70/80 = 0.875 -> 1.2
-    assert [round(g.value, 4) for g in int8] == [0.75, 1.2] and [g.status for g in int8] == ["PASS", "FAIL"]
-    assert int8[0].detail == "batch 1: 0.60, batch 8: 0.75"
-    # the goals' setting: ResNet-50 at 224 px on ONNX Runtime's CPU; anything else says what differs
-    assert setting_note(r) == ""
-    r["host"] = {"providers": ["CPUExecutionProvider"]}
-    assert setting_note(r) == ""
-    for change in ({"backbone": "tiny"}, {"input_size": [64, 64]}):
-        other = {**r, "bundles": {**r["bundles"], "erudite": {**r["bundles"]["erudite"], **change}}}
-        assert setting_note(other).startswith("goals set for ") and "onnxruntime CPUExecutionProvider" in setting_note(other)
-    gpu = {**r, "host": {"providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]}}
-    assert setting_note(gpu).endswith("resnet50 at 224 px on onnxruntime CUDAExecutionProvider")
-    assert goal_line({"status": "PASS", "name": "n", "value": 0.5, "ci95": [0.4, 0.6], "threshold": "<= 1", "detail": "d"}) \
-        == "PASS: n: 0.500 [0.400, 0.600] <= 1 (d)"
-    assert goal_line({"status": "N/A", "name": "n", "value": None, "threshold": ">= 2", "detail": ""}) == "N/A: n: - >= 2"
-    # exact thresholds: a value at the limit passes, on either side of the comparison
-    at = _result(size=0.45, e2e=0.85)
-    got = {g.name.split(" (")[0]: g.status for g in evaluate(at)}
-    assert got["model size erudite/zoo"] == "PASS" and got["end-to-end folder throughput at batch 8 / pure inference"] == "PASS"
 
 
 def test_int8_table_puts_int8_next_to_fp32_with_ratio_and_seeds():

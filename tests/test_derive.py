@@ -105,6 +105,13 @@ def test_prune_opset_imports_keeps_what_nodes_and_functions_use():
                              opset_imports=[helper.make_opsetid("com.microsoft", 1), helper.make_opsetid("", 17)])
     prune_opset_imports(bare)
     assert [(o.domain, o.version) for o in bare.opset_import] == [("", 17)]
+    # a contrib op straight in the graph (no function): its domain stays imported
+    contrib = helper.make_model(helper.make_graph([helper.make_node("FusedGelu", ["a"], ["b"], domain="com.microsoft")], "g",
+                                                  [helper.make_tensor_value_info("a", onnx.TensorProto.FLOAT, [1])],
+                                                  [helper.make_tensor_value_info("b", onnx.TensorProto.FLOAT, [1])]),
+                                opset_imports=[helper.make_opsetid(d, v) for d, v in (("", 17), ("com.microsoft", 1), ("ai.onnx.ml", 3))])
+    prune_opset_imports(contrib)
+    assert [(o.domain, o.version) for o in contrib.opset_import] == [("", 17), ("com.microsoft", 1)]
 
 
 def test_unreadable_or_tampered_fp32_model_is_a_bundle_error(tmp_path):
@@ -121,3 +128,22 @@ def test_unreadable_or_tampered_fp32_model_is_a_bundle_error(tmp_path):
     fp32.write_bytes(b"not a protobuf at all")
     with pytest.raises(BundleError, match="model.onnx: not a readable ONNX model \\(Error parsing message"):
         load_onnx(fp32)
+
+
+def test_min_accuracy_ratio_refuses_a_data_set_that_falls_and_writes_nothing(tmp_path):
+    make_erudite_bundle(tmp_path / "b")
+    before = sorted(p.name for p in (tmp_path / "b").iterdir())
+    with pytest.raises(ParityError, match=r"^int8 accuracy on warm is 0\.000 of fp32's \(0\.0% vs 100\.0%, minimum 0\.500\); "
+                                          r"nothing was written$"):
+        derive(tmp_path / "b", "int8", _swapping_build, inputs=_labelled(), info={}, min_accuracy_ratio=0.5)
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == before
+    # a data set FP32 gets all wrong cannot fall (ratio 1); an exact copy keeps every data set at 1.0
+    inputs = _labelled()
+    cool = inputs.dataset_ids == 1
+    inputs.local_ids[cool] = 1 - inputs.local_ids[cool]
+
+    def same(src, path):  # noqa: ANN001
+        path.write_bytes(src.path.read_bytes())
+
+    report = derive(tmp_path / "b", "int8", same, inputs=inputs, info={}, min_accuracy_ratio=0.99)
+    assert report["accuracy"]["cool"]["fp32"] == 0.0 and report["accuracy"]["warm"]["int8"] == 1.0

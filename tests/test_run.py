@@ -599,3 +599,67 @@ def test_zoo_times_each_role_checks_shapes_and_closes_every_runner(zoo: Bundle, 
     with pytest.raises(BundleError, match="cannot load"):
         ZooRunner(zoo, announce=None)
     assert set(made) == {"coarse", "fine:warm"} and all(r.closed for r in made.values())
+
+
+class _Scripted:
+    """A stand-in runner with chosen logits and device stages, for the zoo's own arithmetic (routing, scores,
+    stage sums, timing on a scripted clock); the real ONNX Runtime runners are exercised by the tests above."""
+
+    def __init__(self, logits: list[list[float]], stages: dict[str, float] | None):
+        self.logits, self.last_stage_ms, self.calls, self.closed = np.array(logits, np.float32), stages, [], False
+
+    def infer_chunked(self, batch: np.ndarray) -> np.ndarray:
+        self.calls.append(len(batch))
+        return self.logits[: len(batch)]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_zoo_scores_sums_device_stages_skips_unrouted_models_and_times_roles(zoo: Bundle, erudite: Bundle, monkeypatch) -> None:
+    import types
+
+    import erudite_edge.zoo_runner as zr
+    from erudite_edge.outputs import softmax
+
+    with pytest.raises(BundleError, match="an erudite bundle, not a zoo; run it with --bundle"):
+        ZooRunner(erudite, announce=None)
+    made: dict[str, _Scripted] = {}
+    options: list[dict] = []
+    script = {"coarse": ([[2.0, 0.0], [1.0, 0.5], [3.0, 1.0]], {"h2d": 1.0, "compute": 2.0}),
+              "fine:warm": ([[0.0, 1.0], [1.0, 0.0], [2.0, 0.0]], {"compute": 0.5, "d2h": 0.25}),
+              "fine:cool": ([[0.0, 0.0]] * 3, {"compute": 9.0})}
+
+    def scripted_load(bundle, role, *a, **k):  # noqa: ANN001, ANN002, ANN003
+        options.append(k)
+        made[role] = _Scripted(*script[role])
+        return made[role]
+
+    clock = iter([2.0, 5.0, 7.0, 7.5, 10.0, 10.25, 11.0, 11.5, 12.0, 12.5, 13.0, 13.5, 14.0, 14.5, 15.0, 15.5])  # two reads per model call
+    monkeypatch.setattr(zr, "load_runner", scripted_load)
+    monkeypatch.setattr(zr, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    runner = ZooRunner(zoo, announce=None)
+    assert [o["spinning"] for o in options] == [False] * 3  # spinning only when asked for
+    x = zoo_batch(zoo, ["red", "blue", "yellow"])
+    probs = runner.predict(x)
+    # every image routed to warm: cool's model never runs, its classes score 0
+    assert runner.last_groups == {"warm": [0, 1, 2]} and made["fine:cool"].calls == [] and made["fine:warm"].calls == [3]
+    coarse = softmax(np.array(script["coarse"][0], np.float32))
+    fine = softmax(np.array(script["fine:warm"][0], np.float32))
+    warm = zoo.labels.datasets.index("warm")
+    lo, hi = zoo.labels.offsets[warm], zoo.labels.offsets[warm] + zoo.labels.sizes[warm]
+    assert np.allclose(probs[:, lo:hi], fine * coarse[:, warm : warm + 1]) and np.count_nonzero(probs) == 6
+    assert runner.last_stage_ms == {"h2d": 1.0, "compute": 2.5, "d2h": 0.25}  # summed over the calls
+    assert runner.role_ms == pytest.approx({"coarse": 3000.0, "fine:warm": 500.0, "fine:cool": 0.0}, abs=1e-9)
+    made["fine:warm"].last_stage_ms = None  # a member that measures no stages: no stage figures at all
+    runner.predict(x)
+    assert runner.last_stage_ms is None
+    assert runner.role_ms == pytest.approx({"coarse": 3250.0, "fine:warm": 1000.0, "fine:cool": 0.0}, abs=1e-9)
+    made["fine:warm"].logits = np.zeros((1, 2), np.float32)  # one row for three images
+    with pytest.raises(BundleError, match=r"'fine:warm' returned shape \(1, 2\), expected \(3, 2\)"):
+        runner.predict(x)
+    made["coarse"].logits = np.array([[0.0, 2.0]] * 3, np.float32)  # every image to cool: warm, checked first, gets none
+    probs = runner.predict(x)
+    assert runner.last_groups == {"cool": [0, 1, 2]} and made["fine:cool"].calls == [3]
+    assert np.allclose(probs.sum(axis=1), softmax(made["coarse"].logits)[:, 1])
+    runner.close()

@@ -34,11 +34,13 @@ COSMIC_RAY = shutil.which("cosmic-ray", path=str(Path(sys.executable).parent)) o
 TARGETS: dict[str, str] = {
     "train/evaluate.py": "tests/test_evaluate.py",
     "export/derive.py": "tests/test_derive.py",
-    "benchmarks/goals.py": "tests/test_bench.py -k 'goals or summary or ratio'",
-    "benchmarks/stats.py": "tests/test_bench.py -k 'goals or summary or ratio or bootstrap or verdict'",
+    "benchmarks/goals.py": "tests/test_goals.py",
+    "benchmarks/stats.py": "tests/test_stats.py",
     "erudite_edge/zoo_runner.py": "tests/test_run.py -k zoo",
-    "train/modules.py": "tests/test_model.py tests/test_two_stage.py",
-    "train/two_stage.py": "tests/test_two_stage.py tests/test_ddp_equivalence.py",
+    "train/modules.py": "tests/test_modules.py tests/test_model.py",
+    # the two DDP tests: the hand all-reduce of theta's gradients and the SyncBatchNorm switch (two gloo ranks)
+    "train/two_stage.py": "tests/test_two_stage.py tests/test_ddp_equivalence.py::test_two_processes_x8_give_the_gradients_of_one_process_x16"
+                          " tests/test_ddp_equivalence.py::test_stage_two_points_sync_batchnorm_at_the_own_rank_group_and_back",
 }
 
 
@@ -54,6 +56,7 @@ class ModuleScore:
     sampled_from: int = 0
     equivalent: int = 0  # mutants inside type annotations (never evaluated), left out
     survivors: list[str] = field(default_factory=list)
+    max_mutants: int | None = None
 
     @property
     def score(self) -> float:
@@ -100,8 +103,9 @@ def run_module(module: str, tests: str, work: Path, max_mutants: int | None) -> 
     from cosmic_ray.work_db import WorkDB, use_db
     from cosmic_ray.work_item import TestOutcome, WorkerOutcome, WorkResult
 
-    score = ModuleScore(module, tests)
-    env = {**os.environ, "PYTHONPATH": str(work), "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}  # no stale .pyc
+    score = ModuleScore(module, tests, max_mutants=max_mutants)
+    env = {**os.environ, "PYTHONPATH": str(work), "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1",  # no stale .pyc
+           "ERUDITE_RANKS_TIMEOUT": "60"}  # a mutant that hangs a collective fails after 60 s, not 240 (tests/ranks.py)
     command = f"{shlex.quote(sys.executable)} -m pytest -x -q -p no:cacheprovider {tests}"
     t0 = time.perf_counter()
     base = subprocess.run(command, shell=True, cwd=work, env=env, capture_output=True, text=True)
@@ -192,8 +196,8 @@ def write_report(scores: list[ModuleScore], path: Path, command: str) -> None:
         "Mutants inside type annotations are left out: every module here has `from __future__ import annotations`,",
         "so they are never evaluated and no test can kill them.",
         "",
-        "| module | tests | mutants tested | killed | survived | score | left out (annotations) | minutes |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| module | tests | mutants tested | killed | survived | score | left out (annotations) | minutes | command |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     new = {s.module: s for s in scores}
     for module in list(old_rows) + [m for m in new if m not in old_rows]:
@@ -203,7 +207,8 @@ def write_report(scores: list[ModuleScore], path: Path, command: str) -> None:
             continue
         tested = f"{s.total}" + (f" of {s.sampled_from}" if s.sampled_from > s.total else "")
         lines.append(f"| {s.module} | `{s.tests}` | {tested} | {s.killed + s.incompetent} | {s.survived} | "
-                     f"{100 * s.score:.1f} % | {s.equivalent} | {s.seconds / 60:.1f} |")
+                     f"{100 * s.score:.1f} % | {s.equivalent} | {s.seconds / 60:.1f} | "
+                     f"`python tools/mutation.py {s.module}{f' --max-mutants {s.max_mutants}' if s.max_mutants else ''}` |")
     for module in list(old_rows) + [m for m in new if m not in old_rows]:
         s = new.get(module)
         body = [f"- {x}" for x in s.survivors] if s is not None else [x for x in old_sections.get(module, []) if x.strip()]
