@@ -38,6 +38,10 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     head_bn_momentum: float = 0.1  # BatchNorm momentum of the projection heads m_n (released code: 0.01)
+    # Precise BN: after each epoch, every BatchNorm's statistics recomputed as the plain mean over this many
+    # training batches with the epoch's final weights (0: off, the running averages as trained). For short
+    # fine-tunings: EfficientNet-Lite's momentum 0.01 keeps most of ImageNet's statistics for hundreds of steps.
+    precise_bn_batches: int = 0
     crop_pad: int | None = None  # random-crop padding in px; None: input_size / 28 (8 at 224)
     val_fraction: float = 0.1  # carved from training data to choose the best epoch (never the test set)
     select: str = "best"  # RUN/best holds: best (the best-scoring epoch) | last (the last epoch, as the paper reports)
@@ -71,6 +75,7 @@ class TrainConfig:
             (self.meta_features in META_FEATURES, f"--meta-features {self.meta_features}: one of {', '.join(META_FEATURES)}"),
             (self.meta_alpha == "lr" or float(self.meta_alpha) > 0, f"--meta-alpha {self.meta_alpha}: lr or a number above 0"),
             (0 <= self.head_bn_momentum <= 1, f"--head-bn-momentum {self.head_bn_momentum}: from 0 to 1"),
+            (self.precise_bn_batches >= 0, f"precise_bn_batches {self.precise_bn_batches}: 0 (off) or more batches"),
             (self.crop_pad is None or self.crop_pad >= 0, f"--crop-pad {self.crop_pad}: 0 or more pixels"),
             (self.select in ("best", "last"), f"--select {self.select}: best or last"),
             (not (self.variant in VARIANTS and VARIANTS[self.variant].pmg) or self.input_size % 8 == 0,

@@ -389,6 +389,39 @@ class Trainer:
             "seconds": time.perf_counter() - t0,
         }
 
+    @torch.no_grad()
+    def precise_bn(self, batches: int, epoch: int) -> int:
+        """Precise BN (Wu & Johnson, "Rethinking 'Batch' in BatchNorm", 2021; detectron2's PreciseBN hook): every
+        BatchNorm's running statistics recomputed as the plain mean over the epoch's first `batches` training
+        batches (the same images, augmented the same way as in training: a resumed run recomputes the same), through
+        the final weights, in place of the moving averages gathered while the weights moved (hand-written:
+        torch.optim.swa_utils.update_bn feeds the model bare tensors; our batches are dicts and the heads need the
+        data set ids). Returns the images used."""
+        model = self.model
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        if not norms or not isinstance(model, (EruditeNet, ZooModel)):
+            return 0
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative (plain) mean over the batches
+        model.train()
+        self.loader_generator.set_state(loader_generator(self.cfg.seed, self.dist.rank, epoch).get_state())
+        for part in self.train_set.datasets:
+            part.set_epoch(epoch)
+        images = 0
+        try:
+            for i, batch in enumerate(self.loader):
+                if i >= batches:
+                    break
+                if batch["image"].shape[0] > 1:
+                    model(batch["image"].to(self.device), batch["dataset"].to(self.device))
+                    images += batch["image"].shape[0]
+        finally:
+            for m, mom in zip(norms, momenta):
+                m.momentum = mom
+        return images
+
     def check_ranks_agree(self) -> None:
         """Every rank must hold the same parameters after a step; a divergence (a bug, or a rank that
         skipped work) stops the run with a clear message instead of training on silently."""
@@ -412,6 +445,8 @@ class Trainer:
         for epoch in range(self.start_epoch, min(self.cfg.epochs, until_epoch or self.cfg.epochs)):
             metrics = self.train_epoch(epoch)
             self.check_ranks_agree()
+            if self.cfg.precise_bn_batches and self.qat is None:
+                metrics["precise_bn_images"] = self.precise_bn(self.cfg.precise_bn_batches, epoch)
             if self.has_val:  # every rank scores its shard; all get the gathered metrics, so all agree on "best"
                 val = evaluate(self.model, self.val_loader, self.labels, self.device, amp_dtype=self.amp_dtype,
                                sharded=self.dist.world_size > 1)
