@@ -89,6 +89,12 @@ def _pct(x: float | None, digits: int = 2, sign: bool = False) -> str:
     return f"{100 * x:+.{digits}f}" if sign else f"{100 * x:.{digits}f}"
 
 
+def _pm(stats: Mapping[str, Any], sign: bool = False) -> str:
+    """mean +- std in %, the mean alone where one value gives no std."""
+    m = _pct(stats["mean"], sign=sign)
+    return m if stats["std"] is None else f"{m} +- {_pct(stats['std'])}"
+
+
 def markdown(results: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], command: str) -> str:
     """The summary as Markdown tables (top-1 in %, differences in percentage points)."""
     ds = summary["datasets"]
@@ -111,9 +117,8 @@ def markdown(results: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], c
               "| setting | seeds | " + " | ".join(ds) + " | mean |",
               "| --- | --- | " + " | ".join("---:" for _ in ds) + " | ---: |"]
     for setting, s in summary["settings"].items():
-        cells = [f"{_pct(s['top1'][d]['mean'])} +- {_pct(s['top1'][d]['std'])}" for d in ds]
-        lines.append(f"| {setting} | {','.join(map(str, s['seeds']))} | " + " | ".join(cells)
-                     + f" | {_pct(s['mean_top1']['mean'])} +- {_pct(s['mean_top1']['std'])} |")
+        lines.append(f"| {setting} | {','.join(map(str, s['seeds']))} | " + " | ".join(_pm(s["top1"][d]) for d in ds)
+                     + f" | {_pm(s['mean_top1'])} |")
     p = summary["paired_fresh_minus_reuse"]
     lines += ["", "## Paired difference fresh - reuse (percentage points, same seed)", "",
               "| seed | " + " | ".join(ds) + " | mean |", "| ---: | " + " | ".join("---:" for _ in ds) + " | ---: |"]
@@ -121,9 +126,8 @@ def markdown(results: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], c
         lines.append(f"| {seed} | " + " | ".join(_pct(p["top1_diff"][d]["per_seed"][i], sign=True) for d in ds)
                      + f" | {_pct(p['mean_top1_diff'][i], sign=True)} |")
     if p["seeds"]:
-        lines.append("| mean +- std | " + " | ".join(f"{_pct(p['top1_diff'][d]['mean'], sign=True)} +- "
-                                                       f"{_pct(p['top1_diff'][d]['std'])}" for d in ds)
-                     + f" | {_pct(p['mean'], sign=True)} +- {_pct(p['std'])} |")
+        lines.append("| mean +- std | " + " | ".join(_pm(p["top1_diff"][d], sign=True) for d in ds)
+                     + f" | {_pm(p, sign=True)} |")
         ci = p["ci95"]
         lines += ["", f"Mean paired difference of the mean top-1: {_pct(p['mean'], sign=True)} points over "
                   f"{len(p['seeds'])} seed(s)" + (f", 95 % t interval {_pct(ci[0], sign=True)} to {_pct(ci[1], sign=True)}"

@@ -39,3 +39,5 @@ def test_summarize_one_seed_has_no_spread():
     assert s["settings"]["reuse"]["mean_top1"] == {"n": 1, "mean": pytest.approx(0.45), "std": None}
     assert s["paired_fresh_minus_reuse"]["ci95"] is None
     assert s["paired_fresh_minus_reuse"]["mean"] == pytest.approx(0.05)
+    md = markdown([run("fresh", 3, 0.5, 0.5), run("reuse", 3, 0.4, 0.5)], s, "cmd")
+    assert "| fresh | 3 | 50.00 | 50.00 | 50.00 |" in md and "| mean +- std | +10.00 | +0.00 | +5.00 |" in md
