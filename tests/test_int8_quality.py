@@ -223,6 +223,28 @@ def test_bad_calibration_input_is_one_line_and_leaves_the_bundle(trained, tmp_pa
     assert "--quantizer" in _bad_input(capsys, out, "--calib", few, "--quantizer", "tensorrt")
     assert "--sweep" in _bad_input(capsys, out, "--calib", few, "--sweep", "64,lots")
 
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "notes.txt").write_text("no images here")
+    assert "holds no image files" in _bad_input(capsys, out, "--calib", empty)
+    assert "not a folder of images" in _bad_input(capsys, out, "--calib", tmp_path / "missing")
+
+
+def test_bad_calibration_data_sets_are_one_line_and_leave_the_bundle(trained, tmp_path, capsys):
+    """The same refusals with --data (the training split calibrates): no readable training image, and
+    fewer than one calibration batch (56 training images, batch 64)."""
+    out = _copy(trained["bundle"], tmp_path)
+    broken = []
+    for spec in trained["data"]:
+        name, path = spec.split("=", 1)
+        shutil.copytree(path, tmp_path / name)
+        for p in (tmp_path / name / "train").rglob("*.png"):
+            p.write_bytes(b"not a png")
+        broken += ["--data", f"{name}={tmp_path / name}"]
+    assert "could be read" in _bad_input(capsys, out, *broken, "--calib-count", "8", "--calib-batch", "4")
+    line = _bad_input(capsys, out, *[arg for spec in trained["data"] for arg in ("--data", spec)], "--calib-batch", "64")
+    assert "fewer than one calibration batch (64)" in line and "--calib-batch" in line
+
 
 def test_images_of_other_sizes_are_resized_as_at_inference(trained, tmp_path):
     """Calibration images of any size go through the bundle's own resize, as images at run time do."""
