@@ -146,6 +146,19 @@ def test_same_seed_gives_the_same_int8_model(trained, tmp_path):
     assert init0 == init1  # the same scales, zero points and weights
 
 
+def test_mixed_precision_decides_on_tuning_images_when_given(trained, tmp_path, capsys):
+    """Without data sets, --tune-images is what the search decides on; --images stays the held-out check."""
+    out = _copy(trained["bundle"], tmp_path)
+    data = trained["root"] / "data"
+    tune, check = data / "a" / "train", data / "b" / "test"
+    rc, _, err = cli(capsys, "export", "int8", "--bundle", out, "--calib", data, "--calib-count", "16", "--images", check,
+                     "--eval-count", "12", "--min-agreement", "0", "--tune-images", tune)
+    assert rc == 0, err
+    info = Bundle.load(out).entry("main", "int8").info
+    assert info["mixed_precision"]["main"]["tuning_images"] == f"images under {tune}"
+    assert Bundle.load(out).meta["parity"]["main"]["int8"]["source"] == f"images under {check}"
+
+
 def test_report_and_mixed_precision(lite0, tmp_path):
     """A goal the fully quantized model misses keeps blocks float until it is met; bundle.json says
     which and why; --report writes the sensitivity as JSON, Markdown and a bar chart."""
