@@ -46,7 +46,7 @@ GOAL = {"min_accuracy_ratio": 0.99, "min_agreement": 0.98}
 for _method in ("minmax", "percentile"):
     for _target in ("tensorrt", "onnxruntime"):
         for _again in ("", " (re-run)"):
-            CONFIGS[f"{_method} {_target} goal (ratio 0.99, agreement 98%){_again}"] = {
+            CONFIGS[f"{_method} {_target} goal (ratio 0.99; agreement 98%){_again}"] = {
                 "method": _method, "target": _target, **GOAL}
 
 
