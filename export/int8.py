@@ -45,7 +45,7 @@ from .calibration import BATCH, DEFAULT_SEED, ImageCalibrationReader, calibratio
 from .derive import Fp32Source, derive
 from .fp16 import agreement_inputs
 from .graph_input import preprocess_nodes
-from .images import ImageRef, InputSet, Log, dataset_refs, to_batch
+from .images import ImageRef, InputSet, Log, check_inputs, dataset_refs, to_batch
 from .int8_sensitivity import Evaluator, Goal, analyse, group_nodes, layer_names, search
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -500,6 +500,7 @@ def make_int8(
     sweep: Sequence[int] = (),
     qat: str | os.PathLike[str] | None = None,
     percentile: float = 99.999,
+    tuning_images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
 ) -> dict[str, Any]:
     """Add the INT8 (Q/DQ) model of every role to the bundle, laid out for `target` ("tensorrt": TensorRT's
     explicit quantization; "onnxruntime": ONNX Runtime's CPU integer kernels). A bundle holds one int8
@@ -519,7 +520,10 @@ def make_int8(
     `qat`: a QAT run (`train --qat`): its fine-tuned weights, quantized with the input ranges it was
     trained with (the calibration images then give the ranges of the tensors QAT does not quantize);
     the layers it left float stay float. TensorRT layout only; the agreement is measured against the
-    bundle's own FP32 model."""
+    bundle's own FP32 model.
+
+    `tuning_images` (without `data`): the images the mixed-precision search decides on, so that the
+    check images (`images`) stay held out; by default the search decides on the check images."""
     opts = Int8Options(method, target, quantizer, per_channel, reduce_range, seed, calib_batch, percentile).checked()
     if qat is not None and (opts.target != "tensorrt" or opts.quantizer != "onnxruntime" or opts.method != "minmax"):
         raise UsageError("--qat takes its ranges from the QAT run: use it with --target tensorrt, the onnxruntime "
@@ -572,7 +576,12 @@ def make_int8(
 
     def _mixed_precision(src: Fp32Source, q: RoleQuantizer, work: Path, calib_refs: Sequence[ImageRef],
                          mixed: dict[str, Any], reports: dict[str, Any]) -> list[str]:
-        tuning = tuning_inputs(bundle, data, calib_refs, eval_count, seed, log) if data else inputs
+        if data:
+            tuning = tuning_inputs(bundle, data, calib_refs, eval_count, seed, log)
+        elif tuning_images is not None:
+            tuning = check_inputs(bundle.preprocess, images=tuning_images, count=max(eval_count, 1), log_fn=log)
+        else:
+            tuning = inputs
         evaluate = Evaluator(bundle, src.role, src.path, tuning)
         model = onnx.load(os.fspath(q.pre), load_external_data=False)
         nodes = q.candidates()

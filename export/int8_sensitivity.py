@@ -245,7 +245,8 @@ def search(
 def keep_float(quantized: onnx.ModelProto, reference: onnx.ModelProto, nodes: Sequence[str]) -> onnx.ModelProto:
     """A copy of the quantized model in which `nodes` compute in float again: each reads its float
     weight (and bias) from `reference` (the FP32 model that was quantized) instead of a
-    DequantizeLinear, and its activation input from before the QuantizeLinear -> DequantizeLinear pair.
+    DequantizeLinear, and its activation input from before the QuantizeLinear -> DequantizeLinear pair
+    where that is the FP32 tensor (not where the layout folded a ReLU into the Q).
 
     What quantize_static(nodes_to_exclude=nodes) gives, without re-quantizing every weight (onnxruntime
     computes per-channel weight scales channel by channel in Python: tens of seconds per model on a busy
@@ -258,6 +259,7 @@ def keep_float(quantized: onnx.ModelProto, reference: onnx.ModelProto, nodes: Se
     q_init = {t.name for t in graph.initializer}
     ref_nodes = {n.name: n for n in reference.graph.node}
     ref_init = {t.name: t for t in reference.graph.initializer}
+    ref_producers = {o: n for n in reference.graph.node for o in n.output}
     wanted = set(nodes)
     for node in graph.node:
         if node.name not in wanted:
@@ -270,16 +272,32 @@ def keep_float(quantized: onnx.ModelProto, reference: onnx.ModelProto, nodes: Se
             if dq.input[0] in q_init:  # a quantized weight or bias: the float one from the reference
                 if ref is None or i >= len(ref.input) or ref.input[i] not in ref_init:
                     continue
-                node.input[i] = ref.input[i]
-                if ref.input[i] not in q_init:
-                    graph.initializer.append(ref_init[ref.input[i]])
-                    q_init.add(ref.input[i])
+                # onnxruntime's layout names a quantized bias's DequantizeLinear output after the float
+                # bias: the float copy then needs a name of its own
+                float_name = ref.input[i] if ref.input[i] not in producers else f"{ref.input[i]}_kept_float"
+                node.input[i] = float_name
+                if float_name not in q_init:
+                    tensor = onnx.TensorProto()
+                    tensor.CopyFrom(ref_init[ref.input[i]])
+                    tensor.name = float_name
+                    graph.initializer.append(tensor)
+                    q_init.add(float_name)
             else:
                 q = producers.get(dq.input[0])
-                if q is not None and q.op_type == "QuantizeLinear":
+                # the float tensor before Q only where it is the tensor the FP32 node read: onnxruntime's
+                # layout removes a Relu / Clip whose clamp the Q's range does, and gives the Conv before
+                # it the removed node's output name (the same name, pre-activation values); there, as in
+                # quantize_static with the node excluded, the node reads the quantized activation
+                if q is not None and q.op_type == "QuantizeLinear" and ref is not None and i < len(ref.input) \
+                        and q.input[0] == ref.input[i] \
+                        and _op(producers.get(q.input[0])) == _op(ref_producers.get(ref.input[i])):
                     node.input[i] = q.input[0]
     _prune(graph)
     return model
+
+
+def _op(node: onnx.NodeProto | None) -> str | None:
+    return node.op_type if node is not None else None
 
 
 def _prune(graph: onnx.GraphProto) -> None:

@@ -156,6 +156,9 @@ def int8_command(
     qat: Optional[Path] = typer.Option(
         None, "--qat", help="A QAT run (`train --qat`): its fine-tuned weights and the int8 input ranges it was trained "
                             "with, instead of post-training calibration (tensorrt target)."),
+    tune_images: Optional[Path] = typer.Option(
+        None, "--tune-images", help="Without --data: a folder of images the mixed-precision search decides on, so that "
+                                    "--images stays held out (default: it decides on --images)."),
 ) -> None:
     """Add INT8 Q/DQ ONNX models (every role) to a bundle, calibrated on real images.
 
@@ -190,6 +193,7 @@ def int8_command(
         eval_count=eval_count, min_agreement=_fraction(min_agreement), min_accuracy_ratio=min_accuracy_ratio,
         log=_log, target=target, quantizer=quantizer, per_channel=per_channel, reduce_range=reduce_range,
         seed=seed, calib_batch=calib_batch, report=where, max_float=max_float, sweep=counts, qat=qat, percentile=percentile,
+        tuning_images=tune_images,
     )
     _log(
         f"int8 target {result['target']}: {result['format']}, activations {result['activations']}, "
