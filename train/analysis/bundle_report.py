@@ -30,11 +30,11 @@ import numpy as np
 from erudite_edge.bundle import Bundle
 from erudite_edge.errors import BadImageError, UsageError
 from erudite_edge.fileio import write_json_atomic, write_text_atomic
-from erudite_edge.labels import LabelSpace
 from erudite_edge.outputs import softmax
 
 from .feature_set import FeatureSet
-from .tables import ATTENTION_PNG, FIGURE2, FIGURE3, JSON_NAME, MARKDOWN_NAME, AnalyzeOptions, between, to_markdown, within
+from .tables import (ATTENTION_PNG, FIGURE2, FIGURE3, JSON_NAME, MARKDOWN_NAME, AnalyzeOptions, between, run_title,
+                     to_markdown, within)
 from .transfer import per_class_accuracy, transfer_by_dataset
 
 SKIPPED = [
@@ -149,10 +149,6 @@ def _variant(bundle: Bundle) -> str:
     return "zoo" if bundle.kind == "zoo" else bundle.variant
 
 
-def _title(kind: str, variant: str, labels: LabelSpace, source: str) -> str:
-    return f"{variant} ({'+'.join(labels.datasets)}, {source})"
-
-
 def analyze_bundle(
     bundle_dir: str | os.PathLike[str],
     data: Sequence[str],
@@ -214,7 +210,7 @@ def analyze_bundle(
     conf = _confidence(fs, bundle.kind)
     for name, entry in result["within"].items():
         entry["confidence"] = float(conf[fs.rows(bundle.labels.datasets.index(name))].mean())
-    run_title = _title(bundle.kind, result["run"]["variant"], bundle.labels, precision)
+    title = run_title(result["run"]["variant"], bundle.labels, precision)
     ref_fs = None
     ref_title = ""
     if ref_bundle is not None or ref_ckpt is not None:
@@ -222,7 +218,7 @@ def analyze_bundle(
         if ref_bundle is not None:
             ref_fs = bundle_outputs(ref_bundle, ref_data, backend=backend, precision="fp32", batch_size=opts.batch_size,
                                     seed=opts.seed, warn=log)
-            ref_title = _title(ref_bundle.kind, _variant(ref_bundle), ref_labels, "fp32")
+            ref_title = run_title(_variant(ref_bundle), ref_labels, "fp32")
             ref_info = {"bundle": str(ref_bundle.root), "variant": _variant(ref_bundle)}
         else:
             from ..data import load_datasets
@@ -232,7 +228,7 @@ def analyze_bundle(
             ref_fs, _ = features_for_run(ref_ckpt, load_datasets(ref_data), out / "reference_features.npz",
                                          device=resolve_device(opts.device, DistInfo()), batch_size=opts.batch_size,
                                          workers=opts.workers)
-            ref_title = f"{ref_ckpt.variant} ({'+'.join(ref_labels.datasets)})"
+            ref_title = run_title(ref_ckpt.variant, ref_labels)
             ref_info = {"checkpoint": str(ref_ckpt.path), "variant": ref_ckpt.variant}
         log(f"outputs of the reference {ref_title}: {len(ref_fs.joint)} test images")
         ref_within = within(ref_fs, ref_labels, ref_names, opts)
@@ -251,9 +247,9 @@ def analyze_bundle(
     from . import plots
 
     if result.get("transfer"):
-        figures["figure2"] = plots.plot_per_class_change(result["transfer"], out / FIGURE2, run_title, ref_title).name
+        figures["figure2"] = plots.plot_per_class_change(result["transfer"], out / FIGURE2, title, ref_title).name
     if opts.tsne:
-        panels = plots.tsne_panels([(run_title, fs)], [(bundle.labels.datasets.index(n), n) for n in names],
+        panels = plots.tsne_panels([(title, fs)], [(bundle.labels.datasets.index(n), n) for n in names],
                                    max_samples=opts.tsne_max_samples, seed=opts.seed)
         figures["figure3"] = plots.plot_tsne(panels, out / FIGURE3, what="model outputs (logits)").name
     att = attention_grid(bundle, data, opts.attention_images, out / ATTENTION_PNG, precision, opts.seed) \

@@ -14,19 +14,15 @@ import numpy as np
 from erudite_edge.errors import UsageError
 from erudite_edge.fileio import write_json_atomic, write_text_atomic
 
-from ..checkpoint import Checkpoint, load_checkpoint
+from ..checkpoint import load_checkpoint
 from ..data import DatasetSplits, load_datasets
 from .features import features_for_run
 from .tables import (ATTENTION_PNG, FIGURE2, FIGURE3, GATE_PNG, JSON_NAME, MARKDOWN_NAME, AnalyzeOptions, between,
-                     gate_usage, summary_lines, to_markdown, within)
+                     gate_usage, run_title, summary_lines, to_markdown, within)
 from .transfer import per_class_accuracy, transfer_by_dataset
 
 __all__ = ["AnalyzeOptions", "analyze", "summary_lines", "to_markdown", "JSON_NAME", "MARKDOWN_NAME", "FIGURE2", "FIGURE3",
            "GATE_PNG", "ATTENTION_PNG"]
-
-
-def _run_title(ckpt: Checkpoint) -> str:
-    return f"{ckpt.variant} ({'+'.join(ckpt.labels.datasets)})"
 
 
 def analyze(
@@ -67,13 +63,15 @@ def analyze(
     kw: dict[str, Any] = dict(device=dev, batch_size=opts.batch_size, workers=opts.workers, progress=opts.progress)
     model = ckpt.build_model().to(dev)
     fs, hit = features_for_run(ckpt, given, out / "features.npz", model=model, **kw)
-    log(f"features of {_run_title(ckpt)}: {len(fs.joint)} test images{' (cached)' if hit else ''}")
+    title, ref_title = run_title(ckpt.variant, ckpt.labels), ""
+    log(f"features of {title}: {len(fs.joint)} test images{' (cached)' if hit else ''}")
     if fs.skipped:
         log(f"warning: {fs.skipped} unreadable test images skipped")
     ref_fs = None
     if ref is not None:
         ref_fs, hit = features_for_run(ref, ref_given, out / "reference_features.npz", **kw)
-        log(f"features of the reference {_run_title(ref)}: {len(ref_fs.joint)} test images{' (cached)' if hit else ''}")
+        ref_title = run_title(ref.variant, ref.labels)
+        log(f"features of the reference {ref_title}: {len(ref_fs.joint)} test images{' (cached)' if hit else ''}")
 
     result: dict[str, Any] = {
         "run": {"checkpoint": str(ckpt.path), "variant": ckpt.variant, "backbone": ckpt.model_config.backbone,
@@ -100,14 +98,14 @@ def analyze(
     from . import plots
 
     if result.get("transfer"):
-        figures["figure2"] = plots.plot_per_class_change(result["transfer"], out / FIGURE2, _run_title(ckpt), _run_title(ref)).name  # type: ignore[arg-type]
+        figures["figure2"] = plots.plot_per_class_change(result["transfer"], out / FIGURE2, title, ref_title).name
     if gate is not None:
         figures["gate_usage"] = plots.plot_gate_usage(np.array(gate["mean_weight"]), gate["images_of"], gate["heads"], out / GATE_PNG).name
     if opts.tsne:
-        runs = [(_run_title(ckpt), fs, ckpt)] + ([(_run_title(ref), ref_fs, ref)] if ref is not None and ref_fs is not None else [])
+        runs = [(title, fs, ckpt)] + ([(ref_title, ref_fs, ref)] if ref is not None and ref_fs is not None else [])
         panels = []
-        for title, f, c in runs:
-            panels += plots.tsne_panels([(title, f)], [(c.labels.datasets.index(n), n) for n in names if n in c.labels.datasets],
+        for name, f, c in runs:
+            panels += plots.tsne_panels([(name, f)], [(c.labels.datasets.index(n), n) for n in names if n in c.labels.datasets],
                                         max_samples=opts.tsne_max_samples, seed=opts.seed)
         figures["figure3"] = plots.plot_tsne(panels, out / FIGURE3).name
     if opts.attention_images > 0:

@@ -16,6 +16,12 @@ from .feature_set import FeatureSet
 from .mmd import DEFAULT_MAX_SAMPLES as MMD_MAX_SAMPLES
 from .mmd import DEFAULT_PERMUTATIONS, mmd_test
 
+
+def run_title(variant: str, labels: LabelSpace, source: str | None = None) -> str:
+    """How figures and logs name an analysed model: its variant, its data sets, and where its numbers come
+    from when that is not the checkpoint itself (a bundle's precision)."""
+    return f"{variant} ({'+'.join(labels.datasets)}{', ' + source if source else ''})"
+
 JSON_NAME, MARKDOWN_NAME = "analysis.json", "analysis.md"
 FIGURE2, FIGURE3, GATE_PNG = "figure2_per_class_change.png", "figure3_tsne.png", "gate_usage.png"
 ATTENTION_PNG = "attention.png"
