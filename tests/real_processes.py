@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,33 @@ def start_rtsp_server(port: int, *args: str, stderr: int | None = subprocess.PIP
     line = proc.stdout.readline()
     assert line.strip() == "ready", (proc.stderr.read() if proc.stderr else "")
     return proc
+
+
+class CliRun:
+    """`python -m erudite_edge.cli ARGS` as a child process, its stderr collected line by line on a thread
+    (so a long run never blocks on a full pipe, and a test can watch what it reports)."""
+
+    def __init__(self, *args: str, stdout: int = subprocess.DEVNULL):
+        self.proc = subprocess.Popen([sys.executable, "-m", "erudite_edge.cli", *args], stdout=stdout,
+                                     stderr=subprocess.PIPE, text=True, env=child_env())
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stderr), daemon=True)  # type: ignore[arg-type]
+        self._reader.start()
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.lines)
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM, as a service manager stops it; its exit code once it has ended and its stderr is read."""
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        return self.proc.returncode
+
+
+def kill_left(*procs: subprocess.Popen) -> None:
+    """Kill whichever of the processes still runs (a test's clean-up after a failure)."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()

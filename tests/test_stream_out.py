@@ -20,7 +20,7 @@ from erudite_edge.cli import main
 from erudite_edge.errors import UsageError
 from erudite_edge.stream_out import choose_writer, ffmpeg_exe, ffmpeg_has_encoder, parse_target
 from onnx_fixtures import make_erudite_bundle
-from real_processes import RTSP_SERVER_PY, child_env, free_port, needs_rtsp_server, start_rtsp_server
+from real_processes import RTSP_SERVER_PY, CliRun, free_port, kill_left, needs_rtsp_server, start_rtsp_server
 
 RED_BGR = (0, 0, 255)
 FFMPEG = ffmpeg_exe()
@@ -134,8 +134,6 @@ def test_rtsp_server_lost_mid_run_is_warned_and_the_push_resumes(erudite: Bundle
     """GStreamer's RTSP server takes the push (ANNOUNCE/RECORD, as MediaMTX does), decodes it and reports each
     frame's colour. Killed mid-run: the run warns, keeps writing results, and pushes again once a server is
     back. The password never shows."""
-    import sys
-
     port = free_port()
     out = tmp_path / "r.jsonl"
 
@@ -154,34 +152,25 @@ def test_rtsp_server_lost_mid_run_is_warned_and_the_push_resumes(erudite: Bundle
                 got += 1
 
     server = start()
-    run = subprocess.Popen([sys.executable, "-m", "erudite_edge.cli", "run", "--bundle", str(erudite.root),
-                            "testsrc://20?size=64x48&colors=ff0000", "-o", str(out),
-                            "--save", f"rtsp://pub:s3cret@127.0.0.1:{port}/live"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=child_env())
-    stderr: list[str] = []
-    reader = threading.Thread(target=lambda: stderr.extend(run.stderr), daemon=True)  # type: ignore[arg-type]
-    reader.start()
+    run = CliRun("run", "--bundle", str(erudite.root), "testsrc://20?size=64x48&colors=ff0000", "-o", str(out),
+                 "--save", f"rtsp://pub:s3cret@127.0.0.1:{port}/live")
     try:
         frames_from(server, 5)
         server.kill()
         server.wait(timeout=10)
         end = time.monotonic() + 60
-        while not any("stream lost" in line for line in stderr):
-            assert run.poll() is None and time.monotonic() < end, "".join(stderr)
+        while not any("stream lost" in line for line in run.lines):
+            assert run.proc.poll() is None and time.monotonic() < end, run.stderr
             time.sleep(0.05)
         lines_at_loss = out.read_bytes().count(b"\n")
         server = start()
         frames_from(server, 5)  # the push came back to the new server
         assert out.read_bytes().count(b"\n") > lines_at_loss  # results went on meanwhile
-        run.send_signal(signal.SIGTERM)
-        run.wait(timeout=60)
-        reader.join(timeout=10)
+        run.stop()
     finally:
-        for p in (run, server):
-            if p.poll() is None:
-                p.kill()
-    err = "".join(stderr)
-    assert run.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
+        kill_left(run.proc, server)
+    err = run.stderr
+    assert run.proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
     assert "trying again in 1 s" in err and "s3cret" not in err and "rtsp://pub:***@127.0.0.1" in err
 
 

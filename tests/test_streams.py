@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from erudite_edge.cli import main
 from erudite_edge.live import Backoff, redact
 from erudite_edge.sources import CaptureSource, open_source
 from onnx_fixtures import COLORS, make_erudite_bundle, write_video
-from real_processes import child_env, free_port, needs_rtsp_server, start_rtsp_server
+from real_processes import CliRun, child_env, free_port, kill_left, needs_rtsp_server, start_rtsp_server
 
 
 
@@ -115,12 +114,7 @@ def test_rtsp_stream_survives_a_server_restart(tmp_path: Path) -> None:
     uri = f"rtsp://viewer:s3cr3tpw@127.0.0.1:{port}/live"
     out = tmp_path / "s.jsonl"
     server = start_rtsp_server(port, "--auth", "viewer:s3cr3tpw")
-    run = subprocess.Popen([sys.executable, "-m", "erudite_edge.cli", "run", "--bundle", str(bundle.root), uri,
-                            "-o", str(out), "--reconnect", "forever"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
-    stderr: list[str] = []
-    reader = threading.Thread(target=lambda: stderr.extend(run.stderr), daemon=True)  # type: ignore[arg-type]
-    reader.start()
+    run = CliRun("run", "--bundle", str(bundle.root), uri, "-o", str(out), "--reconnect", "forever")
 
     def lines() -> int:
         return out.read_bytes().count(b"\n") if out.exists() else 0
@@ -128,28 +122,24 @@ def test_rtsp_stream_survives_a_server_restart(tmp_path: Path) -> None:
     def wait_for(cond, what: str, timeout: float = 60.0) -> None:
         end = time.monotonic() + timeout
         while not cond():
-            if run.poll() is not None or time.monotonic() > end:
-                raise AssertionError(f"{what}: {''.join(stderr)}")
+            if run.proc.poll() is not None or time.monotonic() > end:
+                raise AssertionError(f"{what}: {run.stderr}")
             time.sleep(0.05)
 
     try:
         wait_for(lambda: lines() >= 5, "no results from the stream")
         server.kill()
         server.wait(timeout=10)
-        wait_for(lambda: any("reconnecting" in s for s in stderr), "the loss was not noticed")
+        wait_for(lambda: any("reconnecting" in s for s in run.lines), "the loss was not noticed")
         before = lines()
         server = start_rtsp_server(port, "--auth", "viewer:s3cr3tpw")
         wait_for(lambda: lines() >= before + 5, "no results after the server came back", timeout=90)
-        wait_for(lambda: any("frames again after" in s for s in stderr), "the loss was not logged")
-        run.send_signal(signal.SIGTERM)
-        run.wait(timeout=60)
-        reader.join(timeout=10)
+        wait_for(lambda: any("frames again after" in s for s in run.lines), "the loss was not logged")
+        run.stop()
     finally:
-        for p in (run, server):
-            if p.poll() is None:
-                p.kill()
-    err = "".join(stderr)
-    assert run.returncode == 128 + signal.SIGTERM, err
+        kill_left(run.proc, server)
+    err = run.stderr
+    assert run.proc.returncode == 128 + signal.SIGTERM, err
     assert "s3cr3tpw" not in err and "viewer:***@" in err
     assert "stream losses" in err and "Traceback" not in err
     import json
