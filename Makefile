@@ -28,7 +28,7 @@ $(TRT_STUBS): $(STAMP) tools/prepare_trt_stubs.py
 	$(PY) tools/prepare_trt_stubs.py $(TRT_STUBS)
 
 typecheck: $(STAMP) $(TRT_STUBS)
-	MYPYPATH=$(TRT_STUBS) $(VENV)/bin/mypy --follow-imports=silent erudite_edge/backends/tensorrt_runner.py export/engine.py erudite_edge/backends/device_memory.py erudite_edge/engine_sidecar.py erudite_edge/engine_cache.py
+	MYPYPATH=$(TRT_STUBS) $(VENV)/bin/mypy --follow-imports=silent erudite_edge/backends/tensorrt/runner.py erudite_edge/backends/tensorrt/build.py erudite_edge/backends/tensorrt/device_memory.py erudite_edge/backends/tensorrt/sidecar.py erudite_edge/backends/tensorrt/cache.py
 
 # Debian packages for the real RTSP server the stream tests run on 127.0.0.1 (GStreamer's gst-rtsp-server,
 # driven from the system Python's PyGObject). Installed where we are root with apt-get; elsewhere those

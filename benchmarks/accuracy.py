@@ -1,6 +1,6 @@
 """Top-1 per data set, and their mean, of a deployed classifier on labelled test images (`--data SPEC`).
 
-Images are decoded and preprocessed exactly as deployed (erudite_edge.preprocess with the bundle's
+Images are decoded and preprocessed exactly as deployed (erudite_edge.core.preprocess with the bundle's
 spec), the model runs through the same classifier objects `erudite-edge run` uses, and a prediction
 is the arg-max over the whole joint label space (a class of another data set is wrong), as the
 paper evaluates. The zoo is evaluated with its coarse model's own routing.
@@ -21,9 +21,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from erudite_edge.errors import BadImageError, UsageError
-from erudite_edge.labels import LabelSpace
-from erudite_edge.preprocess import PreprocessSpec, load_image, preprocess
-from erudite_edge.sources import IMAGE_EXTENSIONS as FOLDER_IMAGE_EXTENSIONS
+from erudite_edge.core.labels import LabelSpace
+from erudite_edge.core.preprocess import PreprocessSpec
+from erudite_edge.core.preprocess import load_image
+from erudite_edge.core.preprocess import preprocess
+from erudite_edge.sources.capture import IMAGE_EXTENSIONS as FOLDER_IMAGE_EXTENSIONS
 
 
 @dataclass

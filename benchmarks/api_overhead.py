@@ -37,7 +37,7 @@ def _tiny_bundle(root: Path) -> Path:
 
 def measure(bundle: Path, rounds: int, calls: int, batch: int) -> dict[str, Any]:
     from erudite_edge import Classifier
-    from erudite_edge.preprocess import preprocess
+    from erudite_edge.core.preprocess import preprocess
 
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (240, 320, 3), dtype=np.uint8) for _ in range(batch)]

@@ -35,19 +35,21 @@ from typing import Any, Callable
 
 import numpy as np
 
-from erudite_edge.bundle import PRECISIONS, Bundle
+from erudite_edge.core.bundle import PRECISIONS
+
+from erudite_edge.core.bundle import Bundle
 from erudite_edge.errors import BundleError, UsageError
 
-from . import accuracy as acc
-from .complexity import ComplexityUnavailable, bundle_complexity, model_files_mb
-from .end_to_end import FolderImages, load_folder, measure
-from .goals import evaluate
-from .instrument import Instrumented
-from .latency import Contender, Samples, blocks_total, interleaved, split_rounds, summarize
-from .environment import PowerMeter, environment
-from .memory import measure_memory
-from .scenarios import scenarios
-from .stats import LEVEL, RESAMPLES, latency_ratio_ci, throughput_ratio_ci
+from benchmarks import accuracy as acc
+from benchmarks.complexity import ComplexityUnavailable, bundle_complexity, model_files_mb
+from benchmarks.end_to_end import FolderImages, load_folder, measure
+from benchmarks.goals import evaluate
+from benchmarks.instrument import Instrumented
+from benchmarks.latency import Contender, Samples, blocks_total, interleaved, split_rounds, summarize
+from benchmarks.environment import PowerMeter, environment
+from benchmarks.memory import measure_memory
+from benchmarks.scenarios import scenarios
+from benchmarks.stats import LEVEL, RESAMPLES, latency_ratio_ci, throughput_ratio_ci
 
 ZOO_ROUTING = ("Zoo timing input: a mixed batch whose routing is forced to split evenly across the data sets "
                "(image i to data set (i + k) mod N): the coarse model runs on all B images, each fine model on its "
@@ -249,7 +251,7 @@ class _Progress:
 
 def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> dict[str, Any]:
     """Measure everything the config asks for and return the result (JSON-ready, goals included)."""
-    from erudite_edge.pipeline import load_classifier
+    from erudite_edge.inference.pipeline import load_classifier
 
     cfg.validate()
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from erudite_edge.bundle import Bundle
+from erudite_edge.core.bundle import Bundle
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -289,9 +289,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from rich.table import Table
 
-    from erudite_edge.fileio import write_json_atomic
+    from erudite_edge.core.fileio import write_json_atomic
 
-    from .report import stdout_console
+    from benchmarks.report import stdout_console
 
     console = stdout_console()
     if args.bundle:

@@ -24,10 +24,13 @@ from typing import Any, Callable
 import numpy as np
 
 from erudite_edge.errors import BadImageError, SourceError
-from erudite_edge.labels import LabelSpace
-from erudite_edge.pipeline import Pipeline
-from erudite_edge.preprocess import PreprocessSpec, load_image, preprocess
-from erudite_edge.sources import ImageFilesSource, open_source
+from erudite_edge.core.labels import LabelSpace
+from erudite_edge.inference.pipeline import Pipeline
+from erudite_edge.core.preprocess import PreprocessSpec
+from erudite_edge.core.preprocess import load_image
+from erudite_edge.core.preprocess import preprocess
+from erudite_edge.sources.capture import ImageFilesSource
+from erudite_edge.sources.capture import open_source
 
 
 @dataclass

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .stats import verdict
+from benchmarks.stats import verdict
 
 GOAL_SETTING = "ResNet-50 at 224 px on ONNX Runtime CPU"
 LATENCY_RATIO_B1 = 0.52

@@ -1,7 +1,7 @@
 """Instruments for the classifiers the bench times: what each model saw, and the zoo's forced routing.
 
-The bench times the real classes that `erudite-edge run` uses (erudite_edge.pipeline.SingleModel and
-erudite_edge.zoo_runner.ZooRunner), end to end through `predict`: softmax, grouping, gathering each
+The bench times the real classes that `erudite-edge run` uses (erudite_edge.inference.pipeline.SingleModel and
+erudite_edge.inference.models.ZooRunner), end to end through `predict`: softmax, grouping, gathering each
 group, scattering back into the joint label space. It only wraps their runners:
 
 * `RecordingRunner` passes every call through and records the batch size each model was given and its

@@ -16,7 +16,7 @@ import numpy as np, onnx
 from onnxruntime.quantization import CalibrationMethod, quantize_static, save_tensors_data
 from onnxruntime.quantization.calibrate import TensorsData, TensorData
 from onnxruntime.quantization.shape_inference import quant_pre_process
-from erudite_edge.bundle import Bundle
+from erudite_edge.core.bundle import Bundle
 from export.calibration import ImageCalibrationReader, calibration_sets, collect_ranges
 from export.fp16 import agreement_inputs
 from export.int8 import quantize_options, calibration_method, quantized_ops

@@ -24,10 +24,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from erudite_edge.bundle import Bundle
-from erudite_edge.fileio import write_json_atomic
+from erudite_edge.core.bundle import Bundle
+from erudite_edge.core.fileio import write_json_atomic
 
-from .latency import Contender, interleaved, summarize
+from benchmarks.latency import Contender, interleaved, summarize
 
 
 def optimised_ops(path: Path, work: Path) -> Counter[str]:

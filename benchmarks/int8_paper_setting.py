@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from erudite_edge.fileio import write_json_atomic
+from erudite_edge.core.fileio import write_json_atomic
 
 Log = Callable[[str], None]
 HELDOUT_SKIMAGE = ("brick", "grass", "gravel", "cell", "text", "page")
@@ -77,8 +77,8 @@ def make_bundle(root: Path, photos: Path, seed: int, log: Log) -> Path:
     """The random-init erudite ResNet-50 (224 px, N = 2) as an FP32 bundle (the current export path)."""
     from export.onnx_export import export_checkpoint
 
-    from .complexity import PAPER_CLASS_COUNTS, PAPER_SETS
-    from .paper_setting import DATASET_NAMES, make_checkpoint
+    from benchmarks.complexity import PAPER_CLASS_COUNTS, PAPER_SETS
+    from benchmarks.paper_setting import DATASET_NAMES, make_checkpoint
 
     bundle = root / "erudite"
     if (bundle / "bundle.json").is_file():
@@ -116,7 +116,7 @@ def run_one(bundle: Path, photos: Path, heldout: Path, cfg: dict[str, Any], log:
     from export.int8 import make_int8
     from export.parity import onnx_logits
 
-    from erudite_edge.bundle import Bundle
+    from erudite_edge.core.bundle import Bundle
 
     with tempfile.TemporaryDirectory(prefix="erudite-int8-paper-") as tmp:
         copy = Path(tmp) / "bundle"
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr)
 
-    from .paper_setting import write_photos
+    from benchmarks.paper_setting import write_photos
 
     photos = write_photos(args.out / "photos", log)
     heldout = write_heldout(args.out / "heldout", log)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from erudite_edge.fileio import write_json_atomic
+from erudite_edge.core.fileio import write_json_atomic
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "minmax tensorrt": {"method": "minmax", "target": "tensorrt"},

@@ -3,7 +3,7 @@ latest-frame semantics (after).
 
     python -m benchmarks.live_frames [--fps 30] [--model-ms 60] [--seconds 8] [--rounds 3] [--out benchmarks/results]
 
-The source is `testsrc://FPS` (erudite_edge.testsrc: `read()` blocks until the next frame is due, as a
+The source is `testsrc://FPS` (erudite_edge.sources.testsrc: `read()` blocks until the next frame is due, as a
 camera's does). The model is the tiny real ONNX classifier of tests/onnx_fixtures run by ONNX Runtime,
 plus a sleep of --model-ms per image standing in for a heavier network (so the model is slower than the
 camera however fast this CPU is; the cost grows with the batch, as on a CPU).
@@ -29,8 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from erudite_edge.pipeline import Pipeline, load_classifier
-from erudite_edge.sources import open_source
+from erudite_edge.inference.pipeline import Pipeline
+
+from erudite_edge.inference.pipeline import load_classifier
+from erudite_edge.sources.capture import open_source
 
 
 class SlowModel:

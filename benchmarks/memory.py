@@ -5,7 +5,7 @@ keep what they freed, libraries load once), so every measurement is a new Python
 
     python -m benchmarks.memory --child --bundle DIR [--backend B] [--precision P] [--batch 1,8] [--calls 3]
 
-loads the bundle with `erudite_edge.pipeline.load_classifier` (what `erudite-edge run` loads: the zoo
+loads the bundle with `erudite_edge.inference.pipeline.load_classifier` (what `erudite-edge run` loads: the zoo
 with all its models), runs a few synthetic batches of every size (the zoo's routing forced to split
 each batch across its data sets, so every fine model runs) and reports its peak resident set size:
 the high-water mark of its own address space (VmHWM, see peak_rss_mb: not ru_maxrss, which counts
@@ -34,7 +34,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .stats import ratio_ci
+from benchmarks.stats import ratio_ci
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULT_PREFIX = "erudite-edge-memory:"
@@ -65,10 +65,10 @@ def child_main(args: argparse.Namespace) -> int:
     """Load, run a few batches, print one line of JSON (what the parent cannot see from outside)."""
     import numpy as np
 
-    from erudite_edge.bundle import Bundle
-    from erudite_edge.pipeline import load_classifier
+    from erudite_edge.core.bundle import Bundle
+    from erudite_edge.inference.pipeline import load_classifier
 
-    from .instrument import Instrumented
+    from benchmarks.instrument import Instrumented
 
     if args.backend in ("auto", "onnxruntime"):  # the baseline imports the runtime library too
         try:
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     bundles = {"erudite": args.erudite, **({"zoo": args.zoo} if args.zoo else {})}
     result = measure_memory(bundles, backend=args.backend, precision=args.precision, threads=args.threads,
                             spinning=args.spinning, batches=args.batch, repeats=args.repeats, calls=args.calls)
-    from .environment import environment
+    from benchmarks.environment import environment
 
     result["environment"] = environment()
     print(json.dumps(result, indent=2))

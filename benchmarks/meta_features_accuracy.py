@@ -158,7 +158,7 @@ def _cpu_s() -> float:
 
 
 def run_one(data: list[str], out: Path, setting: str, seed: int, epochs: int | None, steps: int | None) -> dict[str, Any]:
-    from erudite_edge.fileio import write_json_atomic
+    from erudite_edge.core.fileio import write_json_atomic
     from train.checkpoint import has_checkpoint
     from train.evaluate_run import evaluate_run
     from train.loop import train
@@ -206,7 +206,8 @@ def _torch_threads() -> int:
 
 
 def write_summary(out: Path, results: list[dict[str, Any]], command: str) -> dict[str, Any]:
-    from erudite_edge.fileio import write_json_atomic, write_text_atomic
+    from erudite_edge.core.fileio import write_json_atomic
+    from erudite_edge.core.fileio import write_text_atomic
 
     summary = summarize(results)
     write_json_atomic(out / "summary.json", {"command": command, "runs": results, "summary": summary})

@@ -24,12 +24,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from erudite_edge.bundle import Bundle
-from erudite_edge.fileio import write_text_atomic
+from erudite_edge.core.bundle import Bundle
+from erudite_edge.core.fileio import write_text_atomic
 
-from .bench import BenchConfig, bundle_precisions, run_bench
-from .complexity import PAPER_CLASS_COUNTS, PAPER_SETS
-from .report import goal_lines, render_terminal, stdout_console, write_outputs
+from benchmarks.bench import BenchConfig, bundle_precisions, run_bench
+from benchmarks.complexity import PAPER_CLASS_COUNTS, PAPER_SETS
+from benchmarks.report import goal_lines, render_terminal, stdout_console, write_outputs
 
 Log = Callable[[str], None]
 DATASET_NAMES = {"CUB": "cub", "Cars": "cars", "Aircraft": "aircraft", "Flowers": "flowers"}
@@ -62,8 +62,8 @@ def make_checkpoint(run_dir: Path, variant: str, names: Sequence[str], counts: S
     """A random-init checkpoint of `variant` in the training run layout (RUN/best/)."""
     import torch
 
-    from erudite_edge.labels import LabelSpace
-    from erudite_edge.preprocess import PreprocessSpec
+    from erudite_edge.core.labels import LabelSpace
+    from erudite_edge.core.preprocess import PreprocessSpec
     from train.checkpoint import save_checkpoint
     from train.model import ModelConfig, build_model
 
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from rich.console import Console
 
-    from .bench import parse_int_list, parse_precisions
+    from benchmarks.bench import parse_int_list, parse_precisions
 
     ns = parse_int_list(args.n, "--n")
     if any(n not in PAPER_SETS for n in ns):

@@ -14,7 +14,7 @@ Measured, before and after interleaved round by round (the order swapped every r
   1. host preprocessing per image at batch 8, one thread: from decoded RGB (resize, normalise, batch
      assembly) and from the file's bytes (+ decoding). Before: decode to BGR and convert, resize,
      normalise to float32 NCHW, np.stack (the code as it was; its functions are unchanged in
-     erudite_edge.preprocess with a float32 spec, the decoder's old two steps written out here).
+     erudite_edge.core.preprocess with a float32 spec, the decoder's old two steps written out here).
      After: decode straight to RGB, resize into a slot of the pipeline's InputRing, the batch a view.
   2. end-to-end folder throughput (`erudite-edge run FOLDER`'s Pipeline) against pure inference on the
      same images already preprocessed, batch 8, ONNX Runtime CPU (benchmarks.end_to_end.measure, one
@@ -37,13 +37,16 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from erudite_edge.batch_buffer import InputRing
-from erudite_edge.bundle import Bundle
-from erudite_edge.pipeline import load_classifier
-from erudite_edge.preprocess import PreprocessSpec, normalize, preprocess_into, resize_image
+from erudite_edge.inference.batch_buffer import InputRing
+from erudite_edge.core.bundle import Bundle
+from erudite_edge.inference.pipeline import load_classifier
+from erudite_edge.core.preprocess import PreprocessSpec
+from erudite_edge.core.preprocess import normalize
+from erudite_edge.core.preprocess import preprocess_into
+from erudite_edge.core.preprocess import resize_image
 
-from .end_to_end import load_folder, measure
-from .stats import throughput_ratio_ci
+from benchmarks.end_to_end import load_folder, measure
+from benchmarks.stats import throughput_ratio_ci
 
 BATCH = 8
 DEMO_DATA = Path("/work/shared_demo/demo/data")
@@ -55,7 +58,7 @@ def decode_before(data: np.ndarray) -> np.ndarray:
 
 
 def decode_after(data: np.ndarray) -> np.ndarray:
-    from erudite_edge.preprocess import decode_image
+    from erudite_edge.core.preprocess import decode_image
 
     return decode_image(data)
 
@@ -140,7 +143,8 @@ def model_latency(bundles: dict[str, Bundle], folder: Path, rounds: int, calls: 
     runners, inputs = {}, {}
     for dt, b in bundles.items():
         from erudite_edge.backends.onnxruntime_runner import OnnxRuntimeRunner
-        from erudite_edge.preprocess import load_image, preprocess_batch
+        from erudite_edge.core.preprocess import load_image
+        from erudite_edge.core.preprocess import preprocess_batch
 
         runners[dt] = OnnxRuntimeRunner(b.path(b.entry()))
         inputs[dt] = preprocess_batch([load_image(p) for p in files], b.preprocess)
@@ -164,7 +168,7 @@ def make_bundles(root: Path, name: str, backbone: str, size: int, names: list[st
                  images: Path, log: Callable[[str], None]) -> dict[str, Bundle]:
     from export.onnx_export import export_checkpoint
 
-    from .paper_setting import make_checkpoint
+    from benchmarks.paper_setting import make_checkpoint
 
     ckpt = root / name / "checkpoint"
     if not (ckpt / "best").exists():
@@ -243,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    from .paper_setting import write_photos
+    from benchmarks.paper_setting import write_photos
 
     args.out.mkdir(parents=True, exist_ok=True)
     photos = write_photos(args.out / "photos", log)

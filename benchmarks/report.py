@@ -1,6 +1,6 @@
 """The bench report in four forms from one result dict: rich tables on the terminal, bench.json,
 bench.md (the same tables in Markdown) and bench.png (latency and throughput against batch size,
-erudite vs zoo, one line per precision). Every file is written atomically (erudite_edge.fileio)."""
+erudite vs zoo, one line per precision). Every file is written atomically (erudite_edge.core.fileio)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from erudite_edge.fileio import atomic_path, write_json_atomic, write_text_atomic
+from erudite_edge.core.fileio import atomic_path
 
-from .goals import evaluate, goal_line, setting_note
+from erudite_edge.core.fileio import write_json_atomic
+
+from erudite_edge.core.fileio import write_text_atomic
+
+from benchmarks.goals import evaluate, goal_line, setting_note
 
 JSON_NAME, MARKDOWN_NAME, PLOT_NAME = "bench.json", "bench.md", "bench.png"
 
@@ -400,7 +404,7 @@ def plot(result: dict[str, Any], path: str | Path) -> Path:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    from .goals import LATENCY_RATIO_B1, THROUGHPUT_RATIO_B8
+    from benchmarks.goals import LATENCY_RATIO_B1, THROUGHPUT_RATIO_B8
 
     rows = result.get("latency", [])
     with_ratio = any("ratio" in r for r in rows)

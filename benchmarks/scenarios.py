@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from .latency import Samples
-from .stats import throughput_ratio_ci
+from benchmarks.latency import Samples
+from benchmarks.stats import throughput_ratio_ci
 
 SINGLE_STREAM = "single-stream"
 OFFLINE = "offline"

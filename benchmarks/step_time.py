@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .latency import Contender, interleaved, percentile
+from benchmarks.latency import Contender, interleaved, percentile
 
 # contender -> (training variant, stage II's features)
 CONTENDERS = {"ours": ("ours", "fresh"), "ours-reuse": ("ours", "reuse"), "baseline+": ("baseline+", "fresh"),
@@ -138,7 +138,7 @@ def measure(cfg: StepTimeConfig, on_call: Callable[[], None] | None = None) -> d
                        "status": "PASS" if ratio < STEP_RATIO_GOAL else "FAIL"}
     if "ours" in per_variant and "baseline" in per_variant:
         out["ratio_ours_over_baseline"] = per_variant["ours"]["median_ms"] / per_variant["baseline"]["median_ms"]
-    from .stats import latency_ratio_ci
+    from benchmarks.stats import latency_ratio_ci
 
     intervals = {}
     for num, den in (("ours", "ours-reuse"), ("ours", "baseline+"), ("ours-reuse", "baseline+"), ("ours", "baseline")):
@@ -219,9 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from erudite_edge.errors import EruditeError
-    from erudite_edge.fileio import write_json_atomic
+    from erudite_edge.core.fileio import write_json_atomic
 
-    from .report import stdout_console
+    from benchmarks.report import stdout_console
 
     console = stdout_console()
     total = len(variants) * (max(0, args.warmup) + args.iters)

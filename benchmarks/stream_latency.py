@@ -71,7 +71,7 @@ def measure(seconds: float, fps: int, size: str, work: Path) -> dict:
     reader.start()
     out = work / "r.jsonl"
     n = int(seconds * fps)
-    run = subprocess.run([sys.executable, "-m", "erudite_edge.cli", "run", "--bundle", str(bundle.root),
+    run = subprocess.run([sys.executable, "-m", "erudite_edge.cli.app", "run", "--bundle", str(bundle.root),
                           f"testsrc://{fps}?size={size}&colors=ff0000,0000ff&hold=10", "--limit", str(n),
                           "--save", f"rtsp://127.0.0.1:{port}/live", "-o", str(out)],
                          capture_output=True, text=True, env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
@@ -99,7 +99,7 @@ def measure(seconds: float, fps: int, size: str, work: Path) -> dict:
 
 
 def _writer() -> str:
-    from erudite_edge.stream_out import choose_writer
+    from erudite_edge.outputs.stream import choose_writer
 
     kind, exe = choose_writer()
     return "OpenCV's GStreamer writer" if kind == "gstreamer" else f"ffmpeg libx264 ({exe})"

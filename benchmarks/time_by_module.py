@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from erudite_edge.bundle import Bundle
+from erudite_edge.core.bundle import Bundle
 
 PARTS = ("preprocess", "backbone", "attention", "heads+gate", "classifier")
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 if TYPE_CHECKING:
-    from .api import Box, Classifier, Prediction, Timings, TopK
-    from .errors import BackendUnavailable, BadImageError, BundleError, EruditeError, SourceError, UsageError
+    from erudite_edge.api import Box, Classifier, Prediction, Timings, TopK
+    from erudite_edge.errors import BackendUnavailable, BadImageError, BundleError, EruditeError, SourceError, UsageError
 
 _API = {"Box", "Classifier", "Prediction", "Timings", "TopK"}
 _ERRORS = {"BackendUnavailable", "BadImageError", "BundleError", "EruditeError", "SourceError", "UsageError"}
@@ -26,11 +26,11 @@ _ERRORS = {"BackendUnavailable", "BadImageError", "BundleError", "EruditeError",
 
 def __getattr__(name: str) -> Any:
     if name in _API:
-        from . import api
+        from erudite_edge import api
 
         return getattr(api, name)
     if name in _ERRORS:
-        from . import errors
+        from erudite_edge import errors
 
         return getattr(errors, name)
     raise AttributeError(f"module 'erudite_edge' has no attribute {name!r}")

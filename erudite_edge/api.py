@@ -7,7 +7,7 @@
             print(p.source, p.dataset, p.label, p.confidence)
 
 `Classifier` loads the bundle's model once (the same backend choice, precision rule and loaders as
-`erudite-edge run`) and classifies through the same pipeline `run` uses (erudite_edge.pipeline: decode,
+`erudite-edge run`) and classifies through the same pipeline `run` uses (erudite_edge.inference.pipeline: decode,
 the bundle's preprocessing, batching, the model, top-k and per-data-set mass): `run` itself is
 `Classifier.run` with its sinks. `predict` and `predict_stream` run that pipeline in a worker thread and
 hand its results back as `Prediction` objects, in source order.
@@ -28,12 +28,21 @@ from typing import Any, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 
-from .answers import Answerer
-from .bundle import PRECISIONS, Bundle
-from .crops import WHOLE_IMAGE, Box, CropSource, make_box
-from .errors import UsageError
-from .outputs import Result, RunSummary, Sink
-from .sources import Item, Source, Task, read_image_item
+from erudite_edge.inference.answers import Answerer
+from erudite_edge.core.bundle import PRECISIONS
+from erudite_edge.core.bundle import Bundle
+from erudite_edge.sources.crops import WHOLE_IMAGE
+from erudite_edge.sources.crops import Box
+from erudite_edge.sources.crops import CropSource
+from erudite_edge.sources.crops import make_box
+from erudite_edge.errors import UsageError
+from erudite_edge.outputs.sinks import Result
+from erudite_edge.outputs.sinks import RunSummary
+from erudite_edge.outputs.sinks import Sink
+from erudite_edge.sources.capture import Item
+from erudite_edge.sources.capture import Source
+from erudite_edge.sources.capture import Task
+from erudite_edge.sources.capture import read_image_item
 
 ImageLike = Union[str, "os.PathLike[str]", np.ndarray]
 BoxLike = Union[Box, Sequence[float]]
@@ -231,7 +240,7 @@ class _Done:
 class Classifier:
     """An erudite (or zoo) bundle, loaded once, as a classifier.
 
-    bundle: a bundle directory or a loaded erudite_edge.bundle.Bundle. backend: auto | tensorrt |
+    bundle: a bundle directory or a loaded erudite_edge.core.bundle.Bundle. backend: auto | tensorrt |
     onnxruntime | torch (as `run --backend`). precision: auto | fp32 | fp16 | int8 (auto: the bundle's
     TensorRT engine where TensorRT runs, else the fp32 ONNX model). device: the GPU (0; pick another with
     CUDA_VISIBLE_DEVICES). topk, min_confidence, datasets, smooth: as `run`'s options. batch: images per
@@ -255,9 +264,9 @@ class Classifier:
         threads: int | None = None,
         announce: Any = None,
     ):
-        from .answers import parse_datasets
-        from .backends import BACKENDS, resolve_precision
-        from .pipeline import load_classifier
+        from erudite_edge.inference.answers import parse_datasets
+        from erudite_edge.backends.registry import BACKENDS, resolve_precision
+        from erudite_edge.inference.pipeline import load_classifier
 
         if backend not in BACKENDS:
             raise UsageError(f"backend {backend!r}: one of {', '.join(BACKENDS)}")
@@ -291,7 +300,7 @@ class Classifier:
                  progress: bool = True, handle_signals: bool = True, attention: Any = None) -> Any:
         """The pipeline `run` and `predict` classify through, with this classifier's model and answers.
         attention: an attention_maps.AttentionWriter (`run --save-attention`)."""
-        from .pipeline import Pipeline
+        from erudite_edge.inference.pipeline import Pipeline
 
         if self.model is None:
             raise UsageError("this Classifier is closed; make a new one")
@@ -301,7 +310,7 @@ class Classifier:
 
     def run(self, source: Any, sinks: Sequence[Sink] = (), *, strict: bool = False, limit: int | None = None,
             console: Any = None, progress: bool = True, handle_signals: bool = True, attention: Any = None) -> RunSummary:
-        """Classify a whole source (erudite_edge.sources) into sinks (erudite_edge.outputs): `erudite-edge run`.
+        """Classify a whole source (erudite_edge.sources.capture) into sinks (erudite_edge.outputs.sinks): `erudite-edge run`.
         handle_signals: SIGINT/SIGTERM/SIGHUP stop the run after the batch in hand (the CLI); False leaves the
         process's handlers alone."""
         summary = self.pipeline(strict=strict, limit=limit, console=console, progress=progress,
@@ -370,13 +379,15 @@ class Classifier:
                        detections: str | os.PathLike[str] | None = None, limit: int | None = None,
                        strict: bool = False, **open_options: Any) -> Iterator[Prediction]:
         """Predictions for a source as they come: a camera index, /dev/videoN, csi://N, rtsp://..., a video,
-        an image, a folder or a glob (erudite_edge.sources.open_source; `open_options` such as
+        an image, a folder or a glob (erudite_edge.sources.capture.open_source; `open_options` such as
         reconnect=, width=, recursive= go to it), or an opened Source. Live sources give their newest
         frame each time the model is free. `boxes`: the same regions for every frame; `detections`: a
-        detections file (erudite_edge.crops). Files that do not decode are skipped with a warning on the
+        detections file (erudite_edge.sources.crops). Files that do not decode are skipped with a warning on the
         `erudite_edge` logger (strict=True: BadImageError). Stop by leaving the loop."""
-        from .crops import detection_boxes, fixed_boxes, read_detections
-        from .sources import open_source
+        from erudite_edge.sources.crops import detection_boxes
+        from erudite_edge.sources.crops import fixed_boxes
+        from erudite_edge.sources.crops import read_detections
+        from erudite_edge.sources.capture import open_source
 
         if boxes is not None and detections is not None:
             raise UsageError("give boxes or detections, not both")

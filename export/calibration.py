@@ -24,11 +24,16 @@ from typing import Any, Callable, Sequence, TypeVar
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
-from erudite_edge.bundle import INPUT_NAME, Bundle, fine_role
-from erudite_edge.errors import BadImageError, UsageError
-from erudite_edge.preprocess import PreprocessSpec, preprocess
+from erudite_edge.core.bundle import INPUT_NAME
 
-from .images import ImageRef, Log, dataset_refs, find_images
+from erudite_edge.core.bundle import Bundle
+
+from erudite_edge.core.bundle import fine_role
+from erudite_edge.errors import BadImageError, UsageError
+from erudite_edge.core.preprocess import PreprocessSpec
+from erudite_edge.core.preprocess import preprocess
+
+from export.images import ImageRef, Log, dataset_refs, find_images
 
 BATCH = 16
 DEFAULT_SEED = 0

@@ -15,11 +15,11 @@ from typing import Any, Sequence
 
 import onnx
 
-from erudite_edge.bundle import Bundle
+from erudite_edge.core.bundle import Bundle
 
-from .derive import Fp32Source, derive
-from .graph_input import preprocess_nodes
-from .images import InputSet, Log, check_inputs, labelled_inputs
+from export.derive import Fp32Source, derive
+from export.graph_input import preprocess_nodes
+from export.images import InputSet, Log, check_inputs, labelled_inputs
 
 CONVERTER = "onnxconverter_common.float16.convert_float_to_float16(keep_io_types=True)"
 

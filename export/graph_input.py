@@ -36,7 +36,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from erudite_edge.preprocess import PreprocessSpec
+from erudite_edge.core.preprocess import PreprocessSpec
 
 PREFIX = "preprocess/"
 

@@ -3,7 +3,7 @@
 In order of preference: real images the user names (a folder, searched recursively, or labelled data
 sets given as NAME=PATH), then scikit-image's bundled sample photographs (and crops and flips of
 them), and random inputs only as the last resort. Every real image goes through the bundle's own
-decoding and preprocessing (erudite_edge.preprocess), so what is checked is what gets deployed.
+decoding and preprocessing (erudite_edge.core.preprocess), so what is checked is what gets deployed.
 """
 
 from __future__ import annotations
@@ -17,9 +17,12 @@ from typing import Callable, Sequence, TypeVar
 import numpy as np
 
 from erudite_edge.errors import BadImageError, UsageError
-from erudite_edge.labels import LabelSpace
-from erudite_edge.preprocess import PreprocessSpec, load_image, normalize, preprocess_batch
-from erudite_edge.sources import IMAGE_EXTENSIONS
+from erudite_edge.core.labels import LabelSpace
+from erudite_edge.core.preprocess import PreprocessSpec
+from erudite_edge.core.preprocess import load_image
+from erudite_edge.core.preprocess import normalize
+from erudite_edge.core.preprocess import preprocess_batch
+from erudite_edge.sources.capture import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

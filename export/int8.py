@@ -38,15 +38,17 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 
-from erudite_edge.bundle import INPUT_NAME, Bundle
+from erudite_edge.core.bundle import INPUT_NAME
+
+from erudite_edge.core.bundle import Bundle
 from erudite_edge.errors import BadImageError, EruditeError, UsageError
 
-from .calibration import BATCH, DEFAULT_SEED, ImageCalibrationReader, calibration_sets, collect_ranges, sample
-from .derive import Fp32Source, derive
-from .fp16 import agreement_inputs
-from .graph_input import preprocess_nodes
-from .images import ImageRef, InputSet, Log, check_inputs, dataset_refs, to_batch
-from .int8_sensitivity import Evaluator, Goal, analyse, group_nodes, layer_names, search
+from export.calibration import BATCH, DEFAULT_SEED, ImageCalibrationReader, calibration_sets, collect_ranges, sample
+from export.derive import Fp32Source, derive
+from export.fp16 import agreement_inputs
+from export.graph_input import preprocess_nodes
+from export.images import ImageRef, InputSet, Log, check_inputs, dataset_refs, to_batch
+from export.int8_sensitivity import Evaluator, Goal, analyse, group_nodes, layer_names, search
 
 METHODS = ("minmax", "entropy", "percentile")
 QUANTIZERS = ("onnxruntime", "modelopt")
@@ -337,7 +339,7 @@ class RoleQuantizer:
     def variant(self, out_path: Path, exclude: Sequence[str] = ()) -> Path:
         """Like `quantize`, made quickly from one fully quantized model (int8_sensitivity.keep_float):
         for ranking layers, not for the model that is written."""
-        from .int8_sensitivity import keep_float
+        from export.int8_sensitivity import keep_float
 
         if self._full is None:
             full = self.quantize(self.work / "full.onnx")
@@ -410,7 +412,7 @@ def qat_source(bundle: Bundle, path: str | os.PathLike[str], work: Path) -> QatS
     """Load the QAT checkpoint (`train --qat`), check it is the bundle's model, export its float graph."""
     from train.checkpoint import load_checkpoint
 
-    from .onnx_export import build_checkpoint_model, to_onnx
+    from export.onnx_export import build_checkpoint_model, to_onnx
 
     ckpt = load_checkpoint(path)
     meta = ckpt.meta.get("qat")
@@ -632,7 +634,7 @@ def make_int8(
     result = derive(bundle_dir, "int8", build, inputs=inputs, info=info, min_agreement=min_agreement,
                     min_accuracy_ratio=goal.min_accuracy_ratio, log=log, bundle=bundle)
     if report is not None:
-        from .int8_report import sweep_counts, write_report
+        from export.int8_report import sweep_counts, write_report
 
         swept = sweep_counts(bundle_dir, plan, opts, inputs, sweep, calib_images, data, log) if sweep else []
         written = write_report(Path(report), result, reports, swept)

@@ -9,16 +9,17 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from erudite_edge.bundle import Bundle
-from erudite_edge.fileio import atomic_path, write_json_atomic
+from erudite_edge.core.bundle import Bundle
+from erudite_edge.core.fileio import atomic_path
+from erudite_edge.core.fileio import write_json_atomic
 
-from .calibration import calibration_sets
-from .images import InputSet, Log
-from .int8_sensitivity import Evaluator
+from export.calibration import calibration_sets
+from export.images import InputSet, Log
+from export.int8_sensitivity import Evaluator
 
 if TYPE_CHECKING:
-    from .int8 import Int8Options
-    from .calibration import CalibrationPlan
+    from export.int8 import Int8Options
+    from export.calibration import CalibrationPlan
 
 SHOWN = 12  # blocks in the Markdown table and the chart
 
@@ -35,7 +36,7 @@ def sweep_counts(
 ) -> list[dict[str, Any]]:
     """The fully quantized "main" (or first) role calibrated on each count of images (same seed, same
     balancing), measured on the held-out images."""
-    from .int8 import RoleQuantizer
+    from export.int8 import RoleQuantizer
 
     bundle = Bundle.load(bundle_dir)
     role = bundle.roles()[0]

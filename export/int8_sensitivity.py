@@ -31,11 +31,11 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import onnx
 
-from erudite_edge.bundle import Bundle
+from erudite_edge.core.bundle import Bundle
 
-from .accuracy import accuracy_by_dataset
-from .images import InputSet, Log
-from .parity import onnx_logits
+from export.accuracy import accuracy_by_dataset
+from export.images import InputSet, Log
+from export.parity import onnx_logits
 
 
 def layer_names(model: onnx.ModelProto, nodes: Sequence[str]) -> dict[str, str]:

@@ -11,10 +11,12 @@ from typing import Mapping
 
 import onnx
 
-from erudite_edge.bundle import ATTENTION_OUTPUT, Bundle
+from erudite_edge.core.bundle import ATTENTION_OUTPUT
+
+from erudite_edge.core.bundle import Bundle
 from erudite_edge.errors import BundleError
-from erudite_edge.labels import LabelSpace
-from erudite_edge.preprocess import PreprocessSpec
+from erudite_edge.core.labels import LabelSpace
+from erudite_edge.core.preprocess import PreprocessSpec
 
 ROLE_KEY = "erudite_edge.role"
 PRECISION_KEY = "erudite_edge.precision"
@@ -49,8 +51,8 @@ def read_metadata(model: onnx.ModelProto | str | os.PathLike[str]) -> dict[str, 
 def facts_from_metadata(props: Mapping[str, str]) -> tuple[LabelSpace, PreprocessSpec]:
     """The label table and preprocessing an ONNX file carries (BundleError when they are absent)."""
     try:
-        labels = LabelSpace.from_dict(json.loads(props["erudite_edge.labels"]))
-        spec = PreprocessSpec.from_dict(json.loads(props["erudite_edge.preprocess"]))
+        labels = LabelSpace.from_dict(json.loads(props["erudite_edge.core.labels"]))
+        spec = PreprocessSpec.from_dict(json.loads(props["erudite_edge.core.preprocess"]))
     except KeyError as e:
         raise BundleError(f"ONNX metadata lacks {e}: not exported by erudite-edge") from e
     except json.JSONDecodeError as e:

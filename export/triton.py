@@ -29,13 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from erudite_edge.bundle import Bundle
+from erudite_edge.core.bundle import Bundle
 from erudite_edge.errors import BundleError, UsageError
-from erudite_edge.fileio import atomic_directory
+from erudite_edge.core.fileio import atomic_directory
 
 MARKER = "# written by erudite-edge export triton"
 DEFAULT_MAX_BATCH = 8
-DEFAULT_PROFILE_MAX = 32  # the batch profile engines are built with (export/engine.py DEFAULT_BATCH 1:8:32)
+DEFAULT_PROFILE_MAX = 32  # the batch profile engines are built with (erudite_edge/backends/tensorrt/build.py DEFAULT_BATCH 1:8:32)
 
 # ONNX TensorProto element types -> Triton data types (model_config.proto DataType)
 TRITON_TYPES = {1: "TYPE_FP32", 2: "TYPE_UINT8", 3: "TYPE_INT8", 5: "TYPE_INT16", 6: "TYPE_INT32", 7: "TYPE_INT64",
@@ -118,7 +118,7 @@ def _replaceable(path: Path) -> bool:
 def batch_limit(bundle: Bundle, onnx_batch: int | None, engine: Any | None) -> tuple[int, str]:
     """The largest batch the export may promise, and where that limit comes from."""
     if engine is not None:
-        from erudite_edge.engine_sidecar import read_sidecar
+        from erudite_edge.backends.tensorrt.sidecar import read_sidecar
 
         sc = read_sidecar(bundle.root / engine.file)
         return sc.batch_range[2], f"the {engine.precision} engine's optimisation profile ({':'.join(map(str, sc.batch_range))})"
@@ -163,7 +163,7 @@ def export_triton(bundle: Bundle, out: Path, precision: str = "fp32", max_batch:
     out.mkdir(parents=True, exist_ok=True)
     engine_io = (inputs, outputs)
     if engine is not None:
-        from erudite_edge.engine_sidecar import read_sidecar
+        from erudite_edge.backends.tensorrt.sidecar import read_sidecar
 
         source = bundle.root / read_sidecar(bundle.root / engine.file).source_onnx
         if source.is_file():

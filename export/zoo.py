@@ -7,9 +7,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from erudite_edge.bundle import Bundle
+from erudite_edge.core.bundle import Bundle
 
-from .onnx_export import export_checkpoint
+from export.onnx_export import export_checkpoint
 
 
 def export_zoo(checkpoint_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], **options: Any) -> Bundle:

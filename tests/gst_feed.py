@@ -1,6 +1,6 @@
 """Feed solid-colour BGR frames into a GStreamer pipeline's appsrc, the way OpenCV's GStreamer VideoWriter
 does (caps video/x-raw,format=BGR,width,height,framerate; time-stamped buffers; EOS at the end). The tests
-run erudite-edge's output pipelines (erudite_edge.gst_pipelines.stream_out) with it, because the venv's
+run erudite-edge's output pipelines (erudite_edge.sources.gst_pipelines.stream_out) with it, because the venv's
 OpenCV (PyPI) has no GStreamer. Run with a Python that has PyGObject's Gst:
 
     /usr/bin/python3 tests/gst_feed.py 'appsrc ! ...' WIDTH HEIGHT FPS FRAMES [--color 0000ff]

@@ -20,9 +20,13 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from erudite_edge.bundle import Bundle, default_filename, fine_role
-from erudite_edge.labels import LabelSpace
-from erudite_edge.preprocess import PreprocessSpec
+from erudite_edge.core.bundle import Bundle
+
+from erudite_edge.core.bundle import default_filename
+
+from erudite_edge.core.bundle import fine_role
+from erudite_edge.core.labels import LabelSpace
+from erudite_edge.core.preprocess import PreprocessSpec
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (255, 0, 0),

@@ -65,11 +65,11 @@ def start_rtsp_server(port: int, *args: str, stderr: int | None = subprocess.PIP
 
 
 class CliRun:
-    """`python -m erudite_edge.cli ARGS` as a child process, its stderr collected line by line on a thread
+    """`python -m erudite_edge.cli.app ARGS` as a child process, its stderr collected line by line on a thread
     (so a long run never blocks on a full pipe, and a test can watch what it reports)."""
 
     def __init__(self, *args: str, stdout: int = subprocess.DEVNULL):
-        self.proc = subprocess.Popen([sys.executable, "-m", "erudite_edge.cli", *args], stdout=stdout,
+        self.proc = subprocess.Popen([sys.executable, "-m", "erudite_edge.cli.app", *args], stdout=stdout,
                                      stderr=subprocess.PIPE, text=True, env=child_env())
         self.lines: list[str] = []
         self._reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stderr), daemon=True)  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from erudite_edge.cli import main
+from erudite_edge.cli.app import main
 from tiny_data import make_mixture
 from train.analysis.attention import attention_masks
 from train.analysis.features import extract_features, evaluation_dataset
@@ -198,14 +198,15 @@ def test_export_with_attention_keeps_the_logits_and_exposes_the_masks(runs, bund
     """--with-attention: the logits are the plain export's (runners read them by name and ignore the masks),
     the masks are the torch model's, bundle.json records the output; the zoo and a variant without the
     attention layer are refused."""
-    from erudite_edge.backends import load_runner
-    from erudite_edge.bundle import Bundle
+    from erudite_edge.backends.registry import load_runner
+    from erudite_edge.core.bundle import Bundle
 
     plain, att = Bundle.load(bundles["erudite"]), Bundle.load(bundles["attention"])
     rec = att.meta["attention"]
     assert rec["output"] == "attention" and rec["groups"] == 8 and rec["parity_max_abs_diff"] < 1e-4
     assert att.entry().info["extra_outputs"] == ["attention"] and "attention" not in plain.meta
-    from erudite_edge.preprocess import load_image, preprocess_batch
+    from erudite_edge.core.preprocess import load_image
+    from erudite_edge.core.preprocess import preprocess_batch
     from export.images import host_float_batch
 
     ckpt = load_checkpoint(runs["ours"])

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from erudite_edge.cli import main
+from erudite_edge.cli.app import main
 from onnx_fixtures import COLORS, make_erudite_bundle, solid_image, write_image, write_video
 
 ROOT = Path(__file__).resolve().parents[1]

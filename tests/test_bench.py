@@ -21,10 +21,10 @@ from benchmarks.accuracy import read_eval_set  # noqa: E402
 from benchmarks.complexity import bundle_complexity, onnx_complexity  # noqa: E402
 from benchmarks.instrument import Instrumented, even_routes  # noqa: E402
 from benchmarks.latency import Contender, interleaved, percentile, split_rounds, summarize  # noqa: E402
-from erudite_edge.bundle import Bundle  # noqa: E402
+from erudite_edge.core.bundle import Bundle  # noqa: E402
 from erudite_edge.errors import UsageError  # noqa: E402
-from erudite_edge.pipeline import load_classifier  # noqa: E402
-from erudite_edge.preprocess import preprocess  # noqa: E402
+from erudite_edge.inference.pipeline import load_classifier  # noqa: E402
+from erudite_edge.core.preprocess import preprocess  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 WARM, COOL = ("red", "yellow"), ("blue", "cyan")
@@ -65,8 +65,8 @@ def two_precisions(bundles, tmp_path_factory):
 
 def test_end_to_end_tiles_a_small_folder_into_passes_long_enough(bundles):
     from benchmarks.end_to_end import load_folder, measure, pipeline_run, tiles_for
-    from erudite_edge.bundle import Bundle
-    from erudite_edge.pipeline import load_classifier
+    from erudite_edge.core.bundle import Bundle
+    from erudite_edge.inference.pipeline import load_classifier
 
     assert tiles_for(100.0, 12, 2.0) == 17 and tiles_for(5.0, 12, 2.0) == 1  # ceil(2 s x 100 img/s / 12)
     assert tiles_for(0.0, 12, 2.0) == 1 and tiles_for(100.0, 12, 0.0) == 1
@@ -87,7 +87,7 @@ def test_end_to_end_tiles_a_small_folder_into_passes_long_enough(bundles):
 # The command
 # ------------------------------------------------------------------------------------------------
 def test_bench_command_writes_json_markdown_and_png(bundles, two_precisions, tmp_path):
-    from erudite_edge.cli import main
+    from erudite_edge.cli.app import main
 
     out = tmp_path / "report"
     rc = main([
@@ -184,7 +184,7 @@ def test_precisions_one_at_a_time_give_the_same_report_layout(two_precisions):
 
 
 def test_bench_refuses_a_missing_precision_and_swapped_bundles(bundles, tmp_path, capsys):
-    from erudite_edge.cli import main
+    from erudite_edge.cli.app import main
 
     rc = main(["bench", "--bundle", str(bundles / "erudite"), "--zoo", str(bundles / "zoo"), "--precision", "int8",
                "--out", str(tmp_path)])
@@ -200,7 +200,7 @@ def test_tensorrt_only_options_reach_runners_that_take_them_and_warn_elsewhere(b
     import warnings
 
     from benchmarks.bench import BenchConfig
-    from erudite_edge.backends import takes_keyword
+    from erudite_edge.backends.registry import takes_keyword
 
     def trt_like(bundle, role, precision, *, cuda_graph=False, data_transfers=True): ...
     def old_trt(bundle, role, precision): ...
@@ -222,7 +222,7 @@ def test_tensorrt_only_options_reach_runners_that_take_them_and_warn_elsewhere(b
 
 def test_bench_modules_import_without_torch():
     code = ("import sys, benchmarks.bench, benchmarks.report, benchmarks.complexity, benchmarks.accuracy, "
-            "erudite_edge.commands.bench; assert 'torch' not in sys.modules, 'torch imported'")
+            "erudite_edge.cli.commands.bench; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
 
 
@@ -453,7 +453,7 @@ def test_memory_in_fresh_processes_sees_the_weights(bundles, tmp_path):
     m.graph.initializer.append(numpy_helper.from_array(np.zeros((), np.float32), "zero"))
     onnx.save(m, str(path))
     meta = json.loads((heavy / "bundle.json").read_text())
-    from erudite_edge.fileio import sha256_file
+    from erudite_edge.core.fileio import sha256_file
 
     for entry in meta["models"]:
         if entry["file"] == path.name:

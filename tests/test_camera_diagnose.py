@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from erudite_edge import camera_diagnose as cd
-from erudite_edge.cli import main
-from erudite_edge.gst_pipelines import csi_candidates, opencv_takes_bgrx, rtsp_candidates
+from erudite_edge.sources import camera_diagnose as cd
+from erudite_edge.cli.app import main
+from erudite_edge.sources.gst_pipelines import csi_candidates
+from erudite_edge.sources.gst_pipelines import opencv_takes_bgrx
+from erudite_edge.sources.gst_pipelines import rtsp_candidates
 from onnx_fixtures import make_erudite_bundle
 
 
@@ -40,7 +42,8 @@ def test_csi_pipeline_without_cpu_videoconvert_where_opencv_takes_bgrx() -> None
 
 
 def test_bgrx_frames_become_rgb_in_one_pass() -> None:
-    from erudite_edge.sources import Item, to_rgb_item
+    from erudite_edge.sources.capture import Item
+    from erudite_edge.sources.capture import to_rgb_item
 
     bgrx = np.zeros((4, 6, 4), np.uint8)
     bgrx[..., 0], bgrx[..., 1], bgrx[..., 2], bgrx[..., 3] = 10, 20, 30, 255  # B, G, R, X

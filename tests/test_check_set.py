@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from test_export import cli, one_error_line, photos, trained, views  # noqa: F401  (fixtures)
 
-from erudite_edge.bundle import Bundle
-from erudite_edge.check_set import (
+from erudite_edge.core.bundle import Bundle
+from erudite_edge.core.check_set import (
     AccuracyDrop,
     CheckSet,
     CheckSetMissing,
@@ -21,7 +21,7 @@ from erudite_edge.check_set import (
     load_check_set,
     run_check,
 )
-from erudite_edge.fileio import sha256_file
+from erudite_edge.core.fileio import sha256_file
 from export.fp16 import make_fp16
 from export.int8 import make_int8
 
@@ -146,7 +146,7 @@ def test_missing_check_set_is_exit_code_2():
 
 
 def test_check_on_tensorrt_without_it_is_one_line_exit_2(trained, capsys):
-    from erudite_edge.backends.tensorrt_runner import available
+    from erudite_edge.backends.tensorrt.runner import available
 
     if available():
         pytest.skip("TensorRT is importable here")

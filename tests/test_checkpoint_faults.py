@@ -24,7 +24,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from erudite_edge.cli import main
+from erudite_edge.cli.app import main
 from tiny_data import make_mixture
 from train.checkpoint import (
     CheckpointError,
@@ -133,8 +133,8 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path, data, str
 
 WRITER = r"""
 import sys, torch
-from erudite_edge.labels import LabelSpace
-from erudite_edge.preprocess import PreprocessSpec
+from erudite_edge.core.labels import LabelSpace
+from erudite_edge.core.preprocess import PreprocessSpec
 from train.checkpoint import save_checkpoint
 from train.model import ModelConfig, build_model
 

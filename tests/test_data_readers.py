@@ -15,7 +15,11 @@ from scipy.io import loadmat, savemat
 from torch.utils.data import DataLoader
 
 from erudite_edge.errors import BadImageError, UsageError
-from erudite_edge.preprocess import PreprocessSpec, load_image, normalize, preprocess, resize_image
+from erudite_edge.core.preprocess import PreprocessSpec
+from erudite_edge.core.preprocess import load_image
+from erudite_edge.core.preprocess import normalize
+from erudite_edge.core.preprocess import preprocess
+from erudite_edge.core.preprocess import resize_image
 from train.data import (
     DatasetFormatError,
     ImageListDataset,

@@ -5,7 +5,7 @@ import json
 import cv2
 import pytest
 
-from erudite_edge.cli import main
+from erudite_edge.cli.app import main
 
 # The quick demo is seeded and runs on the CPU; it measured (twice, the same figures) ours 26 / 37 / 97 % and
 # single 42 / 11 / 71 % top-1 on digits / mnist / faces (38 test images each). The floors sit well under those,

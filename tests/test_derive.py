@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from erudite_edge.bundle import Bundle
+from erudite_edge.core.bundle import Bundle
 from export.derive import derive
 from export.images import InputSet
 from export.parity import ParityError
 from onnx_fixtures import COLORS, DATASETS, fixture_spec, make_erudite_bundle, make_zoo_bundle, nearest_color_model, solid_image
-from erudite_edge.preprocess import preprocess
+from erudite_edge.core.preprocess import preprocess
 
 ORDER = ["red", "yellow", "blue", "cyan"]  # joint classes: warm/red, warm/yellow, cool/blue, cool/cyan
 

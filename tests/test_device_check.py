@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from test_tensorrt_pieces import make_bundle
 
-from erudite_edge.backends.tensorrt_runner import available
+from erudite_edge.backends.tensorrt.runner import available
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tools" / "device_check.sh"

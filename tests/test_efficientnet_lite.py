@@ -21,7 +21,7 @@ skdata = pytest.importorskip("skimage.data")
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from erudite_edge.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec, preprocess, resize_image  # noqa: E402
+from erudite_edge.core.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec, preprocess, resize_image  # noqa: E402
 from train.efficientnet_lite import (  # noqa: E402
     PRETRAINED_MEAN,
     PRETRAINED_STD,

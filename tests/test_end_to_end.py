@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from erudite_edge.cli import main
+from erudite_edge.cli.app import main
 from tiny_data import make_mixture
 from train.checkpoint import load_checkpoint
 from train.data import ImageListDataset, Sample

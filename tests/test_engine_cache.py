@@ -16,8 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from erudite_edge.engine_cache import CacheKey, cache_dir, engine_lock, user_cache_dir
-from erudite_edge.engine_sidecar import DeviceInfo, read_sidecar
+from erudite_edge.backends.tensorrt.cache import CacheKey
+
+from erudite_edge.backends.tensorrt.cache import cache_dir
+
+from erudite_edge.backends.tensorrt.cache import engine_lock
+
+from erudite_edge.backends.tensorrt.cache import user_cache_dir
+from erudite_edge.backends.tensorrt.sidecar import DeviceInfo
+from erudite_edge.backends.tensorrt.sidecar import read_sidecar
 from erudite_edge.errors import BackendUnavailable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +68,7 @@ def test_cache_in_xdg_when_the_bundle_cannot_be_written(tmp_path):
 LOCKER = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {root!r})
-    from erudite_edge.engine_cache import engine_lock
+    from erudite_edge.backends.tensorrt.cache import engine_lock
     name, engine, log, hold = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
     def note(msg):
         with open(log, "a") as f:
@@ -113,7 +120,7 @@ def test_a_killed_builder_does_not_leave_the_cache_locked(tmp_path):
 @pytest.fixture
 def first_use(tmp_path, monkeypatch):
     """A real bundle (tiny ONNX model), with TensorRT, the GPU and the build step replaced by FAKES."""
-    import export.engine as engine_mod
+    import erudite_edge.backends.tensorrt.build as engine_mod
     from fakes_tensorrt import FAKE_GPU, FAKE_TRT_VERSION, EngineSpec, FakeDevice, install_fake_tensorrt
     from test_tensorrt_pieces import TRT10, make_bundle
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from erudite_edge.labels import LabelSpace
+from erudite_edge.core.labels import LabelSpace
 from train.evaluate import evaluate, joint_metrics, metrics_table
 
 LABELS = LabelSpace.build(["a", "b"], [["x", "y", "z"], ["u", "v"]])  # joint 0-2: a, 3-4: b

@@ -15,11 +15,12 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from erudite_edge.bundle import Bundle
-from erudite_edge.cli import main
+from erudite_edge.core.bundle import Bundle
+from erudite_edge.cli.app import main
 from erudite_edge.errors import BundleError
-from erudite_edge.labels import LabelSpace
-from erudite_edge.preprocess import PreprocessSpec, preprocess
+from erudite_edge.core.labels import LabelSpace
+from erudite_edge.core.preprocess import PreprocessSpec
+from erudite_edge.core.preprocess import preprocess
 from export.fp16 import make_fp16
 from export.images import host_float_batch, photo_variants, sample_photos
 from export.int8 import make_int8

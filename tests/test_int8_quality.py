@@ -28,8 +28,9 @@ from test_export import (  # noqa: F401  (fixtures: pytest finds them by name in
     views,
 )
 
-from erudite_edge.bundle import Bundle
-from erudite_edge.preprocess import PreprocessSpec, preprocess
+from erudite_edge.core.bundle import Bundle
+from erudite_edge.core.preprocess import PreprocessSpec
+from erudite_edge.core.preprocess import preprocess
 from export.calibration import ImageCalibrationReader, calibration_sets, collect_ranges
 from export.images import ImageRef, photo_variants, sample_photos
 from export.int8 import CALIBRATOR_OPTIONS, calibration_method, make_int8

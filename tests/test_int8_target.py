@@ -30,9 +30,9 @@ from test_export import (  # noqa: F401  (fixtures: pytest finds them by name in
     views,
 )
 
-from erudite_edge.bundle import Bundle
+from erudite_edge.core.bundle import Bundle
 from erudite_edge.errors import BundleError
-from export.engine import select_sources
+from erudite_edge.backends.tensorrt.build import select_sources
 from export.int8 import make_int8
 
 

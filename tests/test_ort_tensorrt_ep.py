@@ -7,7 +7,7 @@ from pathlib import Path
 
 from erudite_edge.backends.onnxruntime_runner import provider_options
 from erudite_edge.backends.ort_tensorrt_ep import tensorrt_ep_options
-from erudite_edge.preprocess import PreprocessSpec
+from erudite_edge.core.preprocess import PreprocessSpec
 
 
 def test_options_follow_precision_profile_and_cache(tmp_path):

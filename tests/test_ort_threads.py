@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from onnx_fixtures import make_erudite_bundle, make_zoo_bundle  # noqa: E402
 
 from erudite_edge.backends.onnxruntime_runner import OnnxRuntimeRunner  # noqa: E402
-from erudite_edge.bundle import Bundle  # noqa: E402
-from erudite_edge.pipeline import load_classifier  # noqa: E402
+from erudite_edge.core.bundle import Bundle  # noqa: E402
+from erudite_edge.inference.pipeline import load_classifier  # noqa: E402
 
 CHANNELS = 32
 SIZE = 56

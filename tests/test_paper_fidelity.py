@@ -10,7 +10,7 @@ import torch
 import yaml
 
 import train.two_stage as ts
-from erudite_edge.cli import main
+from erudite_edge.cli.app import main
 from erudite_edge.errors import UsageError
 from tiny_data import make_mixture
 from train.backbones import create_backbone, torchvision_weights

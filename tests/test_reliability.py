@@ -23,12 +23,13 @@ import numpy as np
 import pytest
 import torch
 
-import erudite_edge.bundle as bundle_mod
-from erudite_edge.bundle import HASH_CACHE_FILE, Bundle
-from erudite_edge.cli import main
+import erudite_edge.core.bundle as bundle_mod
+from erudite_edge.core.bundle import HASH_CACHE_FILE
+from erudite_edge.core.bundle import Bundle
+from erudite_edge.cli.app import main
 from erudite_edge.errors import BundleError
-from erudite_edge.labels import LabelSpace
-from erudite_edge.preprocess import PreprocessSpec
+from erudite_edge.core.labels import LabelSpace
+from erudite_edge.core.preprocess import PreprocessSpec
 from train.checkpoint import save_checkpoint
 from train.model import ModelConfig, build_model
 
@@ -259,7 +260,7 @@ def test_killed_export_keeps_the_previous_bundle(tmp_path, run_dir, images, bund
         if "was written completely" in err:  # the signal came after the new bundle was renamed into place
             return
     else:
-        from erudite_edge.fileio import remove_stale_temporaries
+        from erudite_edge.core.fileio import remove_stale_temporaries
 
         remove_stale_temporaries(tmp_path, "b")  # what the next export does first
         assert not _leftovers(tmp_path)
@@ -325,7 +326,7 @@ def test_training_yaml_field_of_the_wrong_type(tmp_path, capsys, line, key):
 
 def test_a_swap_killed_between_its_renames_is_repaired(tmp_path):
     """SIGKILL between `atomic_directory`'s two renames leaves only `.b.old-PID`: the next writer puts it back."""
-    from erudite_edge.fileio import remove_stale_temporaries
+    from erudite_edge.core.fileio import remove_stale_temporaries
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     pid = int(dead.stdout)
@@ -340,8 +341,8 @@ def test_a_swap_killed_between_its_renames_is_repaired(tmp_path):
 
 def test_a_stop_signal_during_the_swap_waits_for_it(tmp_path, monkeypatch):
     """A SIGTERM that arrives between the two renames is delivered after them: `target` is never missing."""
-    from erudite_edge.fileio import atomic_directory
-    from erudite_edge.interrupts import terminate_as_interrupt
+    from erudite_edge.core.fileio import atomic_directory
+    from erudite_edge.core.signals import terminate_as_interrupt
 
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "old.txt").write_text("old")
@@ -366,7 +367,7 @@ def test_a_stop_signal_during_the_swap_waits_for_it(tmp_path, monkeypatch):
 def test_a_library_that_wraps_the_interrupt_still_ends_in_130(capsys):
     """A KeyboardInterrupt raised inside a library that turns it into its own exception (as torch's exporter
     may): after a real SIGTERM the command still ends with one line and exit 130, not a traceback."""
-    from erudite_edge.interrupts import interruptible
+    from erudite_edge.core.signals import interruptible
 
     @interruptible("nothing was written")
     def command():
@@ -388,7 +389,7 @@ def test_a_signal_in_one_command_leaves_the_next_commands_errors_alone(tmp_path,
     interrupted command must not turn a later command's ordinary error into 'interrupted' (exit 130)."""
     import typer
 
-    from erudite_edge.interrupts import interruptible
+    from erudite_edge.core.signals import interruptible
 
     @interruptible("nothing was written")
     def interrupted():

@@ -14,15 +14,19 @@ import cv2
 import numpy as np
 import pytest
 
-from erudite_edge.backends import choose_backend, load_runner
-from erudite_edge.bundle import Bundle
-from erudite_edge.cli import main
+from erudite_edge.backends.registry import choose_backend, load_runner
+from erudite_edge.core.bundle import Bundle
+from erudite_edge.cli.app import main
 from erudite_edge.errors import BackendUnavailable, BadImageError, BundleError
-from erudite_edge.outputs import JsonlSink, csv_header, top_k
-from erudite_edge.pipeline import Pipeline, load_classifier
-from erudite_edge.preprocess import preprocess_batch
-from erudite_edge.sources import gstreamer_available, open_source
-from erudite_edge.zoo_runner import ZooRunner
+from erudite_edge.outputs.sinks import JsonlSink
+from erudite_edge.outputs.sinks import csv_header
+from erudite_edge.outputs.sinks import top_k
+from erudite_edge.inference.pipeline import Pipeline
+from erudite_edge.inference.pipeline import load_classifier
+from erudite_edge.core.preprocess import preprocess_batch
+from erudite_edge.sources.capture import gstreamer_available
+from erudite_edge.sources.capture import open_source
+from erudite_edge.inference.models import ZooRunner
 from onnx_fixtures import (
     COLORS,
     DATASETS,
@@ -326,7 +330,7 @@ def test_auto_backend_picks_onnxruntime_and_says_why(erudite: Bundle) -> None:
 
 
 def test_explicit_tensorrt_without_tensorrt(erudite: Bundle) -> None:
-    from erudite_edge.backends import _tensorrt_module
+    from erudite_edge.backends.registry import _tensorrt_module
 
     if _tensorrt_module()[0] is not None:
         pytest.skip("TensorRT is usable here")
@@ -356,7 +360,7 @@ class _NoTorch(importlib.abc.MetaPathFinder):
             raise ImportError(f"{name} is blocked: the runtime must not need it")
         return None
 sys.meta_path.insert(0, _NoTorch())
-from erudite_edge.cli import main
+from erudite_edge.cli.app import main
 rc = main(sys.argv[1:])
 assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules), "torch got imported"
 sys.exit(rc)
@@ -383,7 +387,7 @@ def test_runtime_imports_no_torch(erudite: Bundle, zoo: Bundle, color_folder: Pa
 
 def test_ctrl_c_stops_cleanly_with_summary(erudite: Bundle, tmp_path: Path) -> None:
     video = write_video(tmp_path / "long.mp4", [COLORS["red"], COLORS["blue"]] * 1500, size=(16, 16), fps=30)
-    proc = subprocess.Popen([sys.executable, "-m", "erudite_edge.cli", "run", "--bundle", str(erudite.root),
+    proc = subprocess.Popen([sys.executable, "-m", "erudite_edge.cli.app", "run", "--bundle", str(erudite.root),
                              str(video), "--batch", "1", "--save", str(tmp_path / "ann.mp4")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
     assert proc.stdout is not None
@@ -401,8 +405,9 @@ def test_ctrl_c_stops_cleanly_with_summary(erudite: Bundle, tmp_path: Path) -> N
 def test_jsonl_sink_appends_each_result_at_once(tmp_path: Path) -> None:
     """JSONL to a file: each result is in the file as soon as it is written (a kill keeps it); abort keeps
     what was written, and removes only a file this run created and wrote nothing into."""
-    from erudite_edge.outputs import Prediction, Result
-    from erudite_edge.sources import Item
+    from erudite_edge.outputs.sinks import Prediction
+    from erudite_edge.outputs.sinks import Result
+    from erudite_edge.sources.capture import Item
 
     target = tmp_path / "x.jsonl"
     sink = JsonlSink(target)
@@ -418,7 +423,7 @@ def test_jsonl_sink_appends_each_result_at_once(tmp_path: Path) -> None:
 def test_live_source_takes_the_newest_frame(erudite: Bundle) -> None:
     """A live source through the pipeline: frames in capture order, none queued behind the model (a
     frame the model had no time for is dropped and counted), every result stamped with its age."""
-    from erudite_edge.outputs import Sink
+    from erudite_edge.outputs.sinks import Sink
 
     src = open_source("testsrc://60?hold=1&frames=40&colors=ff0000,00ffff", reconnect=0)
     seen: list = []
@@ -463,7 +468,7 @@ def test_progress_bar_on_a_terminal(erudite: Bundle, color_folder: Path) -> None
 
 
 def test_display_on_a_build_without_gui_warns_and_continues(monkeypatch) -> None:
-    from erudite_edge.outputs import open_display
+    from erudite_edge.outputs.sinks import open_display
 
     monkeypatch.setenv("DISPLAY", ":99")
     try:
@@ -480,7 +485,7 @@ def test_display_on_a_build_without_gui_warns_and_continues(monkeypatch) -> None
 def test_stdout_closed_by_reader_ends_quietly(erudite: Bundle, tmp_path: Path) -> None:
     """`erudite-edge run ... | head -1`: the run stops, exit 0, no traceback."""
     video = write_video(tmp_path / "v.mp4", [COLORS["red"]] * 400, size=(16, 16))
-    proc = subprocess.Popen([sys.executable, "-m", "erudite_edge.cli", "run", "--bundle", str(erudite.root),
+    proc = subprocess.Popen([sys.executable, "-m", "erudite_edge.cli.app", "run", "--bundle", str(erudite.root),
                              str(video), "--batch", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
     assert proc.stdout is not None and proc.stderr is not None
     assert proc.stdout.readline().startswith(b"{")
@@ -491,7 +496,7 @@ def test_stdout_closed_by_reader_ends_quietly(erudite: Bundle, tmp_path: Path) -
 
 
 def test_auto_precision_prefers_the_bundles_engines_where_tensorrt_runs(tmp_path: Path, monkeypatch) -> None:
-    from erudite_edge import backends
+    from erudite_edge.backends import registry as backends
     from onnx_fixtures import make_erudite_bundle
 
     bundle = make_erudite_bundle(tmp_path / "b")
@@ -536,7 +541,7 @@ def test_chunked_inference_sums_device_time() -> None:
 
 
 def test_per_frame_times_divide_model_stages_by_classified_frames() -> None:
-    from erudite_edge.outputs import RunSummary
+    from erudite_edge.outputs.sinks import RunSummary
 
     s = RunSummary(source="folder", backend="onnxruntime", frames=4, skipped=4)
     assert s.ms_per_frame(80.0, "decode") == 10.0  # every file was decoded
@@ -565,7 +570,7 @@ class _SlowRunner:
 def test_zoo_times_each_role_checks_shapes_and_closes_every_runner(zoo: Bundle, monkeypatch) -> None:
     import time
 
-    import erudite_edge.zoo_runner as zr
+    import erudite_edge.inference.models as zr
 
     made: dict[str, _SlowRunner] = {}
 
@@ -619,8 +624,8 @@ class _Scripted:
 def test_zoo_scores_sums_device_stages_skips_unrouted_models_and_times_roles(zoo: Bundle, erudite: Bundle, monkeypatch) -> None:
     import types
 
-    import erudite_edge.zoo_runner as zr
-    from erudite_edge.outputs import softmax
+    import erudite_edge.inference.models as zr
+    from erudite_edge.outputs.sinks import softmax
 
     with pytest.raises(BundleError, match="an erudite bundle, not a zoo; run it with --bundle"):
         ZooRunner(erudite, announce=None)

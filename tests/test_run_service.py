@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from erudite_edge.bundle import Bundle
-from erudite_edge.cli import main
+from erudite_edge.core.bundle import Bundle
+from erudite_edge.cli.app import main
 from erudite_edge.errors import OutputError, UsageError
 from onnx_fixtures import COLORS, DATASETS, make_erudite_bundle, solid_image, write_image, write_video
 from real_processes import child_env
@@ -45,7 +45,7 @@ def _env() -> dict[str, str]:
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "erudite_edge.cli", "run", *args]
+    return [sys.executable, "-m", "erudite_edge.cli.app", "run", *args]
 
 
 def _lines(path: Path) -> list[dict]:
@@ -183,7 +183,7 @@ def test_sigkill_keeps_every_complete_line(erudite: Bundle, tmp_path: Path) -> N
 
 
 def test_fsync_on_a_timer_and_at_close(tmp_path: Path, monkeypatch) -> None:
-    from erudite_edge import result_log
+    from erudite_edge.outputs import result_log
 
     synced: list[int] = []
     real = os.fsync
@@ -223,7 +223,7 @@ def test_disk_full_real_tmpfs(erudite: Bundle, tmp_path: Path) -> None:
 def test_disk_full_injected_half_line_is_cut_back(tmp_path: Path, monkeypatch) -> None:
     """ENOSPC injected into os.write after part of a line (what a real disk does at its last block):
     the half line is removed, the error is an OutputError naming the file."""
-    from erudite_edge import result_log
+    from erudite_edge.outputs import result_log
 
     log = result_log.AppendLog(tmp_path / "x.jsonl")
     log.write(b'{"first": 1}\n')
@@ -307,7 +307,7 @@ def test_min_confidence_datasets_and_mass(erudite: Bundle, folder: Path, tmp_pat
 
 
 def test_smoothing_averages_the_last_n_frames() -> None:
-    from erudite_edge.answers import Answerer
+    from erudite_edge.inference.answers import Answerer
     from onnx_fixtures import label_space
 
     labels = label_space()

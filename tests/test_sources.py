@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from erudite_edge.errors import BadImageError, SourceError
-from erudite_edge.preprocess import decode_image
-from erudite_edge.sources import (
+from erudite_edge.core.preprocess import decode_image
+from erudite_edge.sources.capture import (
     CaptureSource,
     ImageFilesSource,
     csi_pipeline,
@@ -191,7 +191,8 @@ def test_bad_files_are_items_with_errors_odd_modes_decode(tmp_path: Path) -> Non
 
 
 def test_first_pipeline_that_opens_wins(tmp_path: Path) -> None:
-    from erudite_edge.sources import _capture, _first_that_opens
+    from erudite_edge.sources.capture import _capture
+    from erudite_edge.sources.capture import _first_that_opens
 
     video = write_video(tmp_path / "v.mp4", [COLORS[next(iter(COLORS))]] * 3, size=(32, 24))
     cap = _first_that_opens(_capture(str(tmp_path / "absent.avi"), cv2.CAP_ANY), _capture(str(video), cv2.CAP_ANY))()
@@ -201,8 +202,10 @@ def test_first_pipeline_that_opens_wins(tmp_path: Path) -> None:
 
 
 def test_capture_mode_fourcc_and_bayer_hint(tmp_path: Path) -> None:
-    from erudite_edge.sources import bayer_hint, capture_mode, fourcc_str
-    from erudite_edge.v4l2_modes import describe_modes
+    from erudite_edge.sources.capture import bayer_hint
+    from erudite_edge.sources.capture import capture_mode
+    from erudite_edge.sources.capture import fourcc_str
+    from erudite_edge.sources.v4l2_modes import describe_modes
 
     video = write_video(tmp_path / "v.mp4", [COLORS["red"]] * 3, size=(32, 24), fps=10)
     cap = cv2.VideoCapture(str(video))

@@ -13,9 +13,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from erudite_edge.cli import main
-from erudite_edge.live import Backoff, redact
-from erudite_edge.sources import CaptureSource, open_source
+from erudite_edge.cli.app import main
+from erudite_edge.sources.live import Backoff
+from erudite_edge.sources.live import redact
+from erudite_edge.sources.capture import CaptureSource
+from erudite_edge.sources.capture import open_source
 from onnx_fixtures import COLORS, make_erudite_bundle, write_video
 from real_processes import CliRun, child_env, free_port, kill_left, needs_rtsp_server, start_rtsp_server
 
@@ -177,7 +179,7 @@ def test_sigterm_while_opening_a_silent_stream(tmp_path: Path) -> None:
     port = silent.getsockname()[1]
     out = tmp_path / "never.jsonl"
     try:
-        run = subprocess.Popen([sys.executable, "-m", "erudite_edge.cli", "run", "--bundle", str(bundle.root),
+        run = subprocess.Popen([sys.executable, "-m", "erudite_edge.cli.app", "run", "--bundle", str(bundle.root),
                                 f"rtsp://u:pw@127.0.0.1:{port}/x", "-o", str(out)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
         conn, _ = silent.accept()  # the run is opening the stream

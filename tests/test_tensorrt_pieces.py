@@ -15,10 +15,16 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from erudite_edge.backends.tensorrt_runner import TRT_MISSING, TensorRTRunner, available, tensorrt_version
-from erudite_edge.bundle import Bundle
-from erudite_edge.cli import main as cli_main
-from erudite_edge.engine_sidecar import (
+from erudite_edge.backends.tensorrt.runner import TRT_MISSING
+
+from erudite_edge.backends.tensorrt.runner import TensorRTRunner
+
+from erudite_edge.backends.tensorrt.runner import available
+
+from erudite_edge.backends.tensorrt.runner import tensorrt_version
+from erudite_edge.core.bundle import Bundle
+from erudite_edge.cli.app import main as cli_main
+from erudite_edge.backends.tensorrt.sidecar import (
     DeviceInfo,
     EngineSidecar,
     check_compatible,
@@ -29,9 +35,9 @@ from erudite_edge.engine_sidecar import (
     write_sidecar,
 )
 from erudite_edge.errors import BackendUnavailable, BundleError, UsageError
-from erudite_edge.labels import LabelSpace
-from erudite_edge.preprocess import PreprocessSpec
-from export.engine import (
+from erudite_edge.core.labels import LabelSpace
+from erudite_edge.core.preprocess import PreprocessSpec
+from erudite_edge.backends.tensorrt.build import (
     BatchRange,
     TrtCapabilities,
     engine_filename,
@@ -236,7 +242,7 @@ def test_select_sources_refuses_a_changed_model(tmp_path):
 
 
 def test_dla_problems_are_one_line():
-    from export.engine import dla_problem
+    from erudite_edge.backends.tensorrt.build import dla_problem
 
     assert dla_problem(0, 2, "Orin") is None and dla_problem(1, 2, "Orin") is None
     for core, cores, words in [(0, 0, "has no DLA"), (2, 2, "numbered 0 to 1"), (-1, 2, "numbered from 0")]:
@@ -362,7 +368,7 @@ def test_cli_without_tensorrt_exits_2_with_one_line(tmp_path, capsys):
 def test_cli_subprocess_without_tensorrt(tmp_path):
     bundle = make_bundle(tmp_path / "b")
     proc = subprocess.run(
-        [sys.executable, "-m", "erudite_edge.cli", "export", "engine", "--bundle", str(bundle.root), "--precision", "int8"],
+        [sys.executable, "-m", "erudite_edge.cli.app", "export", "engine", "--bundle", str(bundle.root), "--precision", "int8"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -393,7 +399,8 @@ def test_device_layer_without_gpu_is_one_line():
     """The real polygraphy.cuda over the real CUDA runtime library: without a GPU (or driver) opening the
     device is one named CUDA error, not a traceback; with one, it names the GPU and its capability."""
     pytest.importorskip("polygraphy")
-    from erudite_edge.backends.device_memory import CudaError, open_device
+    from erudite_edge.backends.tensorrt.device_memory import CudaError
+    from erudite_edge.backends.tensorrt.device_memory import open_device
 
     try:
         device = open_device()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from erudite_edge.backends.tensorrt_runner import TensorRTRunner
+from erudite_edge.backends.tensorrt.runner import TensorRTRunner
 from erudite_edge.errors import BundleError
 from fakes_tensorrt import CORRUPT, EngineSpec, FakeDevice, install_fake_tensorrt, write_fake_engine
 
@@ -101,7 +101,7 @@ def test_corrupt_engine_is_one_line(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("field", ["tensorrt_version", "device"])
 def test_foreign_engine_is_refused_before_deserialising(tmp_path, monkeypatch, field):
-    from erudite_edge.engine_sidecar import DeviceInfo
+    from erudite_edge.backends.tensorrt.sidecar import DeviceInfo
 
     spec, device, trt, engine = make(tmp_path, monkeypatch)
     if field == "tensorrt_version":
@@ -137,7 +137,7 @@ def test_uint8_engine_input_takes_bytes_and_refuses_floats(tmp_path, monkeypatch
 def test_a_batch_in_our_pinned_memory_goes_to_the_device_without_staging(tmp_path, monkeypatch):
     """A pipeline's input ring allocated by host_allocator: its batches are copied to the device from their
     slots; any other batch (numpy memory, a non-contiguous view, padding below the profile) is staged."""
-    from erudite_edge.batch_buffer import InputRing
+    from erudite_edge.inference.batch_buffer import InputRing
 
     spec, device, trt, engine = make(tmp_path, monkeypatch, input_dtype="UINT8", profile=(2, 4, 8))
     with TensorRTRunner(engine, device=device) as runner:

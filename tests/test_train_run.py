@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file
 
-from erudite_edge.cli import main
+from erudite_edge.cli.app import main
 from ranks import free_port, run_ranks
 from tiny_data import make_mixture
 from train.config import TrainConfig

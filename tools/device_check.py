@@ -42,10 +42,11 @@ def preflight() -> dict[str, Any]:
     from erudite_edge.errors import EruditeError
 
     try:
-        from erudite_edge.backends.tensorrt_runner import tensorrt_version
+        from erudite_edge.backends.tensorrt.runner import tensorrt_version
 
         trt_version = tensorrt_version()
-        from erudite_edge.backends.device_memory import import_polygraphy_cuda, open_device
+        from erudite_edge.backends.tensorrt.device_memory import import_polygraphy_cuda
+        from erudite_edge.backends.tensorrt.device_memory import open_device
 
         import_polygraphy_cuda()
         gpu = open_device().device_info()

@@ -36,7 +36,7 @@ TARGETS: dict[str, str] = {
     "export/derive.py": "tests/test_derive.py",
     "benchmarks/goals.py": "tests/test_goals.py",
     "benchmarks/stats.py": "tests/test_stats.py",
-    "erudite_edge/zoo_runner.py": "tests/test_run.py -k zoo",
+    "erudite_edge/inference/models.py": "tests/test_run.py -k zoo",
     "train/modules.py": "tests/test_modules.py tests/test_model.py",
     # the two DDP tests: the hand all-reduce of theta's gradients and the SyncBatchNorm switch (two gloo ranks)
     "train/two_stage.py": "tests/test_two_stage.py tests/test_ddp_equivalence.py::test_two_processes_x8_give_the_gradients_of_one_process_x16"

@@ -111,7 +111,7 @@ def _mobilenet_v3_large(weights: str | None) -> nn.Module:
 
 @register_backbone("efficientnet_lite0")
 def _efficientnet_lite0(weights: str | None) -> nn.Module:
-    from .efficientnet_lite import efficientnet_lite0_features
+    from train.efficientnet_lite import efficientnet_lite0_features
 
     if weights not in (None, "imagenet-v1"):
         raise UsageError(f"--weights {weights}: efficientnet_lite0 has one set of ImageNet weights; use imagenet-v1 or none")

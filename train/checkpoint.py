@@ -35,12 +35,12 @@ from safetensors.torch import save as save_safetensors_bytes
 from torch import nn
 
 from erudite_edge.errors import UsageError
-from erudite_edge.fileio import (fsync_dir, os_error_line, remove_stale_temporaries, sha256_file, stop_signals_deferred,
+from erudite_edge.core.fileio import (fsync_dir, os_error_line, remove_stale_temporaries, sha256_file, stop_signals_deferred,
                                  write_bytes_synced)
-from erudite_edge.labels import LabelSpace
-from erudite_edge.preprocess import PreprocessSpec
+from erudite_edge.core.labels import LabelSpace
+from erudite_edge.core.preprocess import PreprocessSpec
 
-from .model import ModelConfig, build_model
+from train.model import ModelConfig, build_model
 
 CHECKPOINT_FORMAT = "erudite-edge-checkpoint"
 MANIFEST_FORMAT = "erudite-edge-checkpoint-manifest"
@@ -80,7 +80,7 @@ class Checkpoint:
 
     @property
     def is_zoo(self) -> bool:
-        from .variants import VARIANTS
+        from train.variants import VARIANTS
 
         v = VARIANTS.get(self.model_config.variant)
         return v is not None and v.zoo

@@ -61,10 +61,10 @@ class TrainConfig:
 
     def validate(self, world_size: int = 1) -> "TrainConfig":
         """Names and sizes checked before any work, each a one-line UsageError."""
-        from .backbones import WEIGHTS, list_backbones
-        from .modules import GATES
-        from .two_stage import META_FEATURES
-        from .variants import VARIANTS
+        from train.backbones import WEIGHTS, list_backbones
+        from train.modules import GATES
+        from train.two_stage import META_FEATURES
+        from train.variants import VARIANTS
 
         checks = [
             (self.variant in VARIANTS, f"--variant {self.variant}: one of {', '.join(VARIANTS)}"),
@@ -96,9 +96,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "training options") -> "TrainConfig":
-        """Each value checked against the field's type (erudite_edge.schema): a wrong one is a UsageError
+        """Each value checked against the field's type (erudite_edge.core.schema): a wrong one is a UsageError
         naming the key, e.g. `run.yaml: epochs: expected a valid integer, ..., got 'ten'`."""
-        from erudite_edge.schema import check
+        from erudite_edge.core.schema import check
 
         unknown = set(d) - set(cls.__dataclass_fields__) - {"alpha"}
         if unknown:
@@ -177,7 +177,7 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
 def write_effective_config(out: str | os.PathLike[str], cfg: TrainConfig) -> Path:
     """RUN/config.yaml: every option the run trains with (recipe, file and flags resolved), loadable again
     with `train --config`. Written atomically; run.json keeps the same values for the tools."""
-    from erudite_edge.fileio import write_text_atomic
+    from erudite_edge.core.fileio import write_text_atomic
 
     header = (f"# The effective training configuration of this run{f' (recipe: {cfg.recipe})' if cfg.recipe else ''}:\n"
               "# every option after the recipe, --config file and command-line flags were applied.\n")

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from erudite_edge.errors import EruditeError, UsageError
-from erudite_edge.fileio import write_json_atomic
+from erudite_edge.core.fileio import write_json_atomic
 
 VARIANTS = ("baseline", "baseline+", "ours", "single")
 
@@ -103,7 +103,7 @@ def _step(console: Console, text: str) -> None:
 
 
 def _cli(args: list[str]) -> None:
-    from erudite_edge.cli import main
+    from erudite_edge.cli.app import main
 
     code = main(args)
     if code != 0:

@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from erudite_edge.labels import LabelSpace
+from erudite_edge.core.labels import LabelSpace
 
 
 def eval_autocast_dtype() -> torch.dtype:

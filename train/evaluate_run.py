@@ -10,10 +10,10 @@ from torch.utils.data import DataLoader
 
 from erudite_edge.errors import UsageError
 
-from .checkpoint import load_checkpoint
-from .data import check_matches_labels, collate_skip_bad, load_datasets, make_joint_dataset
-from .evaluate import eval_autocast_dtype, evaluate, metrics_table
-from .loop import DistInfo, resolve_device
+from train.checkpoint import load_checkpoint
+from train.data import check_matches_labels, collate_skip_bad, load_datasets, make_joint_dataset
+from train.evaluate import eval_autocast_dtype, evaluate, metrics_table
+from train.loop import DistInfo, resolve_device
 
 
 def evaluate_run(

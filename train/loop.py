@@ -19,10 +19,11 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from erudite_edge.errors import UsageError
-from erudite_edge.fileio import write_json_atomic, write_text_atomic
-from erudite_edge.preprocess import PreprocessSpec
+from erudite_edge.core.fileio import write_json_atomic
+from erudite_edge.core.fileio import write_text_atomic
+from erudite_edge.core.preprocess import PreprocessSpec
 
-from .checkpoint import (
+from train.checkpoint import (
     Checkpoint,
     copy_checkpoint,
     has_checkpoint,
@@ -30,15 +31,15 @@ from .checkpoint import (
     resume_checkpoint,
     save_checkpoint,
 )
-from .config import TrainConfig, write_effective_config
-from .data import build_label_space, collate_fill_bad, collate_skip_bad, load_datasets, make_joint_dataset, split_validation
-from .data.samples import DatasetSplits
-from .evaluate import evaluate
-from .model import EruditeNet, ModelConfig, ZooModel, build_model
-from .optim import OptimConfig, build_optimizers, cosine_schedulers
-from .sampler import BalancedBatchSampler
-from .two_stage import PMGStep, TwoStageStep, ZooStep
-from .variants import VARIANTS
+from train.config import TrainConfig, write_effective_config
+from train.data import build_label_space, collate_fill_bad, collate_skip_bad, load_datasets, make_joint_dataset, split_validation
+from train.data.samples import DatasetSplits
+from train.evaluate import evaluate
+from train.model import EruditeNet, ModelConfig, ZooModel, build_model
+from train.optim import OptimConfig, build_optimizers, cosine_schedulers
+from train.sampler import BalancedBatchSampler
+from train.two_stage import PMGStep, TwoStageStep, ZooStep
+from train.variants import VARIANTS
 
 log = logging.getLogger("erudite_edge.train")
 
@@ -230,8 +231,8 @@ class Trainer:
     def _prepare_qat(self, source: str) -> dict[str, Any]:
         """QAT: the FP32 checkpoint's weights, fake quantizers in TensorRT's layout (train/qat.py), their
         input ranges calibrated on the first `qat_calib_batches` training batches, then fixed."""
-        from . import qat
-        from .checkpoint import load_checkpoint
+        from train import qat
+        from train.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(source, warn=self._warn)
         if ckpt.model_config.to_dict() | {"pretrained": False} != self.model_config.to_dict() | {"pretrained": False}:
@@ -323,7 +324,7 @@ class Trainer:
     def _save(self, tag: str, epoch: int, metrics: dict[str, Any], with_state: bool) -> None:
         model, extra = self.model, {}
         if self.qat is not None:  # the float weights under their plain names, and the int8 input ranges
-            from . import qat
+            from train import qat
 
             model = build_model(ModelConfig.from_dict({**self.model_config.to_dict(), "pretrained": False}))
             model.load_state_dict(qat.float_state_dict(self.model))
@@ -485,7 +486,7 @@ class Trainer:
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, resume_from: str | None = None) -> Path:
     if cfg.variant in VARIANTS and VARIANTS[cfg.variant].separate:
-        from .single import train_single
+        from train.single import train_single
 
         if resume_from is not None:
             raise UsageError(f"--resume-from: a --variant {cfg.variant} run resumes each of its parts from its last "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .model import HeadOutput
+from train.model import HeadOutput
 
 
 def loss_all(out: HeadOutput, joint: torch.Tensor, local: torch.Tensor) -> torch.Tensor:

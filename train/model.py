@@ -13,9 +13,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .backbones import create_backbone
-from .modules import GATES, DatasetProjections, GroupSpatialAttention, make_classifier
-from .variants import Variant, get_variant
+from train.backbones import create_backbone
+from train.modules import GATES, DatasetProjections, GroupSpatialAttention, make_classifier
+from train.variants import Variant, get_variant
 
 
 @dataclass
@@ -215,7 +215,7 @@ class ZooModel(nn.Module):
 def build_model(cfg: ModelConfig) -> nn.Module:
     v = get_variant(cfg.variant)
     if v.pmg:
-        from .pmg import PMGNet
+        from train.pmg import PMGNet
 
         return PMGNet(cfg)
     return ZooModel(cfg) if v.zoo else EruditeNet(cfg)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .model import EruditeNet, ZooModel
+from train.model import EruditeNet, ZooModel
 
 
 @dataclass

@@ -26,11 +26,11 @@ from torch import nn
 
 from erudite_edge.errors import UsageError
 
-from .backbones import create_backbone
-from .losses import loss_all
-from .model import HeadOutput, ModelConfig
-from .modules import GATES, DatasetProjections, GroupSpatialAttention, make_classifier
-from .variants import Variant, get_variant
+from train.backbones import create_backbone
+from train.losses import loss_all
+from train.model import HeadOutput, ModelConfig
+from train.modules import GATES, DatasetProjections, GroupSpatialAttention, make_classifier
+from train.variants import Variant, get_variant
 
 JIGSAW = (8, 4, 2)  # patches per side for stages 1, 2, 3; stage 4 is the whole image
 

@@ -59,7 +59,7 @@ def _quantize_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]
 def quantizable(model: nn.Module) -> dict[str, nn.Module]:
     """Conv2d and Linear layers called as modules, by name: the layers QAT quantizes. The attention's
     convolution is left out (its forward passes theta to F.conv2d, so module hooks never see it)."""
-    from .modules import GroupSpatialAttention
+    from train.modules import GroupSpatialAttention
 
     skip = {id(m.conv) for m in model.modules() if isinstance(m, GroupSpatialAttention)}
     return {name: m for name, m in model.named_modules()

@@ -28,15 +28,15 @@ from typing import Any
 import torch
 
 from erudite_edge.errors import UsageError
-from erudite_edge.fileio import write_json_atomic
-from erudite_edge.labels import LabelSpace
-from erudite_edge.preprocess import PreprocessSpec
+from erudite_edge.core.fileio import write_json_atomic
+from erudite_edge.core.labels import LabelSpace
+from erudite_edge.core.preprocess import PreprocessSpec
 
-from .checkpoint import copy_checkpoint, has_checkpoint, load_checkpoint, save_checkpoint
-from .config import TrainConfig, write_effective_config
-from .data import build_label_space, load_datasets
-from .data.samples import DatasetSplits, Sample
-from .model import ModelConfig, ZooModel
+from train.checkpoint import copy_checkpoint, has_checkpoint, load_checkpoint, save_checkpoint
+from train.config import TrainConfig, write_effective_config
+from train.data import build_label_space, load_datasets
+from train.data.samples import DatasetSplits, Sample
+from train.model import ModelConfig, ZooModel
 
 log = logging.getLogger("erudite_edge.train")
 
@@ -60,7 +60,7 @@ def _part_config(cfg: TrainConfig, out: Path, data: list[str]) -> TrainConfig:
 
 def train_single(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
     """Train the coarse model and the N fine models one after the other, then write the zoo checkpoint."""
-    from .loop import Trainer
+    from train.loop import Trainer
 
     out = Path(cfg.out)
     if has_checkpoint(out) and not resume:

@@ -34,8 +34,8 @@ import torch.distributed._functional_collectives as funcol  # the differentiable
 import torch.nn.functional as F
 from torch import nn
 
-from .losses import loss_all
-from .model import EruditeNet, HeadOutput, ZooModel
+from train.losses import loss_all
+from train.model import EruditeNet, HeadOutput, ZooModel
 
 
 @contextlib.contextmanager
@@ -311,7 +311,7 @@ class PMGStep(TwoStageStep):
         self.jigsaw_generator = torch.Generator().manual_seed(int(self.generator.initial_seed()) + 1)
 
     def stage_one(self, images: torch.Tensor, ids: torch.Tensor, joint: torch.Tensor, local: torch.Tensor) -> tuple[HeadOutput, torch.Tensor]:
-        from .pmg import JIGSAW, jigsaw, pmg_losses
+        from train.pmg import JIGSAW, jigsaw, pmg_losses
 
         out: HeadOutput | None = None
         loss = images.new_zeros(())

@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..engine_cache import user_cache_dir
-from ..preprocess import PreprocessSpec
+from erudite_edge.backends.tensorrt.cache import user_cache_dir
+from erudite_edge.core.preprocess import PreprocessSpec
 
 DEFAULT_PROFILE = (1, 8, 32)
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailable, BundleError
-from .base import Runner
+from erudite_edge.errors import BackendUnavailable, BundleError
+from erudite_edge.backends.base import Runner
 
 
 def available() -> bool:
@@ -71,7 +71,7 @@ class TorchRunner(Runner):
     def infer(self, batch: np.ndarray) -> np.ndarray:
         torch = self._torch
         if batch.dtype == np.uint8:  # NHWC bytes (a uint8 bundle's input): the graph's normalisation, on the host
-            from ..preprocess import normalize
+            from erudite_edge.core.preprocess import normalize
 
             spec = self.checkpoint.preprocess.host_float()
             batch = np.stack([normalize(im, spec) for im in batch]) if len(batch) else batch
@@ -108,7 +108,7 @@ def bundle_from_checkpoint(checkpoint: str | os.PathLike[str]) -> Any:
         raise BackendUnavailable("the torch backend needs torch and the trainer: `pip install 'erudite-edge[train]'`")
     from train.checkpoint import load_checkpoint
 
-    from ..bundle import Bundle
+    from erudite_edge.core.bundle import Bundle
 
     ckpt = load_checkpoint(checkpoint)
     bundle = Bundle.create(

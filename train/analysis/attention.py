@@ -15,11 +15,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from erudite_edge.attention_maps import overlay
+from erudite_edge.outputs.attention_maps import overlay
 from erudite_edge.errors import BadImageError
-from erudite_edge.preprocess import PreprocessSpec, normalize, resize_image
+from erudite_edge.core.preprocess import PreprocessSpec
+from erudite_edge.core.preprocess import normalize
+from erudite_edge.core.preprocess import resize_image
 
-from ..data import DatasetSplits, load_sample_image
+from train.data import DatasetSplits, load_sample_image
 
 
 def pick_images(given: Sequence[DatasetSplits], per_dataset: int) -> list[tuple[str, str, np.ndarray]]:
@@ -64,7 +66,7 @@ def attention_masks(model: nn.Module, images: Sequence[np.ndarray], spec: Prepro
 
 
 def plot_attention(picked: list[tuple[str, str, np.ndarray]], masks: np.ndarray, spec: PreprocessSpec, path: Path) -> Path:
-    from .plots import _pyplot, _save
+    from train.analysis.plots import _pyplot, _save
 
     plt = _pyplot()
     groups = masks.shape[1]

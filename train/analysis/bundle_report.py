@@ -27,15 +27,16 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from erudite_edge.bundle import Bundle
+from erudite_edge.core.bundle import Bundle
 from erudite_edge.errors import BadImageError, UsageError
-from erudite_edge.fileio import write_json_atomic, write_text_atomic
-from erudite_edge.outputs import softmax
+from erudite_edge.core.fileio import write_json_atomic
+from erudite_edge.core.fileio import write_text_atomic
+from erudite_edge.outputs.sinks import softmax
 
-from .feature_set import FeatureSet
-from .tables import (ATTENTION_PNG, FIGURE2, FIGURE3, JSON_NAME, MARKDOWN_NAME, AnalyzeOptions, between, run_title,
+from train.analysis.feature_set import FeatureSet
+from train.analysis.tables import (ATTENTION_PNG, FIGURE2, FIGURE3, JSON_NAME, MARKDOWN_NAME, AnalyzeOptions, between, run_title,
                      to_markdown, within)
-from .transfer import per_class_accuracy, transfer_by_dataset
+from train.analysis.transfer import per_class_accuracy, transfer_by_dataset
 
 SKIPPED = [
     "Table 1 on the paper's feature (the input of the joint classifier G): here SC / CHI / DBI and MMD are "
@@ -60,12 +61,12 @@ def bundle_outputs(bundle: Bundle, data: Sequence[str], *, backend: str = "auto"
 
     sets = [read_eval_set(spec, bundle.labels, limit, seed) for spec in data]
     if bundle.kind == "zoo":
-        from erudite_edge.zoo_runner import ZooRunner
+        from erudite_edge.inference.models import ZooRunner
 
         zoo = ZooRunner(bundle, backend=backend, precision=precision, announce=None)
         predict, close = zoo.predict, zoo.close
     else:
-        from erudite_edge.backends import load_runner
+        from erudite_edge.backends.registry import load_runner
 
         runner = load_runner(bundle, "main", backend, precision, announce=None)
         predict, close = runner.infer_chunked, runner.close
@@ -99,13 +100,16 @@ def bundle_outputs(bundle: Bundle, data: Sequence[str], *, backend: str = "auto"
 def attention_grid(bundle: Bundle, data: Sequence[str], per_dataset: int, path: Path, precision: str = "fp32",
                    seed: int = 0) -> dict[str, Any] | None:
     """For a bundle exported --with-attention: the group masks over the first `per_dataset` readable test
-    images of each data set, one row per image (erudite_edge.attention_maps), on ONNX Runtime; None when
+    images of each data set, one row per image (erudite_edge.outputs.attention_maps), on ONNX Runtime; None when
     the bundle's model does not expose them."""
     from benchmarks.accuracy import read_eval_set
 
-    from erudite_edge.attention_maps import grid, save_grid
-    from erudite_edge.backends import load_runner
-    from erudite_edge.preprocess import load_image, preprocess
+    from erudite_edge.outputs.attention_maps import grid
+
+    from erudite_edge.outputs.attention_maps import save_grid
+    from erudite_edge.backends.registry import load_runner
+    from erudite_edge.core.preprocess import load_image
+    from erudite_edge.core.preprocess import preprocess
 
     if bundle.kind == "zoo" or not bundle.meta.get("attention"):
         return None
@@ -181,7 +185,7 @@ def analyze_bundle(
             ref_labels = ref_bundle.labels
         else:
             try:
-                from ..checkpoint import load_checkpoint
+                from train.checkpoint import load_checkpoint
             except ImportError:
                 raise UsageError(f"--reference {reference}: not a bundle, and reading a checkpoint needs torch "
                                  "(`pip install 'erudite-edge[train]'`); pass the reference's bundle") from None
@@ -221,9 +225,9 @@ def analyze_bundle(
             ref_title = run_title(_variant(ref_bundle), ref_labels, "fp32")
             ref_info = {"bundle": str(ref_bundle.root), "variant": _variant(ref_bundle)}
         else:
-            from ..data import load_datasets
-            from ..loop import DistInfo, resolve_device
-            from .features import features_for_run
+            from train.data import load_datasets
+            from train.loop import DistInfo, resolve_device
+            from train.analysis.features import features_for_run
 
             ref_fs, _ = features_for_run(ref_ckpt, load_datasets(ref_data), out / "reference_features.npz",
                                          device=resolve_device(opts.device, DistInfo()), batch_size=opts.batch_size,
@@ -244,7 +248,7 @@ def analyze_bundle(
         result["transfer"] = transfer_by_dataset(run_acc, ref_acc, ref_names)
 
     figures: dict[str, str] = {}
-    from . import plots
+    from train.analysis import plots
 
     if result.get("transfer"):
         figures["figure2"] = plots.plot_per_class_change(result["transfer"], out / FIGURE2, title, ref_title).name

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from erudite_edge.fileio import atomic_path
+from erudite_edge.core.fileio import atomic_path
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .cluster_metrics import subsample
+from train.analysis.cluster_metrics import subsample
 
 DEFAULT_MAX_SAMPLES = 1000
 DEFAULT_PERMUTATIONS = 200

@@ -14,9 +14,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from erudite_edge.fileio import atomic_path
+from erudite_edge.core.fileio import atomic_path
 
-from .cluster_metrics import subsample
+from train.analysis.cluster_metrics import subsample
 
 DEFAULT_TSNE_SAMPLES = 2000
 

@@ -12,14 +12,15 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from erudite_edge.errors import UsageError
-from erudite_edge.fileio import write_json_atomic, write_text_atomic
+from erudite_edge.core.fileio import write_json_atomic
+from erudite_edge.core.fileio import write_text_atomic
 
-from ..checkpoint import load_checkpoint
-from ..data import DatasetSplits, load_datasets
-from .features import features_for_run
-from .tables import (ATTENTION_PNG, FIGURE2, FIGURE3, GATE_PNG, JSON_NAME, MARKDOWN_NAME, AnalyzeOptions, between,
+from train.checkpoint import load_checkpoint
+from train.data import DatasetSplits, load_datasets
+from train.analysis.features import features_for_run
+from train.analysis.tables import (ATTENTION_PNG, FIGURE2, FIGURE3, GATE_PNG, JSON_NAME, MARKDOWN_NAME, AnalyzeOptions, between,
                      gate_usage, run_title, summary_lines, to_markdown, within)
-from .transfer import per_class_accuracy, transfer_by_dataset
+from train.analysis.transfer import per_class_accuracy, transfer_by_dataset
 
 __all__ = ["AnalyzeOptions", "analyze", "summary_lines", "to_markdown", "JSON_NAME", "MARKDOWN_NAME", "FIGURE2", "FIGURE3",
            "GATE_PNG", "ATTENTION_PNG"]
@@ -39,7 +40,7 @@ def analyze(
     UsageError before anything is written."""
     import torch
 
-    from ..loop import DistInfo, resolve_device
+    from train.loop import DistInfo, resolve_device
 
     opts = options or AnalyzeOptions()
     torch.manual_seed(opts.seed)
@@ -95,7 +96,7 @@ def analyze(
         result["gate_usage"] = gate
 
     figures: dict[str, str] = {}
-    from . import plots
+    from train.analysis import plots
 
     if result.get("transfer"):
         figures["figure2"] = plots.plot_per_class_change(result["transfer"], out / FIGURE2, title, ref_title).name
@@ -109,7 +110,7 @@ def analyze(
                                         max_samples=opts.tsne_max_samples, seed=opts.seed)
         figures["figure3"] = plots.plot_tsne(panels, out / FIGURE3).name
     if opts.attention_images > 0:
-        from .attention import write_attention_grid
+        from train.analysis.attention import write_attention_grid
 
         att = write_attention_grid(model, given, ckpt.preprocess, dev, out / ATTENTION_PNG, opts.attention_images)
         if att is not None:

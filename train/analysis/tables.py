@@ -9,12 +9,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from erudite_edge.labels import LabelSpace
+from erudite_edge.core.labels import LabelSpace
 
-from .cluster_metrics import DEFAULT_MAX_SAMPLES, cluster_quality
-from .feature_set import FeatureSet
-from .mmd import DEFAULT_MAX_SAMPLES as MMD_MAX_SAMPLES
-from .mmd import DEFAULT_PERMUTATIONS, mmd_test
+from train.analysis.cluster_metrics import DEFAULT_MAX_SAMPLES, cluster_quality
+from train.analysis.feature_set import FeatureSet
+from train.analysis.mmd import DEFAULT_MAX_SAMPLES as MMD_MAX_SAMPLES
+from train.analysis.mmd import DEFAULT_PERMUTATIONS, mmd_test
 
 
 def run_title(variant: str, labels: LabelSpace, source: str | None = None) -> str:

@@ -1,12 +1,12 @@
 """Data for joint training: readers for each data set's own on-disk format, the joint label space,
 the validation split, and the torch Dataset with training augmentation."""
 
-from .augment import default_pad, random_crop_with_padding, random_hflip, train_transform
-from .dataset import ImageListDataset, collate_fill_bad, collate_skip_bad, load_sample_image, make_joint_dataset
-from .readers import FORMATS
-from .samples import IMAGE_EXTENSIONS, DatasetFormatError, DatasetSplits, DataSpec, Sample
-from .spec import build_label_space, check_matches_labels, detect_format, load_dataset, load_datasets, parse_data_spec
-from .split import split_validation
+from train.data.augment import default_pad, random_crop_with_padding, random_hflip, train_transform
+from train.data.dataset import ImageListDataset, collate_fill_bad, collate_skip_bad, load_sample_image, make_joint_dataset
+from train.data.readers import FORMATS
+from train.data.samples import IMAGE_EXTENSIONS, DatasetFormatError, DatasetSplits, DataSpec, Sample
+from train.data.spec import build_label_space, check_matches_labels, detect_format, load_dataset, load_datasets, parse_data_spec
+from train.data.split import split_validation
 
 __all__ = [
     "collate_fill_bad",

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .samples import DatasetFormatError
+from train.data.samples import DatasetFormatError
 
 
 def require_file(path: Path, what: str) -> Path:

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from erudite_edge.preprocess import PreprocessSpec, normalize, resize_image
+from erudite_edge.core.preprocess import PreprocessSpec
+
+from erudite_edge.core.preprocess import normalize
+
+from erudite_edge.core.preprocess import resize_image
 
 
 def default_pad(spec: PreprocessSpec) -> int:

@@ -1,6 +1,6 @@
 """The torch Dataset over one data set's samples, the joint ConcatDataset, and the collates.
 
-Test-time items are exactly erudite_edge.preprocess.preprocess of the loaded image, which is what
+Test-time items are exactly erudite_edge.core.preprocess.preprocess of the loaded image, which is what
 every deployed backend computes. An unreadable image never stops training: the item comes back
 with ok=False (counted in "skipped", the file warned about once). A training item then carries a
 stand-in: a readable image of the same data set, drawn with a seeded generator, so every batch keeps
@@ -19,11 +19,13 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset, default_collate
 
 from erudite_edge.errors import BadImageError, UsageError
-from erudite_edge.labels import LabelSpace
-from erudite_edge.preprocess import PreprocessSpec, load_image, preprocess
+from erudite_edge.core.labels import LabelSpace
+from erudite_edge.core.preprocess import PreprocessSpec
+from erudite_edge.core.preprocess import load_image
+from erudite_edge.core.preprocess import preprocess
 
-from .augment import default_pad, train_transform
-from .samples import DatasetSplits, Sample
+from train.data.augment import default_pad, train_transform
+from train.data.samples import DatasetSplits, Sample
 
 log = logging.getLogger(__name__)
 _warned: set[str] = set()  # files already reported as unreadable, in this process

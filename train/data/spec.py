@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Sequence
 
 from erudite_edge.errors import UsageError
-from erudite_edge.labels import LabelSpace
+from erudite_edge.core.labels import LabelSpace
 
-from .readers import FORMATS, READERS
-from .samples import DatasetFormatError, DatasetSplits, DataSpec
+from train.data.readers import FORMATS, READERS
+from train.data.samples import DatasetFormatError, DatasetSplits, DataSpec
 
 log = logging.getLogger(__name__)
 _SPEC_FORM = f"NAME=PATH or NAME=FORMAT:PATH (FORMAT one of {', '.join(FORMATS)})"

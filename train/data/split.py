@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .samples import Sample
+from train.data.samples import Sample
 
 
 def split_validation(samples: Sequence[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import aircraft, cars, cub200, flowers102, imagefolder
+from train.data.readers import aircraft, cars, cub200, flowers102, imagefolder
 
 # Detection order: the specific layouts first, the generic class-folder tree last.
 READERS: dict[str, ModuleType] = {m.FORMAT: m for m in (cub200, cars, aircraft, flowers102, imagefolder)}

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..annotations import read_lines, require_dir
-from ..samples import DatasetFormatError, DatasetSplits, Sample
+from train.data.annotations import read_lines, require_dir
+from train.data.samples import DatasetFormatError, DatasetSplits, Sample
 
 FORMAT = "aircraft"
 LOOKS_FOR = "data/images/ and data/variants.txt (PATH may also be the data/ folder itself)"

@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..annotations import read_id_table, require_dir
-from ..samples import DatasetFormatError, DatasetSplits, Sample
+from train.data.annotations import read_id_table, require_dir
+from train.data.samples import DatasetFormatError, DatasetSplits, Sample
 
 FORMAT = "cub200"
 LOOKS_FOR = "images.txt and images/ (with classes.txt, image_class_labels.txt, train_test_split.txt) in PATH or PATH/CUB_200_2011"

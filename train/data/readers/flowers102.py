@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..annotations import as_int, load_mat, mat_variable, read_lines, require_dir
-from ..samples import DatasetFormatError, DatasetSplits, Sample
+from train.data.annotations import as_int, load_mat, mat_variable, read_lines, require_dir
+from train.data.samples import DatasetFormatError, DatasetSplits, Sample
 
 FORMAT = "flowers102"
 LOOKS_FOR = "jpg/ with imagelabels.mat and setid.mat"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..samples import DatasetFormatError, DatasetSplits, Sample, is_image_file
+from train.data.samples import DatasetFormatError, DatasetSplits, Sample, is_image_file
 
 FORMAT = "imagefolder"
 LOOKS_FOR = "train/<class>/<image> with test/<class>/<image> (or val/<class>/<image>)"

@@ -1,0 +1,617 @@
+"""Build TensorRT engines from a bundle's ONNX models, on the device that will run them.
+
+An engine is tuned for, and only loads on, the GPU and TensorRT version that built it, so this
+runs on the target (a Jetson included) and imports no torch: numpy, TensorRT, Polygraphy (its
+loaders build the engine; polygraphy.cuda is the device-memory layer).
+
+Precision comes from the model where TensorRT wants it there:
+  fp32  model.onnx
+  fp16  TensorRT 10: model.onnx with BuilderFlag.FP16 (weak typing). TensorRT 11 removed the
+        weak-typing precision flags: the bundle's model.fp16.onnx, strongly typed.
+  int8  the bundle's Q/DQ model model.int8.onnx (explicit quantization, no calibrator), with
+        BuilderFlag.INT8 where it still exists, else strongly typed.
+  best  the Q/DQ model with FP16 allowed too (INT8 + FP16 flags) where the flags exist.
+The choice is a pure function of the requested precision and what the installed TensorRT offers
+(`plan_build`), decided with hasattr-style checks, so one code path serves 10.x and 11.x.
+
+Outputs, per role: `model.<precision>.engine` (other roles: bundle.default_filename), its sidecar
+`<engine>.json` (erudite_edge.backends.tensorrt.sidecar), and an entry in bundle.json.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from erudite_edge._version import __version__
+from erudite_edge.backends.tensorrt.device_memory import current_device
+from erudite_edge.backends.tensorrt.runner import dims_list
+from erudite_edge.backends.tensorrt.runner import tensorrt_version
+from erudite_edge.core.bundle import ATTENTION_OUTPUT
+from erudite_edge.core.bundle import Bundle
+from erudite_edge.core.bundle import ModelEntry
+from erudite_edge.core.bundle import default_filename
+from erudite_edge.backends.tensorrt.sidecar import DeviceInfo
+from erudite_edge.backends.tensorrt.sidecar import EngineSidecar
+from erudite_edge.backends.tensorrt.sidecar import sidecar_path
+from erudite_edge.backends.tensorrt.sidecar import write_sidecar
+from erudite_edge.errors import BackendUnavailable, BundleError, EruditeError, UsageError
+from erudite_edge.core.fileio import atomic_path
+from erudite_edge.core.preprocess import PreprocessSpec
+
+ENGINE_PRECISIONS = ("fp16", "int8", "best", "fp32")
+DEFAULT_BATCH = "1:8:32"
+DEFAULT_WORKSPACE_GIB = 1.0
+# bundle.json knows fp32/fp16/int8: a "best" engine is the int8 Q/DQ model with FP16 allowed.
+BUNDLE_PRECISION = {"fp32": "fp32", "fp16": "fp16", "int8": "int8", "best": "int8"}
+
+
+# -- arguments ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BatchRange:
+    """The optimisation profile's batch sizes: the engine accepts min..max, tuned for opt."""
+
+    min: int
+    opt: int
+    max: int
+
+    def __str__(self) -> str:
+        return f"{self.min}:{self.opt}:{self.max}"
+
+
+def parse_batch(text: str | int) -> BatchRange:
+    """"1:8:32" -> (1, 8, 32); "8" -> (1, 8, 8): any batch up to 8, tuned for 8."""
+    s = str(text).strip()
+    parts = s.split(":")
+    usage = f"--batch {s!r}: expected MIN:OPT:MAX (e.g. {DEFAULT_BATCH}) or MAX (e.g. 8), positive integers"
+    if len(parts) not in (1, 3):
+        raise UsageError(usage)
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise UsageError(usage) from None
+    if any(v < 1 for v in values):
+        raise UsageError(usage)
+    lo, opt, hi = (1, values[0], values[0]) if len(values) == 1 else values
+    if not lo <= opt <= hi:
+        raise UsageError(f"--batch {s!r}: need MIN <= OPT <= MAX")
+    return BatchRange(lo, opt, hi)
+
+
+def workspace_bytes(gib: float) -> int:
+    """--workspace in GiB -> bytes for the builder's WORKSPACE memory pool."""
+    try:
+        value = float(gib)
+    except (TypeError, ValueError):
+        raise UsageError(f"--workspace {gib!r}: expected a size in GiB, e.g. 1 or 0.5") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise UsageError(f"--workspace {gib!r}: must be a positive size in GiB")
+    return max(1, int(value * (1 << 30)))
+
+
+def check_precision(precision: str) -> str:
+    p = str(precision).lower()
+    if p not in ENGINE_PRECISIONS:
+        raise UsageError(f"--precision {precision!r}: one of {', '.join(ENGINE_PRECISIONS)}")
+    return p
+
+
+# -- what to build with -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrtCapabilities:
+    """What the installed TensorRT offers, reduced to what the build decision needs."""
+
+    version: str
+    builder_flags: frozenset[str]
+    network_flags: frozenset[str]
+
+    @classmethod
+    def from_module(cls, trt_module: Any) -> "TrtCapabilities":
+        return cls(
+            version=str(trt_module.__version__),
+            builder_flags=frozenset(trt_module.BuilderFlag.__members__),
+            network_flags=frozenset(trt_module.NetworkDefinitionCreationFlag.__members__),
+        )
+
+    @property
+    def major(self) -> int:
+        try:
+            return int(self.version.split(".")[0])
+        except ValueError:
+            return 0
+
+    @property
+    def weak_typing(self) -> bool:
+        """Precision flags (FP16, INT8) exist: TensorRT <= 10. TensorRT 11 removed them."""
+        return "FP16" in self.builder_flags
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    precision: str  # as asked: fp32, fp16, int8, best
+    source_precision: str  # which of the bundle's ONNX models to parse: fp32, fp16, int8
+    builder_flags: tuple[str, ...] = ()  # trt.BuilderFlag names to set
+    network_flags: tuple[str, ...] = ()  # trt.NetworkDefinitionCreationFlag names
+    note: str = ""  # what the user should know about this choice, if anything
+
+    @property
+    def strongly_typed(self) -> bool:
+        return "STRONGLY_TYPED" in self.network_flags
+
+    @property
+    def bundle_precision(self) -> str:
+        return BUNDLE_PRECISION[self.precision]
+
+
+def plan_build(precision: str, caps: TrtCapabilities) -> BuildPlan:
+    """Which ONNX model and which flags give `precision` on this TensorRT (a pure function)."""
+    precision = check_precision(precision)
+    base: tuple[str, ...] = ()
+    if caps.major and caps.major < 10 and "EXPLICIT_BATCH" in caps.network_flags:
+        base = ("EXPLICIT_BATCH",)  # implicit batch was the default before 10; ONNX needs explicit
+    strong = base + (("STRONGLY_TYPED",) if "STRONGLY_TYPED" in caps.network_flags else ())
+    weak = caps.weak_typing
+    if precision == "fp32":
+        return BuildPlan("fp32", "fp32", (), base if weak else strong)
+    if precision == "fp16":
+        if weak:
+            return BuildPlan("fp16", "fp32", ("FP16",), base)
+        return BuildPlan("fp16", "fp16", (), strong)
+    if precision == "int8":
+        if weak and "INT8" in caps.builder_flags:
+            return BuildPlan("int8", "int8", ("INT8",), base)
+        return BuildPlan("int8", "int8", (), strong)
+    # best
+    if weak and {"INT8", "FP16"} <= caps.builder_flags:
+        return BuildPlan("best", "int8", ("INT8", "FP16"), base)
+    return BuildPlan(
+        "best",
+        "int8",
+        (),
+        strong,
+        note=(
+            f"TensorRT {caps.version} has no FP16 builder flag (strong typing only): layers outside the "
+            "Q/DQ pairs run in the INT8 model's own types"
+        ),
+    )
+
+
+def profile_shapes(
+    spec: PreprocessSpec,
+    onnx_input_shape: Sequence[int],
+    batch: BatchRange,
+    input_name: str = "images",
+) -> dict[str, list[int]]:
+    """min/opt/max input shapes for the optimisation profile.
+
+    Channels, height and width come from the bundle's preprocessing (its layout, NCHW or NHWC);
+    the ONNX input's own fixed dims must agree with them (its dynamic dims, -1 or 0, are filled).
+    """
+    h, w = spec.input_size
+    channels = 3  # RGB or BGR
+    sample = [channels, h, w] if spec.layout == "NCHW" else [h, w, channels]
+    dims = [int(d) for d in onnx_input_shape]
+    if len(dims) != 4:
+        raise BundleError(
+            f"ONNX input {input_name!r} has shape {dims}; expected 4 dims ({spec.layout} with a batch axis)"
+        )
+    for got, want in zip(dims[1:], sample):
+        if got > 0 and got != want:
+            raise BundleError(
+                f"ONNX input {input_name!r} is {dims} but the bundle's preprocessing gives "
+                f"{spec.layout} {'x'.join(map(str, sample))}: the model and bundle.json disagree; re-export the bundle"
+            )
+    if dims[0] > 0 and (batch.min != dims[0] or batch.max != dims[0]):
+        raise UsageError(
+            f"ONNX input {input_name!r} has a fixed batch of {dims[0]}: pass --batch {dims[0]}:{dims[0]}:{dims[0]} "
+            "or re-export the model with a dynamic batch axis"
+        )
+    return {
+        "min": [batch.min, *sample],
+        "opt": [batch.opt, *sample],
+        "max": [batch.max, *sample],
+    }
+
+
+def select_sources(bundle: Bundle, source_precision: str, role: str | None = None) -> dict[str, ModelEntry]:
+    """The ONNX model to build from for each role (all of the bundle's roles, or just `role`).
+
+    An erudite bundle has one role ("main"); a zoo bundle one engine per role (coarse and each
+    fine:<dataset>). Every source must be present and unchanged before the first, long, build
+    starts; a missing precision names the export command that makes it.
+    """
+    roles = bundle.roles()
+    if role is not None:
+        if role not in roles:
+            raise UsageError(f"--role {role!r}: this {bundle.kind} bundle has roles {', '.join(roles)}")
+        roles = [role]
+    sources = {r: bundle.entry(r, source_precision, "onnx") for r in roles}
+    for r, entry in sources.items():
+        path = bundle.path(entry)  # checks the sha256 (cached by size and mtime) unless --no-verify
+        if not path.is_file():
+            raise BundleError(f"{path}: listed in bundle.json for role {r!r} but missing")
+        if source_precision == "int8":
+            check_int8_target(entry, path)
+    return sources
+
+
+def check_int8_target(entry: ModelEntry, path: Path) -> None:
+    """An INT8 engine needs the int8 model laid out for TensorRT (Q/DQ on layer inputs, symmetric int8).
+
+    `export int8 --target onnxruntime` writes the same file name in ONNX Runtime's CPU layout (uint8
+    activations, Q/DQ on outputs), which TensorRT's explicit quantization does not take. Int8 entries
+    from before targets existed have no `target`: they were made in the TensorRT layout."""
+    target = str((entry.info or {}).get("target", "tensorrt"))
+    if target != "tensorrt":
+        raise BundleError(
+            f"{path}: this int8 model is laid out for {target}, not TensorRT; "
+            "re-run `erudite-edge export int8 --target tensorrt` before building an int8 engine"
+        )
+
+
+def engine_filename(role: str, precision: str, dla_core: int | None = None) -> str:
+    """model.<precision>.engine for the main role; coarse.<precision>.engine, fine.<ds>.<precision>.engine;
+    a DLA engine adds .dla<N> (model.fp16.dla0.engine)."""
+    return default_filename(role, precision if dla_core is None else f"{precision}.dla{dla_core}", "engine")
+
+
+def make_sidecar(
+    *,
+    tensorrt_version: str,
+    device: DeviceInfo,
+    plan: BuildPlan,
+    role: str,
+    inputs: list[str],
+    outputs: list[str],
+    profile: dict[str, dict[str, list[int]]],
+    source_onnx: str,
+    source_sha256: str,
+) -> EngineSidecar:
+    return EngineSidecar(
+        tensorrt_version=tensorrt_version,
+        gpu_name=device.name,
+        compute_capability=device.capability_text,
+        precision=plan.precision,
+        role=role,
+        inputs=list(inputs),
+        outputs=list(outputs),
+        profile=profile,
+        source_onnx=source_onnx,
+        source_sha256=source_sha256,
+        erudite_edge_version=__version__,
+        strongly_typed=plan.strongly_typed,
+        builder_flags=list(plan.builder_flags),
+        built_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+# -- TensorRT, through Polygraphy's loaders -------------------------------------------------------------
+@dataclass
+class BuiltEngine:
+    path: Path
+    inputs: list[str]
+    outputs: list[str]
+    profile: dict[str, dict[str, list[int]]]
+    seconds: float
+    dla_layers: tuple[int, int] | None = None  # (layers DLA can run, all layers) when built for a DLA core
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def parser_error_line(err: Any) -> str:
+    """One line for one ONNX parser error: the node, its operator and TensorRT's description."""
+    try:
+        node = int(err.node())
+        where = f"node {node} ({err.node_operator()} {err.node_name()!r}): " if node >= 0 else ""
+        return _one_line(where + str(err.desc()))
+    except Exception:  # an older parser error object: its str() is all there is
+        return _one_line(str(err))
+
+
+def polygraphy_error_line(err: BaseException) -> str:
+    """Polygraphy prints its full message itself before raising; the exception's first line names it."""
+    text = str(err).strip()
+    return _one_line(text.splitlines()[0]) if text else type(err).__name__
+
+
+def dla_problem(dla_core: int, cores: int, device_name: str) -> str | None:
+    """Why `--dla-core dla_core` cannot be used on a device with `cores` DLA cores (None: it can)."""
+    if dla_core < 0:
+        return f"--dla-core {dla_core}: a DLA core is numbered from 0"
+    if cores <= 0:
+        return (f"--dla-core {dla_core}: {device_name} has no DLA (deep learning accelerator; Jetson AGX/NX Orin and "
+                "Xavier have one or two): drop --dla-core to build for the GPU")
+    if dla_core >= cores:
+        return f"--dla-core {dla_core}: {device_name} has {cores} DLA core(s), numbered 0 to {cores - 1}"
+    return None
+
+
+def build_serialized(
+    onnx_path: Path,
+    plan: BuildPlan,
+    batch: BatchRange,
+    spec: PreprocessSpec,
+    workspace: int,
+    out_path: Path,
+    timing_cache: Path | None = None,
+    dla_core: int | None = None,
+    device_name: str = "this device",
+) -> BuiltEngine:
+    """Parse `onnx_path`, build with `plan`'s precision and one optimisation profile, write `out_path` whole.
+
+    Polygraphy's loaders do the TensorRT API work (NetworkFromOnnxPath with strong typing where the
+    plan says, CreateConfig with the profile, precision flags, workspace pool and timing cache,
+    EngineFromNetwork, SaveEngine), so differences between TensorRT 8.6 and 10 are theirs to handle.
+    The engine is saved under a temporary name and renamed: a killed build leaves no half engine.
+    With `dla_core`: DLA as the default device, GPU fallback on, and the layer split measured
+    (IBuilderConfig.can_run_on_DLA) and returned.
+    """
+    import tensorrt as trt
+    from polygraphy.backend.trt import (
+        CreateConfig,
+        EngineFromNetwork,
+        NetworkFromOnnxPath,
+        PostprocessConfig,
+        Profile,
+        SaveEngine,
+    )
+    from polygraphy.exception import PolygraphyException
+
+    try:
+        builder, network, parser = NetworkFromOnnxPath(str(onnx_path), strongly_typed=plan.strongly_typed)()
+    except PolygraphyException as e:
+        raise BundleError(f"{onnx_path}: TensorRT {trt.__version__} cannot parse it: {polygraphy_error_line(e)}") from e
+    # a model exported --with-attention has the masks as a second output: the engine serves the logits only
+    # (TensorRTRunner takes one output), so that output is unmarked; `run --save-attention` uses ONNX Runtime
+    for i in reversed(range(network.num_outputs)):
+        if network.num_outputs > 1 and network.get_output(i).name == ATTENTION_OUTPUT:
+            network.unmark_output(network.get_output(i))
+    if network.num_inputs != 1 or network.num_outputs != 1:
+        raise BundleError(
+            f"{onnx_path}: {network.num_inputs} inputs and {network.num_outputs} outputs; an erudite-edge model has one of each"
+        )
+    inp = network.get_input(0)
+    out = network.get_output(0)
+    shapes = profile_shapes(spec, dims_list(inp.shape), batch, inp.name)
+    config: Any = CreateConfig(
+        fp16="FP16" in plan.builder_flags,
+        int8="INT8" in plan.builder_flags,
+        profiles=[Profile().add(inp.name, min=shapes["min"], opt=shapes["opt"], max=shapes["max"])],
+        memory_pool_limits={trt.MemoryPoolType.WORKSPACE: workspace},
+        load_timing_cache=str(timing_cache) if timing_cache is not None else None,
+        use_dla=dla_core is not None,
+        allow_gpu_fallback=dla_core is not None,
+    )
+    split: dict[str, int] = {}
+    if dla_core is not None:
+        problem = dla_problem(dla_core, int(getattr(builder, "num_DLA_cores", 0)), device_name)
+        if problem:
+            raise BackendUnavailable(problem)
+
+        def on_dla(_builder: Any, net: Any, cfg: Any) -> None:
+            cfg.DLA_core = dla_core  # Polygraphy's use_dla picks core 0
+            split["dla"] = sum(1 for i in range(net.num_layers) if cfg.can_run_on_DLA(net.get_layer(i)))
+            split["all"] = int(net.num_layers)
+
+        config = PostprocessConfig(config, on_dla)
+    started = time.monotonic()
+    try:
+        engine = EngineFromNetwork(
+            (builder, network, parser),
+            config=config,
+            save_timing_cache=str(timing_cache) if timing_cache is not None else None,
+        )()
+        with atomic_path(out_path) as tmp:
+            SaveEngine(engine, str(tmp))()
+    except PolygraphyException as e:
+        raise BundleError(
+            f"{onnx_path}: TensorRT could not build a {plan.precision} engine ({polygraphy_error_line(e)}); "
+            "a larger --workspace or another --precision may help"
+        ) from e
+    return BuiltEngine(
+        path=out_path,
+        inputs=[inp.name],
+        outputs=[out.name],
+        profile={inp.name: shapes},
+        seconds=time.monotonic() - started,
+        dla_layers=(split["dla"], split["all"]) if split else None,
+    )
+
+
+def check_engine(
+    engine_path: Path,
+    bundle: Bundle,
+    role: str,
+    precision: str,
+    expected_outputs: int | None,
+    accept_drop: bool,
+    say: Callable[[str], None],
+) -> dict[str, Any] | None:
+    """Run the bundle's check set on a just-built engine; the result for its sidecar (None: no check set,
+    said as a warning). AccuracyDrop below the precision's minimum unless `accept_drop`."""
+    from erudite_edge.backends.tensorrt.runner import TensorRTRunner
+    from erudite_edge.core.check_set import REEXPORT_HINT
+    from erudite_edge.core.check_set import enforce
+    from erudite_edge.core.check_set import has_check_set
+    from erudite_edge.core.check_set import load_check_set
+    from erudite_edge.core.check_set import run_check
+
+    if not has_check_set(bundle):
+        say(f"warning: {bundle.root} has no check set, so this engine's accuracy is not checked; {REEXPORT_HINT}")
+        return None
+    check = load_check_set(bundle)
+    with TensorRTRunner(engine_path, precision=precision, expected_outputs=expected_outputs) as runner:
+        result = run_check(runner, check, role, precision, backend="tensorrt")
+    say(f"check: {result.summary()}")
+    enforce([result], accept_drop, say)
+    return result.to_dict()
+
+
+def build_checked(
+    bundle: Bundle,
+    role: str,
+    entry: ModelEntry,
+    plan: BuildPlan,
+    batch: BatchRange,
+    workspace: int,
+    engine_path: Path,
+    *,
+    version: str,
+    device: DeviceInfo,
+    timing_cache: Path | None = None,
+    accept_drop: bool = False,
+    cache_key: dict[str, Any] | None = None,
+    dla_core: int | None = None,
+    say: Callable[[str], None] = lambda _m: None,
+) -> EngineSidecar:
+    """Build one engine under a candidate name, run the check set on it, and only then move it (and its
+    sidecar) to `engine_path`: an engine that fails its check never replaces one that worked."""
+    candidate = engine_path.with_name(f".{engine_path.name}.candidate-{os.getpid()}")
+    try:
+        say(f"building {plan.precision} engine for role {role} from {entry.file} with TensorRT {version} on "
+            f"{device.describe()} (batch {batch}); this takes minutes")
+        result = build_serialized(bundle.path(entry), plan, batch, bundle.preprocess, workspace, candidate, timing_cache,
+                                  dla_core, device.describe())
+        say(f"built {engine_path.name} in {result.seconds:.1f} s")
+        if result.dla_layers is not None:
+            on, total = result.dla_layers
+            say(f"DLA core {dla_core}: {on} of {total} layers can run on the DLA; the other {total - on} fall back to the GPU")
+        sidecar = make_sidecar(
+            tensorrt_version=version,
+            device=device,
+            plan=plan,
+            role=role,
+            inputs=result.inputs,
+            outputs=result.outputs,
+            profile=result.profile,
+            source_onnx=entry.file,
+            source_sha256=entry.sha256,
+        )
+        sidecar.cache_key = cache_key
+        sidecar.dla_core = dla_core
+        write_sidecar(candidate, sidecar)
+        sidecar.check = check_engine(candidate, bundle, role, plan.precision, entry.num_outputs or None, accept_drop, say)
+        # Old sidecar first: a crash between the two renames leaves an engine the runner refuses
+        # (no sidecar), never a new engine described by an old sidecar.
+        sidecar_path(engine_path).unlink(missing_ok=True)
+        os.replace(candidate, engine_path)
+        write_sidecar(engine_path, sidecar)
+        return sidecar
+    finally:
+        candidate.unlink(missing_ok=True)
+        sidecar_path(candidate).unlink(missing_ok=True)
+
+
+def build_engine(
+    bundle_dir: str | os.PathLike[str],
+    precision: str,
+    batch: str | BatchRange = DEFAULT_BATCH,
+    workspace_gib: float = DEFAULT_WORKSPACE_GIB,
+    timing_cache: str | os.PathLike[str] | None = None,
+    role: str | None = None,
+    *,
+    accept_accuracy_drop: bool = False,
+    dla_core: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> list[Path]:
+    """Build one engine per role of the bundle (or just `role`) on this GPU; returns the engine paths.
+
+    Each engine is written whole (temporary name, then rename) with its sidecar, checked against the
+    bundle's check set (the result goes into the sidecar), and recorded in bundle.json (precision
+    `best` is recorded as int8). Raises UsageError for bad arguments, BackendUnavailable (exit code 2)
+    without TensorRT, Polygraphy or a GPU, BundleError for a model that is missing or that TensorRT
+    cannot parse or build, AccuracyDrop (exit code 1) below the minimum agreement with FP32.
+    """
+    say = log or (lambda _msg: None)
+    precision = check_precision(precision)
+    batch_range = batch if isinstance(batch, BatchRange) else parse_batch(batch)
+    workspace = workspace_bytes(workspace_gib)
+    cache_path = Path(timing_cache) if timing_cache is not None else None
+    if cache_path is not None and cache_path.is_dir():
+        raise UsageError(f"--timing-cache {cache_path}: is a directory; name a file")
+
+    version = tensorrt_version()  # BackendUnavailable: the one-line "how to get TensorRT"
+    import tensorrt as trt
+
+    plan = plan_build(precision, TrtCapabilities.from_module(trt))
+    bundle = Bundle.load(bundle_dir)
+    sources = select_sources(bundle, plan.source_precision, role)
+
+    device = current_device()
+    if plan.note:
+        say(f"note: {plan.note}")
+    built: list[Path] = []
+    for r, entry in sources.items():
+        engine_path = bundle.root / engine_filename(r, plan.precision, dla_core)
+        sidecar = build_checked(bundle, r, entry, plan, batch_range, workspace, engine_path, version=version,
+                                device=device, timing_cache=cache_path, accept_drop=accept_accuracy_drop,
+                                dla_core=dla_core, say=say)
+        bundle.add_model(r, plan.bundle_precision, engine_path, fmt="engine", info=sidecar.to_dict())
+        bundle.save()
+        built.append(engine_path)
+    return built
+
+
+def engine_on_first_use(
+    bundle: Bundle,
+    role: str,
+    precision: str,
+    batch: str | BatchRange = DEFAULT_BATCH,
+    dla_core: int | None = None,
+    *,
+    accept_accuracy_drop: bool = False,
+    env: dict[str, str] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """The cached engine for (bundle model, this TensorRT, this GPU, precision, batch profile, DLA core),
+    built now when there is none or the one there is stale; one process builds while others wait."""
+    from erudite_edge.backends.tensorrt.cache import CacheKey
+    from erudite_edge.backends.tensorrt.cache import cache_dir
+    from erudite_edge.backends.tensorrt.cache import engine_lock
+    from erudite_edge.backends.tensorrt.sidecar import compatibility_problems
+    from erudite_edge.backends.tensorrt.sidecar import read_sidecar
+
+    say = log or (lambda _msg: None)
+    precision = check_precision(precision)
+    batch_range = batch if isinstance(batch, BatchRange) else parse_batch(batch)
+    version = tensorrt_version()
+    import tensorrt as trt
+
+    plan = plan_build(precision, TrtCapabilities.from_module(trt))
+    entry = select_sources(bundle, plan.source_precision, role)[role]
+    device = current_device()
+    key = CacheKey.make(entry.sha256, version, device, plan.precision, str(batch_range), dla_core)
+    stem = "model" if role == "main" else role.replace(":", ".")  # as bundle.default_filename names models
+    engine_path = cache_dir(bundle.root, env) / key.filename(stem)
+
+    def usable() -> bool:
+        if not engine_path.is_file():
+            return False
+        try:
+            sidecar = read_sidecar(engine_path)
+        except EruditeError as e:
+            say(f"warning: {engine_path.name}: {e}; rebuilding it")
+            return False
+        problems = key.matches(sidecar) + compatibility_problems(sidecar, version, device)
+        if problems:
+            say(f"warning: {engine_path} is stale ({', '.join(dict.fromkeys(problems))} differ); rebuilding it")
+            return False
+        return True
+
+    if usable():
+        return engine_path
+    with engine_lock(engine_path, on_wait=say):
+        if usable():  # another process built it while this one waited
+            return engine_path
+        started = time.monotonic()
+        build_checked(bundle, role, entry, plan, batch_range, workspace_bytes(DEFAULT_WORKSPACE_GIB), engine_path,
+                      version=version, device=device, accept_drop=accept_accuracy_drop, cache_key=key.to_dict(),
+                      dla_core=dla_core, say=say)
+        say(f"engine cached at {engine_path} ({time.monotonic() - started:.1f} s)")
+    return engine_path

@@ -1,0 +1,269 @@
+"""`erudite-edge run`: classify images, video, cameras or streams with a bundle (no torch needed).
+
+Exit codes: 0 done; 1 a bad file under --strict; 2 a source, bundle, backend or output that cannot be
+used (an existing -o without --append/--overwrite, a file another run writes, a full disk, ...);
+128 + the signal when stopped by SIGINT (130), SIGTERM (143) or SIGHUP (129): outputs keep what was done
+and the summary is printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import typer
+
+from erudite_edge.errors import UsageError
+
+SOURCE_HELP = (
+    "An image, a folder of images, a glob ('imgs/*.jpg', quoted), a video file, /dev/videoN or "
+    "v4l2:///dev/videoN (USB camera), csi://N (Jetson CSI camera), rtsp://... (stream)."
+)
+
+
+def run_command(
+    source: Optional[str] = typer.Argument(None, help=SOURCE_HELP, show_default=False),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="An erudite bundle directory (from `erudite-edge export`)."),
+    zoo: Optional[Path] = typer.Option(None, "--zoo", help="A zoo bundle directory (coarse router + one fine model per data set)."),
+    backend: str = typer.Option("auto", help="auto | tensorrt | onnxruntime | torch"),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A training run, for --backend torch (debugging)."),
+    precision: str = typer.Option("auto", help="auto | fp32 | fp16 | int8. auto: the bundle's TensorRT engine (fp16, then "
+                                  "int8, then fp32) where TensorRT runs, else the fp32 ONNX model."),
+    batch: int = typer.Option(8, min=1, help="Images per inference batch (files; a camera or stream gives the model "
+                              "its newest frame, one at a time)."),
+    topk: int = typer.Option(5, min=1, help="Predictions per image."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="FILE.jsonl or FILE.csv (default: JSON lines on stdout): "
+                                  "appended per result and fsynced every second; an existing file needs --append or --overwrite."),
+    save: Optional[str] = typer.Option(None, "--save", help="Annotated video (.mp4/.avi/...), a folder of annotated images, "
+                                       "or an H.264 stream: rtp://HOST:PORT (RTP/UDP) or rtsp://HOST:PORT/PATH (pushed to an "
+                                       "RTSP server such as MediaMTX)."),
+    save_attention: Optional[Path] = typer.Option(None, "--save-attention", help="Folder for one attention overlay PNG per input "
+                                                  "(the 8 group masks over the image): --backend torch, or a bundle exported "
+                                                  "--with-attention on ONNX Runtime."),
+    display: bool = typer.Option(False, "--display", help="Show annotated frames in a window (q or Esc stops)."),
+    strict: bool = typer.Option(False, "--strict", help="Stop (exit 1) at the first image that does not decode."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Look for images in subfolders too."),
+    camera: Optional[int] = typer.Option(None, "--camera", help="V4L2 camera index (same as /dev/videoN)."),
+    width: Optional[int] = typer.Option(None, help="Camera capture width (csi:// defaults to 1280)."),
+    height: Optional[int] = typer.Option(None, help="Camera capture height (csi:// defaults to 720)."),
+    framerate: Optional[int] = typer.Option(None, help="Camera frame rate (csi:// defaults to 30)."),
+    camera_format: Optional[str] = typer.Option(None, "--camera-format", help="USB camera pixel format: mjpg (how "
+                                                "USB cameras reach 30 fps at 1080p) or yuyv. The mode negotiated is printed."),
+    reconnect: str = typer.Option("3", help="Times to reopen a camera/stream that stops delivering frames, per loss, "
+                                  "or 'forever' (a service); waits 1 s, 2 s, 4 s ... up to 30 s between tries."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Stop after this many classified frames."),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for ONNX Runtime (default: its own)."),
+    workers: Optional[int] = typer.Option(None, min=1, help="Decode/preprocess threads (default: up to 4)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output file / --save target."),
+    append: bool = typer.Option(False, "--append", help="Add to an existing --output file (same columns)."),
+    min_confidence: float = typer.Option(0.0, "--min-confidence", min=0.0, max=1.0,
+                                         help="Below this top-1 probability the answer is 'unknown' (top-k still written)."),
+    smooth: int = typer.Option(1, "--smooth", min=1, help="Average the probabilities of the last N classified frames (cameras, streams, videos)."),
+    datasets: Optional[str] = typer.Option(None, "--datasets", help="Restrict the joint label space to these data sets: a,b."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Do not check the model files' sha256 against bundle.json."),
+    roi: Optional[list[str]] = typer.Option(None, "--roi", help="Classify this region of every image/frame instead of "
+                                            "the whole: x,y,w,h in pixels (repeat for several; clipped to the image)."),
+    crops_from: Optional[Path] = typer.Option(None, "--crops-from", help="Classify the boxes a detector found: a JSON "
+                                              "lines file, one line per image/frame (schema in the README, 'Crops')."),
+) -> None:
+    """Classify images, video, cameras or streams; top-k fine labels with their data set per image."""
+    args = {k: v for k, v in locals().items() if k != "no_verify"}
+    from erudite_edge.core.bundle import set_verify_default
+
+    set_verify_default(not no_verify)
+    with _stop_signals_interrupt() as received:
+        try:
+            _run(**args)
+        except KeyboardInterrupt:  # while loading or opening; the pipeline handles its own
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(128 + (received[0] if received else int(signal.SIGINT))) from None
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupt() -> Iterator[list[int]]:
+    """SIGTERM and SIGHUP interrupt loading and opening as Ctrl-C does (outputs opened so far are closed,
+    a result file this run created and wrote nothing into is removed); the pipeline takes them over while
+    it runs. Yields a list that receives the signal number."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    names = ("SIGTERM", "SIGHUP")
+    previous = {s: signal.signal(s, handler) for s in (getattr(signal, n) for n in names if hasattr(signal, n))}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+def parse_reconnect(value: str) -> int | None:
+    """`--reconnect N` (N >= 0) or `forever` (None)."""
+    v = value.strip().lower()
+    if v in ("forever", "inf", "always"):
+        return None
+    if v.isdigit():
+        return int(v)
+    raise UsageError(f"--reconnect {value}: give a number of attempts (0, 3, ...) or 'forever'")
+
+
+def _run(
+    source: Optional[str], bundle: Optional[Path], zoo: Optional[Path], backend: str, checkpoint: Optional[Path],
+    precision: str, batch: int,
+    topk: int, output: Optional[Path], save: Optional[str], display: bool, strict: bool, recursive: bool,
+    camera: Optional[int], width: Optional[int], height: Optional[int], framerate: Optional[int],
+    camera_format: Optional[str], reconnect: str,
+    limit: Optional[int], threads: Optional[int], workers: Optional[int], overwrite: bool, append: bool,
+    min_confidence: float, smooth: int, datasets: Optional[str], save_attention: Optional[Path] = None,
+    roi: Optional[list[str]] = None, crops_from: Optional[Path] = None,
+) -> None:
+    from erudite_edge.inference.answers import Answerer
+    from erudite_edge.inference.answers import parse_datasets
+    from erudite_edge.api import Classifier
+    from erudite_edge.outputs.attention_maps import AttentionWriter
+    from erudite_edge.backends.registry import BACKENDS
+    from erudite_edge.core.bundle import PRECISIONS
+    from erudite_edge.core.bundle import Bundle
+    from erudite_edge.errors import BundleError
+    from erudite_edge.outputs.sinks import STILLS_FPS
+    from erudite_edge.outputs.sinks import open_display
+    from erudite_edge.outputs.sinks import open_output
+    from erudite_edge.outputs.sinks import open_save
+    from erudite_edge.outputs.sinks import render_summary
+    from erudite_edge.outputs.sinks import stderr_console
+    from erudite_edge.sources.capture import open_source
+    from erudite_edge.sources.capture import quiet_video_logs
+
+    if checkpoint is not None and backend != "torch":
+        raise UsageError("--checkpoint is for --backend torch; other backends run a bundle")
+    if (bundle is None) == (zoo is None) and checkpoint is None:
+        raise UsageError("give exactly one of --bundle BUNDLE or --zoo ZOO_BUNDLE (or --backend torch --checkpoint RUN)")
+    if backend not in BACKENDS:
+        raise UsageError(f"--backend {backend}: one of {', '.join(BACKENDS)}")
+    if precision not in ("auto", *PRECISIONS):
+        raise UsageError(f"--precision {precision}: one of auto, {', '.join(PRECISIONS)}")
+    if source is None and camera is None:
+        raise UsageError("no source: give a file, folder, glob, video, /dev/videoN, csi://N or rtsp://... (or --camera N)")
+    if overwrite and append:
+        raise UsageError("give --append or --overwrite, not both")
+    if roi and crops_from is not None:
+        raise UsageError("give --roi or --crops-from, not both")
+    reconnects = parse_reconnect(reconnect)
+    from erudite_edge.sources.crops import CropSource
+    from erudite_edge.sources.crops import detection_boxes
+    from erudite_edge.sources.crops import fixed_boxes
+    from erudite_edge.sources.crops import parse_roi
+    from erudite_edge.sources.crops import read_detections
+
+    crop_fn = fixed_boxes([parse_roi(r) for r in roi]) if roi else None
+    if crops_from is not None:
+        crop_fn = detection_boxes(read_detections(crops_from))
+
+    quiet_video_logs()
+    console = stderr_console()
+    from erudite_edge.outputs.sinks import printable
+
+    warn = lambda msg: console.print(f"warning: {printable(msg)}", style="yellow", markup=False, highlight=False)  # noqa: E731
+
+    # Cheap checks first (bundle, source), then the slow part (loading engines / sessions).
+    if checkpoint is not None:
+        from erudite_edge.backends.torch_runner import bundle_from_checkpoint
+
+        b = bundle_from_checkpoint(checkpoint)
+        given = bundle if bundle is not None else zoo
+        if given is not None and Bundle.load(given).labels != b.labels:
+            raise BundleError(f"{given} and {checkpoint} have different label tables")
+    else:
+        b = Bundle.load(bundle if bundle is not None else zoo)  # type: ignore[arg-type]
+    if zoo is not None and b.kind != "zoo":
+        raise BundleError(f"{zoo}: an {b.kind} bundle, not a zoo; run it with --bundle")
+    if bundle is not None and b.kind == "zoo":
+        raise BundleError(f"{bundle}: a zoo bundle; run it with --zoo")
+    if save_attention is not None:
+        if b.kind == "zoo":
+            raise UsageError("--save-attention: the zoo's models have no attention layer; it is for an erudite bundle")
+        if checkpoint is None and not b.meta.get("attention"):
+            raise UsageError(f"--save-attention: {b.root} has no attention output; export it with `erudite-edge export onnx "
+                             "--with-attention`, or use --backend torch --checkpoint RUN")
+        if save_attention.exists() and (not save_attention.is_dir() or (any(save_attention.iterdir()) and not overwrite)):
+            raise UsageError(f"--save-attention {save_attention}: exists and is not an empty folder; choose another or "
+                             "pass --overwrite (same-named PNGs are replaced)")
+    chosen = parse_datasets(datasets, b.labels)
+    answerer = Answerer(b.labels, topk, min_confidence=min_confidence, smooth=smooth, datasets=chosen)
+    topk = answerer.topk
+    src = open_source(source, camera=camera, recursive=recursive, width=width, height=height,
+                      framerate=framerate, reconnect=reconnects, camera_format=camera_format)
+    if camera_format and src.kind != "camera":
+        warn(f"--camera-format is for USB (V4L2) cameras; ignored for this {src.kind}")
+    if smooth > 1 and src.kind == "images":
+        warn("--smooth averages consecutive frames of a camera, stream or video; these are separate images: ignored")
+        answerer.smooth = 1
+    ignored = int(getattr(src, "ignored", 0))
+    if ignored:
+        warn(f"{ignored} file(s) in {source} are not images by extension; ignored")
+    if crop_fn is not None:
+        src = CropSource(src, crop_fn)
+        if answerer.smooth > 1:
+            warn("--smooth averages consecutive results; with --roi/--crops-from they are different boxes: ignored")
+            answerer.smooth = 1
+
+    announce = lambda msg: console.print(msg, markup=False, highlight=False)  # noqa: E731
+    sinks = []
+    classifier = None
+    try:
+        sinks.append(open_output(output, topk, answerer.sub.datasets,
+                                 mode="append" if append else "overwrite" if overwrite else "new",
+                                 boxes=crop_fn is not None))
+        if save is not None:
+            fps = src.fps or (30.0 if src.kind != "images" else STILLS_FPS)
+            sinks.append(open_save(save, fps, overwrite, warn=warn))
+        if display:
+            window = open_display(warn)
+            if window is not None:
+                sinks.append(window)
+        classifier = Classifier(b, backend, precision, topk=topk, min_confidence=min_confidence,
+                                smooth=answerer.smooth, datasets=chosen, batch=batch, workers=workers,
+                                threads=threads, announce=announce)
+        if save_attention is not None:
+            runner = getattr(classifier.model, "runner", None)
+            if not getattr(runner, "has_attention", False):
+                how = ("TensorRT engines keep only the logits: pass --backend onnxruntime" if classifier.backend == "tensorrt"
+                       else "export it with `erudite-edge export onnx --with-attention`, or use --backend torch --checkpoint RUN"
+                       if classifier.backend != "torch" else "this variant has no spatial attention layer")
+                raise UsageError(f"--save-attention: the {classifier.backend} {classifier.precision} model does not expose "
+                                 f"the attention masks; {how}")
+            classifier.model.attention = True
+    except BaseException:
+        for s in sinks:
+            s.abort()
+        if classifier is not None:
+            classifier.close()
+        src.close()
+        raise
+
+    mode = str(getattr(src, "mode", ""))
+    if src.live and mode:  # printed once the outputs are open, so that an error before stays one line
+        console.print(f"{src.kind}: {mode} (as negotiated)", markup=False, highlight=False)
+    try:
+        attention = None if save_attention is None else AttentionWriter(save_attention, b.preprocess)
+        summary = classifier.run(src, sinks, strict=strict, limit=limit, console=console, attention=attention)
+    finally:
+        classifier.close()
+    render_summary(summary, console)
+    uncovered = int(getattr(src, "uncovered", 0))
+    if uncovered and crops_from is not None:
+        warn(f"{uncovered} image(s)/frame(s) have no line in {crops_from}; not classified")
+    if summary.interrupted:
+        raise typer.Exit(128 + (summary.signal or int(signal.SIGINT)))
+
+
+def register(app: typer.Typer, export_app: typer.Typer) -> None:
+    app.command("run")(run_command)

@@ -1,0 +1,89 @@
+"""From the model's probabilities to the answer a user acts on.
+
+- `--datasets a,b`: the joint label space restricted to some data sets (the other classes' probabilities
+  are dropped and the rest renormalised: for a softmax model exactly the softmax over those classes).
+- per-data-set probability mass ("which data set is this?") beside the class.
+- `--smooth N` (live sources): the mean of the last N frames' probabilities.
+- `--min-confidence P`: below it the answer is `unknown`; the top-k is still reported.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from erudite_edge.errors import UsageError
+from erudite_edge.core.labels import LabelSpace
+from erudite_edge.outputs.sinks import Prediction
+from erudite_edge.outputs.sinks import top_k
+
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Answer:
+    predictions: list[Prediction]  # top-k over the (restricted) joint label space
+    label: str  # the top-1 class, or "unknown" below --min-confidence
+    dataset: str  # the top-1 class's data set ("" when unknown)
+    score: float  # the top-1 probability
+    dataset_mass: dict[str, float]  # data set -> summed probability of its classes
+
+
+def parse_datasets(spec: str | None, labels: LabelSpace) -> list[str] | None:
+    if not spec:
+        return None
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    unknown = [n for n in names if n not in labels.datasets]
+    if unknown or not names:
+        raise UsageError(f"--datasets {spec}: {', '.join(unknown) or 'no names'} not in this bundle; "
+                         f"its data sets are {', '.join(labels.datasets)}")
+    return [d for d in labels.datasets if d in names]
+
+
+class Answerer:
+    """Turns (B, K) probabilities into Answers, frame after frame (smoothing keeps state)."""
+
+    def __init__(self, labels: LabelSpace, topk: int, *, min_confidence: float = 0.0, smooth: int = 1,
+                 datasets: list[str] | None = None):
+        if not 0.0 <= min_confidence <= 1.0:
+            raise UsageError(f"--min-confidence {min_confidence}: give a probability between 0 and 1")
+        if smooth < 1:
+            raise UsageError(f"--smooth {smooth}: give 1 or more frames")
+        self.labels = labels
+        self.min_confidence = float(min_confidence)
+        self.smooth = int(smooth)
+        self._window: deque[np.ndarray] = deque(maxlen=self.smooth)
+        keep = list(range(labels.num_datasets)) if datasets is None else [labels.datasets.index(d) for d in datasets]
+        self.restricted = datasets is not None and len(keep) < labels.num_datasets
+        self._keep = keep
+        self.sub = LabelSpace.build([labels.datasets[d] for d in keep], [labels.classes[d] for d in keep])
+        self._columns = np.concatenate([np.arange(labels.offsets[d], labels.offsets[d] + labels.sizes[d]) for d in keep])
+        self.topk = max(1, min(int(topk), self.sub.num_classes))
+        bounds = np.cumsum([0] + self.sub.sizes)
+        self._bounds = bounds
+
+    def _restrict(self, probs: np.ndarray) -> np.ndarray:
+        p = np.asarray(probs, dtype=np.float32)[:, self._columns]
+        if self.restricted:
+            total = p.sum(axis=1, keepdims=True)
+            p = (p / np.where(total > 0, total, 1.0)).astype(np.float32)
+        return p
+
+    def __call__(self, probs: np.ndarray) -> list[Answer]:
+        sub_probs = self._restrict(probs)
+        if self.smooth > 1:
+            rows = []
+            for row in sub_probs:
+                self._window.append(row)
+                rows.append(np.mean(self._window, axis=0))
+            sub_probs = np.stack(rows).astype(np.float32)
+        out = []
+        for row, preds in zip(sub_probs, top_k(sub_probs, self.sub, self.topk)):
+            preds = [Prediction(p.rank, int(self._columns[p.class_id]), p.label, p.dataset, p.score) for p in preds]
+            mass = {d: float(row[self._bounds[i]:self._bounds[i + 1]].sum()) for i, d in enumerate(self.sub.datasets)}
+            top = preds[0]
+            sure = top.score >= self.min_confidence
+            out.append(Answer(preds, top.label if sure else UNKNOWN, top.dataset if sure else "", top.score, mass))
+        return out

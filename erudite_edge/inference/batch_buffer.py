@@ -1,0 +1,82 @@
+"""One preallocated input buffer per pipeline: decode workers resize straight into its slots, batches
+are views of it.
+
+The pipeline prepares items ahead of the model (a bounded queue of at most `depth` items beyond the
+batch in hand, plus one the feeder holds while the queue is full). Item number k (in source order)
+is written into slot k mod `slots`; with `slots` >= depth + batch + 2, a slot is written again only
+after the batch that read it has been run. `slots` is a multiple of the batch size, so batches of
+full size (the steady state of a folder or video) are contiguous slots and the model gets a view
+of the buffer: no stacking, no copy. A batch that is not contiguous (a bad file skipped, the ring
+wrapping after a short batch) is gathered into a second preallocated buffer: one copy, no allocation.
+
+The memory comes from the runner (`Runner.host_allocator`): page-locked memory of the device-memory
+layer for TensorRT, so that a batch goes to the device straight from its slots (one host-to-device
+copy, no staging copy; 1.2 MB for batch 8 of 224 px uint8, against 4.8 MB for float32), plain numpy
+for ONNX Runtime's CPU provider, which reads it in place.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from erudite_edge.core.preprocess import PreprocessSpec
+
+
+class InputRing:
+    """A ring of `slots` model inputs of the spec's shape and dtype, and a gather buffer of one batch."""
+
+    def __init__(self, spec: PreprocessSpec, batch: int, depth: int,
+                 allocate: Callable[[int], np.ndarray] | None = None):
+        """`allocate(nbytes)`: where the buffers live (a runner's host_allocator: page-locked memory), as uint8
+        arrays of nbytes; None: numpy's own."""
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        self.spec = spec
+        self.batch = int(batch)
+        need = int(depth) + self.batch + 2
+        self.slots = -(-need // self.batch) * self.batch  # a multiple of the batch size
+        self.allocate = allocate
+        self.array = self._empty(spec.batch_shape(self.slots))
+        self._gather = self._empty(spec.batch_shape(self.batch))
+        self.copies = 0  # batches that had to be gathered (for tests and diagnostics)
+
+    def _empty(self, shape: tuple[int, ...]) -> np.ndarray:
+        dtype = np.dtype(self.spec.np_dtype)
+        if self.allocate is None:
+            return np.empty(shape, dtype=dtype)
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        return self.allocate(nbytes)[:nbytes].view(dtype).reshape(shape)
+
+    @property
+    def pinned(self) -> bool:
+        """Whether the buffers came from a runner's allocator (page-locked memory)."""
+        return self.allocate is not None
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.array.nbytes + self._gather.nbytes)
+
+    def slot(self, seq: int) -> np.ndarray:
+        """The buffer of item number `seq` (a C-contiguous view)."""
+        return self.array[seq % self.slots]
+
+    def batch_of(self, seqs: Sequence[int]) -> np.ndarray:
+        """The inputs of items `seqs` as one (n, ...) array: a view when their slots are consecutive,
+        else gathered into the preallocated batch buffer (valid until the next call)."""
+        n = len(seqs)
+        if n == 0:
+            raise ValueError("empty batch")
+        first = seqs[0] % self.slots
+        if first + n <= self.slots and all((s % self.slots) == first + i for i, s in enumerate(seqs)):
+            return self.array[first : first + n]
+        if n > len(self._gather):
+            self._gather = self._empty(self.spec.batch_shape(n))
+        out = self._gather[:n]
+        np.take(self.array, [s % self.slots for s in seqs], axis=0, out=out)
+        self.copies += 1
+        return out
+
+
+__all__ = ["InputRing"]

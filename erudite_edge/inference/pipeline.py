@@ -1,0 +1,514 @@
+"""The batched inference pipeline: source -> decode -> preprocess -> inference -> top-k -> outputs.
+
+Decoding and preprocessing run ahead of inference: a feeder thread walks the source (reading video
+frames in order) and hands each item's work to a thread pool (OpenCV releases the GIL, so images
+decode in parallel); a bounded queue of futures keeps results in source order and memory bounded.
+The main thread takes batches off that queue and runs the model, so the CPU work of batch n+1
+overlaps the inference of batch n.
+Each worker resizes its image straight into a slot of the pipeline's one preallocated input buffer
+(erudite_edge.inference.batch_buffer.InputRing, in the model's input dtype: uint8 bytes for a bundle that
+normalises in its graph); a batch is a view of consecutive slots, so batch assembly copies nothing.
+
+Live sources (cameras, CSI, RTSP) do not queue: a reader thread keeps only the newest frame
+(erudite_edge.sources.live.LatestFrame) and the model takes it, one frame at a time, whenever it is free, so a
+result describes the scene of at most one frame interval + one model call ago.
+
+SIGINT, SIGTERM and SIGHUP stop the run the same way: after the batch in hand, outputs closed (result
+files fsynced), summary returned with the signal; a second one stops at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import queue
+import signal
+import threading
+import time
+import types
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from erudite_edge.backends.registry import load_runner
+from erudite_edge.backends.base import Runner
+from erudite_edge.core.bundle import Bundle
+from erudite_edge.sources.crops import EmptyBoxError
+from erudite_edge.core.signals import STOP_SIGNALS
+from erudite_edge.core.signals import signal_handlers
+from erudite_edge.errors import BadImageError, BundleError
+from erudite_edge.core.labels import LabelSpace
+from erudite_edge.inference.answers import Answerer
+from erudite_edge.outputs.sinks import Result
+from erudite_edge.outputs.sinks import RunSummary
+from erudite_edge.outputs.sinks import Sink
+from erudite_edge.outputs.sinks import softmax
+from erudite_edge.inference.batch_buffer import InputRing
+from erudite_edge.core.preprocess import PreprocessSpec
+from erudite_edge.core.preprocess import preprocess
+from erudite_edge.core.preprocess import preprocess_into
+from erudite_edge.sources.capture import Item
+from erudite_edge.sources.capture import Source
+from erudite_edge.sources.capture import Task
+
+
+class Classifier(Protocol):
+    """A model in the joint label space: preprocessed batch -> (B, num_classes) probabilities."""
+
+    backend: str
+    role_ms: dict[str, float]
+
+    def predict(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+class SingleModel:
+    """The erudite model: one runner (role "main") whose logits cover the joint label space."""
+
+    def __init__(self, runner: Runner, labels: LabelSpace, backend: str | None = None, attention: bool = False):
+        self.runner = runner
+        self.labels = labels
+        self.backend = backend or runner.backend
+        self.role_ms: dict[str, float] = {"main": 0.0}
+        # attention: each predict also reads the attention masks (runner.infer_attention) into last_attention
+        self.attention = attention
+        self.last_attention: np.ndarray | None = None
+
+    @property
+    def last_stage_ms(self) -> dict[str, float] | None:
+        """The last call's device stages (h2d, compute, d2h) where the backend measures them."""
+        return self.runner.last_stage_ms
+
+    def host_allocator(self) -> Callable[[int], np.ndarray] | None:
+        """Where to put input batches (the runner's page-locked memory on TensorRT; None on a CPU backend)."""
+        return self.runner.host_allocator()
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        if self.attention:
+            logits, self.last_attention = self.runner.infer_attention(batch)  # type: ignore[attr-defined]
+        else:
+            logits = self.runner.infer_chunked(batch)
+        self.role_ms["main"] += (time.perf_counter() - t0) * 1e3
+        if logits.ndim != 2 or logits.shape != (len(batch), self.labels.num_classes):
+            raise BundleError(f"model returned shape {tuple(logits.shape)}, expected ({len(batch)}, {self.labels.num_classes})")
+        return softmax(logits)
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+def load_classifier(
+    bundle: Bundle,
+    backend: str = "auto",
+    precision: str = "fp32",
+    threads: int | None = None,
+    announce: Callable[[str], None] | None = None,
+    spinning: bool = False,
+    options: Mapping[str, Any] | None = None,
+) -> Classifier:
+    """The erudite model of an erudite bundle, or the two-stage ZooRunner of a zoo bundle.
+    `options`: runner options only some backends take (backends.load_runner; others warn and ignore)."""
+    kw: dict[str, Any] = {} if announce is None else {"announce": announce}
+    if bundle.kind == "zoo":
+        from erudite_edge.inference.models import ZooRunner
+
+        return ZooRunner(bundle, backend, precision, threads, spinning=spinning, options=options, **kw)
+    runner = load_runner(bundle, "main", backend, precision, threads, spinning=spinning, options=options, **kw)
+    return SingleModel(runner, bundle.labels)
+
+
+@dataclass
+class Prepared:
+    item: Item
+    tensor: np.ndarray | None  # with a ring: a view of its slot, overwritten once its batch has run
+    preprocess_ms: float = 0.0
+    seq: int | None = None  # the item's number in the ring (InputRing.slot), when prepared into one
+
+
+def prepare(task: Task, spec: PreprocessSpec, out: np.ndarray | None = None, seq: int | None = None) -> Prepared:
+    """Decode (run the source's task) and preprocess one item; a bad file stays an item with its error.
+    `out`: the slot of the pipeline's input buffer to write into (item number `seq`)."""
+    item = task()
+    if not item.ok:
+        return Prepared(item, None)
+    t0 = time.perf_counter()
+    if out is not None:
+        tensor = preprocess_into(item.image, spec, out)  # type: ignore[arg-type]
+    else:
+        tensor = preprocess(item.image, spec)  # type: ignore[arg-type]
+        seq = None
+    return Prepared(item, tensor, (time.perf_counter() - t0) * 1e3, seq)
+
+
+_END = object()
+
+
+class _Failed:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+class Prefetcher:
+    """Runs a source's tasks ahead of the consumer, in order, at most `depth` items ahead."""
+
+    def __init__(self, source: Source, spec: PreprocessSpec, pool: ThreadPoolExecutor, depth: int,
+                 interrupt: threading.Event | None = None, ring: InputRing | None = None):
+        self.source = source
+        self.interrupt = interrupt or threading.Event()  # set: stop handing out items (Ctrl-C)
+        self.spec = spec
+        self.pool = pool
+        # ring: each item is preprocessed into its slot (needs ring.slots >= depth + batch + 2)
+        self.ring = ring
+        self._q: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._feed, name="erudite-edge-feeder", daemon=True)
+        self._thread.start()
+
+    def _put(self, obj: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(obj, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _feed(self) -> None:
+        tasks = self.source.tasks()
+        try:
+            for seq, task in enumerate(tasks):
+                out = self.ring.slot(seq) if self.ring is not None else None
+                if self._stop.is_set() or not self._put(self.pool.submit(prepare, task, self.spec, out, seq)):
+                    break
+        except BaseException as e:  # an unexpected failure reading the source: hand it to the consumer
+            self._put(_Failed(e))
+        finally:
+            if isinstance(tasks, types.GeneratorType):
+                tasks.close()  # releases a capture in the thread that used it
+            self._put(_END)
+
+    def _get(self, block: bool) -> Prepared | object:
+        while True:
+            try:
+                obj = self._q.get(timeout=0.1) if block else self._q.get_nowait()
+            except queue.Empty:
+                if not block:
+                    raise
+                if self.interrupt.is_set():  # do not wait on a stalled camera after Ctrl-C
+                    return _END
+                continue
+            if isinstance(obj, _Failed):
+                raise obj.error
+            if obj is _END:
+                return _END
+            assert isinstance(obj, Future)
+            return obj.result()
+
+    def batches(self, size: int, greedy: bool) -> Iterator[list[Prepared]]:
+        """Batches of up to `size` items in source order; `greedy`: do not wait to fill one."""
+        done = False
+        while not done and not self.interrupt.is_set():
+            first = self._get(block=True)
+            if first is _END:
+                return
+            batch = [first]
+            while len(batch) < size:
+                try:
+                    nxt = self._get(block=not greedy)
+                except queue.Empty:
+                    break
+                if nxt is _END:
+                    done = True
+                    break
+                batch.append(nxt)
+            yield batch  # type: ignore[misc]
+
+    def stop(self) -> None:
+        self.source.stop()
+        self._stop.set()
+        while True:  # drop what is queued; running work finishes on its own
+            try:
+                obj = self._q.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(obj, Future):
+                obj.cancel()
+        self._thread.join(timeout=5.0)
+
+
+
+
+class StopFlag(threading.Event):
+    """Set by a stop signal (its number kept in `signum`) or by the caller."""
+
+    signum = 0
+
+
+@contextlib.contextmanager
+def _signals_set(flag: StopFlag) -> Iterator[None]:
+    """While running in the main thread, a first SIGINT/SIGTERM/SIGHUP only sets `flag` (the loop stops
+    after the batch in hand, so outputs stay consistent); a second one raises KeyboardInterrupt at once."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag.is_set():
+            raise KeyboardInterrupt
+        flag.signum = signum
+        flag.set()
+
+    with signal_handlers(STOP_SIGNALS, handler):
+        yield
+
+
+class _LiveFeeder:
+    """Batches of one: the newest frame of a live source each time the model is free."""
+
+    def __init__(self, source: Source, spec: PreprocessSpec, interrupt: threading.Event, ring: InputRing | None = None):
+        self.source = source
+        self.spec = spec
+        self.interrupt = interrupt
+        self.ring = ring
+        self.reader = source.latest()  # type: ignore[attr-defined]
+
+    def batches(self, size: int, greedy: bool) -> Iterator[list[Prepared]]:
+        from erudite_edge.sources.live import LatestFrame
+
+        seq = 0
+        while not self.interrupt.is_set():
+            item = self.reader.take(timeout=0.1)
+            if item is LatestFrame.END:
+                return
+            if item is None:
+                continue
+            out = self.ring.slot(seq) if self.ring is not None else None
+            yield [prepare(functools.partial(_same, item), self.spec, out, seq)]
+            seq += 1
+
+    def stop(self) -> None:
+        self.source.stop()
+        self.reader.join(timeout=2.0)
+
+
+def _same(item: Item) -> Item:
+    return item
+
+
+class Pipeline:
+    """Runs a classifier over a source in batches and sends each result to the sinks."""
+
+    def __init__(
+        self,
+        classifier: Classifier,
+        labels: LabelSpace,
+        spec: PreprocessSpec,
+        *,
+        batch: int = 8,
+        topk: int = 5,
+        workers: int | None = None,
+        strict: bool = False,
+        limit: int | None = None,
+        console: Any = None,
+        progress: bool = True,
+        answerer: Answerer | None = None,
+        latest_frame: bool = True,
+        handle_signals: bool = True,
+        attention: Any = None,
+    ):
+        if batch < 1 or topk < 1:
+            raise ValueError("batch and topk must be at least 1")
+        self.classifier = classifier
+        self.labels = labels
+        self.spec = spec
+        self.batch = batch
+        self.topk = topk
+        self.workers = workers or min(4, os.cpu_count() or 1)
+        self.strict = strict
+        self.limit = limit
+        self.console = console
+        self.show_progress = progress
+        self.answerer = answerer or Answerer(labels, topk)
+        # False: live sources are queued like files (every frame, batched greedily), as before latest-frame
+        # semantics existed; kept for benchmarks/live_frames.py's "before" side.
+        self.latest_frame = latest_frame
+        # False (the Python API): the caller's signal handlers stay as they are; Ctrl-C ends the run after
+        # the batch in hand (summary.interrupted) and the caller decides what follows.
+        self.handle_signals = handle_signals
+        # an attention_maps.AttentionWriter (`run --save-attention`): a grid per result from the
+        # classifier's last_attention
+        self.attention = attention
+        self.depth = max(2 * self.batch, 2 * self.workers)
+        # the one input buffer of this pipeline: workers resize into its slots, batches are views of it
+        # the runner's page-locked memory where it has one (TensorRT): batches go to the device from their slots
+        allocator = getattr(classifier, "host_allocator", None)
+        self.ring = InputRing(spec, self.batch, self.depth, allocate=allocator() if callable(allocator) else None)
+
+    def _warn(self, msg: str) -> None:
+        from erudite_edge.outputs.sinks import printable
+
+        msg = printable(msg)
+        if self.console is not None:
+            self.console.print(f"warning: {msg}", style="yellow", markup=False, highlight=False)
+        else:
+            import sys
+
+            print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+    @staticmethod
+    def _finish(feeder: Prefetcher, pool: ThreadPoolExecutor, progress: Any) -> None:
+        feeder.stop()
+        pool.shutdown(wait=True, cancel_futures=True)
+        if progress is not None:
+            progress.stop()
+
+    def _process(self, group: list[Prepared], sinks: Sequence[Sink], summary: RunSummary, stage: dict[str, float]) -> None:
+        """One batch: count/skip bad items, run the model on the good ones, top-k, write results."""
+        good: list[Prepared] = []
+        for p in group:
+            stage["decode"] += p.item.decode_ms
+            stage["preprocess"] += p.preprocess_ms
+            summary.add_stage("decode", p.item.decode_ms)
+            if p.item.ok:
+                summary.add_stage("preprocess", p.preprocess_ms)
+                good.append(p)
+                continue
+            if isinstance(p.item.error, EmptyBoxError):  # reported, never fatal
+                self._warn(str(p.item.error))
+                summary.empty_boxes += 1
+                for sink in sinks:
+                    sink.empty(p.item)
+                continue
+            if self.strict:
+                raise BadImageError(f"{p.item.error} (--strict stops at the first bad file)")
+            summary.skipped += 1
+            summary.skipped_names.append(p.item.name)
+            self._warn(f"{p.item.error}; skipped")
+        if self.limit is not None:
+            good = good[: max(0, self.limit - summary.frames)]
+        if not good:
+            return
+        t0 = time.perf_counter()
+        probs = self.classifier.predict(self._assemble(good))
+        t1 = time.perf_counter()
+        answers = self.answerer(probs)
+        t2 = time.perf_counter()
+        ages = summary.frame_age_ms
+        share = (t1 - t0) * 1e3 / len(good)
+        for i, (p, a) in enumerate(zip(good, answers)):
+            age = (time.perf_counter() - p.item.timestamp) * 1e3 if p.item.timestamp else 0.0
+            timings = {"decode_ms": p.item.decode_ms, "preprocess_ms": p.preprocess_ms, "inference_ms": share,
+                       "batch": float(len(good))}
+            result = Result(p.item.index, p.item.name, a.predictions, a.label, a.dataset, a.dataset_mass,
+                            p.item.captured_at, age, box=p.item.box, timings=timings)
+            for sink in sinks:
+                sink.write(result, p.item)
+            if self.attention is not None:
+                masks = getattr(self.classifier, "last_attention", None)
+                if masks is not None:
+                    self.attention.write(p.item.index, p.item.name, p.item.image, masks[i],
+                                         f"{a.dataset}/{a.label}")
+            summary.frames += 1
+            ages.append(age)
+        if len(ages) > 2 * summary.AGE_WINDOW:
+            del ages[: len(ages) - summary.AGE_WINDOW]
+        t3 = time.perf_counter()
+        stage["inference"] += (t1 - t0) * 1e3
+        stage["postprocess"] += (t2 - t1) * 1e3
+        stage["output"] += (t3 - t2) * 1e3
+        n = len(good)
+        summary.add_stage("inference", (t1 - t0) * 1e3 / n)
+        summary.add_stage("postprocess", (t2 - t1) * 1e3 / n)
+        summary.add_stage("output", (t3 - t2) * 1e3 / n)
+        for name, ms in (getattr(self.classifier, "last_stage_ms", None) or {}).items():
+            summary.add_stage(name, ms / n)
+
+    def _assemble(self, good: list[Prepared]) -> np.ndarray:
+        """The model's input batch: a view of the ring when the items' slots are consecutive, else one
+        gather into its batch buffer; items prepared without a slot are stacked (a copy)."""
+        seqs = [p.seq for p in good]
+        if all(s is not None for s in seqs):
+            return self.ring.batch_of(seqs)  # type: ignore[arg-type]
+        return np.stack([p.tensor for p in good])  # type: ignore[misc]
+
+    def _progress(self, source: Source) -> Any:
+        if not (self.show_progress and self.console is not None and self.console.is_terminal and source.length):
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeRemainingColumn(), console=self.console, transient=True)
+
+    def run(self, source: Source, sinks: Sequence[Sink] = ()) -> RunSummary:
+        """Process the whole source. Sinks are committed at the end (also when interrupted with
+        Ctrl-C: what was done is kept) and aborted when the run fails."""
+        summary = RunSummary(source=source.describe(), backend=getattr(self.classifier, "backend", "?"),
+                             ignored=getattr(source, "ignored", 0), outputs=[s.describe() for s in sinks])
+        stage = {"decode": 0.0, "preprocess": 0.0, "inference": 0.0, "postprocess": 0.0, "output": 0.0}
+        roles_before = dict(self.classifier.role_ms)
+        depth = self.depth
+        progress = self._progress(source)
+        stop_reason = ""
+        interrupt = StopFlag()
+        summary.live = bool(source.live)
+        t_start = time.perf_counter()
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="erudite-edge-prep")
+        latest = getattr(source, "latest", None)
+        live = source.live and latest is not None and self.latest_frame
+        feeder: Any = (_LiveFeeder(source, self.spec, interrupt, self.ring) if live
+                       else Prefetcher(source, self.spec, pool, depth, interrupt, self.ring))
+        try:
+            with _signals_set(interrupt) if self.handle_signals else contextlib.nullcontext():
+                if progress is not None:
+                    progress.start()
+                    bar = progress.add_task("classifying", total=source.length)
+                for group in feeder.batches(self.batch, greedy=source.live):
+                    self._process(group, sinks, summary, stage)
+                    if progress is not None:
+                        progress.advance(bar, len(group))
+                    if interrupt.is_set():
+                        break
+                    stopping = [s for s in sinks if s.stop_requested]
+                    if stopping:
+                        stop_reason = stopping[0].stop_reason or "stopped by an output"
+                        break
+                    if self.limit is not None and summary.frames >= self.limit:
+                        stop_reason = f"--limit {self.limit} reached"
+                        break
+        except KeyboardInterrupt:  # a second Ctrl-C, or a run outside the main thread
+            interrupt.set()
+        except BaseException:
+            self._finish(feeder, pool, progress)
+            for s in sinks:
+                with contextlib.suppress(Exception):
+                    s.abort()
+            raise
+        if interrupt.is_set():
+            summary.interrupted = True
+            summary.signal = interrupt.signum or int(signal.SIGINT)
+            name = signal.Signals(summary.signal).name
+            stop_reason = f"interrupted ({'Ctrl-C' if name == 'SIGINT' else name})"
+        self._finish(feeder, pool, progress)
+        try:
+            for s in sinks:
+                s.commit()
+        except BaseException:
+            for s in sinks:
+                with contextlib.suppress(Exception):
+                    s.abort()
+            raise
+        summary.wall_s = time.perf_counter() - t_start
+        summary.dropped = int(getattr(source, "dropped", 0))
+        summary.losses = list(getattr(source, "losses", []))
+        summary.reconnects = int(getattr(source, "reconnects", 0))
+        if len(summary.frame_age_ms) > summary.AGE_WINDOW:
+            del summary.frame_age_ms[: len(summary.frame_age_ms) - summary.AGE_WINDOW]
+        summary.stage_ms = stage
+        summary.role_ms = {r: ms - roles_before.get(r, 0.0) for r, ms in self.classifier.role_ms.items()}
+        summary.end_reason = stop_reason or source.end_reason
+        return summary
+
+
+__all__ = ["Classifier", "Pipeline", "Prefetcher", "Prepared", "SingleModel", "load_classifier", "prepare"]
