@@ -25,7 +25,7 @@ from erudite_edge.core.labels import LabelSpace
 from erudite_edge.core.preprocess import PreprocessSpec
 from erudite_edge.core.preprocess import load_image
 from erudite_edge.core.preprocess import preprocess
-from erudite_edge.sources.capture import IMAGE_EXTENSIONS as FOLDER_IMAGE_EXTENSIONS
+from erudite_edge.sources.base import IMAGE_EXTENSIONS as FOLDER_IMAGE_EXTENSIONS
 
 
 @dataclass

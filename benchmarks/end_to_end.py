@@ -29,8 +29,8 @@ from erudite_edge.inference.pipeline import Pipeline
 from erudite_edge.core.preprocess import PreprocessSpec
 from erudite_edge.core.preprocess import load_image
 from erudite_edge.core.preprocess import preprocess
-from erudite_edge.sources.capture import ImageFilesSource
-from erudite_edge.sources.capture import open_source
+from erudite_edge.sources.files import ImageFilesSource
+from erudite_edge.sources.open import open_source
 
 
 @dataclass

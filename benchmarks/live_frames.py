@@ -32,7 +32,7 @@ import numpy as np
 from erudite_edge.inference.pipeline import Pipeline
 
 from erudite_edge.inference.pipeline import load_classifier
-from erudite_edge.sources.capture import open_source
+from erudite_edge.sources.open import open_source
 
 
 class SlowModel:

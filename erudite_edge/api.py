@@ -39,10 +39,10 @@ from erudite_edge.errors import UsageError
 from erudite_edge.outputs.sinks import Result
 from erudite_edge.outputs.sinks import RunSummary
 from erudite_edge.outputs.sinks import Sink
-from erudite_edge.sources.capture import Item
-from erudite_edge.sources.capture import Source
-from erudite_edge.sources.capture import Task
-from erudite_edge.sources.capture import read_image_item
+from erudite_edge.sources.base import Item
+from erudite_edge.sources.base import Source
+from erudite_edge.sources.base import Task
+from erudite_edge.sources.base import read_image_item
 
 ImageLike = Union[str, "os.PathLike[str]", np.ndarray]
 BoxLike = Union[Box, Sequence[float]]
@@ -387,7 +387,7 @@ class Classifier:
         from erudite_edge.sources.crops import detection_boxes
         from erudite_edge.sources.crops import fixed_boxes
         from erudite_edge.sources.crops import read_detections
-        from erudite_edge.sources.capture import open_source
+        from erudite_edge.sources.open import open_source
 
         if boxes is not None and detections is not None:
             raise UsageError("give boxes or detections, not both")

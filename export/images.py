@@ -22,7 +22,7 @@ from erudite_edge.core.preprocess import PreprocessSpec
 from erudite_edge.core.preprocess import load_image
 from erudite_edge.core.preprocess import normalize
 from erudite_edge.core.preprocess import preprocess_batch
-from erudite_edge.sources.capture import IMAGE_EXTENSIONS
+from erudite_edge.sources.base import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -42,7 +42,7 @@ def test_csi_pipeline_without_cpu_videoconvert_where_opencv_takes_bgrx() -> None
 
 
 def test_bgrx_frames_become_rgb_in_one_pass() -> None:
-    from erudite_edge.sources.capture import Item
+    from erudite_edge.sources.base import Item
     from erudite_edge.sources.capture import to_rgb_item
 
     bgrx = np.zeros((4, 6, 4), np.uint8)

@@ -342,7 +342,7 @@ def test_a_swap_killed_between_its_renames_is_repaired(tmp_path):
 def test_a_stop_signal_during_the_swap_waits_for_it(tmp_path, monkeypatch):
     """A SIGTERM that arrives between the two renames is delivered after them: `target` is never missing."""
     from erudite_edge.core.fileio import atomic_directory
-    from erudite_edge.core.signals import terminate_as_interrupt
+    from erudite_edge.cli.interruptible import terminate_as_interrupt
 
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "old.txt").write_text("old")
@@ -367,7 +367,7 @@ def test_a_stop_signal_during_the_swap_waits_for_it(tmp_path, monkeypatch):
 def test_a_library_that_wraps_the_interrupt_still_ends_in_130(capsys):
     """A KeyboardInterrupt raised inside a library that turns it into its own exception (as torch's exporter
     may): after a real SIGTERM the command still ends with one line and exit 130, not a traceback."""
-    from erudite_edge.core.signals import interruptible
+    from erudite_edge.cli.interruptible import interruptible
 
     @interruptible("nothing was written")
     def command():
@@ -389,7 +389,7 @@ def test_a_signal_in_one_command_leaves_the_next_commands_errors_alone(tmp_path,
     interrupted command must not turn a later command's ordinary error into 'interrupted' (exit 130)."""
     import typer
 
-    from erudite_edge.core.signals import interruptible
+    from erudite_edge.cli.interruptible import interruptible
 
     @interruptible("nothing was written")
     def interrupted():

@@ -25,7 +25,7 @@ from erudite_edge.inference.pipeline import Pipeline
 from erudite_edge.inference.pipeline import load_classifier
 from erudite_edge.core.preprocess import preprocess_batch
 from erudite_edge.sources.capture import gstreamer_available
-from erudite_edge.sources.capture import open_source
+from erudite_edge.sources.open import open_source
 from erudite_edge.inference.models import ZooRunner
 from onnx_fixtures import (
     COLORS,
@@ -407,7 +407,7 @@ def test_jsonl_sink_appends_each_result_at_once(tmp_path: Path) -> None:
     what was written, and removes only a file this run created and wrote nothing into."""
     from erudite_edge.outputs.sinks import Prediction
     from erudite_edge.outputs.sinks import Result
-    from erudite_edge.sources.capture import Item
+    from erudite_edge.sources.base import Item
 
     target = tmp_path / "x.jsonl"
     sink = JsonlSink(target)

@@ -10,15 +10,10 @@ import pytest
 
 from erudite_edge.errors import BadImageError, SourceError
 from erudite_edge.core.preprocess import decode_image
-from erudite_edge.sources.capture import (
-    CaptureSource,
-    ImageFilesSource,
-    csi_pipeline,
-    gstreamer_available,
-    list_images,
-    open_source,
-    read_image_item,
-)
+from erudite_edge.sources.capture import CaptureSource, csi_pipeline, gstreamer_available
+from erudite_edge.sources.open import open_source
+from erudite_edge.sources.files import ImageFilesSource, list_images
+from erudite_edge.sources.base import read_image_item
 from onnx_fixtures import COLORS, solid_image, write_bad_files, write_image, write_video
 
 

@@ -15,9 +15,9 @@ import numpy as np
 
 from erudite_edge.cli.app import main
 from erudite_edge.sources.live import Backoff
-from erudite_edge.sources.live import redact
+from erudite_edge.core.redact import redact
 from erudite_edge.sources.capture import CaptureSource
-from erudite_edge.sources.capture import open_source
+from erudite_edge.sources.open import open_source
 from onnx_fixtures import COLORS, make_erudite_bundle, write_video
 from real_processes import CliRun, child_env, free_port, kill_left, needs_rtsp_server, start_rtsp_server
 

@@ -30,7 +30,7 @@ from erudite_edge.core.preprocess import normalize
 from erudite_edge.core.preprocess import preprocess
 from erudite_edge.core.preprocess import preprocess_into
 from erudite_edge.core.preprocess import resize_image
-from erudite_edge.sources.capture import open_source
+from erudite_edge.sources.open import open_source
 from export.graph_input import preprocess_nodes
 from export.images import photo_variants, sample_photos
 from export.onnx_export import export_checkpoint

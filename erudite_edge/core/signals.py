@@ -12,12 +12,10 @@ interruption it is, and `exit_now` ends the process with the code we chose."""
 
 from __future__ import annotations
 
-import functools
 import signal
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator
 
-F = TypeVar("F", bound=Callable[..., Any])
 
 _signalled: list[int] = []
 
@@ -75,46 +73,8 @@ def signal_handlers(signals: Iterable[int], handler: Callable[[int, Any], Any]) 
             signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
-@contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM (and Ctrl-C, as always) raise KeyboardInterrupt, noted for `signalled()`
-    (in the main thread; elsewhere a no-op)."""
-
-    def handler(signum: int, frame: object) -> None:
-        note_signal(signum)
-        raise KeyboardInterrupt
-
-    with signal_handlers((signal.SIGTERM, signal.SIGINT), handler):
-        yield
 
 
-def interruptible(what: str) -> Callable[[F], F]:
-    """Decorate a command: SIGTERM or Ctrl-C end it with one line and exit 130, leaving no partial output."""
-
-    def wrap(fn: F) -> F:
-        @functools.wraps(fn)
-        def inner(*args: Any, **kwargs: Any) -> Any:
-            import typer
-
-            from erudite_edge.core.fileio import COMMITTED
-
-            committed_before, signals_before = len(COMMITTED), signal_count()
-            try:
-                with terminate_as_interrupt():
-                    return fn(*args, **kwargs)
-            except BaseException as e:
-                if not (isinstance(e, KeyboardInterrupt) or (signalled(signals_before) and isinstance(e, Exception))):
-                    raise
-                written = COMMITTED[committed_before:]
-                if written:  # the signal came after the output was complete and renamed into place
-                    typer.echo(f"interrupted after {', '.join(map(str, written))} was written completely", err=True)
-                else:
-                    typer.echo(f"interrupted; {what}", err=True)
-                raise typer.Exit(130) from None
-
-        return inner  # type: ignore[return-value]
-
-    return wrap
 
 
 @contextmanager

@@ -50,9 +50,9 @@ from erudite_edge.inference.batch_buffer import InputRing
 from erudite_edge.core.preprocess import PreprocessSpec
 from erudite_edge.core.preprocess import preprocess
 from erudite_edge.core.preprocess import preprocess_into
-from erudite_edge.sources.capture import Item
-from erudite_edge.sources.capture import Source
-from erudite_edge.sources.capture import Task
+from erudite_edge.sources.base import Item
+from erudite_edge.sources.base import Source
+from erudite_edge.sources.base import Task
 
 
 class Classifier(Protocol):

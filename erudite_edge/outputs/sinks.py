@@ -31,7 +31,7 @@ import numpy as np
 from erudite_edge.errors import UsageError
 from erudite_edge.core.fileio import atomic_directory
 from erudite_edge.core.labels import LabelSpace
-from erudite_edge.sources.capture import Item
+from erudite_edge.sources.base import Item
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv"})
 STILLS_FPS = 2.0  # frame rate of a video made from still images: each stays on screen long enough to read
@@ -485,7 +485,7 @@ def open_save(target: str | Path, fps: float | None, overwrite: bool = False,
         from erudite_edge.outputs.stream import is_stream_url
 
         if not is_stream_url(text):
-            from erudite_edge.sources.live import redact
+            from erudite_edge.core.redact import redact
 
             raise UsageError(f"--save {redact(text)}: unsupported URL; streams are rtp://HOST:PORT or "
                              "rtsp://HOST:PORT/PATH, files a .mp4/.avi name or a folder")

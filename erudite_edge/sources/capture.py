@@ -15,62 +15,30 @@ back-off (1 s .. 30 s), N times or forever; every message shows its URI with the
 
 from __future__ import annotations
 
-import abc
 import contextlib
 import functools
-import glob as globlib
 import os
 import sys
-import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Generator, Iterator
 
 import cv2
 import numpy as np
 
 from erudite_edge.sources.camera_diagnose import BAYER_FOURCCS, bayer_hint  # noqa: F401  (BAYER_FOURCCS: re-exported)
-from erudite_edge.errors import BadImageError, SourceError
+from erudite_edge.errors import SourceError
 from erudite_edge.sources.gst_pipelines import csi_candidates
 from erudite_edge.sources.gst_pipelines import rtsp_candidates
 from erudite_edge.sources.live import Backoff
 from erudite_edge.sources.live import LatestFrame
-from erudite_edge.sources.live import redact
-from erudite_edge.core.preprocess import load_image
-
-IMAGE_EXTENSIONS = frozenset(
-    ".jpg .jpeg .jpe .png .bmp .dib .webp .tif .tiff .ppm .pgm .pbm .pnm .pxm .jp2 .sr .ras .exr .hdr .pic .avif".split()
-)
-VIDEO_EXTENSIONS = frozenset(
-    ".mp4 .m4v .mov .avi .mkv .webm .mpg .mpeg .mts .m2ts .ts .wmv .flv .3gp .ogv .h264 .h265 .264 .265 .mjpeg .mjpg".split()
-)
-GLOB_CHARS = frozenset("*?[")
+from erudite_edge.core.redact import redact
+from erudite_edge.sources.base import Item, Source, Task
 
 
 
-@dataclass
-class Item:
-    """One image or frame: its name (file path, or `frame:<n>`), the decoded RGB uint8 image or the
-    error that kept it from decoding, and how long reading + decoding took."""
-
-    index: int
-    name: str
-    image: np.ndarray | None
-    error: BadImageError | None = None
-    decode_ms: float = 0.0
-    relname: str = ""  # path relative to the source root (used to name saved annotated images)
-    timestamp: float = 0.0  # time.perf_counter() when the item was read (a frame: captured)
-    captured_at: float = 0.0  # time.time() at the same moment
-    box: Any = None  # a crop: the erudite_edge.sources.crops.Box it was cut from (None: the whole image)
-    part: int = 0  # a crop: which box of its image (0, 1, ...)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.image is not None
 
 
-Task = Callable[[], Item]
+
 
 
 # ------------------------------------------------------------------------------------------------
@@ -114,93 +82,10 @@ def gstreamer_fix_message(uri: str) -> str:
     )
 
 
-# ------------------------------------------------------------------------------------------------
-# Sources
-# ------------------------------------------------------------------------------------------------
-class Source(abc.ABC):
-    """Something that produces images. `tasks()` yields callables returning Items in order."""
-
-    kind: str = "?"
-    live: bool = False  # a camera or stream: frames come in real time, there is no end to wait for
-
-    def __init__(self, uri: str):
-        self.uri = redact(uri)  # for messages; the opener keeps the real one
-        self.end_reason = ""  # why the source stopped (end of stream, stream lost, ...), for the summary
-        self._stop = threading.Event()
-
-    @property
-    def length(self) -> int | None:
-        """How many items the source will produce, where that is known in advance."""
-        return None
-
-    @property
-    def fps(self) -> float | None:
-        """Frame rate of a video source, where known."""
-        return None
-
-    @abc.abstractmethod
-    def tasks(self) -> Iterator[Task]:
-        """Yield one task per item, in order."""
-
-    def stop(self) -> None:
-        """Ask a running tasks() generator to finish after the item in hand."""
-        self._stop.set()
-
-    def close(self) -> None:
-        """Release the device of a source that will not be read (tasks() releases it itself)."""
-
-    def __iter__(self) -> Iterator[Item]:
-        for task in self.tasks():
-            yield task()
-
-    def describe(self) -> str:
-        return f"{self.kind} {self.uri}"
 
 
-def read_image_item(index: int, path: str, relname: str) -> Item:
-    """Load one image file; a file that does not decode becomes an Item carrying its BadImageError."""
-    t0, wall = time.perf_counter(), time.time()
-    try:
-        image: np.ndarray | None = load_image(path)
-        error = None
-    except BadImageError as e:
-        image, error = None, e
-    return Item(index, path, image, error, (time.perf_counter() - t0) * 1e3, relname, t0, wall)
 
 
-class ImageFilesSource(Source):
-    """A list of image files (a single image, a folder or a glob), decoded independently."""
-
-    kind = "images"
-
-    def __init__(self, uri: str, paths: list[str], root: str | None = None, ignored: int = 0):
-        super().__init__(uri)
-        self.paths = list(paths)
-        self.root = root
-        self.ignored = ignored  # files in the folder passed over because their extension is not an image's
-
-    @property
-    def length(self) -> int:
-        return len(self.paths)
-
-    def relname(self, path: str) -> str:
-        if self.root:
-            try:
-                return os.path.relpath(path, self.root)
-            except ValueError:
-                pass
-        return os.path.basename(path)
-
-    def tasks(self) -> Iterator[Task]:
-        for i, p in enumerate(self.paths):
-            if self._stop.is_set():
-                self.end_reason = "stopped"
-                return
-            yield functools.partial(read_image_item, i, p, self.relname(p))
-        self.end_reason = self.end_reason or "all files read"
-
-    def describe(self) -> str:
-        return f"{self.uri} ({len(self.paths)} image{'s' if len(self.paths) != 1 else ''})"
 
 
 Opener = Callable[[], Any]  # returns a cv2.VideoCapture (or something that reads like one: testsrc)
@@ -568,104 +453,7 @@ def open_video_file(path: str) -> CaptureSource:
     )
 
 
-def list_images(folder: str, recursive: bool = False) -> tuple[list[str], int, bool]:
-    """Image files in a folder, sorted; also how many other files were passed over and whether there
-    are subfolders (to suggest --recursive)."""
-    images: list[str] = []
-    ignored = 0
-    has_subdirs = False
-    if recursive:
-        walker: Iterator[tuple[str, list[str], list[str]]] = os.walk(folder, followlinks=True)
-    else:
-        entries = list(os.scandir(folder))
-        has_subdirs = any(e.is_dir() and not e.name.startswith(".") for e in entries)
-        walker = iter([(folder, [], [e.name for e in entries if e.is_file()])])
-    seen: set[str] = set()
-    for dirpath, dirnames, filenames in walker:
-        real = os.path.realpath(dirpath)
-        if real in seen:  # a symlink loop: do not walk it twice
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for fn in filenames:
-            if fn.startswith("."):
-                continue
-            if Path(fn).suffix.lower() in IMAGE_EXTENSIONS:
-                images.append(os.path.join(dirpath, fn))
-            else:
-                ignored += 1
-    return sorted(images), ignored, has_subdirs
 
 
-def _is_image_file(path: str) -> bool:
-    suffix = Path(path).suffix.lower()
-    if suffix in IMAGE_EXTENSIONS:
-        return True
-    if suffix in VIDEO_EXTENSIONS:
-        return False
-    return bool(cv2.haveImageReader(path))
 
 
-def open_source(
-    spec: str | None = None,
-    *,
-    camera: int | None = None,
-    recursive: bool = False,
-    width: int | None = None,
-    height: int | None = None,
-    framerate: int | None = None,
-    reconnect: int | None = 3,
-    backoff: float = 1.0,
-    camera_format: str | None = None,
-) -> Source:
-    """Open what the user named: `--camera N`, /dev/videoN, v4l2://DEV, csi://N, rtsp://..., a video
-    file, an image, a folder of images (recursive on request) or a glob. SourceError if it cannot be."""
-    live_kw = dict(width=width, height=height, framerate=framerate, reconnect=reconnect, backoff=backoff)
-    v4l2_kw = dict(live_kw, camera_format=camera_format)
-    if camera is not None:
-        if spec:
-            raise SourceError(f"give either --camera {camera} or a SOURCE ({spec}), not both")
-        return open_v4l2(int(camera), **v4l2_kw)  # type: ignore[arg-type]
-    if not spec:
-        raise SourceError("no source: give a file, folder, glob, /dev/videoN, csi://N or rtsp://... (or --camera N)")
-    if spec.startswith("file://"):
-        spec = spec[len("file://"):]
-    if spec.startswith("v4l2://"):
-        return open_v4l2(spec[len("v4l2://"):], **v4l2_kw)  # type: ignore[arg-type]
-    if spec.startswith("csi://"):
-        return open_csi(spec, **live_kw)  # type: ignore[arg-type]
-    if spec.startswith(("rtsp://", "rtsps://")):
-        return open_rtsp(spec, reconnect=reconnect, backoff=backoff)
-    if spec.startswith("testsrc://"):
-        from erudite_edge.sources.testsrc import open_testsrc
-
-        return open_testsrc(spec, width=width, height=height, reconnect=reconnect, backoff=backoff)
-    if spec.startswith("/dev/video"):
-        return open_v4l2(spec, **v4l2_kw)  # type: ignore[arg-type]
-    if "://" in spec:
-        raise SourceError(f"{redact(spec)}: unsupported URI scheme; use csi://N, v4l2:///dev/videoN, rtsp://..., "
-                          "testsrc://FPS or a path")
-
-    if os.path.isdir(spec):
-        paths, ignored, has_subdirs = list_images(spec, recursive)
-        if not paths:
-            hint = "; pass --recursive to look in its subfolders" if has_subdirs and not recursive else ""
-            raise SourceError(f"{spec}: folder holds no images (by extension: .jpg, .png, .bmp, .webp, .tif, ...){hint}")
-        return ImageFilesSource(spec, paths, root=spec, ignored=ignored)
-    if os.path.isfile(spec):
-        if _is_image_file(spec):
-            return ImageFilesSource(spec, [spec], root=os.path.dirname(spec) or ".")
-        return open_video_file(spec)
-    if spec.isdigit():
-        return open_v4l2(int(spec), **v4l2_kw)  # type: ignore[arg-type]
-    if GLOB_CHARS & set(spec):
-        matches = sorted(p for p in globlib.glob(os.path.expanduser(spec), recursive=True) if os.path.isfile(p))
-        if not matches:
-            raise SourceError(f"{spec}: the glob matches no files (quote it so the shell does not expand it)")
-        root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in matches])
-        return ImageFilesSource(spec, matches, root=root)
-    raise SourceError(
-        f"{spec}: no such file or folder, and not a camera or stream URI "
-        "(check the path; cameras are /dev/videoN, v4l2:///dev/videoN, csi://N; streams rtsp://...)"
-    )

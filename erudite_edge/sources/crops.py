@@ -161,7 +161,7 @@ BoxesFor = Callable[[Any], "Sequence[tuple[float, float, float, float]] | None"]
 def crop_items(item: Any, boxes: Sequence[tuple[float, float, float, float]]) -> list[Any]:
     """One Item per box, cut from a decoded item (the box recorded on each; an empty box becomes an item
     carrying EmptyBoxError). An item that did not decode stays as it is."""
-    from erudite_edge.sources.capture import Item
+    from erudite_edge.sources.base import Item
 
     if not item.ok:
         return [item]

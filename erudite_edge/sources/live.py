@@ -10,12 +10,11 @@ Also: `Backoff` (reopen delays 1 s, 2 s, 4 s ... 30 s) and `redact` (no password
 
 from __future__ import annotations
 
-import re
 import threading
 from typing import TYPE_CHECKING, Callable, Iterator
 
 if TYPE_CHECKING:
-    from erudite_edge.sources.capture import Item
+    from erudite_edge.sources.base import Item
 
 _END = object()
 
@@ -87,9 +86,5 @@ class Backoff:
         return min(self.maximum, self.initial * (2.0 ** max(0, attempt - 1)))
 
 
-_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:@/\s]*):(?P<pw>[^@/\s]*)@")
 
 
-def redact(text: str) -> str:
-    """`rtsp://user:secret@host/...` -> `rtsp://user:***@host/...` anywhere in `text`."""
-    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)

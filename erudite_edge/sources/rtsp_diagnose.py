@@ -14,7 +14,7 @@ import re
 import socket
 from urllib.parse import unquote, urlsplit
 
-from erudite_edge.sources.live import redact
+from erudite_edge.core.redact import redact
 
 
 def _request(sock: socket.socket, uri: str, cseq: int, auth: str = "") -> tuple[int, dict[str, str]]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from erudite_edge.errors import UsageError
-from erudite_edge.sources.capture import IMAGE_EXTENSIONS  # one list for training and `run` (compared case-insensitively)
+from erudite_edge.sources.base import IMAGE_EXTENSIONS  # one list for training and `run` (compared case-insensitively)
 
 
 class DatasetFormatError(UsageError):

@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from erudite_edge.errors import BackendUnavailable, UsageError
-from erudite_edge.core.signals import interruptible
+from erudite_edge.cli.interruptible import interruptible
 
 DEFAULT_INPUT = "uint8"  # export/onnx_export.py DEFAULT_INPUT (not imported: it needs onnx); measured: benchmarks/results/preprocess_uint8.md
 

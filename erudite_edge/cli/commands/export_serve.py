@@ -75,7 +75,7 @@ def deepstream_command(
 
 
 def register(app: typer.Typer, export_app: typer.Typer) -> None:
-    from erudite_edge.core.signals import interruptible
+    from erudite_edge.cli.interruptible import interruptible
 
     # SIGTERM like Ctrl-C: model folders are built under temporary names and renamed only when complete
     nothing = interruptible("nothing was written; what existed before is unchanged")

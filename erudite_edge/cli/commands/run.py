@@ -139,7 +139,7 @@ def _run(
     from erudite_edge.outputs.sinks import open_save
     from erudite_edge.outputs.sinks import render_summary
     from erudite_edge.outputs.sinks import stderr_console
-    from erudite_edge.sources.capture import open_source
+    from erudite_edge.sources.open import open_source
     from erudite_edge.sources.capture import quiet_video_logs
 
     if checkpoint is not None and backend != "torch":

@@ -11,7 +11,7 @@ import typer
 
 from erudite_edge.errors import BackendUnavailable, UsageError
 from erudite_edge.core.fileio import write_json_atomic
-from erudite_edge.core.signals import terminate_as_interrupt
+from erudite_edge.cli.interruptible import terminate_as_interrupt
 
 
 def _require_torch() -> None:
