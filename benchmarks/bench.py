@@ -38,6 +38,7 @@ import numpy as np
 from erudite_edge.core.bundle import PRECISIONS
 
 from erudite_edge.core.bundle import Bundle
+from erudite_edge.backends.registry import RunnerOptions
 from erudite_edge.errors import BundleError, UsageError
 
 from benchmarks import accuracy as acc
@@ -78,11 +79,11 @@ class BenchConfig:
     cuda_graph: bool = False  # TensorRT: execute through a captured CUDA graph (trtexec --useCudaGraph)
     data_transfers: bool = True  # False: TensorRT times compute only, no host<->device copies (trtexec --noDataTransfers)
 
-    def runner_options(self) -> dict[str, Any]:
-        """The runner options that differ from the runners' defaults (load_runner passes them to the
-        backends that take them; the others warn and ignore them)."""
-        return {**({"cuda_graph": True} if self.cuda_graph else {}),
-                **({"data_transfers": False} if not self.data_transfers else {})}
+    def runner_options(self, precision: str = "auto") -> RunnerOptions:
+        """How the bench loads its models (one RunnerOptions for every contender; load_runner gives the
+        TensorRT-only options to the backends that take them, the others warn and ignore them)."""
+        return RunnerOptions(backend=self.backend, precision=precision, threads=self.threads, spinning=self.ort_spinning,
+                             cuda_graph=self.cuda_graph, data_transfers=self.data_transfers)
     threads: int | None = None
     ort_spinning: bool = False  # ONNX Runtime thread spinning (off: sessions taking turns do not slow each other)
     source: Path | None = None
@@ -251,7 +252,7 @@ class _Progress:
 
 def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> dict[str, Any]:
     """Measure everything the config asks for and return the result (JSON-ready, goals included)."""
-    from erudite_edge.inference.pipeline import load_classifier
+    from erudite_edge.inference.models import load_model
 
     cfg.validate()
 
@@ -351,8 +352,7 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
                         bar.describe(f"loading {name} {p}")
                         with warnings.catch_warnings(record=True) as caught:
                             warnings.simplefilter("always", RuntimeWarning)
-                            c = load_classifier(bdl, cfg.backend, p, cfg.threads, announce=announce,
-                                                spinning=cfg.ort_spinning, options=cfg.runner_options())
+                            c = load_model(bdl, cfg.runner_options(p), announce=announce)
                         for msg in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)):
                             if msg not in ignored_options:
                                 ignored_options.append(msg)
@@ -452,8 +452,8 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
                 try:
                     result["memory"][p] = measure_memory(
                         {name: Path(getattr(cfg, "bundle" if name == "erudite" else "zoo")) for name in models},
-                        backend=cfg.backend, precision=p, threads=cfg.threads, spinning=cfg.ort_spinning, batches=batches,
-                        repeats=cfg.memory_repeats, seed=cfg.seed, on_child=bar.advance, options=cfg.runner_options())
+                        cfg.runner_options(p), batches=batches, repeats=cfg.memory_repeats, seed=cfg.seed,
+                        on_child=bar.advance)
                 except RuntimeError as e:
                     warn(f"memory {p} not measured: {e}")
                     result["memory"][p] = {"error": str(e)}

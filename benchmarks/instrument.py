@@ -1,7 +1,7 @@
 """Instruments for the classifiers the bench times: what each model saw, and the zoo's forced routing.
 
-The bench times the real classes that `erudite-edge run` uses (erudite_edge.inference.pipeline.SingleModel and
-erudite_edge.inference.models.ZooRunner), end to end through `predict`: softmax, grouping, gathering each
+The bench times the real classes that `erudite-edge run` uses (erudite_edge.inference.models.EruditeModel and
+ZooModel), end to end through `predict`: softmax, grouping, gathering each
 group, scattering back into the joint label space. It only wraps their runners:
 
 * `RecordingRunner` passes every call through and records the batch size each model was given and its
@@ -99,7 +99,7 @@ class RoutingRunner(RecordingRunner):
 
 
 class Instrumented:
-    """A classifier (SingleModel or ZooRunner) whose runners record their calls.
+    """A classifier (EruditeModel or ZooModel) whose runners record their calls.
 
     `predict` is the classifier's own; `images_seen()` says, for the calls since `reset()`, how many
     images each model role was given in total; `compute_ms()` the device compute time of the last

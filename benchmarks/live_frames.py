@@ -31,7 +31,8 @@ import numpy as np
 
 from erudite_edge.inference.pipeline import Pipeline
 
-from erudite_edge.inference.pipeline import load_classifier
+from erudite_edge.backends.registry import RunnerOptions
+from erudite_edge.inference.models import load_model
 from erudite_edge.sources.open import open_source
 
 
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     from onnx_fixtures import make_erudite_bundle
 
     bundle = make_erudite_bundle(Path(tempfile.mkdtemp(prefix="live-frames-")) / "bundle")
-    model = SlowModel(load_classifier(bundle, backend="onnxruntime", precision="fp32", announce=None), args.model_ms)
+    model = SlowModel(load_model(bundle, RunnerOptions("onnxruntime", "fp32"), announce=None), args.model_ms)
     runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
     for r in range(args.rounds):
         for side in (("before", "after") if r % 2 == 0 else ("after", "before")):

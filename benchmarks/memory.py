@@ -5,7 +5,7 @@ keep what they freed, libraries load once), so every measurement is a new Python
 
     python -m benchmarks.memory --child --bundle DIR [--backend B] [--precision P] [--batch 1,8] [--calls 3]
 
-loads the bundle with `erudite_edge.inference.pipeline.load_classifier` (what `erudite-edge run` loads: the zoo
+loads the bundle with `erudite_edge.inference.models.load_model` (what `erudite-edge run` loads: the zoo
 with all its models), runs a few synthetic batches of every size (the zoo's routing forced to split
 each batch across its data sets, so every fine model runs) and reports its peak resident set size:
 the high-water mark of its own address space (VmHWM, see peak_rss_mb: not ru_maxrss, which counts
@@ -33,6 +33,8 @@ import sys
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
+from erudite_edge.backends.registry import RunnerOptions
 
 from benchmarks.stats import ratio_ci
 
@@ -66,7 +68,7 @@ def child_main(args: argparse.Namespace) -> int:
     import numpy as np
 
     from erudite_edge.core.bundle import Bundle
-    from erudite_edge.inference.pipeline import load_classifier
+    from erudite_edge.inference.models import load_model
 
     from benchmarks.instrument import Instrumented
 
@@ -80,12 +82,12 @@ def child_main(args: argparse.Namespace) -> int:
         bundle = Bundle.load(args.bundle)
         gpu = args.backend in ("auto", "tensorrt")
         before = device_used_mb() if gpu else None
-        options = {**({"cuda_graph": True} if args.cuda_graph else {}),
-                   **({"data_transfers": False} if args.no_data_transfers else {})}
+        options = RunnerOptions(backend=args.backend, precision=args.precision, threads=args.threads,
+                                spinning=args.spinning, cuda_graph=args.cuda_graph,
+                                data_transfers=not args.no_data_transfers)
         with warnings.catch_warnings():  # the parent's bench has said so already
             warnings.simplefilter("ignore", RuntimeWarning)
-            clf = Instrumented(load_classifier(bundle, args.backend, args.precision, args.threads, announce=None,
-                                               spinning=args.spinning, options=options), forced_routing=True)
+            clf = Instrumented(load_model(bundle, options, announce=None), forced_routing=True)
         for b in args.batch:
             x = bundle.preprocess.random_batch(b, 0)
             for _ in range(args.calls):
@@ -147,15 +149,15 @@ def _median(values: Sequence[float | None]) -> float | None:
     return statistics.median(vals) if vals else None
 
 
-def measure_memory(bundles: dict[str, Path], *, backend: str, precision: str, threads: int | None, spinning: bool,
-                   batches: Sequence[int], repeats: int, calls: int = 3, seed: int = 0,
-                   on_child: Callable[[], None] | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Peak RSS (and device memory) of every bundle in `repeats` fresh processes each, with a
-    no-model baseline; erudite/zoo ratios with paired bootstrap intervals over repetitions."""
-    common = ["--backend", backend, "--precision", precision, "--batch", ",".join(map(str, batches)),
-              "--calls", str(calls)] + (["--threads", str(threads)] if threads else []) + (["--spinning"] if spinning else []) \
-        + (["--cuda-graph"] if (options or {}).get("cuda_graph") else []) \
-        + (["--no-data-transfers"] if (options or {}).get("data_transfers") is False else [])
+def measure_memory(bundles: dict[str, Path], options: RunnerOptions, *, batches: Sequence[int], repeats: int,
+                   calls: int = 3, seed: int = 0, on_child: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Peak RSS (and device memory) of every bundle loaded with `options`, in `repeats` fresh processes each,
+    with a no-model baseline; erudite/zoo ratios with paired bootstrap intervals over repetitions."""
+    precision = "fp32" if options.precision == "auto" else options.precision
+    common = ["--backend", options.backend, "--precision", precision, "--batch", ",".join(map(str, batches)),
+              "--calls", str(calls)] + (["--threads", str(options.threads)] if options.threads else []) \
+        + (["--spinning"] if options.spinning else []) + (["--cuda-graph"] if options.cuda_graph else []) \
+        + ([] if options.data_transfers else ["--no-data-transfers"])
     names = [*bundles, "baseline"]
     peaks: dict[str, list[float]] = {n: [] for n in names}
     device: dict[str, list[float | None]] = {n: [] for n in names}
@@ -168,10 +170,10 @@ def measure_memory(bundles: dict[str, Path], *, backend: str, precision: str, th
             device[name].append(report.get("device_mb"))
             if on_child:
                 on_child()
-    out: dict[str, Any] = {"precision": precision, "backend": backend, "repeats": repeats, "batches": list(batches),
+    out: dict[str, Any] = {"precision": precision, "backend": options.backend, "repeats": repeats, "batches": list(batches),
                            "calls_per_batch": calls,
                            "method": "peak RSS of a fresh process per measurement (VmHWM of the process + the largest "
-                                     "child's ru_maxrss), load_classifier + a few batches; baseline: same imports, no model"}
+                                     "child's ru_maxrss), load_model + a few batches; baseline: same imports, no model"}
     for name in names:
         out[name] = {"peak_rss_mb": peaks[name], "median_mb": _median(peaks[name]),
                      "device_mb": device[name] if any(v is not None for v in device[name]) else None,
@@ -220,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.erudite is None:
         ap.error("--erudite BUNDLE (and --zoo BUNDLE) to compare")
     bundles = {"erudite": args.erudite, **({"zoo": args.zoo} if args.zoo else {})}
-    result = measure_memory(bundles, backend=args.backend, precision=args.precision, threads=args.threads,
-                            spinning=args.spinning, batches=args.batch, repeats=args.repeats, calls=args.calls)
+    options = RunnerOptions(backend=args.backend, precision=args.precision, threads=args.threads, spinning=args.spinning)
+    result = measure_memory(bundles, options, batches=args.batch, repeats=args.repeats, calls=args.calls)
     from benchmarks.environment import environment
 
     result["environment"] = environment()

@@ -39,7 +39,8 @@ import numpy as np
 
 from erudite_edge.inference.batch_buffer import InputRing
 from erudite_edge.core.bundle import Bundle
-from erudite_edge.inference.pipeline import load_classifier
+from erudite_edge.backends.registry import RunnerOptions
+from erudite_edge.inference.models import load_model
 from erudite_edge.core.preprocess import PreprocessSpec
 from erudite_edge.core.preprocess import normalize
 from erudite_edge.core.preprocess import preprocess_into
@@ -188,7 +189,7 @@ def end_to_end(bundles: dict[str, Bundle], folder: Path, rounds: int, limit: int
                min_pass_s: float = 3.0) -> dict[str, Any]:
     sides: dict[str, dict[str, Any]] = {}
     for dt, b in bundles.items():
-        clf = load_classifier(b, "onnxruntime", "fp32", announce=None)
+        clf = load_model(b, RunnerOptions("onnxruntime", "fp32"), announce=None)
         sides[dt] = {"clf": clf, "images": load_folder(str(folder), b.preprocess, limit=limit), "e2e": [], "pure": [],
                      "stage": []}
     for r in range(rounds):

@@ -210,7 +210,7 @@ def memory_table(result: dict[str, Any]) -> TableSpec | None:
     return TableSpec("Peak memory (fresh process per measurement)",
                      ["precision", "model", "peak RSS MB, median", "min-max", "minus baseline MB", "device MB", "note"], rows,
                      "Peak resident set (VmHWM) of the process plus its largest child, each measurement a new process that loads the bundle "
-                     "with load_classifier and runs a few batches of every size; baseline: the same imports without a model. "
+                     "with load_model and runs a few batches of every size; baseline: the same imports without a model. "
                      "Device memory only where a GPU backend runs.")
 
 

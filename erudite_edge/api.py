@@ -28,17 +28,19 @@ from typing import Any, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 
-from erudite_edge.inference.answers import Answerer
-from erudite_edge.core.bundle import PRECISIONS
+from erudite_edge.backends.registry import RunnerOptions
+from erudite_edge.inference.answers import AnswerOptions, Answerer
+from erudite_edge.inference.models import load_model
+from erudite_edge.inference.pipeline import Pipeline
 from erudite_edge.core.bundle import Bundle
 from erudite_edge.sources.crops import WHOLE_IMAGE
 from erudite_edge.sources.crops import Box
 from erudite_edge.sources.crops import CropSource
 from erudite_edge.sources.crops import make_box
 from erudite_edge.errors import UsageError
-from erudite_edge.outputs.sinks import Result
-from erudite_edge.outputs.sinks import RunSummary
-from erudite_edge.outputs.sinks import Sink
+from erudite_edge.outputs.results import Result
+from erudite_edge.outputs.results import RunSummary
+from erudite_edge.outputs.results import Sink
 from erudite_edge.sources.base import Item
 from erudite_edge.sources.base import Source
 from erudite_edge.sources.base import Task
@@ -246,6 +248,11 @@ class Classifier:
     CUDA_VISIBLE_DEVICES). topk, min_confidence, datasets, smooth: as `run`'s options. batch: images per
     model call; workers: decode/preprocess threads. announce: where to say which backend was picked
     (None: the `erudite_edge` logger at INFO).
+
+    runner / answers: the same settings as option objects (backends.registry.RunnerOptions,
+    inference.answers.AnswerOptions, or an Answerer already built for this bundle), as `erudite-edge run`
+    passes them; given, they replace the keywords they cover (backend, precision, threads / topk,
+    min_confidence, datasets, smooth).
     """
 
     def __init__(
@@ -263,15 +270,9 @@ class Classifier:
         workers: int | None = None,
         threads: int | None = None,
         announce: Any = None,
+        runner: RunnerOptions | None = None,
+        answers: AnswerOptions | Answerer | None = None,
     ):
-        from erudite_edge.inference.answers import parse_datasets
-        from erudite_edge.backends.registry import BACKENDS, resolve_precision
-        from erudite_edge.inference.pipeline import load_classifier
-
-        if backend not in BACKENDS:
-            raise UsageError(f"backend {backend!r}: one of {', '.join(BACKENDS)}")
-        if precision not in ("auto", *PRECISIONS):
-            raise UsageError(f"precision {precision!r}: one of auto, {', '.join(PRECISIONS)}")
         if not isinstance(device, int) or device < 0:
             raise UsageError(f"device {device!r}: a GPU index (0, 1, ...)")
         if device != 0:
@@ -279,29 +280,44 @@ class Classifier:
                              f"with CUDA_VISIBLE_DEVICES={device} and pass device=0")
         if batch < 1 or topk < 1:
             raise UsageError("batch and topk must be at least 1")
+        options = runner or RunnerOptions(backend=backend, precision=precision, threads=threads)
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(Path(bundle))
         self.labels = self.bundle.labels
         self.spec = self.bundle.preprocess
-        if isinstance(datasets, str):
-            datasets = [d for d in datasets.split(",") if d.strip()]
-        chosen = parse_datasets(",".join(datasets), self.labels) if datasets else None
-        self.answerer = Answerer(self.labels, topk, min_confidence=min_confidence, smooth=smooth, datasets=chosen)
+        if isinstance(answers, Answerer):
+            self.answerer = answers
+        else:
+            if answers is None:
+                if isinstance(datasets, str):
+                    datasets = [d for d in datasets.split(",") if d.strip()]
+                answers = AnswerOptions(topk, min_confidence, smooth, tuple(datasets) if datasets else None)
+            self.answerer = Answerer.from_options(self.labels, answers)
         self.topk = self.answerer.topk
         self.batch = int(batch)
         self.workers = workers
-        self.precision = resolve_precision(self.bundle, backend, precision)
         say = announce if announce is not None else (lambda msg: log.info("%s", msg))
-        self.model: Any = load_classifier(self.bundle, backend, self.precision, threads, announce=say)
-        self.backend = str(getattr(self.model, "backend", backend))
+        self.model: Any = load_model(self.bundle, options, announce=say)
+        self.backend = str(self.model.backend)
+        self.precision = str(self.model.precision)
         self.last_summary: RunSummary | None = None
+
+    def enable_attention(self) -> None:
+        """Have each prediction also read the model's attention masks (`run --save-attention`); UsageError
+        saying what to do where this model does not expose them."""
+        runner = getattr(self.model, "runner", None)  # the erudite model's one runner; a zoo has none
+        if not getattr(runner, "has_attention", False):
+            how = ("TensorRT engines keep only the logits: pass --backend onnxruntime" if self.backend == "tensorrt"
+                   else "export it with `erudite-edge export onnx --with-attention`, or use --backend torch --checkpoint RUN"
+                   if self.backend != "torch" else "this variant has no spatial attention layer")
+            raise UsageError(f"--save-attention: the {self.backend} {self.precision} model does not expose "
+                             f"the attention masks; {how}")
+        self.model.attention = True
 
     # -- the pipeline -----------------------------------------------------------------------------
     def pipeline(self, *, strict: bool = False, limit: int | None = None, console: Any = None,
                  progress: bool = True, handle_signals: bool = True, attention: Any = None) -> Any:
         """The pipeline `run` and `predict` classify through, with this classifier's model and answers.
         attention: an attention_maps.AttentionWriter (`run --save-attention`)."""
-        from erudite_edge.inference.pipeline import Pipeline
-
         if self.model is None:
             raise UsageError("this Classifier is closed; make a new one")
         return Pipeline(self.model, self.labels, self.spec, batch=self.batch, topk=self.topk, workers=self.workers,
@@ -310,7 +326,7 @@ class Classifier:
 
     def run(self, source: Any, sinks: Sequence[Sink] = (), *, strict: bool = False, limit: int | None = None,
             console: Any = None, progress: bool = True, handle_signals: bool = True, attention: Any = None) -> RunSummary:
-        """Classify a whole source (erudite_edge.sources.capture) into sinks (erudite_edge.outputs.sinks): `erudite-edge run`.
+        """Classify a whole source (erudite_edge.sources.capture) into sinks (erudite_edge.outputs.records): `erudite-edge run`.
         handle_signals: SIGINT/SIGTERM/SIGHUP stop the run after the batch in hand (the CLI); False leaves the
         process's handlers alone."""
         summary = self.pipeline(strict=strict, limit=limit, console=console, progress=progress,

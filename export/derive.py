@@ -26,7 +26,8 @@ from export.accuracy import accuracy_change
 from export.images import InputSet, Log
 from export.metadata import check_output_size, model_props, set_metadata
 from export.onnx_export import portable_ir_version
-from export.parity import Agreement, ParityError, compare_logits, onnx_logits
+from export.parity import onnx_logits
+from erudite_edge.core.compare import Agreement, ParityError, compare_logits
 
 
 @dataclass

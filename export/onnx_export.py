@@ -293,7 +293,7 @@ def check_attention_parity(module: Any, onnx_path: Path, batch: Any, torch_batch
 
     from erudite_edge.backends.onnxruntime_runner import OnnxRuntimeRunner
 
-    from export.parity import ParityError
+    from erudite_edge.core.compare import ParityError
 
     with torch.no_grad():
         ref = module(torch.from_numpy(np.ascontiguousarray(batch if torch_batch is None else torch_batch,

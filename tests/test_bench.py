@@ -23,7 +23,8 @@ from benchmarks.instrument import Instrumented, even_routes  # noqa: E402
 from benchmarks.latency import Contender, interleaved, percentile, split_rounds, summarize  # noqa: E402
 from erudite_edge.core.bundle import Bundle  # noqa: E402
 from erudite_edge.errors import UsageError  # noqa: E402
-from erudite_edge.inference.pipeline import load_classifier  # noqa: E402
+from erudite_edge.backends.registry import RunnerOptions  # noqa: E402
+from erudite_edge.inference.models import load_model  # noqa: E402
 from erudite_edge.core.preprocess import preprocess  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -66,12 +67,12 @@ def two_precisions(bundles, tmp_path_factory):
 def test_end_to_end_tiles_a_small_folder_into_passes_long_enough(bundles):
     from benchmarks.end_to_end import load_folder, measure, pipeline_run, tiles_for
     from erudite_edge.core.bundle import Bundle
-    from erudite_edge.inference.pipeline import load_classifier
+    from erudite_edge.inference.models import load_model
 
     assert tiles_for(100.0, 12, 2.0) == 17 and tiles_for(5.0, 12, 2.0) == 1  # ceil(2 s x 100 img/s / 12)
     assert tiles_for(0.0, 12, 2.0) == 1 and tiles_for(100.0, 12, 0.0) == 1
     b = Bundle.load(bundles / "erudite")
-    clf = load_classifier(b, "onnxruntime", "fp32", announce=None)
+    clf = load_model(b, RunnerOptions("onnxruntime", "fp32"), announce=None)
     try:
         imgs = load_folder(str(bundles / "photos"), b.preprocess)
         n = len(imgs.paths)
@@ -195,29 +196,24 @@ def test_bench_refuses_a_missing_precision_and_swapped_bundles(bundles, tmp_path
 
 
 def test_tensorrt_only_options_reach_runners_that_take_them_and_warn_elsewhere(bundles):
-    """--cuda-graph / --no-data-transfers travel as runner options: a runner factory that takes them
-    gets them (takes_keyword), ONNX Runtime's runners ignore them with one warning each."""
+    """--cuda-graph / --no-data-transfers travel as runner options: the registry gives them to the backends
+    whose entry takes them, ONNX Runtime's runners ignore them with one warning each."""
     import warnings
 
     from benchmarks.bench import BenchConfig
-    from erudite_edge.backends.registry import takes_keyword
+    from erudite_edge.backends.registry import REGISTRY
 
-    def trt_like(bundle, role, precision, *, cuda_graph=False, data_transfers=True): ...
-    def old_trt(bundle, role, precision): ...
-    def any_kw(bundle, **kw): ...
-    assert takes_keyword(trt_like, "cuda_graph") and takes_keyword(trt_like, "data_transfers")
-    assert not takes_keyword(old_trt, "cuda_graph") and takes_keyword(any_kw, "cuda_graph")
-
+    assert not {"cuda_graph", "data_transfers"} & REGISTRY["onnxruntime"].takes
     cfg = BenchConfig(bundle=bundles / "erudite", cuda_graph=True, data_transfers=False)
-    assert cfg.runner_options() == {"cuda_graph": True, "data_transfers": False}
-    assert BenchConfig(bundle=bundles / "erudite").runner_options() == {}
+    assert cfg.runner_options().set_options() == {"cuda_graph": True, "data_transfers": False}
+    assert BenchConfig(bundle=bundles / "erudite").runner_options().set_options() == {}
     with pytest.warns(RuntimeWarning, match="onnxruntime runner ignores cuda_graph=True, data_transfers=False"):
-        zoo = load_classifier(Bundle.load(bundles / "zoo"), "onnxruntime", options=cfg.runner_options(), announce=None)
+        zoo = load_model(Bundle.load(bundles / "zoo"), cfg.runner_options().replace(backend="onnxruntime", precision="fp32"), announce=None)
     assert zoo.predict(_images(["red"])).shape == (1, 4)
     zoo.close()
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # no option, no warning
-        load_classifier(Bundle.load(bundles / "erudite"), "onnxruntime", announce=None).close()
+        load_model(Bundle.load(bundles / "erudite"), RunnerOptions("onnxruntime", "fp32"), announce=None).close()
 
 
 def test_bench_modules_import_without_torch():
@@ -230,7 +226,7 @@ def test_bench_modules_import_without_torch():
 # The zoo's batching
 # ------------------------------------------------------------------------------------------------
 def test_zoo_mixed_batch_real_routing_groups_images(bundles):
-    zoo = Instrumented(load_classifier(Bundle.load(bundles / "zoo"), "onnxruntime", announce=None), forced_routing=False)
+    zoo = Instrumented(load_model(Bundle.load(bundles / "zoo"), RunnerOptions("onnxruntime", "fp32"), announce=None), forced_routing=False)
     order = ["red", "blue", "yellow", "cyan", "cyan", "red"]
     probs = zoo.predict(_images(order))
     assert zoo.calls_seen() == {"coarse": [6], "fine:warm": [3], "fine:cool": [3]}
@@ -242,7 +238,7 @@ def test_zoo_mixed_batch_real_routing_groups_images(bundles):
 
 def test_zoo_forced_routing_splits_every_batch_evenly(tmp_path):
     datasets = {"a": ["red"], "b": ["yellow"], "c": ["blue", "cyan"]}
-    zoo = Instrumented(load_classifier(make_zoo_bundle(tmp_path / "zoo3", datasets), "onnxruntime", announce=None))
+    zoo = Instrumented(load_model(make_zoo_bundle(tmp_path / "zoo3", datasets), RunnerOptions("onnxruntime", "fp32"), announce=None))
     x = _images(["red"] * 8)  # one colour: the coarse model alone would send all of it to one data set
     zoo.predict(x)
     assert zoo.calls_seen() == {"coarse": [8], "fine:a": [3], "fine:b": [3], "fine:c": [2]}
@@ -460,8 +456,8 @@ def test_memory_in_fresh_processes_sees_the_weights(bundles, tmp_path):
             entry["sha256"] = sha256_file(path)
     (heavy / "bundle.json").write_text(json.dumps(meta))
     parent_ballast = np.ones(300 << 18, np.float32)  # 300 MB, touched
-    r = measure_memory({"erudite": heavy, "zoo": bundles / "erudite"}, backend="onnxruntime", precision="fp32",
-                       threads=1, spinning=False, batches=[1], repeats=2, calls=1)
+    r = measure_memory({"erudite": heavy, "zoo": bundles / "erudite"}, RunnerOptions("onnxruntime", "fp32", threads=1),
+                       batches=[1], repeats=2, calls=1)
     assert len(r["erudite"]["peak_rss_mb"]) == len(r["baseline"]["peak_rss_mb"]) == 2
     extra = r["erudite"]["median_mb"] - r["zoo"]["median_mb"]
     assert 60 < extra < 250, r  # the 64 MB initializer (ONNX Runtime may hold a copy while it loads)

@@ -10,7 +10,7 @@ import pytest
 from erudite_edge.core.bundle import Bundle
 from export.derive import derive
 from export.images import InputSet
-from export.parity import ParityError
+from erudite_edge.core.compare import ParityError
 from onnx_fixtures import COLORS, DATASETS, fixture_spec, make_erudite_bundle, make_zoo_bundle, nearest_color_model, solid_image
 from erudite_edge.core.preprocess import preprocess
 

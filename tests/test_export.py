@@ -25,7 +25,8 @@ from export.fp16 import make_fp16
 from export.images import host_float_batch, photo_variants, sample_photos
 from export.int8 import make_int8
 from export.metadata import facts_from_metadata, read_metadata
-from export.parity import ParityError, check_fp32_parity, compare_logits
+from export.parity import check_fp32_parity
+from erudite_edge.core.compare import ParityError, compare_logits
 from export.zoo import export_zoo
 from train.checkpoint import save_checkpoint
 from train.model import ModelConfig, build_model

@@ -4,7 +4,7 @@ The zoo's coarse and fine sessions take turns, and the bench interleaves the eru
 zoo. With ONNX Runtime's default (intra-op workers spin after each call), an idle session's workers
 keep a core busy while the next session runs: on 2 cores the zoo paid about twice its real cost. These
 tests time a real convolutional ONNX model alone and beside other sessions, and check that every
-session the runtime makes (ZooRunner's members, the erudite runner, hence the bench's contenders) is
+session the runtime makes (ZooModel's members, the erudite runner, hence the bench's contenders) is
 configured so.
 """
 
@@ -23,7 +23,8 @@ from onnx_fixtures import make_erudite_bundle, make_zoo_bundle  # noqa: E402
 
 from erudite_edge.backends.onnxruntime_runner import OnnxRuntimeRunner  # noqa: E402
 from erudite_edge.core.bundle import Bundle  # noqa: E402
-from erudite_edge.inference.pipeline import load_classifier  # noqa: E402
+from erudite_edge.backends.registry import RunnerOptions  # noqa: E402
+from erudite_edge.inference.models import load_model  # noqa: E402
 
 CHANNELS = 32
 SIZE = 56
@@ -110,8 +111,8 @@ def _spinning(runner) -> tuple[str, str]:
 
 def test_zoo_members_and_the_erudite_runner_do_not_spin(tmp_path):
     """What `run --zoo`, `run` and `bench` load: every ONNX Runtime session has spinning off."""
-    zoo = load_classifier(Bundle.load(make_zoo_bundle(tmp_path / "zoo").root), "onnxruntime", "fp32", announce=None)
-    erudite = load_classifier(Bundle.load(make_erudite_bundle(tmp_path / "erudite").root), "onnxruntime", "fp32", announce=None)
+    zoo = load_model(Bundle.load(make_zoo_bundle(tmp_path / "zoo").root), RunnerOptions("onnxruntime", "fp32"), announce=None)
+    erudite = load_model(Bundle.load(make_erudite_bundle(tmp_path / "erudite").root), RunnerOptions("onnxruntime", "fp32"), announce=None)
     try:
         assert len(zoo.runners) == 3
         for role, r in zoo.runners.items():

@@ -14,19 +14,19 @@ import cv2
 import numpy as np
 import pytest
 
-from erudite_edge.backends.registry import choose_backend, load_runner
+from erudite_edge.backends.registry import RunnerOptions, choose_backend, load_runner
 from erudite_edge.core.bundle import Bundle
 from erudite_edge.cli.app import main
 from erudite_edge.errors import BackendUnavailable, BadImageError, BundleError
-from erudite_edge.outputs.sinks import JsonlSink
-from erudite_edge.outputs.sinks import csv_header
-from erudite_edge.outputs.sinks import top_k
+from erudite_edge.outputs.records import JsonlSink
+from erudite_edge.outputs.records import csv_header
+from erudite_edge.core.scores import top_k
 from erudite_edge.inference.pipeline import Pipeline
-from erudite_edge.inference.pipeline import load_classifier
+from erudite_edge.inference.models import load_model
 from erudite_edge.core.preprocess import preprocess_batch
 from erudite_edge.sources.capture import gstreamer_available
 from erudite_edge.sources.open import open_source
-from erudite_edge.inference.models import ZooRunner
+from erudite_edge.inference.models import ZooModel
 from onnx_fixtures import (
     COLORS,
     DATASETS,
@@ -160,7 +160,7 @@ def test_bad_files_skipped_and_counted_odd_modes_classified(erudite: Bundle, mes
     for name in bad:
         assert f"{name}" in err and "skipped" in err
     # the same run through the API: the counts
-    classifier = load_classifier(erudite, announce=None)
+    classifier = load_model(erudite, announce=None)
     summary = Pipeline(classifier, erudite.labels, erudite.preprocess, batch=2).run(open_source(str(folder)))
     assert (summary.frames, summary.skipped) == (len(odd) + 2, len(bad))
     assert sorted(Path(n).name for n in summary.skipped_names) == sorted(bad)
@@ -177,7 +177,7 @@ def test_strict_stops_at_first_bad_file(erudite: Bundle, messy_folder, tmp_path:
     assert any(b in error_lines[0] for b in bad)
     assert not out.exists() and list(tmp_path.iterdir()) == []  # nothing half-written
     with pytest.raises(BadImageError):
-        Pipeline(load_classifier(erudite, announce=None), erudite.labels, erudite.preprocess, strict=True).run(
+        Pipeline(load_model(erudite, announce=None), erudite.labels, erudite.preprocess, strict=True).run(
             open_source(str(folder)))
 
 
@@ -270,7 +270,7 @@ def zoo_batch(bundle: Bundle, names: list[str]) -> np.ndarray:
 def test_zoo_routes_each_image_to_its_datasets_fine_model(zoo: Bundle) -> None:
     names = ["red", "blue", "yellow", "cyan", "red", "cyan"]
     labels = zoo.labels
-    with ZooRunner(zoo, announce=None) as runner:
+    with ZooModel(zoo, announce=None) as runner:
         probs = runner.predict(zoo_batch(zoo, names))
         assert runner.last_groups == {"warm": [0, 2, 4], "cool": [1, 3, 5]}
         coarse = runner.last_coarse
@@ -289,7 +289,7 @@ def test_zoo_routes_each_image_to_its_datasets_fine_model(zoo: Bundle) -> None:
 def test_zoo_follows_the_coarse_model_even_when_it_is_wrong(tmp_path: Path) -> None:
     # a router that sends warm colours to "cool" and cool ones to "warm"
     swapped = make_zoo_bundle(tmp_path / "swapped", coarse_prototypes={"warm": (0, 128, 255), "cool": (255, 128, 0)})
-    with ZooRunner(swapped, announce=None) as runner:
+    with ZooModel(swapped, announce=None) as runner:
         probs = runner.predict(zoo_batch(swapped, ["red", "blue", "red"]))
         assert runner.last_groups == {"warm": [1], "cool": [0, 2]}
     datasets = [swapped.labels.datasets[swapped.labels.dataset_of_class[int(j)]] for j in probs.argmax(axis=1)]
@@ -324,9 +324,9 @@ def test_auto_backend_picks_onnxruntime_and_says_why(erudite: Bundle) -> None:
     finally:
         runner.close()
     with pytest.raises(BundleError, match="no fp16 onnx model"):
-        choose_backend(erudite, precision="fp16")
+        choose_backend(erudite, options=RunnerOptions(precision="fp16"))
     with pytest.raises(BackendUnavailable, match="torch backend runs a training checkpoint: pass --checkpoint"):
-        load_runner(erudite, backend="torch")
+        load_runner(erudite, options=RunnerOptions(backend="torch"))
 
 
 def test_explicit_tensorrt_without_tensorrt(erudite: Bundle) -> None:
@@ -335,7 +335,7 @@ def test_explicit_tensorrt_without_tensorrt(erudite: Bundle) -> None:
     if _tensorrt_module()[0] is not None:
         pytest.skip("TensorRT is usable here")
     with pytest.raises(BackendUnavailable, match="--backend tensorrt"):
-        load_runner(erudite, backend="tensorrt")
+        load_runner(erudite, options=RunnerOptions(backend="tensorrt"))
 
 
 def test_model_that_disagrees_with_the_label_table(tmp_path: Path) -> None:
@@ -405,13 +405,13 @@ def test_ctrl_c_stops_cleanly_with_summary(erudite: Bundle, tmp_path: Path) -> N
 def test_jsonl_sink_appends_each_result_at_once(tmp_path: Path) -> None:
     """JSONL to a file: each result is in the file as soon as it is written (a kill keeps it); abort keeps
     what was written, and removes only a file this run created and wrote nothing into."""
-    from erudite_edge.outputs.sinks import Prediction
-    from erudite_edge.outputs.sinks import Result
+    from erudite_edge.core.scores import ClassScore
+    from erudite_edge.outputs.results import Result
     from erudite_edge.sources.base import Item
 
     target = tmp_path / "x.jsonl"
     sink = JsonlSink(target)
-    sink.write(Result(0, "a", [Prediction(1, 0, "red", "warm", 0.9)]), Item(0, "a", None))
+    sink.write(Result(0, "a", [ClassScore(1, 0, "red", "warm", 0.9)]), Item(0, "a", None))
     assert read_jsonl(target)[0]["predictions"][0]["label"] == "red"  # before commit
     sink.abort()
     assert read_jsonl(target)[0]["label"] == "red"
@@ -423,7 +423,7 @@ def test_jsonl_sink_appends_each_result_at_once(tmp_path: Path) -> None:
 def test_live_source_takes_the_newest_frame(erudite: Bundle) -> None:
     """A live source through the pipeline: frames in capture order, none queued behind the model (a
     frame the model had no time for is dropped and counted), every result stamped with its age."""
-    from erudite_edge.outputs.sinks import Sink
+    from erudite_edge.outputs.results import Sink
 
     src = open_source("testsrc://60?hold=1&frames=40&colors=ff0000,00ffff", reconnect=0)
     seen: list = []
@@ -432,7 +432,7 @@ def test_live_source_takes_the_newest_frame(erudite: Bundle) -> None:
         def write(self, result, item) -> None:
             seen.append(result)
 
-    classifier = load_classifier(erudite, announce=None)
+    classifier = load_model(erudite, announce=None)
     predict = classifier.predict
 
     def slow(batch):  # a model slower than the camera: 40 ms a call against 16.7 ms a frame
@@ -461,14 +461,14 @@ def test_progress_bar_on_a_terminal(erudite: Bundle, color_folder: Path) -> None
     from rich.console import Console
 
     console = Console(file=io.StringIO(), force_terminal=True, width=100)
-    summary = Pipeline(load_classifier(erudite, announce=None), erudite.labels, erudite.preprocess, batch=3,
+    summary = Pipeline(load_model(erudite, announce=None), erudite.labels, erudite.preprocess, batch=3,
                        console=console).run(open_source(str(color_folder)))
     assert summary.frames == 8 and summary.fps > 0
     assert summary.ms_per_frame(summary.stage_ms["inference"]) > 0
 
 
 def test_display_on_a_build_without_gui_warns_and_continues(monkeypatch) -> None:
-    from erudite_edge.outputs.sinks import open_display
+    from erudite_edge.outputs.video import open_display
 
     monkeypatch.setenv("DISPLAY", ":99")
     try:
@@ -541,7 +541,7 @@ def test_chunked_inference_sums_device_time() -> None:
 
 
 def test_per_frame_times_divide_model_stages_by_classified_frames() -> None:
-    from erudite_edge.outputs.sinks import RunSummary
+    from erudite_edge.outputs.results import RunSummary
 
     s = RunSummary(source="folder", backend="onnxruntime", frames=4, skipped=4)
     assert s.ms_per_frame(80.0, "decode") == 10.0  # every file was decoded
@@ -580,7 +580,7 @@ def test_zoo_times_each_role_checks_shapes_and_closes_every_runner(zoo: Bundle, 
         return made[role]
 
     monkeypatch.setattr(zr, "load_runner", fake_load)
-    runner = ZooRunner(zoo, announce=None)
+    runner = ZooModel(zoo, announce=None)
     x = zoo_batch(zoo, ["red", "blue"])
     t0 = time.perf_counter()
     coarse = runner._run("coarse", x)
@@ -602,7 +602,7 @@ def test_zoo_times_each_role_checks_shapes_and_closes_every_runner(zoo: Bundle, 
 
     monkeypatch.setattr(zr, "load_runner", failing_load)
     with pytest.raises(BundleError, match="cannot load"):
-        ZooRunner(zoo, announce=None)
+        ZooModel(zoo, announce=None)
     assert set(made) == {"coarse", "fine:warm"} and all(r.closed for r in made.values())
 
 
@@ -625,26 +625,26 @@ def test_zoo_scores_sums_device_stages_skips_unrouted_models_and_times_roles(zoo
     import types
 
     import erudite_edge.inference.models as zr
-    from erudite_edge.outputs.sinks import softmax
+    from erudite_edge.core.scores import softmax
 
     with pytest.raises(BundleError, match="an erudite bundle, not a zoo; run it with --bundle"):
-        ZooRunner(erudite, announce=None)
+        ZooModel(erudite, announce=None)
     made: dict[str, _Scripted] = {}
     options: list[dict] = []
     script = {"coarse": ([[2.0, 0.0], [1.0, 0.5], [3.0, 1.0]], {"h2d": 1.0, "compute": 2.0}),
               "fine:warm": ([[0.0, 1.0], [1.0, 0.0], [2.0, 0.0]], {"compute": 0.5, "d2h": 0.25}),
               "fine:cool": ([[0.0, 0.0]] * 3, {"compute": 9.0})}
 
-    def scripted_load(bundle, role, *a, **k):  # noqa: ANN001, ANN002, ANN003
-        options.append(k)
+    def scripted_load(bundle, role, opts, **k):  # noqa: ANN001, ANN003
+        options.append(opts)
         made[role] = _Scripted(*script[role])
         return made[role]
 
     clock = iter([2.0, 5.0, 7.0, 7.5, 10.0, 10.25, 11.0, 11.5, 12.0, 12.5, 13.0, 13.5, 14.0, 14.5, 15.0, 15.5])  # two reads per model call
     monkeypatch.setattr(zr, "load_runner", scripted_load)
     monkeypatch.setattr(zr, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
-    runner = ZooRunner(zoo, announce=None)
-    assert [o["spinning"] for o in options] == [False] * 3  # spinning only when asked for
+    runner = ZooModel(zoo, announce=None)
+    assert [o.spinning for o in options] == [False] * 3  # spinning only when asked for
     x = zoo_batch(zoo, ["red", "blue", "yellow"])
     probs = runner.predict(x)
     # every image routed to warm: cool's model never runs, its classes score 0

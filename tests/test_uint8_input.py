@@ -17,13 +17,14 @@ import torch
 from erudite_edge.backends.onnxruntime_runner import OnnxRuntimeRunner
 from erudite_edge.inference.batch_buffer import InputRing
 from erudite_edge.core.bundle import Bundle
-from erudite_edge.core.check_set import check_bundle
+from erudite_edge.inference.check import check_bundle
 from erudite_edge.core.check_set import load_check_set
 from erudite_edge.cli.app import main
 from erudite_edge.errors import BundleError
 from erudite_edge.core.labels import LabelSpace
 from erudite_edge.inference.pipeline import Pipeline
-from erudite_edge.inference.pipeline import load_classifier
+from erudite_edge.backends.registry import RunnerOptions
+from erudite_edge.inference.models import load_model
 from erudite_edge.core.preprocess import PreprocessSpec
 from erudite_edge.core.preprocess import load_image
 from erudite_edge.core.preprocess import normalize
@@ -154,7 +155,7 @@ def _training_eval_items(paths: list[Path], spec: PreprocessSpec) -> np.ndarray:
 
 def test_pipeline_on_uint8_bundle_uses_views_of_one_buffer(bundles: dict[str, Bundle], photos: Path) -> None:
     b = bundles["uint8"]
-    clf = load_classifier(b, "onnxruntime", "fp32", announce=None)
+    clf = load_model(b, RunnerOptions("onnxruntime", "fp32"), announce=None)
     seen: list[np.ndarray] = []
     predict = clf.predict
     clf.predict = lambda x: (seen.append(x), predict(x))[1]  # type: ignore[method-assign]
@@ -225,7 +226,7 @@ def test_fp16_and_int8_follow_a_uint8_bundle(bundles: dict[str, Bundle], photos:
         assert not quantized & kept_float
         if precision == "int8":
             assert quantized, "an INT8 model without Q/DQ"
-        (result,) = check_bundle(root, "onnxruntime", precision)
+        (result,) = check_bundle(Bundle.load(root), RunnerOptions("onnxruntime", precision))
         assert result.count == len(load_check_set(b).inputs) and result.top1_agreement >= 0.75
 
 

@@ -1,4 +1,4 @@
-"""Choosing and loading an inference backend for one model role of a bundle.
+"""Choosing and loading an inference backend for one model role of a bundle: the registry.
 
 `auto` takes the fastest one available, in this order:
   tensorrt     a TensorRT engine of the asked precision is in the bundle and TensorRT is importable
@@ -10,21 +10,26 @@ of them (and every device without torch) still runs.
 `--backend tensorrt` on a bundle without an engine of the asked precision builds one on first use
 (its check set run, the engine cached under a key of model, TensorRT, GPU, precision and batch
 profile: erudite_edge/backends/tensorrt/cache.py) instead of failing; `auto` never builds, it says how to.
+
+How to run is one frozen `RunnerOptions` (shared by `run`, `check`, `bench`, the API); which backend runs
+is decided once per load (`choose_backend`, TensorRT probed once) into a `BackendChoice` that the loader
+and every member of a zoo reuse. Each backend is one `Backend` entry in `REGISTRY`: its loader and the
+runner options it takes; an option set for a backend that does not take it is warned about and ignored.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-import inspect
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
-from erudite_edge.core.bundle import Bundle
-from erudite_edge.errors import BackendUnavailable, BundleError
 from erudite_edge.backends.base import Runner
+from erudite_edge.core.bundle import PRECISIONS, Bundle
+from erudite_edge.errors import BackendUnavailable, BundleError, UsageError
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 TENSORRT_MODULE = "erudite_edge.backends.tensorrt.runner"
@@ -33,15 +38,63 @@ TENSORRT_HELP = (
     "--system-site-packages) and `pip install polygraphy`; elsewhere `pip install 'erudite-edge[trt]'`"
 )
 TORCH_HELP = "the torch backend runs a training checkpoint: pass --checkpoint RUN (and have torch installed)"
+ENGINE_PRECISION_ORDER = ("fp16", "int8", "fp32")
+
+Announce = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    """How to run a bundle's models. `precision` "auto": the bundle's TensorRT engine (fp16, then int8,
+    then fp32) where TensorRT runs, else the fp32 ONNX model. `threads`, `spinning`: ONNX Runtime's
+    intra-op threads and thread spinning (off: see onnxruntime_runner). `cuda_graph`, `data_transfers`:
+    TensorRT execution through a captured CUDA graph / without host<->device copies (trtexec's
+    --useCudaGraph / --noDataTransfers), for benchmarks."""
+
+    backend: str = "auto"
+    precision: str = "auto"
+    threads: int | None = None
+    spinning: bool = False
+    cuda_graph: bool = False
+    data_transfers: bool = True
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise UsageError(f"backend {self.backend!r}: one of {', '.join(BACKENDS)}")
+        if self.precision not in ("auto", *PRECISIONS, "best"):
+            raise UsageError(f"precision {self.precision!r}: one of auto, {', '.join(PRECISIONS)} (best: a TensorRT "
+                             "engine built with INT8 and FP16)")
+        if self.threads is not None and self.threads < 1:
+            raise UsageError(f"threads {self.threads}: at least 1")
+
+    def replace(self, **changes: Any) -> "RunnerOptions":
+        return dataclasses.replace(self, **changes)
+
+    def set_options(self) -> dict[str, Any]:
+        """The backend-specific options that differ from their defaults (bench records them)."""
+        return {**({"cuda_graph": True} if self.cuda_graph else {}),
+                **({"data_transfers": False} if not self.data_transfers else {})}
 
 
 @dataclass(frozen=True)
 class BackendChoice:
-    backend: str  # "tensorrt" or "onnxruntime"
-    fmt: str  # the model format it runs: "engine" or "onnx"
+    backend: str  # "tensorrt", "onnxruntime" or "torch"
+    fmt: str  # the model format it runs: "engine", "cache" (built on first use), "onnx" or "checkpoint"
     reason: str  # one line: why this one (and why not the faster ones)
+    precision: str = "fp32"  # resolved: never "auto"
+    module: ModuleType | None = field(default=None, compare=False, repr=False)  # the probed TensorRT runner
 
 
+@dataclass(frozen=True)
+class Backend:
+    """One entry of the registry: how to load a runner, and which backend-specific options it takes."""
+
+    name: str
+    load: Callable[[Bundle, str, RunnerOptions, BackendChoice, Announce], Runner]
+    takes: frozenset[str] = frozenset()
+
+
+# -- probing ----------------------------------------------------------------------------------------
 def _tensorrt_module() -> tuple[ModuleType | None, str]:
     """The TensorRT runner module and "" when TensorRT can run here, else (None, why not)."""
     try:
@@ -71,16 +124,10 @@ def _onnxruntime_module() -> tuple[ModuleType | None, str]:
     return onnxruntime_runner, ""
 
 
-ENGINE_PRECISION_ORDER = ("fp16", "int8", "fp32")
-
-
-def resolve_precision(bundle: Bundle, backend: str = "auto", precision: str = "auto", role: str | None = None) -> str:
-    """`auto`: where TensorRT can run, the first engine the bundle holds in the order fp16, int8, fp32
-    (what `export engine` builds on the device); otherwise fp32 (the ONNX model every bundle has)."""
+def _resolve(bundle: Bundle, backend: str, precision: str, role: str, trt: ModuleType | None) -> str:
     if precision != "auto":
         return precision
-    role = role or bundle.roles()[0]
-    if backend in ("auto", "tensorrt") and _tensorrt_module()[0] is not None:
+    if backend in ("auto", "tensorrt") and trt is not None:
         for p in ENGINE_PRECISION_ORDER:
             if bundle.find(role, p, "engine") is not None:
                 return p
@@ -89,40 +136,61 @@ def resolve_precision(bundle: Bundle, backend: str = "auto", precision: str = "a
     return "fp32"
 
 
-def choose_backend(bundle: Bundle, role: str = "main", backend: str = "auto", precision: str = "fp32") -> BackendChoice:
-    """Decide which backend runs `role` at `precision`; raise BackendUnavailable / BundleError when none can."""
-    if backend not in BACKENDS:
-        raise BackendUnavailable(f"unknown backend {backend!r}; one of {', '.join(BACKENDS)}")
+def resolve_precision(bundle: Bundle, backend: str = "auto", precision: str = "auto", role: str | None = None) -> str:
+    """`auto`: where TensorRT can run, the first engine the bundle holds in the order fp16, int8, fp32
+    (what `export engine` builds on the device); otherwise fp32 (the ONNX model every bundle has)."""
+    if precision != "auto":
+        return precision
+    trt = _tensorrt_module()[0] if backend in ("auto", "tensorrt") else None
+    return _resolve(bundle, backend, precision, role or bundle.roles()[0], trt)
+
+
+# -- choosing ---------------------------------------------------------------------------------------
+def choose_backend(bundle: Bundle, role: str = "main", options: RunnerOptions | None = None, *,
+                   precision: str | None = None, like: BackendChoice | None = None) -> BackendChoice:
+    """Decide which backend runs `role` and at which precision (TensorRT probed once, here); raise
+    BackendUnavailable / BundleError when none can. `precision` overrides options.precision. `like`: the
+    choice made for another role of the same bundle (a zoo's members): the same backend and precision,
+    TensorRT not probed again."""
+    if like is not None:
+        options = (options or RunnerOptions()).replace(backend=like.backend, precision=like.precision)
+    opts = options or RunnerOptions()
+    backend = opts.backend
+    asked = precision or opts.precision
     if backend == "torch":
         if not bundle.meta.get("checkpoint"):
             raise BackendUnavailable(TORCH_HELP)
-        return BackendChoice("torch", "checkpoint", f"asked for; checkpoint {bundle.meta['checkpoint']}")
+        p = "fp32" if asked == "auto" else asked
+        return BackendChoice("torch", "checkpoint", f"asked for; checkpoint {bundle.meta['checkpoint']}", p)
+    if like is not None and like.module is not None:
+        trt, trt_why = like.module, ""
+    else:
+        trt, trt_why = _tensorrt_module() if backend in ("auto", "tensorrt") else (None, "not asked for")
+    p = _resolve(bundle, backend, asked, role, trt)
     if backend == "tensorrt":
-        mod, why = _tensorrt_module()
-        if mod is None:
-            raise BackendUnavailable(f"--backend tensorrt: {why}; {TENSORRT_HELP}; or use --backend onnxruntime")
-        if bundle.find(role, precision, "engine") is not None:
-            return BackendChoice("tensorrt", "engine", f"asked for; {precision} engine in the bundle")
-        # No engine in the bundle: build one on first use (cached; erudite_edge/backends/tensorrt/build.py engine_on_first_use).
-        return BackendChoice("tensorrt", "cache", f"asked for; {precision} engine built on first use and cached")
+        if trt is None:
+            raise BackendUnavailable(f"--backend tensorrt: {trt_why}; {TENSORRT_HELP}; or use --backend onnxruntime")
+        if bundle.find(role, p, "engine") is not None:
+            return BackendChoice("tensorrt", "engine", f"asked for; {p} engine in the bundle", p, trt)
+        # No engine in the bundle: build one on first use (cached; backends/tensorrt/build.py engine_on_first_use).
+        return BackendChoice("tensorrt", "cache", f"asked for; {p} engine built on first use and cached", p, trt)
     if backend == "onnxruntime":
         from erudite_edge.backends.onnxruntime_runner import import_onnxruntime
 
         import_onnxruntime()  # BackendUnavailable saying how to install it
-        bundle.entry(role, precision, "onnx")
-        return BackendChoice("onnxruntime", "onnx", "asked for")
+        bundle.entry(role, p, "onnx")
+        return BackendChoice("onnxruntime", "onnx", "asked for", p)
 
     # auto
-    trt, trt_why = _tensorrt_module()
     if trt is not None:
-        if bundle.find(role, precision, "engine") is not None:
-            return BackendChoice("tensorrt", "engine", f"fastest available; {precision} engine in the bundle")
-        trt_why = (f"no {precision} TensorRT engine in the bundle (build one on this device: "
-                   f"`erudite-edge export engine --bundle {bundle.root} --precision {precision}`)")
+        if bundle.find(role, p, "engine") is not None:
+            return BackendChoice("tensorrt", "engine", f"fastest available; {p} engine in the bundle", p, trt)
+        trt_why = (f"no {p} TensorRT engine in the bundle (build one on this device: "
+                   f"`erudite-edge export engine --bundle {bundle.root} --precision {p}`)")
     ort, ort_why = _onnxruntime_module()
     if ort is not None:
-        bundle.entry(role, precision, "onnx")  # BundleError: no ONNX model of this precision
-        return BackendChoice("onnxruntime", "onnx", f"tensorrt skipped: {trt_why}")
+        bundle.entry(role, p, "onnx")  # BundleError: no ONNX model of this precision
+        return BackendChoice("onnxruntime", "onnx", f"tensorrt skipped: {trt_why}", p)
     raise BackendUnavailable(
         f"no backend can run this bundle here: tensorrt: {trt_why}; onnxruntime: {ort_why} "
         "(`pip install onnxruntime`, or the onnxruntime-gpu wheel for your JetPack)"
@@ -133,95 +201,83 @@ def announce_stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def load_runner(
-    bundle: Bundle,
-    role: str = "main",
-    backend: str = "auto",
-    precision: str = "fp32",
-    threads: int | None = None,
-    announce: Callable[[str], None] | None = announce_stderr,
-    spinning: bool = False,
-    options: Mapping[str, Any] | None = None,
-) -> Runner:
-    """Load the model for `role` on the chosen backend. Says on stderr (via `announce`; None: quiet)
-    which backend it picked and why. `spinning`: ONNX Runtime's thread spinning (off: see
-    onnxruntime_runner). `options`: keyword options for the runner that only some backends take
-    (TensorRT's `cuda_graph`, `data_transfers`, as trtexec's --useCudaGraph / --noDataTransfers);
-    a backend whose runner does not take one ignores it with a RuntimeWarning."""
-    ignored = dict(options or {})
-    choice = choose_backend(bundle, role, backend, precision)
-    if choice.backend == "torch":
-        from erudite_edge.backends.torch_runner import TorchRunner
+# -- loaders, one per backend -----------------------------------------------------------------------
+def _load_torch(bundle: Bundle, role: str, options: RunnerOptions, choice: BackendChoice, log: Announce) -> Runner:
+    from erudite_edge.backends.torch_runner import TorchRunner
 
-        runner: Runner = TorchRunner(bundle.meta["checkpoint"], role=role, precision=precision)
-        _warn_ignored("torch", ignored)
-        if announce is not None:
-            announce(f"backend: torch {precision} on {runner.describe()['device']} ({choice.reason})")
-        return runner
-    if choice.fmt == "cache":
-        runner = _cached_engine_runner(bundle, role, precision, announce)
-        _warn_ignored("tensorrt", ignored)
-        if announce is not None:
-            announce(f"backend: tensorrt {precision} ({choice.reason}: {runner.describe()['engine']})")
-        return runner
-    entry = bundle.entry(role, precision, choice.fmt)
-    if choice.backend == "tensorrt":
+    return TorchRunner(bundle.meta["checkpoint"], role=role, precision=choice.precision)
+
+
+def _load_tensorrt(bundle: Bundle, role: str, options: RunnerOptions, choice: BackendChoice, log: Announce) -> Runner:
+    mod = choice.module
+    if mod is None:  # a choice made by hand (tests): probe now
         mod, why = _tensorrt_module()
-        if mod is None:  # pragma: no cover - checked by choose_backend a moment ago
+        if mod is None:
             raise BackendUnavailable(f"tensorrt: {why}")
-        cls = mod.TensorRTRunner
-        # from_bundle reads the engine's sidecar (rebuild hint, expected outputs) as well
-        factory = cls.from_bundle if hasattr(cls, "from_bundle") else cls
-        taken = {k: v for k, v in ignored.items() if takes_keyword(factory, k)}
-        ignored = {k: v for k, v in ignored.items() if k not in taken}
-        runner = factory(bundle, role, precision, **taken) if factory is not cls else cls(bundle, entry, **taken)
-    else:
-        from erudite_edge.backends.ort_tensorrt_ep import tensorrt_ep_options
-        from erudite_edge.backends.onnxruntime_runner import OnnxRuntimeRunner
+    if choice.fmt == "cache":
+        from erudite_edge.backends.tensorrt.build import engine_on_first_use
 
-        # Used only where this onnxruntime has the TensorRT EP. INT8 there needs the TensorRT Q/DQ layout.
-        ep_precision = "fp16" if precision == "int8" and (entry.info or {}).get("target", "tensorrt") != "tensorrt" else precision
-        trt_ep = tensorrt_ep_options(ep_precision, bundle.preprocess, entry.input)
-        runner = OnnxRuntimeRunner(bundle.path(entry), precision=precision, threads=threads, spinning=spinning,
-                                   trt_options=trt_ep)
-    _warn_ignored(choice.backend, ignored)
+        path = engine_on_first_use(bundle, role, choice.precision, log=log)
+        return mod.TensorRTRunner(path, precision=choice.precision, expected_outputs=bundle.expected_outputs(role))
+    # from_bundle reads the engine's sidecar (rebuild hint, expected outputs) as well
+    return mod.TensorRTRunner.from_bundle(bundle, role, choice.precision)
+
+
+def _load_onnxruntime(bundle: Bundle, role: str, options: RunnerOptions, choice: BackendChoice, log: Announce) -> Runner:
+    from erudite_edge.backends.onnxruntime_runner import OnnxRuntimeRunner
+    from erudite_edge.backends.ort_tensorrt_ep import tensorrt_ep_options
+
+    precision = choice.precision
+    entry = bundle.entry(role, precision, "onnx")
+    # Used only where this onnxruntime has the TensorRT EP. INT8 there needs the TensorRT Q/DQ layout.
+    ep_precision = "fp16" if precision == "int8" and (entry.info or {}).get("target", "tensorrt") != "tensorrt" else precision
+    trt_ep = tensorrt_ep_options(ep_precision, bundle.preprocess, entry.input)
+    runner = OnnxRuntimeRunner(bundle.path(entry), precision=precision, threads=options.threads,
+                               spinning=options.spinning, trt_options=trt_ep)
     outputs = runner_outputs(runner)
     expected = bundle.expected_outputs(role)
     if outputs is not None and outputs != expected:
         runner.close()
         raise BundleError(f"{bundle.path(entry)}: model gives {outputs} outputs but role {role!r} needs {expected} "
                           "(the label table and the model disagree)")
-    if announce is not None:
-        detail = runner.describe()
-        providers = detail.get("providers")
-        extra = f", {providers[0]}" if providers else ""
-        announce(f"backend: {choice.backend} {precision}{extra} ({choice.reason})")
     return runner
 
 
-def _warn_ignored(backend: str, ignored: Mapping[str, Any]) -> None:
+REGISTRY: dict[str, Backend] = {
+    "tensorrt": Backend("tensorrt", _load_tensorrt),
+    "onnxruntime": Backend("onnxruntime", _load_onnxruntime),
+    "torch": Backend("torch", _load_torch),
+}
+
+def load_runner(
+    bundle: Bundle,
+    role: str = "main",
+    options: RunnerOptions | None = None,
+    *,
+    choice: BackendChoice | None = None,
+    announce: Announce | None = announce_stderr,
+) -> Runner:
+    """Load the model for `role` with `options` (or the backend already chosen: `choice`, as a zoo does for
+    its members). Says (via `announce`; None: quiet) which backend it picked and why. A backend-specific
+    option set for a backend that does not take it is ignored with a RuntimeWarning."""
+    opts = options or RunnerOptions()
+    choice = choice or choose_backend(bundle, role, opts)
+    backend = REGISTRY[choice.backend]
+    ignored = {k: v for k, v in opts.set_options().items() if k not in backend.takes}
     if ignored:
-        warnings.warn(f"{backend} runner ignores {', '.join(f'{k}={v}' for k, v in ignored.items())} "
-                      "(an option this backend's runner does not take)", RuntimeWarning, stacklevel=3)
-
-
-def takes_keyword(fn: Callable[..., Any], name: str) -> bool:
-    """Whether `fn` accepts the keyword argument `name` (by name or through **kwargs)."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
-def _cached_engine_runner(bundle: Bundle, role: str, precision: str, announce: Callable[[str], None] | None) -> Runner:
-    """The engine for (role, precision) from the engine cache, built now if missing or stale."""
-    from erudite_edge.backends.tensorrt.build import engine_on_first_use
-
-    from erudite_edge.backends.tensorrt.runner import TensorRTRunner
-
-    path = engine_on_first_use(bundle, role, precision, log=announce or announce_stderr)
-    return TensorRTRunner(path, precision=precision, expected_outputs=bundle.expected_outputs(role))
+        warnings.warn(f"{backend.name} runner ignores {', '.join(f'{k}={v}' for k, v in ignored.items())} "
+                      "(an option this backend's runner does not take)", RuntimeWarning, stacklevel=2)
+    runner = backend.load(bundle, role, opts, choice, announce or announce_stderr)
+    if announce is not None:
+        if choice.backend == "torch":
+            announce(f"backend: torch {choice.precision} on {runner.describe()['device']} ({choice.reason})")
+        elif choice.fmt == "cache":
+            announce(f"backend: tensorrt {choice.precision} ({choice.reason}: {runner.describe()['engine']})")
+        else:
+            providers = runner.describe().get("providers")
+            extra = f", {providers[0]}" if providers else ""
+            announce(f"backend: {choice.backend} {choice.precision}{extra} ({choice.reason})")
+    return runner
 
 
 def runner_outputs(runner: Runner) -> int | None:
@@ -236,4 +292,5 @@ def runner_outputs(runner: Runner) -> int | None:
     return dim if isinstance(dim, int) and dim > 0 else None
 
 
-__all__ = ["BACKENDS", "BackendChoice", "Runner", "choose_backend", "load_runner", "resolve_precision"]
+__all__ = ["BACKENDS", "REGISTRY", "Backend", "BackendChoice", "RunnerOptions", "announce_stderr", "choose_backend",
+           "load_runner", "resolve_precision"]

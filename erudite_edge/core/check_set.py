@@ -13,7 +13,6 @@ Pure numpy on the device side (no torch): the runner is any backends.Runner.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -26,6 +25,7 @@ from erudite_edge.core.bundle import default_filename
 from erudite_edge.errors import BundleError, EruditeError
 from erudite_edge.core.fileio import atomic_path
 from erudite_edge.core.fileio import sha256_file
+from erudite_edge.core.compare import compare_logits
 
 CHECK_DIR = "checkset"
 INPUTS_FILE = f"{CHECK_DIR}/inputs.npy"
@@ -151,15 +151,6 @@ class CheckResult:
         )
 
 
-def compare(reference: np.ndarray, got: np.ndarray) -> tuple[float, float, float]:
-    """(top-1 agreement, max |diff|, mean |diff|) of logits `got` against `reference`."""
-    if got.shape != reference.shape:
-        raise BundleError(f"the model gives logits of shape {list(got.shape)}, the check set expects {list(reference.shape)}")
-    diff = np.abs(got.astype(np.float64) - reference.astype(np.float64))
-    agree = float(np.mean(np.argmax(got, axis=1) == np.argmax(reference, axis=1)))
-    return agree, float(diff.max()), float(diff.mean())
-
-
 def run_check(
     runner: Any,
     check: CheckSet,
@@ -170,7 +161,13 @@ def run_check(
 ) -> CheckResult:
     """Run the check set's inputs through `runner` (a backends.Runner) and compare with the FP32 outputs."""
     got = np.asarray(runner.infer_chunked(check.inputs), dtype=np.float32)
-    agree, max_diff, mean_diff = compare(check.outputs[role], got)
+    reference = check.outputs[role]
+    if got.shape != reference.shape:
+        raise BundleError(f"the model gives logits of shape {list(got.shape)}, the check set expects {list(reference.shape)}")
+    name = backend or str(getattr(runner, "backend", "?"))
+    agreement = compare_logits(reference, got, reference_name="fp32 check set", candidate_name=f"{name} {precision}",
+                               source=check.source)
+    agree, max_diff, mean_diff = agreement.top1_agreement, agreement.max_abs_diff, agreement.mean_abs_diff
     threshold = MIN_AGREEMENT.get(precision, 0.97) if min_agreement is None else min_agreement
     return CheckResult(
         role=role,
@@ -202,28 +199,3 @@ def enforce(results: list[CheckResult], accept_drop: bool, warn: Callable[[str],
     raise AccuracyDrop(f"{line}; pass --accept-accuracy-drop to use it anyway, or use a higher precision")
 
 
-def check_bundle(
-    bundle_dir: str | os.PathLike[str],
-    backend: str = "onnxruntime",
-    precision: str = "fp32",
-    role: str | None = None,
-    announce: Callable[[str], None] | None = None,
-) -> list[CheckResult]:
-    """Load each role of the bundle on (backend, precision), run the check set, return the results."""
-    from erudite_edge.backends.registry import load_runner
-
-    bundle = Bundle.load(bundle_dir)
-    check = load_check_set(bundle)
-    roles = bundle.roles()
-    if role is not None:
-        if role not in roles:
-            raise BundleError(f"--role {role!r}: this {bundle.kind} bundle has roles {', '.join(roles)}")
-        roles = [role]
-    results = []
-    for r in roles:
-        runner = load_runner(bundle, r, backend, precision, announce=announce)
-        try:
-            results.append(run_check(runner, check, r, precision, backend=runner.backend))
-        finally:
-            runner.close()
-    return results

@@ -73,10 +73,6 @@ def signal_handlers(signals: Iterable[int], handler: Callable[[int, Any], Any]) 
             signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
-
-
-
-
 @contextmanager
 def stop_signals_deferred() -> Iterator[None]:
     """Hold SIGINT/SIGTERM/SIGHUP for the few system calls of a commit (two renames); one that arrives

@@ -10,21 +10,44 @@
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from erudite_edge.errors import UsageError
 from erudite_edge.core.labels import LabelSpace
-from erudite_edge.outputs.sinks import Prediction
-from erudite_edge.outputs.sinks import top_k
+from erudite_edge.core.scores import ClassScore
+from erudite_edge.core.scores import top_k
 
 UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)
+class AnswerOptions:
+    """The answer rules of `run` and the API: `topk` classes per image, `min_confidence` (below it the answer
+    is "unknown"), `smooth` (mean of the last N frames' probabilities), `datasets` (restrict the joint label
+    space to these data sets; None: all)."""
+
+    topk: int = 5
+    min_confidence: float = 0.0
+    smooth: int = 1
+    datasets: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.topk < 1:
+            raise UsageError(f"--topk {self.topk}: give 1 or more")
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise UsageError(f"--min-confidence {self.min_confidence}: give a probability between 0 and 1")
+        if self.smooth < 1:
+            raise UsageError(f"--smooth {self.smooth}: give 1 or more frames")
+
+    def replace(self, **changes: object) -> "AnswerOptions":
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
 class Answer:
-    predictions: list[Prediction]  # top-k over the (restricted) joint label space
+    predictions: list[ClassScore]  # top-k over the (restricted) joint label space
     label: str  # the top-1 class, or "unknown" below --min-confidence
     dataset: str  # the top-1 class's data set ("" when unknown)
     score: float  # the top-1 probability
@@ -44,6 +67,12 @@ def parse_datasets(spec: str | None, labels: LabelSpace) -> list[str] | None:
 
 class Answerer:
     """Turns (B, K) probabilities into Answers, frame after frame (smoothing keeps state)."""
+
+    @classmethod
+    def from_options(cls, labels: LabelSpace, options: AnswerOptions) -> "Answerer":
+        """`options.datasets` checked against the bundle's data sets (UsageError naming them)."""
+        chosen = parse_datasets(",".join(options.datasets), labels) if options.datasets else None
+        return cls(labels, options.topk, min_confidence=options.min_confidence, smooth=options.smooth, datasets=chosen)
 
     def __init__(self, labels: LabelSpace, topk: int, *, min_confidence: float = 0.0, smooth: int = 1,
                  datasets: list[str] | None = None):
@@ -81,7 +110,7 @@ class Answerer:
             sub_probs = np.stack(rows).astype(np.float32)
         out = []
         for row, preds in zip(sub_probs, top_k(sub_probs, self.sub, self.topk)):
-            preds = [Prediction(p.rank, int(self._columns[p.class_id]), p.label, p.dataset, p.score) for p in preds]
+            preds = [ClassScore(p.rank, int(self._columns[p.class_id]), p.label, p.dataset, p.score) for p in preds]
             mass = {d: float(row[self._bounds[i]:self._bounds[i + 1]].sum()) for i, d in enumerate(self.sub.datasets)}
             top = preds[0]
             sure = top.score >= self.min_confidence

@@ -1,6 +1,10 @@
-"""The two-stage zoo (the paper's "Single" baseline: one model per data set plus a router).
+"""The models the pipeline runs, both in the joint label space: preprocessed batch -> (B, K) probabilities.
 
-A coarse model picks the data set of each image; the images are grouped by that choice and each
+`EruditeModel`: the erudite model, one runner (role "main") whose logits cover the joint label space.
+`ZooModel`: the two-stage zoo (the paper's "Single" baseline: one model per data set plus a router).
+`load_model(bundle, options)` gives the one a bundle holds. `Model` is the interface the pipeline needs.
+
+The zoo: A coarse model picks the data set of each image; the images are grouped by that choice and each
 group goes to its data set's fine model; the results are scattered back into input order, in the
 joint label space, so the same top-k and output code serves the erudite model and the zoo.
 
@@ -16,53 +20,107 @@ which a bare fine softmax would hide.
 
 from __future__ import annotations
 
-import sys
 import time
-from typing import Any, Callable, Mapping
+from typing import Callable, Protocol
 
 import numpy as np
 
-from erudite_edge.backends.registry import announce_stderr, choose_backend, load_runner
 from erudite_edge.backends.base import Runner
-from erudite_edge.core.bundle import Bundle
-from erudite_edge.core.bundle import fine_role
+from erudite_edge.backends.registry import RunnerOptions, announce_stderr, choose_backend, load_runner
+from erudite_edge.core.bundle import Bundle, fine_role
+from erudite_edge.core.labels import LabelSpace
+from erudite_edge.core.scores import softmax
 from erudite_edge.errors import BundleError
-from erudite_edge.outputs.sinks import softmax
+
+Announce = Callable[[str], None]
 
 
-class ZooRunner:
+class Model(Protocol):
+    """A model in the joint label space: preprocessed batch -> (B, num_classes) probabilities."""
+
+    backend: str
+    role_ms: dict[str, float]
+
+    def predict(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+class EruditeModel:
+    """The erudite model: one runner (role "main") whose logits cover the joint label space."""
+
+    def __init__(self, runner: Runner, labels: LabelSpace, backend: str | None = None, attention: bool = False):
+        self.runner = runner
+        self.labels = labels
+        self.backend = backend or runner.backend
+        self.role_ms: dict[str, float] = {"main": 0.0}
+        # attention: each predict also reads the attention masks (runner.infer_attention) into last_attention
+        self.attention = attention
+        self.last_attention: np.ndarray | None = None
+
+    @property
+    def precision(self) -> str:
+        return self.runner.precision
+
+    @property
+    def last_stage_ms(self) -> dict[str, float] | None:
+        """The last call's device stages (h2d, compute, d2h) where the backend measures them."""
+        return self.runner.last_stage_ms
+
+    def host_allocator(self) -> Callable[[int], np.ndarray] | None:
+        """Where to put input batches (the runner's page-locked memory on TensorRT; None on a CPU backend)."""
+        return self.runner.host_allocator()
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        if self.attention:
+            logits, self.last_attention = self.runner.infer_attention(batch)  # type: ignore[attr-defined]
+        else:
+            logits = self.runner.infer_chunked(batch)
+        self.role_ms["main"] += (time.perf_counter() - t0) * 1e3
+        if logits.ndim != 2 or logits.shape != (len(batch), self.labels.num_classes):
+            raise BundleError(f"model returned shape {tuple(logits.shape)}, expected ({len(batch)}, {self.labels.num_classes})")
+        return softmax(logits)
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+def load_model(bundle: Bundle, options: RunnerOptions | None = None, announce: Announce | None = None) -> Model:
+    """The erudite model of an erudite bundle, or the two-stage ZooModel of a zoo bundle, loaded with
+    `options` (backends.registry.RunnerOptions; a backend-specific option another backend does not take is
+    warned about and ignored). `announce`: where to say which backend was picked (None: stderr)."""
+    say = announce if announce is not None else announce_stderr
+    if bundle.kind == "zoo":
+        return ZooModel(bundle, options, announce=say)
+    return EruditeModel(load_runner(bundle, "main", options, announce=say), bundle.labels)
+
+
+class ZooModel:
     """Holds runners for role "coarse" and each "fine:<dataset>"; `predict` maps a preprocessed batch
     to (B, num_classes) joint probabilities. `role_ms` sums inference time per role;
     `last_groups` / `last_coarse` tell how the last batch was routed."""
 
-    def __init__(
-        self,
-        bundle: Bundle,
-        backend: str = "auto",
-        precision: str = "fp32",
-        threads: int | None = None,
-        announce: Callable[[str], None] | None = announce_stderr,
-        spinning: bool = False,
-        options: Mapping[str, Any] | None = None,
-    ):
+    def __init__(self, bundle: Bundle, options: RunnerOptions | None = None, announce: Announce | None = announce_stderr):
         if bundle.kind != "zoo":
             raise BundleError(f"{bundle.root}: an {bundle.kind} bundle, not a zoo; run it with --bundle")
         self.bundle = bundle
         self.labels = bundle.labels
-        self.precision = precision
-        choice = choose_backend(bundle, "coarse", backend, precision)
+        opts = options or RunnerOptions()
+        choice = choose_backend(bundle, "coarse", opts)
         self.backend = choice.backend
+        self.precision = choice.precision
         self.runners: dict[str, Runner] = {}
         try:
             for role in bundle.roles():
                 # the same backend for every member, so timings compare and one library is loaded
-                self.runners[role] = load_runner(bundle, role, choice.backend, precision, threads, announce=None,
-                                                  spinning=spinning, options=options)
+                member = choice if role == "coarse" else choose_backend(bundle, role, opts, like=choice)
+                self.runners[role] = load_runner(bundle, role, opts, choice=member, announce=None)
         except BaseException:
             self.close()
             raise
         if announce is not None:
-            announce(f"backend: {choice.backend} {precision} for the zoo's {len(self.runners)} models ({choice.reason})")
+            announce(f"backend: {choice.backend} {choice.precision} for the zoo's {len(self.runners)} models ({choice.reason})")
         self.role_ms: dict[str, float] = {role: 0.0 for role in self.runners}
         self.last_groups: dict[str, list[int]] = {}
         self.last_coarse: np.ndarray | None = None
@@ -112,7 +170,7 @@ class ZooRunner:
         for r in self.runners.values():
             r.close()
 
-    def __enter__(self) -> "ZooRunner":
+    def __enter__(self) -> "ZooModel":
         return self
 
     def __exit__(self, *exc: object) -> None:

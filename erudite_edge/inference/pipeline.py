@@ -29,23 +29,19 @@ import time
 import types
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from erudite_edge.backends.registry import load_runner
-from erudite_edge.backends.base import Runner
-from erudite_edge.core.bundle import Bundle
 from erudite_edge.sources.crops import EmptyBoxError
 from erudite_edge.core.signals import STOP_SIGNALS
 from erudite_edge.core.signals import signal_handlers
-from erudite_edge.errors import BadImageError, BundleError
+from erudite_edge.errors import BadImageError
 from erudite_edge.core.labels import LabelSpace
 from erudite_edge.inference.answers import Answerer
-from erudite_edge.outputs.sinks import Result
-from erudite_edge.outputs.sinks import RunSummary
-from erudite_edge.outputs.sinks import Sink
-from erudite_edge.outputs.sinks import softmax
+from erudite_edge.outputs.results import Result
+from erudite_edge.outputs.results import RunSummary
+from erudite_edge.outputs.results import Sink
 from erudite_edge.inference.batch_buffer import InputRing
 from erudite_edge.core.preprocess import PreprocessSpec
 from erudite_edge.core.preprocess import preprocess
@@ -53,73 +49,7 @@ from erudite_edge.core.preprocess import preprocess_into
 from erudite_edge.sources.base import Item
 from erudite_edge.sources.base import Source
 from erudite_edge.sources.base import Task
-
-
-class Classifier(Protocol):
-    """A model in the joint label space: preprocessed batch -> (B, num_classes) probabilities."""
-
-    backend: str
-    role_ms: dict[str, float]
-
-    def predict(self, batch: np.ndarray) -> np.ndarray: ...
-
-    def close(self) -> None: ...
-
-
-class SingleModel:
-    """The erudite model: one runner (role "main") whose logits cover the joint label space."""
-
-    def __init__(self, runner: Runner, labels: LabelSpace, backend: str | None = None, attention: bool = False):
-        self.runner = runner
-        self.labels = labels
-        self.backend = backend or runner.backend
-        self.role_ms: dict[str, float] = {"main": 0.0}
-        # attention: each predict also reads the attention masks (runner.infer_attention) into last_attention
-        self.attention = attention
-        self.last_attention: np.ndarray | None = None
-
-    @property
-    def last_stage_ms(self) -> dict[str, float] | None:
-        """The last call's device stages (h2d, compute, d2h) where the backend measures them."""
-        return self.runner.last_stage_ms
-
-    def host_allocator(self) -> Callable[[int], np.ndarray] | None:
-        """Where to put input batches (the runner's page-locked memory on TensorRT; None on a CPU backend)."""
-        return self.runner.host_allocator()
-
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        t0 = time.perf_counter()
-        if self.attention:
-            logits, self.last_attention = self.runner.infer_attention(batch)  # type: ignore[attr-defined]
-        else:
-            logits = self.runner.infer_chunked(batch)
-        self.role_ms["main"] += (time.perf_counter() - t0) * 1e3
-        if logits.ndim != 2 or logits.shape != (len(batch), self.labels.num_classes):
-            raise BundleError(f"model returned shape {tuple(logits.shape)}, expected ({len(batch)}, {self.labels.num_classes})")
-        return softmax(logits)
-
-    def close(self) -> None:
-        self.runner.close()
-
-
-def load_classifier(
-    bundle: Bundle,
-    backend: str = "auto",
-    precision: str = "fp32",
-    threads: int | None = None,
-    announce: Callable[[str], None] | None = None,
-    spinning: bool = False,
-    options: Mapping[str, Any] | None = None,
-) -> Classifier:
-    """The erudite model of an erudite bundle, or the two-stage ZooRunner of a zoo bundle.
-    `options`: runner options only some backends take (backends.load_runner; others warn and ignore)."""
-    kw: dict[str, Any] = {} if announce is None else {"announce": announce}
-    if bundle.kind == "zoo":
-        from erudite_edge.inference.models import ZooRunner
-
-        return ZooRunner(bundle, backend, precision, threads, spinning=spinning, options=options, **kw)
-    runner = load_runner(bundle, "main", backend, precision, threads, spinning=spinning, options=options, **kw)
-    return SingleModel(runner, bundle.labels)
+from erudite_edge.inference.models import Model
 
 
 @dataclass
@@ -241,8 +171,6 @@ class Prefetcher:
         self._thread.join(timeout=5.0)
 
 
-
-
 class StopFlag(threading.Event):
     """Set by a stop signal (its number kept in `signum`) or by the caller."""
 
@@ -298,11 +226,11 @@ def _same(item: Item) -> Item:
 
 
 class Pipeline:
-    """Runs a classifier over a source in batches and sends each result to the sinks."""
+    """Runs a model over a source in batches and sends each result to the sinks."""
 
     def __init__(
         self,
-        classifier: Classifier,
+        model: Model,
         labels: LabelSpace,
         spec: PreprocessSpec,
         *,
@@ -314,13 +242,12 @@ class Pipeline:
         console: Any = None,
         progress: bool = True,
         answerer: Answerer | None = None,
-        latest_frame: bool = True,
         handle_signals: bool = True,
         attention: Any = None,
     ):
         if batch < 1 or topk < 1:
             raise ValueError("batch and topk must be at least 1")
-        self.classifier = classifier
+        self.model = model
         self.labels = labels
         self.spec = spec
         self.batch = batch
@@ -331,9 +258,6 @@ class Pipeline:
         self.console = console
         self.show_progress = progress
         self.answerer = answerer or Answerer(labels, topk)
-        # False: live sources are queued like files (every frame, batched greedily), as before latest-frame
-        # semantics existed; kept for benchmarks/live_frames.py's "before" side.
-        self.latest_frame = latest_frame
         # False (the Python API): the caller's signal handlers stay as they are; Ctrl-C ends the run after
         # the batch in hand (summary.interrupted) and the caller decides what follows.
         self.handle_signals = handle_signals
@@ -343,11 +267,11 @@ class Pipeline:
         self.depth = max(2 * self.batch, 2 * self.workers)
         # the one input buffer of this pipeline: workers resize into its slots, batches are views of it
         # the runner's page-locked memory where it has one (TensorRT): batches go to the device from their slots
-        allocator = getattr(classifier, "host_allocator", None)
+        allocator = getattr(model, "host_allocator", None)
         self.ring = InputRing(spec, self.batch, self.depth, allocate=allocator() if callable(allocator) else None)
 
     def _warn(self, msg: str) -> None:
-        from erudite_edge.outputs.sinks import printable
+        from erudite_edge.outputs.results import printable
 
         msg = printable(msg)
         if self.console is not None:
@@ -391,7 +315,7 @@ class Pipeline:
         if not good:
             return
         t0 = time.perf_counter()
-        probs = self.classifier.predict(self._assemble(good))
+        probs = self.model.predict(self._assemble(good))
         t1 = time.perf_counter()
         answers = self.answerer(probs)
         t2 = time.perf_counter()
@@ -406,7 +330,7 @@ class Pipeline:
             for sink in sinks:
                 sink.write(result, p.item)
             if self.attention is not None:
-                masks = getattr(self.classifier, "last_attention", None)
+                masks = getattr(self.model, "last_attention", None)
                 if masks is not None:
                     self.attention.write(p.item.index, p.item.name, p.item.image, masks[i],
                                          f"{a.dataset}/{a.label}")
@@ -422,7 +346,7 @@ class Pipeline:
         summary.add_stage("inference", (t1 - t0) * 1e3 / n)
         summary.add_stage("postprocess", (t2 - t1) * 1e3 / n)
         summary.add_stage("output", (t3 - t2) * 1e3 / n)
-        for name, ms in (getattr(self.classifier, "last_stage_ms", None) or {}).items():
+        for name, ms in (getattr(self.model, "last_stage_ms", None) or {}).items():
             summary.add_stage(name, ms / n)
 
     def _assemble(self, good: list[Prepared]) -> np.ndarray:
@@ -444,10 +368,10 @@ class Pipeline:
     def run(self, source: Source, sinks: Sequence[Sink] = ()) -> RunSummary:
         """Process the whole source. Sinks are committed at the end (also when interrupted with
         Ctrl-C: what was done is kept) and aborted when the run fails."""
-        summary = RunSummary(source=source.describe(), backend=getattr(self.classifier, "backend", "?"),
+        summary = RunSummary(source=source.describe(), backend=getattr(self.model, "backend", "?"),
                              ignored=getattr(source, "ignored", 0), outputs=[s.describe() for s in sinks])
         stage = {"decode": 0.0, "preprocess": 0.0, "inference": 0.0, "postprocess": 0.0, "output": 0.0}
-        roles_before = dict(self.classifier.role_ms)
+        roles_before = dict(self.model.role_ms)
         depth = self.depth
         progress = self._progress(source)
         stop_reason = ""
@@ -456,7 +380,7 @@ class Pipeline:
         t_start = time.perf_counter()
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="erudite-edge-prep")
         latest = getattr(source, "latest", None)
-        live = source.live and latest is not None and self.latest_frame
+        live = source.live and latest is not None 
         feeder: Any = (_LiveFeeder(source, self.spec, interrupt, self.ring) if live
                        else Prefetcher(source, self.spec, pool, depth, interrupt, self.ring))
         try:
@@ -506,9 +430,9 @@ class Pipeline:
         if len(summary.frame_age_ms) > summary.AGE_WINDOW:
             del summary.frame_age_ms[: len(summary.frame_age_ms) - summary.AGE_WINDOW]
         summary.stage_ms = stage
-        summary.role_ms = {r: ms - roles_before.get(r, 0.0) for r, ms in self.classifier.role_ms.items()}
+        summary.role_ms = {r: ms - roles_before.get(r, 0.0) for r, ms in self.model.role_ms.items()}
         summary.end_reason = stop_reason or source.end_reason
         return summary
 
 
-__all__ = ["Classifier", "Pipeline", "Prefetcher", "Prepared", "SingleModel", "load_classifier", "prepare"]
+__all__ = ["Pipeline", "Prefetcher", "Prepared", "prepare"]

@@ -40,9 +40,9 @@ import numpy as np
 from erudite_edge.errors import OutputError, UsageError
 from erudite_edge.sources.live import Backoff
 from erudite_edge.core.redact import redact
-from erudite_edge.outputs.sinks import Result
-from erudite_edge.outputs.sinks import Sink
-from erudite_edge.outputs.sinks import annotate
+from erudite_edge.outputs.results import Result
+from erudite_edge.outputs.results import Sink
+from erudite_edge.outputs.video import annotate
 from erudite_edge.sources.base import Item
 
 STREAM_SCHEMES = ("rtp", "rtsp")

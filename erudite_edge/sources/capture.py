@@ -35,12 +35,6 @@ from erudite_edge.core.redact import redact
 from erudite_edge.sources.base import Item, Source, Task
 
 
-
-
-
-
-
-
 # ------------------------------------------------------------------------------------------------
 # OpenCV capabilities
 # ------------------------------------------------------------------------------------------------
@@ -80,12 +74,6 @@ def gstreamer_fix_message(uri: str) -> str:
         "(PyPI's opencv-python wheels never do): use JetPack's OpenCV (`sudo apt install nvidia-opencv`) and "
         "do not pip-install opencv-python over it (`pip uninstall opencv-python opencv-python-headless`)"
     )
-
-
-
-
-
-
 
 
 Opener = Callable[[], Any]  # returns a cv2.VideoCapture (or something that reads like one: testsrc)
@@ -451,9 +439,5 @@ def open_video_file(path: str) -> CaptureSource:
             f"decode (FFmpeg video I/O: {'yes' if ffmpeg_available() else 'no'})"
         ),
     )
-
-
-
-
 
 

@@ -86,5 +86,3 @@ class Backoff:
         return min(self.maximum, self.initial * (2.0 ** max(0, attempt - 1)))
 
 
-
-

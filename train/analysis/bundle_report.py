@@ -31,7 +31,7 @@ from erudite_edge.core.bundle import Bundle
 from erudite_edge.errors import BadImageError, UsageError
 from erudite_edge.core.fileio import write_json_atomic
 from erudite_edge.core.fileio import write_text_atomic
-from erudite_edge.outputs.sinks import softmax
+from erudite_edge.core.scores import softmax
 
 from train.analysis.feature_set import FeatureSet
 from train.analysis.tables import (ATTENTION_PNG, FIGURE2, FIGURE3, JSON_NAME, MARKDOWN_NAME, AnalyzeOptions, between, run_title,
@@ -61,14 +61,15 @@ def bundle_outputs(bundle: Bundle, data: Sequence[str], *, backend: str = "auto"
 
     sets = [read_eval_set(spec, bundle.labels, limit, seed) for spec in data]
     if bundle.kind == "zoo":
-        from erudite_edge.inference.models import ZooRunner
+        from erudite_edge.backends.registry import RunnerOptions
+        from erudite_edge.inference.models import ZooModel
 
-        zoo = ZooRunner(bundle, backend=backend, precision=precision, announce=None)
+        zoo = ZooModel(bundle, RunnerOptions(backend, precision), announce=None)
         predict, close = zoo.predict, zoo.close
     else:
-        from erudite_edge.backends.registry import load_runner
+        from erudite_edge.backends.registry import RunnerOptions, load_runner
 
-        runner = load_runner(bundle, "main", backend, precision, announce=None)
+        runner = load_runner(bundle, "main", RunnerOptions(backend, precision), announce=None)
         predict, close = runner.infer_chunked, runner.close
     out: dict[str, list[np.ndarray]] = {"fused": [], "joint": [], "dataset": []}
     skipped = 0
@@ -107,13 +108,13 @@ def attention_grid(bundle: Bundle, data: Sequence[str], per_dataset: int, path: 
     from erudite_edge.outputs.attention_maps import grid
 
     from erudite_edge.outputs.attention_maps import save_grid
-    from erudite_edge.backends.registry import load_runner
+    from erudite_edge.backends.registry import RunnerOptions, load_runner
     from erudite_edge.core.preprocess import load_image
     from erudite_edge.core.preprocess import preprocess
 
     if bundle.kind == "zoo" or not bundle.meta.get("attention"):
         return None
-    runner = load_runner(bundle, "main", "onnxruntime", precision, announce=None)
+    runner = load_runner(bundle, "main", RunnerOptions("onnxruntime", precision), announce=None)
     try:
         if not getattr(runner, "has_attention", False):
             return None

@@ -65,7 +65,7 @@ def bench_command(
     from erudite_edge.errors import UsageError
 
     set_verify_default(not no_verify)
-    from erudite_edge.outputs.sinks import stderr_console
+    from erudite_edge.outputs.results import stderr_console
 
     if backend not in BACKENDS or backend == "torch":
         raise UsageError(f"--backend {backend}: one of auto, onnxruntime, tensorrt")

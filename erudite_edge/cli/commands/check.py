@@ -25,18 +25,21 @@ def check_command(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results to this JSON file."),
 ) -> None:
     """Run the bundle's check set on a backend and compare with the FP32 outputs."""
-    from erudite_edge.backends.registry import BACKENDS, announce_stderr, resolve_precision
+    from erudite_edge.backends.registry import BACKENDS, RunnerOptions, announce_stderr
     from erudite_edge.core.bundle import Bundle
-    from erudite_edge.core.check_set import check_bundle
     from erudite_edge.core.check_set import enforce
-    from erudite_edge.errors import UsageError
     from erudite_edge.core.fileio import write_json_atomic
+    from erudite_edge.errors import UsageError
+    from erudite_edge.inference.check import check_bundle
 
     if backend not in BACKENDS or backend == "torch":
         raise UsageError(f"--backend {backend}: one of auto, onnxruntime, tensorrt")
+    try:
+        options = RunnerOptions(backend=backend, precision=precision)
+    except UsageError as e:
+        raise UsageError(f"--{e}") from None
     loaded = Bundle.load(bundle)
-    prec = resolve_precision(loaded, backend, precision, role)
-    results = check_bundle(bundle, backend, prec, role, announce=announce_stderr)
+    results = check_bundle(loaded, options, role, announce=announce_stderr)
     for r in results:
         typer.echo(r.summary())
     if json_out is not None:

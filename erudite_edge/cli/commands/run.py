@@ -125,31 +125,27 @@ def _run(
     min_confidence: float, smooth: int, datasets: Optional[str], save_attention: Optional[Path] = None,
     roi: Optional[list[str]] = None, crops_from: Optional[Path] = None,
 ) -> None:
-    from erudite_edge.inference.answers import Answerer
-    from erudite_edge.inference.answers import parse_datasets
     from erudite_edge.api import Classifier
-    from erudite_edge.outputs.attention_maps import AttentionWriter
-    from erudite_edge.backends.registry import BACKENDS
-    from erudite_edge.core.bundle import PRECISIONS
+    from erudite_edge.backends.registry import RunnerOptions
     from erudite_edge.core.bundle import Bundle
     from erudite_edge.errors import BundleError
-    from erudite_edge.outputs.sinks import STILLS_FPS
-    from erudite_edge.outputs.sinks import open_display
-    from erudite_edge.outputs.sinks import open_output
-    from erudite_edge.outputs.sinks import open_save
-    from erudite_edge.outputs.sinks import render_summary
-    from erudite_edge.outputs.sinks import stderr_console
-    from erudite_edge.sources.open import open_source
+    from erudite_edge.inference.answers import AnswerOptions, Answerer, parse_datasets
+    from erudite_edge.outputs.attention_maps import AttentionWriter
+    from erudite_edge.outputs.open import open_output, open_save
+    from erudite_edge.outputs.results import printable, render_summary, stderr_console
+    from erudite_edge.outputs.video import STILLS_FPS, open_display
     from erudite_edge.sources.capture import quiet_video_logs
+    from erudite_edge.sources.crops import CropSource, detection_boxes, fixed_boxes, parse_roi, read_detections
+    from erudite_edge.sources.open import open_source
 
     if checkpoint is not None and backend != "torch":
         raise UsageError("--checkpoint is for --backend torch; other backends run a bundle")
     if (bundle is None) == (zoo is None) and checkpoint is None:
         raise UsageError("give exactly one of --bundle BUNDLE or --zoo ZOO_BUNDLE (or --backend torch --checkpoint RUN)")
-    if backend not in BACKENDS:
-        raise UsageError(f"--backend {backend}: one of {', '.join(BACKENDS)}")
-    if precision not in ("auto", *PRECISIONS):
-        raise UsageError(f"--precision {precision}: one of auto, {', '.join(PRECISIONS)}")
+    try:
+        runner_options = RunnerOptions(backend=backend, precision=precision, threads=threads)
+    except UsageError as e:
+        raise UsageError(f"--{e}") from None
     if source is None and camera is None:
         raise UsageError("no source: give a file, folder, glob, video, /dev/videoN, csi://N or rtsp://... (or --camera N)")
     if overwrite and append:
@@ -157,11 +153,6 @@ def _run(
     if roi and crops_from is not None:
         raise UsageError("give --roi or --crops-from, not both")
     reconnects = parse_reconnect(reconnect)
-    from erudite_edge.sources.crops import CropSource
-    from erudite_edge.sources.crops import detection_boxes
-    from erudite_edge.sources.crops import fixed_boxes
-    from erudite_edge.sources.crops import parse_roi
-    from erudite_edge.sources.crops import read_detections
 
     crop_fn = fixed_boxes([parse_roi(r) for r in roi]) if roi else None
     if crops_from is not None:
@@ -169,7 +160,6 @@ def _run(
 
     quiet_video_logs()
     console = stderr_console()
-    from erudite_edge.outputs.sinks import printable
 
     warn = lambda msg: console.print(f"warning: {printable(msg)}", style="yellow", markup=False, highlight=False)  # noqa: E731
 
@@ -197,29 +187,29 @@ def _run(
             raise UsageError(f"--save-attention {save_attention}: exists and is not an empty folder; choose another or "
                              "pass --overwrite (same-named PNGs are replaced)")
     chosen = parse_datasets(datasets, b.labels)
-    answerer = Answerer(b.labels, topk, min_confidence=min_confidence, smooth=smooth, datasets=chosen)
-    topk = answerer.topk
+    answer_options = AnswerOptions(topk, min_confidence, smooth, tuple(chosen) if chosen else None)
     src = open_source(source, camera=camera, recursive=recursive, width=width, height=height,
                       framerate=framerate, reconnect=reconnects, camera_format=camera_format)
     if camera_format and src.kind != "camera":
         warn(f"--camera-format is for USB (V4L2) cameras; ignored for this {src.kind}")
     if smooth > 1 and src.kind == "images":
         warn("--smooth averages consecutive frames of a camera, stream or video; these are separate images: ignored")
-        answerer.smooth = 1
+        answer_options = answer_options.replace(smooth=1)
     ignored = int(getattr(src, "ignored", 0))
     if ignored:
         warn(f"{ignored} file(s) in {source} are not images by extension; ignored")
     if crop_fn is not None:
         src = CropSource(src, crop_fn)
-        if answerer.smooth > 1:
+        if answer_options.smooth > 1:
             warn("--smooth averages consecutive results; with --roi/--crops-from they are different boxes: ignored")
-            answerer.smooth = 1
+            answer_options = answer_options.replace(smooth=1)
+    answerer = Answerer.from_options(b.labels, answer_options)
 
     announce = lambda msg: console.print(msg, markup=False, highlight=False)  # noqa: E731
     sinks = []
     classifier = None
     try:
-        sinks.append(open_output(output, topk, answerer.sub.datasets,
+        sinks.append(open_output(output, answerer.topk, answerer.sub.datasets,
                                  mode="append" if append else "overwrite" if overwrite else "new",
                                  boxes=crop_fn is not None))
         if save is not None:
@@ -229,18 +219,10 @@ def _run(
             window = open_display(warn)
             if window is not None:
                 sinks.append(window)
-        classifier = Classifier(b, backend, precision, topk=topk, min_confidence=min_confidence,
-                                smooth=answerer.smooth, datasets=chosen, batch=batch, workers=workers,
-                                threads=threads, announce=announce)
+        classifier = Classifier(b, runner=runner_options, answers=answerer, batch=batch, workers=workers,
+                                announce=announce)
         if save_attention is not None:
-            runner = getattr(classifier.model, "runner", None)
-            if not getattr(runner, "has_attention", False):
-                how = ("TensorRT engines keep only the logits: pass --backend onnxruntime" if classifier.backend == "tensorrt"
-                       else "export it with `erudite-edge export onnx --with-attention`, or use --backend torch --checkpoint RUN"
-                       if classifier.backend != "torch" else "this variant has no spatial attention layer")
-                raise UsageError(f"--save-attention: the {classifier.backend} {classifier.precision} model does not expose "
-                                 f"the attention masks; {how}")
-            classifier.model.attention = True
+            classifier.enable_attention()
     except BaseException:
         for s in sinks:
             s.abort()

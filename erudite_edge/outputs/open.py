@@ -1,0 +1,54 @@
+"""The output grammar: `-o` (nothing: JSON lines on stdout; FILE.jsonl; FILE.csv) and `--save` (rtp:// or rtsp://
+stream, a video file by suffix, else a folder of annotated images); --display is video.open_display."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+
+from erudite_edge.errors import UsageError
+from erudite_edge.outputs.records import CsvSink, JsonlSink
+from erudite_edge.outputs.results import Sink
+from erudite_edge.outputs.video import ImageFolderSink, STILLS_FPS, VIDEO_SUFFIXES, VideoSink
+
+
+def open_output(path: Path | None, k: int, datasets: list[str] | tuple[str, ...] = (), mode: str = "new",
+                boxes: bool = False) -> Sink:
+    """JSON lines to stdout (no path), or to FILE.jsonl, or CSV to FILE.csv. `mode`: "new" refuses an
+    existing file, "append" adds to it, "overwrite" empties it (both only once its lock is held).
+    `boxes`: results are crops; CSV gets box columns (JSON lines carry `box` on their own)."""
+    if path is None:
+        return JsonlSink()
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return JsonlSink(path, mode=mode)
+    if suffix == ".csv":
+        return CsvSink(path, k, datasets, mode=mode, boxes=boxes)
+    raise UsageError(f"--output {path}: use a .jsonl or .csv file name")
+
+
+def open_save(target: str | Path, fps: float | None, overwrite: bool = False,
+              warn: Callable[[str], None] | None = None) -> Sink:
+    """An H.264 stream for rtp://HOST:PORT or rtsp://HOST:PORT/PATH (erudite_edge.outputs.stream), an annotated
+    video when the path ends in a video suffix (at `fps`; still images at STILLS_FPS), else a folder of
+    annotated images."""
+    text = str(target)
+    if "://" in text:
+        from erudite_edge.outputs.stream import StreamSink
+        from erudite_edge.outputs.stream import is_stream_url
+
+        if not is_stream_url(text):
+            from erudite_edge.core.redact import redact
+
+            raise UsageError(f"--save {redact(text)}: unsupported URL; streams are rtp://HOST:PORT or "
+                             "rtsp://HOST:PORT/PATH, files a .mp4/.avi name or a folder")
+        return StreamSink(text, fps or 30.0, warn=warn)
+    path = Path(target)
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        if path.exists() and not overwrite:
+            raise UsageError(f"--save {path}: file exists; choose another name or pass --overwrite")
+        return VideoSink(path, fps or STILLS_FPS)
+    return ImageFolderSink(path, overwrite)
+
+
