@@ -8,8 +8,13 @@
     goals.py        the issue's PASS/FAIL goals, computed from a result
     report.py       terminal tables (rich), JSON, Markdown and the PNG plot
     bench.py        the orchestration behind the command
-    step_time.py    training step time of ours / baseline+ / baseline (`python -m benchmarks.step_time`)
-    paper_setting.py  random-init ResNet-50 bundles at 224 px, N = 2 and 4, exported and benched
+    stats.py        paired bootstrap intervals of the ratios and the verdict of a goal
+    scenarios.py    MLPerf's single-stream, offline and mixed-batch scenarios
+    memory.py       peak memory of each model in fresh processes (`python -m benchmarks.memory --child`)
+    environment.py  the machine the bench ran on (OS, CPU, runtimes, Jetson power mode, power meter)
+
+    studies/        one-off study scripts whose figures benchmarks/results/ quotes (`python -m
+                    benchmarks.studies.NAME`); they may import the modules above, never the reverse
 
 Nothing here imports torch at module level: the bench runs on a Jetson without it.
 """

@@ -15,7 +15,7 @@ it ~130 DequantizeLinear around float Convs, slower than FP32. Here: QDQ on the 
 of ORT_QUANTIZED_OPS, activations uint8 asymmetric (per tensor), weights int8 symmetric per channel,
 biases int32 ("U8S8", what ORT's x86 integer GEMMs take; reduce_range off: 8-bit weights, right for
 CPUs with VNNI or ARM dot-product instructions). Measured on an AVX-512 VNNI EPYC with onnxruntime
-1.32 (ResNet-50 erudite at 224 px, `python -m benchmarks.int8_layouts`): this layout runs in about 0.3x
+1.32 (ResNet-50 erudite at 224 px, `python -m benchmarks.studies.int8_layouts`): this layout runs in about 0.3x
 FP32's latency at batch 1 and 8, the TensorRT layout in about 1.4x (benchmarks/README.md). Per-tensor
 weights and QuantFormat.QOperator measured the same speed (per-tensor agreed less with FP32); QDQ is
 ONNX Runtime's recommended format. The gate softmax and reductions stay float.

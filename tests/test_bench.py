@@ -557,7 +557,7 @@ def test_normalized_fixture_colours_are_distinct():
 # ------------------------------------------------------------------------------------------------
 def test_step_time_measures_every_variant_side_by_side():
     pytest.importorskip("torch")
-    from benchmarks.step_time import StepTimeConfig, measure
+    from benchmarks.studies.step_time import StepTimeConfig, measure
 
     cfg = StepTimeConfig(backbone="tiny", input_size=32, batch_per_dataset=2, class_counts=[3, 4], warmup=0,
                          iters=2, rounds=2, embed_dim=16, hidden=16)

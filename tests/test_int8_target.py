@@ -152,8 +152,8 @@ def test_unknown_target_is_one_line(tmp_path, capsys):
 
 
 def test_int8_layouts_benchmark_measures_both_layouts(trained, tmp_path):
-    """`python -m benchmarks.int8_layouts` on the tiny bundle: both layouts made, timed and explained."""
-    from benchmarks.int8_layouts import main as layouts_main
+    """`python -m benchmarks.studies.int8_layouts` on the tiny bundle: both layouts made, timed and explained."""
+    from benchmarks.studies.int8_layouts import main as layouts_main
 
     out = tmp_path / "layouts.json"
     rc = layouts_main([

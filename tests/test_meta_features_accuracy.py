@@ -1,10 +1,10 @@
-"""benchmarks.meta_features_accuracy's aggregation on hand-made numbers (no training here)."""
+"""benchmarks.studies.meta_features_accuracy's aggregation on hand-made numbers (no training here)."""
 
 import math
 
 import pytest
 
-from benchmarks.meta_features_accuracy import markdown, summarize
+from benchmarks.studies.meta_features_accuracy import markdown, summarize
 
 
 def run(setting, seed, digits, faces):

@@ -1,10 +1,10 @@
-"""benchmarks.time_by_module: the parts of an erudite graph, and ONNX Runtime's profile split among them."""
+"""benchmarks.studies.time_by_module: the parts of an erudite graph, and ONNX Runtime's profile split among them."""
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from benchmarks.time_by_module import classify_nodes, event_part, profile_models
+from benchmarks.studies.time_by_module import classify_nodes, event_part, profile_models
 
 
 def _erudite_like(path):

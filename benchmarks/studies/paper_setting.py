@@ -1,7 +1,7 @@
 """The paper's setting, end to end on this machine: ResNet-50 at 224 px, N = 2 (CUB + Cars: 200 + 196
 classes) and N = 4 (+ Aircraft 100 + Flowers 102), erudite model against the Single zoo.
 
-    python -m benchmarks.paper_setting --out runs/paper_setting
+    python -m benchmarks.studies.paper_setting --out runs/paper_setting
 
 For each N it builds random-init checkpoints (`ours` and `single`; timing and size need no training),
 exports them through the real export path (export.onnx_export.export_checkpoint, export.zoo.export_zoo,
@@ -72,7 +72,7 @@ def make_checkpoint(run_dir: Path, variant: str, names: Sequence[str], counts: S
     model = build_model(cfg).eval()
     labels = LabelSpace.build(list(names), [[f"class{i:03d}" for i in range(k)] for k in counts])
     save_checkpoint(run_dir, "best", model, model_config=cfg, labels=labels, preprocess=PreprocessSpec.square(size),
-                    extra={"epoch": 0, "note": "random init, for timing (benchmarks.paper_setting)"})
+                    extra={"epoch": 0, "note": "random init, for timing (benchmarks.studies.paper_setting)"})
     return run_dir
 
 
@@ -121,7 +121,7 @@ def prepare_bundles(root: Path, n: int, *, backbone: str, size: int, precisions:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.paper_setting", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.studies.paper_setting", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("runs/paper_setting"))
     ap.add_argument("--n", default="2,4", help="numbers of data sets (2, 3, 4)")
     ap.add_argument("--backbone", default="resnet50")
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     log: Log = lambda msg: err.print(msg, style="dim", markup=False, highlight=False)  # noqa: E731
     out = args.out
     photos = write_photos(out / "photos", log)
-    command = "python -m benchmarks.paper_setting " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m benchmarks.studies.paper_setting " + " ".join(argv if argv is not None else sys.argv[1:])
     summary = [f"# Paper setting: {args.backbone} at {args.size} px\n", f"command: `{command.strip()}`\n"]
     if "int8" in precisions:
         summary.append(f"INT8 models: `export int8 --target {args.int8_target}` layout\n")

@@ -1,6 +1,6 @@
 """Training step time of `ours` against `baseline+` and `baseline`, measured side by side.
 
-    python -m benchmarks.step_time --backbone resnet50 --input-size 224 --batch-per-dataset 16 --datasets 2 --device cuda
+    python -m benchmarks.studies.step_time --backbone resnet50 --input-size 224 --batch-per-dataset 16 --datasets 2 --device cuda
 
 Each variant gets its model, its optimisers (train.optim.build_optimizers) and its step
 (train.two_stage.TwoStageStep): for `ours` stage I on every parameter but theta, then stage II, the
@@ -178,7 +178,7 @@ def render(result: dict[str, Any], console: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.step_time", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.studies.step_time", description=__doc__.splitlines()[0])
     ap.add_argument("--backbone", default="resnet50")
     ap.add_argument("--input-size", type=int, default=224)
     ap.add_argument("--batch-per-dataset", type=int, default=16)

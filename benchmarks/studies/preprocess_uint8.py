@@ -1,6 +1,6 @@
 """Issue 14 before/after: float32 host preprocessing against uint8 inputs normalised in the graph.
 
-    python -m benchmarks.preprocess_uint8 --out runs/preprocess_uint8 [--rounds 7] [--demo-images DIR]
+    python -m benchmarks.studies.preprocess_uint8 --out runs/preprocess_uint8 [--rounds 7] [--demo-images DIR]
 
 Two models, random-init (timing needs no training), each exported twice through the real export path
 (export_checkpoint, parity-checked): `--input float32` (before: what every bundle was) and
@@ -169,7 +169,7 @@ def make_bundles(root: Path, name: str, backbone: str, size: int, names: list[st
                  images: Path, log: Callable[[str], None]) -> dict[str, Bundle]:
     from export.onnx_export import export_checkpoint
 
-    from benchmarks.paper_setting import make_checkpoint
+    from benchmarks.studies.paper_setting import make_checkpoint
 
     ckpt = root / name / "checkpoint"
     if not (ckpt / "best").exists():
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    from benchmarks.paper_setting import write_photos
+    from benchmarks.studies.paper_setting import write_photos
 
     args.out.mkdir(parents=True, exist_ok=True)
     photos = write_photos(args.out / "photos", log)
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     report: dict[str, Any] = {"machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform(),
                                           "onnxruntime": __import__("onnxruntime").__version__, "opencv": cv2.__version__},
-                              "command": "python -m benchmarks.preprocess_uint8 " + " ".join(argv or __import__("sys").argv[1:])}
+                              "command": "python -m benchmarks.studies.preprocess_uint8 " + " ".join(argv or __import__("sys").argv[1:])}
     for name in args.models.split(","):
         backbone, size, names, counts, folder, limit = settings[name]
         bundles = make_bundles(args.out, name, backbone, size, names, counts, photos, log)

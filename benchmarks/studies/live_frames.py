@@ -1,7 +1,7 @@
 """Frame age on a live source with a model slower than the camera: queued frames (before) against
 latest-frame semantics (after).
 
-    python -m benchmarks.live_frames [--fps 30] [--model-ms 60] [--seconds 8] [--rounds 3] [--out benchmarks/results]
+    python -m benchmarks.studies.live_frames [--fps 30] [--model-ms 60] [--seconds 8] [--rounds 3] [--out benchmarks/results]
 
 The source is `testsrc://FPS` (erudite_edge.sources.testsrc: `read()` blocks until the next frame is due, as a
 camera's does). The model is the tiny real ONNX classifier of tests/onnx_fixtures run by ONNX Runtime,
@@ -9,7 +9,8 @@ plus a sleep of --model-ms per image standing in for a heavier network (so the m
 camera however fast this CPU is; the cost grows with the batch, as on a CPU).
 
 - before: the live source queued like a file (every frame through the prefetch queue, batches of up to
-  --batch taken greedily): what `run` did before latest-frame semantics.
+  --batch taken greedily): what `run` did before latest-frame semantics. The Pipeline takes the newest-frame
+  path only for a live source that has `latest()`; `QueuedLive` hides it, so the same Pipeline queues.
 - after: a reader thread keeps only the newest frame; the model takes it when free (batch of one).
 
 The two alternate for --rounds rounds. frame_age_ms = result time - capture time, per result, pooled
@@ -25,14 +26,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from erudite_edge.inference.pipeline import Pipeline
-
 from erudite_edge.backends.registry import RunnerOptions
 from erudite_edge.inference.models import load_model
+from erudite_edge.sources.base import Source, Task
 from erudite_edge.sources.open import open_source
 
 
@@ -53,12 +54,65 @@ class SlowModel:
         self.inner.close()
 
 
+class QueuedLive(Source):
+    """A live source without `latest()`: the Pipeline's newest-frame path needs that method, so it queues
+    every frame of this one through the prefetch queue like a file's (the before side). Everything else is
+    the wrapped source's; no `__getattr__`, so `latest` cannot leak through."""
+
+    live = True
+
+    def __init__(self, inner: Source):  # Source.__init__ not called: uri, end_reason and stop are the inner's
+        self.inner = inner
+        self.kind = inner.kind
+
+    @property
+    def uri(self) -> str:  # type: ignore[override]
+        return self.inner.uri
+
+    @property
+    def end_reason(self) -> str:  # type: ignore[override]
+        return self.inner.end_reason
+
+    @property
+    def length(self) -> int | None:
+        return self.inner.length
+
+    @property
+    def fps(self) -> float | None:
+        return self.inner.fps
+
+    @property
+    def dropped(self) -> int:
+        return int(getattr(self.inner, "dropped", 0))
+
+    @property
+    def losses(self) -> list[Any]:
+        return list(getattr(self.inner, "losses", []))
+
+    @property
+    def reconnects(self) -> int:
+        return int(getattr(self.inner, "reconnects", 0))
+
+    def tasks(self) -> Iterator[Task]:
+        return self.inner.tasks()
+
+    def stop(self) -> None:
+        self.inner.stop()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+
 def one_run(bundle: Any, model: SlowModel, fps: float, seconds: float, latest: bool, batch: int) -> dict[str, Any]:
     frames = int(round(fps * seconds))
     src = open_source(f"testsrc://{fps:g}?size=320x240&frames={frames}", reconnect=0)
+    if not latest:
+        src = QueuedLive(src)
     t0 = time.perf_counter()
-    summary = Pipeline(model, bundle.labels, bundle.preprocess, batch=batch, progress=False,
-                       latest_frame=latest).run(src, [])
+    summary = Pipeline(model, bundle.labels, bundle.preprocess, batch=batch, progress=False).run(src, [])
     wall = time.perf_counter() - t0
     ages = summary.frame_age_ms[len(summary.frame_age_ms) // 10:]  # the first tenth: warm-up
     return {"ages": ages, "results": summary.frames, "dropped": summary.dropped, "wall_s": wall,
@@ -86,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args(argv)
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
     from onnx_fixtures import make_erudite_bundle
 
     bundle = make_erudite_bundle(Path(tempfile.mkdtemp(prefix="live-frames-")) / "bundle")
@@ -105,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, Any] = {
         "fps": args.fps, "model_ms_per_image": args.model_ms, "seconds_per_run": args.seconds, "rounds": args.rounds,
         "before_batch": args.batch, "goal_p99_ms": round(goal, 1),
-        "command": "python -m benchmarks.live_frames " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m benchmarks.studies.live_frames " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     for side, rs in runs.items():
         ages = [a for res in rs for a in res["ages"]]

@@ -1,6 +1,6 @@
 """How long after a result its annotated frame is decoded by a viewer, for `run --save rtsp://...`.
 
-    python -m benchmarks.stream_latency [--seconds 10] [--fps 20] [--size 640x480] [--out benchmarks/results]
+    python -m benchmarks.studies.stream_latency [--seconds 10] [--fps 20] [--size 640x480] [--out benchmarks/results]
 
 A real `erudite-edge run` process classifies `testsrc://FPS?size=WxH` (solid colours, red and blue alternating
 every 10 frames) with the tiny ONNX classifier of tests/onnx_fixtures and pushes the annotated video
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     lat = r["latency_ms"]
     (args.out / "stream_latency.md").write_text(
         "# Result to decoded frame, `run --save rtsp://`\n\n"
-        f"`python -m benchmarks.stream_latency --seconds {args.seconds:g} --fps {args.fps} --size {args.size}` (see its "
+        f"`python -m benchmarks.studies.stream_latency --seconds {args.seconds:g} --fps {args.fps} --size {args.size}` (see its "
         f"docstring), on the shared 2-core VM; writer: {r['writer']}. Both ends on 127.0.0.1, so this is the encoder's "
         "and the RTSP path's delay (plus the server's own decoding and colour read-out in Python), not a network's.\n\n"
         "| n (colour changes) | p50 ms | p90 ms | p99 ms | results | frames decoded by the server |\n"

@@ -6,7 +6,7 @@ preprocess, the loaded model, the answerer. Both sides use one loaded Classifier
 call in rounds; the overhead is p50(api) - p50(direct) per image, with the paired bootstrap interval of the
 p50 ratio over rounds (benchmarks/stats.py).
 
-    python -m benchmarks.api_overhead --bundle BUNDLE [--rounds 20 --calls 40] [--out benchmarks/results/api]
+    python -m benchmarks.studies.api_overhead --bundle BUNDLE [--rounds 20 --calls 40] [--out benchmarks/results/api]
 
 Without --bundle it makes the tests' tiny nearest-colour ONNX bundle (16x16 input), where the model is nearly
 free and the figure is the API's own cost.
@@ -28,7 +28,7 @@ from benchmarks.stats import latency_ratio_ci
 
 
 def _tiny_bundle(root: Path) -> Path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
     from onnx_fixtures import make_erudite_bundle
 
     make_erudite_bundle(root / "bundle")
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         r = measure(bundle, a.rounds, a.calls, a.batch)
         if a.bundle is None:
             r["bundle"] = "tests' tiny nearest-colour bundle (16x16 input)"
-    command = "python -m benchmarks.api_overhead " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m benchmarks.studies.api_overhead " + " ".join(argv if argv is not None else sys.argv[1:])
     md = markdown(r, command.strip())
     print(md)
     if a.out:

@@ -1,6 +1,6 @@
 """Demo accuracy of stage II on fresh backbone features against reused ones (`--meta-features`), over seeds.
 
-    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH=. python -m benchmarks.meta_features_accuracy \\
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH=. python -m benchmarks.studies.meta_features_accuracy \\
         --data /work/shared_demo/demo/data --out runs/meta_features --seeds 0,1,2
 
 The setting is the full demo's `ours` training as it was when this was first measured (train/demo.py's
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     data = [f"{d}={root / d}" for d in DATASETS]
     threads = " ".join(f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ)
-    command = (f"{threads} PYTHONPATH=. python -m benchmarks.meta_features_accuracy "
+    command = (f"{threads} PYTHONPATH=. python -m benchmarks.studies.meta_features_accuracy "
                + " ".join(sys.argv[1:] if argv is None else argv)).strip()
     results: list[dict[str, Any]] = []
     summary: dict[str, Any] | None = None

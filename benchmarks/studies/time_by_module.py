@@ -1,6 +1,6 @@
 """Where an erudite model's time goes: backbone against the erudite modules, from ONNX Runtime's profiler.
 
-    python -m benchmarks.time_by_module --bundle runs/paper_setting/N4/erudite [--zoo runs/paper_setting/N4/zoo]
+    python -m benchmarks.studies.time_by_module --bundle runs/paper_setting/N4/erudite [--zoo runs/paper_setting/N4/zoo]
         [--batch 1] [--iters 60] [--out benchmarks/results/time_by_module_N4.json]
 
 Issue 17 item 8 asks, when the erudite/zoo latency ratio misses its goal, where the erudite model's extra
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         zoo = Bundle.load(a.zoo)
         paths.update({f"zoo {role}": zoo.path(zoo.entry(role)) for role in zoo.roles()})
     profiled = profile_models(paths, a.batch, a.iters)
-    result: dict[str, Any] = {"command": "python -m benchmarks.time_by_module " + " ".join(argv or sys.argv[1:]),
+    result: dict[str, Any] = {"command": "python -m benchmarks.studies.time_by_module " + " ".join(argv or sys.argv[1:]),
                               "erudite": profiled.pop("erudite"), "zoo": profiled}
     e = result["erudite"]
     print(f"erudite, batch {a.batch}, n = {e['n']}: wall p50 {e['wall_p50_ms']:.2f} ms, kernels {e['kernels_p50_ms']:.2f} ms")

@@ -2,7 +2,7 @@
 quantizing (calibration method, target layout, quantizer, weight options, mixed precision), all on the
 same calibration images (seeded, balanced) and the same held-out test images.
 
-    python -m benchmarks.int8_quality --bundle runs/demo/bundles/erudite \\
+    python -m benchmarks.studies.int8_quality --bundle runs/demo/bundles/erudite \\
         --data digits=runs/demo/data/digits --data mnist=runs/demo/data/mnist --data faces=runs/demo/data/faces
 
 Every configuration runs the real export path (export.int8.make_int8) in a temporary copy of the bundle,
@@ -89,7 +89,7 @@ def render(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.int8_quality", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.studies.int8_quality", description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", type=Path, required=True)
     ap.add_argument("--data", action="append", required=True, help="NAME=PATH, once per data set")
     ap.add_argument("--calib-count", type=int, default=512)
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"== {name}")
         rows.append(run_one(args.bundle, args.data, name, CONFIGS[name], args, log))
         if args.json:
-            write_json_atomic(args.json, {"command": "python -m benchmarks.int8_quality " + " ".join(argv or sys.argv[1:]),
+            write_json_atomic(args.json, {"command": "python -m benchmarks.studies.int8_quality " + " ".join(argv or sys.argv[1:]),
                                           "bundle": str(args.bundle), "rows": rows})
     print(render(rows))
     return 0

@@ -3,7 +3,7 @@
 entropy with groups of tensors put back at their minmax range (input, backbone, head), and where the
 disagreements of the minmax model lie against the FP32 top-1/top-2 margin.
 
-    python -m benchmarks.int8_entropy_diagnosis BUNDLE [tensorrt|onnxruntime] \
+    python -m benchmarks.studies.int8_entropy_diagnosis BUNDLE [tensorrt|onnxruntime] \
         (env DATA="digits=PATH mnist=PATH faces=PATH", CALIB=256, EVAL=100)
 
 A diagnosis tool (benchmarks/results/int8.md, session 2), not part of the export path: it drives

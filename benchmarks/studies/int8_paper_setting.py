@@ -1,7 +1,7 @@
 """INT8 agreement in the paper's setting: the erudite ResNet-50 at 224 px (N = 2: CUB + Cars heads),
 calibrated on real photographs and checked on *other* real photographs, for both INT8 layouts.
 
-    python -m benchmarks.int8_paper_setting --out runs/int8_paper --json benchmarks/results/int8_paper_setting.json
+    python -m benchmarks.studies.int8_paper_setting --out runs/int8_paper --json benchmarks/results/int8_paper_setting.json
 
 The weights are random-init (no ImageNet or FGVC download is possible here): accuracy cannot be
 measured, only top-1 agreement with FP32, and a random network's logits are close to ties (the
@@ -9,7 +9,7 @@ margin table below says how close), so a small INT8 error flips more decisions t
 trained network. Every figure says so.
 
 Images. Calibration: scikit-image's 11 sample photographs and views of them (66, what
-benchmarks.paper_setting calibrates on). Held out: photographs none of those are views of:
+benchmarks.studies.paper_setting calibrates on). Held out: photographs none of those are views of:
 scikit-image's brick, grass, gravel, cell, text and page, scikit-learn's two sample photographs (6
 views each), and the 200 LFW face photographs scikit-image ships (25 x 25 px, upscaled). Mixed
 precision (`--min-agreement`, default 98) decides on the calibration photographs and is reported
@@ -78,7 +78,7 @@ def make_bundle(root: Path, photos: Path, seed: int, log: Log) -> Path:
     from export.onnx_export import export_checkpoint
 
     from benchmarks.complexity import PAPER_CLASS_COUNTS, PAPER_SETS
-    from benchmarks.paper_setting import DATASET_NAMES, make_checkpoint
+    from benchmarks.studies.paper_setting import DATASET_NAMES, make_checkpoint
 
     bundle = root / "erudite"
     if (bundle / "bundle.json").is_file():
@@ -156,7 +156,7 @@ def render(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.int8_paper_setting", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.studies.int8_paper_setting", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("runs/int8_paper"))
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--targets", default="onnxruntime,tensorrt")
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr)
 
-    from benchmarks.paper_setting import write_photos
+    from benchmarks.studies.paper_setting import write_photos
 
     photos = write_photos(args.out / "photos", log)
     heldout = write_heldout(args.out / "heldout", log)
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.min_agreement:
             configs.append({"target": target, "method": "minmax", "min_agreement": args.min_agreement / 100})
     rows: list[dict[str, Any]] = []
-    command = "python -m benchmarks.int8_paper_setting " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m benchmarks.studies.int8_paper_setting " + " ".join(argv if argv is not None else sys.argv[1:])
     for cfg in configs:
         log(f"== {cfg}")
         rows.append(run_one(bundle, photos, heldout, cfg, log))

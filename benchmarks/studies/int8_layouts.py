@@ -2,7 +2,7 @@
 provider: latency at each batch size, interleaved, medians, and top-1 agreement with FP32 on scikit-image's
 sample photographs (with crops and flips).
 
-    python -m benchmarks.int8_layouts --bundle runs/paper_setting/N2/erudite --calib runs/paper_setting/photos
+    python -m benchmarks.studies.int8_layouts --bundle runs/paper_setting/N2/erudite --calib runs/paper_setting/photos
 
 The two INT8 models are made from the bundle's FP32 model by the real export path
 (export.int8.make_int8) in temporary copies of the bundle, so the bundle itself is not changed. For
@@ -122,7 +122,7 @@ def render(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.int8_layouts", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.studies.int8_layouts", description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", type=Path, required=True, help="bundle with an fp32 model (export onnx / zoo)")
     ap.add_argument("--role", default="main")
     ap.add_argument("--calib", type=Path, required=True, help="folder of calibration images")
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, file=sys.stderr)
 
     result = measure(args, log)
-    result["command"] = "python -m benchmarks.int8_layouts " + " ".join(argv if argv is not None else sys.argv[1:])
+    result["command"] = "python -m benchmarks.studies.int8_layouts " + " ".join(argv if argv is not None else sys.argv[1:])
     print(render(result))
     if args.json:
         write_json_atomic(args.json, result)
