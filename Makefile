@@ -1,12 +1,13 @@
 # make test: creates .venv (Python 3.11) when missing, installs the project with the extras the tests need,
-# runs the type check of the TensorRT module and the test suite. .ci/run calls exactly this.
+# runs the linters (ruff, import-linter's layering contracts), the type check of the TensorRT package and the
+# test suite. .ci/run calls exactly this.
 PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo install typecheck clean mutation
+.PHONY: test demo install typecheck lint cycles clean mutation
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +29,7 @@ $(TRT_STUBS): $(STAMP) tools/prepare_trt_stubs.py
 	$(PY) tools/prepare_trt_stubs.py $(TRT_STUBS)
 
 typecheck: $(STAMP) $(TRT_STUBS)
-	MYPYPATH=$(TRT_STUBS) $(VENV)/bin/mypy --follow-imports=silent erudite_edge/backends/tensorrt/runner.py erudite_edge/backends/tensorrt/build.py erudite_edge/backends/tensorrt/device_memory.py erudite_edge/backends/tensorrt/sidecar.py erudite_edge/backends/tensorrt/cache.py
+	MYPYPATH=$(TRT_STUBS) $(VENV)/bin/mypy --follow-imports=silent erudite_edge/backends/tensorrt/
 
 # Debian packages for the real RTSP server the stream tests run on 127.0.0.1 (GStreamer's gst-rtsp-server,
 # driven from the system Python's PyGObject). Installed where we are root with apt-get; elsewhere those
@@ -47,7 +48,17 @@ $(SYSTEM_STAMP): | $(PY)
 	else echo "note: not root or no apt-get: the RTSP server tests skip unless $(SYSTEM_DEPS) are installed"; fi
 	touch $@
 
-test: $(STAMP) $(SYSTEM_STAMP) typecheck
+# ruff (version pinned in pyproject's dev extra, rules in [tool.ruff]) on the whole tree; import-linter's
+# contracts ([tool.importlinter]): the runtime's layers, no train/export/benchmarks/torch in the runtime.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+# The import circles of the whole tree (benchmarks/results/structure.md quotes this).
+cycles: $(STAMP)
+	$(PY) tools/import_cycles.py
+
+test: $(STAMP) $(SYSTEM_STAMP) lint typecheck
 	$(VENV)/bin/python -m pytest tests
 
 # Mutation testing (cosmic-ray; not in CI: hours on 2 cores). MODULES= and MAX= narrow it, e.g.

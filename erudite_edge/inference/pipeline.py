@@ -50,6 +50,7 @@ from erudite_edge.sources.base import Item
 from erudite_edge.sources.base import Source
 from erudite_edge.sources.base import Task
 from erudite_edge.inference.models import Model
+from erudite_edge.sources.base import ready
 
 
 @dataclass
@@ -213,16 +214,12 @@ class _LiveFeeder:
             if item is None:
                 continue
             out = self.ring.slot(seq) if self.ring is not None else None
-            yield [prepare(functools.partial(_same, item), self.spec, out, seq)]
+            yield [prepare(functools.partial(ready, item), self.spec, out, seq)]
             seq += 1
 
     def stop(self) -> None:
         self.source.stop()
         self.reader.join(timeout=2.0)
-
-
-def _same(item: Item) -> Item:
-    return item
 
 
 class Pipeline:

@@ -54,6 +54,11 @@ class Item:
 Task = Callable[[], Item]
 
 
+def ready(item: Item) -> Item:
+    """The task of an item already read (a captured frame, a crop): `functools.partial(ready, item)`."""
+    return item
+
+
 # ------------------------------------------------------------------------------------------------
 # Sources
 # ------------------------------------------------------------------------------------------------

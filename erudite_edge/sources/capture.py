@@ -33,6 +33,7 @@ from erudite_edge.sources.live import Backoff
 from erudite_edge.sources.live import LatestFrame
 from erudite_edge.core.redact import redact
 from erudite_edge.sources.base import Item, Source, Task
+from erudite_edge.sources.base import ready
 
 
 # ------------------------------------------------------------------------------------------------
@@ -219,7 +220,7 @@ class CaptureSource(Source):
         frames = self.frames()
         try:
             for item in frames:
-                yield functools.partial(_identity, item)
+                yield functools.partial(ready, item)
         finally:
             frames.close()
 
@@ -239,10 +240,6 @@ def to_rgb_item(item: Item) -> Item:
         t0 = time.perf_counter()
         item.image = _to_rgb(item.image)
         item.decode_ms += (time.perf_counter() - t0) * 1e3
-    return item
-
-
-def _identity(item: Item) -> Item:
     return item
 
 

@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from erudite_edge.errors import BadImageError, UsageError
+from erudite_edge.sources.base import ready
 
 
 @dataclass(frozen=True)
@@ -181,10 +182,6 @@ def crop_items(item: Any, boxes: Sequence[tuple[float, float, float, float]]) ->
     return out
 
 
-def _same(item: Any) -> Any:
-    return item
-
-
 class CropSource:
     """A source whose items are the boxes of another source's items. Everything else (kind, live, fps,
     dropped frames, reconnects, end reason) is the wrapped source's."""
@@ -218,7 +215,7 @@ class CropSource:
         try:
             for task in tasks:
                 for crop in self._expand(task()):
-                    yield functools.partial(_same, crop)
+                    yield functools.partial(ready, crop)
         finally:
             close = getattr(tasks, "close", None)
             if close is not None:
