@@ -225,7 +225,7 @@ def test_fp16_and_int8_follow_a_uint8_bundle(bundles: dict[str, Bundle], photos:
         assert not quantized & kept_float
         if precision == "int8":
             assert quantized, "an INT8 model without Q/DQ"
-        (result,) = check_bundle(root, "onnxruntime", precision)
+        (result,) = check_bundle(b, "onnxruntime", precision)
         assert result.count == len(load_check_set(b).inputs) and result.top1_agreement >= 0.75
 
 

@@ -13,7 +13,6 @@ Pure numpy on the device side (no torch): the runner is any backends.Runner.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -203,16 +202,15 @@ def enforce(results: list[CheckResult], accept_drop: bool, warn: Callable[[str],
 
 
 def check_bundle(
-    bundle_dir: str | os.PathLike[str],
+    bundle: Bundle,
     backend: str = "onnxruntime",
     precision: str = "fp32",
     role: str | None = None,
     announce: Callable[[str], None] | None = None,
 ) -> list[CheckResult]:
-    """Load each role of the bundle on (backend, precision), run the check set, return the results."""
+    """Load each role of the (loaded) bundle on (backend, precision), run the check set, return the results."""
     from erudite_edge.backends.registry import load_runner
 
-    bundle = Bundle.load(bundle_dir)
     check = load_check_set(bundle)
     roles = bundle.roles()
     if role is not None:

@@ -8,7 +8,6 @@ check set, a missing model, or a backend that cannot run here.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -36,7 +35,7 @@ def check_command(
         raise UsageError(f"--backend {backend}: one of auto, onnxruntime, tensorrt")
     loaded = Bundle.load(bundle)
     prec = resolve_precision(loaded, backend, precision, role)
-    results = check_bundle(bundle, backend, prec, role, announce=announce_stderr)
+    results = check_bundle(loaded, backend, prec, role, announce=announce_stderr)
     for r in results:
         typer.echo(r.summary())
     if json_out is not None:
