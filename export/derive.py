@@ -70,7 +70,7 @@ Build = Callable[[Fp32Source, Path], None]  # write the reduced model of one rol
 
 
 def derive(
-    bundle_dir: str | os.PathLike[str],
+    bundle: Bundle,
     precision: str,
     build: Build,
     *,
@@ -78,14 +78,13 @@ def derive(
     info: dict[str, Any],
     min_agreement: float | None = None,
     log: Log | None = None,
-    bundle: Bundle | None = None,
     min_accuracy_ratio: float | None = None,
 ) -> dict[str, Any]:
-    """Make the `precision` model of every role with `build`, compare each with FP32 on `inputs`,
-    and commit them all; returns the report (also stored in bundle.json). Below `min_agreement`, or
+    """Make the `precision` model of every role of the loaded `bundle` (its callers load it with
+    `Bundle.load(path, verify=True)`) with `build`, compare each with FP32 on `inputs`, and commit them
+    all; returns the report (also stored in bundle.json, and in `bundle.meta`). Below `min_agreement`, or
     with labelled inputs below `min_accuracy_ratio` of FP32's accuracy on a data set, nothing is written."""
     log = log or (lambda _: None)
-    bundle = bundle or Bundle.load(bundle_dir, verify=True)
     sources = fp32_sources(bundle)
     agreements: dict[str, Agreement] = {}
     ref_logits: dict[str, np.ndarray] = {}

@@ -77,6 +77,6 @@ def make_fp16(
         onnx.save_model(to_fp16(model, log), os.fspath(out))
 
     return derive(
-        bundle_dir, "fp16", build, inputs=inputs, info={"converter": CONVERTER},
-        min_agreement=min_agreement, log=log, bundle=bundle,
+        bundle, "fp16", build, inputs=inputs, info={"converter": CONVERTER},
+        min_agreement=min_agreement, log=log,
     )

@@ -23,6 +23,10 @@ ONNX Runtime's recommended format. The gate softmax and reductions stay float.
 onnxruntime's quant_pre_process (symbolic shape inference and graph optimisation) runs first, as
 ONNX Runtime recommends. Calibration (MinMax, Entropy or Percentile) runs through onnxruntime's own
 calibrator; its ranges go to quantize_static as a calibration cache (see `calibrate` for why).
+
+The entry point is `make_int8(bundle, options)`: a loaded Bundle and an Int8Options holding every setting
+(`export int8` builds both from its flags). The measurements behind `--report` (sensitivity, the
+calibration-count sweep `sweep_counts`) are made here; export.int8_report only renders and writes them.
 """
 
 from __future__ import annotations
@@ -43,11 +47,14 @@ from erudite_edge.core.bundle import INPUT_NAME
 from erudite_edge.core.bundle import Bundle
 from erudite_edge.errors import BadImageError, EruditeError, UsageError
 
-from export.calibration import BATCH, DEFAULT_SEED, ImageCalibrationReader, calibration_sets, collect_ranges, sample
+from export.calibration import (
+    BATCH, DEFAULT_SEED, CalibrationPlan, ImageCalibrationReader, calibration_sets, collect_ranges, sample,
+)
 from export.derive import Fp32Source, derive
 from export.fp16 import agreement_inputs
 from export.graph_input import preprocess_nodes
 from export.images import ImageRef, InputSet, Log, check_inputs, dataset_refs, to_batch
+from export.int8_report import write_report
 from export.int8_sensitivity import Evaluator, Goal, analyse, group_nodes, layer_names, search
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -176,10 +183,23 @@ def layout(target: str) -> dict[str, Any]:
     }
 
 
+Images = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None  # a folder, or a list of image files
+
+
+def _images(value: Images) -> Images:
+    """A folder as given; a list of files as a tuple (the options are frozen)."""
+    if value is None or isinstance(value, (str, os.PathLike)):
+        return value
+    return tuple(value)
+
+
 @dataclass(frozen=True)
 class Int8Options:
-    """How one INT8 model is made: calibration method, target layout, quantizer, weight options, seed."""
+    """Every setting of one INT8 export (what `export int8`'s flags say): how the model is quantized
+    (calibration method, target layout, quantizer, weight options, seed, batch), which images calibrate,
+    which check it, the mixed-precision goal, the report and QAT. RoleQuantizer reads the first group."""
 
+    # how the model is quantized
     method: str = "minmax"
     target: str = DEFAULT_TARGET
     quantizer: str = "onnxruntime"  # or "modelopt" (tensorrt target only)
@@ -188,6 +208,24 @@ class Int8Options:
     seed: int = DEFAULT_SEED
     batch: int = BATCH
     percentile: float = 99.999  # --method percentile: the share of |x| the range keeps
+    # calibration: a folder (searched recursively) or image files, or NAME=PATH data sets (their training split)
+    calib_images: Images = None
+    data: tuple[str, ...] = ()
+    calib_count: int = 512  # at most this many images (per model), balanced across data sets, drawn with `seed`
+    # the agreement check: the data sets' test split when given, else `images`, else scikit-image's photos
+    images: Images = None
+    eval_count: int = 200
+    # mixed precision: the goal (fractions), how much may stay float, what decides (without data sets)
+    min_agreement: float | None = None
+    min_accuracy_ratio: float | None = None
+    max_float: float = MAX_FLOAT_FRACTION
+    granularity: str = "block"
+    tuning_images: Images = None
+    # --report: a folder for the sensitivity report, and the calibration counts it compares
+    report: Path | None = None
+    sweep: tuple[int, ...] = ()
+    # --qat: a QAT run whose ranges and weights replace post-training calibration
+    qat: Path | None = None
 
     def calibrator(self) -> dict[str, Any]:
         """onnxruntime's calibrator options for this method (the percentile as given)."""
@@ -197,6 +235,7 @@ class Int8Options:
         return options
 
     def checked(self) -> "Int8Options":
+        """These options validated (UsageError, one line) and normalised (names lower case, lists as tuples)."""
         method = self.method.lower()
         calibration_method(method)
         target = check_target(self.target)
@@ -211,7 +250,22 @@ class Int8Options:
             raise UsageError(f"--calib-batch must be at least 1, not {self.batch}")
         if not 50 < self.percentile <= 100:
             raise UsageError(f"--percentile {self.percentile}: a percentage above 50 and at most 100, e.g. 99.999")
-        return replace(self, method=method, target=target, quantizer=quantizer)
+        if self.min_accuracy_ratio is not None and not 0 < self.min_accuracy_ratio <= 1:
+            raise UsageError(f"--min-accuracy-ratio is a fraction (0-1], not {self.min_accuracy_ratio}")
+        if not 0 <= self.max_float <= 1:
+            raise UsageError(f"--max-float is a fraction (0-1), not {self.max_float}")
+        if self.qat is not None and (target != "tensorrt" or quantizer != "onnxruntime" or method != "minmax"):
+            raise UsageError("--qat takes its ranges from the QAT run: use it with --target tensorrt, the onnxruntime "
+                             "quantizer and no --method")
+        if self.qat is not None and self.report is not None:
+            raise UsageError("--report measures post-training quantization; run it without --qat")
+        if self.granularity not in ("block", "layer"):
+            raise UsageError(f"--granularity {self.granularity!r} unknown; one of block, layer")
+        return replace(self, method=method, target=target, quantizer=quantizer,
+                       calib_images=_images(self.calib_images), data=tuple(self.data or ()),
+                       images=_images(self.images), tuning_images=_images(self.tuning_images),
+                       report=None if self.report is None else Path(self.report), sweep=tuple(self.sweep),
+                       qat=None if self.qat is None else Path(self.qat))
 
     def describe(self) -> dict[str, Any]:
         return {"method": self.method, "quantizer": self.quantizer, "per_channel": self.per_channel,
@@ -478,38 +532,36 @@ def tuning_inputs(
                     np.asarray(ds_ids, dtype=np.int64), np.asarray(local_ids, dtype=np.int64))
 
 
-def make_int8(
-    bundle_dir: str | os.PathLike[str],
-    calib_images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
-    method: str = "minmax",
-    count: int = 512,
-    *,
-    data: Sequence[str] | None = None,
-    images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
-    eval_count: int = 200,
-    min_agreement: float | None = None,
-    min_accuracy_ratio: float | None = None,
-    log: Log | None = None,
-    target: str = DEFAULT_TARGET,
-    quantizer: str = "onnxruntime",
-    per_channel: bool = True,
-    reduce_range: bool = False,
-    seed: int = DEFAULT_SEED,
-    calib_batch: int = BATCH,
-    report: str | os.PathLike[str] | None = None,
-    granularity: str = "block",
-    max_float: float = MAX_FLOAT_FRACTION,
-    sweep: Sequence[int] = (),
-    qat: str | os.PathLike[str] | None = None,
-    percentile: float = 99.999,
-    tuning_images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
-) -> dict[str, Any]:
-    """Add the INT8 (Q/DQ) model of every role to the bundle, laid out for `target` ("tensorrt": TensorRT's
-    explicit quantization; "onnxruntime": ONNX Runtime's CPU integer kernels). A bundle holds one int8
-    model per role, model.int8.onnx either way; bundle.json records which (`info["target"]`).
+def sweep_counts(
+    bundle: Bundle, plan: CalibrationPlan, opts: Int8Options, inputs: InputSet, log: Log | None
+) -> list[dict[str, Any]]:
+    """`--report --sweep`: the fully quantized "main" (or first) role calibrated on each count of images in
+    `opts.sweep` (same seed, same balancing), measured on the held-out images (rows of the report)."""
+    role = bundle.roles()[0]
+    fp32 = bundle.path(bundle.entry(role, "fp32"))
+    evaluate = Evaluator(bundle, role, fp32, inputs)
+    rows = []
+    for n in opts.sweep:
+        sets = calibration_sets(bundle, calib_dir=opts.calib_images, data=opts.data or None, count=n, seed=plan.seed)
+        with tempfile.TemporaryDirectory(prefix="erudite-int8-sweep-") as tmp:
+            work = Path(tmp)
+            q = RoleQuantizer(fp32, sets.sets[role], bundle, opts, role, work, log).prepare()
+            m = evaluate(q.quantize(work / "swept.onnx"))
+        rows.append({"count": n, "images": q.used, **m.to_dict()})
+        if log:
+            log(f"calibration sweep: {q.used} images -> agreement {100 * m.agreement:.1f}%")
+    return rows
+
+
+def make_int8(bundle: Bundle, options: Int8Options, *, log: Log | None = None) -> dict[str, Any]:
+    """Add the INT8 (Q/DQ) model of every role to the loaded `bundle` (the command loads it with
+    `Bundle.load(path, verify=True)`: every file checked first), laid out for `options.target`
+    ("tensorrt": TensorRT's explicit quantization; "onnxruntime": ONNX Runtime's CPU integer kernels).
+    A bundle holds one int8 model per role, model.int8.onnx either way; bundle.json records which
+    (`info["target"]`). Every setting is in `options` (Int8Options); `log` takes progress lines.
 
     Calibration: `calib_images` (a folder, searched recursively, or a list of image files) or `data` (NAME=PATH
-    data sets, their training split), at most `count` images, balanced across data sets, drawn with `seed`.
+    data sets, their training split), at most `calib_count` images, balanced across data sets, drawn with `seed`.
     Agreement with FP32 is measured on the data sets' test split when given (then also the accuracy change
     per data set, `eval_count` images each), else on `images`, else on scikit-image's sample photos.
 
@@ -526,18 +578,12 @@ def make_int8(
 
     `tuning_images` (without `data`): the images the mixed-precision search decides on, so that the
     check images (`images`) stay held out; by default the search decides on the check images."""
-    opts = Int8Options(method, target, quantizer, per_channel, reduce_range, seed, calib_batch, percentile).checked()
-    if qat is not None and (opts.target != "tensorrt" or opts.quantizer != "onnxruntime" or opts.method != "minmax"):
-        raise UsageError("--qat takes its ranges from the QAT run: use it with --target tensorrt, the onnxruntime "
-                         "quantizer and no --method")
-    if qat is not None and report is not None:
-        raise UsageError("--report measures post-training quantization; run it without --qat")
-    if granularity not in ("block", "layer"):
-        raise UsageError(f"--granularity {granularity!r} unknown; one of block, layer")
-    goal = Goal(min_agreement, min_accuracy_ratio if data else None)
-    bundle = Bundle.load(bundle_dir, verify=True)
-    plan = calibration_sets(bundle, calib_dir=calib_images, data=data, count=count, seed=seed)
-    inputs = agreement_inputs(bundle, images=images, data=data, count=eval_count, log=log)
+    opts = options.checked()
+    data, count, eval_count, seed, qat = opts.data, opts.calib_count, opts.eval_count, opts.seed, opts.qat
+    report, granularity = opts.report, opts.granularity
+    goal = Goal(opts.min_agreement, opts.min_accuracy_ratio if data else None)
+    plan = calibration_sets(bundle, calib_dir=opts.calib_images, data=data or None, count=count, seed=seed)
+    inputs = agreement_inputs(bundle, images=opts.images, data=data or None, count=eval_count, log=log)
     calibrated: dict[str, dict[str, int]] = {}
     mixed: dict[str, Any] = {}
     reports: dict[str, Any] = {}
@@ -580,8 +626,8 @@ def make_int8(
                          mixed: dict[str, Any], reports: dict[str, Any]) -> list[str]:
         if data:
             tuning = tuning_inputs(bundle, data, calib_refs, eval_count, seed, log)
-        elif tuning_images is not None:
-            tuning = check_inputs(bundle.preprocess, images=tuning_images, count=max(eval_count, 1), log_fn=log)
+        elif opts.tuning_images is not None:
+            tuning = check_inputs(bundle.preprocess, images=opts.tuning_images, count=max(eval_count, 1), log_fn=log)
         else:
             tuning = inputs
         evaluate = Evaluator(bundle, src.role, src.path, tuning)
@@ -594,7 +640,7 @@ def make_int8(
             mixed[src.role] = {"goal": goal.describe(), "kept_float": [], "nodes": [], "tuning_images": tuning.source,
                                "all_quantized": base.to_dict()}
             return []
-        limit = int(max_float * len(nodes))
+        limit = int(opts.max_float * len(nodes))
         if report is None and limit == 0:
             raise QuantizationError(f"int8 {src.role}: the goal ({goal.describe()}) is not met fully quantized "
                                     f"({base.to_dict()}) and --max-float 0 keeps nothing float; nothing was written")
@@ -621,8 +667,8 @@ def make_int8(
 
     info = {
         "quantizer": QUANTIZER_NAMES[opts.quantizer],
-        **layout(target),
-        **({} if opts.per_channel else {"weights": layout(target)["weights"].replace("per-channel", "per-tensor")}),
+        **layout(opts.target),
+        **({} if opts.per_channel else {"weights": layout(opts.target)["weights"].replace("per-channel", "per-tensor")}),
         **({"reduce_range": True, "weights": "int8 7-bit range (reduce_range)"} if opts.reduce_range else {}),
         **opts.describe(),
         "calibrator": opts.calibrator(),
@@ -631,13 +677,11 @@ def make_int8(
         "calibrated": calibrated,  # per role: images used and skipped (filled while quantizing)
         "mixed_precision": mixed,  # per role: the nodes kept float and why (filled while quantizing)
     }
-    result = derive(bundle_dir, "int8", build, inputs=inputs, info=info, min_agreement=min_agreement,
-                    min_accuracy_ratio=goal.min_accuracy_ratio, log=log, bundle=bundle)
+    result = derive(bundle, "int8", build, inputs=inputs, info=info, min_agreement=opts.min_agreement,
+                    min_accuracy_ratio=goal.min_accuracy_ratio, log=log)
     if report is not None:
-        from export.int8_report import sweep_counts, write_report
-
-        swept = sweep_counts(bundle_dir, plan, opts, inputs, sweep, calib_images, data, log) if sweep else []
-        written = write_report(Path(report), result, reports, swept)
+        swept = sweep_counts(bundle, plan, opts, inputs, log) if opts.sweep else []
+        written = write_report(report, result, reports, swept)
         log and log(f"int8 report: {', '.join(str(p) for p in written)}")
         result["report_files"] = [str(p) for p in written]
     return result

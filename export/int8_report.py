@@ -1,58 +1,21 @@
 """`export int8 --report DIR`: what the INT8 export found, for people: the per-block sensitivity
 (int8_report.json, int8_report.md, and a matplotlib bar chart int8_sensitivity.png), which blocks
-mixed precision kept float and why, and (with --sweep) agreement and accuracy per calibration count."""
+mixed precision kept float and why, and (with --sweep) agreement and accuracy per calibration count.
+
+This module owns rendering and writing those files (`render`, `write_report`) from plain results; it
+measures nothing and imports nothing of export.int8 (which calls it): the measurements, including the
+calibration-count sweep (export.int8.sweep_counts), are made there.
+"""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
-from erudite_edge.core.bundle import Bundle
 from erudite_edge.core.fileio import atomic_path
 from erudite_edge.core.fileio import write_json_atomic
 
-from export.calibration import calibration_sets
-from export.images import InputSet, Log
-from export.int8_sensitivity import Evaluator
-
-if TYPE_CHECKING:
-    from export.int8 import Int8Options
-    from export.calibration import CalibrationPlan
-
 SHOWN = 12  # blocks in the Markdown table and the chart
-
-
-def sweep_counts(
-    bundle_dir: str | os.PathLike[str],
-    plan: "CalibrationPlan",
-    opts: "Int8Options",
-    inputs: InputSet,
-    counts: Sequence[int],
-    calib_images: Any,
-    data: Sequence[str] | None,
-    log: Log | None,
-) -> list[dict[str, Any]]:
-    """The fully quantized "main" (or first) role calibrated on each count of images (same seed, same
-    balancing), measured on the held-out images."""
-    from export.int8 import RoleQuantizer
-
-    bundle = Bundle.load(bundle_dir)
-    role = bundle.roles()[0]
-    fp32 = bundle.path(bundle.entry(role, "fp32"))
-    evaluate = Evaluator(bundle, role, fp32, inputs)
-    rows = []
-    for n in counts:
-        sets = calibration_sets(bundle, calib_dir=calib_images, data=data, count=n, seed=plan.seed)
-        with tempfile.TemporaryDirectory(prefix="erudite-int8-sweep-") as tmp:
-            work = Path(tmp)
-            q = RoleQuantizer(fp32, sets.sets[role], bundle, opts, role, work, log).prepare()
-            m = evaluate(q.quantize(work / "swept.onnx"))
-        rows.append({"count": n, "images": q.used, **m.to_dict()})
-        if log:
-            log(f"calibration sweep: {q.used} images -> agreement {100 * m.agreement:.1f}%")
-    return rows
 
 
 def _chart(path: Path, role: str, sens: dict[str, Any]) -> None:

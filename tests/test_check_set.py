@@ -23,7 +23,7 @@ from erudite_edge.core.check_set import (
 )
 from erudite_edge.core.fileio import sha256_file
 from export.fp16 import make_fp16
-from export.int8 import make_int8
+from export.int8 import Int8Options, make_int8
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,9 @@ def variants(trained, tmp_path_factory):
     for target in ("tensorrt", "onnxruntime"):
         made[f"int8-{target}"] = root / f"int8-{target}"
         shutil.copytree(trained["bundle"], made[f"int8-{target}"])
-        make_int8(made[f"int8-{target}"], trained["root"] / "data", "minmax", 48, eval_count=16, target=target)
+        options = Int8Options(method="minmax", target=target, calib_images=trained["root"] / "data", calib_count=48,
+                              eval_count=16)
+        make_int8(Bundle.load(made[f"int8-{target}"], verify=True), options)
     return made
 
 

@@ -17,6 +17,11 @@ from erudite_edge.core.preprocess import preprocess
 ORDER = ["red", "yellow", "blue", "cyan"]  # joint classes: warm/red, warm/yellow, cool/blue, cool/cyan
 
 
+def _loaded(root: Path) -> Bundle:
+    """The bundle as derive's callers (make_fp16, the export int8 command) hand it over: every file checked."""
+    return Bundle.load(root, verify=True)
+
+
 def _labelled(per_class: int = 2, mislabel_last: bool = False) -> InputSet:
     spec = fixture_spec()
     names = [c for c in ORDER for _ in range(per_class)]
@@ -40,7 +45,7 @@ def _swapping_build(src, path: Path) -> None:  # noqa: ANN001
 def test_reduced_accuracy_is_scored_on_the_reduced_models_own_logits(tmp_path):
     make_erudite_bundle(tmp_path / "b")
     lines: list[str] = []
-    report = derive(tmp_path / "b", "int8", _swapping_build, inputs=_labelled(), info={"method": "test"}, log=lines.append)
+    report = derive(_loaded(tmp_path / "b"), "int8", _swapping_build, inputs=_labelled(), info={"method": "test"}, log=lines.append)
     assert "accuracy warm: fp32 100.00% -> int8 0.00% (-100.00 points, 4 test images)" in lines
     assert "accuracy cool: fp32 100.00% -> int8 100.00% (+0.00 points, 4 test images)" in lines
     assert any(ln.startswith("agreement main: onnx int8 vs onnx fp32 on 8 inputs") for ln in lines)
@@ -59,14 +64,14 @@ def test_low_agreement_writes_nothing(tmp_path):
     make_erudite_bundle(tmp_path / "b")
     before = sorted(p.name for p in (tmp_path / "b").iterdir())
     with pytest.raises(ParityError, match=r"int8 top-1 agreement with fp32 is 50.0% for role main \(minimum 90.0%\); nothing was written"):
-        derive(tmp_path / "b", "int8", _swapping_build, inputs=_labelled(), info={}, min_agreement=0.9)
+        derive(_loaded(tmp_path / "b"), "int8", _swapping_build, inputs=_labelled(), info={}, min_agreement=0.9)
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == before
-    assert derive(tmp_path / "b", "int8", _swapping_build, inputs=_labelled(), info={}, min_agreement=0.5)
+    assert derive(_loaded(tmp_path / "b"), "int8", _swapping_build, inputs=_labelled(), info={}, min_agreement=0.5)
 
 
 def test_zoo_every_role_is_derived_and_the_pipeline_scored(tmp_path):
     make_zoo_bundle(tmp_path / "z")
-    report = derive(tmp_path / "z", "fp16", _swapping_build, inputs=_labelled(), info={}, min_agreement=0.9)
+    report = derive(_loaded(tmp_path / "z"), "fp16", _swapping_build, inputs=_labelled(), info={}, min_agreement=0.9)
     assert set(report["roles"]) == {"coarse", "fine:warm", "fine:cool"}
     assert all(r["top1_agreement"] == 1.0 for r in report["roles"].values())
     assert report["accuracy"]["warm"]["fp16"] == 1.0 and report["accuracy"]["cool"]["change"] == 0.0
@@ -76,7 +81,7 @@ def test_zoo_every_role_is_derived_and_the_pipeline_scored(tmp_path):
 def test_accuracy_lines_show_percentages(tmp_path):
     make_erudite_bundle(tmp_path / "b")
     lines: list[str] = []
-    report = derive(tmp_path / "b", "int8", _swapping_build, inputs=_labelled(mislabel_last=True), info={}, log=lines.append)
+    report = derive(_loaded(tmp_path / "b"), "int8", _swapping_build, inputs=_labelled(mislabel_last=True), info={}, log=lines.append)
     assert report["accuracy"]["cool"] == {"fp32": 0.75, "int8": 0.75, "change": 0.0, "count": 4}
     assert "accuracy cool: fp32 75.00% -> int8 75.00% (+0.00 points, 4 test images)" in lines
 
@@ -122,7 +127,7 @@ def test_unreadable_or_tampered_fp32_model_is_a_bundle_error(tmp_path):
     good = fp32.read_bytes()
     fp32.write_bytes(good[:-10] + b"0123456789")  # same size, other bytes: the recorded sha256 no longer fits
     with pytest.raises(BundleError):
-        derive(tmp_path / "b", "int8", _swapping_build, inputs=_labelled(), info={})
+        derive(_loaded(tmp_path / "b"), "int8", _swapping_build, inputs=_labelled(), info={})
     from export.derive import load_onnx
 
     fp32.write_bytes(b"not a protobuf at all")
@@ -135,7 +140,7 @@ def test_min_accuracy_ratio_refuses_a_data_set_that_falls_and_writes_nothing(tmp
     before = sorted(p.name for p in (tmp_path / "b").iterdir())
     with pytest.raises(ParityError, match=r"^int8 accuracy on warm is 0\.000 of fp32's \(0\.0% vs 100\.0%, minimum 0\.500\); "
                                           r"nothing was written$"):
-        derive(tmp_path / "b", "int8", _swapping_build, inputs=_labelled(), info={}, min_accuracy_ratio=0.5)
+        derive(_loaded(tmp_path / "b"), "int8", _swapping_build, inputs=_labelled(), info={}, min_accuracy_ratio=0.5)
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == before
     # a data set FP32 gets all wrong cannot fall (ratio 1); an exact copy keeps every data set at 1.0
     inputs = _labelled()
@@ -145,5 +150,5 @@ def test_min_accuracy_ratio_refuses_a_data_set_that_falls_and_writes_nothing(tmp
     def same(src, path):  # noqa: ANN001
         path.write_bytes(src.path.read_bytes())
 
-    report = derive(tmp_path / "b", "int8", same, inputs=inputs, info={}, min_accuracy_ratio=0.99)
+    report = derive(_loaded(tmp_path / "b"), "int8", same, inputs=inputs, info={}, min_accuracy_ratio=0.99)
     assert report["accuracy"]["cool"]["fp32"] == 0.0 and report["accuracy"]["warm"]["int8"] == 1.0

@@ -23,7 +23,7 @@ from erudite_edge.core.preprocess import PreprocessSpec
 from erudite_edge.core.preprocess import preprocess
 from export.fp16 import make_fp16
 from export.images import host_float_batch, photo_variants, sample_photos
-from export.int8 import make_int8
+from export.int8 import Int8Options, make_int8
 from export.metadata import facts_from_metadata, read_metadata
 from export.parity import check_fp32_parity
 from erudite_edge.core.compare import ParityError, compare_logits
@@ -391,7 +391,8 @@ def int8_bundles(trained, tmp_path_factory):
     for method in ("minmax", "entropy", "percentile"):
         out = tmp_path_factory.mktemp(f"int8-{method}") / "bundle"
         shutil.copytree(trained["bundle"], out)
-        made[method] = (out, make_int8(out, trained["root"] / "data", method, 48))
+        options = Int8Options(method=method, calib_images=trained["root"] / "data", calib_count=48)
+        made[method] = (out, make_int8(Bundle.load(out, verify=True), options))
     return made
 
 
@@ -449,7 +450,7 @@ def test_histogram_calibration_is_not_minmax(int8_bundles):
 
 def test_int8_with_data_reports_accuracy_per_data_set(trained, tmp_path):
     out = _copy_bundle(trained, tmp_path)
-    report = make_int8(out, None, "minmax", 24, data=trained["data"])
+    report = make_int8(Bundle.load(out, verify=True), Int8Options(method="minmax", data=trained["data"], calib_count=24))
     assert report["images"] == "test images of a, b" and report["count"] == 28
     acc = report["accuracy"]
     assert set(acc) == {"a", "b"}
@@ -476,7 +477,8 @@ def test_zoo_int8_calibrates_each_fine_model_on_its_own_data_set(trained, views,
     run = save_run(tmp_path / "zoo-run", zoo.eval(), "single")
     bundle_dir = tmp_path / "zoo"
     export_zoo(run, bundle_dir, data=trained["data"], parity_count=8)
-    report = make_int8(bundle_dir, None, "minmax", 512, data=trained["data"])
+    report = make_int8(Bundle.load(bundle_dir, verify=True),
+                       Int8Options(method="minmax", data=trained["data"], calib_count=512))
     bundle = Bundle.load(bundle_dir, verify=True)
     calibrated = bundle.entry("coarse", "int8").info["calibrated"]
     # training split: 8 views per class; a has 3 classes, b has 4

@@ -33,7 +33,7 @@ from erudite_edge.core.preprocess import PreprocessSpec
 from erudite_edge.core.preprocess import preprocess
 from export.calibration import ImageCalibrationReader, calibration_sets, collect_ranges
 from export.images import ImageRef, photo_variants, sample_photos
-from export.int8 import CALIBRATOR_OPTIONS, calibration_method, make_int8
+from export.int8 import CALIBRATOR_OPTIONS, Int8Options, calibration_method, make_int8
 from train.checkpoint import save_checkpoint
 from train.model import ModelConfig, build_model
 
@@ -111,7 +111,9 @@ def test_histogram_calibration_of_a_real_network_with_a_partial_last_batch(lite0
 @pytest.mark.parametrize("method,target", [("entropy", "tensorrt"), ("percentile", "onnxruntime")])
 def test_histogram_methods_quantize_a_real_network_and_agree(lite0, tmp_path, method, target):
     out = _copy(lite0["bundle"], tmp_path)
-    report = make_int8(out, lite0["root"] / "data", method, 20, target=target, eval_count=24)
+    report = make_int8(Bundle.load(out, verify=True), Int8Options(method=method, target=target,
+                                                                  calib_images=lite0["root"] / "data", calib_count=20,
+                                                                  eval_count=24))
     entry = Bundle.load(out, verify=True).entry("main", "int8")
     assert entry.info["method"] == method and entry.info["target"] == target
     assert entry.info["calibrated"]["main"]["images"] == 20
@@ -138,7 +140,8 @@ def test_same_seed_gives_the_same_int8_model(trained, tmp_path):
     for k in range(2):
         out = tmp_path / f"b{k}"
         shutil.copytree(trained["bundle"], out)
-        report = make_int8(out, trained["root"] / "data", "entropy", 20, seed=7)
+        report = make_int8(Bundle.load(out, verify=True), Int8Options(method="entropy", seed=7,
+                                                                      calib_images=trained["root"] / "data", calib_count=20))
         made.append((report["roles"]["main"], onnx.load(str(out / "model.int8.onnx"))))
     (r0, m0), (r1, m1) = made
     assert r0 == r1
@@ -167,8 +170,9 @@ def test_report_and_mixed_precision(lite0, tmp_path):
     report_dir = tmp_path / "report"
     photos_dir = lite0["root"] / "data"
     # per-tensor weight scales: what BatchNorm-folded depthwise convolutions are known to suffer from
-    result = make_int8(out, photos_dir, "minmax", 16, images=photos_dir, eval_count=40, min_agreement=1.0,
-                       report=report_dir, max_float=1.0, sweep=[8, 16], per_channel=False)
+    options = Int8Options(method="minmax", per_channel=False, calib_images=photos_dir, calib_count=16, images=photos_dir,
+                          eval_count=40, min_agreement=1.0, max_float=1.0, report=report_dir, sweep=(8, 16))
+    result = make_int8(Bundle.load(out, verify=True), options)
     bundle = Bundle.load(out, verify=True)
     info = bundle.entry("main", "int8").info
     mp = info["mixed_precision"]["main"]
@@ -271,7 +275,7 @@ def test_images_of_other_sizes_are_resized_as_at_inference(trained, tmp_path):
         size = (17 + 13 * i, 23 + 7 * i)
         cv2.imwrite(str(folder / f"{i}.png"), cv2.resize(np.ascontiguousarray(v[..., ::-1]), size))
     out = _copy(trained["bundle"], tmp_path)
-    make_int8(out, folder, "entropy", 16)
+    make_int8(Bundle.load(out, verify=True), Int8Options(method="entropy", calib_images=folder, calib_count=16))
     assert Bundle.load(out).entry("main", "int8").info["calibrated"]["main"] == {"images": 16, "skipped": 0}
 
 
@@ -282,7 +286,7 @@ def test_quick_variant_matches_the_quantizer_with_a_node_kept_float(trained, tmp
     convolution (its Q clamps instead): a float node reading the tensor before that Q read the
     pre-ReLU values, and ranked ResNet-50's blocks at 9-36 % agreement where the quantizer's model had
     68 %."""
-    from export.int8 import Int8Options, RoleQuantizer
+    from export.int8 import RoleQuantizer
     from export.parity import onnx_logits
 
     bundle = Bundle.load(trained["bundle"])

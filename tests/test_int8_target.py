@@ -33,7 +33,7 @@ from test_export import (  # noqa: F401  (fixtures: pytest finds them by name in
 from erudite_edge.core.bundle import Bundle
 from erudite_edge.errors import BundleError
 from erudite_edge.backends.tensorrt.build import select_sources
-from export.int8 import make_int8
+from export.int8 import Int8Options, make_int8
 
 
 def _copy(trained: dict, tmp_path: Path) -> Path:
@@ -111,7 +111,7 @@ def test_onnxruntime_target_fuses_into_integer_kernels_and_agrees(trained, tmp_p
 def test_default_stays_tensorrt_and_the_engine_builder_refuses_other_targets(trained, tmp_path):
     out = _copy(trained, tmp_path)
     calib = trained["root"] / "data"
-    make_int8(out, calib, "minmax", 16)
+    make_int8(Bundle.load(out, verify=True), Int8Options(method="minmax", calib_images=calib, calib_count=16))
     bundle = Bundle.load(out, verify=True)
     entry = bundle.entry("main", "int8")
     assert entry.info is not None and entry.info["target"] == "tensorrt"
@@ -119,7 +119,8 @@ def test_default_stays_tensorrt_and_the_engine_builder_refuses_other_targets(tra
     assert "QLinearConv" not in ops
     assert list(select_sources(bundle, "int8")) == ["main"]
 
-    make_int8(out, calib, "minmax", 16, target="onnxruntime")  # replaces the int8 model: one per role
+    make_int8(Bundle.load(out, verify=True), Int8Options(method="minmax", target="onnxruntime", calib_images=calib,
+                                                         calib_count=16))  # replaces the int8 model: one per role
     bundle = Bundle.load(out, verify=True)
     assert [m.file for m in bundle.models if m.precision == "int8"] == ["model.int8.onnx"]
     with pytest.raises(BundleError) as caught:
@@ -133,7 +134,8 @@ def test_default_stays_tensorrt_and_the_engine_builder_refuses_other_targets(tra
 def test_an_int8_entry_without_target_counts_as_tensorrt(trained, tmp_path):
     """Bundles made before --target existed hold the TensorRT layout and record no target."""
     out = _copy(trained, tmp_path)
-    make_int8(out, trained["root"] / "data", "minmax", 8)
+    make_int8(Bundle.load(out, verify=True), Int8Options(method="minmax", calib_images=trained["root"] / "data",
+                                                         calib_count=8))
     bundle = Bundle.load(out)
     for m in bundle.meta["models"]:
         if m["precision"] == "int8":

@@ -207,13 +207,13 @@ def test_fp16_and_int8_follow_a_uint8_bundle(bundles: dict[str, Bundle], photos:
     import shutil
 
     from export.fp16 import make_fp16
-    from export.int8 import make_int8
+    from export.int8 import Int8Options, make_int8
 
     root = tmp_path / "b"
     shutil.copytree(bundles["uint8"].root, root)
     if target == "tensorrt":
         make_fp16(root, images=photos, count=8)
-    make_int8(root, photos, count=8, target=target)
+    make_int8(Bundle.load(root, verify=True), Int8Options(target=target, calib_images=photos, calib_count=8))
     b = Bundle.load(root)
     for precision in b.precisions():
         model = onnx.load(str(b.path(b.entry("main", precision))))
@@ -226,7 +226,7 @@ def test_fp16_and_int8_follow_a_uint8_bundle(bundles: dict[str, Bundle], photos:
         assert not quantized & kept_float
         if precision == "int8":
             assert quantized, "an INT8 model without Q/DQ"
-        (result,) = check_bundle(Bundle.load(root), RunnerOptions("onnxruntime", precision))
+        (result,) = check_bundle(b, RunnerOptions("onnxruntime", precision))
         assert result.count == len(load_check_set(b).inputs) and result.top1_agreement >= 0.75
 
 

@@ -63,7 +63,7 @@ def _step(sess: Any, batch: np.ndarray) -> Callable[[], float | None]:
 
 def measure(args: argparse.Namespace, log: Any) -> dict[str, Any]:
     from export.images import check_inputs
-    from export.int8 import TARGETS, make_int8
+    from export.int8 import TARGETS, Int8Options, make_int8
 
     bundle = Bundle.load(args.bundle, verify=True)
     role = args.role
@@ -81,8 +81,9 @@ def measure(args: argparse.Namespace, log: Any) -> dict[str, Any]:
             copy = work / target
             shutil.copytree(args.bundle, copy, ignore=shutil.ignore_patterns("*.engine", "*.engine.json"))
             log(f"making the int8 model for --target {target}")
-            make_int8(copy, args.calib, "minmax", args.calib_count, images=None, eval_count=args.eval_count, log=log,
-                      target=target)
+            options = Int8Options(method="minmax", target=target, calib_images=args.calib, calib_count=args.calib_count,
+                                  images=None, eval_count=args.eval_count)
+            make_int8(Bundle.load(copy, verify=True), options, log=log)
             paths[f"int8 {target}"] = copy / Bundle.load(copy).entry(role, "int8").file
         sessions = {name: session(path, args.threads) for name, path in paths.items()}
         logits = {name: s.run(None, {"images": inputs.batch})[0] for name, s in sessions.items()}

@@ -113,7 +113,7 @@ def margins(fp32: np.ndarray, int8: np.ndarray) -> dict[str, Any]:
 
 def run_one(bundle: Path, photos: Path, heldout: Path, cfg: dict[str, Any], log: Log) -> dict[str, Any]:
     from export.images import check_inputs
-    from export.int8 import make_int8
+    from export.int8 import Int8Options, make_int8
     from export.parity import onnx_logits
 
     from erudite_edge.core.bundle import Bundle
@@ -123,9 +123,10 @@ def run_one(bundle: Path, photos: Path, heldout: Path, cfg: dict[str, Any], log:
         shutil.copytree(bundle, copy)
         t = time.perf_counter()
         try:
-            r = make_int8(copy, photos, cfg["method"], 10_000, images=heldout, eval_count=10_000, log=log,
-                          target=cfg["target"], min_agreement=cfg.get("min_agreement"), tuning_images=photos,
-                          seed=0)
+            options = Int8Options(method=cfg["method"], target=cfg["target"], seed=0, calib_images=photos,
+                                  calib_count=10_000, images=heldout, eval_count=10_000,
+                                  min_agreement=cfg.get("min_agreement"), tuning_images=photos)
+            r = make_int8(Bundle.load(copy, verify=True), options, log=log)
         except Exception as e:
             return {**cfg, "error": str(e).splitlines()[0]}
         seconds = time.perf_counter() - t

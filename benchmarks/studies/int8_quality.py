@@ -51,15 +51,17 @@ for _method in ("minmax", "percentile"):
 
 
 def run_one(bundle: Path, data: list[str], name: str, cfg: dict[str, Any], args: argparse.Namespace, log: Any) -> dict[str, Any]:
-    from export.int8 import make_int8
+    from erudite_edge.core.bundle import Bundle
+    from export.int8 import Int8Options, make_int8
 
     with tempfile.TemporaryDirectory(prefix="erudite-int8-quality-") as tmp:
         copy = Path(tmp) / "bundle"
         shutil.copytree(bundle, copy, ignore=shutil.ignore_patterns("*.engine", "*.engine.json", "int8_report"))
         t = time.perf_counter()
         try:
-            r = make_int8(copy, None, count=args.calib_count, data=data, eval_count=args.eval_count, seed=args.seed,
-                          log=log, max_float=args.max_float, **cfg)
+            options = Int8Options(calib_count=args.calib_count, data=tuple(data), eval_count=args.eval_count,
+                                  seed=args.seed, max_float=args.max_float, **cfg)
+            r = make_int8(Bundle.load(copy, verify=True), options, log=log)
         except Exception as e:  # a configuration that fails is a result too
             return {"name": name, **cfg, "error": str(e).splitlines()[0]}
         seconds = time.perf_counter() - t

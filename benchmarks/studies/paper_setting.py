@@ -92,7 +92,7 @@ def prepare_bundles(root: Path, n: int, *, backbone: str, size: int, precisions:
     """The erudite and zoo bundles of the N-data-set setting, with every precision asked for (the int8
     models laid out for `int8_target`; an int8 model of another target is made anew)."""
     from export.fp16 import make_fp16
-    from export.int8 import make_int8
+    from export.int8 import Int8Options, make_int8
     from export.onnx_export import export_checkpoint
     from export.zoo import export_zoo
 
@@ -114,8 +114,9 @@ def prepare_bundles(root: Path, n: int, *, backbone: str, size: int, precisions:
             log(f"N={n} {kind}: fp16 in {time.perf_counter() - t0:.0f} s")
         if "int8" in precisions and ("int8" not in have or int8_target_of(bundle_dir) != int8_target):
             t0 = time.perf_counter()
-            make_int8(bundle_dir, calib_images=photos, method="minmax", count=calib_count, images=photos, eval_count=16,
-                      log=log, target=int8_target)
+            options = Int8Options(method="minmax", target=int8_target, calib_images=photos, calib_count=calib_count,
+                                  images=photos, eval_count=16)
+            make_int8(Bundle.load(bundle_dir, verify=True), options, log=log)
             log(f"N={n} {kind}: int8 ({int8_target} layout) in {time.perf_counter() - t0:.0f} s")
     return out["erudite"], out["zoo"]
 

@@ -8,7 +8,6 @@ check set, a missing model, or a backend that cannot run here.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 

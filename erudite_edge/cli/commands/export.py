@@ -176,25 +176,24 @@ def int8_command(
         raise UsageError("give either --calib DIR or --data NAME=PATH, not both")
     if calib is None and not data:
         raise UsageError("INT8 needs calibration images: --calib DIR or --data NAME=PATH")
-    if min_accuracy_ratio is not None and not 0 < min_accuracy_ratio <= 1:
-        raise UsageError(f"--min-accuracy-ratio is a fraction (0-1], not {min_accuracy_ratio}")
-    if not 0 <= max_float <= 1:
-        raise UsageError(f"--max-float is a fraction (0-1), not {max_float}")
     try:
         counts = [int(v) for v in sweep.split(",") if v.strip()]
     except ValueError:
         raise UsageError(f"--sweep {sweep!r}: expected counts separated by commas, e.g. 64,256,1024") from None
+    from erudite_edge.core.bundle import Bundle
     from export.int8 import Int8Options, make_int8
 
-    Int8Options(method, target, quantizer, per_channel, reduce_range, seed, calib_batch, percentile).checked()
-    where = report_dir if report_dir is not None else (bundle / "int8_report" if report or counts else None)
-    result = make_int8(
-        bundle, calib, method, calib_count, data=data or None, images=images,
-        eval_count=eval_count, min_agreement=_fraction(min_agreement), min_accuracy_ratio=min_accuracy_ratio,
-        log=_log, target=target, quantizer=quantizer, per_channel=per_channel, reduce_range=reduce_range,
-        seed=seed, calib_batch=calib_batch, report=where, max_float=max_float, sweep=counts, qat=qat, percentile=percentile,
+    options = Int8Options(
+        method=method, target=target, quantizer=quantizer, per_channel=per_channel, reduce_range=reduce_range,
+        seed=seed, batch=calib_batch, percentile=percentile,
+        calib_images=calib, data=tuple(data or ()), calib_count=calib_count,
+        images=images, eval_count=eval_count,
+        min_agreement=_fraction(min_agreement), min_accuracy_ratio=min_accuracy_ratio, max_float=max_float,
         tuning_images=tune_images,
-    )
+        report=report_dir if report_dir is not None else (bundle / "int8_report" if report or counts else None),
+        sweep=tuple(counts), qat=qat,
+    ).checked()
+    result = make_int8(Bundle.load(bundle, verify=True), options, log=_log)
     _log(
         f"int8 target {result['target']}: {result['format']}, activations {result['activations']}, "
         f"weights {result['weights']}, bias {result['bias']}; recorded in bundle.json"
