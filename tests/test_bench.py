@@ -320,7 +320,8 @@ def test_table3_with_fvcore_on_a_tiny_backbone():
     import torch
 
     from benchmarks.complexity import table3_column, torch_macs
-    from train.model import ModelConfig, build_model
+    from train.model import build_model
+    from train.model_spec import ModelConfig
 
     kw = dict(embed_dim=16, hidden=16)
     col = table3_column([3, 4], backbone="tiny", size=32, **kw)

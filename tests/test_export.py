@@ -28,7 +28,8 @@ from export.metadata import facts_from_metadata, read_metadata
 from export.parity import ParityError, check_fp32_parity, compare_logits
 from export.zoo import export_zoo
 from train.checkpoint import save_checkpoint
-from train.model import ModelConfig, build_model
+from train.model import build_model
+from train.model_spec import ModelConfig
 from train.optim import OptimConfig, build_optimizers
 from train.two_stage import TwoStageStep, ZooStep
 

@@ -35,7 +35,8 @@ from train.config import TrainConfig, write_effective_config
 from train.data import build_label_space, collate_fill_bad, collate_skip_bad, load_datasets, make_joint_dataset, split_validation
 from train.data.samples import DatasetSplits
 from train.evaluate import evaluate
-from train.model import EruditeNet, ModelConfig, ZooModel, build_model
+from train.model import EruditeNet, ZooModel, build_model
+from train.model_spec import ModelConfig
 from train.optim import OptimConfig, build_optimizers, cosine_schedulers
 from train.sampler import BalancedBatchSampler
 from train.two_stage import PMGStep, TwoStageStep, ZooStep

@@ -36,7 +36,8 @@ from train.checkpoint import copy_checkpoint, has_checkpoint, load_checkpoint, s
 from train.config import TrainConfig, write_effective_config
 from train.data import build_label_space, load_datasets
 from train.data.samples import DatasetSplits, Sample
-from train.model import ModelConfig, ZooModel
+from train.model import ZooModel
+from train.model_spec import ModelConfig
 
 log = logging.getLogger("erudite_edge.train")
 
