@@ -131,7 +131,7 @@ def run_demo(out: Path, quick: bool = False, overwrite: bool = False, workers: i
     from train.config import TrainConfig
     from train.demo_data import write_mixture
     from train.evaluate_run import evaluate_run
-    from train.loop import train
+    from train.entry import train
 
     console = Console(stderr=True)
     if out.exists():
