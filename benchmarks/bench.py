@@ -51,6 +51,7 @@ from benchmarks.environment import PowerMeter, environment
 from benchmarks.memory import measure_memory
 from benchmarks.scenarios import scenarios
 from benchmarks.stats import LEVEL, RESAMPLES, latency_ratio_ci, throughput_ratio_ci
+from export.eval_set import read_eval_set
 
 ZOO_ROUTING = ("Zoo timing input: a mixed batch whose routing is forced to split evenly across the data sets "
                "(image i to data set (i + k) mod N): the coarse model runs on all B images, each fine model on its "
@@ -272,7 +273,7 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
     batches = sorted(dict.fromkeys(cfg.batches))
     models = ["erudite"] + (["zoo"] if zoo is not None else [])
     bundles = {"erudite": erudite, **({"zoo": zoo} if zoo is not None else {})}
-    eval_sets = [acc.read_eval_set(s, erudite.labels, cfg.data_limit, cfg.seed) for s in cfg.data]
+    eval_sets = [read_eval_set(s, erudite.labels, cfg.data_limit, cfg.seed) for s in cfg.data]
     folder: FolderImages | None = None
     if cfg.source is not None:
         folder = load_folder(str(cfg.source), erudite.preprocess, cfg.source_limit, warn)

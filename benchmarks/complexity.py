@@ -209,7 +209,8 @@ def table3_column(class_counts: Sequence[int], backbone: str = "resnet50", size:
     """The four rows of Table 3 for one set of data sets (random-init models; counts need no weights)."""
     import torch
 
-    from train.model import EruditeNet, ModelConfig, ZooModel, build_model
+    from train.model import EruditeNet, ZooModel, build_model
+    from train.model_spec import ModelConfig
 
     counts = list(class_counts)
     n = len(counts)

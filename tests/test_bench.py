@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from onnx_fixtures import COLORS, DATASETS, fixture_spec, make_erudite_bundle, make_zoo_bundle, normalized_color, solid_image, write_image  # noqa: E402
 
-from benchmarks.accuracy import read_eval_set  # noqa: E402
+from export.eval_set import read_eval_set  # noqa: E402
 from benchmarks.complexity import bundle_complexity, onnx_complexity  # noqa: E402
 from benchmarks.instrument import Instrumented, even_routes  # noqa: E402
 from benchmarks.latency import Contender, interleaved, percentile, split_rounds, summarize  # noqa: E402
@@ -316,7 +316,8 @@ def test_table3_with_fvcore_on_a_tiny_backbone():
     import torch
 
     from benchmarks.complexity import table3_column, torch_macs
-    from train.model import ModelConfig, build_model
+    from train.model import build_model
+    from train.model_spec import ModelConfig
 
     kw = dict(embed_dim=16, hidden=16)
     col = table3_column([3, 4], backbone="tiny", size=32, **kw)

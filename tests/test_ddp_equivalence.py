@@ -17,7 +17,8 @@ from torch import nn
 
 from train.loop import amp_settings, loader_generator, use_sync_bn
 from train.losses import loss_all
-from train.model import ModelConfig, build_model
+from train.model import build_model
+from train.model_spec import ModelConfig
 from train.two_stage import _all_reduce_mean, meta_objective
 
 from ranks import run_ranks

@@ -75,7 +75,7 @@ def test_quick_demo_end_to_end(tmp_path):
 
 
 def test_demo_reads_int8_accuracy_next_to_fp32_from_bench():
-    from train.demo import int8_accuracy, int8_line
+    from erudite_edge.cli.demo import int8_accuracy, int8_line
 
     def top1(a, b):
         return {"per_dataset": {"digits": {"top1": a, "images": 50}, "faces": {"top1": b, "images": 10}}, "mean_top1": (a + b) / 2}

@@ -29,7 +29,8 @@ from export.parity import check_fp32_parity
 from erudite_edge.core.compare import ParityError, compare_logits
 from export.zoo import export_zoo
 from train.checkpoint import save_checkpoint
-from train.model import ModelConfig, build_model
+from train.model import build_model
+from train.model_spec import ModelConfig
 from train.optim import OptimConfig, build_optimizers
 from train.two_stage import TwoStageStep, ZooStep
 

@@ -35,7 +35,8 @@ from export.calibration import ImageCalibrationReader, calibration_sets, collect
 from export.images import ImageRef, photo_variants, sample_photos
 from export.int8 import CALIBRATOR_OPTIONS, Int8Options, calibration_method, make_int8
 from train.checkpoint import save_checkpoint
-from train.model import ModelConfig, build_model
+from train.model import build_model
+from train.model_spec import ModelConfig
 
 SPEC48 = PreprocessSpec.square(48, resize="center_crop", crop_ratio=0.8, interpolation="area")
 

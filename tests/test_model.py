@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from train.model import EruditeNet, ModelConfig, ZooModel, build_model, count_parameters
+from train.model import EruditeNet, ZooModel, build_model, count_parameters
+from train.model_spec import ModelConfig
 from train.variants import VARIANTS
 
 SIZE = 32

@@ -15,7 +15,8 @@ from erudite_edge.errors import UsageError
 from tiny_data import make_mixture
 from train.backbones import create_backbone, torchvision_weights
 from train.config import RECIPES_DIR, TrainConfig, load_recipe
-from train.model import ModelConfig, build_model
+from train.model import build_model
+from train.model_spec import ModelConfig
 from train.optim import OptimConfig, build_optimizers, cosine_schedulers
 from train.two_stage import TwoStageStep, frozen_bn_stats, meta_objective
 

@@ -15,7 +15,8 @@ from erudite_edge.core.bundle import Bundle
 from erudite_edge.cli.app import main
 from tiny_data import make_mixture
 from train import qat
-from train.model import ModelConfig, build_model
+from train.model import build_model
+from train.model_spec import ModelConfig
 
 COMMON = ["--backbone", "tiny", "--no-pretrained", "--batch-per-dataset", "4", "--input-size", "32", "--embed-dim", "16",
           "--workers", "0", "--no-progress", "--lr", "0.05", "--backbone-lr", "0.05"]

@@ -31,7 +31,8 @@ from erudite_edge.errors import BundleError
 from erudite_edge.core.labels import LabelSpace
 from erudite_edge.core.preprocess import PreprocessSpec
 from train.checkpoint import save_checkpoint
-from train.model import ModelConfig, build_model
+from train.model import build_model
+from train.model_spec import ModelConfig
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = LabelSpace.build(["a", "b"], [["x", "y"], ["p", "q", "r"]])

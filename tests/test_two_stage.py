@@ -8,7 +8,8 @@ import torch
 from torch.func import functional_call, grad
 
 from train.losses import loss_all
-from train.model import ModelConfig, build_model
+from train.model import build_model
+from train.model_spec import ModelConfig
 from train.optim import OptimConfig, build_optimizers
 from train.two_stage import TwoStageStep, ZooStep, meta_objective, pcgrad
 
@@ -386,7 +387,8 @@ def test_pmg_step_four_sub_steps_whole_images_last_weighted_twice_and_theta_clea
     """Ours_PMG's stage I: jigsaw 8, 4, 2 from its own seeded generator (seed + 1), then the whole images
     through the concatenated classifier, whose loss counts twice; each sub-step starts from cleared gradients
     (None: a classifier idle in a sub-step does not move) and theta's gradient from stage II is cleared."""
-    from train.model import ModelConfig, build_model
+    from train.model import build_model
+    from train.model_spec import ModelConfig
     from train.pmg import jigsaw
     from train.two_stage import PMGStep
 

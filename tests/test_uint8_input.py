@@ -36,7 +36,8 @@ from export.graph_input import preprocess_nodes
 from export.images import photo_variants, sample_photos
 from export.onnx_export import export_checkpoint
 from train.checkpoint import load_checkpoint, save_checkpoint
-from train.model import ModelConfig, build_model
+from train.model import build_model
+from train.model_spec import ModelConfig
 
 COUNTS = [3, 4]
 LABELS = LabelSpace.build(["a", "b"], [["x", "y", "z"], ["p", "q", "r", "s"]])

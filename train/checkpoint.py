@@ -40,7 +40,8 @@ from erudite_edge.core.fileio import (fsync_dir, os_error_line, remove_stale_tem
 from erudite_edge.core.labels import LabelSpace
 from erudite_edge.core.preprocess import PreprocessSpec
 
-from train.model import ModelConfig, build_model
+from train.model import build_model
+from train.model_spec import ModelConfig
 
 CHECKPOINT_FORMAT = "erudite-edge-checkpoint"
 MANIFEST_FORMAT = "erudite-edge-checkpoint-manifest"

@@ -1,5 +1,7 @@
-"""The training loop: balanced batches, the variant's step, cosine schedules, validation on a split
-carved from the training data, last/best checkpoints, resume, DDP through torchrun, AMP on CUDA."""
+"""The training loop of one run (Trainer): balanced batches, the variant's step, cosine schedules, validation on a
+split carved from the training data, last/best checkpoints, resume, DDP through torchrun, AMP on CUDA.
+
+train.single builds its separate runs on Trainer; train.entry.train, above both, picks between them."""
 
 from __future__ import annotations
 
@@ -35,7 +37,8 @@ from train.config import TrainConfig, write_effective_config
 from train.data import build_label_space, collate_fill_bad, collate_skip_bad, load_datasets, make_joint_dataset, split_validation
 from train.data.samples import DatasetSplits
 from train.evaluate import evaluate
-from train.model import EruditeNet, ModelConfig, ZooModel, build_model
+from train.model import EruditeNet, ZooModel, build_model
+from train.model_spec import ModelConfig
 from train.optim import OptimConfig, build_optimizers, cosine_schedulers
 from train.sampler import BalancedBatchSampler
 from train.two_stage import PMGStep, TwoStageStep, ZooStep
@@ -126,7 +129,7 @@ class Trainer:
                  splits: list[DatasetSplits] | None = None):
         """`splits`: the data sets already loaded (train.single hands down relabelled ones); default: read cfg.data."""
         if cfg.variant in VARIANTS and VARIANTS[cfg.variant].separate:
-            raise UsageError(f"--variant {cfg.variant} trains separate runs: use train.loop.train (train.single)")
+            raise UsageError(f"--variant {cfg.variant} trains separate runs: use train.entry.train (train.single)")
         if not cfg.data:
             raise UsageError("no data: pass --data NAME=PATH once per data set (at least one)")
         if len(cfg.data) < 2 and cfg.variant not in ("baseline",):
@@ -483,21 +486,3 @@ class Trainer:
             file=sys.stderr,
         )
 
-
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, resume_from: str | None = None) -> Path:
-    if cfg.variant in VARIANTS and VARIANTS[cfg.variant].separate:
-        from train.single import train_single
-
-        if resume_from is not None:
-            raise UsageError(f"--resume-from: a --variant {cfg.variant} run resumes each of its parts from its last "
-                             "checkpoint; use --resume")
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise UsageError(f"--variant {cfg.variant} trains its models one after the other in one process; "
-                             "run it without torchrun (or use --variant single-joint)")
-        return train_single(cfg, resume=resume, progress=progress)
-    trainer = Trainer(cfg, resume=resume, progress=progress, resume_from=resume_from)
-    try:
-        return trainer.run()
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()

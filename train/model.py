@@ -1,4 +1,5 @@
-"""The erudite network (paper Fig. 4) and the Single zoo it replaces.
+"""The erudite network (paper Fig. 4), the Single zoo it replaces, and build_model, which builds any
+variant's network from a ModelConfig (train.model_spec) -- Ours_PMG's from train.pmg.
 
 Training path: backbone F -> [attention] -> [projections m_n -> gate] -> joint classifier G, plus the
 auxiliary classifiers G_n on each data set's own samples. Inference path (`inference_graph`):
@@ -7,48 +8,16 @@ the same without G_n, returning joint logits only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
 from torch import nn
 
 from train.backbones import create_backbone
+from train.model_spec import HeadOutput, ModelConfig
 from train.modules import GATES, DatasetProjections, GroupSpatialAttention, make_classifier
+from train.pmg import PMGNet
 from train.variants import Variant, get_variant
-
-
-@dataclass
-class ModelConfig:
-    """Everything needed to rebuild a model (stored in every checkpoint)."""
-
-    variant: str = "ours"
-    backbone: str = "resnet50"
-    class_counts: list[int] = field(default_factory=list)
-    embed_dim: int = 512
-    gate: str = "channel"
-    classifier: str = "mlp"
-    hidden: int = 512
-    attention_groups: int = 8
-    pretrained: bool = False
-    weights: str = "imagenet-v1"  # which ImageNet weights when pretrained (train.backbones.WEIGHTS)
-    head_bn_momentum: float = 0.1  # BatchNorm momentum of the projection heads m_n
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
-
-
-@dataclass
-class HeadOutput:
-    logits: torch.Tensor  # (B, K) joint logits
-    aux: list[tuple[int, torch.Tensor, torch.Tensor]]  # (data set n, row indices, G_n logits on those rows)
-    masks: torch.Tensor | None = None  # (B, groups, H, W)
-    gate_weights: torch.Tensor | None = None  # (B, N, E)
-    features: torch.Tensor | None = None  # backbone map F(x), for the stage-II reuse
 
 
 class EruditeNet(nn.Module):
@@ -215,8 +184,6 @@ class ZooModel(nn.Module):
 def build_model(cfg: ModelConfig) -> nn.Module:
     v = get_variant(cfg.variant)
     if v.pmg:
-        from train.pmg import PMGNet
-
         return PMGNet(cfg)
     return ZooModel(cfg) if v.zoo else EruditeNet(cfg)
 

@@ -16,19 +16,20 @@ The deployed graph (`inference_graph`) returns the concatenated classifier's joi
 "concat" output); it exports to ONNX like every variant. The jigsaw is PMG's: one permutation of the
 n x n patches per sub-step, the same for every image of the batch, drawn from a seeded generator.
 The image side must divide by 8 (224 and 448 do); PMG itself trains at 448 px.
+
+This module owns the network (PMGNet, PMGInference) and the jigsaw; the sub-steps' losses are
+train.losses.pmg_losses, the step train.two_stage.PMGStep, and train.model.build_model builds it.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from erudite_edge.errors import UsageError
 
 from train.backbones import create_backbone
-from train.losses import loss_all
-from train.model import HeadOutput, ModelConfig
+from train.model_spec import HeadOutput, ModelConfig
 from train.modules import GATES, DatasetProjections, GroupSpatialAttention, make_classifier
 from train.variants import Variant, get_variant
 
@@ -165,8 +166,6 @@ class PMGNet(nn.Module):
 
     def inference_graph(self, with_attention: bool = False) -> nn.Module:
         if with_attention:
-            from erudite_edge.errors import UsageError
-
             raise UsageError("--with-attention: not available for the ours-pmg variant yet (its attention sits on "
                              "the third stage's taps); export it without --with-attention")
         return PMGInference(self)
@@ -195,9 +194,3 @@ class PMGInference(nn.Module):
         pooled = [self.pool(self.blocks[i](maps[i])).flatten(1) for i in range(2)]
         return self.concat_classifier(torch.cat([*pooled, fused], 1))
 
-
-def pmg_losses(out: HeadOutput, index: int, joint: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
-    """Stage 3 trains on Loss_all (G and the G_n); the other stages on the joint cross-entropy."""
-    if index == 2:
-        return loss_all(out, joint, local)
-    return F.cross_entropy(out.logits.float(), joint)

@@ -15,6 +15,9 @@ Every part is an ordinary run (train.loop.Trainer): it is checkpointed every epo
 each part where it stopped (finished parts are kept as they are), then assembles the zoo again.
 `single-joint` (train.two_stage.ZooStep) keeps the older form: the N+1 models stepped together on the
 balanced batches of one run.
+
+This module owns the separate runs and the zoo's assembly; it builds on train.loop (never the reverse), and
+train.entry.train hands `--variant single` to train_single.
 """
 
 from __future__ import annotations
@@ -36,7 +39,9 @@ from train.checkpoint import copy_checkpoint, has_checkpoint, load_checkpoint, s
 from train.config import TrainConfig, write_effective_config
 from train.data import build_label_space, load_datasets
 from train.data.samples import DatasetSplits, Sample
-from train.model import ModelConfig, ZooModel
+from train.loop import Trainer
+from train.model import ZooModel
+from train.model_spec import ModelConfig
 
 log = logging.getLogger("erudite_edge.train")
 
@@ -60,8 +65,6 @@ def _part_config(cfg: TrainConfig, out: Path, data: list[str]) -> TrainConfig:
 
 def train_single(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
     """Train the coarse model and the N fine models one after the other, then write the zoo checkpoint."""
-    from train.loop import Trainer
-
     out = Path(cfg.out)
     if has_checkpoint(out) and not resume:
         raise UsageError(f"{out} already holds a run; pass --resume to continue it or choose another --out")

@@ -34,8 +34,9 @@ import torch.distributed._functional_collectives as funcol  # the differentiable
 import torch.nn.functional as F
 from torch import nn
 
-from train.losses import loss_all
-from train.model import EruditeNet, HeadOutput, ZooModel
+from train.losses import loss_all, pmg_losses
+from train.model import EruditeNet, ZooModel
+from train.model_spec import HeadOutput
 
 
 @contextlib.contextmanager
@@ -311,7 +312,7 @@ class PMGStep(TwoStageStep):
         self.jigsaw_generator = torch.Generator().manual_seed(int(self.generator.initial_seed()) + 1)
 
     def stage_one(self, images: torch.Tensor, ids: torch.Tensor, joint: torch.Tensor, local: torch.Tensor) -> tuple[HeadOutput, torch.Tensor]:
-        from train.pmg import JIGSAW, jigsaw, pmg_losses
+        from train.pmg import JIGSAW, jigsaw
 
         out: HeadOutput | None = None
         loss = images.new_zeros(())

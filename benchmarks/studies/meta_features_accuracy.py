@@ -161,7 +161,7 @@ def run_one(data: list[str], out: Path, setting: str, seed: int, epochs: int | N
     from erudite_edge.core.fileio import write_json_atomic
     from train.checkpoint import has_checkpoint
     from train.evaluate_run import evaluate_run
-    from train.loop import train
+    from train.entry import train
 
     name = f"{setting}-seed{seed}"
     run_dir, res_dir = out / "runs" / name, out / "results"

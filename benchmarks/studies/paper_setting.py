@@ -65,7 +65,8 @@ def make_checkpoint(run_dir: Path, variant: str, names: Sequence[str], counts: S
     from erudite_edge.core.labels import LabelSpace
     from erudite_edge.core.preprocess import PreprocessSpec
     from train.checkpoint import save_checkpoint
-    from train.model import ModelConfig, build_model
+    from train.model import build_model
+    from train.model_spec import ModelConfig
 
     torch.manual_seed(seed)
     cfg = ModelConfig(variant=variant, backbone=backbone, class_counts=list(counts), pretrained=False)

@@ -70,7 +70,8 @@ def make_step(variant: str, cfg: StepTimeConfig, device: Any) -> Callable[[], No
     import torch
 
     from train.loop import amp_settings
-    from train.model import ModelConfig, build_model
+    from train.model import build_model
+    from train.model_spec import ModelConfig
     from train.optim import OptimConfig, build_optimizers
     from train.two_stage import TwoStageStep
 

@@ -13,7 +13,7 @@ each data set given, only what the outputs carry:
 What needs the model's internals (the input of G, per-head features, gate weights, attention masks
 unless the bundle's graph exposes them) is listed under "skipped" in the report.
 
-The images are read and preprocessed exactly as deployed (benchmarks.accuracy, the bundle's
+The images are read and preprocessed exactly as deployed (export.eval_set, the bundle's
 preprocessing) and the model runs through the runners `erudite-edge run` uses; nothing here imports
 torch unless the reference is a checkpoint.
 """
@@ -57,7 +57,7 @@ def bundle_outputs(bundle: Bundle, data: Sequence[str], *, backend: str = "auto"
                    warn: Callable[[str], None] = lambda s: None) -> FeatureSet:
     """The bundle's output vector for every readable test image of each `NAME=PATH`, as a FeatureSet whose
     `fused` is that output (logits of an erudite model, joint probabilities of a zoo)."""
-    from benchmarks.accuracy import load_eval_image, read_eval_set
+    from export.eval_set import load_eval_image, read_eval_set
 
     sets = [read_eval_set(spec, bundle.labels, limit, seed) for spec in data]
     if bundle.kind == "zoo":
@@ -103,7 +103,7 @@ def attention_grid(bundle: Bundle, data: Sequence[str], per_dataset: int, path: 
     """For a bundle exported --with-attention: the group masks over the first `per_dataset` readable test
     images of each data set, one row per image (erudite_edge.outputs.attention_maps), on ONNX Runtime; None when
     the bundle's model does not expose them."""
-    from benchmarks.accuracy import read_eval_set
+    from export.eval_set import read_eval_set
 
     from erudite_edge.outputs.attention_maps import grid
 

@@ -1,4 +1,5 @@
-"""`erudite-edge demo`: the whole toolkit in one command, offline, on real images (needs the train extra)."""
+"""`erudite-edge demo`: the whole toolkit in one command, offline, on real images (needs the train extra). This
+module owns the command's flags and the torch check; the demo itself is erudite_edge/cli/demo.py (run_demo)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def demo_command(
         import torch  # noqa: F401
     except ImportError:
         raise BackendUnavailable("the demo trains models and needs torch: `pip install 'erudite-edge[train,demo]'`") from None
-    from train.demo import run_demo
+    from erudite_edge.cli.demo import run_demo
 
     run_demo(out, quick=quick, overwrite=overwrite)
 

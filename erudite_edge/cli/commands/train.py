@@ -73,7 +73,7 @@ def train_command(
     """Train an erudite model (or, with --variant single, the two-stage zoo) on several data sets jointly."""
     _require_torch()
     from train.config import TrainConfig, load_recipe, load_yaml
-    from train.loop import train
+    from train.entry import train
 
     values: dict[str, Any] = load_recipe(recipe) if recipe else {}
     values.update(load_yaml(config) if config else {})
