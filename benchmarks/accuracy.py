@@ -16,9 +16,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from erudite_edge.errors import BadImageError
 from erudite_edge.core.preprocess import PreprocessSpec
-
+from erudite_edge.errors import BadImageError
 from export.eval_set import EvalSet, load_eval_image
 
 

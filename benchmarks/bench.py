@@ -35,22 +35,19 @@ from typing import Any, Callable
 
 import numpy as np
 
-from erudite_edge.core.bundle import PRECISIONS
-
-from erudite_edge.core.bundle import Bundle
-from erudite_edge.backends.registry import RunnerOptions
-from erudite_edge.errors import BundleError, UsageError
-
 from benchmarks import accuracy as acc
 from benchmarks.complexity import ComplexityUnavailable, bundle_complexity, model_files_mb
 from benchmarks.end_to_end import FolderImages, load_folder, measure
+from benchmarks.environment import PowerMeter, environment
 from benchmarks.goals import evaluate
 from benchmarks.instrument import Instrumented
 from benchmarks.latency import Contender, Samples, blocks_total, interleaved, split_rounds, summarize
-from benchmarks.environment import PowerMeter, environment
 from benchmarks.memory import measure_memory
 from benchmarks.scenarios import scenarios
 from benchmarks.stats import LEVEL, RESAMPLES, latency_ratio_ci, throughput_ratio_ci
+from erudite_edge.backends.registry import RunnerOptions
+from erudite_edge.core.bundle import PRECISIONS, Bundle
+from erudite_edge.errors import BundleError, UsageError
 from export.eval_set import read_eval_set
 
 ZOO_ROUTING = ("Zoo timing input: a mixed batch whose routing is forced to split evenly across the data sets "

@@ -290,9 +290,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from rich.table import Table
 
-    from erudite_edge.core.fileio import write_json_atomic
-
     from benchmarks.report import stdout_console
+    from erudite_edge.core.fileio import write_json_atomic
 
     console = stdout_console()
     if args.bundle:

@@ -23,12 +23,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from erudite_edge.errors import BadImageError, SourceError
 from erudite_edge.core.labels import LabelSpace
+from erudite_edge.core.preprocess import PreprocessSpec, load_image, preprocess
+from erudite_edge.errors import BadImageError, SourceError
 from erudite_edge.inference.pipeline import Pipeline
-from erudite_edge.core.preprocess import PreprocessSpec
-from erudite_edge.core.preprocess import load_image
-from erudite_edge.core.preprocess import preprocess
 from erudite_edge.sources.files import ImageFilesSource
 from erudite_edge.sources.open import open_source
 

@@ -34,9 +34,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from erudite_edge.backends.registry import RunnerOptions
-
 from benchmarks.stats import ratio_ci
+from erudite_edge.backends.registry import RunnerOptions
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULT_PREFIX = "erudite-edge-memory:"
@@ -65,12 +64,10 @@ def device_used_mb() -> float | None:
 
 def child_main(args: argparse.Namespace) -> int:
     """Load, run a few batches, print one line of JSON (what the parent cannot see from outside)."""
-    import numpy as np
-
-    from erudite_edge.core.bundle import Bundle
-    from erudite_edge.inference.models import load_model
 
     from benchmarks.instrument import Instrumented
+    from erudite_edge.core.bundle import Bundle
+    from erudite_edge.inference.models import load_model
 
     if args.backend in ("auto", "onnxruntime"):  # the baseline imports the runtime library too
         try:

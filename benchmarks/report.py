@@ -8,13 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from erudite_edge.core.fileio import atomic_path
-
-from erudite_edge.core.fileio import write_json_atomic
-
-from erudite_edge.core.fileio import write_text_atomic
-
 from benchmarks.goals import evaluate, goal_line, setting_note
+from erudite_edge.core.fileio import atomic_path, write_json_atomic, write_text_atomic
 
 JSON_NAME, MARKDOWN_NAME, PLOT_NAME = "bench.json", "bench.md", "bench.png"
 

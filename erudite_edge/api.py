@@ -29,22 +29,14 @@ from typing import Any, Iterable, Iterator, Sequence, Union
 import numpy as np
 
 from erudite_edge.backends.registry import RunnerOptions
-from erudite_edge.inference.answers import AnswerOptions, Answerer
+from erudite_edge.core.bundle import Bundle
+from erudite_edge.errors import UsageError
+from erudite_edge.inference.answers import Answerer, AnswerOptions
 from erudite_edge.inference.models import load_model
 from erudite_edge.inference.pipeline import Pipeline
-from erudite_edge.core.bundle import Bundle
-from erudite_edge.sources.crops import WHOLE_IMAGE
-from erudite_edge.sources.crops import Box
-from erudite_edge.sources.crops import CropSource
-from erudite_edge.sources.crops import make_box
-from erudite_edge.errors import UsageError
-from erudite_edge.outputs.results import Result
-from erudite_edge.outputs.results import RunSummary
-from erudite_edge.outputs.results import Sink
-from erudite_edge.sources.base import Item
-from erudite_edge.sources.base import Source
-from erudite_edge.sources.base import Task
-from erudite_edge.sources.base import read_image_item
+from erudite_edge.outputs.results import Result, RunSummary, Sink
+from erudite_edge.sources.base import Item, Source, Task, read_image_item
+from erudite_edge.sources.crops import WHOLE_IMAGE, Box, CropSource, make_box
 
 ImageLike = Union[str, "os.PathLike[str]", np.ndarray]
 BoxLike = Union[Box, Sequence[float]]
@@ -400,9 +392,7 @@ class Classifier:
         frame each time the model is free. `boxes`: the same regions for every frame; `detections`: a
         detections file (erudite_edge.sources.crops). Files that do not decode are skipped with a warning on the
         `erudite_edge` logger (strict=True: BadImageError). Stop by leaving the loop."""
-        from erudite_edge.sources.crops import detection_boxes
-        from erudite_edge.sources.crops import fixed_boxes
-        from erudite_edge.sources.crops import read_detections
+        from erudite_edge.sources.crops import detection_boxes, fixed_boxes, read_detections
         from erudite_edge.sources.open import open_source
 
         if boxes is not None and detections is not None:

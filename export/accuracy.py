@@ -11,9 +11,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from erudite_edge.core.bundle import Bundle
-
-from erudite_edge.core.bundle import fine_role
+from erudite_edge.core.bundle import Bundle, fine_role
 
 
 def predict(bundle: Bundle, logits: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -24,15 +24,9 @@ from typing import Any, Callable, Sequence, TypeVar
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
-from erudite_edge.core.bundle import INPUT_NAME
-
-from erudite_edge.core.bundle import Bundle
-
-from erudite_edge.core.bundle import fine_role
+from erudite_edge.core.bundle import INPUT_NAME, Bundle, fine_role
+from erudite_edge.core.preprocess import PreprocessSpec, preprocess
 from erudite_edge.errors import BadImageError, UsageError
-from erudite_edge.core.preprocess import PreprocessSpec
-from erudite_edge.core.preprocess import preprocess
-
 from export.images import ImageRef, Log, dataset_refs, find_images
 
 BATCH = 16

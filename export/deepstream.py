@@ -37,11 +37,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from erudite_edge.core.bundle import Bundle
-from erudite_edge.errors import BundleError, UsageError
 from erudite_edge.core.fileio import atomic_directory
-from erudite_edge.core.preprocess import PreprocessSpec
-from erudite_edge.core.preprocess import preprocess
-from erudite_edge.core.preprocess import resize_image
+from erudite_edge.core.preprocess import PreprocessSpec, preprocess, resize_image
+from erudite_edge.errors import BundleError, UsageError
 from export.graph_input import strip_uint8_input
 
 MARKER = "# written by erudite-edge export deepstream"

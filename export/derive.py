@@ -16,18 +16,15 @@ from typing import Any, Callable
 import numpy as np
 import onnx
 
-from erudite_edge.core.bundle import Bundle
-
-from erudite_edge.core.bundle import default_filename
-from erudite_edge.errors import BundleError
+from erudite_edge.core.bundle import Bundle, default_filename
+from erudite_edge.core.compare import Agreement, ParityError, compare_logits
 from erudite_edge.core.fileio import atomic_path
-
+from erudite_edge.errors import BundleError
 from export.accuracy import accuracy_change
 from export.images import InputSet, Log
 from export.metadata import check_output_size, model_props, set_metadata
 from export.onnx_export import portable_ir_version
 from export.parity import onnx_logits
-from erudite_edge.core.compare import Agreement, ParityError, compare_logits
 
 
 @dataclass

@@ -18,11 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from erudite_edge.errors import BadImageError, UsageError
 from erudite_edge.core.labels import LabelSpace
-from erudite_edge.core.preprocess import PreprocessSpec
-from erudite_edge.core.preprocess import load_image
-from erudite_edge.core.preprocess import preprocess
+from erudite_edge.core.preprocess import PreprocessSpec, load_image, preprocess
+from erudite_edge.errors import BadImageError, UsageError
 from erudite_edge.sources.base import IMAGE_EXTENSIONS as FOLDER_IMAGE_EXTENSIONS
 
 

@@ -16,7 +16,6 @@ from typing import Any, Sequence
 import onnx
 
 from erudite_edge.core.bundle import Bundle
-
 from export.derive import Fp32Source, derive
 from export.graph_input import preprocess_nodes
 from export.images import InputSet, Log, check_inputs, labelled_inputs

@@ -16,12 +16,9 @@ from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 
-from erudite_edge.errors import BadImageError, UsageError
 from erudite_edge.core.labels import LabelSpace
-from erudite_edge.core.preprocess import PreprocessSpec
-from erudite_edge.core.preprocess import load_image
-from erudite_edge.core.preprocess import normalize
-from erudite_edge.core.preprocess import preprocess_batch
+from erudite_edge.core.preprocess import PreprocessSpec, load_image, normalize, preprocess_batch
+from erudite_edge.errors import BadImageError, UsageError
 from erudite_edge.sources.base import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)

@@ -42,13 +42,16 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 
-from erudite_edge.core.bundle import INPUT_NAME
-
-from erudite_edge.core.bundle import Bundle
+from erudite_edge.core.bundle import INPUT_NAME, Bundle
 from erudite_edge.errors import BadImageError, EruditeError, UsageError
-
 from export.calibration import (
-    BATCH, DEFAULT_SEED, CalibrationPlan, ImageCalibrationReader, calibration_sets, collect_ranges, sample,
+    BATCH,
+    DEFAULT_SEED,
+    CalibrationPlan,
+    ImageCalibrationReader,
+    calibration_sets,
+    collect_ranges,
+    sample,
 )
 from export.derive import Fp32Source, derive
 from export.fp16 import agreement_inputs
@@ -464,9 +467,8 @@ class QatSource:
 
 def qat_source(bundle: Bundle, path: str | os.PathLike[str], work: Path) -> QatSource:
     """Load the QAT checkpoint (`train --qat`), check it is the bundle's model, export its float graph."""
-    from train.checkpoint import load_checkpoint
-
     from export.onnx_export import build_checkpoint_model, to_onnx
+    from train.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
     meta = ckpt.meta.get("qat")

@@ -12,8 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from erudite_edge.core.fileio import atomic_path
-from erudite_edge.core.fileio import write_json_atomic
+from erudite_edge.core.fileio import atomic_path, write_json_atomic
 
 SHOWN = 12  # blocks in the Markdown table and the chart
 

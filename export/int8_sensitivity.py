@@ -32,7 +32,6 @@ import numpy as np
 import onnx
 
 from erudite_edge.core.bundle import Bundle
-
 from export.accuracy import accuracy_by_dataset
 from export.images import InputSet, Log
 from export.parity import onnx_logits

@@ -11,12 +11,10 @@ from typing import Mapping
 
 import onnx
 
-from erudite_edge.core.bundle import ATTENTION_OUTPUT
-
-from erudite_edge.core.bundle import Bundle
-from erudite_edge.errors import BundleError
+from erudite_edge.core.bundle import ATTENTION_OUTPUT, Bundle
 from erudite_edge.core.labels import LabelSpace
 from erudite_edge.core.preprocess import PreprocessSpec
+from erudite_edge.errors import BundleError
 
 ROLE_KEY = "erudite_edge.role"
 PRECISION_KEY = "erudite_edge.precision"

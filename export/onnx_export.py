@@ -22,25 +22,10 @@ from typing import Any, Callable, Iterator, Sequence
 
 import onnx
 
-from erudite_edge.core.bundle import ATTENTION_OUTPUT
-
-from erudite_edge.core.bundle import INPUT_NAME
-
-from erudite_edge.core.bundle import OUTPUT_NAME
-
-from erudite_edge.core.bundle import Bundle
-
-from erudite_edge.core.bundle import default_filename
-
-from erudite_edge.core.bundle import fine_role
-from erudite_edge.errors import EruditeError, UsageError
-from erudite_edge.core.fileio import USER_OS_ERRORS
-from erudite_edge.core.fileio import atomic_directory
-from erudite_edge.core.fileio import atomic_path
-from erudite_edge.core.fileio import os_error_line
-from erudite_edge.core.fileio import remove_stale_temporaries
+from erudite_edge.core.bundle import ATTENTION_OUTPUT, INPUT_NAME, OUTPUT_NAME, Bundle, default_filename, fine_role
+from erudite_edge.core.fileio import USER_OS_ERRORS, atomic_directory, atomic_path, os_error_line, remove_stale_temporaries
 from erudite_edge.core.preprocess import PreprocessSpec
-
+from erudite_edge.errors import EruditeError, UsageError
 from export.graph_input import prepend_uint8_input
 from export.images import check_inputs, host_float_batch
 from export.metadata import check_output_size, model_props, set_metadata
@@ -292,7 +277,6 @@ def check_attention_parity(module: Any, onnx_path: Path, batch: Any, torch_batch
     import torch
 
     from erudite_edge.backends.onnxruntime_runner import OnnxRuntimeRunner
-
     from erudite_edge.core.compare import ParityError
 
     with torch.no_grad():
@@ -313,8 +297,7 @@ def store_check_set(bundle: Bundle, parity_inputs: Any, images: Any, data: Seque
     """The check set every backend and engine build is compared with later (erudite_edge/core/check_set.py):
     CHECK_COUNT inputs from the same images as parity, and the FP32 ONNX models' outputs on them."""
     from erudite_edge.backends.onnxruntime_runner import OnnxRuntimeRunner
-    from erudite_edge.core.check_set import DEFAULT_COUNT
-    from erudite_edge.core.check_set import write_check_set
+    from erudite_edge.core.check_set import DEFAULT_COUNT, write_check_set
 
     inputs = parity_inputs
     if len(inputs.batch) < DEFAULT_COUNT:

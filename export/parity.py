@@ -18,8 +18,8 @@ import os
 from typing import Any
 
 import numpy as np
-from erudite_edge.core.compare import Agreement, ParityError, compare_logits
 
+from erudite_edge.core.compare import Agreement, ParityError, compare_logits
 
 FP32_REL_TOLERANCE = 1e-3
 CHUNK = 16

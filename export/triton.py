@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from erudite_edge.core.bundle import Bundle
-from erudite_edge.errors import BundleError, UsageError
 from erudite_edge.core.fileio import atomic_directory
+from erudite_edge.errors import BundleError, UsageError
 
 MARKER = "# written by erudite-edge export triton"
 DEFAULT_MAX_BATCH = 8

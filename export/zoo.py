@@ -8,7 +8,6 @@ import os
 from typing import Any
 
 from erudite_edge.core.bundle import Bundle
-
 from export.onnx_export import export_checkpoint
 
 

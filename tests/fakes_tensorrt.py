@@ -20,11 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from erudite_edge.backends.tensorrt.sidecar import DeviceInfo
-
-from erudite_edge.backends.tensorrt.sidecar import EngineSidecar
-
-from erudite_edge.backends.tensorrt.sidecar import write_sidecar
+from erudite_edge.backends.tensorrt.sidecar import DeviceInfo, EngineSidecar, write_sidecar
 
 FAKE_TRT_VERSION = "10.3.0.30"
 FAKE_GPU = DeviceInfo("Fake GPU (test double)", (8, 7))

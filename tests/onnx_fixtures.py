@@ -20,11 +20,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from erudite_edge.core.bundle import Bundle
-
-from erudite_edge.core.bundle import default_filename
-
-from erudite_edge.core.bundle import fine_role
+from erudite_edge.core.bundle import Bundle, default_filename, fine_role
 from erudite_edge.core.labels import LabelSpace
 from erudite_edge.core.preprocess import PreprocessSpec
 

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from erudite_edge.cli.app import main
 from tiny_data import make_mixture
 from train.analysis.attention import attention_masks
-from train.analysis.features import extract_features, evaluation_dataset
+from train.analysis.features import evaluation_dataset, extract_features
 from train.checkpoint import load_checkpoint
 from train.data import collate_skip_bad, load_datasets
 from train.evaluate_run import evaluate_run
@@ -205,8 +205,7 @@ def test_export_with_attention_keeps_the_logits_and_exposes_the_masks(runs, bund
     rec = att.meta["attention"]
     assert rec["output"] == "attention" and rec["groups"] == 8 and rec["parity_max_abs_diff"] < 1e-4
     assert att.entry().info["extra_outputs"] == ["attention"] and "attention" not in plain.meta
-    from erudite_edge.core.preprocess import load_image
-    from erudite_edge.core.preprocess import preprocess_batch
+    from erudite_edge.core.preprocess import load_image, preprocess_batch
     from export.images import host_float_batch
 
     ckpt = load_checkpoint(runs["ours"])

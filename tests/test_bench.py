@@ -15,17 +15,25 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from onnx_fixtures import COLORS, DATASETS, fixture_spec, make_erudite_bundle, make_zoo_bundle, normalized_color, solid_image, write_image  # noqa: E402
-
-from export.eval_set import read_eval_set  # noqa: E402
 from benchmarks.complexity import bundle_complexity, onnx_complexity  # noqa: E402
 from benchmarks.instrument import Instrumented, even_routes  # noqa: E402
 from benchmarks.latency import Contender, interleaved, percentile, split_rounds, summarize  # noqa: E402
-from erudite_edge.core.bundle import Bundle  # noqa: E402
-from erudite_edge.errors import UsageError  # noqa: E402
 from erudite_edge.backends.registry import RunnerOptions  # noqa: E402
-from erudite_edge.inference.models import load_model  # noqa: E402
+from erudite_edge.core.bundle import Bundle  # noqa: E402
 from erudite_edge.core.preprocess import preprocess  # noqa: E402
+from erudite_edge.errors import UsageError  # noqa: E402
+from erudite_edge.inference.models import load_model  # noqa: E402
+from export.eval_set import read_eval_set  # noqa: E402
+from onnx_fixtures import (  # noqa: E402
+    COLORS,
+    DATASETS,
+    fixture_spec,
+    make_erudite_bundle,
+    make_zoo_bundle,
+    normalized_color,
+    solid_image,
+    write_image,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 WARM, COOL = ("red", "yellow"), ("blue", "cyan")

@@ -16,11 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from erudite_edge.sources import camera_diagnose as cd
 from erudite_edge.cli.app import main
-from erudite_edge.sources.gst_pipelines import csi_candidates
-from erudite_edge.sources.gst_pipelines import opencv_takes_bgrx
-from erudite_edge.sources.gst_pipelines import rtsp_candidates
+from erudite_edge.sources import camera_diagnose as cd
+from erudite_edge.sources.gst_pipelines import csi_candidates, opencv_takes_bgrx, rtsp_candidates
 from onnx_fixtures import make_erudite_bundle
 
 

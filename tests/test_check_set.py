@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
-from test_export import cli, one_error_line, photos, trained, views  # noqa: F401  (fixtures)
 
 from erudite_edge.core.bundle import Bundle
 from erudite_edge.core.check_set import (
@@ -24,6 +22,7 @@ from erudite_edge.core.check_set import (
 from erudite_edge.core.fileio import sha256_file
 from export.fp16 import make_fp16
 from export.int8 import Int8Options, make_int8
+from trained_model import cli, one_error_line
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file
 
 from erudite_edge.cli.app import main
+from real_processes import child_env
 from tiny_data import make_mixture
 from train.checkpoint import (
     CheckpointError,
@@ -33,7 +34,6 @@ from train.checkpoint import (
     resume_checkpoint,
     verify_checkpoint_dir,
 )
-from real_processes import child_env
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 4
@@ -251,9 +251,8 @@ def test_older_run_layout_still_loads(tmp_path, two_epochs):
 
 def test_progress_bars_only_on_a_terminal(tmp_path, data):
     """On a terminal (a real pseudo-terminal here) the bar is drawn; the same command into a log gets none."""
-    import pty
-
     import fcntl
+    import pty
     import struct
     import termios
 

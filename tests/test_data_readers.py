@@ -14,12 +14,8 @@ import torch
 from scipy.io import loadmat, savemat
 from torch.utils.data import DataLoader
 
+from erudite_edge.core.preprocess import PreprocessSpec, load_image, normalize, preprocess, resize_image
 from erudite_edge.errors import BadImageError, UsageError
-from erudite_edge.core.preprocess import PreprocessSpec
-from erudite_edge.core.preprocess import load_image
-from erudite_edge.core.preprocess import normalize
-from erudite_edge.core.preprocess import preprocess
-from erudite_edge.core.preprocess import resize_image
 from train.data import (
     DatasetFormatError,
     ImageListDataset,
@@ -418,8 +414,8 @@ def test_train_item_is_padded_crop_and_flip_of_the_resized_image(tmp_path: Path)
     ds = ImageListDataset([Sample(str(path), 0)] * 40, dataset_index=0, joint_offset=0, spec=SPEC, train=True, pad=3)
     padded = np.zeros((16 + 6, 16 + 6, 3), np.uint8)
     padded[3:19, 3:19] = sized
-    windows = {(t, l, f): normalize(np.ascontiguousarray(padded[t:t + 16, l:l + 16][:, ::-1] if f else padded[t:t + 16, l:l + 16]), SPEC)
-               for t in range(7) for l in range(7) for f in (0, 1)}
+    windows = {(t, left, f): normalize(np.ascontiguousarray(padded[t:t + 16, left:left + 16][:, ::-1] if f else padded[t:t + 16, left:left + 16]), SPEC)
+               for t in range(7) for left in range(7) for f in (0, 1)}
     seen = set()
     for i in range(len(ds)):
         x = ds[i]["image"].numpy()

@@ -15,13 +15,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ranks import run_ranks
 from train.loop import amp_settings, loader_generator, use_sync_bn
 from train.losses import loss_all
 from train.model import build_model
 from train.model_spec import ModelConfig
 from train.two_stage import _all_reduce_mean, meta_objective
-
-from ranks import run_ranks
 
 COUNTS = [3, 4]
 PER = 16  # images of each data set in the global batch

@@ -22,12 +22,12 @@ import socket
 import subprocess
 import sys
 import tarfile
-import tomllib
 import urllib.request
 import warnings
 from pathlib import Path
 
 import pytest
+import tomllib
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name

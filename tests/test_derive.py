@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from erudite_edge.core.bundle import Bundle
+from erudite_edge.core.compare import ParityError
+from erudite_edge.core.preprocess import preprocess
 from export.derive import derive
 from export.images import InputSet
-from erudite_edge.core.compare import ParityError
 from onnx_fixtures import COLORS, DATASETS, fixture_spec, make_erudite_bundle, make_zoo_bundle, nearest_color_model, solid_image
-from erudite_edge.core.preprocess import preprocess
 
 ORDER = ["red", "yellow", "blue", "cyan"]  # joint classes: warm/red, warm/yellow, cool/blue, cool/cyan
 

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_tensorrt_pieces import make_bundle
 
 from erudite_edge.backends.tensorrt.runner import available
+from tensorrt_bundles import make_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tools" / "device_check.sh"

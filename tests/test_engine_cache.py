@@ -16,15 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from erudite_edge.backends.tensorrt.cache import CacheKey
-
-from erudite_edge.backends.tensorrt.cache import cache_dir
-
-from erudite_edge.backends.tensorrt.cache import engine_lock
-
-from erudite_edge.backends.tensorrt.cache import user_cache_dir
-from erudite_edge.backends.tensorrt.sidecar import DeviceInfo
-from erudite_edge.backends.tensorrt.sidecar import read_sidecar
+from erudite_edge.backends.tensorrt.cache import CacheKey, cache_dir, engine_lock, user_cache_dir
+from erudite_edge.backends.tensorrt.sidecar import DeviceInfo, read_sidecar
 from erudite_edge.errors import BackendUnavailable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,7 +115,7 @@ def first_use(tmp_path, monkeypatch):
     """A real bundle (tiny ONNX model), with TensorRT, the GPU and the build step replaced by FAKES."""
     import erudite_edge.backends.tensorrt.build as engine_mod
     from fakes_tensorrt import FAKE_GPU, FAKE_TRT_VERSION, EngineSpec, FakeDevice, install_fake_tensorrt
-    from test_tensorrt_pieces import TRT10, make_bundle
+    from tensorrt_bundles import TRT10, make_bundle
 
     bundle = make_bundle(tmp_path / "bundle")
     spec = EngineSpec(weights=np.ones((3, bundle.expected_outputs("main")), np.float32), size=32)

@@ -10,104 +10,47 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 from onnx import numpy_helper
 
 from erudite_edge.core.bundle import Bundle
-from erudite_edge.cli.app import main
-from erudite_edge.errors import BundleError
+from erudite_edge.core.compare import ParityError, compare_logits
 from erudite_edge.core.labels import LabelSpace
-from erudite_edge.core.preprocess import PreprocessSpec
-from erudite_edge.core.preprocess import preprocess
+from erudite_edge.core.preprocess import PreprocessSpec, preprocess
+from erudite_edge.errors import BundleError
 from export.fp16 import make_fp16
 from export.images import host_float_batch, photo_variants, sample_photos
 from export.int8 import Int8Options, make_int8
 from export.metadata import facts_from_metadata, read_metadata
 from export.parity import check_fp32_parity
-from erudite_edge.core.compare import ParityError, compare_logits
 from export.zoo import export_zoo
-from train.checkpoint import save_checkpoint
 from train.model import build_model
-from train.model_spec import ModelConfig
-from train.optim import OptimConfig, build_optimizers
-from train.two_stage import TwoStageStep, ZooStep
+from train.two_stage import ZooStep
+from trained_model import (
+    COUNTS,
+    LABELS,
+    SPEC,
+    cli,
+    config,
+    distinct_predictions,
+    one_error_line,
+    run_onnx,
+    save_run,
+    session,
+    train_steps,
+    untrained_run,
+)
 
-COUNTS = [3, 4]
-LABELS = LabelSpace.build(["a", "b"], [["x", "y", "z"], ["p", "q", "r", "s"]])
-SPEC = PreprocessSpec.square(32, resize="center_crop", crop_ratio=0.8, interpolation="area")
 ERUDITE_VARIANTS = ["baseline", "baseline+", "baseline++", "ours", "ours-pcgrad", "ours-pmg"]
-# the photographs standing for the seven classes, in joint order
-CLASS_PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "immunohistochemistry"]
-
-
-def config(variant: str) -> ModelConfig:
-    return ModelConfig(variant=variant, backbone="tiny", class_counts=COUNTS, embed_dim=16, hidden=16)
-
-
-def save_run(run: Path, model: torch.nn.Module, variant: str, spec: PreprocessSpec = SPEC) -> Path:
-    save_checkpoint(run, "best", model, model_config=config(variant), labels=LABELS, preprocess=spec)
-    return run
-
-
-def untrained_run(root: Path, variant: str, seed: int = 0) -> Path:
-    torch.manual_seed(seed)
-    return save_run(root / f"run-{variant}", build_model(config(variant)).eval(), variant)
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    rc = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return rc, captured.out, captured.err
-
-
-def one_error_line(err: str) -> str:
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: ")
-    return lines[0]
 
 
 def leftovers(parent: Path, name: str) -> list[str]:
     return [p.name for p in parent.iterdir() if p.name.startswith(f".{name}.")]
 
 
-def session(path: Path) -> ort.InferenceSession:
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-
-def run_onnx(path: Path, batch: np.ndarray) -> np.ndarray:
-    return session(path).run(None, {"images": batch})[0]
-
-
 def dims(value_info: onnx.ValueInfoProto) -> list[int | str]:
     return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in value_info.type.tensor_type.shape.dim]
-
-
-@pytest.fixture(scope="module")
-def photos() -> dict[str, np.ndarray]:
-    import skimage.data
-
-    out = {}
-    for name in CLASS_PHOTOS:
-        im = np.asarray(getattr(skimage.data, name)())
-        out[name] = np.repeat(im[..., None], 3, axis=2) if im.ndim == 2 else im[..., :3]
-    return out
-
-
-@pytest.fixture(scope="module")
-def real_batch() -> np.ndarray:
-    """Real photographs (scikit-image's samples, their crops and mirror images), preprocessed."""
-    views = photo_variants(sample_photos())
-    assert len(views) >= 40
-    return np.stack([preprocess(v, SPEC) for v in views])
-
-
-@pytest.fixture(scope="module")
-def real_bytes() -> np.ndarray:
-    """The same photographs as a default (uint8) bundle's models take them: resized NHWC bytes."""
-    return np.stack([preprocess(v, SPEC.as_input("uint8")) for v in photo_variants(sample_photos())])
 
 
 # -- erudite variants: export, parity, graph, metadata -------------------------------------------
@@ -279,76 +222,6 @@ def test_wrong_kind_of_checkpoint_is_one_line(tmp_path, capsys):
 # -- a trained model: parity on real images, FP16 and INT8 agreement -------------------------------
 
 
-def _write_imagefolder(root: Path, photos: dict[str, np.ndarray], seed: int) -> list[str]:
-    """Data sets a (x, y, z) and b (p, q, r, s), one photograph per class, random views of it."""
-    rng = np.random.default_rng(seed)
-    names = iter(CLASS_PHOTOS)
-    for ds, classes in zip(LABELS.datasets, LABELS.classes):
-        for cls in classes:
-            photo = photos[next(names)]
-            for split, n in (("train", 8), ("test", 4)):
-                d = root / ds / split / cls
-                d.mkdir(parents=True, exist_ok=True)
-                for i in range(n):
-                    cv2.imwrite(str(d / f"{i}.png"), _random_view(photo, rng)[..., ::-1])
-    return [f"{ds}={root / ds}" for ds in LABELS.datasets]
-
-
-def _random_view(im: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    h, w = im.shape[:2]
-    s = rng.uniform(0.6, 1.0)
-    ch, cw = int(h * s), int(w * s)
-    top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-    view = im[top : top + ch, left : left + cw]
-    return np.ascontiguousarray(view[:, ::-1] if rng.random() < 0.5 else view)
-
-
-@pytest.fixture(scope="module")
-def views(photos) -> tuple[torch.Tensor, ...]:
-    """A training batch: six random views of each class's photograph (images, data set, joint, local)."""
-    rng = np.random.default_rng(1)
-    images, ids, joint, local = [], [], [], []
-    for k, name in enumerate(CLASS_PHOTOS):
-        d, c = LABELS.to_local(k)
-        for _ in range(6):
-            images.append(preprocess(_random_view(photos[name], rng), SPEC))
-            ids.append(d), joint.append(k), local.append(c)
-    return (torch.from_numpy(np.stack(images)), *(torch.tensor(v) for v in (ids, joint, local)))
-
-
-def train_steps(step, batch, steps: int = 25) -> float:
-    """Run training steps; returns the last step's batch accuracy."""
-    # One thread: on a few shared cores, torch's worker threads wait on each other for whole
-    # scheduler slices, and these millisecond steps then take seconds.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for _ in range(steps):
-            stats = step(*batch)
-    finally:
-        torch.set_num_threads(threads)
-    return stats.correct / stats.count
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, photos, views):
-    """A tiny 'ours' model trained for a few steps on views of seven photographs, exported with the
-    test split of its two data sets as parity images."""
-    root = tmp_path_factory.mktemp("trained")
-    data = _write_imagefolder(root / "data", photos, seed=0)
-    torch.manual_seed(0)
-    net = build_model(config("ours"))
-    main_opt, theta_opt = build_optimizers(net, OptimConfig(lr=0.05, backbone_lr=0.05))
-    net.train()
-    assert train_steps(TwoStageStep(net, main_opt, theta_opt, alpha=0.05, seed=0), views) > 0.8
-    run = save_run(root / "run", net.eval(), "ours")
-    out = root / "bundle"
-    from export.onnx_export import export_checkpoint
-
-    bundle = export_checkpoint(run, out, data=data, parity_count=40)
-    return {"root": root, "data": data, "bundle": out, "run": run, "net": net, "report": bundle.meta["parity"]}
-
-
 def test_parity_on_real_images_of_the_data_sets(trained):
     report = trained["report"]["main"]["fp32"]
     assert report["passed"] and report["count"] == 28 and "test split of a, b" in report["source"]
@@ -359,10 +232,6 @@ def _copy_bundle(trained: dict, tmp_path: Path) -> Path:
     dst = tmp_path / "bundle"
     shutil.copytree(trained["bundle"], dst)
     return dst
-
-
-def _distinct_predictions(logits: np.ndarray) -> int:
-    return len(set(logits.argmax(1).tolist()))
 
 
 def test_fp16_runs_on_cpu_and_agrees_with_fp32(trained, tmp_path, real_bytes):
@@ -379,7 +248,7 @@ def test_fp16_runs_on_cpu_and_agrees_with_fp32(trained, tmp_path, real_bytes):
 
     fp32 = run_onnx(out / "model.onnx", real_bytes)
     fp16 = sess.run(None, {"images": real_bytes})[0]
-    assert _distinct_predictions(fp32) >= 3  # not a degenerate model
+    assert distinct_predictions(fp32) >= 3  # not a degenerate model
     assert (fp32.argmax(1) == fp16.argmax(1)).mean() >= 0.9
     assert np.abs(fp32 - fp16).max() < 0.05 * np.abs(fp32).max()
 
@@ -425,7 +294,7 @@ def test_int8_is_symmetric_qdq_and_agrees_with_fp32(int8_bundles, real_bytes, me
 
     fp32 = run_onnx(out / "model.onnx", real_bytes)
     int8 = run_onnx(out / "model.int8.onnx", real_bytes)
-    assert _distinct_predictions(fp32) >= 3
+    assert distinct_predictions(fp32) >= 3
     assert (fp32.argmax(1) == int8.argmax(1)).mean() >= 0.8
 
 

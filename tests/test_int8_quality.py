@@ -16,27 +16,16 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from test_export import (  # noqa: F401  (fixtures: pytest finds them by name in this module)
-    LABELS,
-    _write_imagefolder,
-    cli,
-    one_error_line,
-    photos,
-    real_batch,
-    run_onnx,
-    trained,
-    views,
-)
 
 from erudite_edge.core.bundle import Bundle
-from erudite_edge.core.preprocess import PreprocessSpec
-from erudite_edge.core.preprocess import preprocess
+from erudite_edge.core.preprocess import PreprocessSpec, preprocess
 from export.calibration import ImageCalibrationReader, calibration_sets, collect_ranges
 from export.images import ImageRef, photo_variants, sample_photos
 from export.int8 import CALIBRATOR_OPTIONS, Int8Options, calibration_method, make_int8
 from train.checkpoint import save_checkpoint
 from train.model import build_model
 from train.model_spec import ModelConfig
+from trained_model import LABELS, cli, write_imagefolder
 
 SPEC48 = PreprocessSpec.square(48, resize="center_crop", crop_ratio=0.8, interpolation="area")
 
@@ -45,7 +34,7 @@ SPEC48 = PreprocessSpec.square(48, resize="center_crop", crop_ratio=0.8, interpo
 def lite0(tmp_path_factory, photos):
     """EfficientNet-Lite0 (real ImageNet weights) under freshly initialised erudite heads."""
     root = tmp_path_factory.mktemp("lite0")
-    data = _write_imagefolder(root / "data", photos, seed=0)
+    data = write_imagefolder(root / "data", photos, seed=0)
     torch.manual_seed(0)
     cfg = ModelConfig(variant="ours", backbone="efficientnet_lite0", class_counts=[3, 4], embed_dim=16, hidden=16,
                       pretrained=True)

@@ -13,27 +13,16 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
-from test_export import (  # noqa: F401  (fixtures: pytest finds them by name in this module)
-    _distinct_predictions,
-    cli,
-    one_error_line,
-    photos,
-    real_batch,
-    real_bytes,
-    run_onnx,
-    trained,
-    views,
-)
 
+from erudite_edge.backends.tensorrt.build import select_sources
 from erudite_edge.core.bundle import Bundle
 from erudite_edge.errors import BundleError
-from erudite_edge.backends.tensorrt.build import select_sources
 from export.int8 import Int8Options, make_int8
+from trained_model import cli, distinct_predictions, one_error_line, run_onnx
 
 
 def _copy(trained: dict, tmp_path: Path) -> Path:
@@ -103,7 +92,7 @@ def test_onnxruntime_target_fuses_into_integer_kernels_and_agrees(trained, tmp_p
     fp32 = run_onnx(out / "model.onnx", real_bytes)  # the fixture's bundle has the default uint8 input
     int8 = run_onnx(out / "model.int8.onnx", real_bytes)
     assert int8.shape == fp32.shape
-    assert _distinct_predictions(fp32) >= 3  # not a degenerate model
+    assert distinct_predictions(fp32) >= 3  # not a degenerate model
     assert (fp32.argmax(1) == int8.argmax(1)).mean() >= 0.8
     assert bundle.meta["parity"]["main"]["int8"]["top1_agreement"] >= 0.8
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from onnx_fixtures import COLORS, make_erudite_bundle, solid_image, write_image
 
 from erudite_edge.cli.app import main
 from erudite_edge.core.bundle import Bundle
 from erudite_edge.core.check_set import write_check_set
 from erudite_edge.core.preprocess import preprocess
+from onnx_fixtures import COLORS, make_erudite_bundle, solid_image, write_image
 
 
 @pytest.fixture

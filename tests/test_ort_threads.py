@@ -19,12 +19,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from onnx_fixtures import make_erudite_bundle, make_zoo_bundle  # noqa: E402
-
 from erudite_edge.backends.onnxruntime_runner import OnnxRuntimeRunner  # noqa: E402
-from erudite_edge.core.bundle import Bundle  # noqa: E402
 from erudite_edge.backends.registry import RunnerOptions  # noqa: E402
+from erudite_edge.core.bundle import Bundle  # noqa: E402
 from erudite_edge.inference.models import load_model  # noqa: E402
+from onnx_fixtures import make_erudite_bundle, make_zoo_bundle  # noqa: E402
 
 CHANNELS = 32
 SIZE = 56

@@ -11,8 +11,8 @@ import onnx
 import pytest
 import torch
 
-from erudite_edge.core.bundle import Bundle
 from erudite_edge.cli.app import main
+from erudite_edge.core.bundle import Bundle
 from tiny_data import make_mixture
 from train import qat
 from train.model import build_model

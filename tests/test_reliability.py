@@ -24,12 +24,11 @@ import pytest
 import torch
 
 import erudite_edge.core.bundle as bundle_mod
-from erudite_edge.core.bundle import HASH_CACHE_FILE
-from erudite_edge.core.bundle import Bundle
 from erudite_edge.cli.app import main
-from erudite_edge.errors import BundleError
+from erudite_edge.core.bundle import HASH_CACHE_FILE, Bundle
 from erudite_edge.core.labels import LabelSpace
 from erudite_edge.core.preprocess import PreprocessSpec
+from erudite_edge.errors import BundleError
 from train.checkpoint import save_checkpoint
 from train.model import build_model
 from train.model_spec import ModelConfig
@@ -342,8 +341,8 @@ def test_a_swap_killed_between_its_renames_is_repaired(tmp_path):
 
 def test_a_stop_signal_during_the_swap_waits_for_it(tmp_path, monkeypatch):
     """A SIGTERM that arrives between the two renames is delivered after them: `target` is never missing."""
-    from erudite_edge.core.fileio import atomic_directory
     from erudite_edge.cli.interruptible import terminate_as_interrupt
+    from erudite_edge.core.fileio import atomic_directory
 
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "old.txt").write_text("old")

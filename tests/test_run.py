@@ -15,18 +15,16 @@ import numpy as np
 import pytest
 
 from erudite_edge.backends.registry import RunnerOptions, choose_backend, load_runner
-from erudite_edge.core.bundle import Bundle
 from erudite_edge.cli.app import main
-from erudite_edge.errors import BackendUnavailable, BadImageError, BundleError
-from erudite_edge.outputs.records import JsonlSink
-from erudite_edge.outputs.records import csv_header
-from erudite_edge.core.scores import top_k
-from erudite_edge.inference.pipeline import Pipeline
-from erudite_edge.inference.models import load_model
+from erudite_edge.core.bundle import Bundle
 from erudite_edge.core.preprocess import preprocess_batch
+from erudite_edge.core.scores import top_k
+from erudite_edge.errors import BackendUnavailable, BadImageError, BundleError
+from erudite_edge.inference.models import ZooModel, load_model
+from erudite_edge.inference.pipeline import Pipeline
+from erudite_edge.outputs.records import JsonlSink, csv_header
 from erudite_edge.sources.capture import gstreamer_available
 from erudite_edge.sources.open import open_source
-from erudite_edge.inference.models import ZooModel
 from onnx_fixtures import (
     COLORS,
     DATASETS,

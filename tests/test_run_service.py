@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from erudite_edge.core.bundle import Bundle
 from erudite_edge.cli.app import main
+from erudite_edge.core.bundle import Bundle
 from erudite_edge.errors import OutputError, UsageError
 from onnx_fixtures import COLORS, DATASETS, make_erudite_bundle, solid_image, write_image, write_video
 from real_processes import child_env

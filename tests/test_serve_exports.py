@@ -15,13 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from erudite_edge.core.bundle import Bundle
-
-from erudite_edge.core.bundle import default_filename
 from erudite_edge.cli.app import main
-from erudite_edge.core.preprocess import PreprocessSpec
-from erudite_edge.core.preprocess import preprocess
-from erudite_edge.core.preprocess import resize_image
+from erudite_edge.core.bundle import Bundle, default_filename
+from erudite_edge.core.preprocess import PreprocessSpec, preprocess, resize_image
 from onnx_fixtures import label_space, make_erudite_bundle
 
 onnx = pytest.importorskip("onnx")
@@ -120,9 +116,7 @@ def test_triton_tensorrt_entry_and_max_batch_above_the_profile(tmp_path: Path, c
     The engine file is placeholder bytes (no TensorRT here): the export only copies it; its sidecar is real."""
     from google.protobuf import text_format
 
-    from erudite_edge.backends.tensorrt.sidecar import EngineSidecar
-
-    from erudite_edge.backends.tensorrt.sidecar import write_sidecar
+    from erudite_edge.backends.tensorrt.sidecar import EngineSidecar, write_sidecar
 
     pb2 = model_config_pb2()
     bundle = make_erudite_bundle(tmp_path / "b")

@@ -8,12 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
-from erudite_edge.errors import BadImageError, SourceError
 from erudite_edge.core.preprocess import decode_image
-from erudite_edge.sources.capture import CaptureSource, csi_pipeline, gstreamer_available
-from erudite_edge.sources.open import open_source
-from erudite_edge.sources.files import ImageFilesSource, list_images
+from erudite_edge.errors import BadImageError, SourceError
 from erudite_edge.sources.base import read_image_item
+from erudite_edge.sources.capture import CaptureSource, csi_pipeline, gstreamer_available
+from erudite_edge.sources.files import ImageFilesSource, list_images
+from erudite_edge.sources.open import open_source
 from onnx_fixtures import COLORS, solid_image, write_bad_files, write_image, write_video
 
 
@@ -186,8 +186,7 @@ def test_bad_files_are_items_with_errors_odd_modes_decode(tmp_path: Path) -> Non
 
 
 def test_first_pipeline_that_opens_wins(tmp_path: Path) -> None:
-    from erudite_edge.sources.capture import _capture
-    from erudite_edge.sources.capture import _first_that_opens
+    from erudite_edge.sources.capture import _capture, _first_that_opens
 
     video = write_video(tmp_path / "v.mp4", [COLORS[next(iter(COLORS))]] * 3, size=(32, 24))
     cap = _first_that_opens(_capture(str(tmp_path / "absent.avi"), cv2.CAP_ANY), _capture(str(video), cv2.CAP_ANY))()
@@ -197,9 +196,7 @@ def test_first_pipeline_that_opens_wins(tmp_path: Path) -> None:
 
 
 def test_capture_mode_fourcc_and_bayer_hint(tmp_path: Path) -> None:
-    from erudite_edge.sources.capture import bayer_hint
-    from erudite_edge.sources.capture import capture_mode
-    from erudite_edge.sources.capture import fourcc_str
+    from erudite_edge.sources.capture import bayer_hint, capture_mode, fourcc_str
     from erudite_edge.sources.v4l2_modes import describe_modes
 
     video = write_video(tmp_path / "v.mp4", [COLORS["red"]] * 3, size=(32, 24), fps=10)

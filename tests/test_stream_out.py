@@ -15,13 +15,10 @@ import cv2
 import numpy as np
 import pytest
 
-from erudite_edge.core.bundle import Bundle
 from erudite_edge.cli.app import main
+from erudite_edge.core.bundle import Bundle
 from erudite_edge.errors import UsageError
-from erudite_edge.outputs.stream import choose_writer
-from erudite_edge.outputs.stream import ffmpeg_exe
-from erudite_edge.outputs.stream import ffmpeg_has_encoder
-from erudite_edge.outputs.stream import parse_target
+from erudite_edge.outputs.stream import choose_writer, ffmpeg_exe, ffmpeg_has_encoder, parse_target
 from onnx_fixtures import make_erudite_bundle
 from real_processes import RTSP_SERVER_PY, CliRun, free_port, kill_left, needs_rtsp_server, start_rtsp_server
 
@@ -79,8 +76,8 @@ def test_no_encoder_is_one_line(tmp_path: Path) -> None:
 def test_gstreamer_writer_that_does_not_open_is_one_line() -> None:
     """The GStreamer writer path run for real on this OpenCV (no GStreamer: no pipeline opens)."""
     from erudite_edge.errors import OutputError
-    from erudite_edge.sources.capture import gstreamer_available
     from erudite_edge.outputs.stream import StreamSink
+    from erudite_edge.sources.capture import gstreamer_available
 
     if gstreamer_available():
         pytest.skip("this OpenCV has GStreamer: its pipelines may open")
@@ -251,9 +248,7 @@ def test_gstreamer_rtsp_pipeline_pushes_to_a_real_server(tmp_path: Path) -> None
 
 def test_jetson_encoder_and_detection_strings() -> None:
     """No Jetson here: the hardware encoder's pipeline and the choice by element availability, as strings."""
-    from erudite_edge.sources.gst_pipelines import encoder_candidates
-    from erudite_edge.sources.gst_pipelines import is_jetson
-    from erudite_edge.sources.gst_pipelines import stream_out
+    from erudite_edge.sources.gst_pipelines import encoder_candidates, is_jetson, stream_out
 
     s = stream_out("nvv4l2h264enc", "rtp", "10.0.0.2", 5000, gop=30)
     assert s.startswith("appsrc ! videoconvert ! video/x-raw,format=BGRx ! nvvidconv ! "

@@ -14,13 +14,12 @@ import cv2
 import numpy as np
 
 from erudite_edge.cli.app import main
-from erudite_edge.sources.live import Backoff
 from erudite_edge.core.redact import redact
 from erudite_edge.sources.capture import CaptureSource
+from erudite_edge.sources.live import Backoff
 from erudite_edge.sources.open import open_source
 from onnx_fixtures import COLORS, make_erudite_bundle, write_video
 from real_processes import CliRun, child_env, free_port, kill_left, needs_rtsp_server, start_rtsp_server
-
 
 
 def test_backoff_doubles_from_1_to_30_seconds() -> None:

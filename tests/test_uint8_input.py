@@ -15,22 +15,17 @@ import pytest
 import torch
 
 from erudite_edge.backends.onnxruntime_runner import OnnxRuntimeRunner
-from erudite_edge.inference.batch_buffer import InputRing
-from erudite_edge.core.bundle import Bundle
-from erudite_edge.inference.check import check_bundle
-from erudite_edge.core.check_set import load_check_set
-from erudite_edge.cli.app import main
-from erudite_edge.errors import BundleError
-from erudite_edge.core.labels import LabelSpace
-from erudite_edge.inference.pipeline import Pipeline
 from erudite_edge.backends.registry import RunnerOptions
+from erudite_edge.cli.app import main
+from erudite_edge.core.bundle import Bundle
+from erudite_edge.core.check_set import load_check_set
+from erudite_edge.core.labels import LabelSpace
+from erudite_edge.core.preprocess import PreprocessSpec, load_image, normalize, preprocess, preprocess_into, resize_image
+from erudite_edge.errors import BundleError
+from erudite_edge.inference.batch_buffer import InputRing
+from erudite_edge.inference.check import check_bundle
 from erudite_edge.inference.models import load_model
-from erudite_edge.core.preprocess import PreprocessSpec
-from erudite_edge.core.preprocess import load_image
-from erudite_edge.core.preprocess import normalize
-from erudite_edge.core.preprocess import preprocess
-from erudite_edge.core.preprocess import preprocess_into
-from erudite_edge.core.preprocess import resize_image
+from erudite_edge.inference.pipeline import Pipeline
 from erudite_edge.sources.open import open_source
 from export.graph_input import preprocess_nodes
 from export.images import photo_variants, sample_photos

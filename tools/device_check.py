@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import os
 import platform
 import shlex
 import shutil
@@ -45,8 +44,7 @@ def preflight() -> dict[str, Any]:
         from erudite_edge.backends.tensorrt.runner import tensorrt_version
 
         trt_version = tensorrt_version()
-        from erudite_edge.backends.tensorrt.device_memory import import_polygraphy_cuda
-        from erudite_edge.backends.tensorrt.device_memory import open_device
+        from erudite_edge.backends.tensorrt.device_memory import import_polygraphy_cuda, open_device
 
         import_polygraphy_cuda()
         gpu = open_device().device_info()

@@ -51,7 +51,7 @@ def main(only: list[str]) -> int:
                 continue
             (Path(tmp) / module).write_text(src.replace(old, new))
             r = subprocess.run(command, cwd=tmp, env=env, capture_output=True, text=True)
-            fail = [l for l in r.stdout.splitlines() if l.startswith(("E ", "FAILED"))][:2]
+            fail = [line for line in r.stdout.splitlines() if line.startswith(("E ", "FAILED"))][:2]
             survived += r.returncode == 0
             print(f"{'KILLED' if r.returncode != 0 else 'SURVIVED'}: {what} ({module}: {old.strip()!r} -> {new.strip()!r}) by {test}; {fail}", flush=True)
     return 1 if survived else 0

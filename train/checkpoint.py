@@ -34,12 +34,16 @@ from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors_bytes
 from torch import nn
 
-from erudite_edge.errors import UsageError
-from erudite_edge.core.fileio import (fsync_dir, os_error_line, remove_stale_temporaries, sha256_file, stop_signals_deferred,
-                                 write_bytes_synced)
+from erudite_edge.core.fileio import (
+    fsync_dir,
+    os_error_line,
+    sha256_file,
+    stop_signals_deferred,
+    write_bytes_synced,
+)
 from erudite_edge.core.labels import LabelSpace
 from erudite_edge.core.preprocess import PreprocessSpec
-
+from erudite_edge.errors import UsageError
 from train.model import build_model
 from train.model_spec import ModelConfig
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import torch.distributed as dist
 
 from erudite_edge.errors import UsageError
-
 from train.config import TrainConfig
 from train.loop import Trainer
 from train.single import train_single

@@ -9,7 +9,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from erudite_edge.errors import UsageError
-
 from train.checkpoint import load_checkpoint
 from train.data import check_matches_labels, collate_skip_bad, load_datasets, make_joint_dataset
 from train.evaluate import eval_autocast_dtype, evaluate, metrics_table

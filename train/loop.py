@@ -20,16 +20,13 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from erudite_edge.errors import UsageError
-from erudite_edge.core.fileio import write_json_atomic
-from erudite_edge.core.fileio import write_text_atomic
+from erudite_edge.core.fileio import remove_stale_temporaries, write_json_atomic, write_text_atomic
 from erudite_edge.core.preprocess import PreprocessSpec
-
+from erudite_edge.errors import UsageError
 from train.checkpoint import (
     Checkpoint,
     copy_checkpoint,
     has_checkpoint,
-    remove_stale_temporaries,
     resume_checkpoint,
     save_checkpoint,
 )

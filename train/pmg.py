@@ -27,7 +27,6 @@ import torch
 from torch import nn
 
 from erudite_edge.errors import UsageError
-
 from train.backbones import create_backbone
 from train.model_spec import HeadOutput, ModelConfig
 from train.modules import GATES, DatasetProjections, GroupSpatialAttention, make_classifier

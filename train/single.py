@@ -30,11 +30,10 @@ from typing import Any
 
 import torch
 
-from erudite_edge.errors import UsageError
 from erudite_edge.core.fileio import write_json_atomic
 from erudite_edge.core.labels import LabelSpace
 from erudite_edge.core.preprocess import PreprocessSpec
-
+from erudite_edge.errors import UsageError
 from train.checkpoint import copy_checkpoint, has_checkpoint, load_checkpoint, save_checkpoint
 from train.config import TrainConfig, write_effective_config
 from train.data import build_label_space, load_datasets

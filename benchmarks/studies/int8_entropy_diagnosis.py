@@ -10,22 +10,30 @@ A diagnosis tool (benchmarks/results/int8.md, session 2), not part of the export
 onnxruntime.quantization directly with hand-made calibration caches. The histogram methods run
 onnxruntime's pure-Python KL search: about 3 CPU-minutes per method on EfficientNet-Lite0.
 """
-import json, os, sys, tempfile, time
+import json
+import os
+import sys
+import tempfile
+import time
 from pathlib import Path
-import numpy as np, onnx
+
+import numpy as np
+import onnx
 from onnxruntime.quantization import CalibrationMethod, quantize_static, save_tensors_data
-from onnxruntime.quantization.calibrate import TensorsData, TensorData
+from onnxruntime.quantization.calibrate import TensorsData
 from onnxruntime.quantization.shape_inference import quant_pre_process
+
 from erudite_edge.core.bundle import Bundle
 from export.calibration import ImageCalibrationReader, calibration_sets, collect_ranges
 from export.fp16 import agreement_inputs
-from export.int8 import quantize_options, calibration_method, quantized_ops
+from export.int8 import calibration_method, quantize_options, quantized_ops
 from export.int8_sensitivity import Evaluator
 from export.parity import onnx_logits
 
 
 def main() -> None:
-    B = Path(sys.argv[1]); target = sys.argv[2] if len(sys.argv) > 2 else "tensorrt"
+    B = Path(sys.argv[1])
+    target = sys.argv[2] if len(sys.argv) > 2 else "tensorrt"
     data = os.environ["DATA"].split()
     bundle = Bundle.load(B)
     plan = calibration_sets(bundle, data=data, count=int(os.environ.get("CALIB", 256)), seed=0)
@@ -33,7 +41,8 @@ def main() -> None:
     ev = Evaluator(bundle, "main", B / "model.onnx", inputs)
     print("fp32 acc", ev.fp32_accuracy, flush=True)
     work = Path(tempfile.mkdtemp(prefix="diag-"))
-    pre = work / "pre.onnx"; quant_pre_process(str(B / "model.onnx"), str(pre))
+    pre = work / "pre.onnx"
+    quant_pre_process(str(B / "model.onnx"), str(pre))
     OPTS = {"minmax": {}, "entropy": {"num_bins": 2048, "num_quantized_bins": 128},
             "entropy256": {"num_bins": 2048, "num_quantized_bins": 256},
             "percentile": {"num_bins": 2048, "percentile": 99.999},
@@ -62,7 +71,9 @@ def main() -> None:
     for name in OPTS:
         q(ranges[name], name)
     ent = ranges["entropy"]
-    amax = lambda r: max(abs(r[0]), abs(r[1]))
+    def amax(r):
+        return max(abs(r[0]), abs(r[1]))
+
     rows = sorted(((amax(ent[k]) / max(amax(mm[k]), 1e-12), k) for k in mm))
     print("most clipped by entropy (entropy amax / minmax amax):")
     for ratio, k in rows[:25]:
@@ -70,7 +81,6 @@ def main() -> None:
 
     # which tensors' entropy ranges cost the agreement: swap groups back to minmax ranges
     model = onnx.load(str(pre), load_external_data=False)
-    producer = {o: n for n in model.graph.node for o in n.output}
     init = {t.name for t in model.graph.initializer}
     def consumer_weight(t):
         for n in model.graph.node:
@@ -85,7 +95,8 @@ def main() -> None:
     }
     groups["entropy ratio<0.5 tensors"] = [k for r, k in rows if r < 0.5]
     for g, keys in groups.items():
-        mixed = dict(ent); mixed.update({k: mm[k] for k in keys if k in mm})
+        mixed = dict(ent)
+        mixed.update({k: mm[k] for k in keys if k in mm})
         print(f"entropy, {g} ({len(keys)} tensors) from minmax:", end=" ")
         q(mixed, "swap-" + g.split()[0])
     # symmetric-histogram effect: a post-ReLU tensor (min >= 0) has half the levels unused by the KL model

@@ -14,7 +14,6 @@ which is why one layout is fast there and the other is not. Needs onnx and onnxr
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -24,10 +23,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from benchmarks.latency import Contender, interleaved, summarize
 from erudite_edge.core.bundle import Bundle
 from erudite_edge.core.fileio import write_json_atomic
-
-from benchmarks.latency import Contender, interleaved, summarize
 
 
 def optimised_ops(path: Path, work: Path) -> Counter[str]:

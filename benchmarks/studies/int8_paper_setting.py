@@ -75,10 +75,9 @@ def write_heldout(folder: Path, log: Log) -> Path:
 
 def make_bundle(root: Path, photos: Path, seed: int, log: Log) -> Path:
     """The random-init erudite ResNet-50 (224 px, N = 2) as an FP32 bundle (the current export path)."""
-    from export.onnx_export import export_checkpoint
-
     from benchmarks.complexity import PAPER_CLASS_COUNTS, PAPER_SETS
     from benchmarks.studies.paper_setting import DATASET_NAMES, make_checkpoint
+    from export.onnx_export import export_checkpoint
 
     bundle = root / "erudite"
     if (bundle / "bundle.json").is_file():
@@ -112,11 +111,10 @@ def margins(fp32: np.ndarray, int8: np.ndarray) -> dict[str, Any]:
 
 
 def run_one(bundle: Path, photos: Path, heldout: Path, cfg: dict[str, Any], log: Log) -> dict[str, Any]:
+    from erudite_edge.core.bundle import Bundle
     from export.images import check_inputs
     from export.int8 import Int8Options, make_int8
     from export.parity import onnx_logits
-
-    from erudite_edge.core.bundle import Bundle
 
     with tempfile.TemporaryDirectory(prefix="erudite-int8-paper-") as tmp:
         copy = Path(tmp) / "bundle"

@@ -30,9 +30,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from erudite_edge.inference.pipeline import Pipeline
 from erudite_edge.backends.registry import RunnerOptions
 from erudite_edge.inference.models import load_model
+from erudite_edge.inference.pipeline import Pipeline
 from erudite_edge.sources.base import Source, Task
 from erudite_edge.sources.open import open_source
 

@@ -160,8 +160,8 @@ def _cpu_s() -> float:
 def run_one(data: list[str], out: Path, setting: str, seed: int, epochs: int | None, steps: int | None) -> dict[str, Any]:
     from erudite_edge.core.fileio import write_json_atomic
     from train.checkpoint import has_checkpoint
-    from train.evaluate_run import evaluate_run
     from train.entry import train
+    from train.evaluate_run import evaluate_run
 
     name = f"{setting}-seed{seed}"
     run_dir, res_dir = out / "runs" / name, out / "results"
@@ -206,8 +206,7 @@ def _torch_threads() -> int:
 
 
 def write_summary(out: Path, results: list[dict[str, Any]], command: str) -> dict[str, Any]:
-    from erudite_edge.core.fileio import write_json_atomic
-    from erudite_edge.core.fileio import write_text_atomic
+    from erudite_edge.core.fileio import write_json_atomic, write_text_atomic
 
     summary = summarize(results)
     write_json_atomic(out / "summary.json", {"command": command, "runs": results, "summary": summary})

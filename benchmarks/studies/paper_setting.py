@@ -22,14 +22,13 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
-
-from erudite_edge.core.bundle import Bundle
-from erudite_edge.core.fileio import write_text_atomic
+from typing import Callable, Sequence
 
 from benchmarks.bench import BenchConfig, bundle_precisions, run_bench
 from benchmarks.complexity import PAPER_CLASS_COUNTS, PAPER_SETS
 from benchmarks.report import goal_lines, render_terminal, stdout_console, write_outputs
+from erudite_edge.core.bundle import Bundle
+from erudite_edge.core.fileio import write_text_atomic
 
 Log = Callable[[str], None]
 DATASET_NAMES = {"CUB": "cub", "Cars": "cars", "Aircraft": "aircraft", "Flowers": "flowers"}

@@ -37,17 +37,13 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from erudite_edge.inference.batch_buffer import InputRing
-from erudite_edge.core.bundle import Bundle
-from erudite_edge.backends.registry import RunnerOptions
-from erudite_edge.inference.models import load_model
-from erudite_edge.core.preprocess import PreprocessSpec
-from erudite_edge.core.preprocess import normalize
-from erudite_edge.core.preprocess import preprocess_into
-from erudite_edge.core.preprocess import resize_image
-
 from benchmarks.end_to_end import load_folder, measure
 from benchmarks.stats import throughput_ratio_ci
+from erudite_edge.backends.registry import RunnerOptions
+from erudite_edge.core.bundle import Bundle
+from erudite_edge.core.preprocess import PreprocessSpec, normalize, preprocess_into, resize_image
+from erudite_edge.inference.batch_buffer import InputRing
+from erudite_edge.inference.models import load_model
 
 BATCH = 8
 DEMO_DATA = Path("/work/shared_demo/demo/data")
@@ -144,8 +140,7 @@ def model_latency(bundles: dict[str, Bundle], folder: Path, rounds: int, calls: 
     runners, inputs = {}, {}
     for dt, b in bundles.items():
         from erudite_edge.backends.onnxruntime_runner import OnnxRuntimeRunner
-        from erudite_edge.core.preprocess import load_image
-        from erudite_edge.core.preprocess import preprocess_batch
+        from erudite_edge.core.preprocess import load_image, preprocess_batch
 
         runners[dt] = OnnxRuntimeRunner(b.path(b.entry()))
         inputs[dt] = preprocess_batch([load_image(p) for p in files], b.preprocess)
@@ -167,9 +162,8 @@ def model_latency(bundles: dict[str, Bundle], folder: Path, rounds: int, calls: 
 
 def make_bundles(root: Path, name: str, backbone: str, size: int, names: list[str], counts: list[int],
                  images: Path, log: Callable[[str], None]) -> dict[str, Bundle]:
-    from export.onnx_export import export_checkpoint
-
     from benchmarks.studies.paper_setting import make_checkpoint
+    from export.onnx_export import export_checkpoint
 
     ckpt = root / name / "checkpoint"
     if not (ckpt / "best").exists():

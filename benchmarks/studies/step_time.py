@@ -219,10 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from erudite_edge.errors import EruditeError
-    from erudite_edge.core.fileio import write_json_atomic
-
     from benchmarks.report import stdout_console
+    from erudite_edge.core.fileio import write_json_atomic
+    from erudite_edge.errors import EruditeError
 
     console = stdout_console()
     total = len(variants) * (max(0, args.warmup) + args.iters)

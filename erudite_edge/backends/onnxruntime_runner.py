@@ -19,9 +19,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from erudite_edge.backends.base import Runner
 from erudite_edge.core.bundle import ATTENTION_OUTPUT
 from erudite_edge.errors import BackendUnavailable, BundleError
-from erudite_edge.backends.base import Runner
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from erudite_edge.errors import BackendUnavailable, BundleError
 from erudite_edge.backends.base import Runner
+from erudite_edge.errors import BackendUnavailable, BundleError
 
 
 def available() -> bool:
@@ -106,9 +106,8 @@ def bundle_from_checkpoint(checkpoint: str | os.PathLike[str]) -> Any:
     same pipeline, outputs and zoo routing run on the torch backend."""
     if not available():
         raise BackendUnavailable("the torch backend needs torch and the trainer: `pip install 'erudite-edge[train]'`")
-    from train.checkpoint import load_checkpoint
-
     from erudite_edge.core.bundle import Bundle
+    from train.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     bundle = Bundle.create(

@@ -56,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("interrupted", err=True)
         return 130
     except OSError as e:
-        from erudite_edge.core.fileio import USER_OS_ERRORS
-        from erudite_edge.core.fileio import os_error_line
+        from erudite_edge.core.fileio import USER_OS_ERRORS, os_error_line
 
         if e.errno not in USER_OS_ERRORS:
             if _after_a_stop_signal(signals_before):
@@ -86,8 +85,7 @@ def _after_a_stop_signal(since: int) -> bool:
 def run_as_program() -> None:
     """`python -m erudite_edge` and the `erudite-edge` script: exit with main()'s code, even after a stop
     signal (see interrupts.exit_now)."""
-    from erudite_edge.core.signals import exit_now
-    from erudite_edge.core.signals import signalled
+    from erudite_edge.core.signals import exit_now, signalled
 
     code = main()
     if signalled():

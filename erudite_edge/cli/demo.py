@@ -27,8 +27,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from erudite_edge.errors import EruditeError, UsageError
 from erudite_edge.core.fileio import write_json_atomic
+from erudite_edge.errors import EruditeError, UsageError
 
 
 class StageClock:

@@ -10,7 +10,6 @@ from typing import Any, Callable, Iterator, TypeVar
 
 from erudite_edge.core.signals import note_signal, signal_count, signal_handlers, signalled
 
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 

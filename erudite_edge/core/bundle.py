@@ -21,12 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from erudite_edge._version import __version__
-from erudite_edge.errors import BundleError
-from erudite_edge.core.fileio import sha256_file
-from erudite_edge.core.fileio import write_json_atomic
-from erudite_edge.core.fileio import write_text_atomic
+from erudite_edge.core.fileio import sha256_file, write_json_atomic, write_text_atomic
 from erudite_edge.core.labels import LabelSpace
 from erudite_edge.core.preprocess import PreprocessSpec
+from erudite_edge.errors import BundleError
 
 BUNDLE_FORMAT = "erudite-edge-bundle"
 BUNDLE_FORMAT_VERSION = 1
@@ -202,8 +200,7 @@ class Bundle:
             raise BundleError(
                 f"{path}: bundle format {version} is newer than this erudite-edge ({__version__}) reads; upgrade erudite-edge"
             )
-        from erudite_edge.core.schema import BundleSchema
-        from erudite_edge.core.schema import check
+        from erudite_edge.core.schema import BundleSchema, check
 
         check(BundleSchema, meta, str(path), BundleError)
         bundle = cls(path.parent, meta, verify_reads=_verify_by_default if verify is None else verify)

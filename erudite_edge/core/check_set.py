@@ -19,13 +19,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from erudite_edge.core.bundle import Bundle
-
-from erudite_edge.core.bundle import default_filename
-from erudite_edge.errors import BundleError, EruditeError
-from erudite_edge.core.fileio import atomic_path
-from erudite_edge.core.fileio import sha256_file
+from erudite_edge.core.bundle import Bundle, default_filename
 from erudite_edge.core.compare import compare_logits
+from erudite_edge.core.fileio import atomic_path, sha256_file
+from erudite_edge.errors import BundleError, EruditeError
 
 CHECK_DIR = "checkset"
 INPUTS_FILE = f"{CHECK_DIR}/inputs.npy"

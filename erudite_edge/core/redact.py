@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 
-
 _CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:@/\s]*):(?P<pw>[^@/\s]*)@")
 
 

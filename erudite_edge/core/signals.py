@@ -16,7 +16,6 @@ import signal
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator
 
-
 _signalled: list[int] = []
 
 

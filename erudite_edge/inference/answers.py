@@ -14,10 +14,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from erudite_edge.errors import UsageError
 from erudite_edge.core.labels import LabelSpace
-from erudite_edge.core.scores import ClassScore
-from erudite_edge.core.scores import top_k
+from erudite_edge.core.scores import ClassScore, top_k
+from erudite_edge.errors import UsageError
 
 UNKNOWN = "unknown"
 

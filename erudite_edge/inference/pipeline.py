@@ -33,24 +33,16 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from erudite_edge.sources.crops import EmptyBoxError
-from erudite_edge.core.signals import STOP_SIGNALS
-from erudite_edge.core.signals import signal_handlers
-from erudite_edge.errors import BadImageError
 from erudite_edge.core.labels import LabelSpace
+from erudite_edge.core.preprocess import PreprocessSpec, preprocess, preprocess_into
+from erudite_edge.core.signals import STOP_SIGNALS, signal_handlers
+from erudite_edge.errors import BadImageError
 from erudite_edge.inference.answers import Answerer
-from erudite_edge.outputs.results import Result
-from erudite_edge.outputs.results import RunSummary
-from erudite_edge.outputs.results import Sink
 from erudite_edge.inference.batch_buffer import InputRing
-from erudite_edge.core.preprocess import PreprocessSpec
-from erudite_edge.core.preprocess import preprocess
-from erudite_edge.core.preprocess import preprocess_into
-from erudite_edge.sources.base import Item
-from erudite_edge.sources.base import Source
-from erudite_edge.sources.base import Task
 from erudite_edge.inference.models import Model
-from erudite_edge.sources.base import ready
+from erudite_edge.outputs.results import Result, RunSummary, Sink
+from erudite_edge.sources.base import Item, Source, Task, ready
+from erudite_edge.sources.crops import EmptyBoxError
 
 
 @dataclass
@@ -377,7 +369,7 @@ class Pipeline:
         t_start = time.perf_counter()
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="erudite-edge-prep")
         latest = getattr(source, "latest", None)
-        live = source.live and latest is not None 
+        live = source.live and latest is not None
         feeder: Any = (_LiveFeeder(source, self.spec, interrupt, self.ring) if live
                        else Prefetcher(source, self.spec, pool, depth, interrupt, self.ring))
         try:

@@ -14,8 +14,7 @@ import cv2
 import numpy as np
 
 from erudite_edge.core.fileio import atomic_path
-from erudite_edge.core.preprocess import PreprocessSpec
-from erudite_edge.core.preprocess import resize_image
+from erudite_edge.core.preprocess import PreprocessSpec, resize_image
 
 
 def overlay(rgb: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:

@@ -6,11 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-
 from erudite_edge.errors import UsageError
 from erudite_edge.outputs.records import CsvSink, JsonlSink
 from erudite_edge.outputs.results import Sink
-from erudite_edge.outputs.video import ImageFolderSink, STILLS_FPS, VIDEO_SUFFIXES, VideoSink
+from erudite_edge.outputs.video import STILLS_FPS, VIDEO_SUFFIXES, ImageFolderSink, VideoSink
 
 
 def open_output(path: Path | None, k: int, datasets: list[str] | tuple[str, ...] = (), mode: str = "new",
@@ -35,8 +34,7 @@ def open_save(target: str | Path, fps: float | None, overwrite: bool = False,
     annotated images."""
     text = str(target)
     if "://" in text:
-        from erudite_edge.outputs.stream import StreamSink
-        from erudite_edge.outputs.stream import is_stream_url
+        from erudite_edge.outputs.stream import StreamSink, is_stream_url
 
         if not is_stream_url(text):
             from erudite_edge.core.redact import redact

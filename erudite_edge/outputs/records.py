@@ -18,9 +18,8 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
-
-from erudite_edge.sources.base import Item
 from erudite_edge.outputs.results import Result, Sink, iso_utc, name_fields, printable
+from erudite_edge.sources.base import Item
 
 
 class JsonlSink(Sink):

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from erudite_edge.sources.base import Item
 from erudite_edge.core.scores import ClassScore
+from erudite_edge.sources.base import Item
 
 
 def name_fields(name: str) -> tuple[str, str]:

@@ -37,13 +37,12 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 
-from erudite_edge.errors import OutputError, UsageError
-from erudite_edge.sources.live import Backoff
 from erudite_edge.core.redact import redact
-from erudite_edge.outputs.results import Result
-from erudite_edge.outputs.results import Sink
+from erudite_edge.errors import OutputError, UsageError
+from erudite_edge.outputs.results import Result, Sink
 from erudite_edge.outputs.video import annotate
 from erudite_edge.sources.base import Item
+from erudite_edge.sources.live import Backoff
 
 STREAM_SCHEMES = ("rtp", "rtsp")
 
@@ -133,8 +132,8 @@ def ffmpeg_has_encoder(exe: str, name: str) -> bool:
 def choose_writer(gstreamer: bool | None = None, ffmpeg: str | None | bool = False) -> tuple[str, str | None]:
     """("gstreamer", None) where OpenCV has GStreamer and GStreamer an H.264 encoder (or cannot be asked), else
     ("ffmpeg", EXE); UsageError when neither can encode."""
-    from erudite_edge.sources.gst_pipelines import encoder_candidates
     from erudite_edge.sources.capture import gstreamer_available
+    from erudite_edge.sources.gst_pipelines import encoder_candidates
 
     if (gstreamer if gstreamer is not None else gstreamer_available()) and encoder_candidates():
         return "gstreamer", None
@@ -281,8 +280,7 @@ class StreamSink(Sink):
     # the frame path -------------------------------------------------------------------------------
     def _open(self, size: tuple[int, int]) -> None:
         if self.kind == "gstreamer":
-            from erudite_edge.sources.gst_pipelines import encoder_candidates
-            from erudite_edge.sources.gst_pipelines import stream_out
+            from erudite_edge.sources.gst_pipelines import encoder_candidates, stream_out
 
             t = self.target
             for element in encoder_candidates():

@@ -12,11 +12,10 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from erudite_edge.errors import UsageError
 from erudite_edge.core.fileio import atomic_directory
-from erudite_edge.sources.base import Item
+from erudite_edge.errors import UsageError
 from erudite_edge.outputs.results import Result, Sink
-
+from erudite_edge.sources.base import Item
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv"})
 

@@ -11,11 +11,10 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from erudite_edge.sources.camera_diagnose import BAYER_FOURCCS, bayer_hint  # noqa: F401  (BAYER_FOURCCS: re-exported)
-from erudite_edge.errors import BadImageError
-from erudite_edge.core.redact import redact
 from erudite_edge.core.preprocess import load_image
-
+from erudite_edge.core.redact import redact
+from erudite_edge.errors import BadImageError
+from erudite_edge.sources.camera_diagnose import BAYER_FOURCCS, bayer_hint  # noqa: F401  (BAYER_FOURCCS: re-exported)
 
 IMAGE_EXTENSIONS = frozenset(
     ".jpg .jpeg .jpe .png .bmp .dib .webp .tif .tiff .ppm .pgm .pbm .pnm .pxm .jp2 .sr .ras .exr .hdr .pic .avif".split()

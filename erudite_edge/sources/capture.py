@@ -25,15 +25,12 @@ from typing import Any, Callable, Generator, Iterator
 import cv2
 import numpy as np
 
-from erudite_edge.sources.camera_diagnose import BAYER_FOURCCS, bayer_hint  # noqa: F401  (BAYER_FOURCCS: re-exported)
-from erudite_edge.errors import SourceError
-from erudite_edge.sources.gst_pipelines import csi_candidates
-from erudite_edge.sources.gst_pipelines import rtsp_candidates
-from erudite_edge.sources.live import Backoff
-from erudite_edge.sources.live import LatestFrame
 from erudite_edge.core.redact import redact
-from erudite_edge.sources.base import Item, Source, Task
-from erudite_edge.sources.base import ready
+from erudite_edge.errors import SourceError
+from erudite_edge.sources.base import Item, Source, Task, ready
+from erudite_edge.sources.camera_diagnose import BAYER_FOURCCS, bayer_hint  # noqa: F401  (BAYER_FOURCCS: re-exported)
+from erudite_edge.sources.gst_pipelines import csi_candidates, rtsp_candidates
+from erudite_edge.sources.live import Backoff, LatestFrame
 
 
 # ------------------------------------------------------------------------------------------------

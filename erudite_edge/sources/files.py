@@ -10,8 +10,8 @@ from typing import Iterator
 
 import cv2
 
+from erudite_edge.sources.base import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Source, Task, read_image_item
 from erudite_edge.sources.camera_diagnose import BAYER_FOURCCS, bayer_hint  # noqa: F401  (BAYER_FOURCCS: re-exported)
-from erudite_edge.sources.base import IMAGE_EXTENSIONS, Source, Task, VIDEO_EXTENSIONS, read_image_item
 
 
 class ImageFilesSource(Source):

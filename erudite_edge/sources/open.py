@@ -6,11 +6,10 @@ from __future__ import annotations
 import glob as globlib
 import os
 
-
-from erudite_edge.sources.camera_diagnose import BAYER_FOURCCS, bayer_hint  # noqa: F401  (BAYER_FOURCCS: re-exported)
-from erudite_edge.errors import SourceError
 from erudite_edge.core.redact import redact
+from erudite_edge.errors import SourceError
 from erudite_edge.sources.base import GLOB_CHARS, Source
+from erudite_edge.sources.camera_diagnose import BAYER_FOURCCS, bayer_hint  # noqa: F401  (BAYER_FOURCCS: re-exported)
 from erudite_edge.sources.capture import open_csi, open_rtsp, open_v4l2, open_video_file
 from erudite_edge.sources.files import ImageFilesSource, _is_image_file, list_images
 

@@ -15,12 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from erudite_edge.outputs.attention_maps import overlay
+from erudite_edge.core.preprocess import PreprocessSpec, normalize, resize_image
 from erudite_edge.errors import BadImageError
-from erudite_edge.core.preprocess import PreprocessSpec
-from erudite_edge.core.preprocess import normalize
-from erudite_edge.core.preprocess import resize_image
-
+from erudite_edge.outputs.attention_maps import overlay
 from train.data import DatasetSplits, load_sample_image
 
 

@@ -28,14 +28,22 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from erudite_edge.core.bundle import Bundle
-from erudite_edge.errors import BadImageError, UsageError
-from erudite_edge.core.fileio import write_json_atomic
-from erudite_edge.core.fileio import write_text_atomic
+from erudite_edge.core.fileio import write_json_atomic, write_text_atomic
 from erudite_edge.core.scores import softmax
-
+from erudite_edge.errors import BadImageError, UsageError
 from train.analysis.feature_set import FeatureSet
-from train.analysis.tables import (ATTENTION_PNG, FIGURE2, FIGURE3, JSON_NAME, MARKDOWN_NAME, AnalyzeOptions, between, run_title,
-                     to_markdown, within)
+from train.analysis.tables import (
+    ATTENTION_PNG,
+    FIGURE2,
+    FIGURE3,
+    JSON_NAME,
+    MARKDOWN_NAME,
+    AnalyzeOptions,
+    between,
+    run_title,
+    to_markdown,
+    within,
+)
 from train.analysis.transfer import per_class_accuracy, transfer_by_dataset
 
 SKIPPED = [
@@ -103,14 +111,10 @@ def attention_grid(bundle: Bundle, data: Sequence[str], per_dataset: int, path: 
     """For a bundle exported --with-attention: the group masks over the first `per_dataset` readable test
     images of each data set, one row per image (erudite_edge.outputs.attention_maps), on ONNX Runtime; None when
     the bundle's model does not expose them."""
-    from export.eval_set import read_eval_set
-
-    from erudite_edge.outputs.attention_maps import grid
-
-    from erudite_edge.outputs.attention_maps import save_grid
     from erudite_edge.backends.registry import RunnerOptions, load_runner
-    from erudite_edge.core.preprocess import load_image
-    from erudite_edge.core.preprocess import preprocess
+    from erudite_edge.core.preprocess import load_image, preprocess
+    from erudite_edge.outputs.attention_maps import grid, save_grid
+    from export.eval_set import read_eval_set
 
     if bundle.kind == "zoo" or not bundle.meta.get("attention"):
         return None
@@ -226,9 +230,9 @@ def analyze_bundle(
             ref_title = run_title(_variant(ref_bundle), ref_labels, "fp32")
             ref_info = {"bundle": str(ref_bundle.root), "variant": _variant(ref_bundle)}
         else:
+            from train.analysis.features import features_for_run
             from train.data import load_datasets
             from train.loop import DistInfo, resolve_device
-            from train.analysis.features import features_for_run
 
             ref_fs, _ = features_for_run(ref_ckpt, load_datasets(ref_data), out / "reference_features.npz",
                                          device=resolve_device(opts.device, DistInfo()), batch_size=opts.batch_size,

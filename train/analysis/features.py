@@ -28,10 +28,9 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader
 
 from erudite_edge.core.labels import LabelSpace
-
+from train.analysis.feature_set import FeatureSet
 from train.checkpoint import Checkpoint
 from train.data import DatasetSplits, ImageListDataset, check_matches_labels, collate_skip_bad
-from train.analysis.feature_set import FeatureSet
 
 CACHE_VERSION = 1
 

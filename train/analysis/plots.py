@@ -15,7 +15,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from erudite_edge.core.fileio import atomic_path
-
 from train.analysis.cluster_metrics import subsample
 
 DEFAULT_TSNE_SAMPLES = 2000

@@ -11,16 +11,27 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from erudite_edge.core.fileio import write_json_atomic, write_text_atomic
 from erudite_edge.errors import UsageError
-from erudite_edge.core.fileio import write_json_atomic
-from erudite_edge.core.fileio import write_text_atomic
-
+from train.analysis.features import features_for_run
+from train.analysis.tables import (
+    ATTENTION_PNG,
+    FIGURE2,
+    FIGURE3,
+    GATE_PNG,
+    JSON_NAME,
+    MARKDOWN_NAME,
+    AnalyzeOptions,
+    between,
+    gate_usage,
+    run_title,
+    summary_lines,
+    to_markdown,
+    within,
+)
+from train.analysis.transfer import per_class_accuracy, transfer_by_dataset
 from train.checkpoint import load_checkpoint
 from train.data import DatasetSplits, load_datasets
-from train.analysis.features import features_for_run
-from train.analysis.tables import (ATTENTION_PNG, FIGURE2, FIGURE3, GATE_PNG, JSON_NAME, MARKDOWN_NAME, AnalyzeOptions, between,
-                     gate_usage, run_title, summary_lines, to_markdown, within)
-from train.analysis.transfer import per_class_accuracy, transfer_by_dataset
 
 __all__ = ["AnalyzeOptions", "analyze", "summary_lines", "to_markdown", "JSON_NAME", "MARKDOWN_NAME", "FIGURE2", "FIGURE3",
            "GATE_PNG", "ATTENTION_PNG"]

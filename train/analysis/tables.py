@@ -10,7 +10,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from erudite_edge.core.labels import LabelSpace
-
 from train.analysis.cluster_metrics import DEFAULT_MAX_SAMPLES, cluster_quality
 from train.analysis.feature_set import FeatureSet
 from train.analysis.mmd import DEFAULT_MAX_SAMPLES as MMD_MAX_SAMPLES
@@ -109,8 +108,11 @@ def to_markdown(r: dict[str, Any]) -> str:
         rows = [("top1", "top-1 %", ".2f"), ("right_dataset", "right data set %", ".2f")]
         rows += [("confidence", "mean top-1 softmax", ".3f")] if "confidence" in w else []
         for key, label, fmt in rows + [("sc", "SC", ".3f"), ("chi", "CHI", ".1f"), ("dbi", "DBI", ".3f")]:
-            get = (lambda e: None if e is None or (key not in e and key not in e["fused"]) else
-                   (100 * e[key] if key in ("top1", "right_dataset") else e[key] if key == "confidence" else e["fused"][key]))
+            def get(e: Any, key: str = key) -> Any:
+                if e is None or (key not in e and key not in e["fused"]):
+                    return None
+                return 100 * e[key] if key in ("top1", "right_dataset") else e[key] if key == "confidence" else e["fused"][key]
+
             vals = ([_f(get(rw), fmt)] if ref else []) + [_f(get(w), fmt)]
             lines.append(f"| {name}{sub if key == 'sc' else ''} | {label} | " + " | ".join(vals) + " |")
         t = r.get("transfer", {}).get(name)

@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from erudite_edge.core.preprocess import PreprocessSpec
-
-from erudite_edge.core.preprocess import normalize
-
-from erudite_edge.core.preprocess import resize_image
+from erudite_edge.core.preprocess import PreprocessSpec, normalize, resize_image
 
 
 def default_pad(spec: PreprocessSpec) -> int:

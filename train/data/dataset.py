@@ -18,12 +18,9 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset, default_collate
 
-from erudite_edge.errors import BadImageError, UsageError
 from erudite_edge.core.labels import LabelSpace
-from erudite_edge.core.preprocess import PreprocessSpec
-from erudite_edge.core.preprocess import load_image
-from erudite_edge.core.preprocess import preprocess
-
+from erudite_edge.core.preprocess import PreprocessSpec, load_image, preprocess
+from erudite_edge.errors import BadImageError, UsageError
 from train.data.augment import default_pad, train_transform
 from train.data.samples import DatasetSplits, Sample
 

@@ -7,9 +7,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from erudite_edge.errors import UsageError
 from erudite_edge.core.labels import LabelSpace
-
+from erudite_edge.errors import UsageError
 from train.data.readers import FORMATS, READERS
 from train.data.samples import DatasetFormatError, DatasetSplits, DataSpec
 

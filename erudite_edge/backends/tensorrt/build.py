@@ -29,19 +29,12 @@ from typing import Any, Callable, Sequence
 
 from erudite_edge._version import __version__
 from erudite_edge.backends.tensorrt.device_memory import current_device
-from erudite_edge.backends.tensorrt.runner import dims_list
-from erudite_edge.backends.tensorrt.runner import tensorrt_version
-from erudite_edge.core.bundle import ATTENTION_OUTPUT
-from erudite_edge.core.bundle import Bundle
-from erudite_edge.core.bundle import ModelEntry
-from erudite_edge.core.bundle import default_filename
-from erudite_edge.backends.tensorrt.sidecar import DeviceInfo
-from erudite_edge.backends.tensorrt.sidecar import EngineSidecar
-from erudite_edge.backends.tensorrt.sidecar import sidecar_path
-from erudite_edge.backends.tensorrt.sidecar import write_sidecar
-from erudite_edge.errors import BackendUnavailable, BundleError, EruditeError, UsageError
+from erudite_edge.backends.tensorrt.runner import dims_list, tensorrt_version
+from erudite_edge.backends.tensorrt.sidecar import DeviceInfo, EngineSidecar, sidecar_path, write_sidecar
+from erudite_edge.core.bundle import ATTENTION_OUTPUT, Bundle, ModelEntry, default_filename
 from erudite_edge.core.fileio import atomic_path
 from erudite_edge.core.preprocess import PreprocessSpec
+from erudite_edge.errors import BackendUnavailable, BundleError, EruditeError, UsageError
 
 ENGINE_PRECISIONS = ("fp16", "int8", "best", "fp32")
 DEFAULT_BATCH = "1:8:32"
@@ -436,11 +429,7 @@ def check_engine(
     """Run the bundle's check set on a just-built engine; the result for its sidecar (None: no check set,
     said as a warning). AccuracyDrop below the precision's minimum unless `accept_drop`."""
     from erudite_edge.backends.tensorrt.runner import TensorRTRunner
-    from erudite_edge.core.check_set import REEXPORT_HINT
-    from erudite_edge.core.check_set import enforce
-    from erudite_edge.core.check_set import has_check_set
-    from erudite_edge.core.check_set import load_check_set
-    from erudite_edge.core.check_set import run_check
+    from erudite_edge.core.check_set import REEXPORT_HINT, enforce, has_check_set, load_check_set, run_check
 
     if not has_check_set(bundle):
         say(f"warning: {bundle.root} has no check set, so this engine's accuracy is not checked; {REEXPORT_HINT}")
@@ -571,11 +560,8 @@ def engine_on_first_use(
 ) -> Path:
     """The cached engine for (bundle model, this TensorRT, this GPU, precision, batch profile, DLA core),
     built now when there is none or the one there is stale; one process builds while others wait."""
-    from erudite_edge.backends.tensorrt.cache import CacheKey
-    from erudite_edge.backends.tensorrt.cache import cache_dir
-    from erudite_edge.backends.tensorrt.cache import engine_lock
-    from erudite_edge.backends.tensorrt.sidecar import compatibility_problems
-    from erudite_edge.backends.tensorrt.sidecar import read_sidecar
+    from erudite_edge.backends.tensorrt.cache import CacheKey, cache_dir, engine_lock
+    from erudite_edge.backends.tensorrt.sidecar import compatibility_problems, read_sidecar
 
     say = log or (lambda _msg: None)
     precision = check_precision(precision)

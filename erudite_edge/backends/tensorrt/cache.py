@@ -31,9 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from erudite_edge.backends.tensorrt.sidecar import DeviceInfo
-
-from erudite_edge.backends.tensorrt.sidecar import EngineSidecar
+from erudite_edge.backends.tensorrt.sidecar import DeviceInfo, EngineSidecar
 from erudite_edge.errors import BackendUnavailable
 
 CACHE_SUBDIR = "engines"

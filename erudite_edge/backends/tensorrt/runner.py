@@ -17,17 +17,11 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from erudite_edge.core.bundle import Bundle
-from erudite_edge.backends.tensorrt.sidecar import EngineSidecar
-from erudite_edge.backends.tensorrt.sidecar import check_compatible
-from erudite_edge.backends.tensorrt.sidecar import read_sidecar
-from erudite_edge.backends.tensorrt.sidecar import rebuild_command
-from erudite_edge.errors import BackendUnavailable, BundleError
 from erudite_edge.backends.base import Runner
-from erudite_edge.backends.tensorrt.device_memory import DeviceBuffer
-from erudite_edge.backends.tensorrt.device_memory import PolygraphyDevice
-from erudite_edge.backends.tensorrt.device_memory import layer_available
-from erudite_edge.backends.tensorrt.device_memory import open_device
+from erudite_edge.backends.tensorrt.device_memory import DeviceBuffer, PolygraphyDevice, layer_available, open_device
+from erudite_edge.backends.tensorrt.sidecar import EngineSidecar, check_compatible, read_sidecar, rebuild_command
+from erudite_edge.core.bundle import Bundle
+from erudite_edge.errors import BackendUnavailable, BundleError
 
 if TYPE_CHECKING:
     import tensorrt as trt

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from erudite_edge.errors import BundleError
 from erudite_edge.core.fileio import write_json_atomic
+from erudite_edge.errors import BundleError
 
 SIDECAR_FORMAT = "erudite-edge-engine"
 SIDECAR_FORMAT_VERSION = 1

@@ -12,8 +12,8 @@ from typing import Optional
 
 import typer
 
-from erudite_edge.errors import BackendUnavailable, UsageError
 from erudite_edge.cli.interruptible import interruptible
+from erudite_edge.errors import BackendUnavailable, UsageError
 
 DEFAULT_INPUT = "uint8"  # export/onnx_export.py DEFAULT_INPUT (not imported: it needs onnx); measured: benchmarks/results/preprocess_uint8.md
 

@@ -35,8 +35,8 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         no_verify: bool = typer.Option(False, "--no-verify", help="Do not check the ONNX files' sha256 against bundle.json."),
     ) -> None:
         """Build TensorRT engine(s) for this GPU, check each against the bundle's check set, record them in bundle.json."""
-        from erudite_edge.core.bundle import set_verify_default
         from erudite_edge.backends.tensorrt.build import build_engine
+        from erudite_edge.core.bundle import set_verify_default
 
         set_verify_default(not no_verify)
 

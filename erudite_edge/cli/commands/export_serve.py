@@ -24,11 +24,9 @@ def triton_command(
 ) -> None:
     """A Triton model repository: ONNX Runtime backend (+ TensorRT plan when the bundle has an engine), config.pbtxt with
     dynamic batching and the model's tensor names, types and dims, labels.txt in joint-label order."""
-    from erudite_edge.core.bundle import PRECISIONS
-    from erudite_edge.core.bundle import Bundle
-    from erudite_edge.errors import UsageError
-
     from erudite_edge.cli.commands.export import _require
+    from erudite_edge.core.bundle import PRECISIONS, Bundle
+    from erudite_edge.errors import UsageError
 
     if precision not in PRECISIONS:
         raise UsageError(f"--precision {precision}: one of {', '.join(PRECISIONS)}")
@@ -56,9 +54,8 @@ def deepstream_command(
 ) -> None:
     """A DeepStream Gst-nvinfer classifier: key-file config, ';'-separated labels, and an ONNX copy with the per-channel
     std folded in (nvinfer has one scale for all channels), parity-checked against the bundle's model on real images."""
-    from erudite_edge.core.bundle import Bundle
-
     from erudite_edge.cli.commands.export import _require
+    from erudite_edge.core.bundle import Bundle
 
     _require("export deepstream", "onnx", "onnxruntime")
     from export.deepstream import export_deepstream

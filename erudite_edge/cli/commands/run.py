@@ -129,7 +129,7 @@ def _run(
     from erudite_edge.backends.registry import RunnerOptions
     from erudite_edge.core.bundle import Bundle
     from erudite_edge.errors import BundleError
-    from erudite_edge.inference.answers import AnswerOptions, Answerer, parse_datasets
+    from erudite_edge.inference.answers import Answerer, AnswerOptions, parse_datasets
     from erudite_edge.outputs.attention_maps import AttentionWriter
     from erudite_edge.outputs.open import open_output, open_save
     from erudite_edge.outputs.results import printable, render_summary, stderr_console

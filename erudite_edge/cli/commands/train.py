@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from erudite_edge.errors import BackendUnavailable, UsageError
-from erudite_edge.core.fileio import write_json_atomic
 from erudite_edge.cli.interruptible import terminate_as_interrupt
+from erudite_edge.core.fileio import write_json_atomic
+from erudite_edge.errors import BackendUnavailable, UsageError
 
 
 def _require_torch() -> None:

@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from train.data.annotations import as_int, load_mat, mat_struct_field, mat_variable, require_dir
-from train.data.samples import DatasetFormatError, DatasetSplits, Sample
 from train.data.readers.imagefolder import read_class_folders
+from train.data.samples import DatasetFormatError, DatasetSplits, Sample
 
 FORMAT = "cars"
 LOOKS_FOR = "devkit/cars_meta.mat with cars_train/ and cars_test/, or car_data/train/<class>/ and car_data/test/<class>/"
