@@ -32,15 +32,15 @@ COSMIC_RAY = shutil.which("cosmic-ray", path=str(Path(sys.executable).parent)) o
 
 # module -> the tests that exercise it (pytest arguments)
 TARGETS: dict[str, str] = {
-    "train/evaluate.py": "tests/test_evaluate.py",
-    "export/derive.py": "tests/test_derive.py",
-    "benchmarks/goals.py": "tests/test_goals.py",
-    "benchmarks/stats.py": "tests/test_stats.py",
-    "erudite_edge/inference/models.py": "tests/test_run.py -k zoo",
-    "train/modules.py": "tests/test_modules.py tests/test_model.py",
+    "train/evaluate.py": "tests/train/test_evaluate.py",
+    "export/derive.py": "tests/export/test_derive.py",
+    "benchmarks/goals.py": "tests/bench/test_goals.py",
+    "benchmarks/stats.py": "tests/bench/test_stats.py",
+    "erudite_edge/inference/models.py": "tests/runtime/inference/test_run.py -k zoo",
+    "train/modules.py": "tests/train/test_modules.py tests/train/test_model.py",
     # the two DDP tests: the hand all-reduce of theta's gradients and the SyncBatchNorm switch (two gloo ranks)
-    "train/two_stage.py": "tests/test_two_stage.py tests/test_ddp_equivalence.py::test_two_processes_x8_give_the_gradients_of_one_process_x16"
-                          " tests/test_ddp_equivalence.py::test_stage_two_points_sync_batchnorm_at_the_own_rank_group_and_back",
+    "train/two_stage.py": "tests/train/test_two_stage.py tests/train/test_ddp_equivalence.py::test_two_processes_x8_give_the_gradients_of_one_process_x16"
+                          " tests/train/test_ddp_equivalence.py::test_stage_two_points_sync_batchnorm_at_the_own_rank_group_and_back",
 }
 
 

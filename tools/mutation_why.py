@@ -14,19 +14,19 @@ ROOT = Path(__file__).resolve().parents[1]
 # (what, module, text, mutated text, the test that must fail)
 MUTATIONS = [
     ("resume without restoring the RNG state (2 DataLoader workers)", "train/loop.py", '        _set_rng_state(st["rng"])\n', '        pass  # RNG state not restored\n',
-     "tests/test_train_run.py::test_resume_with_two_dataloader_workers_restores_rng_and_weights"),
+     "tests/train/test_train_run.py::test_resume_with_two_dataloader_workers_restores_rng_and_weights"),
     ("bench throughput ratio inverted", "benchmarks/bench.py", '"throughput": row["erudite"]["throughput_ips"] / row["zoo"]["throughput_ips"]}', '"throughput": row["zoo"]["throughput_ips"] / row["erudite"]["throughput_ips"]}',
-     "tests/test_bench.py::test_erudite_zoo_ratios_are_erudite_over_zoo_with_paired_intervals"),
+     "tests/bench/test_bench.py::test_erudite_zoo_ratios_are_erudite_over_zoo_with_paired_intervals"),
     ("bench throughput ratio inverted (end to end)", "benchmarks/bench.py", '"throughput": row["erudite"]["throughput_ips"] / row["zoo"]["throughput_ips"]}', '"throughput": row["zoo"]["throughput_ips"] / row["erudite"]["throughput_ips"]}',
-     "tests/test_bench.py::test_bench_command_writes_json_markdown_and_png"),
+     "tests/bench/test_bench.py::test_bench_command_writes_json_markdown_and_png"),
     ("bench throughput interval inverted", "benchmarks/bench.py", '"throughput": throughput_ratio_ci(e.round_ips, z.round_ips,', '"throughput": throughput_ratio_ci(z.round_ips, e.round_ips,',
-     "tests/test_bench.py::test_erudite_zoo_ratios_are_erudite_over_zoo_with_paired_intervals"),
+     "tests/bench/test_bench.py::test_erudite_zoo_ratios_are_erudite_over_zoo_with_paired_intervals"),
     ("INT8 accuracy from the FP32 logits", "export/derive.py", "bundle, ref_logits, new_logits, inputs.dataset_ids", "bundle, ref_logits, ref_logits, inputs.dataset_ids",
-     "tests/test_derive.py::test_reduced_accuracy_is_scored_on_the_reduced_models_own_logits"),
+     "tests/export/test_derive.py::test_reduced_accuracy_is_scored_on_the_reduced_models_own_logits"),
     ("cross_dataset_rate inverted", "train/evaluate.py", "(owner[p] != n).mean()", "(owner[p] == n).mean()",
-     "tests/test_evaluate.py::test_joint_metrics_counts_other_data_sets_classes_as_wrong"),
+     "tests/train/test_evaluate.py::test_joint_metrics_counts_other_data_sets_classes_as_wrong"),
     ("meta-test data set always the first", "train/two_stage.py", "test_dataset = present[int(torch.randint(len(present), (1,), generator=self.generator))]", "test_dataset = present[0]",
-     "tests/test_two_stage.py::test_meta_test_data_set_is_drawn_from_the_seeded_generator"),
+     "tests/train/test_two_stage.py::test_meta_test_data_set_is_drawn_from_the_seeded_generator"),
 ]
 
 

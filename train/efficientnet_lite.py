@@ -12,7 +12,7 @@ variance of exactly 0), so this module reproduces what the TF graph computed:
   odd kernels, where SAME is symmetric, so they use ordinary padding;
 * inputs normalised as (x - 127) / 128 on 0..255, i.e. PRETRAINED_MEAN / PRETRAINED_STD on 0..1.
 
-Both were checked (tests/test_efficientnet_lite.py): on random 224-px crops of real photos SAME padding
+Both were checked (tests/train/test_efficientnet_lite.py): on random 224-px crops of real photos SAME padding
 gives clearly better ImageNet predictions than symmetric padding, and the stem BatchNorm's running mean
 is what ImageNet's mean pixel gives under 127/128 normalisation, not under ImageNet mean/std (on a few
 photos the normalisation barely changes the top-5, so the BN statistics are the sharper witness).

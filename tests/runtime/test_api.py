@@ -14,8 +14,9 @@ import pytest
 
 from erudite_edge.cli.app import main
 from onnx_fixtures import COLORS, make_erudite_bundle, solid_image, write_image, write_video
+from paths import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,9 @@ import pytest
 from erudite_edge.backends.tensorrt.cache import CacheKey, cache_dir, engine_lock, user_cache_dir
 from erudite_edge.backends.tensorrt.sidecar import DeviceInfo, read_sidecar
 from erudite_edge.errors import BackendUnavailable
+from paths import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 ORIN = DeviceInfo("Orin", (8, 7))
 
 

@@ -29,11 +29,11 @@ from erudite_edge.core.bundle import HASH_CACHE_FILE, Bundle
 from erudite_edge.core.labels import LabelSpace
 from erudite_edge.core.preprocess import PreprocessSpec
 from erudite_edge.errors import BundleError
+from paths import REPO
 from train.checkpoint import save_checkpoint
 from train.model import build_model
 from train.model_spec import ModelConfig
 
-REPO = Path(__file__).resolve().parents[1]
 LABELS = LabelSpace.build(["a", "b"], [["x", "y"], ["p", "q", "r"]])
 CFG = ModelConfig(variant="baseline", backbone="tiny", class_counts=[2, 3], embed_dim=16, hidden=16)
 

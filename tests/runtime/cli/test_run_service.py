@@ -24,8 +24,6 @@ from erudite_edge.errors import OutputError, UsageError
 from onnx_fixtures import COLORS, DATASETS, make_erudite_bundle, solid_image, write_image, write_video
 from real_processes import child_env
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def erudite(tmp_path_factory: pytest.TempPathFactory) -> Bundle:

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from erudite_edge.backends.tensorrt.runner import available
+from paths import REPO
 from tensorrt_bundles import make_bundle
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 SCRIPT = ROOT / "tools" / "device_check.sh"
 
 

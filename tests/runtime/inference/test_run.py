@@ -37,7 +37,6 @@ from onnx_fixtures import (
 )
 from real_processes import child_env
 
-REPO = Path(__file__).resolve().parents[1]
 DATASET_OF = {c: d for d, cls in DATASETS.items() for c in cls}
 
 
@@ -359,6 +358,7 @@ class _NoTorch(importlib.abc.MetaPathFinder):
         return None
 sys.meta_path.insert(0, _NoTorch())
 from erudite_edge.cli.app import main
+from paths import REPO
 rc = main(sys.argv[1:])
 assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules), "torch got imported"
 sys.exit(rc)

@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import gc
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from erudite_edge.backends.onnxruntime_runner import OnnxRuntimeRunner  # noqa: E402
-from erudite_edge.backends.registry import RunnerOptions  # noqa: E402
-from erudite_edge.core.bundle import Bundle  # noqa: E402
-from erudite_edge.inference.models import load_model  # noqa: E402
-from onnx_fixtures import make_erudite_bundle, make_zoo_bundle  # noqa: E402
+from erudite_edge.backends.onnxruntime_runner import OnnxRuntimeRunner
+from erudite_edge.backends.registry import RunnerOptions
+from erudite_edge.core.bundle import Bundle
+from erudite_edge.inference.models import load_model
+from onnx_fixtures import make_erudite_bundle, make_zoo_bundle
 
 CHANNELS = 32
 SIZE = 56

@@ -20,6 +20,7 @@ from erudite_edge.core.bundle import Bundle
 from erudite_edge.errors import UsageError
 from erudite_edge.outputs.stream import choose_writer, ffmpeg_exe, ffmpeg_has_encoder, parse_target
 from onnx_fixtures import make_erudite_bundle
+from paths import TESTS
 from real_processes import RTSP_SERVER_PY, CliRun, free_port, kill_left, needs_rtsp_server, start_rtsp_server
 
 RED_BGR = (0, 0, 255)
@@ -204,7 +205,7 @@ def _gst_has(element: str) -> bool:
     return subprocess.run([RTSP_SERVER_PY, "-c", probe], capture_output=True).returncode == 0
 
 
-FEED = Path(__file__).with_name("gst_feed.py")
+FEED = TESTS / "gst_feed.py"
 
 
 @pytest.mark.parametrize("encoder", ["x264enc"])  # openh264enc: same path, also passes; left out for time

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 import tomllib
 from packaging.requirements import Requirement
 
-ROOT = Path(__file__).resolve().parents[1]
+from paths import REPO
+
+ROOT = REPO
 DOCKERFILES = ["docker/Dockerfile.jetpack6", "docker/Dockerfile.x86"]
 
 

@@ -1,7 +1,7 @@
 """`erudite-edge bench` and the benchmarks package: the command end to end on tiny real ONNX bundles,
 the zoo's batching (real and forced routing), the MACs counter against a hand count, timing
 statistics, accuracy reading, the fvcore Table 3 path and the training step timer. The goals are judged in
-tests/test_goals.py, the bootstrap intervals and verdicts in tests/test_stats.py."""
+tests/bench/test_goals.py, the bootstrap intervals and verdicts in tests/bench/test_stats.py."""
 
 from __future__ import annotations
 
@@ -13,18 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from benchmarks.complexity import bundle_complexity, onnx_complexity  # noqa: E402
-from benchmarks.instrument import Instrumented, even_routes  # noqa: E402
-from benchmarks.latency import Contender, interleaved, percentile, split_rounds, summarize  # noqa: E402
-from erudite_edge.backends.registry import RunnerOptions  # noqa: E402
-from erudite_edge.core.bundle import Bundle  # noqa: E402
-from erudite_edge.core.preprocess import preprocess  # noqa: E402
-from erudite_edge.errors import UsageError  # noqa: E402
-from erudite_edge.inference.models import load_model  # noqa: E402
-from export.eval_set import read_eval_set  # noqa: E402
-from onnx_fixtures import (  # noqa: E402
+from benchmarks.complexity import bundle_complexity, onnx_complexity
+from benchmarks.instrument import Instrumented, even_routes
+from benchmarks.latency import Contender, interleaved, percentile, split_rounds, summarize
+from erudite_edge.backends.registry import RunnerOptions
+from erudite_edge.core.bundle import Bundle
+from erudite_edge.core.preprocess import preprocess
+from erudite_edge.errors import UsageError
+from erudite_edge.inference.models import load_model
+from export.eval_set import read_eval_set
+from onnx_fixtures import (
     COLORS,
     DATASETS,
     fixture_spec,
@@ -34,6 +32,7 @@ from onnx_fixtures import (  # noqa: E402
     solid_image,
     write_image,
 )
+from paths import REPO
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 WARM, COOL = ("red", "yellow"), ("blue", "cyan")
@@ -227,7 +226,7 @@ def test_tensorrt_only_options_reach_runners_that_take_them_and_warn_elsewhere(b
 def test_bench_modules_import_without_torch():
     code = ("import sys, benchmarks.bench, benchmarks.report, benchmarks.complexity, benchmarks.accuracy, "
             "erudite_edge.cli.commands.bench; assert 'torch' not in sys.modules, 'torch imported'")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from paths import REPO
+
 sys.path.insert(0, str(REPO / "tools"))
 
 import import_cycles  # noqa: E402

@@ -33,9 +33,11 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from paths import REPO
+
 pytestmark = pytest.mark.network
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 EXTRA_SETS = (("train", "trt"), ("trt",), ("onnx",), ("bench",), ("gpu",))
 SIMPLE = "https://pypi.org/simple"
 LIBS_UNCHECKED = (

@@ -334,7 +334,7 @@ def test_ours_pmg_trains_every_stage_and_theta():
         assert any(k.startswith(part + ".") for k in moved), part
     assert all(s.meta_loss is not None and torch.isfinite(torch.tensor(s.loss)) for s in stats)
     # the deployed graph: the concatenated classifier's joint logits (exported and parity-checked through the real
-    # export path with every variant: tests/test_export.py::test_export_every_variant[ours-pmg])
+    # export path with every variant: tests/export/test_export.py::test_export_every_variant[ours-pmg])
     net.eval()
     with torch.no_grad():
         want = net.inference_graph().eval()(x[:2])

@@ -90,7 +90,7 @@ def test_export_every_variant(tmp_path, capsys, variant):
     assert [o.name for o in model.graph.output] == ["logits"]
     batch_in, *hwc = dims(model.graph.input[0])
     batch_out, classes = dims(model.graph.output[0])
-    # the default export takes uint8 NHWC bytes (tests/test_uint8_input.py covers the graph's first nodes)
+    # the default export takes uint8 NHWC bytes (tests/export/test_uint8_input.py covers the graph's first nodes)
     assert isinstance(batch_in, str) and isinstance(batch_out, str) and hwc == [32, 32, 3]
     assert bundle.preprocess == SPEC.as_input("uint8")
     assert classes == sum(COUNTS) == LABELS.num_classes

@@ -35,7 +35,6 @@ from train.checkpoint import (
     verify_checkpoint_dir,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 4
 TRAIN = ["--variant", "ours", "--backbone", "tiny", "--no-pretrained", "--batch-per-dataset", "4", "--input-size", "32",
          "--embed-dim", "16", "--workers", "0", "--no-progress", "--lr", "0.05", "--backbone-lr", "0.05",
@@ -138,6 +137,7 @@ from erudite_edge.core.preprocess import PreprocessSpec
 from train.checkpoint import save_checkpoint
 from train.model import build_model
 from train.model_spec import ModelConfig
+from paths import REPO
 
 cfg = ModelConfig(variant="baseline", backbone="tiny", class_counts=[3, 2], embed_dim=64, pretrained=False)
 model = build_model(cfg)
