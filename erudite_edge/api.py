@@ -33,7 +33,7 @@ from erudite_edge.core.bundle import Bundle
 from erudite_edge.errors import UsageError
 from erudite_edge.inference.answers import Answerer, AnswerOptions
 from erudite_edge.inference.models import load_model
-from erudite_edge.inference.pipeline import Pipeline
+from erudite_edge.inference.pipeline import Pipeline, RunOptions
 from erudite_edge.outputs.results import Result, RunSummary, Sink
 from erudite_edge.sources.base import Item, Source, Task, read_image_item
 from erudite_edge.sources.crops import WHOLE_IMAGE, Box, CropSource, make_box
@@ -241,10 +241,10 @@ class Classifier:
     model call; workers: decode/preprocess threads. announce: where to say which backend was picked
     (None: the `erudite_edge` logger at INFO).
 
-    runner / answers: the same settings as option objects (backends.registry.RunnerOptions,
-    inference.answers.AnswerOptions, or an Answerer already built for this bundle), as `erudite-edge run`
-    passes them; given, they replace the keywords they cover (backend, precision, threads / topk,
-    min_confidence, datasets, smooth).
+    runner / answers / options: the same settings as option objects (backends.registry.RunnerOptions,
+    inference.answers.AnswerOptions or an Answerer already built for this bundle, inference.pipeline.RunOptions),
+    as `erudite-edge run` passes them; given, they replace the keywords they cover (backend, precision, threads
+    / topk, min_confidence, datasets, smooth / batch, workers).
     """
 
     def __init__(
@@ -264,6 +264,7 @@ class Classifier:
         announce: Any = None,
         runner: RunnerOptions | None = None,
         answers: AnswerOptions | Answerer | None = None,
+        options: RunOptions | None = None,
     ):
         if not isinstance(device, int) or device < 0:
             raise UsageError(f"device {device!r}: a GPU index (0, 1, ...)")
@@ -272,7 +273,7 @@ class Classifier:
                              f"with CUDA_VISIBLE_DEVICES={device} and pass device=0")
         if batch < 1 or topk < 1:
             raise UsageError("batch and topk must be at least 1")
-        options = runner or RunnerOptions(backend=backend, precision=precision, threads=threads)
+        runner_options = runner or RunnerOptions(backend=backend, precision=precision, threads=threads)
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(Path(bundle))
         self.labels = self.bundle.labels
         self.spec = self.bundle.preprocess
@@ -285,10 +286,10 @@ class Classifier:
                 answers = AnswerOptions(topk, min_confidence, smooth, tuple(datasets) if datasets else None)
             self.answerer = Answerer.from_options(self.labels, answers)
         self.topk = self.answerer.topk
-        self.batch = int(batch)
-        self.workers = workers
+        self.options = options or RunOptions(batch=int(batch), workers=workers)
+        self.batch = self.options.batch
         say = announce if announce is not None else (lambda msg: log.info("%s", msg))
-        self.model: Any = load_model(self.bundle, options, announce=say)
+        self.model: Any = load_model(self.bundle, runner_options, announce=say)
         self.backend = str(self.model.backend)
         self.precision = str(self.model.precision)
         self.last_summary: RunSummary | None = None
@@ -306,19 +307,21 @@ class Classifier:
         self.model.attention = True
 
     # -- the pipeline -----------------------------------------------------------------------------
-    def pipeline(self, *, strict: bool = False, limit: int | None = None, console: Any = None,
+    def pipeline(self, *, strict: bool | None = None, limit: int | None = None, console: Any = None,
                  progress: bool = True, handle_signals: bool = True, attention: Any = None) -> Any:
         """The pipeline `run` and `predict` classify through, with this classifier's model and answers.
         attention: an attention_maps.AttentionWriter (`run --save-attention`)."""
         if self.model is None:
             raise UsageError("this Classifier is closed; make a new one")
-        return Pipeline(self.model, self.labels, self.spec, batch=self.batch, topk=self.topk, workers=self.workers,
-                        strict=strict, limit=limit, console=console, progress=progress, answerer=self.answerer,
+        o = self.options
+        return Pipeline(self.model, self.labels, self.spec, batch=o.batch, topk=self.topk, workers=o.workers,
+                        strict=o.strict if strict is None else strict, limit=o.limit if limit is None else limit,
+                        console=console, progress=progress, answerer=self.answerer,
                         handle_signals=handle_signals, attention=attention)
 
-    def run(self, source: Any, sinks: Sequence[Sink] = (), *, strict: bool = False, limit: int | None = None,
+    def run(self, source: Any, sinks: Sequence[Sink] = (), *, strict: bool | None = None, limit: int | None = None,
             console: Any = None, progress: bool = True, handle_signals: bool = True, attention: Any = None) -> RunSummary:
-        """Classify a whole source (erudite_edge.sources.capture) into sinks (erudite_edge.outputs.records): `erudite-edge run`.
+        """Classify a whole source (erudite_edge.sources) into sinks (erudite_edge.outputs): `erudite-edge run`.
         handle_signals: SIGINT/SIGTERM/SIGHUP stop the run after the batch in hand (the CLI); False leaves the
         process's handlers alone."""
         summary = self.pipeline(strict=strict, limit=limit, console=console, progress=progress,
@@ -387,7 +390,7 @@ class Classifier:
                        detections: str | os.PathLike[str] | None = None, limit: int | None = None,
                        strict: bool = False, **open_options: Any) -> Iterator[Prediction]:
         """Predictions for a source as they come: a camera index, /dev/videoN, csi://N, rtsp://..., a video,
-        an image, a folder or a glob (erudite_edge.sources.capture.open_source; `open_options` such as
+        an image, a folder or a glob (erudite_edge.sources.open.open_source; `open_options` such as
         reconnect=, width=, recursive= go to it), or an opened Source. Live sources give their newest
         frame each time the model is free. `boxes`: the same regions for every frame; `detections`: a
         detections file (erudite_edge.sources.crops). Files that do not decode are skipped with a warning on the

@@ -136,15 +136,6 @@ def _resolve(bundle: Bundle, backend: str, precision: str, role: str, trt: Modul
     return "fp32"
 
 
-def resolve_precision(bundle: Bundle, backend: str = "auto", precision: str = "auto", role: str | None = None) -> str:
-    """`auto`: where TensorRT can run, the first engine the bundle holds in the order fp16, int8, fp32
-    (what `export engine` builds on the device); otherwise fp32 (the ONNX model every bundle has)."""
-    if precision != "auto":
-        return precision
-    trt = _tensorrt_module()[0] if backend in ("auto", "tensorrt") else None
-    return _resolve(bundle, backend, precision, role or bundle.roles()[0], trt)
-
-
 # -- choosing ---------------------------------------------------------------------------------------
 def choose_backend(bundle: Bundle, role: str = "main", options: RunnerOptions | None = None, *,
                    precision: str | None = None, like: BackendChoice | None = None) -> BackendChoice:
@@ -293,4 +284,4 @@ def runner_outputs(runner: Runner) -> int | None:
 
 
 __all__ = ["BACKENDS", "REGISTRY", "Backend", "BackendChoice", "RunnerOptions", "announce_stderr", "choose_backend",
-           "load_runner", "resolve_precision"]
+           "load_runner"]

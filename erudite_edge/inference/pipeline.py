@@ -28,7 +28,7 @@ import threading
 import time
 import types
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -36,13 +36,36 @@ import numpy as np
 from erudite_edge.core.labels import LabelSpace
 from erudite_edge.core.preprocess import PreprocessSpec, preprocess, preprocess_into
 from erudite_edge.core.signals import STOP_SIGNALS, signal_handlers
-from erudite_edge.errors import BadImageError
+from erudite_edge.errors import BadImageError, UsageError
 from erudite_edge.inference.answers import Answerer
 from erudite_edge.inference.batch_buffer import InputRing
 from erudite_edge.inference.models import Model
 from erudite_edge.outputs.results import Result, RunSummary, Sink
 from erudite_edge.sources.base import Item, Source, Task, ready
 from erudite_edge.sources.crops import EmptyBoxError
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run goes through its source (`run`'s and the API's): `batch` images per model call, `workers`
+    decode/preprocess threads (None: up to 4), `strict` (stop at the first image that does not decode),
+    `limit` (stop after this many classified frames; None: the whole source)."""
+
+    batch: int = 8
+    workers: int | None = None
+    strict: bool = False
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch < 1:
+            raise UsageError(f"batch {self.batch}: at least 1")
+        if self.workers is not None and self.workers < 1:
+            raise UsageError(f"workers {self.workers}: at least 1")
+        if self.limit is not None and self.limit < 1:
+            raise UsageError(f"limit {self.limit}: at least 1")
+
+    def replace(self, **changes: Any) -> "RunOptions":
+        return replace(self, **changes)
 
 
 @dataclass
@@ -424,4 +447,4 @@ class Pipeline:
         return summary
 
 
-__all__ = ["Pipeline", "Prefetcher", "Prepared", "prepare"]
+__all__ = ["Pipeline", "Prefetcher", "Prepared", "RunOptions", "prepare"]

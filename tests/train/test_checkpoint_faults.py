@@ -137,7 +137,6 @@ from erudite_edge.core.preprocess import PreprocessSpec
 from train.checkpoint import save_checkpoint
 from train.model import build_model
 from train.model_spec import ModelConfig
-from paths import REPO
 
 cfg = ModelConfig(variant="baseline", backbone="tiny", class_counts=[3, 2], embed_dim=64, pretrained=False)
 model = build_model(cfg)

@@ -498,7 +498,7 @@ def build_checked(
 
 
 def build_engine(
-    bundle_dir: str | os.PathLike[str],
+    bundle: Bundle,
     precision: str,
     batch: str | BatchRange = DEFAULT_BATCH,
     workspace_gib: float = DEFAULT_WORKSPACE_GIB,
@@ -509,7 +509,7 @@ def build_engine(
     dla_core: int | None = None,
     log: Callable[[str], None] | None = None,
 ) -> list[Path]:
-    """Build one engine per role of the bundle (or just `role`) on this GPU; returns the engine paths.
+    """Build one engine per role of the (loaded) bundle (or just `role`) on this GPU; returns the engine paths.
 
     Each engine is written whole (temporary name, then rename) with its sidecar, checked against the
     bundle's check set (the result goes into the sidecar), and recorded in bundle.json (precision
@@ -529,7 +529,6 @@ def build_engine(
     import tensorrt as trt
 
     plan = plan_build(precision, TrtCapabilities.from_module(trt))
-    bundle = Bundle.load(bundle_dir)
     sources = select_sources(bundle, plan.source_precision, role)
 
     device = current_device()

@@ -73,14 +73,16 @@ class TensorRTRunner(Runner):
         rebuild: str | None = None,
         expected_outputs: int | None = None,
         device: PolygraphyDevice | None = None,
+        sidecar: EngineSidecar | None = None,
     ):
-        """`device`: the device-memory layer (default: open the current CUDA device through Polygraphy)."""
+        """`device`: the device-memory layer (default: open the current CUDA device through Polygraphy).
+        `sidecar`: the engine's sidecar where the caller has read it already (from_bundle)."""
         super().__init__(precision)
         version = tensorrt_version()
         self.engine_path = Path(engine_path)
         if not self.engine_path.is_file():
             raise BundleError(f"{self.engine_path}: engine file not found")
-        self.sidecar: EngineSidecar = read_sidecar(self.engine_path)
+        self.sidecar: EngineSidecar = sidecar if sidecar is not None else read_sidecar(self.engine_path)
         self._buffers: list[DeviceBuffer] = []
         self._host: list[np.ndarray] = []
         self._callers_pinned: list[tuple[int, int]] = []  # address ranges of host_allocator's buffers
@@ -115,6 +117,7 @@ class TensorRTRunner(Runner):
             rebuild=rebuild_command(bundle.root, sidecar),
             expected_outputs=entry.num_outputs or None,
             device=device,
+            sidecar=sidecar,
         )
 
     def _load(self, expected_outputs: int | None) -> None:

@@ -36,14 +36,15 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
     ) -> None:
         """Build TensorRT engine(s) for this GPU, check each against the bundle's check set, record them in bundle.json."""
         from erudite_edge.backends.tensorrt.build import build_engine
-        from erudite_edge.core.bundle import set_verify_default
+        from erudite_edge.core.bundle import Bundle, set_verify_default
 
         set_verify_default(not no_verify)
+        loaded = Bundle.load(bundle)
 
         def log(msg: str) -> None:
             typer.echo(msg, err=True)
 
-        paths = build_engine(bundle, precision, batch, workspace, timing_cache, role,
+        paths = build_engine(loaded, precision, batch, workspace, timing_cache, role,
                              accept_accuracy_drop=accept_accuracy_drop, dla_core=dla_core, log=log)
         for p in paths:
             typer.echo(str(p))

@@ -130,6 +130,7 @@ def _run(
     from erudite_edge.core.bundle import Bundle
     from erudite_edge.errors import BundleError
     from erudite_edge.inference.answers import Answerer, AnswerOptions, parse_datasets
+    from erudite_edge.inference.pipeline import RunOptions
     from erudite_edge.outputs.attention_maps import AttentionWriter
     from erudite_edge.outputs.open import open_output, open_save
     from erudite_edge.outputs.results import printable, render_summary, stderr_console
@@ -144,6 +145,7 @@ def _run(
         raise UsageError("give exactly one of --bundle BUNDLE or --zoo ZOO_BUNDLE (or --backend torch --checkpoint RUN)")
     try:
         runner_options = RunnerOptions(backend=backend, precision=precision, threads=threads)
+        run_options = RunOptions(batch=batch, workers=workers, strict=strict, limit=limit)
     except UsageError as e:
         raise UsageError(f"--{e}") from None
     if source is None and camera is None:
@@ -219,8 +221,7 @@ def _run(
             window = open_display(warn)
             if window is not None:
                 sinks.append(window)
-        classifier = Classifier(b, runner=runner_options, answers=answerer, batch=batch, workers=workers,
-                                announce=announce)
+        classifier = Classifier(b, runner=runner_options, answers=answerer, options=run_options, announce=announce)
         if save_attention is not None:
             classifier.enable_attention()
     except BaseException:
@@ -236,7 +237,7 @@ def _run(
         console.print(f"{src.kind}: {mode} (as negotiated)", markup=False, highlight=False)
     try:
         attention = None if save_attention is None else AttentionWriter(save_attention, b.preprocess)
-        summary = classifier.run(src, sinks, strict=strict, limit=limit, console=console, attention=attention)
+        summary = classifier.run(src, sinks, console=console, attention=attention)
     finally:
         classifier.close()
     render_summary(summary, console)

@@ -358,7 +358,6 @@ class _NoTorch(importlib.abc.MetaPathFinder):
         return None
 sys.meta_path.insert(0, _NoTorch())
 from erudite_edge.cli.app import main
-from paths import REPO
 rc = main(sys.argv[1:])
 assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules), "torch got imported"
 sys.exit(rc)
@@ -497,16 +496,48 @@ def test_auto_precision_prefers_the_bundles_engines_where_tensorrt_runs(tmp_path
     from erudite_edge.backends import registry as backends
     from onnx_fixtures import make_erudite_bundle
 
+    def precision(bundle: Bundle, **options: str) -> str:
+        return backends.choose_backend(bundle, options=RunnerOptions(**options)).precision
+
     bundle = make_erudite_bundle(tmp_path / "b")
-    assert backends.resolve_precision(bundle) == "fp32"
+    assert precision(bundle) == "fp32"
     for p in ("int8", "fp16"):
         (bundle.root / f"model.{p}.engine").write_bytes(b"engine bytes")
         bundle.add_model("main", p, f"model.{p}.engine", fmt="engine")
-    assert backends.resolve_precision(bundle) == "fp32"  # TensorRT cannot run here: the fp32 ONNX model
+    assert precision(bundle) == "fp32"  # TensorRT cannot run here: the fp32 ONNX model
     monkeypatch.setattr(backends, "_tensorrt_module", lambda: (object(), ""))
-    assert backends.resolve_precision(bundle) == "fp16"
-    assert backends.resolve_precision(bundle, backend="onnxruntime") == "fp32"
-    assert backends.resolve_precision(bundle, precision="int8") == "int8"
+    assert precision(bundle) == "fp16"
+    assert precision(bundle, backend="onnxruntime") == "fp32"
+    assert precision(bundle, precision="int8") == "int8"
+
+
+def test_tensorrt_is_probed_once_per_load(tmp_path: Path, monkeypatch) -> None:
+    """Choosing the backend probes TensorRT once, for a zoo's every member too, and the check set run of
+    every role of a zoo likewise; a backend asked for by name other than tensorrt never probes it."""
+    from erudite_edge.backends import registry as backends
+    from erudite_edge.core.check_set import write_check_set
+    from erudite_edge.inference.check import check_bundle
+    from onnx_fixtures import make_zoo_bundle
+
+    probes: list[int] = []
+
+    def probe():  # noqa: ANN202
+        probes.append(1)
+        return None, "not here (test)"
+
+    monkeypatch.setattr(backends, "_tensorrt_module", probe)
+    zoo = make_zoo_bundle(tmp_path / "zoo")
+    model = load_model(zoo, RunnerOptions(), announce=lambda _m: None)
+    assert model.backend == "onnxruntime" and len(model.runners) == 1 + zoo.labels.num_datasets
+    model.close()
+    assert len(probes) == 1
+    model = load_model(zoo, RunnerOptions(backend="onnxruntime"), announce=lambda _m: None)
+    batch = zoo_batch(zoo, ["red", "blue"])
+    write_check_set(zoo, batch, "solid colours", True, lambda role, x: model.runners[role].infer(x))
+    model.close()
+    results = check_bundle(zoo, RunnerOptions())
+    assert [r.role for r in results] == zoo.roles() and all(r.passed for r in results)
+    assert len(probes) == 2  # one more load, one more probe, for all its roles
 
 
 def test_tensorrt_provider_gets_an_engine_cache(tmp_path: Path) -> None:
