@@ -21,13 +21,8 @@ import pytest
 from erudite_edge.cli.app import main
 from erudite_edge.core.bundle import Bundle
 from erudite_edge.errors import OutputError, UsageError
-from onnx_fixtures import COLORS, DATASETS, make_erudite_bundle, solid_image, write_image, write_video
+from onnx_fixtures import COLORS, DATASETS, solid_image, write_image, write_video
 from real_processes import child_env
-
-
-@pytest.fixture(scope="module")
-def erudite(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
-    return make_erudite_bundle(tmp_path_factory.mktemp("bundle"))
 
 
 @pytest.fixture(scope="module")

@@ -41,16 +41,6 @@ DATASET_OF = {c: d for d, cls in DATASETS.items() for c in cls}
 
 
 @pytest.fixture(scope="module")
-def erudite(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
-    return make_erudite_bundle(tmp_path_factory.mktemp("bundle"))
-
-
-@pytest.fixture(scope="module")
-def zoo(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
-    return make_zoo_bundle(tmp_path_factory.mktemp("zoo"))
-
-
-@pytest.fixture(scope="module")
 def color_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two noisy images of each colour, named after it."""
     folder = tmp_path_factory.mktemp("colors")

@@ -19,7 +19,6 @@ from erudite_edge.cli.app import main
 from erudite_edge.core.bundle import Bundle
 from erudite_edge.errors import UsageError
 from erudite_edge.outputs.stream import choose_writer, ffmpeg_exe, ffmpeg_has_encoder, parse_target
-from onnx_fixtures import make_erudite_bundle
 from paths import TESTS
 from real_processes import RTSP_SERVER_PY, CliRun, free_port, kill_left, needs_rtsp_server, start_rtsp_server
 
@@ -27,11 +26,6 @@ RED_BGR = (0, 0, 255)
 FFMPEG = ffmpeg_exe()
 needs_ffmpeg = pytest.mark.skipif(FFMPEG is None or not ffmpeg_has_encoder(FFMPEG, "libx264"),
                                   reason="no ffmpeg with libx264 (pip install imageio-ffmpeg)")
-
-
-@pytest.fixture(scope="module")
-def erudite(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
-    return make_erudite_bundle(tmp_path_factory.mktemp("bundle"))
 
 
 def _one_error(capsys) -> str:

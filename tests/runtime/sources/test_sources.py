@@ -14,6 +14,7 @@ from erudite_edge.sources.base import read_image_item
 from erudite_edge.sources.capture import CaptureSource, csi_pipeline, gstreamer_available
 from erudite_edge.sources.files import ImageFilesSource, list_images
 from erudite_edge.sources.open import open_source
+from live_openers import opener_sequence
 from onnx_fixtures import COLORS, solid_image, write_bad_files, write_image, write_video
 
 
@@ -41,23 +42,12 @@ def test_video_file_frames_names_and_end(tmp_path: Path) -> None:
     assert src.end_reason == "end of video"
 
 
-def _opener_sequence(targets: list[str], opened: list[str]):
-    """Each call opens the next path of `targets` (the last one again when they run out)."""
-
-    def open_() -> cv2.VideoCapture:
-        target = targets[min(len(opened), len(targets) - 1)]
-        opened.append(target)
-        return cv2.VideoCapture(target)
-
-    return open_
-
-
 def test_live_source_reconnects_then_gives_up(tmp_path: Path) -> None:
     clip = str(write_video(tmp_path / "cam.mp4", [COLORS["red"]] * 3))
     missing = str(tmp_path / "gone.mp4")
     opened: list[str] = []
     warnings: list[str] = []
-    src = CaptureSource("v4l2:///dev/video9", _opener_sequence([clip, clip, missing], opened), kind="camera",
+    src = CaptureSource("v4l2:///dev/video9", opener_sequence([clip, clip, missing], opened), kind="camera",
                         live=True, open_error="cannot open", reconnect=2, backoff=0.0, warn=warnings.append)
     assert src.length is None  # live: no known length
     items = list(src)

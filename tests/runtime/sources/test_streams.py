@@ -18,6 +18,7 @@ from erudite_edge.core.redact import redact
 from erudite_edge.sources.capture import CaptureSource
 from erudite_edge.sources.live import Backoff
 from erudite_edge.sources.open import open_source
+from live_openers import opener_sequence
 from onnx_fixtures import COLORS, make_erudite_bundle, write_video
 from real_processes import CliRun, child_env, free_port, kill_left, needs_rtsp_server, start_rtsp_server
 
@@ -31,15 +32,6 @@ def test_redact_hides_passwords_anywhere() -> None:
     assert redact("rtsp://admin:hunter2@10.0.0.5:554/h264") == "rtsp://admin:***@10.0.0.5:554/h264"
     assert redact("cannot open rtsp://u:p%40ss@cam/x (401)") == "cannot open rtsp://u:***@cam/x (401)"
     assert redact("rtsp://cam/x and /dev/video0") == "rtsp://cam/x and /dev/video0"
-
-
-def _opener(targets: list[str], opened: list[str]):
-    def open_() -> cv2.VideoCapture:
-        target = targets[min(len(opened), len(targets) - 1)]
-        opened.append(target)
-        return cv2.VideoCapture(target)
-
-    return open_
 
 
 def test_reconnect_forever_with_backoff_and_timed_losses(tmp_path: Path) -> None:
@@ -61,7 +53,7 @@ def test_reconnect_forever_with_backoff_and_timed_losses(tmp_path: Path) -> None
             return True
         return False
 
-    src = CaptureSource("rtsp://user:pw@cam/live", _opener([clip, gone, gone, gone, clip, gone], opened),
+    src = CaptureSource("rtsp://user:pw@cam/live", opener_sequence([clip, gone, gone, gone, clip, gone], opened),
                         kind="stream", live=True, open_error="x", reconnect=None, warn=warnings.append,
                         sleep=sleep, clock=lambda: now[0])
     items = list(src)
