@@ -84,7 +84,7 @@ def _after_a_stop_signal(since: int) -> bool:
 
 def run_as_program() -> None:
     """`python -m erudite_edge` and the `erudite-edge` script: exit with main()'s code, even after a stop
-    signal (see interrupts.exit_now)."""
+    signal (see core.signals.exit_now)."""
     from erudite_edge.core.signals import exit_now, signalled
 
     code = main()

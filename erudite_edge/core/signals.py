@@ -8,7 +8,11 @@ Runtime call) does not always come back out as itself: a library may wrap it in 
 CPython may remember it as "unhandled" and end the process by SIGINT whatever exit code we return
 (seen here: `export onnx` killed by SIGTERM exited -2 or 1 instead of 130 in about 1 run in 40).
 `signalled()` says a stop signal arrived, so that the CLI reports any exception after it as the
-interruption it is, and `exit_now` ends the process with the code we chose."""
+interruption it is, and `exit_now` ends the process with the code we chose.
+
+This module owns the signal plumbing every layer may use (scoped handlers, the stop signals, deferring
+them across a commit, counting them); the CLI's "SIGTERM ends a command with one line" is
+erudite_edge/cli/interruptible.py."""
 
 from __future__ import annotations
 
