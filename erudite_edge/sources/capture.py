@@ -1,16 +1,12 @@
-"""Where images come from: files, folders, globs, video files, V4L2 and CSI cameras, RTSP streams.
+"""Capture sources: video files, V4L2 and CSI cameras, RTSP streams, read through OpenCV (FFmpeg or
+GStreamer), and what OpenCV can do here (GStreamer/FFmpeg build flags, its log level).
 
-The URI conventions are jetson-inference's (`csi://0`, `v4l2:///dev/video0`, `/dev/video0`,
-`rtsp://host/path`, a file, a folder). A source yields *tasks*, each a callable that returns one
-`Item`: image files give independent tasks (decoded in parallel by the pipeline's thread pool),
-video sources read frames in order while the tasks are produced, so the only thing a frame's task
-still has to do is hand it over. Still images are always decoded by erudite_edge.core.preprocess
-(RGB, exactly as in training); a file that does not decode becomes an Item carrying its
-BadImageError, so the caller can warn, count and skip it (or stop, under --strict).
-
-Live sources (cameras, CSI, RTSP, testsrc://) are read by the pipeline through `latest()`: a reader
-thread keeps only the newest frame (erudite_edge.sources.live). A lost live source is reopened with exponential
-back-off (1 s .. 30 s), N times or forever; every message shows its URI with the password redacted.
+Video sources read frames in order while their tasks are produced, so the only thing a frame's task still
+has to do is hand it over (sources.base.ready). Live sources (cameras, CSI, RTSP, testsrc://) are read by
+the pipeline through `latest()`: a reader thread keeps only the newest frame (erudite_edge.sources.live).
+A lost live source is reopened with exponential back-off (1 s .. 30 s), N times or forever; every message
+shows its URI with the password redacted. Which URI opens which source is sources/open.py; still images
+are sources/files.py.
 """
 
 from __future__ import annotations
