@@ -58,7 +58,7 @@ def agreement_inputs(
 
 
 def make_fp16(
-    bundle_dir: str | os.PathLike[str],
+    bundle: Bundle,
     *,
     images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
     data: Sequence[str] | None = None,
@@ -66,8 +66,8 @@ def make_fp16(
     min_agreement: float | None = None,
     log: Log | None = None,
 ) -> dict[str, Any]:
-    """Add the FP16 model of every role to the bundle; returns the agreement report against FP32."""
-    bundle = Bundle.load(bundle_dir, verify=True)
+    """Add the FP16 model of every role to the (loaded, verified: `Bundle.load(path, verify=True)`) bundle;
+    returns the agreement report against FP32."""
     inputs = agreement_inputs(bundle, images=images, data=data, count=count, log=log)
 
     def build(src: Fp32Source, out: Path) -> None:

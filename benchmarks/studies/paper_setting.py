@@ -110,7 +110,7 @@ def prepare_bundles(root: Path, n: int, *, backbone: str, size: int, precisions:
         have = bundle_precisions(Bundle.load(bundle_dir))
         if "fp16" in precisions and "fp16" not in have:
             t0 = time.perf_counter()
-            make_fp16(bundle_dir, images=photos, count=16, log=log)
+            make_fp16(Bundle.load(bundle_dir, verify=True), images=photos, count=16, log=log)
             log(f"N={n} {kind}: fp16 in {time.perf_counter() - t0:.0f} s")
         if "int8" in precisions and ("int8" not in have or int8_target_of(bundle_dir) != int8_target):
             t0 = time.perf_counter()

@@ -67,7 +67,7 @@ def two_precisions(bundles, tmp_path_factory):
     root = tmp_path_factory.mktemp("fp16")
     for b in ("erudite", "zoo"):
         shutil.copytree(bundles / b, root / b)
-        make_fp16(root / b, images=bundles / "photos", count=8)
+        make_fp16(Bundle.load(root / b, verify=True), images=bundles / "photos", count=8)
     return root
 
 

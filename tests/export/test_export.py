@@ -236,7 +236,7 @@ def _copy_bundle(trained: dict, tmp_path: Path) -> Path:
 
 def test_fp16_runs_on_cpu_and_agrees_with_fp32(trained, tmp_path, real_bytes):
     out = _copy_bundle(trained, tmp_path)
-    report = make_fp16(out, count=40)
+    report = make_fp16(Bundle.load(out, verify=True), count=40)
     bundle = Bundle.load(out, verify=True)
     entry = bundle.entry("main", "fp16")
     assert entry.file == "model.fp16.onnx" and report["roles"]["main"]["count"] == 40
@@ -446,4 +446,4 @@ def test_label_table_that_does_not_fit_the_model(trained, tmp_path, capsys, comm
     assert sorted(p.name for p in out.iterdir()) == before
     assert json.loads((out / "bundle.json").read_text()) == meta
     with pytest.raises(BundleError):
-        make_fp16(out)
+        make_fp16(Bundle.load(out, verify=True))

@@ -208,7 +208,7 @@ def test_fp16_and_int8_follow_a_uint8_bundle(bundles: dict[str, Bundle], photos:
     root = tmp_path / "b"
     shutil.copytree(bundles["uint8"].root, root)
     if target == "tensorrt":
-        make_fp16(root, images=photos, count=8)
+        make_fp16(Bundle.load(root, verify=True), images=photos, count=8)
     make_int8(Bundle.load(root, verify=True), Int8Options(target=target, calib_images=photos, calib_count=8))
     b = Bundle.load(root)
     for precision in b.precisions():

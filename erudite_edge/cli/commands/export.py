@@ -112,9 +112,11 @@ def fp16_command(
 ) -> None:
     """Add FP16 ONNX models (every role) to a bundle, with their top-1 agreement with FP32."""
     _require("export fp16", "onnx", "onnxruntime", "onnxconverter_common")
+    from erudite_edge.core.bundle import Bundle
     from export.fp16 import make_fp16
 
-    make_fp16(bundle, images=images, data=data or None, count=count, min_agreement=_fraction(min_agreement), log=_log)
+    make_fp16(Bundle.load(bundle, verify=True), images=images, data=data or None, count=count,
+              min_agreement=_fraction(min_agreement), log=_log)
     typer.echo(str(bundle))
 
 

@@ -32,7 +32,7 @@ def variants(trained, tmp_path_factory):
     made = {}
     made["fp16"] = root / "fp16"
     shutil.copytree(trained["bundle"], made["fp16"])
-    make_fp16(made["fp16"], count=16)
+    make_fp16(Bundle.load(made["fp16"], verify=True), count=16)
     for target in ("tensorrt", "onnxruntime"):
         made[f"int8-{target}"] = root / f"int8-{target}"
         shutil.copytree(trained["bundle"], made[f"int8-{target}"])
