@@ -138,16 +138,16 @@ def _resolve(bundle: Bundle, backend: str, precision: str, role: str, trt: Modul
 
 # -- choosing ---------------------------------------------------------------------------------------
 def choose_backend(bundle: Bundle, role: str = "main", options: RunnerOptions | None = None, *,
-                   precision: str | None = None, like: BackendChoice | None = None) -> BackendChoice:
+                   like: BackendChoice | None = None) -> BackendChoice:
     """Decide which backend runs `role` and at which precision (TensorRT probed once, here); raise
-    BackendUnavailable / BundleError when none can. `precision` overrides options.precision. `like`: the
+    BackendUnavailable / BundleError when none can. `like`: the
     choice made for another role of the same bundle (a zoo's members): the same backend and precision,
     TensorRT not probed again."""
     if like is not None:
         options = (options or RunnerOptions()).replace(backend=like.backend, precision=like.precision)
     opts = options or RunnerOptions()
     backend = opts.backend
-    asked = precision or opts.precision
+    asked = opts.precision
     if backend == "torch":
         if not bundle.meta.get("checkpoint"):
             raise BackendUnavailable(TORCH_HELP)
