@@ -52,7 +52,8 @@ def _changes(seq: list[tuple[float, str]]) -> list[tuple[float, str]]:
 def measure(seconds: float, fps: int, size: str, work: Path) -> dict:
     sys.path.insert(0, str(REPO / "tests"))
     from onnx_fixtures import make_erudite_bundle
-    from test_streams import SERVER, SERVER_PY
+    from real_processes import RTSP_SERVER as SERVER
+    from real_processes import RTSP_SERVER_PY as SERVER_PY
 
     if SERVER_PY is None:
         raise SystemExit("needs GStreamer's RTSP server (python3-gi, gir1.2-gst-rtsp-server-1.0)")
