@@ -20,7 +20,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from erudite_edge.backends.base import Runner
+from erudite_edge.backends.ort_tensorrt_ep import profile_max_batch
 from erudite_edge.core.bundle import ATTENTION_OUTPUT
+from erudite_edge.core.fileio import sha256_file
 from erudite_edge.errors import BackendUnavailable, BundleError
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -55,19 +57,23 @@ def pick_providers(available_providers: Sequence[str], want: Sequence[str] | Non
 
 
 def provider_options(providers: Sequence[str], model_path: Path, trt_options: dict[str, Any] | None = None) -> list[Any]:
-    """ONNX Runtime's TensorRT provider builds engines at session start: cache them (and the timing
-    cache) beside the model, so only the first run on a device pays for the build. `trt_options`
-    (backends/ort_tensorrt_ep.py: precision, profile, a cache outside the bundle) replace these."""
-    cache = model_path.parent / ".ort_trt_cache"
+    """ONNX Runtime's TensorRT provider builds engines at session start: cache them, so only the first run
+    on a device pays for the build. `trt_options` (backends/ort_tensorrt_ep.py: precision, profile, a cache
+    per model outside the bundle) are used as given; without them the engines go beside the model, in
+    `.ort_trt_cache/<sha256 of the model file>` (ONNX Runtime's engine names ignore the weights: see
+    ort_tensorrt_ep), the timing cache in `.ort_trt_cache`."""
     out: list[Any] = []
     for p in providers:
         if p == "TensorrtExecutionProvider" and trt_options is not None:
-            Path(trt_options.get("trt_engine_cache_path", cache)).mkdir(parents=True, exist_ok=True)
+            if trt_options.get("trt_engine_cache_path"):
+                Path(trt_options["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
             out.append((p, dict(trt_options)))
         elif p == "TensorrtExecutionProvider":
-            cache.mkdir(exist_ok=True)
+            timing = model_path.parent / ".ort_trt_cache"
+            cache = timing / sha256_file(model_path)
+            cache.mkdir(parents=True, exist_ok=True)
             out.append((p, {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
-                            "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache)}))
+                            "trt_timing_cache_enable": True, "trt_timing_cache_path": str(timing)}))
         else:
             out.append(p)
     return out
@@ -117,10 +123,17 @@ class OnnxRuntimeRunner(Runner):
         self.has_attention = ATTENTION_OUTPUT in names[1:]
         self.input_dtype = _INPUT_TYPES.get(inp.type, np.float32)
         b = inp.shape[0]
-        self._max_batch = b if isinstance(b, int) and b > 0 else None
+        static = b if isinstance(b, int) and b > 0 else None
+        # A session set up for the TensorRT EP holds batches to the profile the EP was given (its largest
+        # batch), on whatever provider it ended on: a larger batch would rebuild the engine at run time
+        # (minutes on a Jetson) or fail. infer_chunked splits to this.
+        profile = profile_max_batch(trt_options, self.input_name)
+        self._max_batch = min(n for n in (static, profile) if n) if (static or profile) else None
 
     @property
     def max_batch(self) -> int | None:
+        """The input's static batch, or the TensorRT EP profile's largest batch (the smaller of the two); None:
+        a dynamic batch axis and no profile."""
         return self._max_batch
 
     def infer(self, batch: np.ndarray) -> np.ndarray:

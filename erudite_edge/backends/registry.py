@@ -28,7 +28,7 @@ from types import ModuleType
 from typing import Any, Callable
 
 from erudite_edge.backends.base import Runner
-from erudite_edge.core.bundle import PRECISIONS, Bundle
+from erudite_edge.core.bundle import PRECISIONS, Bundle, file_sha256
 from erudite_edge.errors import BackendUnavailable, BundleError, UsageError
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
@@ -222,8 +222,12 @@ def _load_onnxruntime(bundle: Bundle, role: str, options: RunnerOptions, choice:
     entry = bundle.entry(role, precision, "onnx")
     # Used only where this onnxruntime has the TensorRT EP. INT8 there needs the TensorRT Q/DQ layout.
     ep_precision = "fp16" if precision == "int8" and (entry.info or {}).get("target", "tensorrt") != "tensorrt" else precision
-    trt_ep = tensorrt_ep_options(ep_precision, bundle.preprocess, entry.input)
-    runner = OnnxRuntimeRunner(bundle.path(entry), precision=precision, threads=options.threads,
+    path = bundle.path(entry)  # checks the sha256 where the bundle verifies reads
+    # The EP's engine cache is per model file: the hash of what the session loads (the same as the entry's
+    # unless --no-verify let a changed file through), cached by size and mtime.
+    trt_ep = tensorrt_ep_options(ep_precision, bundle.preprocess, entry.input,
+                                 model_sha256=file_sha256(bundle.root, entry.file))
+    runner = OnnxRuntimeRunner(path, precision=precision, threads=options.threads,
                                spinning=options.spinning, trt_options=trt_ep)
     outputs = runner_outputs(runner)
     expected = bundle.expected_outputs(role)

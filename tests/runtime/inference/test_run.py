@@ -533,6 +533,7 @@ def test_tensorrt_is_probed_once_per_load(tmp_path: Path, monkeypatch) -> None:
 def test_tensorrt_provider_gets_an_engine_cache(tmp_path: Path) -> None:
     from erudite_edge.backends.onnxruntime_runner import provider_options
 
+    (tmp_path / "model.onnx").write_bytes(b"a model")  # its engine cache is named by its contents' sha256
     opts = provider_options(["TensorrtExecutionProvider", "CPUExecutionProvider"], tmp_path / "model.onnx")
     name, cfg = opts[0]
     assert name == "TensorrtExecutionProvider" and cfg["trt_engine_cache_enable"]
