@@ -272,6 +272,8 @@ def load_runner(
             providers = runner.describe().get("providers")
             extra = f", {providers[0]}" if providers else ""
             announce(f"backend: {choice.backend} {choice.precision}{extra} ({choice.reason})")
+        if choice.backend == "tensorrt" and runner.describe().get("cuda_runtime"):
+            announce(str(runner.describe()["cuda_runtime"]))  # which libcudart the device layer loaded, and why
     return runner
 
 

@@ -267,6 +267,7 @@ class TensorRTRunner(Runner):
             built_precision=self.sidecar.precision,
             max_batch=self._max_batch if hasattr(self, "_max_batch") else None,
             cuda_binding=self.cuda.name if self.cuda is not None else None,
+            cuda_runtime=getattr(getattr(self.cuda, "runtime", None), "line", None),  # which libcudart, and why
         )
         return d
 
