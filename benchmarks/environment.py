@@ -5,7 +5,8 @@ cannot tell (never missing), so two results can be compared key by key:
 
 * CPU: model, logical cores, the cores this process may use, the frequency governor, load average;
   memory; OS, kernel, Python.
-* Runtimes: ONNX Runtime (and its providers), TensorRT, CUDA runtime, cuDNN, GPU driver, GPU name.
+* Runtimes: ONNX Runtime (and its providers), TensorRT, CUDA runtime (version and the libcudart file, from
+  the device-memory layer), the newest CUDA the driver supports, cuDNN, GPU driver, GPU name.
 * Jetson: device model, L4T release (/etc/nv_tegra_release), JetPack, nvpmodel mode, whether
   jetson_clocks is on, board power draw. From jetson-stats (`jtop`, its service must run) where it
   is installed; without it from /etc/nv_tegra_release, `dpkg-query nvidia-jetpack`, `nvpmodel -q` and
@@ -32,7 +33,8 @@ from typing import Any, Callable
 ENV_KEYS = (
     "os", "kernel", "machine", "python",
     "cpu_model", "cpu_cores", "cpu_cores_usable", "cpu_governor", "load_average", "memory_total_mb",
-    "onnxruntime", "onnxruntime_providers", "tensorrt", "cuda_runtime", "cudnn", "gpu_driver", "gpu_name",
+    "onnxruntime", "onnxruntime_providers", "tensorrt", "cuda_runtime", "cuda_runtime_library", "cuda_driver", "cudnn",
+    "gpu_driver", "gpu_name",
     "device_model", "l4t_release", "jetpack", "nvpmodel_mode", "jetson_clocks", "power_mw", "power_source",
     "jetson_stats",
 )
@@ -185,26 +187,18 @@ def _jtop_facts() -> dict[str, Any]:
 
 
 def _cuda_facts() -> dict[str, Any]:
-    """CUDA runtime version, GPU name and driver version through cuda-python, where installed."""
-    out: dict[str, Any] = {}
-    try:
-        from erudite_edge.backends.cuda_api import import_cudart
+    """The CUDA runtime's version and file and the newest CUDA the driver supports, from the device-memory
+    layer (polygraphy.cuda over libcudart: erudite_edge/backends/tensorrt/device_memory.py; no GPU needed),
+    and the GPU's name where a device opens; {} where the layer (Polygraphy) or a runtime library is missing."""
+    from erudite_edge.backends.tensorrt import device_memory
+    from erudite_edge.errors import EruditeError
 
-        cudart = import_cudart()
-        if cudart is None:
-            return out
-        err, v = cudart.cudaRuntimeGetVersion()
-        if int(err) == 0:
-            out["cuda_runtime"] = f"{v // 1000}.{(v % 1000) // 10}"
-        err, d = cudart.cudaDriverGetVersion()
-        if int(err) == 0 and d:
-            out["cuda_driver_api"] = f"{d // 1000}.{(d % 1000) // 10}"
-        err, props = cudart.cudaGetDeviceProperties(0)
-        if int(err) == 0:
-            name = props.name
-            out["gpu_name"] = (name.decode(errors="replace") if isinstance(name, bytes) else str(name)).strip("\x00 ")
-    except Exception:
-        pass
+    out = dict(device_memory.runtime_facts())
+    if out:
+        try:
+            out["gpu_name"] = device_memory.open_device().device_info().name
+        except EruditeError:  # no GPU or driver: the versions stand, the name comes from nvidia-smi if anywhere
+            pass
     return out
 
 

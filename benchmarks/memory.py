@@ -17,9 +17,9 @@ Repetitions take turns (erudite, zoo, baseline, then rotated), as the timing doe
 ratio of medians carries a paired bootstrap 95 % interval over repetitions (benchmarks.stats).
 
 Device memory: where the model runs on a GPU (TensorRT, ONNX Runtime's CUDA provider) the child
-reads the device's used memory (cudaMemGetInfo through cuda-python) before loading and after the
-batches; the difference is reported (device-wide: other processes on the GPU count too). On a CPU
-backend, or without cuda-python, it is null.
+reads the device's used memory (cudaMemGetInfo through the device-memory layer, polygraphy.cuda's
+libcudart) before loading and after the batches; the difference is reported (device-wide: other
+processes on the GPU count too). On a CPU backend, or without Polygraphy or a GPU, it is null.
 """
 
 from __future__ import annotations
@@ -47,19 +47,16 @@ def _kib_to_mb(kib: int) -> float:
 
 
 def device_used_mb() -> float | None:
-    """Used memory of CUDA device 0 (MB), through cuda-python; None where there is none."""
-    from erudite_edge.backends.cuda_api import import_cudart
+    """Used memory of the current CUDA device (MB), through the device-memory layer (polygraphy.cuda over
+    libcudart: cudaMemGetInfo); None where there is no layer, runtime or GPU."""
+    from erudite_edge.backends.tensorrt.device_memory import open_device
+    from erudite_edge.errors import EruditeError
 
-    cudart = import_cudart()
-    if cudart is None:
-        return None
     try:
-        err, free, total = cudart.cudaMemGetInfo()
-        if int(err) != 0:
-            return None
-        return (total - free) / 1e6
-    except Exception:
+        free, total = open_device().memory_info()
+    except EruditeError:
         return None
+    return (total - free) / 1e6
 
 
 def child_main(args: argparse.Namespace) -> int:

@@ -603,3 +603,56 @@ def test_int8_table_puts_int8_next_to_fp32_with_ratio_and_seeds():
     assert "seed 3" in spec.note and "seed 7" in spec.note and "percentile" in spec.note and "2 nodes kept float" in spec.note
     result["accuracy"]["erudite"].pop("int8")
     assert int8_accuracy_table(result) is None  # no int8 measured: no table
+
+
+def test_environment_takes_cuda_versions_from_the_device_layer(monkeypatch):
+    """The CUDA runtime's version and file, the driver's CUDA version and the GPU come from the device-memory
+    layer (issue 24 item 9: the record used to import a removed module and swallow the error)."""
+    from benchmarks.environment import environment
+    from erudite_edge.backends.tensorrt import device_memory
+    from erudite_edge.backends.tensorrt.sidecar import DeviceInfo
+
+    class Device:
+        def device_info(self):
+            return DeviceInfo("Orin (test double)", (8, 7))
+
+    monkeypatch.setattr(device_memory, "runtime_facts", lambda: {
+        "cuda_runtime": "12.6", "cuda_driver": "12.8", "cuda_runtime_library": "/usr/local/cuda-12.6/lib64/libcudart.so.12",
+        "cuda_runtime_origin": "found by Polygraphy's search"})
+    monkeypatch.setattr(device_memory, "open_device", lambda: Device())
+    env = environment()
+    assert (env["cuda_runtime"], env["cuda_driver"], env["gpu_name"]) == ("12.6", "12.8", "Orin (test double)")
+    assert env["cuda_runtime_library"] == "/usr/local/cuda-12.6/lib64/libcudart.so.12"
+
+
+def test_environment_reads_the_real_cuda_runtime_without_a_gpu():
+    """No GPU here, but a CUDA runtime library and Polygraphy are: its version needs no device."""
+    pytest.importorskip("polygraphy")
+    from benchmarks.environment import environment
+    from erudite_edge.backends.tensorrt import device_memory
+
+    facts = device_memory.runtime_facts()
+    if not facts:
+        pytest.skip("no CUDA runtime library can be loaded here")
+    env = environment()
+    assert env["cuda_runtime_library"] == facts["cuda_runtime_library"] and "libcudart.so" in env["cuda_runtime_library"]
+    assert env["cuda_runtime"] == facts["cuda_runtime"] and env["cuda_runtime"].count(".") == 1
+
+
+def test_bench_device_memory_through_the_device_layer(monkeypatch):
+    """benchmarks.memory reads used device memory through the device layer (it imported a removed module)."""
+    from benchmarks.memory import device_used_mb
+    from erudite_edge.backends.tensorrt import device_memory
+
+    class Device:
+        def memory_info(self):
+            return 3_000_000_000, 8_000_000_000
+
+    monkeypatch.setattr(device_memory, "open_device", lambda: Device())
+    assert device_used_mb() == 5000.0
+
+    def no_gpu():
+        raise device_memory.CudaError("no CUDA GPU is visible")
+
+    monkeypatch.setattr(device_memory, "open_device", no_gpu)
+    assert device_used_mb() is None

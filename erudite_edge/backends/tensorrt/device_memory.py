@@ -318,6 +318,12 @@ class PolygraphyDevice:
         name = props.raw[:256].split(b"\0", 1)[0].decode(errors="replace").strip() or f"CUDA device {dev}"
         return DeviceInfo(name, (major.value, minor.value))
 
+    def memory_info(self) -> tuple[int, int]:
+        """(free, total) bytes of the current device's memory (cudaMemGetInfo)."""
+        free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
+        self._check(self._lib.cudaMemGetInfo(ctypes.byref(free), ctypes.byref(total)), "cudaMemGetInfo")
+        return int(free.value), int(total.value)
+
     # -- memory and streams (Polygraphy) ----------------------------------------------------------
     def array(self, nbytes: int) -> DeviceBuffer:
         """An untyped device buffer of nbytes (a polygraphy.cuda.DeviceArray of uint8)."""
