@@ -7,7 +7,8 @@ Usage: tools/device_check.sh BUNDLE [--zoo ZOO_BUNDLE] [--out DIR] [--iters N]
 The bundles are copied into the report folder first: engines are built into the copies, the user's
 bundles are not touched. Each step is the real CLI (`python -m erudite_edge ...`), run as a
 subprocess; its command, exit code, time and output tail go into the report, and a failing step is
-reported, not fatal (the report is the point). Without TensorRT, Polygraphy or a GPU it stops before
+reported, not fatal (the report is the point). Run by a Python without erudite-edge's dependencies (no
+numpy, no OpenCV, ...) or older than 3.10, or without TensorRT, Polygraphy or a GPU, it stops before
 anything else with one line and exit code 2.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import importlib
 import json
 import platform
 import shlex
@@ -36,6 +38,39 @@ def fail(msg: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+# What every step needs in the interpreter that runs it (pyproject's dependencies): import name, what to install.
+REQUIRED = (
+    ("numpy", "numpy"),
+    ("cv2", "opencv-python-headless, or JetPack's OpenCV"),
+    ("typer", "typer"),
+    ("rich", "rich"),
+    ("yaml", "pyyaml"),
+    ("pydantic", "pydantic"),
+)
+
+
+def missing_dependencies() -> list[str]:
+    """The REQUIRED modules this Python cannot import (missing, or broken: any exception on import)."""
+    out = []
+    for module, dist in REQUIRED:
+        try:
+            importlib.import_module(module)
+        except Exception:
+            out.append(module if module == dist else f"{module} ({dist})")
+    return out
+
+
+def check_interpreter() -> None:
+    """Exit 2 with one line where this Python cannot run erudite-edge (too old, or without its dependencies)."""
+    here = f"{sys.executable} (Python {platform.python_version()})"
+    if sys.version_info < (3, 10):
+        fail(f"{here}: erudite-edge needs Python >= 3.10; set PYTHON to a newer interpreter (its venv's python)")
+    missing = missing_dependencies()
+    if missing:
+        fail(f"{here} lacks {', '.join(missing)}: install erudite-edge's dependencies into it (README, Install), "
+             "or set PYTHON to the python that has them")
+
+
 def preflight() -> dict[str, Any]:
     """What this machine is; exits 2 with one line where TensorRT cannot run here."""
     from erudite_edge.errors import EruditeError
@@ -49,6 +84,8 @@ def preflight() -> dict[str, Any]:
         import_polygraphy_cuda()
         gpu = open_device().device_info()
     except EruditeError as e:
+        fail(f"cannot run here: {e}")
+    except ImportError as e:  # a dependency of the TensorRT side itself (check_interpreter covers the runtime's)
         fail(f"cannot run here: {e}")
     env: dict[str, Any] = {
         "tensorrt": trt_version,
@@ -122,6 +159,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="tools/device_check.sh", description=__doc__.split("\n\n")[0])
+    ap.error = lambda message: fail(f"{message} (tools/device_check.sh --help)")  # type: ignore[method-assign]  # one line, exit 2
     ap.add_argument("bundle", type=Path)
     ap.add_argument("--zoo", type=Path, default=None, help="the zoo bundle to bench against")
     ap.add_argument("--out", type=Path, default=None, help="report folder (default runs/device_check/<time>)")
@@ -130,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     for b in [args.bundle, args.zoo]:
         if b is not None and not (b / "bundle.json").is_file():
             fail(f"{b}: not a bundle directory (no bundle.json)")
+    check_interpreter()
     env = preflight()
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = (args.out or ROOT / "runs" / "device_check" / stamp).resolve()
