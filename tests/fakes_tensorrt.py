@@ -169,9 +169,13 @@ class FakeContext:
 
 
 class FakeEngine:
-    def __init__(self, spec: EngineSpec, device: FakeDevice):
+    def __init__(self, spec: EngineSpec, device: FakeDevice, plan: bytes = b""):
         self.spec, self.device = spec, device
+        self.plan = plan
         self.contexts: list[FakeContext] = []
+
+    def serialize(self) -> bytes:
+        return self.plan
 
     @property
     def num_io_tensors(self) -> int:
@@ -201,6 +205,7 @@ def fake_tensorrt_module(spec: EngineSpec, device: FakeDevice, version: str = FA
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version  # type: ignore[attr-defined]
     trt.__dict__["IS_FAKE"] = True
+    trt.__dict__["deserialized"] = 0  # engines deserialised so far (each one a copy in device memory)
 
     class Logger:
         WARNING = 2
@@ -214,9 +219,10 @@ def fake_tensorrt_module(spec: EngineSpec, device: FakeDevice, version: str = FA
 
         def deserialize_cuda_engine(self, data: bytes):
             trt.__dict__["dla_core_at_load"] = getattr(self, "DLA_core", None)
-            if data.startswith(CORRUPT):
+            trt.__dict__["deserialized"] += 1
+            if bytes(data).startswith(CORRUPT):
                 return None
-            trt.__dict__["last_engine"] = FakeEngine(spec, device)
+            trt.__dict__["last_engine"] = FakeEngine(spec, device, bytes(data))
             return trt.__dict__["last_engine"]
 
     class TensorIOMode:
@@ -231,6 +237,7 @@ def fake_tensorrt_module(spec: EngineSpec, device: FakeDevice, version: str = FA
     trt.TensorIOMode = TensorIOMode  # type: ignore[attr-defined]
     trt.nptype = nptype  # type: ignore[attr-defined]
     trt.Builder = object  # type: ignore[attr-defined]  # tensorrt_version() checks it is the real module's shape
+    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")  # type: ignore[attr-defined]
     return trt
 
 
@@ -253,3 +260,136 @@ def write_fake_engine(path: Path, spec: EngineSpec, *, content: bytes = b"fake-e
         source_onnx="model.onnx", source_sha256="0" * 64, erudite_edge_version="test", dla_core=dla_core,
     ))
     return path
+
+
+# -- the fake Polygraphy build loaders -------------------------------------------------------------------
+class FakeLayer:
+    def __init__(self, name: str):
+        self.name = name
+
+
+class FakeTensor:
+    def __init__(self, name: str, shape: tuple[int, ...]):
+        self.name, self.shape = name, shape
+
+
+class FakeNetwork:
+    """What build_serialized reads of the parsed network: one input, one output, the layers' names."""
+
+    def __init__(self, spec: EngineSpec, layer_names: tuple[str, ...]):
+        s = spec.size
+        self.inputs = [FakeTensor(spec.inputs[0], (-1, 3, s, s))]
+        self.outputs = [FakeTensor(name, (-1, spec.weights.shape[1])) for name in spec.outputs]
+        self.layers = [FakeLayer(n) for n in layer_names]
+
+    num_inputs = property(lambda self: len(self.inputs))
+    num_outputs = property(lambda self: len(self.outputs))
+    num_layers = property(lambda self: len(self.layers))
+
+    def get_input(self, i: int) -> FakeTensor:
+        return self.inputs[i]
+
+    def get_output(self, i: int) -> FakeTensor:
+        return self.outputs[i]
+
+    def get_layer(self, i: int) -> FakeLayer:
+        return self.layers[i]
+
+    def unmark_output(self, tensor: FakeTensor) -> None:
+        self.outputs.remove(tensor)
+
+
+class FakeBuilderConfig:
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+        self.DLA_core = 0
+
+    def can_run_on_DLA(self, layer) -> bool:
+        return True
+
+
+@dataclass
+class FakeBuild:
+    """What the fake Polygraphy loaders were asked, and what they did (a FAKE: no engine is built)."""
+
+    plan: bytes = b"fake serialized plan"
+    dla_cores: int = 0
+    layer_names: tuple[str, ...] = ("conv1", "relu1", "pool", "fc")
+    configs: list[FakeBuilderConfig] = field(default_factory=list)
+    built: int = 0  # plans built (IBuilder.build_serialized_network)
+    saved: list[str] = field(default_factory=list)  # paths written
+
+
+def install_fake_polygraphy_build(monkeypatch, trt_module: types.ModuleType, spec: EngineSpec,
+                                  build: FakeBuild | None = None) -> FakeBuild:
+    """Stand-in `polygraphy.backend.trt`, `polygraphy.backend.common` and `polygraphy.exception` modules with
+    the loaders build_serialized uses (and the EngineFromNetwork/SaveEngine pair it used before), over the
+    fake tensorrt module: a build "serialises" `build.plan`; deserialising goes through trt.Runtime, counted."""
+    build = build or FakeBuild()
+
+    class PolygraphyException(Exception):
+        pass
+
+    def NetworkFromOnnxPath(path, strongly_typed=False):  # noqa: N802 (Polygraphy's names)
+        builder = types.SimpleNamespace(num_DLA_cores=build.dla_cores)
+        return lambda: (builder, FakeNetwork(spec, build.layer_names), object())
+
+    def CreateConfig(**kwargs):  # noqa: N802
+        def make(builder=None, network=None):
+            cfg = FakeBuilderConfig(**kwargs)
+            build.configs.append(cfg)
+            return cfg
+        return make
+
+    def PostprocessConfig(config, func):  # noqa: N802
+        def make(builder, network):
+            cfg = config(builder, network)
+            func(builder, network, cfg)
+            return cfg
+        return make
+
+    class Profile(dict):
+        def add(self, name, min, opt, max):  # noqa: A002
+            self[name] = (min, opt, max)
+            return self
+
+    def EngineBytesFromNetwork(network, config=None, save_timing_cache=None):  # noqa: N802
+        def call():
+            builder, net, _ = network
+            config(builder, net)
+            build.built += 1
+            return build.plan
+        return call
+
+    def EngineFromNetwork(network, config=None, save_timing_cache=None):  # noqa: N802
+        def call():
+            plan = EngineBytesFromNetwork(network, config, save_timing_cache)()
+            return trt_module.Runtime(None).deserialize_cuda_engine(plan)
+        return call
+
+    def SaveBytes(obj, path):  # noqa: N802
+        def call():
+            Path(path).write_bytes(bytes(obj))
+            build.saved.append(str(path))
+            return obj
+        return call
+
+    def SaveEngine(engine, path):  # noqa: N802
+        return SaveBytes(engine.serialize(), path)
+
+    pkg = types.ModuleType("polygraphy")
+    backend = types.ModuleType("polygraphy.backend")
+    trt_loaders = types.ModuleType("polygraphy.backend.trt")
+    common = types.ModuleType("polygraphy.backend.common")
+    exception = types.ModuleType("polygraphy.exception")
+    exception.PolygraphyException = PolygraphyException  # type: ignore[attr-defined]
+    for name, obj in [("NetworkFromOnnxPath", NetworkFromOnnxPath), ("CreateConfig", CreateConfig),
+                      ("PostprocessConfig", PostprocessConfig), ("Profile", Profile),
+                      ("EngineBytesFromNetwork", EngineBytesFromNetwork), ("EngineFromNetwork", EngineFromNetwork),
+                      ("SaveEngine", SaveEngine)]:
+        setattr(trt_loaders, name, obj)
+    common.SaveBytes = SaveBytes  # type: ignore[attr-defined]
+    pkg.__version__ = "0.53.6"  # type: ignore[attr-defined]
+    for mod in (pkg, backend, trt_loaders, common, exception):
+        monkeypatch.setitem(sys.modules, mod.__name__, mod)
+    return build

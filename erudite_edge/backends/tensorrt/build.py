@@ -340,19 +340,21 @@ def build_serialized(
 
     Polygraphy's loaders do the TensorRT API work (NetworkFromOnnxPath with strong typing where the
     plan says, CreateConfig with the profile, precision flags, workspace pool and timing cache,
-    EngineFromNetwork, SaveEngine), so differences between TensorRT 8.6 and 10 are theirs to handle.
+    EngineBytesFromNetwork, SaveBytes), so differences between TensorRT 8.6 and 10 are theirs to handle.
+    The plan is written as the builder serialised it, never deserialised here: the one deserialisation
+    is the check set's (check_engine), so a 4 or 8 GB Orin Nano never holds a second copy of the engine.
     The engine is saved under a temporary name and renamed: a killed build leaves no half engine.
     With `dla_core`: DLA as the default device, GPU fallback on, and the layer split measured
     (IBuilderConfig.can_run_on_DLA) and returned.
     """
     import tensorrt as trt
+    from polygraphy.backend.common import SaveBytes
     from polygraphy.backend.trt import (
         CreateConfig,
-        EngineFromNetwork,
+        EngineBytesFromNetwork,
         NetworkFromOnnxPath,
         PostprocessConfig,
         Profile,
-        SaveEngine,
     )
     from polygraphy.exception import PolygraphyException
 
@@ -395,13 +397,17 @@ def build_serialized(
         config = PostprocessConfig(config, on_dla)
     started = time.monotonic()
     try:
-        engine = EngineFromNetwork(
+        # EngineBytesFromNetwork (Polygraphy 0.47.1 with TensorRT 8.6 up to 0.53): IBuilder.build_serialized_network,
+        # the plan as IHostMemory; SaveBytes writes it as it is. (EngineFromNetwork + SaveEngine, used before,
+        # deserialised the plan into an ICudaEngine only to serialise it again.)
+        plan_bytes = EngineBytesFromNetwork(
             (builder, network, parser),
             config=config,
             save_timing_cache=str(timing_cache) if timing_cache is not None else None,
         )()
         with atomic_path(out_path) as tmp:
-            SaveEngine(engine, str(tmp))()
+            SaveBytes(plan_bytes, str(tmp))()
+        del plan_bytes  # the host copy of the plan goes before the check set deserialises it
     except PolygraphyException as e:
         raise BundleError(
             f"{onnx_path}: TensorRT could not build a {plan.precision} engine ({polygraphy_error_line(e)}); "
