@@ -13,6 +13,7 @@ writing the fake device buffers by the addresses the runner gave it (set_tensor_
 from __future__ import annotations
 
 import itertools
+import json
 import sys
 import types
 from dataclasses import dataclass, field
@@ -126,6 +127,9 @@ class EngineSpec:
     input_dtype: str = "FLOAT"
     outputs: tuple[str, ...] = ("logits",)
     inputs: tuple[str, ...] = ("images",)
+    # what the engine inspector's get_engine_information(JSON) gives as "Layers" (None: this TensorRT has no
+    # engine inspector, ICudaEngine.create_engine_inspector is missing)
+    layer_info: list | None = None
 
     def reference(self, x: np.ndarray) -> np.ndarray:
         return x.astype(np.float32).mean(axis=(2, 3)) @ self.weights
@@ -176,6 +180,13 @@ class FakeEngine:
 
     def serialize(self) -> bytes:
         return self.plan
+
+    @property
+    def create_engine_inspector(self):
+        if self.spec.layer_info is None:
+            raise AttributeError("create_engine_inspector")  # as on a TensorRT without IEngineInspector
+        info = json.dumps({"Layers": self.spec.layer_info, "Bindings": list(self.spec.inputs + self.spec.outputs)})
+        return lambda: types.SimpleNamespace(get_engine_information=lambda fmt: info if fmt == "JSON" else "")
 
     @property
     def num_io_tensors(self) -> int:
@@ -238,6 +249,9 @@ def fake_tensorrt_module(spec: EngineSpec, device: FakeDevice, version: str = FA
     trt.nptype = nptype  # type: ignore[attr-defined]
     trt.Builder = object  # type: ignore[attr-defined]  # tensorrt_version() checks it is the real module's shape
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")  # type: ignore[attr-defined]
+    trt.LayerInformationFormat = types.SimpleNamespace(ONELINE="ONELINE", JSON="JSON")  # type: ignore[attr-defined]
+    trt.ProfilingVerbosity = types.SimpleNamespace(  # type: ignore[attr-defined]
+        LAYER_NAMES_ONLY="LAYER_NAMES_ONLY", DETAILED="DETAILED", NONE="NONE")
     return trt
 
 

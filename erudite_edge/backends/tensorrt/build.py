@@ -21,6 +21,7 @@ Outputs, per role: `model.<precision>.engine` (other roles: bundle.default_filen
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -91,6 +92,49 @@ def check_precision(precision: str) -> str:
     if p not in ENGINE_PRECISIONS:
         raise UsageError(f"--precision {precision!r}: one of {', '.join(ENGINE_PRECISIONS)}")
     return p
+
+
+# -- DLA: static shapes, FP16/INT8 only ---------------------------------------------------------------------
+# A DLA core runs only FP16 and INT8 and only static shapes: the optimisation profile must have min = opt = max
+# and the engine gets that one shape at run time (TensorRT's DLA documentation, "DLA supported layers and
+# restrictions"). A dynamic profile does not fail the build with GPU fallback on: the network silently lands
+# on the GPU. So a DLA build takes one batch size (`--batch N` is N:N:N there) and the runner pads every batch
+# to it (TensorRTRunner).
+DLA_PRECISIONS = ("fp16", "int8", "best")
+DEFAULT_DLA_BATCH = 8  # the GPU profile's OPT: what `run --batch` feeds by default
+
+
+def check_dla_core(dla_core: int | None, precision: str) -> None:
+    """UsageError (one line) for a DLA core that cannot be (negative) or a precision a DLA cannot run."""
+    if dla_core is None:
+        return
+    if dla_core < 0:
+        raise UsageError(f"--dla-core {dla_core}: a DLA core is numbered from 0")
+    if precision not in DLA_PRECISIONS:
+        raise UsageError(f"--precision {precision} --dla-core {dla_core}: a DLA runs FP16 and INT8 only; pass "
+                         f"--precision {', '.join(DLA_PRECISIONS)}, or drop --dla-core to build for the GPU")
+
+
+def resolve_batch(batch: str | int | BatchRange | None, dla_core: int | None = None) -> BatchRange:
+    """The profile's batch range. GPU: `--batch` as parse_batch reads it (None: 1:8:32). DLA: one static
+    batch, min = opt = max: `N` means N:N:N, MIN:OPT:MAX must have all three equal (None: 8:8:8)."""
+    if dla_core is None:
+        if batch is None:
+            return parse_batch(DEFAULT_BATCH)
+        return batch if isinstance(batch, BatchRange) else parse_batch(batch)
+    if batch is None:
+        return BatchRange(DEFAULT_DLA_BATCH, DEFAULT_DLA_BATCH, DEFAULT_DLA_BATCH)
+    if isinstance(batch, BatchRange):
+        b = batch
+    else:
+        text = str(batch).strip()
+        b = parse_batch(text)
+        if ":" not in text:
+            b = BatchRange(b.max, b.max, b.max)
+    if not b.min == b.opt == b.max:
+        raise UsageError(f"--batch {b} --dla-core {dla_core}: a DLA engine takes one batch size (static shapes, "
+                         f"min = opt = max): pass --batch N, e.g. --batch {b.opt} for {b.opt}:{b.opt}:{b.opt}")
+    return b
 
 
 # -- what to build with -------------------------------------------------------------------------------
@@ -290,7 +334,7 @@ class BuiltEngine:
     outputs: list[str]
     profile: dict[str, dict[str, list[int]]]
     seconds: float
-    dla_layers: tuple[int, int] | None = None  # (layers DLA can run, all layers) when built for a DLA core
+    network_layers: tuple[str, ...] = ()  # the parsed network's layer names, in order (DLA builds: for the report)
 
 
 def _one_line(text: str) -> str:
@@ -344,8 +388,9 @@ def build_serialized(
     The plan is written as the builder serialised it, never deserialised here: the one deserialisation
     is the check set's (check_engine), so a 4 or 8 GB Orin Nano never holds a second copy of the engine.
     The engine is saved under a temporary name and renamed: a killed build leaves no half engine.
-    With `dla_core`: DLA as the default device, GPU fallback on, and the layer split measured
-    (IBuilderConfig.can_run_on_DLA) and returned.
+    With `dla_core`: DLA as the default device on that core, GPU fallback on, detailed layer information
+    kept in the plan (where the layers ended up is read from the built engine: dla_placement), and the
+    network's layer names returned; `batch` must be static there (resolve_batch).
     """
     import tensorrt as trt
     from polygraphy.backend.common import SaveBytes
@@ -382,17 +427,22 @@ def build_serialized(
         load_timing_cache=str(timing_cache) if timing_cache is not None else None,
         use_dla=dla_core is not None,
         allow_gpu_fallback=dla_core is not None,
+        # DETAILED (TensorRT 8.2+; Polygraphy's own default where it sets one) keeps each engine layer's type in
+        # the plan, which tells a DLA subgraph from a GPU (Myelin) one in the engine inspector's output
+        profiling_verbosity=getattr(getattr(trt, "ProfilingVerbosity", None), "DETAILED", None) if dla_core is not None else None,
     )
-    split: dict[str, int] = {}
+    layer_names: tuple[str, ...] = ()
     if dla_core is not None:
+        if batch.min != batch.max or batch.opt != batch.max:
+            raise UsageError(f"--batch {batch} --dla-core {dla_core}: a DLA engine takes one batch size (N:N:N)")
+        # IBuilder.num_DLA_cores (TensorRT 8.6, 10.x, 11.x)
         problem = dla_problem(dla_core, int(getattr(builder, "num_DLA_cores", 0)), device_name)
         if problem:
             raise BackendUnavailable(problem)
+        layer_names = tuple(str(network.get_layer(i).name) for i in range(network.num_layers))
 
-        def on_dla(_builder: Any, net: Any, cfg: Any) -> None:
-            cfg.DLA_core = dla_core  # Polygraphy's use_dla picks core 0
-            split["dla"] = sum(1 for i in range(net.num_layers) if cfg.can_run_on_DLA(net.get_layer(i)))
-            split["all"] = int(net.num_layers)
+        def on_dla(_builder: Any, _net: Any, cfg: Any) -> None:
+            cfg.DLA_core = dla_core  # IBuilderConfig.DLA_core; Polygraphy's use_dla picks core 0
 
         config = PostprocessConfig(config, on_dla)
     started = time.monotonic()
@@ -419,8 +469,84 @@ def build_serialized(
         outputs=[out.name],
         profile={inp.name: shapes},
         seconds=time.monotonic() - started,
-        dla_layers=(split["dla"], split["all"]) if split else None,
+        network_layers=layer_names,
     )
+
+
+# -- where the layers of a DLA build ended up ---------------------------------------------------------------
+@dataclass(frozen=True)
+class DlaPlacement:
+    """Which layers of a built engine run on the DLA, as TensorRT's engine inspector tells (`known` False: it
+    cannot tell, `why` says why). `subgraphs`: the engine layers that are DLA loadables; `on_dla`: how many
+    of the network's layers their names span (None where a name is not the network's)."""
+
+    known: bool
+    why: str = ""
+    subgraphs: tuple[str, ...] = ()
+    on_dla: int | None = None
+    network_layers: int = 0
+    engine_layers: int = 0
+
+    def summary(self, dla_core: int) -> str:
+        head = f"DLA core {dla_core}"
+        if not self.known:
+            return f"{head}: cannot tell which layers run on the DLA ({self.why})"
+        if not self.subgraphs:
+            return (f"{head}: no layer was placed on the DLA (engine inspector): the whole network runs on the GPU; "
+                    "TensorRT's warnings above say why")
+        gpu = self.engine_layers - len(self.subgraphs)
+        spans = (f"{self.on_dla} of {self.network_layers} network layers" if self.on_dla is not None
+                 else "network layers whose names are not the network's")
+        return (f"{head}: {spans} placed on the DLA in {len(self.subgraphs)} DLA subgraph(s) (engine inspector); "
+                f"{gpu} engine layer(s) run on the GPU")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"known": self.known, "why": self.why, "subgraphs": list(self.subgraphs), "on_dla": self.on_dla,
+                "network_layers": self.network_layers, "engine_layers": self.engine_layers}
+
+
+FOREIGN_NODE = "{ForeignNode["
+
+
+def _span(name: str, order: dict[str, int]) -> int | None:
+    """How many network layers `{ForeignNode[first...last]}` spans in network order (None: names not found)."""
+    inner = name[len(FOREIGN_NODE):].rstrip("}").rstrip("]")
+    ends = inner.split("...")
+    if len(ends) == 1 and ends[0] in order:
+        return 1
+    if len(ends) == 2 and ends[0] in order and ends[1] in order and order[ends[1]] >= order[ends[0]]:
+        return order[ends[1]] - order[ends[0]] + 1
+    return None
+
+
+def dla_placement(engine: Any, trt_module: Any, network_layers: Sequence[str] = ()) -> DlaPlacement:
+    """Where a built engine's layers run, from TensorRT's engine inspector.
+
+    ICudaEngine.create_engine_inspector and IEngineInspector.get_engine_information(LayerInformationFormat.JSON)
+    exist from TensorRT 8.2 (checked in pyCore.cpp of 8.6, 10.3 and 11); the JSON holds "Layers". A DLA
+    loadable is one engine layer named `{ForeignNode[first...last]}` (TensorRT's own DLA report prints it as
+    "[DlaLayer] {ForeignNode[...]}", sampleCudla's README); GPU layers fused by Myelin can carry that name too,
+    with LayerType "Myelin", so the layer types are needed (ProfilingVerbosity.DETAILED) and a plan without them
+    gets "cannot tell". NVIDIA's DLA guide names this inspector output as the way to verify DLA placement."""
+    version = getattr(trt_module, "__version__", "?")
+    inspector_of = getattr(engine, "create_engine_inspector", None)
+    json_format = getattr(getattr(trt_module, "LayerInformationFormat", None), "JSON", None)
+    if inspector_of is None or json_format is None:
+        return DlaPlacement(False, f"TensorRT {version} has no engine inspector")
+    try:
+        layers = json.loads(inspector_of().get_engine_information(json_format))["Layers"]
+    except Exception as e:  # an inspector that returns nothing usable
+        return DlaPlacement(False, f"the engine inspector's layer information is unreadable: {type(e).__name__}")
+    if not isinstance(layers, list) or not all(isinstance(x, dict) and "LayerType" in x for x in layers):
+        return DlaPlacement(False, "the engine's layer information has no layer types (not built with detailed "
+                                   "profiling verbosity)")
+    subgraphs = tuple(str(x.get("Name", "")) for x in layers
+                      if str(x.get("Name", "")).startswith(FOREIGN_NODE) and str(x["LayerType"]).lower() != "myelin")
+    order = {name: i for i, name in enumerate(network_layers)}
+    spans = [_span(name, order) for name in subgraphs]
+    on_dla = None if any(n is None for n in spans) else sum(n for n in spans if n is not None)
+    return DlaPlacement(True, subgraphs=subgraphs, on_dla=on_dla, network_layers=len(network_layers),
+                        engine_layers=len(layers))
 
 
 def check_engine(
@@ -431,21 +557,38 @@ def check_engine(
     expected_outputs: int | None,
     accept_drop: bool,
     say: Callable[[str], None],
-) -> dict[str, Any] | None:
-    """Run the bundle's check set on a just-built engine; the result for its sidecar (None: no check set,
-    said as a warning). AccuracyDrop below the precision's minimum unless `accept_drop`."""
+    *,
+    dla_core: int | None = None,
+    network_layers: Sequence[str] = (),
+) -> tuple[dict[str, Any] | None, DlaPlacement | None]:
+    """Deserialise a just-built engine once, to run the bundle's check set on it and, for a DLA build, read
+    where its layers were placed (said, and returned). Returns the check result for its sidecar (None: no
+    check set, said as a warning) and the placement (None: not a DLA build). AccuracyDrop below the
+    precision's minimum unless `accept_drop`."""
     from erudite_edge.backends.tensorrt.runner import TensorRTRunner
     from erudite_edge.core.check_set import REEXPORT_HINT, enforce, has_check_set, load_check_set, run_check
 
-    if not has_check_set(bundle):
+    checked = has_check_set(bundle)
+    if not checked:
         say(f"warning: {bundle.root} has no check set, so this engine's accuracy is not checked; {REEXPORT_HINT}")
-        return None
-    check = load_check_set(bundle)
-    with TensorRTRunner(engine_path, precision=precision, expected_outputs=expected_outputs) as runner:
-        result = run_check(runner, check, role, precision, backend="tensorrt")
+    if not checked and dla_core is None:
+        return None, None  # nothing to learn from deserialising it here
+    placement = None
+    result = None
+    runner = TensorRTRunner(engine_path, precision=precision, expected_outputs=expected_outputs)
+    with runner:
+        if dla_core is not None:
+            import tensorrt as trt
+
+            placement = dla_placement(runner.engine, trt, network_layers)
+            say(placement.summary(dla_core))
+        if checked:
+            result = run_check(runner, load_check_set(bundle), role, precision, backend="tensorrt")
+    if result is None:
+        return None, placement
     say(f"check: {result.summary()}")
     enforce([result], accept_drop, say)
-    return result.to_dict()
+    return result.to_dict(), placement
 
 
 def build_checked(
@@ -474,9 +617,6 @@ def build_checked(
         result = build_serialized(bundle.path(entry), plan, batch, bundle.preprocess, workspace, candidate, timing_cache,
                                   dla_core, device.describe())
         say(f"built {engine_path.name} in {result.seconds:.1f} s")
-        if result.dla_layers is not None:
-            on, total = result.dla_layers
-            say(f"DLA core {dla_core}: {on} of {total} layers can run on the DLA; the other {total - on} fall back to the GPU")
         sidecar = make_sidecar(
             tensorrt_version=version,
             device=device,
@@ -491,7 +631,9 @@ def build_checked(
         sidecar.cache_key = cache_key
         sidecar.dla_core = dla_core
         write_sidecar(candidate, sidecar)
-        sidecar.check = check_engine(candidate, bundle, role, plan.precision, entry.num_outputs or None, accept_drop, say)
+        sidecar.check, placement = check_engine(candidate, bundle, role, plan.precision, entry.num_outputs or None,
+                                                accept_drop, say, dla_core=dla_core, network_layers=result.network_layers)
+        sidecar.dla_placement = placement.to_dict() if placement is not None else None
         # Old sidecar first: a crash between the two renames leaves an engine the runner refuses
         # (no sidecar), never a new engine described by an old sidecar.
         sidecar_path(engine_path).unlink(missing_ok=True)
@@ -506,7 +648,7 @@ def build_checked(
 def build_engine(
     bundle: Bundle,
     precision: str,
-    batch: str | BatchRange = DEFAULT_BATCH,
+    batch: str | BatchRange | None = None,
     workspace_gib: float = DEFAULT_WORKSPACE_GIB,
     timing_cache: str | os.PathLike[str] | None = None,
     role: str | None = None,
@@ -522,10 +664,12 @@ def build_engine(
     `best` is recorded as int8). Raises UsageError for bad arguments, BackendUnavailable (exit code 2)
     without TensorRT, Polygraphy or a GPU, BundleError for a model that is missing or that TensorRT
     cannot parse or build, AccuracyDrop (exit code 1) below the minimum agreement with FP32.
+    `batch`: None is 1:8:32 for the GPU; with `dla_core` one static batch (resolve_batch), 8:8:8 by default.
     """
     say = log or (lambda _msg: None)
     precision = check_precision(precision)
-    batch_range = batch if isinstance(batch, BatchRange) else parse_batch(batch)
+    check_dla_core(dla_core, precision)
+    batch_range = resolve_batch(batch, dla_core)
     workspace = workspace_bytes(workspace_gib)
     cache_path = Path(timing_cache) if timing_cache is not None else None
     if cache_path is not None and cache_path.is_dir():
@@ -556,7 +700,7 @@ def engine_on_first_use(
     bundle: Bundle,
     role: str,
     precision: str,
-    batch: str | BatchRange = DEFAULT_BATCH,
+    batch: str | BatchRange | None = None,
     dla_core: int | None = None,
     *,
     accept_accuracy_drop: bool = False,
@@ -570,7 +714,8 @@ def engine_on_first_use(
 
     say = log or (lambda _msg: None)
     precision = check_precision(precision)
-    batch_range = batch if isinstance(batch, BatchRange) else parse_batch(batch)
+    check_dla_core(dla_core, precision)
+    batch_range = resolve_batch(batch, dla_core)
     version = tensorrt_version()
     import tensorrt as trt
 

@@ -160,6 +160,12 @@ class TensorRTRunner(Runner):
         self.profile_min, self.profile_opt, self.profile_max = lo, opt, hi
         self._max_batch = int(hi[0])
         self._min_batch = max(1, int(lo[0]))
+        if self.sidecar.dla_core is not None:
+            # A DLA runs static shapes only: the run-time shape must be the one it was built for (TensorRT's
+            # "DLA Supported Layers and Restrictions"). A DLA build's profile is N:N:N; every batch is padded
+            # to N and none is larger (infer_chunked splits to it). An engine from before static DLA builds
+            # (a 1:8:32 profile) gets its OPT batch, which its profile accepts.
+            self._min_batch = self._max_batch = int(opt[0])
 
         # Output size at the largest batch: set the max input shape and let TensorRT infer it.
         if not self.context.set_input_shape(self.input_name, tuple(hi)):

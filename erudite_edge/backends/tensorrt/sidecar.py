@@ -76,6 +76,8 @@ class EngineSidecar:
     # Engines built on first use: the fields of their cache key (erudite_edge/backends/tensorrt/cache.py).
     cache_key: dict[str, Any] | None = None
     dla_core: int | None = None
+    # A DLA build: where its layers ended up, from the engine inspector (build.DlaPlacement.to_dict), or None.
+    dla_placement: dict[str, Any] | None = None
     format: str = SIDECAR_FORMAT
     format_version: int = SIDECAR_FORMAT_VERSION
 
@@ -139,9 +141,10 @@ def rebuild_command(bundle_dir: str | os.PathLike[str], sidecar: EngineSidecar) 
     """The command that rebuilds the engine a sidecar describes, on whatever device runs it."""
     lo, opt, hi = sidecar.batch_range
     role = "" if sidecar.role == "main" else f" --role {sidecar.role}"
+    dla = "" if sidecar.dla_core is None else f" --dla-core {sidecar.dla_core}"
     return (
         f"erudite-edge export engine --bundle {bundle_dir} --precision {sidecar.precision} "
-        f"--batch {lo}:{opt}:{hi}{role}"
+        f"--batch {lo}:{opt}:{hi}{role}{dla}"
     )
 
 

@@ -55,3 +55,89 @@ def test_build_writes_the_serialized_plan_and_deserialises_it_once(fake_build):
     assert trt.deserialized == 1, "the plan is deserialised once, for the check set, and never to be re-serialised"
     assert sidecar.check is not None and sidecar.check["top1_agreement"] == 1.0 and sidecar.check["passed"]
     assert device.memory == {} and device.pinned_live == 0  # the check's runner was closed
+
+
+# -- DLA (issue 24 item 1) ---------------------------------------------------------------------------
+NETWORK = ("conv1", "relu1", "pool", "fc")
+# An engine inspector's view of a DLA build with GPU fallback (layer types as a DETAILED plan has them): one DLA
+# loadable spanning conv1...pool, the reformats around it, and a GPU layer fused by Myelin under the same
+# `{ForeignNode[...]}` name pattern, which is not on the DLA.
+DLA_LAYERS = [
+    {"Name": "images to nvm", "LayerType": "Reformat"},
+    {"Name": "{ForeignNode[conv1...pool]}", "LayerType": "DLA (fake)"},
+    {"Name": "pool from nvm", "LayerType": "Reformat"},
+    {"Name": "{ForeignNode[fc]}", "LayerType": "Myelin"},
+]
+
+
+@pytest.fixture
+def dla_build(fake_build, monkeypatch):
+    import erudite_edge.backends.tensorrt.build as build_mod
+
+    bundle, spec, device, trt, build = fake_build
+    spec.profile = (4, 4, 4)  # what a static DLA build's engine reports
+    spec.layer_info = list(DLA_LAYERS)
+    build.dla_cores, build.layer_names = 2, NETWORK
+    trt.BuilderFlag = type("BuilderFlag", (), {"__members__": {n: n for n in TRT10.builder_flags}})
+    trt.NetworkDefinitionCreationFlag = type("Net", (), {"__members__": {n: n for n in TRT10.network_flags}})
+    monkeypatch.setattr(build_mod, "current_device", lambda: FAKE_GPU)
+    return bundle, spec, device, trt, build
+
+
+def test_dla_build_is_static_and_reports_the_layers_the_inspector_places_on_the_dla(dla_build):
+    from erudite_edge.backends.tensorrt.build import build_engine
+    from erudite_edge.backends.tensorrt.sidecar import read_sidecar, rebuild_command
+
+    bundle, spec, device, trt, build = dla_build
+    said: list[str] = []
+    [path] = build_engine(bundle, "fp16", batch="4", dla_core=1, log=said.append)
+    cfg = build.configs[-1]
+    assert cfg.DLA_core == 1 and cfg.kwargs["use_dla"] and cfg.kwargs["allow_gpu_fallback"]
+    assert cfg.kwargs["profiling_verbosity"] == "DETAILED"  # the layer types the report needs stay in the plan
+    [(lo, opt, hi)] = cfg.kwargs["profiles"][0].values()
+    assert lo[0] == opt[0] == hi[0] == 4  # --batch 4 is 4:4:4 on a DLA, not 1:4:4
+    assert ("DLA core 1: 3 of 4 network layers placed on the DLA in 1 DLA subgraph(s) (engine inspector); "
+            "3 engine layer(s) run on the GPU") in said, said
+    assert not any("can run on the DLA" in s for s in said)  # IBuilderConfig.can_run_on_DLA is not where layers went
+    sidecar = read_sidecar(path)
+    assert sidecar.dla_core == 1 and sidecar.batch_range == (4, 4, 4)
+    assert rebuild_command(bundle.root, sidecar).endswith("--precision fp16 --batch 4:4:4 --dla-core 1")
+    assert sidecar.dla_placement["subgraphs"] == ["{ForeignNode[conv1...pool]}"] and sidecar.dla_placement["on_dla"] == 3
+    assert trt.deserialized == 1  # one deserialisation serves the report and the check set
+
+
+def test_dla_report_says_when_it_cannot_tell(dla_build):
+    from erudite_edge.backends.tensorrt.build import build_engine
+
+    bundle, spec, device, trt, build = dla_build
+    del bundle.meta["check_set"]  # without a check set the engine is still deserialised once, for the report
+    said: list[str] = []
+    spec.layer_info = None  # a TensorRT without IEngineInspector
+    build_engine(bundle, "fp16", batch="4", dla_core=0, log=said.append)
+    assert any(s.startswith("DLA core 0: cannot tell which layers run on the DLA (TensorRT 10.3.0.30 has no engine "
+                            "inspector)") for s in said), said
+    spec.layer_info = ["images to nvm", "{ForeignNode[conv1...pool]}"]  # names only: DLA and Myelin look alike
+    said.clear()
+    build_engine(bundle, "fp16", batch="4", dla_core=0, log=said.append)
+    assert any("cannot tell" in s and "no layer types" in s for s in said), said
+    spec.layer_info = [{"Name": "conv1 + relu1", "LayerType": "CaskConvolution"}, {"Name": "fc", "LayerType": "Gemm"}]
+    said.clear()
+    build_engine(bundle, "fp16", batch="4", dla_core=0, log=said.append)
+    assert any(s.startswith("DLA core 0: no layer was placed on the DLA") for s in said), said
+    assert trt.deserialized == 3
+
+
+@pytest.mark.parametrize("batch, precision, words", [
+    ("1:8:32", "fp16", "a DLA engine takes one batch size"),
+    ("2:4:4", "int8", "a DLA engine takes one batch size"),
+    ("4", "fp32", "a DLA runs FP16 and INT8 only"),
+])
+def test_dla_build_refuses_what_a_dla_cannot_run_before_building(dla_build, batch, precision, words):
+    from erudite_edge.backends.tensorrt.build import build_engine
+    from erudite_edge.errors import UsageError
+
+    bundle, spec, device, trt, build = dla_build
+    with pytest.raises(UsageError) as e:
+        build_engine(bundle, precision, batch=batch, dla_core=0)
+    assert words in str(e.value) and "\n" not in str(e.value)
+    assert build.built == 0

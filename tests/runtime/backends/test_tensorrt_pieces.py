@@ -195,6 +195,39 @@ def test_dla_problems_are_one_line():
     assert engine_filename("main", "fp16", 0) == "model.fp16.dla0.engine"
 
 
+def test_dla_batch_is_static_and_gpu_batch_unchanged():
+    """Issue 24 item 1: a DLA takes static shapes only, so a DLA build's profile is N:N:N."""
+    from erudite_edge.backends.tensorrt.build import check_dla_core, resolve_batch
+
+    assert resolve_batch("4", 0) == BatchRange(4, 4, 4)
+    assert resolve_batch(" 2:2:2 ", 1) == BatchRange(2, 2, 2)
+    assert resolve_batch(None, 0) == BatchRange(8, 8, 8)
+    assert resolve_batch(BatchRange(3, 3, 3), 0) == BatchRange(3, 3, 3)
+    assert resolve_batch("8", None) == BatchRange(1, 8, 8) and resolve_batch(None, None) == BatchRange(1, 8, 32)
+    for bad in ("1:8:32", "4:4:8", BatchRange(1, 4, 4)):
+        with pytest.raises(UsageError, match="one batch size") as e:
+            resolve_batch(bad, 0)
+        assert "\n" not in str(e.value)
+    check_dla_core(None, "fp32")
+    for ok in ("fp16", "int8", "best"):
+        check_dla_core(0, ok)
+    with pytest.raises(UsageError, match="FP16 and INT8 only"):
+        check_dla_core(0, "fp32")
+    with pytest.raises(UsageError, match="numbered from 0"):
+        check_dla_core(-1, "fp16")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--precision", "fp32", "--dla-core", "0"], "--precision fp32 --dla-core 0: a DLA runs FP16 and INT8 only"),
+    (["--precision", "fp16", "--dla-core", "1", "--batch", "1:8:32"], "--batch 1:8:32 --dla-core 1: a DLA engine takes one batch size"),
+])
+def test_cli_dla_mistakes_are_one_line_before_tensorrt(tmp_path, capsys, args, words):
+    bundle = make_bundle(tmp_path / "b")
+    assert cli_main(["export", "engine", "--bundle", str(bundle.root), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0], err
+
+
 def test_engine_filenames():
     assert engine_filename("main", "fp16") == "model.fp16.engine"
     assert engine_filename("main", "fp32") == "model.fp32.engine"

@@ -121,6 +121,27 @@ def test_dla_engine_runs_on_its_core(tmp_path, monkeypatch):
         assert trt.dla_core_at_load == 1  # the runtime's DLA core was set before deserialising
 
 
+def test_dla_engine_is_fed_exactly_its_batch(tmp_path, monkeypatch):
+    """A DLA runs the one shape it was built for (issue 24 item 1): every batch is padded to it, none is
+    larger; an engine recorded for a DLA core with a range profile (built before static DLA builds) gets its
+    OPT batch, never another size."""
+    for profile in [(4, 4, 4), (1, 4, 8)]:
+        spec, device, trt, engine = make(tmp_path, monkeypatch, profile=profile)
+        write_fake_engine(engine, spec, dla_core=0)
+        with TensorRTRunner(engine, device=device) as runner:
+            assert runner.max_batch == 4
+            x = batch(3)
+            y = runner.infer(x)
+            ctx = trt.last_engine.contexts[0]
+            assert ctx.runs[-1] == (4, 3, 8, 8) and y.shape == (3, 5)  # the short batch padded to 4, padding dropped
+            np.testing.assert_allclose(y, spec.reference(x), rtol=1e-5, atol=1e-6)
+            x = batch(10, seed=2)
+            np.testing.assert_allclose(runner.infer_chunked(x), spec.reference(x), rtol=1e-5, atol=1e-6)
+            assert ctx.runs[-3:] == [(4, 3, 8, 8)] * 3  # 4 + 4 + 2 padded to 4
+            with pytest.raises(ValueError, match="exceeds"):
+                runner.infer(batch(5))
+
+
 def test_uint8_engine_input_takes_bytes_and_refuses_floats(tmp_path, monkeypatch):
     """A bundle exported with --input uint8 gives an engine whose input binding is UINT8: the runner copies
     the bytes as they are (a quarter of float32's traffic) and refuses a float batch rather than wrap it."""
