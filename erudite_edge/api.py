@@ -235,8 +235,8 @@ class Classifier:
     """An erudite (or zoo) bundle, loaded once, as a classifier.
 
     bundle: a bundle directory or a loaded erudite_edge.core.bundle.Bundle. backend: auto | tensorrt |
-    onnxruntime | torch (as `run --backend`). precision: auto | fp32 | fp16 | int8 (auto: the bundle's
-    TensorRT engine where TensorRT runs, else the fp32 ONNX model). device: the GPU (0; pick another with
+    onnxruntime | torch (as `run --backend`). precision: auto | fp32 | fp16 | int8 | best (auto: the bundle's
+    TensorRT engine where TensorRT runs, else the fp32 ONNX model; best: a TensorRT engine only). device: the GPU (0; pick another with
     CUDA_VISIBLE_DEVICES). topk, min_confidence, datasets, smooth: as `run`'s options. batch: images per
     model call; workers: decode/preprocess threads. announce: where to say which backend was picked
     (None: the `erudite_edge` logger at INFO).

@@ -14,8 +14,9 @@ Precision comes from the model where TensorRT wants it there:
 The choice is a pure function of the requested precision and what the installed TensorRT offers
 (`plan_build`), decided with hasattr-style checks, so one code path serves 10.x and 11.x.
 
-Outputs, per role: `model.<precision>.engine` (other roles: bundle.default_filename), its sidecar
-`<engine>.json` (erudite_edge.backends.tensorrt.sidecar), and an entry in bundle.json.
+Outputs, per role: `model.<precision>.engine` (`model.<precision>.dla<N>.engine` for DLA core N; other
+roles: bundle.default_filename), its sidecar `<engine>.json` (erudite_edge.backends.tensorrt.sidecar), and
+an entry in bundle.json keyed by role, precision (best included) and DLA core.
 """
 
 from __future__ import annotations
@@ -40,8 +41,6 @@ from erudite_edge.errors import BackendUnavailable, BundleError, EruditeError, U
 ENGINE_PRECISIONS = ("fp16", "int8", "best", "fp32")
 DEFAULT_BATCH = "1:8:32"
 DEFAULT_WORKSPACE_GIB = 1.0
-# bundle.json knows fp32/fp16/int8: a "best" engine is the int8 Q/DQ model with FP16 allowed.
-BUNDLE_PRECISION = {"fp32": "fp32", "fp16": "fp16", "int8": "int8", "best": "int8"}
 
 
 # -- arguments ---------------------------------------------------------------------------------------
@@ -181,7 +180,9 @@ class BuildPlan:
 
     @property
     def bundle_precision(self) -> str:
-        return BUNDLE_PRECISION[self.precision]
+        """The precision of the engine's bundle.json entry: as built (a `best` engine is its own kind, beside
+        the int8 one, not recorded as int8)."""
+        return self.precision
 
 
 def plan_build(precision: str, caps: TrtCapabilities) -> BuildPlan:
@@ -660,8 +661,8 @@ def build_engine(
     """Build one engine per role of the (loaded) bundle (or just `role`) on this GPU; returns the engine paths.
 
     Each engine is written whole (temporary name, then rename) with its sidecar, checked against the
-    bundle's check set (the result goes into the sidecar), and recorded in bundle.json (precision
-    `best` is recorded as int8). Raises UsageError for bad arguments, BackendUnavailable (exit code 2)
+    bundle's check set (the result goes into the sidecar), and recorded in bundle.json under its build
+    kind (role, precision as built, `best` included, and DLA core), replacing only an engine of that kind. Raises UsageError for bad arguments, BackendUnavailable (exit code 2)
     without TensorRT, Polygraphy or a GPU, BundleError for a model that is missing or that TensorRT
     cannot parse or build, AccuracyDrop (exit code 1) below the minimum agreement with FP32.
     `batch`: None is 1:8:32 for the GPU; with `dla_core` one static batch (resolve_batch), 8:8:8 by default.
@@ -690,7 +691,7 @@ def build_engine(
         sidecar = build_checked(bundle, r, entry, plan, batch_range, workspace, engine_path, version=version,
                                 device=device, timing_cache=cache_path, accept_drop=accept_accuracy_drop,
                                 dla_core=dla_core, say=say)
-        bundle.add_model(r, plan.bundle_precision, engine_path, fmt="engine", info=sidecar.to_dict())
+        bundle.add_model(r, plan.bundle_precision, engine_path, fmt="engine", info=sidecar.to_dict(), dla_core=dla_core)
         bundle.save()
         built.append(engine_path)
     return built

@@ -105,10 +105,13 @@ class TensorRTRunner(Runner):
     # -- construction -----------------------------------------------------------------------------
     @classmethod
     def from_bundle(
-        cls, bundle: Bundle, role: str = "main", precision: str = "fp16", device: PolygraphyDevice | None = None
+        cls, bundle: Bundle, role: str = "main", precision: str = "fp16", device: PolygraphyDevice | None = None,
+        dla_core: int | None = None,
     ) -> "TensorRTRunner":
-        """The engine a bundle records for (role, precision); `best` engines are recorded as int8."""
-        entry = bundle.entry(role, "int8" if precision == "best" else precision, "engine")
+        """The engine a bundle records for exactly (role, precision, DLA core): `best` is its own kind, and an
+        engine for a DLA core is taken only when that core is asked for. BundleError (one line listing the
+        engines there are) when there is none."""
+        entry = bundle.entry(role, precision, "engine", dla_core)
         path = bundle.path(entry)
         sidecar = read_sidecar(path)
         return cls(

@@ -116,7 +116,7 @@ def test_plan_tensorrt10_weak_typing():
     assert (fp16.source_precision, fp16.builder_flags, fp16.strongly_typed) == ("fp32", ("FP16",), False)
     assert (int8.source_precision, int8.builder_flags, int8.strongly_typed) == ("int8", ("INT8",), False)
     assert (best.source_precision, set(best.builder_flags), best.note) == ("int8", {"INT8", "FP16"}, "")
-    assert best.bundle_precision == "int8" and fp16.bundle_precision == "fp16"
+    assert best.bundle_precision == "best" and fp16.bundle_precision == "fp16"  # best is its own engine kind
 
 
 def test_plan_tensorrt11_strong_typing():
