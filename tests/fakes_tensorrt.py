@@ -21,10 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from erudite_edge._version import __version__
 from erudite_edge.backends.tensorrt.sidecar import DeviceInfo, EngineSidecar, write_sidecar
 
 FAKE_TRT_VERSION = "10.3.0.30"
-FAKE_GPU = DeviceInfo("Fake GPU (test double)", (8, 7))
+FAKE_GPU = DeviceInfo("Fake GPU (test double)", (8, 7), sm_count=8, total_memory_mib=7620, dla_cores=0)
+FAKE_POLYGRAPHY = "0.53.6"
 CORRUPT = b"corrupt"
 
 
@@ -79,6 +81,7 @@ class FakeDevice:
     events_live: int = 0
     streams_freed: int = 0
     name: str = "fake device layer (test double)"
+    polygraphy_version: str | None = FAKE_POLYGRAPHY
 
     def __post_init__(self) -> None:
         self._addresses = itertools.count(0x1000, 0x1000)
@@ -220,6 +223,7 @@ def fake_tensorrt_module(spec: EngineSpec, device: FakeDevice, version: str = FA
 
     class Logger:
         WARNING = 2
+        ERROR = 1
 
         def __init__(self, severity=None):
             self.severity = severity
@@ -227,6 +231,10 @@ def fake_tensorrt_module(spec: EngineSpec, device: FakeDevice, version: str = FA
     class Runtime:
         def __init__(self, logger):
             self.logger = logger
+
+        @property
+        def num_DLA_cores(self) -> int:  # noqa: N802 (TensorRT's name)
+            return int(trt.__dict__.get("num_dla_cores", 0))
 
         def deserialize_cuda_engine(self, data: bytes):
             trt.__dict__["dla_core_at_load"] = getattr(self, "DLA_core", None)
@@ -262,8 +270,10 @@ def install_fake_tensorrt(monkeypatch, spec: EngineSpec, device: FakeDevice, ver
 
 
 def write_fake_engine(path: Path, spec: EngineSpec, *, content: bytes = b"fake-engine", tensorrt_version: str = FAKE_TRT_VERSION,
-                      device: DeviceInfo = FAKE_GPU, precision: str = "fp16", dla_core: int | None = None) -> Path:
-    """An engine file (opaque bytes) and the sidecar the builder would write beside it."""
+                      device: DeviceInfo = FAKE_GPU, precision: str = "fp16", dla_core: int | None = None,
+                      erudite_edge_version: str = __version__, polygraphy_version: str | None = FAKE_POLYGRAPHY) -> Path:
+    """An engine file (opaque bytes) and the sidecar the builder would write beside it (by this erudite-edge
+    and the fake device layer's Polygraphy unless told otherwise)."""
     path.write_bytes(content)
     lo, opt, hi = spec.profile
     s = spec.size
@@ -271,7 +281,9 @@ def write_fake_engine(path: Path, spec: EngineSpec, *, content: bytes = b"fake-e
         tensorrt_version=tensorrt_version, gpu_name=device.name, compute_capability=device.capability_text,
         precision=precision, role="main", inputs=list(spec.inputs), outputs=list(spec.outputs),
         profile={spec.inputs[0]: {"min": [lo, 3, s, s], "opt": [opt, 3, s, s], "max": [hi, 3, s, s]}},
-        source_onnx="model.onnx", source_sha256="0" * 64, erudite_edge_version="test", dla_core=dla_core,
+        source_onnx="model.onnx", source_sha256="0" * 64, erudite_edge_version=erudite_edge_version, dla_core=dla_core,
+        sm_count=device.sm_count, total_memory_mib=device.total_memory_mib, dla_cores=device.dla_cores,
+        polygraphy_version=polygraphy_version,
     ))
     return path
 

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from erudite_edge._version import __version__
-from erudite_edge.backends.tensorrt.device_memory import current_device
-from erudite_edge.backends.tensorrt.runner import dims_list, tensorrt_version
+from erudite_edge.backends.tensorrt.device_memory import current_device, polygraphy_version
+from erudite_edge.backends.tensorrt.runner import device_with_dla_cores, dims_list, tensorrt_version
 from erudite_edge.backends.tensorrt.sidecar import DeviceInfo, EngineSidecar, sidecar_path, write_sidecar
 from erudite_edge.core.bundle import ATTENTION_OUTPUT, Bundle, ModelEntry, default_filename
 from erudite_edge.core.fileio import atomic_path
@@ -308,6 +308,7 @@ def make_sidecar(
     profile: dict[str, dict[str, list[int]]],
     source_onnx: str,
     source_sha256: str,
+    polygraphy_version: str | None = None,
 ) -> EngineSidecar:
     return EngineSidecar(
         tensorrt_version=tensorrt_version,
@@ -324,7 +325,17 @@ def make_sidecar(
         strongly_typed=plan.strongly_typed,
         builder_flags=list(plan.builder_flags),
         built_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        sm_count=device.sm_count,
+        total_memory_mib=device.total_memory_mib,
+        dla_cores=device.dla_cores,
+        polygraphy_version=polygraphy_version,
     )
+
+
+def this_device(trt_module: Any) -> DeviceInfo:
+    """The current GPU as engines are keyed by it: name, compute capability, SM count, memory (the device
+    layer) and the DLA core count TensorRT sees (a TensorRT runtime's num_DLA_cores)."""
+    return device_with_dla_cores(current_device(), trt_module.Runtime(trt_module.Logger(trt_module.Logger.WARNING)))
 
 
 # -- TensorRT, through Polygraphy's loaders -------------------------------------------------------------
@@ -628,6 +639,7 @@ def build_checked(
             profile=result.profile,
             source_onnx=entry.file,
             source_sha256=entry.sha256,
+            polygraphy_version=polygraphy_version(),
         )
         sidecar.cache_key = cache_key
         sidecar.dla_core = dla_core
@@ -682,7 +694,7 @@ def build_engine(
     plan = plan_build(precision, TrtCapabilities.from_module(trt))
     sources = select_sources(bundle, plan.source_precision, role)
 
-    device = current_device()
+    device = this_device(trt)
     if plan.note:
         say(f"note: {plan.note}")
     built: list[Path] = []
@@ -708,8 +720,9 @@ def engine_on_first_use(
     env: dict[str, str] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Path:
-    """The cached engine for (bundle model, this TensorRT, this GPU, precision, batch profile, DLA core),
-    built now when there is none or the one there is stale; one process builds while others wait."""
+    """The cached engine for (bundle model, this TensorRT, this GPU: name, capability, SM count, memory, DLA
+    cores; precision, batch profile, DLA core; this erudite-edge and Polygraphy), built now when there is none
+    or the one there is stale; one process builds while others wait."""
     from erudite_edge.backends.tensorrt.cache import CacheKey, cache_dir, engine_lock
     from erudite_edge.backends.tensorrt.sidecar import compatibility_problems, read_sidecar
 
@@ -722,8 +735,9 @@ def engine_on_first_use(
 
     plan = plan_build(precision, TrtCapabilities.from_module(trt))
     entry = select_sources(bundle, plan.source_precision, role)[role]
-    device = current_device()
-    key = CacheKey.make(entry.sha256, version, device, plan.precision, str(batch_range), dla_core)
+    device = this_device(trt)
+    key = CacheKey.make(entry.sha256, version, device, plan.precision, str(batch_range), dla_core,
+                        polygraphy_version=polygraphy_version())
     stem = "model" if role == "main" else role.replace(":", ".")  # as bundle.default_filename names models
     engine_path = cache_dir(bundle.root, env) / key.filename(stem)
 
@@ -735,7 +749,8 @@ def engine_on_first_use(
         except EruditeError as e:
             say(f"warning: {engine_path.name}: {e}; rebuilding it")
             return False
-        problems = key.matches(sidecar) + compatibility_problems(sidecar, version, device)
+        problems = key.matches(sidecar) + compatibility_problems(
+            sidecar, version, device, erudite_edge_version=__version__, polygraphy_version=key.polygraphy_version)
         if problems:
             say(f"warning: {engine_path} is stale ({', '.join(dict.fromkeys(problems))} differ); rebuilding it")
             return False

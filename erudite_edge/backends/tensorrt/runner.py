@@ -11,6 +11,7 @@ reallocates per shape and returns dicts); this hot path stays lean on purpose.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -19,7 +20,13 @@ import numpy as np
 
 from erudite_edge.backends.base import Runner
 from erudite_edge.backends.tensorrt.device_memory import DeviceBuffer, PolygraphyDevice, layer_available, open_device
-from erudite_edge.backends.tensorrt.sidecar import EngineSidecar, check_compatible, read_sidecar, rebuild_command
+from erudite_edge.backends.tensorrt.sidecar import (
+    DeviceInfo,
+    EngineSidecar,
+    check_compatible,
+    read_sidecar,
+    rebuild_command,
+)
 from erudite_edge.core.bundle import Bundle
 from erudite_edge.errors import BackendUnavailable, BundleError
 
@@ -60,6 +67,13 @@ def dims_list(dims: "trt.Dims") -> list[int]:
     return [int(dims[i]) for i in range(len(dims))]
 
 
+def device_with_dla_cores(info: DeviceInfo, runtime: Any) -> DeviceInfo:
+    """`info` with the DLA core count TensorRT sees (IRuntime.num_DLA_cores: TensorRT 8.6, 10.x, 11.x; a
+    TensorRT without it leaves the count unknown)."""
+    cores = getattr(runtime, "num_DLA_cores", None)
+    return dataclasses.replace(info, dla_cores=int(cores)) if cores is not None else info
+
+
 class TensorRTRunner(Runner):
     """One engine, one execution context, one stream; buffers sized for the profile's max batch."""
 
@@ -91,11 +105,18 @@ class TensorRTRunner(Runner):
         self._events: list[int] = []
         self.cuda: PolygraphyDevice | None = None
         try:
+            import tensorrt as trt
+
             self.cuda = device if device is not None else open_device()
-            self.device = self.cuda.device_info()
+            self.logger = trt.Logger(trt.Logger.WARNING)
+            self.runtime = trt.Runtime(self.logger)
+            self.device = device_with_dla_cores(self.cuda.device_info(), self.runtime)
             # Engines live in their bundle directory, so that is the one to rebuild from.
             hint = rebuild or rebuild_command(self.engine_path.parent, self.sidecar)
-            check_compatible(self.sidecar, version, self.device, self.engine_path, hint)
+            # before deserialising: another TensorRT, GPU, module (SM count, memory, DLA cores), erudite-edge or
+            # Polygraphy is one line saying to rebuild, never a crash or an engine tuned for another device
+            check_compatible(self.sidecar, version, self.device, self.engine_path, hint,
+                             polygraphy_version=getattr(self.cuda, "polygraphy_version", None))
             self.tensorrt_version = version
             self._load(expected_outputs)
         except BaseException:
@@ -127,8 +148,6 @@ class TensorRTRunner(Runner):
         import tensorrt as trt
 
         assert self.cuda is not None
-        self.logger = trt.Logger(trt.Logger.WARNING)
-        self.runtime = trt.Runtime(self.logger)
         if self.sidecar.dla_core is not None:  # an engine built for a DLA core runs on that core
             self.runtime.DLA_core = int(self.sidecar.dla_core)
         engine = self.runtime.deserialize_cuda_engine(self.engine_path.read_bytes())

@@ -372,6 +372,31 @@ def test_runner_without_tensorrt(tmp_path):
         TensorRTRunner(tmp_path / "model.fp16.engine")
 
 
+def test_device_info_reads_sm_count_and_memory():
+    """The device layer's facts (issue 24 item 6): compute capability and SM count by cudaDeviceGetAttribute
+    (75, 76, 16), total memory by cudaMemGetInfo, the name from cudaDeviceProp; over a FAKE runtime library."""
+    import ctypes
+
+    from erudite_edge.backends.tensorrt.device_memory import PolygraphyDevice
+
+    class FakeCudart:
+        def cudaDeviceGetAttribute(self, out, attr, dev):  # noqa: N802 (CUDA's names)
+            out._obj.value = {75: 8, 76: 7, 16: 16}[attr]
+            return 0
+
+        def cudaMemGetInfo(self, free, total):  # noqa: N802
+            free._obj.value, total._obj.value = 1 << 30, 30536 << 20
+            return 0
+
+        def cudaGetDeviceProperties(self, props, dev):  # noqa: N802
+            ctypes.memmove(props, b"Orin\0", 5)
+            return 0
+
+    layer = PolygraphyDevice.__new__(PolygraphyDevice)
+    layer._lib, layer._device = FakeCudart(), ctypes.c_int(0)
+    assert layer.device_info() == DeviceInfo("Orin", (8, 7), sm_count=16, total_memory_mib=30536)
+
+
 def test_device_layer_without_gpu_is_one_line():
     """The real polygraphy.cuda over the real CUDA runtime library: without a GPU (or driver) opening the
     device is one named CUDA error, not a traceback; with one, it names the GPU and its capability."""

@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 
 from erudite_edge.backends.tensorrt.runner import TensorRTRunner
+from erudite_edge.backends.tensorrt.sidecar import DeviceInfo
 from erudite_edge.errors import BundleError
-from fakes_tensorrt import CORRUPT, EngineSpec, FakeDevice, install_fake_tensorrt, write_fake_engine
+from fakes_tensorrt import CORRUPT, FAKE_GPU, EngineSpec, FakeDevice, install_fake_tensorrt, write_fake_engine
+
+FAKE_GPU_NAME = FAKE_GPU.name
 
 
 def make(tmp_path, monkeypatch, **spec_kw):
@@ -112,6 +115,41 @@ def test_foreign_engine_is_refused_before_deserialising(tmp_path, monkeypatch, f
         TensorRTRunner(engine, device=device)
     assert "\n" not in str(e.value)
     assert "last_engine" not in trt.__dict__  # never handed to TensorRT
+
+
+@pytest.mark.parametrize("built, words", [
+    (dict(device="agx"), "Orin (sm_87, 16 SMs, 30536 MiB, 2 DLA cores)"),
+    (dict(device="more_memory"), "15656 MiB"),
+    (dict(device="dla_cores"), "2 DLA cores"),
+    (dict(erudite_edge_version="0.0.9"), "by erudite-edge 0.0.9"),
+    (dict(polygraphy_version="0.49.9"), "with Polygraphy 0.49.9"),
+])
+def test_an_engine_for_another_module_or_from_another_build_is_refused_in_one_line(tmp_path, monkeypatch, built, words):
+    """Issue 24 item 6: an engine given explicitly (a bundle's) is refused, in one line saying to rebuild it, when
+    it was built on another module of the same name and capability (SM count, memory, DLA cores) or by
+    another erudite-edge or Polygraphy; never deserialised."""
+    from dataclasses import replace
+
+    here = DeviceInfo("Orin", (8, 7), sm_count=8, total_memory_mib=7620)  # an Orin Nano; TensorRT sees no DLA
+    spec, device, trt, engine = make(tmp_path, monkeypatch)
+    device.info = here
+    other = {"agx": replace(here, sm_count=16, total_memory_mib=30536, dla_cores=2),
+             "more_memory": replace(here, total_memory_mib=15656), "dla_cores": replace(here, dla_cores=2)}
+    kw = dict(built)
+    write_fake_engine(engine, spec, device=other[kw.pop("device")] if "device" in kw else replace(here, dla_cores=0), **kw)
+    with pytest.raises(BundleError, match="rebuild it") as e:
+        TensorRTRunner(engine, device=device)
+    assert "\n" not in str(e.value) and words in str(e.value), str(e.value)
+    assert "last_engine" not in trt.__dict__ and device.memory == {}
+
+
+def test_an_engine_whose_sidecar_predates_the_device_facts_still_runs(tmp_path, monkeypatch):
+    """A sidecar without SM count, memory, DLA cores or Polygraphy version: unknown is never a mismatch."""
+    spec, device, trt, engine = make(tmp_path, monkeypatch)
+    write_fake_engine(engine, spec, device=DeviceInfo(FAKE_GPU_NAME, (8, 7)), polygraphy_version=None)
+    with TensorRTRunner(engine, device=device) as runner:
+        assert runner.device.sm_count == 8 and runner.device.dla_cores == 0
+        assert runner.infer(batch(2)).shape == (2, 5)
 
 
 def test_dla_engine_runs_on_its_core(tmp_path, monkeypatch):
