@@ -18,6 +18,7 @@ import sys
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -61,6 +62,7 @@ class FakeDeviceArray:
     def free(self) -> None:
         self.device.memory.pop(self.ptr, None)
         self.device.freed += 1
+        self.device.log.append("free device buffer")
 
 
 class FakeStream:
@@ -70,6 +72,7 @@ class FakeStream:
 
     def free(self) -> None:
         self.device.streams_freed += 1
+        self.device.log.append("free stream")
 
 
 @dataclass
@@ -82,6 +85,8 @@ class FakeDevice:
     streams_freed: int = 0
     name: str = "fake device layer (test double)"
     polygraphy_version: str | None = FAKE_POLYGRAPHY
+    log: list[str] = field(default_factory=list)  # synchronize and every release, in order
+    on_sync: Callable[[], None] | None = None  # called at each synchronize (a test looks at what is alive then)
 
     def __post_init__(self) -> None:
         self._addresses = itertools.count(0x1000, 0x1000)
@@ -96,7 +101,9 @@ class FakeDevice:
         return FakeStream(self)
 
     def synchronize(self, stream) -> None:
-        pass
+        self.log.append("synchronize")
+        if self.on_sync is not None:
+            self.on_sync()
 
     def pinned(self, nbytes: int) -> np.ndarray:
         self.pinned_live += 1
@@ -104,6 +111,7 @@ class FakeDevice:
 
     def free_pinned(self, buf) -> None:
         self.pinned_live -= 1
+        self.log.append(f"free pinned {buf.nbytes}")
 
     def event(self) -> int:
         self.events_live += 1
@@ -117,6 +125,7 @@ class FakeDevice:
 
     def destroy_event(self, event) -> None:
         self.events_live -= 1
+        self.log.append("destroy event")
 
 
 # -- the fake tensorrt module ----------------------------------------------------------------------------

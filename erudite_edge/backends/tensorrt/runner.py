@@ -74,6 +74,25 @@ def device_with_dla_cores(info: DeviceInfo, runtime: Any) -> DeviceInfo:
     return dataclasses.replace(info, dla_cores=int(cores)) if cores is not None else info
 
 
+class PinnedAllocator:
+    """TensorRTRunner.host_allocator's allocator: `allocator(nbytes)` is a page-locked uint8 buffer of the
+    runner's device layer; `release(buf)` frees one now; `closed` says the runner is closed (its memory is
+    gone: whoever holds a view of it must not touch it, InputRing checks this)."""
+
+    def __init__(self, runner: "TensorRTRunner"):
+        self._runner = runner
+
+    @property
+    def closed(self) -> bool:
+        return self._runner.cuda is None
+
+    def __call__(self, nbytes: int) -> np.ndarray:
+        return self._runner._allocate_pinned(nbytes)
+
+    def release(self, buf: np.ndarray) -> None:
+        self._runner._release_pinned(buf)
+
+
 class TensorRTRunner(Runner):
     """One engine, one execution context, one stream; buffers sized for the profile's max batch."""
 
@@ -299,21 +318,33 @@ class TensorRTRunner(Runner):
         return d
 
     def host_allocator(self) -> Callable[[int], np.ndarray] | None:
-        """Page-locked host buffers from the device-memory layer, freed when this runner closes: a pipeline's
-        input ring allocated here is copied to the device straight from its slots (no staging copy)."""
+        """Page-locked host buffers from the device-memory layer (a PinnedAllocator): a pipeline's input ring
+        allocated here is copied to the device straight from its slots (no staging copy). Its owner gives them
+        back with `release` (InputRing.release, before this runner closes); what is left is freed by close."""
+        if self.cuda is None:
+            raise RuntimeError("TensorRTRunner is closed")
+        return PinnedAllocator(self)
+
+    def _allocate_pinned(self, nbytes: int) -> np.ndarray:
         cuda = self.cuda
         if cuda is None:
-            raise RuntimeError("TensorRTRunner is closed")
+            raise RuntimeError("TensorRTRunner is closed: it hands out no more page-locked memory")
+        buf = cuda.pinned(int(nbytes))
+        self._host.append(buf)
+        self._callers_pinned.append((int(buf.ctypes.data), int(buf.ctypes.data) + int(nbytes)))
+        return buf
 
-        def allocate(nbytes: int) -> np.ndarray:
-            if self.cuda is not cuda:
-                raise RuntimeError("TensorRTRunner is closed")
-            buf = cuda.pinned(int(nbytes))
-            self._host.append(buf)
-            self._callers_pinned.append((int(buf.ctypes.data), int(buf.ctypes.data) + int(nbytes)))
-            return buf
-
-        return allocate
+    def _release_pinned(self, buf: np.ndarray) -> None:
+        """Free one buffer handed out by host_allocator now (nothing to do when close freed it already)."""
+        cuda = self.cuda
+        for i, host in enumerate(self._host):
+            if host is buf:
+                del self._host[i]
+                lo = int(buf.ctypes.data)
+                self._callers_pinned = [r for r in self._callers_pinned if r[0] != lo]
+                if cuda is not None:
+                    cuda.free_pinned(buf)
+                return
 
     def _in_callers_pinned(self, x: np.ndarray) -> bool:
         """Whether x lies wholly inside a page-locked buffer handed out by host_allocator (and is contiguous)."""
@@ -323,24 +354,29 @@ class TensorRTRunner(Runner):
         return any(a <= lo and lo + x.nbytes <= b for a, b in self._callers_pinned)
 
     def close(self) -> None:
-        """Free device and pinned buffers, the events and the stream; drop the engine. Idempotent."""
-        cuda, self.cuda = self.cuda, None
-        for attr in ("context", "engine", "runtime"):
-            if hasattr(self, attr):
-                delattr(self, attr)  # TensorRT objects first: they may still reference the buffers
-        if cuda is None:
-            return
+        """Wait for the stream, then drop the execution context, engine and runtime, then free the device and
+        page-locked buffers (a pipeline's input ring gives its own back first: InputRing.release), the events
+        and the stream. Idempotent; infer, host_allocator and a ring on its memory raise RuntimeError after."""
+        cuda, self.cuda = self.cuda, None  # from here on: "closed" for infer, the allocator and its rings
         try:
-            if self._stream is not None:
+            if cuda is not None and self._stream is not None:
+                # an execution or copy still queued on the stream finishes before the context that runs it,
+                # or a buffer it reads or writes, is released
                 cuda.synchronize(self._stream)
-            for buf in self._buffers:
-                buf.free()
-            for host in self._host:
-                cuda.free_pinned(host)
-            for ev in self._events:
-                cuda.destroy_event(ev)
-            if self._stream is not None:
-                self._stream.free()
         finally:
-            self._buffers, self._host, self._events, self._stream = [], [], [], None
-            self._callers_pinned = []
+            for attr in ("context", "engine", "runtime"):  # in this order: the context uses the engine
+                if hasattr(self, attr):
+                    delattr(self, attr)
+            if cuda is not None:
+                try:
+                    for buf in self._buffers:
+                        buf.free()
+                    for host in self._host:
+                        cuda.free_pinned(host)
+                    for ev in self._events:
+                        cuda.destroy_event(ev)
+                    if self._stream is not None:
+                        self._stream.free()
+                finally:
+                    self._buffers, self._host, self._events, self._stream = [], [], [], None
+                    self._callers_pinned = []
