@@ -507,10 +507,11 @@ class DlaPlacement:
             return (f"{head}: no layer was placed on the DLA (engine inspector): the whole network runs on the GPU; "
                     "TensorRT's warnings above say why")
         gpu = self.engine_layers - len(self.subgraphs)
-        spans = (f"{self.on_dla} of {self.network_layers} network layers" if self.on_dla is not None
-                 else "network layers whose names are not the network's")
-        return (f"{head}: {spans} placed on the DLA in {len(self.subgraphs)} DLA subgraph(s) (engine inspector); "
-                f"{gpu} engine layer(s) run on the GPU")
+        if self.on_dla is None:  # a subgraph named by layers the parsed network does not have
+            return (f"{head}: {len(self.subgraphs)} DLA subgraph(s) placed on the DLA (engine inspector: "
+                    f"{', '.join(self.subgraphs)}); {gpu} engine layer(s) run on the GPU")
+        return (f"{head}: {self.on_dla} of {self.network_layers} network layers placed on the DLA in "
+                f"{len(self.subgraphs)} DLA subgraph(s) (engine inspector); {gpu} engine layer(s) run on the GPU")
 
     def to_dict(self) -> dict[str, Any]:
         return {"known": self.known, "why": self.why, "subgraphs": list(self.subgraphs), "on_dla": self.on_dla,
@@ -522,7 +523,8 @@ FOREIGN_NODE = "{ForeignNode["
 
 def _span(name: str, order: dict[str, int]) -> int | None:
     """How many network layers `{ForeignNode[first...last]}` spans in network order (None: names not found)."""
-    inner = name[len(FOREIGN_NODE):].rstrip("}").rstrip("]")
+    inner = name[len(FOREIGN_NODE):]
+    inner = inner[:-2] if inner.endswith("]}") else inner  # a layer name may end in "]" itself
     ends = inner.split("...")
     if len(ends) == 1 and ends[0] in order:
         return 1

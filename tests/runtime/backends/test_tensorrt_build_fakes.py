@@ -141,3 +141,32 @@ def test_dla_build_refuses_what_a_dla_cannot_run_before_building(dla_build, batc
         build_engine(bundle, precision, batch=batch, dla_core=0)
     assert words in str(e.value) and "\n" not in str(e.value)
     assert build.built == 0
+
+
+def test_dla_placement_reads_subgraph_names_as_tensorrt_writes_them():
+    """dla_placement over engine objects that answer as the inspector does (FAKES): a DLA loadable of one
+    unnamed layer (its name ends in "]", as in TensorRT's sampleCudla output), one spanning several, and names
+    the network does not have."""
+    import json
+    import types
+
+    from erudite_edge.backends.tensorrt.build import dla_placement
+
+    trt = types.SimpleNamespace(__version__="10.3.0.30", LayerInformationFormat=types.SimpleNamespace(JSON="JSON"))
+
+    def engine(layers):
+        info = json.dumps({"Layers": layers})
+        return types.SimpleNamespace(create_engine_inspector=lambda: types.SimpleNamespace(
+            get_engine_information=lambda fmt: info))
+
+    network = ("(Unnamed Layer* 0) [ElementWise]", "conv", "relu", "fc")
+    one = dla_placement(engine([{"Name": "{ForeignNode[(Unnamed Layer* 0) [ElementWise]]}", "LayerType": "x"},
+                                {"Name": "{ForeignNode[conv...fc]}", "LayerType": "x"}]), trt, network)
+    assert one.known and one.on_dla == 4 and len(one.subgraphs) == 2
+    unknown = dla_placement(engine([{"Name": "{ForeignNode[a...b]}", "LayerType": "x"}]), trt, network)
+    assert unknown.on_dla is None
+    assert unknown.summary(0) == ("DLA core 0: 1 DLA subgraph(s) placed on the DLA (engine inspector: "
+                                  "{ForeignNode[a...b]}); 0 engine layer(s) run on the GPU")
+    broken = dla_placement(types.SimpleNamespace(create_engine_inspector=lambda: types.SimpleNamespace(
+        get_engine_information=lambda fmt: "")), trt, network)
+    assert not broken.known and "unreadable" in broken.why
