@@ -22,6 +22,7 @@ import logging
 import os
 import queue
 import threading
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence, Union
@@ -235,8 +236,8 @@ class Classifier:
     """An erudite (or zoo) bundle, loaded once, as a classifier.
 
     bundle: a bundle directory or a loaded erudite_edge.core.bundle.Bundle. backend: auto | tensorrt |
-    onnxruntime | torch (as `run --backend`). precision: auto | fp32 | fp16 | int8 (auto: the bundle's
-    TensorRT engine where TensorRT runs, else the fp32 ONNX model). device: the GPU (0; pick another with
+    onnxruntime | torch (as `run --backend`). precision: auto | fp32 | fp16 | int8 | best (auto: the bundle's
+    TensorRT engine where TensorRT runs, else the fp32 ONNX model; best: a TensorRT engine only). device: the GPU (0; pick another with
     CUDA_VISIBLE_DEVICES). topk, min_confidence, datasets, smooth: as `run`'s options. batch: images per
     model call; workers: decode/preprocess threads. announce: where to say which backend was picked
     (None: the `erudite_edge` logger at INFO).
@@ -293,6 +294,9 @@ class Classifier:
         self.backend = str(self.model.backend)
         self.precision = str(self.model.precision)
         self.last_summary: RunSummary | None = None
+        # pipelines made here and not closed yet: their input rings live in the model's page-locked memory
+        # (TensorRT) and are given back before the model closes
+        self._pipelines: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def enable_attention(self) -> None:
         """Have each prediction also read the model's attention masks (`run --save-attention`); UsageError
@@ -314,18 +318,24 @@ class Classifier:
         if self.model is None:
             raise UsageError("this Classifier is closed; make a new one")
         o = self.options
-        return Pipeline(self.model, self.labels, self.spec, batch=o.batch, topk=self.topk, workers=o.workers,
-                        strict=o.strict if strict is None else strict, limit=o.limit if limit is None else limit,
-                        console=console, progress=progress, answerer=self.answerer,
-                        handle_signals=handle_signals, attention=attention)
+        pipeline = Pipeline(self.model, self.labels, self.spec, batch=o.batch, topk=self.topk, workers=o.workers,
+                            strict=o.strict if strict is None else strict, limit=o.limit if limit is None else limit,
+                            console=console, progress=progress, answerer=self.answerer,
+                            handle_signals=handle_signals, attention=attention)
+        self._pipelines.add(pipeline)
+        return pipeline
 
     def run(self, source: Any, sinks: Sequence[Sink] = (), *, strict: bool | None = None, limit: int | None = None,
             console: Any = None, progress: bool = True, handle_signals: bool = True, attention: Any = None) -> RunSummary:
         """Classify a whole source (erudite_edge.sources) into sinks (erudite_edge.outputs): `erudite-edge run`.
         handle_signals: SIGINT/SIGTERM/SIGHUP stop the run after the batch in hand (the CLI); False leaves the
         process's handlers alone."""
-        summary = self.pipeline(strict=strict, limit=limit, console=console, progress=progress,
-                                handle_signals=handle_signals, attention=attention).run(source, sinks)
+        pipeline = self.pipeline(strict=strict, limit=limit, console=console, progress=progress,
+                                 handle_signals=handle_signals, attention=attention)
+        try:
+            summary = pipeline.run(source, sinks)
+        finally:
+            pipeline.close()  # its input ring's page-locked memory goes back now, not when the runner closes
         self.last_summary = summary
         return summary
 
@@ -363,6 +373,8 @@ class Classifier:
             sink.closed.set()
             source.stop()
             thread.join(timeout=10.0)
+            if not thread.is_alive():  # a pipeline still running keeps its ring (close() releases it later)
+                pipeline.close()
 
     # -- the API ----------------------------------------------------------------------------------
     def predict(self, images: ImageLike | Sequence[ImageLike], boxes: Sequence[Any] | None = None, *,
@@ -419,6 +431,8 @@ class Classifier:
     def close(self) -> None:
         """Release the model's sessions, engines and device memory."""
         model = getattr(self, "model", None)
+        for pipeline in list(getattr(self, "_pipelines", ())):
+            pipeline.close()  # input rings first: they are views of the runner's page-locked memory
         if model is not None:
             model.close()
             self.model = None

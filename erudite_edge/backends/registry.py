@@ -38,7 +38,7 @@ TENSORRT_HELP = (
     "--system-site-packages) and `pip install polygraphy`; elsewhere `pip install 'erudite-edge[trt]'`"
 )
 TORCH_HELP = "the torch backend runs a training checkpoint: pass --checkpoint RUN (and have torch installed)"
-ENGINE_PRECISION_ORDER = ("fp16", "int8", "fp32")
+ENGINE_PRECISION_ORDER = ("fp16", "int8", "best", "fp32")
 
 Announce = Callable[[str], None]
 
@@ -46,7 +46,10 @@ Announce = Callable[[str], None]
 @dataclass(frozen=True)
 class RunnerOptions:
     """How to run a bundle's models. `precision` "auto": the bundle's TensorRT engine (fp16, then int8,
-    then fp32) where TensorRT runs, else the fp32 ONNX model. `threads`, `spinning`: ONNX Runtime's
+    then best, then fp32) where TensorRT runs, else the fp32 ONNX model; any other precision takes the engine
+    of exactly that kind (`best`: a TensorRT engine built with INT8 and FP16). `dla_core`: the engine built
+    for that DLA core (`export engine --dla-core N`), none other; None: engines built for the GPU.
+    `threads`, `spinning`: ONNX Runtime's
     intra-op threads and thread spinning (off: see onnxruntime_runner). `cuda_graph`, `data_transfers`:
     TensorRT execution through a captured CUDA graph / without host<->device copies (trtexec's
     --useCudaGraph / --noDataTransfers), for benchmarks."""
@@ -57,6 +60,7 @@ class RunnerOptions:
     spinning: bool = False
     cuda_graph: bool = False
     data_transfers: bool = True
+    dla_core: int | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -66,6 +70,10 @@ class RunnerOptions:
                              "engine built with INT8 and FP16)")
         if self.threads is not None and self.threads < 1:
             raise UsageError(f"threads {self.threads}: at least 1")
+        if self.dla_core is not None and self.dla_core < 0:
+            raise UsageError(f"dla-core {self.dla_core}: a DLA core is numbered from 0")
+        if self.dla_core is not None and self.backend in ("onnxruntime", "torch"):
+            raise UsageError(f"dla-core {self.dla_core}: a DLA runs TensorRT engines; use --backend tensorrt or auto")
 
     def replace(self, **changes: Any) -> "RunnerOptions":
         return dataclasses.replace(self, **changes)
@@ -83,6 +91,7 @@ class BackendChoice:
     reason: str  # one line: why this one (and why not the faster ones)
     precision: str = "fp32"  # resolved: never "auto"
     module: ModuleType | None = field(default=None, compare=False, repr=False)  # the probed TensorRT runner
+    dla_core: int | None = None  # the engine's DLA core (tensorrt)
 
 
 @dataclass(frozen=True)
@@ -124,16 +133,21 @@ def _onnxruntime_module() -> tuple[ModuleType | None, str]:
     return onnxruntime_runner, ""
 
 
-def _resolve(bundle: Bundle, backend: str, precision: str, role: str, trt: ModuleType | None) -> str:
+def _resolve(bundle: Bundle, backend: str, precision: str, role: str, trt: ModuleType | None,
+             dla_core: int | None = None) -> str:
     if precision != "auto":
         return precision
     if backend in ("auto", "tensorrt") and trt is not None:
         for p in ENGINE_PRECISION_ORDER:
-            if bundle.find(role, p, "engine") is not None:
+            if bundle.find(role, p, "engine", dla_core) is not None:
                 return p
-        if backend == "tensorrt":
-            return "fp16"  # the engine built on first use
+        if backend == "tensorrt" or dla_core is not None:
+            return "fp16"  # the engine built on first use (or, for a DLA core, the one to say is missing)
     return "fp32"
+
+
+def _on(dla_core: int | None) -> str:
+    return "" if dla_core is None else f" for DLA core {dla_core}"
 
 
 # -- choosing ---------------------------------------------------------------------------------------
@@ -157,12 +171,15 @@ def choose_backend(bundle: Bundle, role: str = "main", options: RunnerOptions | 
         trt, trt_why = like.module, ""
     else:
         trt, trt_why = _tensorrt_module() if backend in ("auto", "tensorrt") else (None, "not asked for")
-    p = _resolve(bundle, backend, asked, role, trt)
+    dla = opts.dla_core
+    p = _resolve(bundle, backend, asked, role, trt, dla)
     if backend == "tensorrt":
         if trt is None:
             raise BackendUnavailable(f"--backend tensorrt: {trt_why}; {TENSORRT_HELP}; or use --backend onnxruntime")
-        if bundle.find(role, p, "engine") is not None:
-            return BackendChoice("tensorrt", "engine", f"asked for; {p} engine in the bundle", p, trt)
+        if bundle.find(role, p, "engine", dla) is not None:
+            return BackendChoice("tensorrt", "engine", f"asked for; {p} engine{_on(dla)} in the bundle", p, trt, dla)
+        if dla is not None:  # a DLA engine is built ahead (static batch): one line naming the engines there are
+            bundle.entry(role, p, "engine", dla)
         # No engine in the bundle: build one on first use (cached; backends/tensorrt/build.py engine_on_first_use).
         return BackendChoice("tensorrt", "cache", f"asked for; {p} engine built on first use and cached", p, trt)
     if backend == "onnxruntime":
@@ -174,10 +191,16 @@ def choose_backend(bundle: Bundle, role: str = "main", options: RunnerOptions | 
 
     # auto
     if trt is not None:
-        if bundle.find(role, p, "engine") is not None:
-            return BackendChoice("tensorrt", "engine", f"fastest available; {p} engine in the bundle", p, trt)
+        if bundle.find(role, p, "engine", dla) is not None:
+            return BackendChoice("tensorrt", "engine", f"fastest available; {p} engine{_on(dla)} in the bundle", p,
+                                 trt, dla)
+        if dla is not None or p == "best":  # only a TensorRT engine is that: say which engines there are
+            bundle.entry(role, p, "engine", dla)
         trt_why = (f"no {p} TensorRT engine in the bundle (build one on this device: "
                    f"`erudite-edge export engine --bundle {bundle.root} --precision {p}`)")
+    elif dla is not None or p == "best":
+        what = f"--dla-core {dla}" if dla is not None else "--precision best"
+        raise BackendUnavailable(f"{what} runs a TensorRT engine: {trt_why}; {TENSORRT_HELP}")
     ort, ort_why = _onnxruntime_module()
     if ort is not None:
         bundle.entry(role, p, "onnx")  # BundleError: no ONNX model of this precision
@@ -211,7 +234,7 @@ def _load_tensorrt(bundle: Bundle, role: str, options: RunnerOptions, choice: Ba
         path = engine_on_first_use(bundle, role, choice.precision, log=log)
         return mod.TensorRTRunner(path, precision=choice.precision, expected_outputs=bundle.expected_outputs(role))
     # from_bundle reads the engine's sidecar (rebuild hint, expected outputs) as well
-    return mod.TensorRTRunner.from_bundle(bundle, role, choice.precision)
+    return mod.TensorRTRunner.from_bundle(bundle, role, choice.precision, dla_core=choice.dla_core)
 
 
 def _load_onnxruntime(bundle: Bundle, role: str, options: RunnerOptions, choice: BackendChoice, log: Announce) -> Runner:

@@ -6,6 +6,10 @@
       model.onnx             role "main" (erudite) -- or coarse.onnx, fine.<dataset>.onnx (zoo)
       model.fp16.onnx, model.int8.onnx, model.<precision>.engine (+ .engine.json sidecar)
 
+An engine entry is keyed by its build kind: precision as built (fp32, fp16, int8, or best: the Q/DQ model
+with FP16 allowed too) and DLA core (none: the GPU), so `best` and DLA builds sit beside the int8 and GPU
+fp16 engines instead of replacing them.
+
 Roles: an erudite bundle has one role, "main". A zoo bundle (the paper's Single) has "coarse"
 (logits over data sets) and "fine:<dataset>" (logits over that data set's own classes).
 Every backend reads preprocessing and labels from here; nothing is re-derived elsewhere.
@@ -30,6 +34,8 @@ BUNDLE_FORMAT = "erudite-edge-bundle"
 BUNDLE_FORMAT_VERSION = 1
 BUNDLE_FILE = "bundle.json"
 PRECISIONS = ("fp32", "fp16", "int8")
+# Precisions only a TensorRT engine has: `best` (INT8 + FP16 builder flags on the Q/DQ model).
+ENGINE_ONLY_PRECISIONS = ("best",)
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
 # `export onnx --with-attention`: the spatial attention's group masks (B, groups, h, w) as a second output;
@@ -123,10 +129,33 @@ class ModelEntry:
     output: str = OUTPUT_NAME
     num_outputs: int = 0
     info: dict[str, Any] | None = None
+    dla_core: int | None = None  # an engine built for this DLA core (None: for the GPU)
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if v is not None}
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelEntry":
+        """An entry of bundle.json. Engine entries written before engine kinds were keyed recorded a `best`
+        engine as int8 and a DLA engine without its core; their sidecar copy (`info`) says what they are."""
+        entry = cls(**d)
+        info = entry.info or {}
+        if entry.format == "engine":
+            if entry.precision == "int8" and info.get("precision") == "best":
+                entry.precision = "best"
+            if "dla_core" not in d and isinstance(info.get("dla_core"), int):
+                entry.dla_core = int(info["dla_core"])
+        return entry
+
+    @property
+    def kind(self) -> tuple[str, str, str, int | None]:
+        """What makes an entry unique in a bundle: role, precision, format and DLA core."""
+        return self.role, self.precision, self.format, self.dla_core
+
+    def describe(self) -> str:
+        """"fp16 engine", "fp16 engine for DLA core 0", "fp32 onnx"."""
+        return f"{self.precision} {self.format}" + (f" for DLA core {self.dla_core}" if self.dla_core is not None else "")
 
 
 class Bundle:
@@ -247,7 +276,7 @@ class Bundle:
 
     @property
     def models(self) -> list[ModelEntry]:
-        return [ModelEntry(**m) for m in self.meta["models"]]
+        return [ModelEntry.from_dict(m) for m in self.meta["models"]]
 
     def roles(self) -> list[str]:
         if self.kind == "zoo":
@@ -266,16 +295,27 @@ class Bundle:
             return self.labels.sizes[self.labels.datasets.index(ds)]
         raise BundleError(f"unknown model role {role!r}")
 
-    def find(self, role: str = "main", precision: str = "fp32", fmt: str = "onnx") -> ModelEntry | None:
+    def find(self, role: str = "main", precision: str = "fp32", fmt: str = "onnx",
+             dla_core: int | None = None) -> ModelEntry | None:
+        """The entry of exactly this kind (an engine for a DLA core only when `dla_core` names that core)."""
         for m in self.models:
-            if m.role == role and m.precision == precision and m.format == fmt:
+            if m.kind == (role, precision, fmt, dla_core):
                 return m
         return None
 
-    def entry(self, role: str = "main", precision: str = "fp32", fmt: str = "onnx") -> ModelEntry:
-        m = self.find(role, precision, fmt)
+    def entry(self, role: str = "main", precision: str = "fp32", fmt: str = "onnx",
+              dla_core: int | None = None) -> ModelEntry:
+        m = self.find(role, precision, fmt, dla_core)
         if m is None:
-            have = sorted({f"{x.precision} {x.format}" for x in self.models if x.role == role})
+            asked = ModelEntry(role, precision, "", "", fmt, dla_core=dla_core).describe()
+            if fmt == "engine":  # one line listing the engines there are, and the command that builds this one
+                have = [x.describe() for x in self.models if x.role == role and x.format == "engine"]
+                dla = f" --dla-core {dla_core}" if dla_core is not None else ""
+                raise BundleError(
+                    f"{self.root}: no {asked} for role {role!r} (engines: {', '.join(have) or 'none'}); build it on the "
+                    f"device with `erudite-edge export engine --bundle DIR --precision {precision}{dla}`"
+                )
+            have = sorted({x.describe() for x in self.models if x.role == role})
             hint = {
                 ("fp16", "onnx"): "run `erudite-edge export fp16 --bundle DIR`",
                 ("int8", "onnx"): "run `erudite-edge export int8 --bundle DIR --calib IMAGES`",
@@ -313,11 +353,15 @@ class Bundle:
         file: str | os.PathLike[str],
         fmt: str = "onnx",
         info: dict[str, Any] | None = None,
+        dla_core: int | None = None,
     ) -> ModelEntry:
-        """Record a model file that already lies in the bundle directory (replacing any entry of the
-        same role, precision and format)."""
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}")
+        """Record a model file that already lies in the bundle directory (replacing any entry of the same
+        kind: role, precision, format and, for an engine, DLA core). Engines may also be `best`."""
+        allowed = PRECISIONS + (ENGINE_ONLY_PRECISIONS if fmt == "engine" else ())
+        if precision not in allowed:
+            raise ValueError(f"precision of a {fmt} model must be one of {allowed}")
+        if dla_core is not None and fmt != "engine":
+            raise ValueError("only a TensorRT engine is built for a DLA core")
         p = Path(file)
         full = p if p.is_absolute() else self.root / p
         if not full.is_file():
@@ -331,10 +375,9 @@ class Bundle:
             format=fmt,
             num_outputs=self.expected_outputs(role),
             info=info,
+            dla_core=dla_core,
         )
-        self.meta["models"] = [
-            m for m in self.meta["models"] if not (m["role"] == role and m["precision"] == precision and m.get("format", "onnx") == fmt)
-        ] + [entry.to_dict()]
+        self.meta["models"] = [m for m in self.meta["models"] if ModelEntry.from_dict(m).kind != entry.kind] + [entry.to_dict()]
         return entry
 
     def save(self, root: str | os.PathLike[str] | None = None) -> Path:

@@ -77,7 +77,7 @@ class PreprocessSchema(_Open):
 
 class ModelEntrySchema(_Open):
     role: str
-    precision: Literal["fp32", "fp16", "int8"]
+    precision: Literal["fp32", "fp16", "int8", "best"]  # best: TensorRT engines only
     file: str
     sha256: str
     format: Literal["onnx", "engine"] = "onnx"
@@ -85,6 +85,7 @@ class ModelEntrySchema(_Open):
     output: str = "logits"
     num_outputs: int = 0
     info: Optional[dict[str, Any]] = None
+    dla_core: Optional[int] = None  # engines built for a DLA core
 
 
 class BundleSchema(_Open):

@@ -282,6 +282,12 @@ class Pipeline:
         allocator = getattr(model, "host_allocator", None)
         self.ring = InputRing(spec, self.batch, self.depth, allocate=allocator() if callable(allocator) else None)
 
+    def close(self) -> None:
+        """Give the input ring's memory back to where it came from: a runner's page-locked memory is freed now,
+        before that runner closes (api.Classifier closes its pipelines first). The pipeline cannot run after;
+        idempotent. Not needed for numpy memory, harmless there."""
+        self.ring.release()
+
     def _warn(self, msg: str) -> None:
         from erudite_edge.outputs.results import printable
 
@@ -380,6 +386,8 @@ class Pipeline:
     def run(self, source: Source, sinks: Sequence[Sink] = ()) -> RunSummary:
         """Process the whole source. Sinks are committed at the end (also when interrupted with
         Ctrl-C: what was done is kept) and aborted when the run fails."""
+        if self.ring.released:
+            raise RuntimeError("this pipeline is closed (its input ring was released); make another")
         summary = RunSummary(source=source.describe(), backend=getattr(self.model, "backend", "?"),
                              ignored=getattr(source, "ignored", 0), outputs=[s.describe() for s in sinks])
         stage = {"decode": 0.0, "preprocess": 0.0, "inference": 0.0, "postprocess": 0.0, "output": 0.0}

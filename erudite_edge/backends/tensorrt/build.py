@@ -14,13 +14,15 @@ Precision comes from the model where TensorRT wants it there:
 The choice is a pure function of the requested precision and what the installed TensorRT offers
 (`plan_build`), decided with hasattr-style checks, so one code path serves 10.x and 11.x.
 
-Outputs, per role: `model.<precision>.engine` (other roles: bundle.default_filename), its sidecar
-`<engine>.json` (erudite_edge.backends.tensorrt.sidecar), and an entry in bundle.json.
+Outputs, per role: `model.<precision>.engine` (`model.<precision>.dla<N>.engine` for DLA core N; other
+roles: bundle.default_filename), its sidecar `<engine>.json` (erudite_edge.backends.tensorrt.sidecar), and
+an entry in bundle.json keyed by role, precision (best included) and DLA core.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -28,8 +30,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from erudite_edge._version import __version__
-from erudite_edge.backends.tensorrt.device_memory import current_device
-from erudite_edge.backends.tensorrt.runner import dims_list, tensorrt_version
+from erudite_edge.backends.tensorrt.device_memory import current_device, polygraphy_version
+from erudite_edge.backends.tensorrt.runner import device_with_dla_cores, dims_list, tensorrt_version
 from erudite_edge.backends.tensorrt.sidecar import DeviceInfo, EngineSidecar, sidecar_path, write_sidecar
 from erudite_edge.core.bundle import ATTENTION_OUTPUT, Bundle, ModelEntry, default_filename
 from erudite_edge.core.fileio import atomic_path
@@ -39,8 +41,6 @@ from erudite_edge.errors import BackendUnavailable, BundleError, EruditeError, U
 ENGINE_PRECISIONS = ("fp16", "int8", "best", "fp32")
 DEFAULT_BATCH = "1:8:32"
 DEFAULT_WORKSPACE_GIB = 1.0
-# bundle.json knows fp32/fp16/int8: a "best" engine is the int8 Q/DQ model with FP16 allowed.
-BUNDLE_PRECISION = {"fp32": "fp32", "fp16": "fp16", "int8": "int8", "best": "int8"}
 
 
 # -- arguments ---------------------------------------------------------------------------------------
@@ -93,6 +93,49 @@ def check_precision(precision: str) -> str:
     return p
 
 
+# -- DLA: static shapes, FP16/INT8 only ---------------------------------------------------------------------
+# A DLA core runs only FP16 and INT8 and only static shapes: the optimisation profile must have min = opt = max
+# and the engine gets that one shape at run time (TensorRT's DLA documentation, "DLA supported layers and
+# restrictions"). A dynamic profile does not fail the build with GPU fallback on: the network silently lands
+# on the GPU. So a DLA build takes one batch size (`--batch N` is N:N:N there) and the runner pads every batch
+# to it (TensorRTRunner).
+DLA_PRECISIONS = ("fp16", "int8", "best")
+DEFAULT_DLA_BATCH = 8  # the GPU profile's OPT: what `run --batch` feeds by default
+
+
+def check_dla_core(dla_core: int | None, precision: str) -> None:
+    """UsageError (one line) for a DLA core that cannot be (negative) or a precision a DLA cannot run."""
+    if dla_core is None:
+        return
+    if dla_core < 0:
+        raise UsageError(f"--dla-core {dla_core}: a DLA core is numbered from 0")
+    if precision not in DLA_PRECISIONS:
+        raise UsageError(f"--precision {precision} --dla-core {dla_core}: a DLA runs FP16 and INT8 only; pass "
+                         f"--precision {', '.join(DLA_PRECISIONS)}, or drop --dla-core to build for the GPU")
+
+
+def resolve_batch(batch: str | int | BatchRange | None, dla_core: int | None = None) -> BatchRange:
+    """The profile's batch range. GPU: `--batch` as parse_batch reads it (None: 1:8:32). DLA: one static
+    batch, min = opt = max: `N` means N:N:N, MIN:OPT:MAX must have all three equal (None: 8:8:8)."""
+    if dla_core is None:
+        if batch is None:
+            return parse_batch(DEFAULT_BATCH)
+        return batch if isinstance(batch, BatchRange) else parse_batch(batch)
+    if batch is None:
+        return BatchRange(DEFAULT_DLA_BATCH, DEFAULT_DLA_BATCH, DEFAULT_DLA_BATCH)
+    if isinstance(batch, BatchRange):
+        b = batch
+    else:
+        text = str(batch).strip()
+        b = parse_batch(text)
+        if ":" not in text:
+            b = BatchRange(b.max, b.max, b.max)
+    if not b.min == b.opt == b.max:
+        raise UsageError(f"--batch {b} --dla-core {dla_core}: a DLA engine takes one batch size (static shapes, "
+                         f"min = opt = max): pass --batch N, e.g. --batch {b.opt} for {b.opt}:{b.opt}:{b.opt}")
+    return b
+
+
 # -- what to build with -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TrtCapabilities:
@@ -137,7 +180,9 @@ class BuildPlan:
 
     @property
     def bundle_precision(self) -> str:
-        return BUNDLE_PRECISION[self.precision]
+        """The precision of the engine's bundle.json entry: as built (a `best` engine is its own kind, beside
+        the int8 one, not recorded as int8)."""
+        return self.precision
 
 
 def plan_build(precision: str, caps: TrtCapabilities) -> BuildPlan:
@@ -263,6 +308,7 @@ def make_sidecar(
     profile: dict[str, dict[str, list[int]]],
     source_onnx: str,
     source_sha256: str,
+    polygraphy_version: str | None = None,
 ) -> EngineSidecar:
     return EngineSidecar(
         tensorrt_version=tensorrt_version,
@@ -279,7 +325,17 @@ def make_sidecar(
         strongly_typed=plan.strongly_typed,
         builder_flags=list(plan.builder_flags),
         built_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        sm_count=device.sm_count,
+        total_memory_mib=device.total_memory_mib,
+        dla_cores=device.dla_cores,
+        polygraphy_version=polygraphy_version,
     )
+
+
+def this_device(trt_module: Any) -> DeviceInfo:
+    """The current GPU as engines are keyed by it: name, compute capability, SM count, memory (the device
+    layer) and the DLA core count TensorRT sees (a TensorRT runtime's num_DLA_cores)."""
+    return device_with_dla_cores(current_device(), trt_module.Runtime(trt_module.Logger(trt_module.Logger.WARNING)))
 
 
 # -- TensorRT, through Polygraphy's loaders -------------------------------------------------------------
@@ -290,7 +346,7 @@ class BuiltEngine:
     outputs: list[str]
     profile: dict[str, dict[str, list[int]]]
     seconds: float
-    dla_layers: tuple[int, int] | None = None  # (layers DLA can run, all layers) when built for a DLA core
+    network_layers: tuple[str, ...] = ()  # the parsed network's layer names, in order (DLA builds: for the report)
 
 
 def _one_line(text: str) -> str:
@@ -340,19 +396,22 @@ def build_serialized(
 
     Polygraphy's loaders do the TensorRT API work (NetworkFromOnnxPath with strong typing where the
     plan says, CreateConfig with the profile, precision flags, workspace pool and timing cache,
-    EngineFromNetwork, SaveEngine), so differences between TensorRT 8.6 and 10 are theirs to handle.
+    EngineBytesFromNetwork, SaveBytes), so differences between TensorRT 8.6 and 10 are theirs to handle.
+    The plan is written as the builder serialised it, never deserialised here: the one deserialisation
+    is the check set's (check_engine), so a 4 or 8 GB Orin Nano never holds a second copy of the engine.
     The engine is saved under a temporary name and renamed: a killed build leaves no half engine.
-    With `dla_core`: DLA as the default device, GPU fallback on, and the layer split measured
-    (IBuilderConfig.can_run_on_DLA) and returned.
+    With `dla_core`: DLA as the default device on that core, GPU fallback on, detailed layer information
+    kept in the plan (where the layers ended up is read from the built engine: dla_placement), and the
+    network's layer names returned; `batch` must be static there (resolve_batch).
     """
     import tensorrt as trt
+    from polygraphy.backend.common import SaveBytes
     from polygraphy.backend.trt import (
         CreateConfig,
-        EngineFromNetwork,
+        EngineBytesFromNetwork,
         NetworkFromOnnxPath,
         PostprocessConfig,
         Profile,
-        SaveEngine,
     )
     from polygraphy.exception import PolygraphyException
 
@@ -380,28 +439,37 @@ def build_serialized(
         load_timing_cache=str(timing_cache) if timing_cache is not None else None,
         use_dla=dla_core is not None,
         allow_gpu_fallback=dla_core is not None,
+        # DETAILED (TensorRT 8.2+; Polygraphy's own default where it sets one) keeps each engine layer's type in
+        # the plan, which tells a DLA subgraph from a GPU (Myelin) one in the engine inspector's output
+        profiling_verbosity=getattr(getattr(trt, "ProfilingVerbosity", None), "DETAILED", None) if dla_core is not None else None,
     )
-    split: dict[str, int] = {}
+    layer_names: tuple[str, ...] = ()
     if dla_core is not None:
+        if batch.min != batch.max or batch.opt != batch.max:
+            raise UsageError(f"--batch {batch} --dla-core {dla_core}: a DLA engine takes one batch size (N:N:N)")
+        # IBuilder.num_DLA_cores (TensorRT 8.6, 10.x, 11.x)
         problem = dla_problem(dla_core, int(getattr(builder, "num_DLA_cores", 0)), device_name)
         if problem:
             raise BackendUnavailable(problem)
+        layer_names = tuple(str(network.get_layer(i).name) for i in range(network.num_layers))
 
-        def on_dla(_builder: Any, net: Any, cfg: Any) -> None:
-            cfg.DLA_core = dla_core  # Polygraphy's use_dla picks core 0
-            split["dla"] = sum(1 for i in range(net.num_layers) if cfg.can_run_on_DLA(net.get_layer(i)))
-            split["all"] = int(net.num_layers)
+        def on_dla(_builder: Any, _net: Any, cfg: Any) -> None:
+            cfg.DLA_core = dla_core  # IBuilderConfig.DLA_core; Polygraphy's use_dla picks core 0
 
         config = PostprocessConfig(config, on_dla)
     started = time.monotonic()
     try:
-        engine = EngineFromNetwork(
+        # EngineBytesFromNetwork (Polygraphy 0.47.1 with TensorRT 8.6 up to 0.53): IBuilder.build_serialized_network,
+        # the plan as IHostMemory; SaveBytes writes it as it is. (EngineFromNetwork + SaveEngine, used before,
+        # deserialised the plan into an ICudaEngine only to serialise it again.)
+        plan_bytes = EngineBytesFromNetwork(
             (builder, network, parser),
             config=config,
             save_timing_cache=str(timing_cache) if timing_cache is not None else None,
         )()
         with atomic_path(out_path) as tmp:
-            SaveEngine(engine, str(tmp))()
+            SaveBytes(plan_bytes, str(tmp))()
+        del plan_bytes  # the host copy of the plan goes before the check set deserialises it
     except PolygraphyException as e:
         raise BundleError(
             f"{onnx_path}: TensorRT could not build a {plan.precision} engine ({polygraphy_error_line(e)}); "
@@ -413,8 +481,86 @@ def build_serialized(
         outputs=[out.name],
         profile={inp.name: shapes},
         seconds=time.monotonic() - started,
-        dla_layers=(split["dla"], split["all"]) if split else None,
+        network_layers=layer_names,
     )
+
+
+# -- where the layers of a DLA build ended up ---------------------------------------------------------------
+@dataclass(frozen=True)
+class DlaPlacement:
+    """Which layers of a built engine run on the DLA, as TensorRT's engine inspector tells (`known` False: it
+    cannot tell, `why` says why). `subgraphs`: the engine layers that are DLA loadables; `on_dla`: how many
+    of the network's layers their names span (None where a name is not the network's)."""
+
+    known: bool
+    why: str = ""
+    subgraphs: tuple[str, ...] = ()
+    on_dla: int | None = None
+    network_layers: int = 0
+    engine_layers: int = 0
+
+    def summary(self, dla_core: int) -> str:
+        head = f"DLA core {dla_core}"
+        if not self.known:
+            return f"{head}: cannot tell which layers run on the DLA ({self.why})"
+        if not self.subgraphs:
+            return (f"{head}: no layer was placed on the DLA (engine inspector): the whole network runs on the GPU; "
+                    "TensorRT's warnings above say why")
+        gpu = self.engine_layers - len(self.subgraphs)
+        if self.on_dla is None:  # a subgraph named by layers the parsed network does not have
+            return (f"{head}: {len(self.subgraphs)} DLA subgraph(s) placed on the DLA (engine inspector: "
+                    f"{', '.join(self.subgraphs)}); {gpu} engine layer(s) run on the GPU")
+        return (f"{head}: {self.on_dla} of {self.network_layers} network layers placed on the DLA in "
+                f"{len(self.subgraphs)} DLA subgraph(s) (engine inspector); {gpu} engine layer(s) run on the GPU")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"known": self.known, "why": self.why, "subgraphs": list(self.subgraphs), "on_dla": self.on_dla,
+                "network_layers": self.network_layers, "engine_layers": self.engine_layers}
+
+
+FOREIGN_NODE = "{ForeignNode["
+
+
+def _span(name: str, order: dict[str, int]) -> int | None:
+    """How many network layers `{ForeignNode[first...last]}` spans in network order (None: names not found)."""
+    inner = name[len(FOREIGN_NODE):]
+    inner = inner[:-2] if inner.endswith("]}") else inner  # a layer name may end in "]" itself
+    ends = inner.split("...")
+    if len(ends) == 1 and ends[0] in order:
+        return 1
+    if len(ends) == 2 and ends[0] in order and ends[1] in order and order[ends[1]] >= order[ends[0]]:
+        return order[ends[1]] - order[ends[0]] + 1
+    return None
+
+
+def dla_placement(engine: Any, trt_module: Any, network_layers: Sequence[str] = ()) -> DlaPlacement:
+    """Where a built engine's layers run, from TensorRT's engine inspector.
+
+    ICudaEngine.create_engine_inspector and IEngineInspector.get_engine_information(LayerInformationFormat.JSON)
+    exist from TensorRT 8.2 (checked in pyCore.cpp of 8.6, 10.3 and 11); the JSON holds "Layers". A DLA
+    loadable is one engine layer named `{ForeignNode[first...last]}` (TensorRT's own DLA report prints it as
+    "[DlaLayer] {ForeignNode[...]}", sampleCudla's README); GPU layers fused by Myelin can carry that name too,
+    with LayerType "Myelin", so the layer types are needed (ProfilingVerbosity.DETAILED) and a plan without them
+    gets "cannot tell". NVIDIA's DLA guide names this inspector output as the way to verify DLA placement."""
+    version = getattr(trt_module, "__version__", "?")
+    inspector_of = getattr(engine, "create_engine_inspector", None)
+    json_format = getattr(getattr(trt_module, "LayerInformationFormat", None), "JSON", None)
+    if inspector_of is None or json_format is None:
+        return DlaPlacement(False, f"TensorRT {version} has no engine inspector")
+    try:
+        layers = json.loads(inspector_of().get_engine_information(json_format))["Layers"]
+    except Exception as e:  # an inspector that returns nothing usable
+        return DlaPlacement(False, f"the engine inspector's layer information is unreadable: {type(e).__name__}")
+    if not isinstance(layers, list) or not all(isinstance(x, dict) and "LayerType" in x for x in layers):
+        return DlaPlacement(False, "the engine's layer information has no layer types (not built with detailed "
+                                   "profiling verbosity)")
+    subgraphs = tuple(str(x.get("Name", "")) for x in layers
+                      if str(x.get("Name", "")).startswith(FOREIGN_NODE) and str(x["LayerType"]).lower() != "myelin")
+    order = {name: i for i, name in enumerate(network_layers)}
+    spans = [_span(name, order) for name in subgraphs]
+    on_dla = None if any(n is None for n in spans) else sum(n for n in spans if n is not None)
+    return DlaPlacement(True, subgraphs=subgraphs, on_dla=on_dla, network_layers=len(network_layers),
+                        engine_layers=len(layers))
 
 
 def check_engine(
@@ -425,21 +571,38 @@ def check_engine(
     expected_outputs: int | None,
     accept_drop: bool,
     say: Callable[[str], None],
-) -> dict[str, Any] | None:
-    """Run the bundle's check set on a just-built engine; the result for its sidecar (None: no check set,
-    said as a warning). AccuracyDrop below the precision's minimum unless `accept_drop`."""
+    *,
+    dla_core: int | None = None,
+    network_layers: Sequence[str] = (),
+) -> tuple[dict[str, Any] | None, DlaPlacement | None]:
+    """Deserialise a just-built engine once, to run the bundle's check set on it and, for a DLA build, read
+    where its layers were placed (said, and returned). Returns the check result for its sidecar (None: no
+    check set, said as a warning) and the placement (None: not a DLA build). AccuracyDrop below the
+    precision's minimum unless `accept_drop`."""
     from erudite_edge.backends.tensorrt.runner import TensorRTRunner
     from erudite_edge.core.check_set import REEXPORT_HINT, enforce, has_check_set, load_check_set, run_check
 
-    if not has_check_set(bundle):
+    checked = has_check_set(bundle)
+    if not checked:
         say(f"warning: {bundle.root} has no check set, so this engine's accuracy is not checked; {REEXPORT_HINT}")
-        return None
-    check = load_check_set(bundle)
-    with TensorRTRunner(engine_path, precision=precision, expected_outputs=expected_outputs) as runner:
-        result = run_check(runner, check, role, precision, backend="tensorrt")
+    if not checked and dla_core is None:
+        return None, None  # nothing to learn from deserialising it here
+    placement = None
+    result = None
+    runner = TensorRTRunner(engine_path, precision=precision, expected_outputs=expected_outputs)
+    with runner:
+        if dla_core is not None:
+            import tensorrt as trt
+
+            placement = dla_placement(runner.engine, trt, network_layers)
+            say(placement.summary(dla_core))
+        if checked:
+            result = run_check(runner, load_check_set(bundle), role, precision, backend="tensorrt")
+    if result is None:
+        return None, placement
     say(f"check: {result.summary()}")
     enforce([result], accept_drop, say)
-    return result.to_dict()
+    return result.to_dict(), placement
 
 
 def build_checked(
@@ -468,9 +631,6 @@ def build_checked(
         result = build_serialized(bundle.path(entry), plan, batch, bundle.preprocess, workspace, candidate, timing_cache,
                                   dla_core, device.describe())
         say(f"built {engine_path.name} in {result.seconds:.1f} s")
-        if result.dla_layers is not None:
-            on, total = result.dla_layers
-            say(f"DLA core {dla_core}: {on} of {total} layers can run on the DLA; the other {total - on} fall back to the GPU")
         sidecar = make_sidecar(
             tensorrt_version=version,
             device=device,
@@ -481,11 +641,14 @@ def build_checked(
             profile=result.profile,
             source_onnx=entry.file,
             source_sha256=entry.sha256,
+            polygraphy_version=polygraphy_version(),
         )
         sidecar.cache_key = cache_key
         sidecar.dla_core = dla_core
         write_sidecar(candidate, sidecar)
-        sidecar.check = check_engine(candidate, bundle, role, plan.precision, entry.num_outputs or None, accept_drop, say)
+        sidecar.check, placement = check_engine(candidate, bundle, role, plan.precision, entry.num_outputs or None,
+                                                accept_drop, say, dla_core=dla_core, network_layers=result.network_layers)
+        sidecar.dla_placement = placement.to_dict() if placement is not None else None
         # Old sidecar first: a crash between the two renames leaves an engine the runner refuses
         # (no sidecar), never a new engine described by an old sidecar.
         sidecar_path(engine_path).unlink(missing_ok=True)
@@ -500,7 +663,7 @@ def build_checked(
 def build_engine(
     bundle: Bundle,
     precision: str,
-    batch: str | BatchRange = DEFAULT_BATCH,
+    batch: str | BatchRange | None = None,
     workspace_gib: float = DEFAULT_WORKSPACE_GIB,
     timing_cache: str | os.PathLike[str] | None = None,
     role: str | None = None,
@@ -512,14 +675,16 @@ def build_engine(
     """Build one engine per role of the (loaded) bundle (or just `role`) on this GPU; returns the engine paths.
 
     Each engine is written whole (temporary name, then rename) with its sidecar, checked against the
-    bundle's check set (the result goes into the sidecar), and recorded in bundle.json (precision
-    `best` is recorded as int8). Raises UsageError for bad arguments, BackendUnavailable (exit code 2)
+    bundle's check set (the result goes into the sidecar), and recorded in bundle.json under its build
+    kind (role, precision as built, `best` included, and DLA core), replacing only an engine of that kind. Raises UsageError for bad arguments, BackendUnavailable (exit code 2)
     without TensorRT, Polygraphy or a GPU, BundleError for a model that is missing or that TensorRT
     cannot parse or build, AccuracyDrop (exit code 1) below the minimum agreement with FP32.
+    `batch`: None is 1:8:32 for the GPU; with `dla_core` one static batch (resolve_batch), 8:8:8 by default.
     """
     say = log or (lambda _msg: None)
     precision = check_precision(precision)
-    batch_range = batch if isinstance(batch, BatchRange) else parse_batch(batch)
+    check_dla_core(dla_core, precision)
+    batch_range = resolve_batch(batch, dla_core)
     workspace = workspace_bytes(workspace_gib)
     cache_path = Path(timing_cache) if timing_cache is not None else None
     if cache_path is not None and cache_path.is_dir():
@@ -531,7 +696,7 @@ def build_engine(
     plan = plan_build(precision, TrtCapabilities.from_module(trt))
     sources = select_sources(bundle, plan.source_precision, role)
 
-    device = current_device()
+    device = this_device(trt)
     if plan.note:
         say(f"note: {plan.note}")
     built: list[Path] = []
@@ -540,7 +705,7 @@ def build_engine(
         sidecar = build_checked(bundle, r, entry, plan, batch_range, workspace, engine_path, version=version,
                                 device=device, timing_cache=cache_path, accept_drop=accept_accuracy_drop,
                                 dla_core=dla_core, say=say)
-        bundle.add_model(r, plan.bundle_precision, engine_path, fmt="engine", info=sidecar.to_dict())
+        bundle.add_model(r, plan.bundle_precision, engine_path, fmt="engine", info=sidecar.to_dict(), dla_core=dla_core)
         bundle.save()
         built.append(engine_path)
     return built
@@ -550,28 +715,31 @@ def engine_on_first_use(
     bundle: Bundle,
     role: str,
     precision: str,
-    batch: str | BatchRange = DEFAULT_BATCH,
+    batch: str | BatchRange | None = None,
     dla_core: int | None = None,
     *,
     accept_accuracy_drop: bool = False,
     env: dict[str, str] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Path:
-    """The cached engine for (bundle model, this TensorRT, this GPU, precision, batch profile, DLA core),
-    built now when there is none or the one there is stale; one process builds while others wait."""
+    """The cached engine for (bundle model, this TensorRT, this GPU: name, capability, SM count, memory, DLA
+    cores; precision, batch profile, DLA core; this erudite-edge and Polygraphy), built now when there is none
+    or the one there is stale; one process builds while others wait."""
     from erudite_edge.backends.tensorrt.cache import CacheKey, cache_dir, engine_lock
     from erudite_edge.backends.tensorrt.sidecar import compatibility_problems, read_sidecar
 
     say = log or (lambda _msg: None)
     precision = check_precision(precision)
-    batch_range = batch if isinstance(batch, BatchRange) else parse_batch(batch)
+    check_dla_core(dla_core, precision)
+    batch_range = resolve_batch(batch, dla_core)
     version = tensorrt_version()
     import tensorrt as trt
 
     plan = plan_build(precision, TrtCapabilities.from_module(trt))
     entry = select_sources(bundle, plan.source_precision, role)[role]
-    device = current_device()
-    key = CacheKey.make(entry.sha256, version, device, plan.precision, str(batch_range), dla_core)
+    device = this_device(trt)
+    key = CacheKey.make(entry.sha256, version, device, plan.precision, str(batch_range), dla_core,
+                        polygraphy_version=polygraphy_version())
     stem = "model" if role == "main" else role.replace(":", ".")  # as bundle.default_filename names models
     engine_path = cache_dir(bundle.root, env) / key.filename(stem)
 
@@ -583,7 +751,8 @@ def engine_on_first_use(
         except EruditeError as e:
             say(f"warning: {engine_path.name}: {e}; rebuilding it")
             return False
-        problems = key.matches(sidecar) + compatibility_problems(sidecar, version, device)
+        problems = key.matches(sidecar) + compatibility_problems(
+            sidecar, version, device, erudite_edge_version=__version__, polygraphy_version=key.polygraphy_version)
         if problems:
             say(f"warning: {engine_path} is stale ({', '.join(dict.fromkeys(problems))} differ); rebuilding it")
             return False

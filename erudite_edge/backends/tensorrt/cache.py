@@ -1,8 +1,10 @@
 """Where engines built on first use are kept, under which key, and the lock that lets one process build.
 
-An engine is valid only for one ONNX model, one TensorRT version, one GPU kind, one precision, one
-batch profile and one DLA core (or none). All of these make the cache key; its digest is part of the
-file name, so an engine from another TensorRT or GPU is simply not found, and one found is still
+An engine is valid only for one ONNX model, one TensorRT version, one GPU (name, compute capability, SM
+count, total memory, DLA core count: every Orin module is "Orin" / 8.7, and an engine tuned on an AGX Orin
+is not the one for an Orin NX or Nano), one precision, one batch profile and one DLA core (or none), and it
+is what one erudite-edge and one Polygraphy built. All of these make the cache key; its digest is part of
+the file name, so an engine from another TensorRT or GPU is simply not found, and one found is still
 checked against its sidecar before it is loaded (a stale or foreign file is rebuilt, never loaded).
 
 Cache directory: `<bundle>/engines/` where the bundle directory is writable (the engine then travels
@@ -31,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from erudite_edge._version import __version__
 from erudite_edge.backends.tensorrt.sidecar import DeviceInfo, EngineSidecar
 from erudite_edge.errors import BackendUnavailable
 
@@ -46,12 +49,19 @@ class CacheKey:
     precision: str
     batch_profile: str  # "1:8:32"
     dla_core: int | None = None
+    sm_count: int | None = None
+    total_memory_mib: int | None = None
+    dla_cores: int | None = None
+    erudite_edge_version: str = __version__
+    polygraphy_version: str | None = None
 
     @classmethod
     def make(cls, onnx_sha256: str, tensorrt_version: str, device: DeviceInfo, precision: str,
-             batch_profile: str, dla_core: int | None = None) -> "CacheKey":
+             batch_profile: str, dla_core: int | None = None, *, polygraphy_version: str | None = None,
+             erudite_edge_version: str = __version__) -> "CacheKey":
         return cls(onnx_sha256, tensorrt_version.strip(), device.name.strip(), device.capability_text, precision,
-                   str(batch_profile), dla_core)
+                   str(batch_profile), dla_core, device.sm_count, device.total_memory_mib, device.dla_cores,
+                   erudite_edge_version.strip(), polygraphy_version.strip() if polygraphy_version else None)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,6 +94,13 @@ class CacheKey:
             problems.append("batch profile")
         if sidecar.dla_core != self.dla_core:
             problems.append("DLA core")
+        for label, got, want in (("SM count", sidecar.sm_count, self.sm_count),
+                                 ("GPU memory", sidecar.total_memory_mib, self.total_memory_mib),
+                                 ("DLA cores", sidecar.dla_cores, self.dla_cores),
+                                 ("erudite-edge version", sidecar.erudite_edge_version, self.erudite_edge_version),
+                                 ("Polygraphy version", sidecar.polygraphy_version, self.polygraphy_version)):
+            if got != want:
+                problems.append(label)
         return problems
 
 

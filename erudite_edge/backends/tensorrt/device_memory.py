@@ -16,7 +16,7 @@ Polygraphy's own search (JetPack: /usr/local/cuda/lib64). Polygraphy's loader ta
 chosen folder is put first on LD_LIBRARY_PATH in os.environ (which Polygraphy reads when it first
 loads the library, in 0.49.x and 0.53.x alike) for that one call, then restored.
 `PolygraphyDevice.runtime.line` says in one line which file was loaded and why. Three things the runner needs are not in
-it: the GPU's name and compute capability (they key every engine), CUDA events (device time of
+it: the GPU's name, compute capability, SM count and total memory (they key every engine), CUDA events (device time of
 one execution, `last_compute_ms`) and page-locked host buffers (async copies overlap only from
 pinned memory). Those are four or five runtime calls each, made through the very library handle
 Polygraphy loaded (`polygraphy.cuda.wrapper().handle`), with the status of every call checked:
@@ -49,6 +49,7 @@ POLYGRAPHY_MISSING = (
     "`pip install 'erudite-edge[trt]'` or `pip install polygraphy`"
 )
 # cudaDeviceAttr values; part of the CUDA runtime ABI since CUDA 5.
+ATTR_MULTIPROCESSOR_COUNT = 16  # cudaDevAttrMultiProcessorCount
 ATTR_CC_MAJOR = 75
 ATTR_CC_MINOR = 76
 DEVICE_PROP_BYTES = 4096  # cudaDeviceProp is ~1 KiB; `char name[256]` is its first field in every CUDA release
@@ -65,6 +66,16 @@ def import_polygraphy_cuda() -> Any:
     except ImportError as e:
         raise BackendUnavailable(POLYGRAPHY_MISSING) from e
     return cuda
+
+
+def polygraphy_version() -> str | None:
+    """The installed Polygraphy's version (it builds the engines: part of their cache key), None without it."""
+    try:
+        import polygraphy
+    except ImportError:
+        return None
+    version = getattr(polygraphy, "__version__", None)
+    return str(version) if version is not None else None
 
 
 def layer_available() -> bool:
@@ -273,6 +284,7 @@ class PolygraphyDevice:
 
         self._cuda = cuda
         self._logger = G_LOGGER
+        self.polygraphy_version = polygraphy_version()
         try:
             self._lib, self.runtime = load_cudart(cuda, G_LOGGER)
         except OSError as e:
@@ -309,14 +321,21 @@ class PolygraphyDevice:
 
     # -- facts ------------------------------------------------------------------------------------
     def device_info(self) -> DeviceInfo:
-        major, minor = ctypes.c_int(0), ctypes.c_int(0)
+        """Name, compute capability, SM count and total memory (cudaMemGetInfo's total, in MiB: on a Jetson the
+        memory the GPU shares with the CPU) of the current device. The DLA core count is TensorRT's to tell
+        (runner.device_with_dla_cores)."""
+        major, minor, sms = ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(0)
         dev = self._device.value
         self._check(self._lib.cudaDeviceGetAttribute(ctypes.byref(major), ATTR_CC_MAJOR, dev), "cudaDeviceGetAttribute")
         self._check(self._lib.cudaDeviceGetAttribute(ctypes.byref(minor), ATTR_CC_MINOR, dev), "cudaDeviceGetAttribute")
+        self._check(self._lib.cudaDeviceGetAttribute(ctypes.byref(sms), ATTR_MULTIPROCESSOR_COUNT, dev),
+                    "cudaDeviceGetAttribute")
+        free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
+        self._check(self._lib.cudaMemGetInfo(ctypes.byref(free), ctypes.byref(total)), "cudaMemGetInfo")
         props = ctypes.create_string_buffer(DEVICE_PROP_BYTES)
         self._check(self._lib.cudaGetDeviceProperties(props, dev), "cudaGetDeviceProperties")
         name = props.raw[:256].split(b"\0", 1)[0].decode(errors="replace").strip() or f"CUDA device {dev}"
-        return DeviceInfo(name, (major.value, minor.value))
+        return DeviceInfo(name, (major.value, minor.value), int(sms.value), int(total.value) >> 20)
 
     def memory_info(self) -> tuple[int, int]:
         """(free, total) bytes of the current device's memory (cudaMemGetInfo)."""
@@ -373,5 +392,6 @@ def open_device() -> PolygraphyDevice:
 
 
 def current_device() -> DeviceInfo:
-    """Name and compute capability of the current CUDA device (one line and exit code 2 without one)."""
+    """Name, compute capability, SM count and memory of the current CUDA device (one line and exit code 2
+    without one)."""
     return open_device().device_info()

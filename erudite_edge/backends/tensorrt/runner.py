@@ -11,6 +11,7 @@ reallocates per shape and returns dicts); this hot path stays lean on purpose.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -19,7 +20,13 @@ import numpy as np
 
 from erudite_edge.backends.base import Runner
 from erudite_edge.backends.tensorrt.device_memory import DeviceBuffer, PolygraphyDevice, layer_available, open_device
-from erudite_edge.backends.tensorrt.sidecar import EngineSidecar, check_compatible, read_sidecar, rebuild_command
+from erudite_edge.backends.tensorrt.sidecar import (
+    DeviceInfo,
+    EngineSidecar,
+    check_compatible,
+    read_sidecar,
+    rebuild_command,
+)
 from erudite_edge.core.bundle import Bundle
 from erudite_edge.errors import BackendUnavailable, BundleError
 
@@ -60,6 +67,32 @@ def dims_list(dims: "trt.Dims") -> list[int]:
     return [int(dims[i]) for i in range(len(dims))]
 
 
+def device_with_dla_cores(info: DeviceInfo, runtime: Any) -> DeviceInfo:
+    """`info` with the DLA core count TensorRT sees (IRuntime.num_DLA_cores: TensorRT 8.6, 10.x, 11.x; a
+    TensorRT without it leaves the count unknown)."""
+    cores = getattr(runtime, "num_DLA_cores", None)
+    return dataclasses.replace(info, dla_cores=int(cores)) if cores is not None else info
+
+
+class PinnedAllocator:
+    """TensorRTRunner.host_allocator's allocator: `allocator(nbytes)` is a page-locked uint8 buffer of the
+    runner's device layer; `release(buf)` frees one now; `closed` says the runner is closed (its memory is
+    gone: whoever holds a view of it must not touch it, InputRing checks this)."""
+
+    def __init__(self, runner: "TensorRTRunner"):
+        self._runner = runner
+
+    @property
+    def closed(self) -> bool:
+        return self._runner.cuda is None
+
+    def __call__(self, nbytes: int) -> np.ndarray:
+        return self._runner._allocate_pinned(nbytes)
+
+    def release(self, buf: np.ndarray) -> None:
+        self._runner._release_pinned(buf)
+
+
 class TensorRTRunner(Runner):
     """One engine, one execution context, one stream; buffers sized for the profile's max batch."""
 
@@ -91,11 +124,18 @@ class TensorRTRunner(Runner):
         self._events: list[int] = []
         self.cuda: PolygraphyDevice | None = None
         try:
+            import tensorrt as trt
+
             self.cuda = device if device is not None else open_device()
-            self.device = self.cuda.device_info()
+            self.logger = trt.Logger(trt.Logger.WARNING)
+            self.runtime = trt.Runtime(self.logger)
+            self.device = device_with_dla_cores(self.cuda.device_info(), self.runtime)
             # Engines live in their bundle directory, so that is the one to rebuild from.
             hint = rebuild or rebuild_command(self.engine_path.parent, self.sidecar)
-            check_compatible(self.sidecar, version, self.device, self.engine_path, hint)
+            # before deserialising: another TensorRT, GPU, module (SM count, memory, DLA cores), erudite-edge or
+            # Polygraphy is one line saying to rebuild, never a crash or an engine tuned for another device
+            check_compatible(self.sidecar, version, self.device, self.engine_path, hint,
+                             polygraphy_version=getattr(self.cuda, "polygraphy_version", None))
             self.tensorrt_version = version
             self._load(expected_outputs)
         except BaseException:
@@ -105,10 +145,13 @@ class TensorRTRunner(Runner):
     # -- construction -----------------------------------------------------------------------------
     @classmethod
     def from_bundle(
-        cls, bundle: Bundle, role: str = "main", precision: str = "fp16", device: PolygraphyDevice | None = None
+        cls, bundle: Bundle, role: str = "main", precision: str = "fp16", device: PolygraphyDevice | None = None,
+        dla_core: int | None = None,
     ) -> "TensorRTRunner":
-        """The engine a bundle records for (role, precision); `best` engines are recorded as int8."""
-        entry = bundle.entry(role, "int8" if precision == "best" else precision, "engine")
+        """The engine a bundle records for exactly (role, precision, DLA core): `best` is its own kind, and an
+        engine for a DLA core is taken only when that core is asked for. BundleError (one line listing the
+        engines there are) when there is none."""
+        entry = bundle.entry(role, precision, "engine", dla_core)
         path = bundle.path(entry)
         sidecar = read_sidecar(path)
         return cls(
@@ -124,8 +167,6 @@ class TensorRTRunner(Runner):
         import tensorrt as trt
 
         assert self.cuda is not None
-        self.logger = trt.Logger(trt.Logger.WARNING)
-        self.runtime = trt.Runtime(self.logger)
         if self.sidecar.dla_core is not None:  # an engine built for a DLA core runs on that core
             self.runtime.DLA_core = int(self.sidecar.dla_core)
         engine = self.runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
@@ -160,6 +201,12 @@ class TensorRTRunner(Runner):
         self.profile_min, self.profile_opt, self.profile_max = lo, opt, hi
         self._max_batch = int(hi[0])
         self._min_batch = max(1, int(lo[0]))
+        if self.sidecar.dla_core is not None:
+            # A DLA runs static shapes only: the run-time shape must be the one it was built for (TensorRT's
+            # "DLA Supported Layers and Restrictions"). A DLA build's profile is N:N:N; every batch is padded
+            # to N and none is larger (infer_chunked splits to it). An engine from before static DLA builds
+            # (a 1:8:32 profile) gets its OPT batch, which its profile accepts.
+            self._min_batch = self._max_batch = int(opt[0])
 
         # Output size at the largest batch: set the max input shape and let TensorRT infer it.
         if not self.context.set_input_shape(self.input_name, tuple(hi)):
@@ -272,21 +319,33 @@ class TensorRTRunner(Runner):
         return d
 
     def host_allocator(self) -> Callable[[int], np.ndarray] | None:
-        """Page-locked host buffers from the device-memory layer, freed when this runner closes: a pipeline's
-        input ring allocated here is copied to the device straight from its slots (no staging copy)."""
+        """Page-locked host buffers from the device-memory layer (a PinnedAllocator): a pipeline's input ring
+        allocated here is copied to the device straight from its slots (no staging copy). Its owner gives them
+        back with `release` (InputRing.release, before this runner closes); what is left is freed by close."""
+        if self.cuda is None:
+            raise RuntimeError("TensorRTRunner is closed")
+        return PinnedAllocator(self)
+
+    def _allocate_pinned(self, nbytes: int) -> np.ndarray:
         cuda = self.cuda
         if cuda is None:
-            raise RuntimeError("TensorRTRunner is closed")
+            raise RuntimeError("TensorRTRunner is closed: it hands out no more page-locked memory")
+        buf = cuda.pinned(int(nbytes))
+        self._host.append(buf)
+        self._callers_pinned.append((int(buf.ctypes.data), int(buf.ctypes.data) + int(nbytes)))
+        return buf
 
-        def allocate(nbytes: int) -> np.ndarray:
-            if self.cuda is not cuda:
-                raise RuntimeError("TensorRTRunner is closed")
-            buf = cuda.pinned(int(nbytes))
-            self._host.append(buf)
-            self._callers_pinned.append((int(buf.ctypes.data), int(buf.ctypes.data) + int(nbytes)))
-            return buf
-
-        return allocate
+    def _release_pinned(self, buf: np.ndarray) -> None:
+        """Free one buffer handed out by host_allocator now (nothing to do when close freed it already)."""
+        cuda = self.cuda
+        for i, host in enumerate(self._host):
+            if host is buf:
+                del self._host[i]
+                lo = int(buf.ctypes.data)
+                self._callers_pinned = [r for r in self._callers_pinned if r[0] != lo]
+                if cuda is not None:
+                    cuda.free_pinned(buf)
+                return
 
     def _in_callers_pinned(self, x: np.ndarray) -> bool:
         """Whether x lies wholly inside a page-locked buffer handed out by host_allocator (and is contiguous)."""
@@ -296,24 +355,29 @@ class TensorRTRunner(Runner):
         return any(a <= lo and lo + x.nbytes <= b for a, b in self._callers_pinned)
 
     def close(self) -> None:
-        """Free device and pinned buffers, the events and the stream; drop the engine. Idempotent."""
-        cuda, self.cuda = self.cuda, None
-        for attr in ("context", "engine", "runtime"):
-            if hasattr(self, attr):
-                delattr(self, attr)  # TensorRT objects first: they may still reference the buffers
-        if cuda is None:
-            return
+        """Wait for the stream, then drop the execution context, engine and runtime, then free the device and
+        page-locked buffers (a pipeline's input ring gives its own back first: InputRing.release), the events
+        and the stream. Idempotent; infer, host_allocator and a ring on its memory raise RuntimeError after."""
+        cuda, self.cuda = self.cuda, None  # from here on: "closed" for infer, the allocator and its rings
         try:
-            if self._stream is not None:
+            if cuda is not None and self._stream is not None:
+                # an execution or copy still queued on the stream finishes before the context that runs it,
+                # or a buffer it reads or writes, is released
                 cuda.synchronize(self._stream)
-            for buf in self._buffers:
-                buf.free()
-            for host in self._host:
-                cuda.free_pinned(host)
-            for ev in self._events:
-                cuda.destroy_event(ev)
-            if self._stream is not None:
-                self._stream.free()
         finally:
-            self._buffers, self._host, self._events, self._stream = [], [], [], None
-            self._callers_pinned = []
+            for attr in ("context", "engine", "runtime"):  # in this order: the context uses the engine
+                if hasattr(self, attr):
+                    delattr(self, attr)
+            if cuda is not None:
+                try:
+                    for buf in self._buffers:
+                        buf.free()
+                    for host in self._host:
+                        cuda.free_pinned(host)
+                    for ev in self._events:
+                        cuda.destroy_event(ev)
+                    if self._stream is not None:
+                        self._stream.free()
+                finally:
+                    self._buffers, self._host, self._events, self._stream = [], [], [], None
+                    self._callers_pinned = []

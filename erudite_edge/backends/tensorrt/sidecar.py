@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from erudite_edge._version import __version__
 from erudite_edge.core.fileio import write_json_atomic
 from erudite_edge.errors import BundleError
 
@@ -24,10 +25,18 @@ SIDECAR_SUFFIX = ".json"
 
 @dataclass(frozen=True)
 class DeviceInfo:
-    """The facts about a GPU that decide whether an engine built on it runs on another."""
+    """The facts about a GPU that decide whether an engine built on it runs on another.
+
+    Name and compute capability alone do not tell the Orin modules apart (every one is "Orin", 8.7): an
+    engine tuned on an AGX Orin (16 SMs, 2 DLA cores) is not the one for an Orin Nano (4 to 8 SMs, no DLA).
+    So the SM count, the total memory (MiB) and the DLA core count are facts too; None where unknown (a
+    sidecar written before they were recorded), and an unknown fact is never a mismatch."""
 
     name: str
     compute_capability: tuple[int, int]
+    sm_count: int | None = None
+    total_memory_mib: int | None = None
+    dla_cores: int | None = None
 
     @property
     def sm(self) -> str:
@@ -40,7 +49,24 @@ class DeviceInfo:
         return f"{major}.{minor}"
 
     def describe(self) -> str:
-        return f"{self.name} ({self.sm})"
+        facts = [self.sm]
+        if self.sm_count is not None:
+            facts.append(f"{self.sm_count} SMs")
+        if self.total_memory_mib is not None:
+            facts.append(f"{self.total_memory_mib} MiB")
+        if self.dla_cores is not None:
+            facts.append(f"{self.dla_cores} DLA core{'' if self.dla_cores == 1 else 's'}")
+        return f"{self.name} ({', '.join(facts)})"
+
+    def differences(self, other: "DeviceInfo") -> list[str]:
+        """The facts (SM count, memory, DLA cores) known on both sides that differ."""
+        out = []
+        for label, a, b in (("SM count", self.sm_count, other.sm_count),
+                            ("GPU memory", self.total_memory_mib, other.total_memory_mib),
+                            ("DLA cores", self.dla_cores, other.dla_cores)):
+            if a is not None and b is not None and a != b:
+                out.append(label)
+        return out
 
 
 def parse_capability(text: str) -> tuple[int, int]:
@@ -76,12 +102,21 @@ class EngineSidecar:
     # Engines built on first use: the fields of their cache key (erudite_edge/backends/tensorrt/cache.py).
     cache_key: dict[str, Any] | None = None
     dla_core: int | None = None
+    # A DLA build: where its layers ended up, from the engine inspector (build.DlaPlacement.to_dict), or None.
+    dla_placement: dict[str, Any] | None = None
+    # The GPU beyond name and capability (DeviceInfo) and the Polygraphy that built it; None: not recorded
+    # (a sidecar from before they were), never a mismatch.
+    sm_count: int | None = None
+    total_memory_mib: int | None = None
+    dla_cores: int | None = None
+    polygraphy_version: str | None = None
     format: str = SIDECAR_FORMAT
     format_version: int = SIDECAR_FORMAT_VERSION
 
     @property
     def device(self) -> DeviceInfo:
-        return DeviceInfo(self.gpu_name, parse_capability(self.compute_capability))
+        return DeviceInfo(self.gpu_name, parse_capability(self.compute_capability), self.sm_count,
+                          self.total_memory_mib, self.dla_cores)
 
     @property
     def batch_range(self) -> tuple[int, int, int]:
@@ -139,18 +174,23 @@ def rebuild_command(bundle_dir: str | os.PathLike[str], sidecar: EngineSidecar) 
     """The command that rebuilds the engine a sidecar describes, on whatever device runs it."""
     lo, opt, hi = sidecar.batch_range
     role = "" if sidecar.role == "main" else f" --role {sidecar.role}"
+    dla = "" if sidecar.dla_core is None else f" --dla-core {sidecar.dla_core}"
     return (
         f"erudite-edge export engine --bundle {bundle_dir} --precision {sidecar.precision} "
-        f"--batch {lo}:{opt}:{hi}{role}"
+        f"--batch {lo}:{opt}:{hi}{role}{dla}"
     )
 
 
-def compatibility_problems(sidecar: EngineSidecar, tensorrt_version: str, device: DeviceInfo) -> list[str]:
-    """What differs between where the engine was built and here (empty: it can be deserialised).
+def compatibility_problems(sidecar: EngineSidecar, tensorrt_version: str, device: DeviceInfo, *,
+                           erudite_edge_version: str | None = None, polygraphy_version: str | None = None) -> list[str]:
+    """What differs between where the engine was built and here (empty: it can be used).
 
     TensorRT checks the full version (a plan from 10.3.0.30 does not load in 10.3.0.26) and the
     GPU's compute capability; the device name tells apart GPUs of one capability whose tuned
-    kernels differ (NVIDIA does not support moving plans between them).
+    kernels differ (NVIDIA does not support moving plans between them), and the SM count, memory and
+    DLA core count tell apart modules of one name (AGX Orin, Orin NX, Orin Nano are all "Orin", 8.7).
+    The erudite-edge and Polygraphy versions that built it are compared where given (None: not checked;
+    a version the sidecar does not record is never a mismatch): another build recipe, another engine.
     """
     problems = []
     if sidecar.tensorrt_version.strip() != tensorrt_version.strip():
@@ -160,6 +200,12 @@ def compatibility_problems(sidecar: EngineSidecar, tensorrt_version: str, device
         problems.append("compute capability")
     if built.name.strip().lower() != device.name.strip().lower():
         problems.append("GPU")
+    problems += built.differences(device)
+    if erudite_edge_version is not None and sidecar.erudite_edge_version.strip() != erudite_edge_version.strip():
+        problems.append("erudite-edge version")
+    if (polygraphy_version is not None and sidecar.polygraphy_version is not None
+            and sidecar.polygraphy_version.strip() != polygraphy_version.strip()):
+        problems.append("Polygraphy version")
     return problems
 
 
@@ -169,11 +215,24 @@ def check_compatible(
     device: DeviceInfo,
     engine_path: str | os.PathLike[str],
     rebuild: str,
+    *,
+    erudite_edge_version: str | None = __version__,
+    polygraphy_version: str | None = None,
 ) -> None:
-    """Raise one clear BundleError when the engine cannot run here, instead of a deserialisation crash."""
-    if not compatibility_problems(sidecar, tensorrt_version, device):
+    """Raise one clear BundleError when the engine cannot run here (or was built by another erudite-edge or
+    Polygraphy), instead of a deserialisation crash or an engine tuned for another module."""
+    problems = compatibility_problems(sidecar, tensorrt_version, device, erudite_edge_version=erudite_edge_version,
+                                      polygraphy_version=polygraphy_version)
+    if not problems:
         return
+    built_by = here_by = ""
+    if "erudite-edge version" in problems:
+        built_by += f" by erudite-edge {sidecar.erudite_edge_version}"
+        here_by += f" with erudite-edge {erudite_edge_version}"
+    if "Polygraphy version" in problems:
+        built_by += f" with Polygraphy {sidecar.polygraphy_version}"
+        here_by += f" with Polygraphy {polygraphy_version}"
     raise BundleError(
-        f"{engine_path}: engine was built with TensorRT {sidecar.tensorrt_version} on {sidecar.device.describe()}; "
-        f"this is TensorRT {tensorrt_version} on {device.describe()}: rebuild it with `{rebuild}`"
+        f"{engine_path}: engine was built with TensorRT {sidecar.tensorrt_version} on {sidecar.device.describe()}"
+        f"{built_by}; this is TensorRT {tensorrt_version} on {device.describe()}{here_by}: rebuild it with `{rebuild}`"
     )

@@ -17,7 +17,8 @@ import typer
 def check_command(
     bundle: Path = typer.Argument(..., help="The bundle directory (holds bundle.json)."),
     backend: str = typer.Option("auto", "--backend", help="auto | onnxruntime | tensorrt"),
-    precision: str = typer.Option("auto", "--precision", help="fp32 | fp16 | int8 | auto (as `run` picks)."),
+    precision: str = typer.Option("auto", "--precision", help="fp32 | fp16 | int8 | best | auto (as `run` picks)."),
+    dla_core: Optional[int] = typer.Option(None, "--dla-core", help="Check the engine built for this DLA core."),
     role: Optional[str] = typer.Option(None, "--role", help="Check one role only (zoo bundles); default all."),
     accept_accuracy_drop: bool = typer.Option(
         False, "--accept-accuracy-drop", help="Report an agreement below the minimum as a warning, exit 0."),
@@ -34,7 +35,7 @@ def check_command(
     if backend not in BACKENDS or backend == "torch":
         raise UsageError(f"--backend {backend}: one of auto, onnxruntime, tensorrt")
     try:
-        options = RunnerOptions(backend=backend, precision=precision)
+        options = RunnerOptions(backend=backend, precision=precision, dla_core=dla_core)
     except UsageError as e:
         raise UsageError(f"--{e}") from None
     loaded = Bundle.load(bundle)

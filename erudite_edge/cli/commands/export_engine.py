@@ -15,8 +15,9 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         precision: str = typer.Option(
             ..., "--precision", help="fp16 | int8 (the bundle's Q/DQ model) | best (int8 + fp16) | fp32."
         ),
-        batch: str = typer.Option(
-            "1:8:32", "--batch", help="Batch sizes MIN:OPT:MAX of the optimisation profile; N means 1:N:N."
+        batch: Optional[str] = typer.Option(
+            None, "--batch", help="Batch sizes MIN:OPT:MAX of the optimisation profile (default 1:8:32); N means 1:N:N. "
+            "A DLA engine takes one batch size: N means N:N:N there (default 8)."
         ),
         workspace: float = typer.Option(1.0, "--workspace", help="Builder workspace memory pool, GiB."),
         timing_cache: Optional[Path] = typer.Option(
@@ -30,7 +31,8 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
             help="Keep an engine whose check-set agreement with FP32 is below the minimum (FP16 99 %, INT8 97 %).",
         ),
         dla_core: Optional[int] = typer.Option(
-            None, "--dla-core", help="Build for this DLA core (Jetson AGX/NX Orin, Xavier), GPU fallback on; the layer split is reported."
+            None, "--dla-core", help="Build for this DLA core (Jetson AGX/NX Orin, Xavier): fp16, int8 or best, a static "
+            "batch (--batch N), GPU fallback on; the layers placed on the DLA are reported."
         ),
         no_verify: bool = typer.Option(False, "--no-verify", help="Do not check the ONNX files' sha256 against bundle.json."),
     ) -> None:

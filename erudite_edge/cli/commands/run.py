@@ -30,8 +30,12 @@ def run_command(
     zoo: Optional[Path] = typer.Option(None, "--zoo", help="A zoo bundle directory (coarse router + one fine model per data set)."),
     backend: str = typer.Option("auto", help="auto | tensorrt | onnxruntime | torch"),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A training run, for --backend torch (debugging)."),
-    precision: str = typer.Option("auto", help="auto | fp32 | fp16 | int8. auto: the bundle's TensorRT engine (fp16, then "
-                                  "int8, then fp32) where TensorRT runs, else the fp32 ONNX model."),
+    precision: str = typer.Option("auto", help="auto | fp32 | fp16 | int8 | best. auto: the bundle's TensorRT engine (fp16, "
+                                  "then int8, then best, then fp32) where TensorRT runs, else the fp32 ONNX model; "
+                                  "another precision takes the engine of exactly that kind (best: INT8 + FP16, an "
+                                  "engine only)."),
+    dla_core: Optional[int] = typer.Option(None, "--dla-core", help="Run the bundle's engine built for this DLA core "
+                                           "(`export engine --dla-core N`); without it, engines built for the GPU."),
     batch: int = typer.Option(8, min=1, help="Images per inference batch (files; a camera or stream gives the model "
                               "its newest frame, one at a time)."),
     topk: int = typer.Option(5, min=1, help="Predictions per image."),
@@ -123,7 +127,7 @@ def _run(
     camera_format: Optional[str], reconnect: str,
     limit: Optional[int], threads: Optional[int], workers: Optional[int], overwrite: bool, append: bool,
     min_confidence: float, smooth: int, datasets: Optional[str], save_attention: Optional[Path] = None,
-    roi: Optional[list[str]] = None, crops_from: Optional[Path] = None,
+    roi: Optional[list[str]] = None, crops_from: Optional[Path] = None, dla_core: Optional[int] = None,
 ) -> None:
     from erudite_edge.api import Classifier
     from erudite_edge.backends.registry import RunnerOptions
@@ -144,7 +148,7 @@ def _run(
     if (bundle is None) == (zoo is None) and checkpoint is None:
         raise UsageError("give exactly one of --bundle BUNDLE or --zoo ZOO_BUNDLE (or --backend torch --checkpoint RUN)")
     try:
-        runner_options = RunnerOptions(backend=backend, precision=precision, threads=threads)
+        runner_options = RunnerOptions(backend=backend, precision=precision, threads=threads, dla_core=dla_core)
         run_options = RunOptions(batch=batch, workers=workers, strict=strict, limit=limit)
     except UsageError as e:
         raise UsageError(f"--{e}") from None

@@ -132,7 +132,7 @@ def first_use(tmp_path, monkeypatch):
         sidecar = engine_mod.make_sidecar(
             tensorrt_version=version, device=device, plan=plan, role=role, inputs=["images"], outputs=["logits"],
             profile={"images": {"min": [batch.min, 3, 32, 32], "opt": [batch.opt, 3, 32, 32], "max": [batch.max, 3, 32, 32]}},
-            source_onnx=entry.file, source_sha256=entry.sha256)
+            source_onnx=entry.file, source_sha256=entry.sha256, polygraphy_version=cache_key["polygraphy_version"])
         sidecar.cache_key = cache_key
         engine_path.write_bytes(b"fake engine")
         engine_mod.write_sidecar(engine_path, sidecar)
@@ -167,3 +167,59 @@ def test_stale_or_foreign_engine_is_rebuilt_not_loaded(first_use, spoil):
     said: list[str] = []
     assert engine_mod.engine_on_first_use(bundle, "main", "fp16", log=said.append) == path
     assert len(builds) == 2 and any("rebuilding" in s for s in said), said
+
+
+# -- the GPU beyond its name, and what built the engine (issue 24 item 6) -------------------------------
+AGX_ORIN = DeviceInfo("Orin", (8, 7), sm_count=16, total_memory_mib=30536, dla_cores=2)
+ORIN_NANO = DeviceInfo("Orin", (8, 7), sm_count=8, total_memory_mib=7620, dla_cores=0)
+
+
+def test_device_facts_and_versions_are_in_the_key():
+    """Every Orin module is "Orin" / 8.7: SM count, memory and DLA cores tell them apart; the erudite-edge and
+    Polygraphy that built an engine are part of what it is."""
+    from dataclasses import replace
+
+    k = key(device=AGX_ORIN, polygraphy_version="0.53.6")
+    variants = [key(device=ORIN_NANO, polygraphy_version="0.53.6"),
+                key(device=replace(AGX_ORIN, sm_count=8), polygraphy_version="0.53.6"),
+                key(device=replace(AGX_ORIN, total_memory_mib=15656), polygraphy_version="0.53.6"),
+                key(device=replace(AGX_ORIN, dla_cores=1), polygraphy_version="0.53.6"),
+                key(device=AGX_ORIN, polygraphy_version="0.49.9"),
+                key(device=AGX_ORIN, polygraphy_version="0.53.6", erudite_edge_version="0.0.9")]
+    names = {k.filename("model")} | {v.filename("model") for v in variants}
+    assert len(names) == len(variants) + 1
+    d = k.to_dict()
+    assert (d["sm_count"], d["total_memory_mib"], d["dla_cores"], d["polygraphy_version"]) == (16, 30536, 2, "0.53.6")
+    assert d["erudite_edge_version"]
+
+
+def test_an_engine_cached_on_another_module_or_by_another_build_is_rebuilt(first_use, monkeypatch):
+    from dataclasses import replace
+
+    import erudite_edge.backends.tensorrt.build as engine_mod
+    from fakes_tensorrt import FAKE_GPU
+
+    bundle, builds, _, _ = first_use
+    path = engine_mod.engine_on_first_use(bundle, "main", "fp16")
+    sc = read_sidecar(path)
+    assert (sc.sm_count, sc.total_memory_mib, sc.dla_cores) == (FAKE_GPU.sm_count, FAKE_GPU.total_memory_mib, 0)
+    assert sc.polygraphy_version == sc.cache_key["polygraphy_version"] and sc.erudite_edge_version
+    # the same name and capability with more SMs and memory (an AGX Orin beside an Orin Nano): another engine
+    monkeypatch.setattr(engine_mod, "current_device", lambda: replace(FAKE_GPU, sm_count=16, total_memory_mib=30536))
+    other = engine_mod.engine_on_first_use(bundle, "main", "fp16")
+    assert other != path and len(builds) == 2 and read_sidecar(other).sm_count == 16
+    # the DLA core count TensorRT sees, and the Polygraphy that builds, are in the key too
+    import sys
+
+    sys.modules["tensorrt"].__dict__["num_dla_cores"] = 2
+    assert engine_mod.engine_on_first_use(bundle, "main", "fp16") not in (path, other) and len(builds) == 3
+    monkeypatch.setattr(engine_mod, "polygraphy_version", lambda: "0.49.9")
+    assert read_sidecar(engine_mod.engine_on_first_use(bundle, "main", "fp16")).polygraphy_version == "0.49.9"
+    assert len(builds) == 4
+    # a sidecar that says another module under this key's file name is stale: rebuilt, never loaded
+    last = builds[-1]
+    sidecar_file = Path(str(last) + ".json")
+    sidecar_file.write_text(sidecar_file.read_text().replace('"sm_count": 16', '"sm_count": 4'))
+    said: list[str] = []
+    assert engine_mod.engine_on_first_use(bundle, "main", "fp16", log=said.append) == last and len(builds) == 5
+    assert any("SM count" in s and "rebuilding" in s for s in said), said

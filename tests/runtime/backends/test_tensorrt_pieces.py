@@ -116,7 +116,7 @@ def test_plan_tensorrt10_weak_typing():
     assert (fp16.source_precision, fp16.builder_flags, fp16.strongly_typed) == ("fp32", ("FP16",), False)
     assert (int8.source_precision, int8.builder_flags, int8.strongly_typed) == ("int8", ("INT8",), False)
     assert (best.source_precision, set(best.builder_flags), best.note) == ("int8", {"INT8", "FP16"}, "")
-    assert best.bundle_precision == "int8" and fp16.bundle_precision == "fp16"
+    assert best.bundle_precision == "best" and fp16.bundle_precision == "fp16"  # best is its own engine kind
 
 
 def test_plan_tensorrt11_strong_typing():
@@ -193,6 +193,39 @@ def test_dla_problems_are_one_line():
         msg = dla_problem(core, cores, "NVIDIA H200 (sm_90)")
         assert msg and words in msg and "\n" not in msg and msg.startswith(f"--dla-core {core}")
     assert engine_filename("main", "fp16", 0) == "model.fp16.dla0.engine"
+
+
+def test_dla_batch_is_static_and_gpu_batch_unchanged():
+    """Issue 24 item 1: a DLA takes static shapes only, so a DLA build's profile is N:N:N."""
+    from erudite_edge.backends.tensorrt.build import check_dla_core, resolve_batch
+
+    assert resolve_batch("4", 0) == BatchRange(4, 4, 4)
+    assert resolve_batch(" 2:2:2 ", 1) == BatchRange(2, 2, 2)
+    assert resolve_batch(None, 0) == BatchRange(8, 8, 8)
+    assert resolve_batch(BatchRange(3, 3, 3), 0) == BatchRange(3, 3, 3)
+    assert resolve_batch("8", None) == BatchRange(1, 8, 8) and resolve_batch(None, None) == BatchRange(1, 8, 32)
+    for bad in ("1:8:32", "4:4:8", BatchRange(1, 4, 4)):
+        with pytest.raises(UsageError, match="one batch size") as e:
+            resolve_batch(bad, 0)
+        assert "\n" not in str(e.value)
+    check_dla_core(None, "fp32")
+    for ok in ("fp16", "int8", "best"):
+        check_dla_core(0, ok)
+    with pytest.raises(UsageError, match="FP16 and INT8 only"):
+        check_dla_core(0, "fp32")
+    with pytest.raises(UsageError, match="numbered from 0"):
+        check_dla_core(-1, "fp16")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--precision", "fp32", "--dla-core", "0"], "--precision fp32 --dla-core 0: a DLA runs FP16 and INT8 only"),
+    (["--precision", "fp16", "--dla-core", "1", "--batch", "1:8:32"], "--batch 1:8:32 --dla-core 1: a DLA engine takes one batch size"),
+])
+def test_cli_dla_mistakes_are_one_line_before_tensorrt(tmp_path, capsys, args, words):
+    bundle = make_bundle(tmp_path / "b")
+    assert cli_main(["export", "engine", "--bundle", str(bundle.root), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0], err
 
 
 def test_engine_filenames():
@@ -337,6 +370,31 @@ def test_runner_without_tensorrt(tmp_path):
     assert available() is False
     with pytest.raises(BackendUnavailable, match="TensorRT is not installed"):
         TensorRTRunner(tmp_path / "model.fp16.engine")
+
+
+def test_device_info_reads_sm_count_and_memory():
+    """The device layer's facts (issue 24 item 6): compute capability and SM count by cudaDeviceGetAttribute
+    (75, 76, 16), total memory by cudaMemGetInfo, the name from cudaDeviceProp; over a FAKE runtime library."""
+    import ctypes
+
+    from erudite_edge.backends.tensorrt.device_memory import PolygraphyDevice
+
+    class FakeCudart:
+        def cudaDeviceGetAttribute(self, out, attr, dev):  # noqa: N802 (CUDA's names)
+            out._obj.value = {75: 8, 76: 7, 16: 16}[attr]
+            return 0
+
+        def cudaMemGetInfo(self, free, total):  # noqa: N802
+            free._obj.value, total._obj.value = 1 << 30, 30536 << 20
+            return 0
+
+        def cudaGetDeviceProperties(self, props, dev):  # noqa: N802
+            ctypes.memmove(props, b"Orin\0", 5)
+            return 0
+
+    layer = PolygraphyDevice.__new__(PolygraphyDevice)
+    layer._lib, layer._device = FakeCudart(), ctypes.c_int(0)
+    assert layer.device_info() == DeviceInfo("Orin", (8, 7), sm_count=16, total_memory_mib=30536)
 
 
 def test_device_layer_without_gpu_is_one_line():

@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 
 from erudite_edge.backends.tensorrt.runner import TensorRTRunner
+from erudite_edge.backends.tensorrt.sidecar import DeviceInfo
 from erudite_edge.errors import BundleError
-from fakes_tensorrt import CORRUPT, EngineSpec, FakeDevice, install_fake_tensorrt, write_fake_engine
+from fakes_tensorrt import CORRUPT, FAKE_GPU, EngineSpec, FakeDevice, install_fake_tensorrt, write_fake_engine
+
+FAKE_GPU_NAME = FAKE_GPU.name
 
 
 def make(tmp_path, monkeypatch, **spec_kw):
@@ -114,11 +117,67 @@ def test_foreign_engine_is_refused_before_deserialising(tmp_path, monkeypatch, f
     assert "last_engine" not in trt.__dict__  # never handed to TensorRT
 
 
+@pytest.mark.parametrize("built, words", [
+    (dict(device="agx"), "Orin (sm_87, 16 SMs, 30536 MiB, 2 DLA cores)"),
+    (dict(device="more_memory"), "15656 MiB"),
+    (dict(device="dla_cores"), "2 DLA cores"),
+    (dict(erudite_edge_version="0.0.9"), "by erudite-edge 0.0.9"),
+    (dict(polygraphy_version="0.49.9"), "with Polygraphy 0.49.9"),
+])
+def test_an_engine_for_another_module_or_from_another_build_is_refused_in_one_line(tmp_path, monkeypatch, built, words):
+    """Issue 24 item 6: an engine given explicitly (a bundle's) is refused, in one line saying to rebuild it, when
+    it was built on another module of the same name and capability (SM count, memory, DLA cores) or by
+    another erudite-edge or Polygraphy; never deserialised."""
+    from dataclasses import replace
+
+    here = DeviceInfo("Orin", (8, 7), sm_count=8, total_memory_mib=7620)  # an Orin Nano; TensorRT sees no DLA
+    spec, device, trt, engine = make(tmp_path, monkeypatch)
+    device.info = here
+    other = {"agx": replace(here, sm_count=16, total_memory_mib=30536, dla_cores=2),
+             "more_memory": replace(here, total_memory_mib=15656), "dla_cores": replace(here, dla_cores=2)}
+    kw = dict(built)
+    write_fake_engine(engine, spec, device=other[kw.pop("device")] if "device" in kw else replace(here, dla_cores=0), **kw)
+    with pytest.raises(BundleError, match="rebuild it") as e:
+        TensorRTRunner(engine, device=device)
+    assert "\n" not in str(e.value) and words in str(e.value), str(e.value)
+    assert "last_engine" not in trt.__dict__ and device.memory == {}
+
+
+def test_an_engine_whose_sidecar_predates_the_device_facts_still_runs(tmp_path, monkeypatch):
+    """A sidecar without SM count, memory, DLA cores or Polygraphy version: unknown is never a mismatch."""
+    spec, device, trt, engine = make(tmp_path, monkeypatch)
+    write_fake_engine(engine, spec, device=DeviceInfo(FAKE_GPU_NAME, (8, 7)), polygraphy_version=None)
+    with TensorRTRunner(engine, device=device) as runner:
+        assert runner.device.sm_count == 8 and runner.device.dla_cores == 0
+        assert runner.infer(batch(2)).shape == (2, 5)
+
+
 def test_dla_engine_runs_on_its_core(tmp_path, monkeypatch):
     spec, device, trt, engine = make(tmp_path, monkeypatch)
     write_fake_engine(engine, spec, dla_core=1)
     with TensorRTRunner(engine, device=device):
         assert trt.dla_core_at_load == 1  # the runtime's DLA core was set before deserialising
+
+
+def test_dla_engine_is_fed_exactly_its_batch(tmp_path, monkeypatch):
+    """A DLA runs the one shape it was built for (issue 24 item 1): every batch is padded to it, none is
+    larger; an engine recorded for a DLA core with a range profile (built before static DLA builds) gets its
+    OPT batch, never another size."""
+    for profile in [(4, 4, 4), (1, 4, 8)]:
+        spec, device, trt, engine = make(tmp_path, monkeypatch, profile=profile)
+        write_fake_engine(engine, spec, dla_core=0)
+        with TensorRTRunner(engine, device=device) as runner:
+            assert runner.max_batch == 4
+            x = batch(3)
+            y = runner.infer(x)
+            ctx = trt.last_engine.contexts[0]
+            assert ctx.runs[-1] == (4, 3, 8, 8) and y.shape == (3, 5)  # the short batch padded to 4, padding dropped
+            np.testing.assert_allclose(y, spec.reference(x), rtol=1e-5, atol=1e-6)
+            x = batch(10, seed=2)
+            np.testing.assert_allclose(runner.infer_chunked(x), spec.reference(x), rtol=1e-5, atol=1e-6)
+            assert ctx.runs[-3:] == [(4, 3, 8, 8)] * 3  # 4 + 4 + 2 padded to 4
+            with pytest.raises(ValueError, match="exceeds"):
+                runner.infer(batch(5))
 
 
 def test_uint8_engine_input_takes_bytes_and_refuses_floats(tmp_path, monkeypatch):
@@ -172,3 +231,101 @@ def test_a_batch_in_our_pinned_memory_goes_to_the_device_without_staging(tmp_pat
         runner.infer(ring.batch_of([0, 1]))
         assert not runner.last_staged
     assert device.pinned_live == 0  # the runner's close freed what it handed out too
+
+
+# -- closing (issue 24 item 7) ---------------------------------------------------------------------------
+def test_close_waits_for_the_stream_before_releasing_anything(tmp_path, monkeypatch):
+    """An execution or copy still queued on the stream must finish before its context, engine or buffers
+    go: close synchronises first (the code before dropped context and engine, then synchronised)."""
+    _, device, _, engine = make(tmp_path, monkeypatch)
+    runner = TensorRTRunner(engine, device=device)
+    runner.infer(batch(2))
+    alive_at_sync: list[tuple[bool, bool, bool, int, int, int]] = []
+    device.on_sync = lambda: alive_at_sync.append((hasattr(runner, "context"), hasattr(runner, "engine"),
+                                                   hasattr(runner, "runtime"), len(device.memory),
+                                                   device.pinned_live, device.events_live))
+    device.log.clear()
+    runner.close()
+    assert alive_at_sync == [(True, True, True, 2, 2, 4)]  # everything the queued work could touch, still there
+    assert device.log[0] == "synchronize" and device.log.count("synchronize") == 1
+    assert device.log[-1] == "free stream" and not hasattr(runner, "context")
+    runner.close()  # idempotent: nothing synchronised or freed twice
+    assert device.log.count("synchronize") == 1 and device.pinned_live == 0 and device.events_live == 0
+
+
+def _pipeline_parts(tmp_path, monkeypatch):
+    from erudite_edge.api import ImagesSource
+    from erudite_edge.core.preprocess import PreprocessSpec
+    from tensorrt_bundles import LABELS
+
+    spec, device, trt, engine = make(tmp_path, monkeypatch, profile=(1, 4, 8))
+    images = [np.full((12, 12, 3), 40 * i, np.uint8) for i in range(6)]
+    return device, engine, LABELS, PreprocessSpec.square(8), lambda: ImagesSource(images, "RGB")
+
+
+def test_the_pipeline_gives_its_ring_back_before_the_runner_closes(tmp_path, monkeypatch):
+    from erudite_edge.inference.models import EruditeModel
+    from erudite_edge.inference.pipeline import Pipeline
+
+    device, engine, labels, pre, source = _pipeline_parts(tmp_path, monkeypatch)
+    runner = TensorRTRunner(engine, device=device)
+    own = device.pinned_live  # the runner's staging buffers
+    pipe = Pipeline(EruditeModel(runner, labels), labels, pre, batch=4, workers=1, progress=False, handle_signals=False)
+    assert pipe.ring.pinned and device.pinned_live == own + 2  # the ring's slots and its gather buffer
+    assert pipe.run(source()).frames == 6 and not runner.last_staged  # batches went from the ring's slots
+    pipe.close()
+    assert device.pinned_live == own  # freed now, while the runner is open
+    with pytest.raises(RuntimeError, match="released"):
+        pipe.ring.slot(0)
+    with pytest.raises(RuntimeError, match="pipeline is closed"):
+        pipe.run(source())
+    pipe.close()  # idempotent
+    runner.close()
+    assert device.pinned_live == 0
+
+
+def test_a_ring_whose_runner_closed_raises_instead_of_touching_freed_memory(tmp_path, monkeypatch):
+    from erudite_edge.inference.batch_buffer import InputRing
+
+    device, engine, labels, pre, _ = _pipeline_parts(tmp_path, monkeypatch)
+    runner = TensorRTRunner(engine, device=device)
+    allocate = runner.host_allocator()
+    ring = InputRing(pre, batch=4, depth=4, allocate=allocate)
+    ring.slot(0)[:] = 1
+    runner.close()
+    assert device.pinned_live == 0  # the runner freed what it handed out, ring included
+    for use in (lambda: ring.slot(1), lambda: ring.batch_of([0, 1])):
+        with pytest.raises(RuntimeError, match="runner that allocated it is closed"):
+            use()
+    for use in (lambda: allocate(64), runner.host_allocator, lambda: runner.infer(batch(1))):
+        with pytest.raises(RuntimeError, match="closed"):
+            use()
+    ring.release()  # after the runner: nothing freed twice
+    assert device.pinned_live == 0
+
+
+def test_classifier_releases_its_rings_first_and_keeps_no_pinned_memory_between_calls(tmp_path, monkeypatch):
+    """Classifier.predict makes a pipeline per call: its ring goes back when the call ends (the code before
+    kept every call's ring until the runner closed), and Classifier.close releases the rings of pipelines
+    still open before it closes the runner."""
+    import erudite_edge.api as api
+    from erudite_edge.inference.models import EruditeModel
+    from tensorrt_bundles import make_bundle
+
+    device, engine, labels, pre, _ = _pipeline_parts(tmp_path, monkeypatch)
+    bundle = make_bundle(tmp_path / "b", size=8)
+    runner = TensorRTRunner(engine, device=device)
+    monkeypatch.setattr(api, "load_model", lambda b, options, announce: EruditeModel(runner, b.labels))
+    clf = api.Classifier(bundle, batch=4)
+    own = device.pinned_live
+    for _ in range(3):
+        assert len(clf.predict([np.zeros((12, 12, 3), np.uint8)] * 5, color="RGB")) == 5
+        assert device.pinned_live == own
+    pipe = clf.pipeline()  # made, never run: Classifier.close gives its ring back before closing the runner
+    assert device.pinned_live == own + 2
+    device.log.clear()
+    clf.close()
+    # the ring's two buffers (slots, gather) are freed first, then the runner synchronises and releases its own
+    assert [e.startswith("free pinned") for e in device.log[:2]] == [True, True], device.log
+    assert device.log[2] == "synchronize", device.log
+    assert pipe.ring.released and device.pinned_live == 0
