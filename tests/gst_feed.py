@@ -57,10 +57,11 @@ def main() -> int:
             return 1
         time.sleep(1 / args.fps)
     src.emit("end-of-stream")
-    msg = bus.timed_pop_filtered(10 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
+    # 30 s: on 2 busy cores the RTSP RECORD teardown after x264enc's last frame was seen to take over 10 s
+    msg = bus.timed_pop_filtered(30 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
     pipeline.set_state(Gst.State.NULL)
     if msg is None or msg.type == Gst.MessageType.ERROR:
-        print(f"error: {msg.parse_error()[0].message if msg else 'no EOS within 10 s'}", file=sys.stderr)
+        print(f"error: {msg.parse_error()[0].message if msg else 'no EOS within 30 s'}", file=sys.stderr)
         return 1
     return 0
 
