@@ -57,7 +57,7 @@ def main() -> int:
             return 1
         time.sleep(1 / args.fps)
     src.emit("end-of-stream")
-    # 30 s: on 2 busy cores the RTSP RECORD teardown after x264enc's last frame was seen to take over 10 s
+    # 30 s: on 2 busy cores EOS through an RTSP push once took longer than 10 s (CI run with other work beside it)
     msg = bus.timed_pop_filtered(30 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
     pipeline.set_state(Gst.State.NULL)
     if msg is None or msg.type == Gst.MessageType.ERROR:
