@@ -217,7 +217,7 @@ def _run(
     try:
         sinks.append(open_output(output, answerer.topk, answerer.sub.datasets,
                                  mode="append" if append else "overwrite" if overwrite else "new",
-                                 boxes=crop_fn is not None))
+                                 boxes=crop_fn is not None, warn=warn))
         if save is not None:
             fps = src.fps or (30.0 if src.kind != "images" else STILLS_FPS)
             sinks.append(open_save(save, fps, overwrite, warn=warn))
