@@ -344,7 +344,7 @@ class Pipeline:
             timings = {"decode_ms": p.item.decode_ms, "preprocess_ms": p.preprocess_ms, "inference_ms": share,
                        "batch": float(len(good))}
             result = Result(p.item.index, p.item.name, a.predictions, a.label, a.dataset, a.dataset_mass,
-                            p.item.captured_at, age, box=p.item.box, timings=timings)
+                            p.item.captured_at, age, box=p.item.box, timings=timings, seq=summary.frames)
             for sink in sinks:
                 sink.write(result, p.item)
             if self.attention is not None:

@@ -13,17 +13,18 @@ from erudite_edge.outputs.video import STILLS_FPS, VIDEO_SUFFIXES, ImageFolderSi
 
 
 def open_output(path: Path | None, k: int, datasets: list[str] | tuple[str, ...] = (), mode: str = "new",
-                boxes: bool = False) -> Sink:
+                boxes: bool = False, warn: Callable[[str], None] | None = None) -> Sink:
     """JSON lines to stdout (no path), or to FILE.jsonl, or CSV to FILE.csv. `mode`: "new" refuses an
     existing file, "append" adds to it, "overwrite" empties it (both only once its lock is held).
-    `boxes`: results are crops; CSV gets box columns (JSON lines carry `box` on their own)."""
+    `boxes`: results are crops; CSV gets box columns (JSON lines carry `box` on their own). `warn` gets the
+    one line that says an appended file's torn last line was cut off (result_log.AppendLog)."""
     if path is None:
         return JsonlSink()
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson", ".json"):
-        return JsonlSink(path, mode=mode)
+        return JsonlSink(path, mode=mode, warn=warn)
     if suffix == ".csv":
-        return CsvSink(path, k, datasets, mode=mode, boxes=boxes)
+        return CsvSink(path, k, datasets, mode=mode, boxes=boxes, warn=warn)
     raise UsageError(f"--output {path}: use a .jsonl or .csv file name")
 
 

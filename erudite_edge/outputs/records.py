@@ -16,9 +16,10 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 from erudite_edge.outputs.results import Result, Sink, iso_utc, name_fields, printable
+from erudite_edge.outputs.schema import RECORD_VERSION, csv_columns
 from erudite_edge.sources.base import Item
 
 
@@ -27,13 +28,13 @@ class JsonlSink(Sink):
     to a file through an AppendLog (one write per line, fsync about once a second and at the end)."""
 
     def __init__(self, path: Path | None = None, stream: IO[str] | None = None, mode: str = "new",
-                 fsync_interval: float = 1.0):
+                 fsync_interval: float = 1.0, warn: Callable[[str], None] | None = None):
         from erudite_edge.outputs.result_log import AppendLog
 
         self.path = path
         self._log: AppendLog | None = None
         if path is not None:
-            self._log = AppendLog(path, mode, fsync_interval=fsync_interval)
+            self._log = AppendLog(path, mode, fsync_interval=fsync_interval, warn=warn)
         else:
             self._stream: IO[str] = stream or sys.stdout
 
@@ -71,11 +72,8 @@ class JsonlSink(Sink):
 
 
 def csv_header(k: int, datasets: list[str] | tuple[str, ...] = (), boxes: bool = False) -> list[str]:
-    cols = ["name"] + (["box_x", "box_y", "box_w", "box_h"] if boxes else []) + ["label", "dataset", "score"]
-    for r in range(1, k + 1):
-        cols += [f"top{r}_label", f"top{r}_dataset", f"top{r}_score"]
-    cols += ["captured_at", "frame_age_ms"] + [f"mass_{d}" for d in datasets] + ["name_b64"]
-    return cols
+    """The CSV columns (erudite_edge.outputs.schema.csv_columns)."""
+    return csv_columns(k, datasets, boxes)
 
 
 def _csv_line(row: list[Any]) -> bytes:
@@ -85,25 +83,27 @@ def _csv_line(row: list[Any]) -> bytes:
 
 
 class CsvSink(Sink):
-    """One row per image: name, the answer (label, data set, score), the top-k as columns (top1_label,
-    top1_dataset, top1_score, top2_label, ...), captured_at, frame_age_ms, the mass of each data set,
-    and name_b64 (the exact bytes of a file name that is not UTF-8, else empty). Appended like JSONL."""
+    """One row per image: record_version, run_id, seq (erudite_edge.outputs.schema), name, the answer (label,
+    data set, score), the top-k as columns (top1_label, top1_dataset, top1_score, top2_label, ...),
+    captured_at, frame_age_ms, the mass of each data set, and name_b64 (the exact bytes of a file name that
+    is not UTF-8, else empty). Appended like JSONL."""
 
     def __init__(self, path: Path, k: int, datasets: list[str] | tuple[str, ...] = (), mode: str = "new",
-                 fsync_interval: float = 1.0, boxes: bool = False):
+                 fsync_interval: float = 1.0, boxes: bool = False, warn: Callable[[str], None] | None = None):
         from erudite_edge.outputs.result_log import AppendLog
 
         self.path = path
         self.k = k
         self.datasets = list(datasets)
         self.boxes = boxes  # crops: box_x, box_y, box_w, box_h after the name
+        # csv.writer ends each row with CRLF; a name may hold a bare LF (quoted), so a row ends at CRLF
         self._log = AppendLog(path, mode, header=_csv_line(csv_header(k, self.datasets, boxes)),
-                              fsync_interval=fsync_interval)
+                              fsync_interval=fsync_interval, warn=warn, terminator=b"\r\n")
 
     def write(self, result: Result, item: Item) -> None:
         top = result.top
         name, raw = name_fields(result.name)
-        row: list[Any] = [name]
+        row: list[Any] = [RECORD_VERSION, result.run_id, result.seq, name]
         if self.boxes:
             row += result.box.as_list() if result.box is not None else ["", "", "", ""]
         row += [result.answer_label, result.answer_dataset, f"{top.score:.6f}"]

@@ -10,6 +10,10 @@
   is refused with one line. The kernel drops the lock when the process dies, so a killed run leaves no
   stale lock file behind (a separate `.lock` file would).
 - An existing file is refused unless the caller says `append` or `overwrite`.
+- `append` repairs what a crash or power cut left at the end (once the lock is held): NUL bytes (ext4
+  can leave the file's new size with blocks never written) and a last line cut off before its end are
+  cut back to the last whole line, and the repair is told in one line (`warn`). Without it the first new
+  record would be glued onto the torn one: an invalid line for good.
 
 Hand-written because it is ~100 lines over os.open/os.write/fcntl.flock; no maintained library gives
 append + per-line durability + a single-writer lock without a database.
@@ -21,8 +25,10 @@ import errno
 import fcntl
 import os
 import stat
+import sys
 import threading
 from pathlib import Path
+from typing import Callable
 
 from erudite_edge.errors import OutputError, UsageError
 
@@ -41,15 +47,41 @@ def _why(e: OSError) -> str:
     return e.strerror or str(e)
 
 
+def _whole_end(fd: int, size: int, terminator: bytes, chunk: int = 1 << 16) -> tuple[int, int]:
+    """(where trailing NUL bytes start, where the last whole line ends) in the first `size` bytes of `fd`,
+    read backwards from the end in `chunk`s: a torn end costs reading only itself."""
+    end = size
+    while end > 0:
+        lo = max(0, end - chunk)
+        data = os.pread(fd, end - lo, lo).rstrip(b"\0")
+        if data:
+            end = lo + len(data)
+            break
+        end = lo
+    hi = end
+    while hi > 0:
+        lo = max(0, hi - chunk)
+        data = os.pread(fd, min(end, hi + len(terminator) - 1) - lo, lo)  # a terminator across chunks is found
+        i = data.rfind(terminator)
+        if i >= 0:
+            return end, lo + i + len(terminator)
+        hi = lo
+    return end, 0
+
+
 class AppendLog:
     """Whole lines appended to `path`, fsynced on a timer and at close, locked against a second writer."""
 
     def __init__(self, path: Path, mode: str = "new", *, header: bytes | None = None, fsync_interval: float = 1.0,
-                 option: str = "--output"):
+                 option: str = "--output", terminator: bytes = b"\n", warn: Callable[[str], None] | None = None):
+        """`terminator`: what ends each line (CSV: CRLF); `warn`: gets the one line that tells an `append`
+        repair (None: printed on stderr as `warning: ...`)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
         self.path = Path(path)
         self.option = option
+        self.terminator = terminator
+        self.repaired = ""  # the repair's line, when `append` cut a torn end off
         self.lines = 0  # lines this run wrote (the header not counted)
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
         if mode == "new":
@@ -85,12 +117,17 @@ class AppendLog:
             if mode == "overwrite" and self._regular:
                 os.ftruncate(fd, 0)
             self.size = os.fstat(fd).st_size
-            if header is not None:
-                if self.size == 0:
-                    self._write_all(header)
-                    self.size = len(header)
-                else:
-                    self._check_header(header)
+            end = whole = self.size
+            if mode == "append" and self._regular and self.size > 0:
+                with open(self.path, "rb") as f:
+                    end, whole = _whole_end(f.fileno(), self.size, self.terminator)
+            if header is not None and whole > 0:
+                self._check_header(header)  # before any repair: a refused file is left as it is
+            if whole < self.size:
+                self._repair(end, whole, warn)
+            if header is not None and self.size == 0:
+                self._write_all(header)
+                self.size = len(header)
         except OSError as e:
             self._release(keep=not self.created)
             raise OutputError(f"cannot write to {self.path} ({_why(e)})") from None
@@ -102,9 +139,31 @@ class AppendLog:
                                        name="erudite-edge-fsync", daemon=True)
         self._timer.start()
 
+    def _repair(self, end: int, whole: int, warn: Callable[[str], None] | None) -> None:
+        """Cut the NUL bytes from `end` and the torn line from `whole` off (the lock is held); tell it in one line."""
+        os.ftruncate(self._fd, whole)
+        os.fsync(self._fd)  # the repair is on disk before anything is appended after it
+        cut = []
+        if end < self.size:
+            cut.append(f"{self.size - end} NUL byte(s)")
+        if whole < end:
+            cut.append(f"a cut-off last line ({end - whole} bytes)")
+        self.repaired = (f"{self.option} {self.path}: its end was left by an interrupted run (a crash or power cut?): "
+                         f"removed {' and '.join(cut)}; it now ends at its last whole line ({whole} bytes) and this "
+                         "run appends after it")
+        self.size = whole
+        if warn is not None:
+            warn(self.repaired)
+        else:
+            print(f"warning: {self.repaired}", file=sys.stderr, flush=True)
+
     def _check_header(self, header: bytes) -> None:
         with open(self.path, "rb") as f:
             first = f.readline()
+        if first != header and header.startswith(b"record_version,") and first.startswith(b"name,"):
+            raise UsageError(f"{self.option} {self.path}: written by an earlier erudite-edge (its rows have no "
+                             "record_version, run_id, seq); --append needs the same columns: move it aside or "
+                             "choose another file")
         if first != header:
             raise UsageError(f"{self.option} {self.path}: its columns differ from this run's (another --topk or "
                              "label table?); --append needs the same columns, or choose another file")

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from erudite_edge.core.scores import ClassScore
+from erudite_edge.outputs.schema import RECORD_VERSION, run_id
 from erudite_edge.sources.base import Item
 
 
@@ -52,6 +53,8 @@ class Result:
     frame_age_ms: float = 0.0  # from capture to this result
     box: Any = None  # a crop's erudite_edge.sources.crops.Box (None: the whole image)
     timings: dict[str, float] = field(default_factory=dict)  # decode_ms, preprocess_ms, inference_ms (its share)
+    seq: int = 0  # its number among the results of its source in this run (erudite_edge.outputs.schema)
+    run_id: str = field(default_factory=run_id)  # this process's (erudite_edge.outputs.schema.run_id)
 
     @property
     def top(self) -> ClassScore:
@@ -66,8 +69,9 @@ class Result:
         return self.dataset if self.label else self.top.dataset
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON lines record, keys in erudite_edge.outputs.schema.JSONL_FIELDS order."""
         name, raw = name_fields(self.name)
-        d: dict[str, Any] = {"name": name}
+        d: dict[str, Any] = {"record_version": RECORD_VERSION, "run_id": self.run_id, "seq": self.seq, "name": name}
         if raw:
             d["name_b64"] = raw
         d.update({

@@ -62,7 +62,8 @@ def run_command(
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for ONNX Runtime (default: its own)."),
     workers: Optional[int] = typer.Option(None, min=1, help="Decode/preprocess threads (default: up to 4)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output file / --save target."),
-    append: bool = typer.Option(False, "--append", help="Add to an existing --output file (same columns)."),
+    append: bool = typer.Option(False, "--append", help="Add to an existing --output file (same columns); a last line "
+                                "torn by a crash is cut off first, said in one line."),
     min_confidence: float = typer.Option(0.0, "--min-confidence", min=0.0, max=1.0,
                                          help="Below this top-1 probability the answer is 'unknown' (top-k still written)."),
     smooth: int = typer.Option(1, "--smooth", min=1, help="Average the probabilities of the last N classified frames (cameras, streams, videos)."),
@@ -217,7 +218,7 @@ def _run(
     try:
         sinks.append(open_output(output, answerer.topk, answerer.sub.datasets,
                                  mode="append" if append else "overwrite" if overwrite else "new",
-                                 boxes=crop_fn is not None))
+                                 boxes=crop_fn is not None, warn=warn))
         if save is not None:
             fps = src.fps or (30.0 if src.kind != "images" else STILLS_FPS)
             sinks.append(open_save(save, fps, overwrite, warn=warn))
