@@ -185,7 +185,9 @@ class _LogConsole:
     is_terminal = False
 
     def print(self, msg: Any, *args: Any, **kw: Any) -> None:
-        log.warning("%s", msg)
+        from erudite_edge.core.redact import redact
+
+        log.warning("%s", redact(str(msg)))
 
 
 class _QueueSink(Sink):

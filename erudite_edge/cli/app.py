@@ -6,6 +6,7 @@ import sys
 
 import typer
 
+from erudite_edge.core.redact import redact
 from erudite_edge.errors import EruditeError
 
 app = typer.Typer(
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, standalone_mode=True)
     except EruditeError as e:
-        typer.secho(f"error: {e}", err=True, fg=typer.colors.RED)
+        typer.secho(f"error: {redact(str(e))}", err=True, fg=typer.colors.RED)
         return e.exit_code
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
@@ -61,16 +62,26 @@ def main(argv: list[str] | None = None) -> int:
         if e.errno not in USER_OS_ERRORS:
             if _after_a_stop_signal(signals_before):
                 return 130
-            raise
-        typer.secho(f"error: {os_error_line(e)}", err=True, fg=typer.colors.RED)
+            return _traceback()
+        typer.secho(f"error: {redact(os_error_line(e))}", err=True, fg=typer.colors.RED)
         return 2
     except SystemExit as e:
         return int(e.code or 0) if not isinstance(e.code, str) else 1
     except Exception:
         if _after_a_stop_signal(signals_before):  # a library wrapped our KeyboardInterrupt in its own exception
             return 130
-        raise
+        return _traceback()
     return 0
+
+
+def _traceback() -> int:
+    """An unexpected exception (a bug): its traceback, as Python would print it, with every URI's password
+    hidden (a message may hold the source's URI); exit status 1, as for an uncaught exception."""
+    import traceback
+
+    sys.stderr.write(redact(traceback.format_exc()))
+    sys.stderr.flush()
+    return 1
 
 
 def _after_a_stop_signal(since: int) -> bool:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from erudite_edge.core.redact import redact
 from erudite_edge.core.scores import ClassScore
 from erudite_edge.outputs.schema import RECORD_VERSION, run_id
 from erudite_edge.sources.base import Item
@@ -201,7 +202,7 @@ def render_summary(summary: RunSummary, console: Any) -> None:
     from rich.table import Table
 
     title = "erudite-edge run" + (" (interrupted)" if summary.interrupted else "")
-    source = printable(summary.source)
+    source = redact(printable(summary.source))
     table = Table(title=title, show_header=True, header_style="bold", title_justify="left")
     table.add_column("", style="bold")
     table.add_column("value", justify="right")

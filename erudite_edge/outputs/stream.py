@@ -32,12 +32,11 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import IO, Callable
-from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
 
-from erudite_edge.core.redact import redact
+from erudite_edge.core.redact import redact, remember_uri, split_uri
 from erudite_edge.errors import OutputError, UsageError
 from erudite_edge.outputs.results import Result, Sink
 from erudite_edge.outputs.video import annotate
@@ -48,7 +47,8 @@ STREAM_SCHEMES = ("rtp", "rtsp")
 
 
 def is_stream_url(target: str) -> bool:
-    return target.split("://", 1)[0].lower() in STREAM_SCHEMES and "://" in target
+    parts = split_uri(target)
+    return parts is not None and parts.scheme in STREAM_SCHEMES
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class StreamTarget:
     scheme: str  # rtp | rtsp
     host: str
     port: int
-    url: str  # as given (rtsp: with its credentials)
+    url: str  # with its credentials, percent-encoded (what ffmpeg and rtspclientsink decode once)
 
     @property
     def shown(self) -> str:
@@ -65,35 +65,36 @@ class StreamTarget:
 
 def parse_target(url: str) -> StreamTarget:
     """Check what --save names; UsageError (one line) when the host or port is not usable."""
+    remember_uri(url)
     shown = redact(url)
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in STREAM_SCHEMES:
+    parts = split_uri(url)
+    scheme = parts.scheme if parts else ""
+    if parts is None or scheme not in STREAM_SCHEMES:
         raise UsageError(f"--save {shown}: streams are rtp://HOST:PORT or rtsp://HOST[:PORT]/PATH")
     try:
-        port = parts.port
+        port = parts.port_number(0) or None
     except ValueError:
         raise UsageError(f"--save {shown}: the port must be a number from 1 to 65535") from None
-    host = parts.hostname or ""
+    host = parts.host
     if not host:
         raise UsageError(f"--save {shown}: no host; give rtp://HOST:PORT (e.g. rtp://192.168.1.10:5000)"
                          if scheme == "rtp" else f"--save {shown}: no host; give rtsp://HOST:8554/PATH")
     if scheme == "rtp":
         if port is None or port == 0:
             raise UsageError(f"--save {shown}: give the receiver's port (rtp://{host}:5000)")
-        if parts.path not in ("", "/") or parts.query:
+        if parts.rest not in ("", "/"):
             raise UsageError(f"--save {shown}: an RTP target is only rtp://HOST:PORT (no path)")
     else:
         port = port or 554
         if port == 0:
             raise UsageError(f"--save {shown}: the port must be a number from 1 to 65535")
-        if parts.path in ("", "/"):
+        if parts.rest.split("?", 1)[0].split("#", 1)[0] in ("", "/"):
             raise UsageError(f"--save {shown}: give the path to publish on (rtsp://{host}:{port}/live)")
     try:
         socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM if scheme == "rtp" else socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError):
-        raise UsageError(f"--save {shown}: unknown host {host!r}") from None
-    return StreamTarget(scheme, host, int(port), url)
+    except (socket.gaierror, UnicodeError, ValueError):
+        raise UsageError(redact(f"--save {shown}: unknown host {host!r}")) from None
+    return StreamTarget(scheme, host, int(port), parts.encoded())
 
 
 def check_rtsp_server(target: StreamTarget, timeout: float = 3.0) -> None:

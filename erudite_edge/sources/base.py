@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from erudite_edge.core.preprocess import load_image
-from erudite_edge.core.redact import redact
+from erudite_edge.core.redact import redact, remember_uri
 from erudite_edge.errors import BadImageError
 from erudite_edge.sources.camera_diagnose import BAYER_FOURCCS, bayer_hint  # noqa: F401  (BAYER_FOURCCS: re-exported)
 
@@ -68,6 +68,7 @@ class Source(abc.ABC):
     live: bool = False  # a camera or stream: frames come in real time, there is no end to wait for
 
     def __init__(self, uri: str):
+        remember_uri(uri)
         self.uri = redact(uri)  # for messages; the opener keeps the real one
         self.end_reason = ""  # why the source stopped (end of stream, stream lost, ...), for the summary
         self._stop = threading.Event()

@@ -21,7 +21,7 @@ from typing import Any, Callable, Generator, Iterator
 import cv2
 import numpy as np
 
-from erudite_edge.core.redact import redact
+from erudite_edge.core.redact import redact, split_uri
 from erudite_edge.errors import SourceError
 from erudite_edge.sources.base import Item, Source, Task, ready
 from erudite_edge.sources.camera_diagnose import BAYER_FOURCCS, bayer_hint  # noqa: F401  (BAYER_FOURCCS: re-exported)
@@ -391,11 +391,21 @@ def open_csi(uri: str, *, width: int | None = None, height: int | None = None, f
 
 
 def open_rtsp(uri: str, *, reconnect: int | None = 3, backoff: float = 1.0) -> CaptureSource:
+    parts = split_uri(uri)
+    # FFmpeg and GStreamer's rtspsrc percent-decode the userinfo once, and FFmpeg ends the host at the first
+    # '/', '?' or '#': a password as cameras give it (raw '/', '@', '#', spaces) reaches them encoded.
+    wire = parts.encoded() if parts is not None else uri
+    if parts is None or not parts.host:
+        raise SourceError(f"{redact(uri)}: no host; give rtsp://[USER:PASSWORD@]HOST[:PORT]/PATH")
+    try:
+        parts.port_number(554)
+    except ValueError as e:
+        raise SourceError(f"{redact(uri)}: {e}") from None
     if gstreamer_available():
-        opener = _first_that_opens(*(_capture(p, cv2.CAP_GSTREAMER) for p in rtsp_candidates(uri)))
+        opener = _first_that_opens(*(_capture(p, cv2.CAP_GSTREAMER) for p in rtsp_candidates(wire)))
         via = "GStreamer"
     elif ffmpeg_available():
-        opener, via = _ffmpeg_stream(uri), "FFmpeg"
+        opener, via = _ffmpeg_stream(wire), "FFmpeg"
     else:
         raise SourceError(f"{redact(uri)}: this OpenCV has neither GStreamer nor FFmpeg video I/O; "
                           f"{gstreamer_fix_message(redact(uri))}")

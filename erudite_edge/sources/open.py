@@ -6,7 +6,7 @@ from __future__ import annotations
 import glob as globlib
 import os
 
-from erudite_edge.core.redact import redact
+from erudite_edge.core.redact import redact, remember_uri, split_uri
 from erudite_edge.errors import SourceError
 from erudite_edge.sources.base import GLOB_CHARS, Source
 from erudite_edge.sources.camera_diagnose import BAYER_FOURCCS, bayer_hint  # noqa: F401  (BAYER_FOURCCS: re-exported)
@@ -28,14 +28,19 @@ def open_source(
 ) -> Source:
     """Open what the user named: `--camera N`, /dev/videoN, v4l2://DEV, csi://N, rtsp://..., a video
     file, an image, a folder of images (recursive on request) or a glob. SourceError if it cannot be."""
+    if spec:
+        remember_uri(spec)  # its password is hidden from every message from now on
     live_kw = dict(width=width, height=height, framerate=framerate, reconnect=reconnect, backoff=backoff)
     v4l2_kw = dict(live_kw, camera_format=camera_format)
     if camera is not None:
         if spec:
-            raise SourceError(f"give either --camera {camera} or a SOURCE ({spec}), not both")
+            raise SourceError(f"give either --camera {camera} or a SOURCE ({redact(spec)}), not both")
         return open_v4l2(int(camera), **v4l2_kw)  # type: ignore[arg-type]
     if not spec:
         raise SourceError("no source: give a file, folder, glob, /dev/videoN, csi://N or rtsp://... (or --camera N)")
+    parts = split_uri(spec)
+    if parts is not None:  # the scheme in lower case: RTSP://cam/x is rtsp://cam/x
+        spec = parts.scheme + spec[spec.index("://"):]
     if spec.startswith("file://"):
         spec = spec[len("file://"):]
     if spec.startswith("v4l2://"):

@@ -12,9 +12,10 @@ import base64
 import hashlib
 import re
 import socket
-from urllib.parse import unquote, urlsplit
 
-from erudite_edge.core.redact import redact
+from erudite_edge.core.redact import redact, split_uri
+
+TIMEOUT_S = 3.0  # for the connection and for each answer
 
 
 def _request(sock: socket.socket, uri: str, cseq: int, auth: str = "") -> tuple[int, dict[str, str]]:
@@ -49,15 +50,23 @@ def _digest(challenge: str, user: str, password: str, uri: str) -> str:
             f'response="{response}"')
 
 
-def diagnose(uri: str, timeout: float = 3.0) -> str:
+def diagnose(uri: str, timeout: float | None = None) -> str:
     """A short reason (no password in it); "" when the server answers DESCRIBE with 200 (then the
-    trouble is the codec or the transport, not the address or the credentials)."""
-    parts = urlsplit(uri)
-    host, port = parts.hostname or "", parts.port or 554
-    user, password = unquote(parts.username or ""), unquote(parts.password or "")
-    bare = parts._replace(netloc=f"{host}:{port}" if parts.port else host).geturl()
+    trouble is the codec or the transport, not the address or the credentials). Never raises on what the
+    URI holds (a password with '/', '@', '#', a port that is not a number): such a URI gets its reason too."""
+    timeout = TIMEOUT_S if timeout is None else timeout
+    parts = split_uri(uri)
+    if parts is None or not parts.host:
+        return "no host in the URI (rtsp://[USER:PASSWORD@]HOST[:PORT]/PATH)"
     if parts.scheme == "rtsps":
         return ""  # TLS: not probed
+    try:
+        port = parts.port_number(554)
+    except ValueError as e:
+        return str(e)
+    host = parts.host
+    user, password = parts.user, parts.password or ""
+    bare = parts.bare()
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
             sock.settimeout(timeout)
@@ -70,18 +79,20 @@ def diagnose(uri: str, timeout: float = 3.0) -> str:
                     auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
                 status, headers = _request(sock, bare, 2, auth)
     except socket.timeout:
-        return f"no answer from {host}:{port} within {timeout:.0f} s (a firewall, or not an RTSP server)"
+        return f"no answer from {host}:{port} within {timeout:g} s (a firewall, or not an RTSP server)"
     except ConnectionRefusedError:
         return f"connection refused by {host}:{port} (no RTSP server listening there)"
-    except socket.gaierror:
-        return f"unknown host {host!r}"
+    except (socket.gaierror, UnicodeError):
+        return redact(f"unknown host {host!r}")
     except OSError as e:
         return redact(f"{host}:{port} unreachable ({e.strerror or e})")
+    except ValueError as e:  # what the socket layer refuses in a host name (a NUL, ...): said, never raised
+        return redact(f"{host!r} is not a host name ({e})")
     if status == 200:
         return ""
     if status == 401:
         return ("the server refused the credentials (401 Unauthorized): check the user name and password in the URI"
                 if user else "the server wants credentials (401 Unauthorized): use rtsp://USER:PASSWORD@HOST/...")
     if status == 404:
-        return f"no stream at path {parts.path or '/'} on that server (404 Not Found)"
+        return redact(f"no stream at path {parts.rest or '/'} on that server (404 Not Found)")
     return f"the server answered {status}"

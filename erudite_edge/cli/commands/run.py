@@ -16,6 +16,7 @@ from typing import Any, Iterator, Optional
 
 import typer
 
+from erudite_edge.core.redact import redact
 from erudite_edge.errors import UsageError
 
 SOURCE_HELP = (
@@ -168,7 +169,7 @@ def _run(
     quiet_video_logs()
     console = stderr_console()
 
-    warn = lambda msg: console.print(f"warning: {printable(msg)}", style="yellow", markup=False, highlight=False)  # noqa: E731
+    warn = lambda msg: console.print(f"warning: {redact(printable(msg))}", style="yellow", markup=False, highlight=False)  # noqa: E731
 
     # Cheap checks first (bundle, source), then the slow part (loading engines / sessions).
     if checkpoint is not None:
@@ -212,7 +213,7 @@ def _run(
             answer_options = answer_options.replace(smooth=1)
     answerer = Answerer.from_options(b.labels, answer_options)
 
-    announce = lambda msg: console.print(msg, markup=False, highlight=False)  # noqa: E731
+    announce = lambda msg: console.print(redact(msg), markup=False, highlight=False)  # noqa: E731
     sinks = []
     classifier = None
     try:
