@@ -26,7 +26,10 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _HOSTPORT = re.compile(r"(\[[^\]\s/?#@]*\]|[^\s:/?#@\[\]]*)(?::([^\s/?#@]*))?")
 _MIN_VERBATIM = 4  # shorter passwords are hidden where they stand in a URI, not searched for in all text
 
-_seen: set[str] = set()
+# the passwords seen so far (every percent-encoded form), newest last; bounded: a service that opens many
+# URIs keeps the newest MAX_REMEMBERED forms
+_seen: dict[str, None] = {}
+MAX_REMEMBERED = 256
 _seen_lock = threading.Lock()
 
 
@@ -132,7 +135,12 @@ def remember(password: str) -> None:
     """Hide `password` (and its percent-encoded forms) wherever it appears in text redacted from now on."""
     forms = {password, unquote(password), quote(password, safe=""), quote(unquote(password), safe="")}
     with _seen_lock:
-        _seen.update(f for f in forms if len(f) >= _MIN_VERBATIM)
+        for f in forms:
+            if len(f) >= _MIN_VERBATIM:
+                _seen.pop(f, None)
+                _seen[f] = None
+        while len(_seen) > MAX_REMEMBERED:
+            del _seen[next(iter(_seen))]
 
 
 def remember_uri(uri: str) -> None:

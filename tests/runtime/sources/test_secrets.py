@@ -301,3 +301,15 @@ def test_free_text_keeps_hints_and_tool_lines_and_a_remembered_password_goes_eve
     odd = "rtsp://u:pa x://y@cam/x"  # a URI inside the password: free text alone cannot tell
     remember_uri(odd)
     _assert_hidden("pa x://y", redact(f"open {odd} failed"), redact("the password was pa x://y"))
+
+
+def test_remembered_passwords_are_bounded() -> None:
+    """A service that opens many URIs keeps the newest MAX_REMEMBERED password forms, not all of them."""
+    from erudite_edge.core import redact as r
+
+    for i in range(3 * r.MAX_REMEMBERED):
+        r.remember(f"pw-{i:06d}-secret")
+    assert len(r._seen) <= r.MAX_REMEMBERED
+    newest = f"pw-{3 * r.MAX_REMEMBERED - 1:06d}-secret"
+    assert newest in r._seen and "pw-000000-secret" not in r._seen
+    assert newest not in r.redact(f"the camera said {newest} twice")
