@@ -5,7 +5,8 @@ OpenCV (PyPI) has no GStreamer. Run with a Python that has PyGObject's Gst:
 
     /usr/bin/python3 tests/gst_feed.py 'appsrc ! ...' WIDTH HEIGHT FPS FRAMES [--color 0000ff]
 
-Exit 0 after EOS went through; 1 with `error: ...` on stderr when the pipeline does not parse or fails.
+Exit 0 after EOS went through; 1 with `error: ...` on stderr when the pipeline does not parse or fails;
+3 when every buffer was pushed but EOS did not come back within 10 s.
 """
 
 import argparse
@@ -57,12 +58,17 @@ def main() -> int:
             return 1
         time.sleep(1 / args.fps)
     src.emit("end-of-stream")
-    # 30 s: on 2 busy cores EOS through an RTSP push once took longer than 10 s (CI run with other work beside it)
-    msg = bus.timed_pop_filtered(30 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
+    msg = bus.timed_pop_filtered(10 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
     pipeline.set_state(Gst.State.NULL)
-    if msg is None or msg.type == Gst.MessageType.ERROR:
-        print(f"error: {msg.parse_error()[0].message if msg else 'no EOS within 30 s'}", file=sys.stderr)
+    if msg is not None and msg.type == Gst.MessageType.ERROR:
+        print(f"error: {msg.parse_error()[0].message}", file=sys.stderr)
         return 1
+    if msg is None:
+        # Every buffer went in, but EOS never came back out. Seen here with rtspclientsink (GStreamer 1.22)
+        # in about 1 run in 3: the server had received every frame; the sink held the EOS. Exit 3, so that a
+        # caller can tell this from a pipeline that failed and judge by what arrived.
+        print("warning: no EOS within 10 s (every buffer was pushed)", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -238,7 +238,9 @@ def test_gstreamer_rtsp_pipeline_pushes_to_a_real_server(tmp_path: Path) -> None
         server.terminate()
         out, _ = server.communicate(timeout=30)
     frames = [line for line in out.splitlines() if line.startswith("frame")]
-    assert feed.returncode == 0 and len(frames) >= 10, (feed.stderr, out[-500:])
+    # 3: rtspclientsink kept the EOS after every buffer went in (GStreamer's, about 1 run in 3 here; tests/gst_feed.py);
+    # what is judged is what the real server received
+    assert feed.returncode in (0, 3) and len(frames) >= 10, (feed.stderr, out[-500:])
 
 
 def test_jetson_encoder_and_detection_strings() -> None:
