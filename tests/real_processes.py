@@ -10,7 +10,9 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -78,6 +80,15 @@ class CliRun:
     @property
     def stderr(self) -> str:
         return "".join(self.lines)
+
+    def wait_for(self, cond: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+        """Until `cond()` holds; AssertionError saying `what` (and the run's stderr) if the run ends first or
+        `timeout` seconds pass."""
+        end = time.monotonic() + timeout
+        while not cond():
+            if self.proc.poll() is not None or time.monotonic() > end:
+                raise AssertionError(f"{what}: {self.stderr}")
+            time.sleep(0.05)
 
     def stop(self, timeout: float = 60) -> int:
         """SIGTERM, as a service manager stops it; its exit code once it has ended and its stderr is read."""

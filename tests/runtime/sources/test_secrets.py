@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import subprocess
-import time
 from pathlib import Path
 from typing import Iterator
 from unittest import mock
@@ -271,18 +270,11 @@ def test_a_raw_odd_password_opens_the_stream_and_its_loss_hides_it(bundle_root: 
     run = CliRun("run", "--bundle", bundle_root, f"rtsp://viewer:{pw}@127.0.0.1:{port}/live", "-o", str(out),
                  "--reconnect", "forever", stdout=subprocess.PIPE)
 
-    def wait_for(cond, what: str, timeout: float = 60.0) -> None:
-        end = time.monotonic() + timeout
-        while not cond():
-            if run.proc.poll() is not None or time.monotonic() > end:
-                raise AssertionError(f"{what}: {run.stderr}")
-            time.sleep(0.05)
-
     try:
-        wait_for(lambda: out.exists() and out.read_bytes().count(b"\n") >= 3, "no results from the stream")
+        run.wait_for(lambda: out.exists() and out.read_bytes().count(b"\n") >= 3, "no results from the stream")
         server.kill()
         server.wait(timeout=10)
-        wait_for(lambda: any("reconnecting" in s for s in run.lines), "the loss was not noticed")
+        run.wait_for(lambda: any("reconnecting" in s for s in run.lines), "the loss was not noticed")
         run.stop()
         stdout = run.proc.stdout.read() if run.proc.stdout else ""
     finally:

@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -112,22 +111,15 @@ def test_rtsp_stream_survives_a_server_restart(tmp_path: Path) -> None:
     def lines() -> int:
         return out.read_bytes().count(b"\n") if out.exists() else 0
 
-    def wait_for(cond, what: str, timeout: float = 60.0) -> None:
-        end = time.monotonic() + timeout
-        while not cond():
-            if run.proc.poll() is not None or time.monotonic() > end:
-                raise AssertionError(f"{what}: {run.stderr}")
-            time.sleep(0.05)
-
     try:
-        wait_for(lambda: lines() >= 5, "no results from the stream")
+        run.wait_for(lambda: lines() >= 5, "no results from the stream")
         server.kill()
         server.wait(timeout=10)
-        wait_for(lambda: any("reconnecting" in s for s in run.lines), "the loss was not noticed")
+        run.wait_for(lambda: any("reconnecting" in s for s in run.lines), "the loss was not noticed")
         before = lines()
         server = start_rtsp_server(port, "--auth", "viewer:s3cr3tpw")
-        wait_for(lambda: lines() >= before + 5, "no results after the server came back", timeout=90)
-        wait_for(lambda: any("frames again after" in s for s in run.lines), "the loss was not logged")
+        run.wait_for(lambda: lines() >= before + 5, "no results after the server came back", timeout=90)
+        run.wait_for(lambda: any("frames again after" in s for s in run.lines), "the loss was not logged")
         run.stop()
     finally:
         kill_left(run.proc, server)
