@@ -178,7 +178,7 @@ def test_precisions_one_at_a_time_give_the_same_report_layout(two_precisions):
     cfg = BenchConfig(bundle=two_precisions / "erudite", zoo=two_precisions / "zoo", backend="onnxruntime",
                       precisions=None, batches=[2], warmup=0, warmup_ms=0, iters=2, min_duration_s=0, rounds=1, cv_threshold=1e-9, memory_repeats=0,
                       interleave_precisions=False)
-    r = run_bench(cfg, progress=False)
+    r, _ = run_bench(cfg, progress=False)
     assert r["settings"]["precisions"] == ["fp32", "fp16"] and r["settings"]["interleave_precisions"] is False
     assert [(x["precision"], x["batch"]) for x in r["latency"]] == [("fp32", 2), ("fp16", 2)]
     assert all(x["calls"]["zoo"] == {"coarse": [2], "fine:warm": [1], "fine:cool": [1]} for x in r["latency"])
