@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"it ({samples_path(f).name}); results published before the raw files existed are not re-derivable",
                   file=sys.stderr)
             return 2
-        except (ValueError, KeyError, OSError) as e:
+        except (ValueError, KeyError, OSError, EOFError) as e:
             print(f"error: {f}: cannot recompute ({type(e).__name__}: {e})", file=sys.stderr)
             return 2
         bad = [c for c in checks if not c.ok]

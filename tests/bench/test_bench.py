@@ -140,6 +140,12 @@ def test_bench_command_writes_json_markdown_and_png(bundles, two_precisions, tmp
             lo, hi = row["ratio_ci95"][key]
             assert 0 < lo <= hi, (key, row)
     assert result["stability"]["cv_threshold"] == 0.10
+    # the load each series ran under, measured; the raw samples beside bench.json re-derive every figure
+    assert all(row["load"]["wall_s"] > 0 and row["load"]["cores"] >= 1 for row in result["latency"])
+    assert result["load"]["label"].startswith(("quiet", "under load")) and result["load"]["series"] == 6
+    from benchmarks.recompute import recompute
+
+    assert all(c.ok for c in recompute(out / "bench.json"))
     assert result["settings"]["cuda_graph"] is False and result["settings"]["data_transfers"] is True
     assert result["settings"]["runner_options_ignored"] == []
     from benchmarks.environment import ENV_KEYS
