@@ -67,3 +67,27 @@ def test_raw_file_round_trips_and_lies_beside_its_summary(tmp_path):
     path.write_bytes(b"\x1f\x8b" + b"junk")
     with pytest.raises((OSError, EOFError)):
         RawSamples.read(tmp_path / "x.json")
+
+
+def test_replicates_give_a_verdict_only_where_every_run_was_quiet_and_agrees():
+    """benchmarks/studies/replicates.py's report on three copies of the committed run: quiet and agreeing runs keep
+    their verdict; one run under load, or runs that disagree, make it INCONCLUSIVE with the reason."""
+    import copy
+
+    from benchmarks.studies.replicates import combine
+
+    base = json.loads(EXAMPLE.read_text())
+    runs = [copy.deepcopy(base) for _ in range(3)]
+    for r in runs:
+        r["load"].update(quiet=True, label="quiet")
+    name = "p50 latency erudite/zoo, batch 1, fp32 (<= 0.52)"
+    fig = next(f for f in combine(runs)["figures"] if f["figure"] == name)
+    assert fig["status"] == base["goals"][0]["status"] == "PASS" and fig["reason"] == ""
+    assert fig["spread"] == [base["latency"][0]["ratio"]["latency_p50"]] * 2
+    runs[1]["load"].update(quiet=False, label="under load (...)")
+    fig = next(f for f in combine(runs)["figures"] if f["figure"] == name)
+    assert fig["status"] == "INCONCLUSIVE" and fig["reason"] == "1 of 3 runs under load"
+    runs[1]["load"].update(quiet=True)
+    runs[2]["latency"][0]["ratio_ci95"]["latency_p50"] = [0.53, 0.60]  # this run's interval misses the goal
+    fig = next(f for f in combine(runs)["figures"] if f["figure"] == name)
+    assert fig["status"] == "INCONCLUSIVE" and fig["reason"] == "the runs disagree (FAIL, PASS)"
