@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,6 +32,35 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def file_to_write(path: str | os.PathLike[str], option: str, overwrite: bool = False) -> Path:
+    """The file a command was asked to write with `option PATH`, checked before any work is done: one line
+    (UsageError) for a path that is a folder, a device, a FIFO or a socket (writing there through a rename
+    would replace the node), a regular file without `overwrite`, or a folder that does not exist (never
+    created behind the user's back). A symlink to a regular file is followed: the file it names is written."""
+    from erudite_edge.errors import UsageError
+
+    given = Path(path)
+    target = Path(os.path.realpath(given)) if given.is_symlink() else given
+    try:
+        info = os.stat(target)
+    except (FileNotFoundError, NotADirectoryError):  # the folder check below says which
+        info = None
+    except OSError as e:
+        raise UsageError(f"{option} {given}: cannot look at it ({e.strerror}); choose another file") from None
+    if info is not None:
+        if stat.S_ISDIR(info.st_mode):
+            raise UsageError(f"{option} {given}: is a folder; give a file name")
+        if not stat.S_ISREG(info.st_mode):
+            raise UsageError(f"{option} {given}: not a regular file (a device, FIFO or socket); give a file name")
+        if not overwrite:
+            raise UsageError(f"{option} {given}: file exists; pass --overwrite to replace it or choose another name")
+    parent = target.parent
+    if not parent.is_dir():
+        what = "is not a folder" if parent.exists() else "does not exist"
+        raise UsageError(f"{option} {given}: its folder {parent} {what}; create it first")
+    return target
 
 
 def write_bytes_atomic(target: str | os.PathLike[str], data: bytes) -> None:
