@@ -113,6 +113,45 @@ def atomic_directory(target: str | os.PathLike[str], overwrite: bool = False) ->
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def atomic_merge(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Build entries under a temporary folder; when the block succeeds each one replaces the same-named entry
+    of the folder `target` (created when missing). Entries of `target` the block did not write (a version
+    folder a user added, a note) are left alone: `export triton --overwrite` replaces only what it writes.
+
+    The replacements are renames (folders first, then files, each in name order), done together with the
+    stop signals held; a folder replaced is first
+    renamed to `.NAME.old-PID` inside `target` and removed once all are in place. SIGKILL between the
+    renames leaves each entry whole, old or new (`remove_stale_temporaries(target)` tidies up)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
+    try:
+        yield tmp
+        if not target.exists():
+            with stop_signals_deferred():
+                os.replace(tmp, target)
+                COMMITTED.append(target)
+            return
+        olds: list[Path] = []
+        try:
+            with stop_signals_deferred():  # no Ctrl-C / SIGTERM between the renames
+                for entry in sorted(tmp.iterdir(), key=lambda p: (not p.is_dir(), p.name)):  # folders, then files
+                    dest = target / entry.name
+                    if entry.is_dir() and dest.is_dir() and not dest.is_symlink():
+                        old = target / f".{entry.name}.old-{os.getpid()}"
+                        os.replace(dest, old)
+                        olds.append(old)
+                    os.replace(entry, dest)
+                COMMITTED.append(target)
+        finally:
+            for old in olds:
+                shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 COMMITTED: list[Path] = []
 """Every target `atomic_directory` has renamed into place in this process (an interrupted command uses it
 to say truthfully whether its output was written)."""
