@@ -314,6 +314,8 @@ def _ffmpeg_stream(uri: str) -> Opener:
 def open_v4l2(device: str | int, *, width: int | None = None, height: int | None = None,
               framerate: int | None = None, reconnect: int | None = 3, backoff: float = 1.0,
               camera_format: str | None = None) -> CaptureSource:
+    if isinstance(device, int) and not 0 <= device < 1 << 16:  # OpenCV takes a C int
+        raise SourceError(f"camera {device}: no such camera index; cameras are numbered 0, 1, ... (/dev/videoN)")
     dev = f"/dev/video{device}" if isinstance(device, int) else device
     fourcc = None
     if camera_format:

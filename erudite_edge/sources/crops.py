@@ -67,7 +67,7 @@ def make_box(value: Any, where: str = "box") -> tuple[float, float, float, float
         if isinstance(value, (str, bytes)) or len(value) != 4:
             raise TypeError
         x, y, w, h = (float(v) for v in value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer past the float range
         raise UsageError(f"{where}: {value!r} is not a box; give 4 numbers x, y, w, h in pixels") from None
     if not all(math.isfinite(v) for v in (x, y, w, h)):
         raise UsageError(f"{where}: {value!r} holds a number that is not finite")
@@ -130,8 +130,8 @@ def read_detections(path: Path) -> Detections:
         where = f"{path}:{n}"
         try:
             obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UsageError(f"{where}: not JSON ({e.msg}); {schema}") from None
+        except (ValueError, RecursionError) as e:  # ValueError: JSONDecodeError, an integer of 4300+ digits
+            raise UsageError(f"{where}: not JSON ({getattr(e, 'msg', e)}); {schema}") from None
         if not isinstance(obj, dict) or not isinstance(obj.get("boxes"), list) or ("image" in obj) == ("frame" in obj):
             raise UsageError(f"{where}: unknown schema; {schema}")
         boxes = []

@@ -38,6 +38,8 @@ def open_source(
         return open_v4l2(int(camera), **v4l2_kw)  # type: ignore[arg-type]
     if not spec:
         raise SourceError("no source: give a file, folder, glob, /dev/videoN, csi://N or rtsp://... (or --camera N)")
+    if "\0" in spec:
+        raise SourceError(f"{redact(spec)}: holds a NUL byte, which no path or URI can")
     parts = split_uri(spec)
     if parts is not None:  # the scheme in lower case: RTSP://cam/x is rtsp://cam/x
         spec = parts.scheme + spec[spec.index("://"):]
@@ -69,7 +71,7 @@ def open_source(
         if _is_image_file(spec):
             return ImageFilesSource(spec, [spec], root=os.path.dirname(spec) or ".")
         return open_video_file(spec)
-    if spec.isdigit():
+    if spec.isascii() and spec.isdigit():
         return open_v4l2(int(spec), **v4l2_kw)  # type: ignore[arg-type]
     if GLOB_CHARS & set(spec):
         matches = sorted(p for p in globlib.glob(os.path.expanduser(spec), recursive=True) if os.path.isfile(p))
