@@ -243,7 +243,9 @@ def render_summary(summary: RunSummary, console: Any) -> None:
         p = pct.get(stage)
         spread = f" (p50 {p['p50']:.2f} / p99 {p['p99']:.2f}, n={int(p['n'])})" if p else ""
         if stage in summary.stage_ms:
-            table.add_row(f"{stage} ms/frame", f"{summary.ms_per_frame(summary.stage_ms[stage], stage):.2f}{spread}")
+            # a live source's "decode" is its read: the wait for the next frame, then its decoding
+            name = "read (wait + decode)" if stage == "decode" and summary.live else stage
+            table.add_row(f"{name} ms/frame", f"{summary.ms_per_frame(summary.stage_ms[stage], stage):.2f}{spread}")
         elif p:  # device stages (TensorRT): percentiles only
             table.add_row(f"  {stage} ms/frame", f"p50 {p['p50']:.2f} / p99 {p['p99']:.2f} (n={int(p['n'])})")
     if len(summary.role_ms) > 1:

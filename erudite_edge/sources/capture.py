@@ -42,13 +42,13 @@ def _build_flag(name: str) -> bool:
 
 
 def quiet_video_logs() -> None:
-    """Keep OpenCV's and FFmpeg's own log lines (which may show a stream's URI) off stderr: our
-    messages say what went wrong, with the password redacted. OPENCV_FFMPEG_LOGLEVEL / OPENCV_LOG_LEVEL
-    set by the user win."""
+    """Keep OpenCV's and FFmpeg's own log lines (`[ERROR:0@0.1] global cap.cpp ...`, which may show a
+    stream's URI) off stderr, errors included: our messages say what went wrong, in one line, with the
+    password redacted. OPENCV_FFMPEG_LOGLEVEL / OPENCV_LOG_LEVEL set by the user win (for debugging)."""
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
     if "OPENCV_LOG_LEVEL" not in os.environ:
         with contextlib.suppress(AttributeError, cv2.error):
-            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
 @functools.lru_cache(maxsize=None)
