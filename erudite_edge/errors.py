@@ -49,3 +49,7 @@ class OutputError(EruditeError):
     """An output that cannot be written (disk full, read-only, I/O error); what was written stays."""
 
     exit_code = 2
+
+
+class NothingClassifiedError(EruditeError):
+    """A run that ended (not stopped) without one result: every file undecodable, every box empty, ..."""

@@ -317,8 +317,9 @@ class Pipeline:
                 summary.add_stage("preprocess", p.preprocess_ms)
                 good.append(p)
                 continue
-            if isinstance(p.item.error, EmptyBoxError):  # reported, never fatal
-                self._warn(str(p.item.error))
+            if isinstance(p.item.error, EmptyBoxError):  # reported once per cause, counted, never fatal
+                if not p.item.error.repeated:
+                    self._warn(str(p.item.error))
                 summary.empty_boxes += 1
                 for sink in sinks:
                     sink.empty(p.item)

@@ -57,6 +57,14 @@ class JsonlSink(Sink):
             with contextlib.suppress(OSError, ValueError, AttributeError):
                 devnull = os.open(os.devnull, os.O_WRONLY)
                 os.dup2(devnull, self._stream.fileno())
+        except OSError as e:  # a full disk behind `> file`, /dev/full, an I/O error: one line naming stdout
+            from erudite_edge.core.fileio import os_error_line
+            from erudite_edge.errors import OutputError
+
+            with contextlib.suppress(OSError, ValueError, AttributeError):  # what is buffered cannot go out either
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self._stream.fileno())
+            raise OutputError(os_error_line(e, "stdout")) from None
 
     def commit(self) -> None:
         if self._log is not None:

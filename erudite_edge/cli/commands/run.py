@@ -1,6 +1,7 @@
 """`erudite-edge run`: classify images, video, cameras or streams with a bundle (no torch needed).
 
-Exit codes: 0 done; 1 a bad file under --strict; 2 a source, bundle, backend or output that cannot be
+Exit codes: 0 done; 1 a bad file under --strict, or a run that ended with nothing classified (every file
+undecodable, every box empty; one line after the summary); 2 a source, bundle, backend or output that cannot be
 used (an existing -o without --append/--overwrite, a file another run writes, a full disk, ...);
 128 + the signal when stopped by SIGINT (130), SIGTERM (143) or SIGHUP (129): outputs keep what was done
 and the summary is printed.
@@ -17,7 +18,7 @@ from typing import Any, Iterator, Optional
 import typer
 
 from erudite_edge.core.redact import redact
-from erudite_edge.errors import UsageError
+from erudite_edge.errors import NothingClassifiedError, UsageError
 
 SOURCE_HELP = (
     "An image, a folder of images, a glob ('imgs/*.jpg', quoted), a video file, /dev/videoN or "
@@ -216,7 +217,7 @@ def _run(
     if ignored:
         warn(f"{ignored} file(s) in {source} are not images by extension; ignored")
     if crop_fn is not None:
-        src = CropSource(src, crop_fn)
+        src = CropSource(src, crop_fn, warn=warn)
         if answer_options.smooth > 1:
             warn("--smooth averages consecutive results; with --roi/--crops-from they are different boxes: ignored")
             answer_options = answer_options.replace(smooth=1)
@@ -261,6 +262,9 @@ def _run(
         warn(f"{uncovered} image(s)/frame(s) have no line in {crops_from}; not classified")
     if summary.interrupted:
         raise typer.Exit(128 + (summary.signal or int(signal.SIGINT)))
+    nothing = summary.why_nothing(uncovered)
+    if nothing:
+        raise NothingClassifiedError(nothing)
 
 
 def register(app: typer.Typer, export_app: typer.Typer) -> None:
