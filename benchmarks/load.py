@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 QUIET_OTHER = 0.10  # other processes' CPU time, as a fraction of the usable cores' time
 QUIET_STEAL = 0.02  # hypervisor steal, same fraction
@@ -149,3 +150,20 @@ def busy_now(sample_s: float = 0.5) -> str | None:
     if rec.load1_after is not None and rec.load1_after > BUSY_LOAD_PER_CORE * rec.cores:
         why.append(f"1-minute load {rec.load1_after:.2f} on {rec.cores} cores")
     return "; ".join(why) or None
+
+
+@contextmanager
+def recorded(into: dict[str, dict[str, Any]], name: str) -> Iterator[None]:
+    """Time a part of a study: its LoadRecord (as a dict) lands in `into[name]` when the block ends."""
+    a = snapshot()
+    try:
+        yield
+    finally:
+        into[name] = LoadRecord.between(a, snapshot()).to_dict()
+
+
+def load_summary(records: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
+    """What a result file says of its load: the label its tables carry, whether the run was quiet, and
+    every series' record."""
+    recs = [r for r in records if r]
+    return {"label": describe(recs), "quiet": run_quiet(recs), "series": recs}
