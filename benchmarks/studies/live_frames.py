@@ -43,7 +43,6 @@ from erudite_edge.inference.pipeline import Pipeline
 from erudite_edge.sources.base import Source, Task
 from erudite_edge.sources.open import open_source
 
-
 SIDES = ("before", "after")
 
 

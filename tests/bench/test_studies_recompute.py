@@ -1,0 +1,98 @@
+"""Every study that publishes a figure writes its raw samples and load record beside its JSON, and
+`python -m benchmarks.recompute` re-derives every figure and verdict of it: one tiny real run per study family
+(seconds), recomputed; then one figure changed by hand must be caught."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from benchmarks.raw import RawSamples, samples_path
+from benchmarks.recompute import main as recompute_main
+from benchmarks.recompute import recompute
+
+
+def recomputes(path, kind, min_figures):
+    """The file recomputes to its published figures, from a raw file of its kind with a load record for every part
+    it timed; and a changed figure is caught. Returns the result."""
+    checks = recompute(path)
+    bad = [c for c in checks if not c.ok]
+    assert not bad, bad[:5]
+    assert len(checks) >= min_figures, [c.figure for c in checks]
+    raw = RawSamples.read(path)
+    assert raw.kind == kind
+    result = json.loads(path.read_text())
+    assert result["load"]["label"].startswith(("quiet", "under load")) and result["load"]["series"]
+    assert result["load"]["series"] == raw.load_records()
+    return result
+
+
+def caught(path, tmp_path, change, capsys):
+    """A copy of the result with `change(result)` applied by hand: recompute exits 1 and names what differs."""
+    copy = tmp_path / "changed" / path.name
+    copy.parent.mkdir()
+    shutil.copy(samples_path(path), samples_path(copy))
+    r = json.loads(path.read_text())
+    change(r)
+    copy.write_text(json.dumps(r))
+    capsys.readouterr()
+    assert recompute_main([str(copy)]) == 1
+    return capsys.readouterr().out
+
+
+def test_live_frames(tmp_path, capsys):
+    from benchmarks.studies import live_frames
+
+    out = tmp_path / "lf"
+    assert live_frames.main(["--fps", "30", "--model-ms", "5", "--seconds", "0.4", "--rounds", "2", "--out", str(out)]) == 0
+    r = recomputes(out / "live_frames.json", "live_frames", 20)
+    assert len(r["load"]["series"]) == 4  # one record per run: 2 rounds x before / after
+    # 2 rounds: too few for a verdict, whatever the interval says
+    assert r["goal"]["status"] == "INCONCLUSIVE" and "needs at least 6" in r["goal"]["reason"]
+    assert r["goal"]["rounds"] == 2 and r["goal"]["ci95"][0] <= r["after"]["p99_ms"] + 0.1
+    assert "INCONCLUSIVE" in (out / "live_frames.md").read_text()
+
+    def flip(res):
+        res["goal"]["status"] = "PASS"
+        res["after"]["p99_ms"] += 1
+
+    text = caught(out / "live_frames.json", tmp_path, flip, capsys)
+    assert "DIFFERS goal status" in text and "DIFFERS after p99_ms" in text
+
+
+def test_api_overhead(tmp_path, capsys):
+    from benchmarks.studies import api_overhead
+
+    out = tmp_path / "api"
+    assert api_overhead.main(["--rounds", "3", "--calls", "3", "--batch", "4", "--out", str(out)]) == 0
+    r = recomputes(tmp_path / "api.json", "api_overhead", 20)
+    assert r["overhead"]["4 images/call"]["rounds"] == 3 and r["sides"]["api, 4 images/call"]["n"] == 9
+
+    def change(res):
+        res["overhead"]["1 image/call"]["p50_ratio_ci95"][0] -= 0.01
+
+    assert "DIFFERS overhead 1 image/call p50_ratio_ci95" in caught(tmp_path / "api.json", tmp_path, change, capsys)
+
+
+def test_int8_layouts(trained, tmp_path, capsys):
+    from benchmarks.studies import int8_layouts
+
+    out = tmp_path / "layouts.json"
+    assert int8_layouts.main(["--bundle", str(trained["bundle"]), "--calib", str(trained["root"] / "data"), "--calib-count", "16",
+                              "--eval-count", "12", "--batch", "1,4", "--warmup", "1", "--iters", "6", "--rounds", "6",
+                              "--json", str(out)]) == 0
+    r = recomputes(out, "int8_layouts", 40)
+    for b in ("1", "4"):
+        for target in ("tensorrt", "onnxruntime"):
+            row = r["latency"][b][f"int8 {target}"]
+            assert row["rounds"] == 6 and row["faster_than_fp32"] in ("PASS", "FAIL", "INCONCLUSIVE")
+            lo, hi = row["p50_vs_fp32_ci95"]
+            # PASS only with the whole interval at or under 1, FAIL only with all of it over
+            assert row["faster_than_fp32"] != "PASS" or hi <= 1
+            assert row["faster_than_fp32"] != "FAIL" or lo > 1
+    assert 0 <= r["top1_agreement_vs_fp32"]["int8 onnxruntime"] <= 1
+
+    def change(res):
+        res["top1_agreement_vs_fp32"]["int8 tensorrt"] = 1.5
+
+    assert "DIFFERS top1_agreement_vs_fp32 int8 tensorrt" in caught(out, tmp_path, change, capsys)
