@@ -96,3 +96,22 @@ def test_int8_layouts(trained, tmp_path, capsys):
         res["top1_agreement_vs_fp32"]["int8 tensorrt"] = 1.5
 
     assert "DIFFERS top1_agreement_vs_fp32 int8 tensorrt" in caught(out, tmp_path, change, capsys)
+
+
+def test_time_by_module(tmp_path, capsys):
+    from benchmarks.studies import time_by_module
+    from onnx_fixtures import make_erudite_bundle, make_zoo_bundle
+
+    erudite, zoo = make_erudite_bundle(tmp_path / "erudite"), make_zoo_bundle(tmp_path / "zoo")
+    out = tmp_path / "tbm.json"
+    assert time_by_module.main(["--bundle", str(erudite.root), "--zoo", str(zoo.root), "--batch", "2", "--iters", "5",
+                                "--out", str(out)]) == 0
+    r = recomputes(out, "time_by_module", 30)
+    assert r["erudite"]["n"] == 5 and set(r["zoo"]) == {f"zoo {role}" for role in zoo.roles()}
+    raw = RawSamples.read(out)
+    assert len(raw.values["erudite"]["wall_ms"]) == 5 and len(raw.values["erudite"]["parts_ms"]) == 5
+
+    def change(res):
+        res["erudite"]["wall_p50_ms"] *= 1.01
+
+    assert "DIFFERS erudite wall_p50_ms" in caught(out, tmp_path, change, capsys)
