@@ -4,7 +4,8 @@ A series (one interleaved run of the contenders at one batch size, an end-to-end
 study's timing) takes a `Snapshot` before and after; `LoadRecord.between` keeps
 
 * the 1-minute load average before and after (os.getloadavg),
-* this process's own CPU time (all its threads) against the wall time,
+* this process's own CPU time (all its threads, and the child processes it started and waited for
+  meanwhile: a study that times a real `erudite-edge run` process) against the wall time,
 * from /proc/stat, the whole machine's busy CPU time and its steal time, as fractions of the usable
   cores' time; the busy time less this process's own CPU time is the OTHER work that ran meanwhile.
 
@@ -56,7 +57,7 @@ def _cpu_jiffies(path: str = "/proc/stat") -> tuple[float, float, float] | None:
 @dataclass(frozen=True)
 class Snapshot:
     wall_s: float
-    cpu_s: float  # this process's CPU time, all threads
+    cpu_s: float  # this process's CPU time, all threads, and its waited-for children's
     load1: float | None
     jiffies: tuple[float, float, float] | None  # (busy, steal, total) seconds, whole machine
 
@@ -66,7 +67,18 @@ def snapshot() -> Snapshot:
         load1: float | None = round(os.getloadavg()[0], 2)
     except (AttributeError, OSError):
         load1 = None
-    return Snapshot(time.perf_counter(), time.process_time(), load1, _cpu_jiffies())
+    return Snapshot(time.perf_counter(), time.process_time() + _children_cpu_s(), load1, _cpu_jiffies())
+
+
+def _children_cpu_s() -> float:
+    """CPU time of the child processes this process has waited for (0 where the platform cannot tell)."""
+    try:
+        import resource
+
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+    except (ImportError, OSError):
+        return 0.0
 
 
 @dataclass(frozen=True)

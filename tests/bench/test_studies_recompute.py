@@ -10,6 +10,7 @@ import shutil
 from benchmarks.raw import RawSamples, samples_path
 from benchmarks.recompute import main as recompute_main
 from benchmarks.recompute import recompute
+from real_processes import needs_rtsp_server
 
 
 def recomputes(path, kind, min_figures):
@@ -115,3 +116,21 @@ def test_time_by_module(tmp_path, capsys):
         res["erudite"]["wall_p50_ms"] *= 1.01
 
     assert "DIFFERS erudite wall_p50_ms" in caught(out, tmp_path, change, capsys)
+
+
+@needs_rtsp_server
+def test_stream_latency(tmp_path, capsys):
+    from benchmarks.studies import stream_latency
+
+    out = tmp_path / "sl"
+    assert stream_latency.main(["--seconds", "2", "--fps", "10", "--size", "160x120", "--out", str(out)]) == 0
+    r = recomputes(out / "stream_latency.json", "stream_latency", 8)
+    raw = RawSamples.read(out / "stream_latency.json")
+    assert r["n"] == len(raw.values["latency_ms"]) > 0 and r["results"] == 20
+    # the `run` process and the server are this study's own work, not other work on the machine
+    assert r["load"]["series"][0]["cpu_s"] > 0.5
+
+    def change(res):
+        res["latency_ms"]["p99"] += 5
+
+    assert "DIFFERS latency_ms p99" in caught(out / "stream_latency.json", tmp_path, change, capsys)
