@@ -134,3 +134,37 @@ def test_stream_latency(tmp_path, capsys):
         res["latency_ms"]["p99"] += 5
 
     assert "DIFFERS latency_ms p99" in caught(out / "stream_latency.json", tmp_path, change, capsys)
+
+
+def test_preprocess_uint8(trained, tmp_path, capsys):
+    """measure_model (what the study's main runs per model) on the tiny trained model exported both ways, then the
+    study's derive and write_result, recomputed."""
+    import argparse
+
+    from benchmarks.studies import preprocess_uint8 as study
+    from erudite_edge.core.bundle import Bundle
+    from export.onnx_export import export_checkpoint
+
+    u8 = export_checkpoint(trained["run"], tmp_path / "uint8", data=trained["data"], parity_count=4, input_dtype="uint8")
+    bundles = {"float32": Bundle.load(trained["bundle"]), "uint8": u8}
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, p in enumerate(sorted((trained["root"] / "data").rglob("*.png"))[:16]):
+        shutil.copy(p, folder / f"{i:02d}.png")
+    args = argparse.Namespace(host_rounds=2, rounds=2, min_pass_s=0.05, host_only=False)
+    raw = RawSamples("preprocess_uint8")
+    facts = study.measure_model("demo", bundles, folder, args, 16, raw, lambda m: None, tmp_path / "work")
+    settings = {"models": {"demo": {"backbone": "tiny", **facts}}, "host_rounds": 2}
+    out = tmp_path / "preprocess_uint8.json"
+    study.write_result(out, {"settings": settings, **study.derive(raw, settings)}, raw)
+    r = recomputes(out, "preprocess_uint8", 40)
+    goals = {g["name"]: g for g in r["demo"]["goals"]}
+    assert len(goals) == 3 and r["demo"]["host"]["n_batches"] == 4 and r["demo"]["end_to_end"]["uint8"]["units"] == 2
+    # 2 end-to-end rounds: too few for a verdict
+    assert goals["uint8 end to end / pure inference, batch 8"]["status"] == "INCONCLUSIVE"
+    assert len(r["load"]["series"]) == 6  # host, model latency, 2 rounds x 2 input types end to end
+
+    def change(res):
+        res["demo"]["goals"][0]["status"] = "FAIL" if res["demo"]["goals"][0]["status"] != "FAIL" else "PASS"
+
+    assert "DIFFERS demo goals[0] status" in caught(out, tmp_path, change, capsys)
