@@ -168,3 +168,29 @@ def test_preprocess_uint8(trained, tmp_path, capsys):
         res["demo"]["goals"][0]["status"] = "FAIL" if res["demo"]["goals"][0]["status"] != "FAIL" else "PASS"
 
     assert "DIFFERS demo goals[0] status" in caught(out, tmp_path, change, capsys)
+
+
+def test_meta_features_accuracy(tmp_path, capsys):
+    """Training the demo per seed takes minutes: the runs here are hand-made results of the shape run_one writes (a
+    real load record taken over a real pause); write_summary writes them with their raw samples, recomputed."""
+    import time
+
+    from benchmarks.load import LoadRecord, snapshot
+    from benchmarks.studies.meta_features_accuracy import write_summary
+
+    a = snapshot()
+    time.sleep(0.2)
+    load = LoadRecord.between(a, snapshot()).to_dict()
+    runs = [{"setting": st, "seed": seed, "top1": {"digits": d, "faces": f}, "mean_top1": (d + f) / 2,
+             "images": {"digits": 50, "faces": 50}, "train_time": {"wall_s": 1.0, "cpu_s": 1.0, "resumed": False,
+                                                                    "loadavg_before": [0, 0, 0], "loadavg_after": [0, 0, 0],
+                                                                    "load": {**load, "wall_s": load["wall_s"] + i}}}
+            for i, (seed, st, d, f) in enumerate(((0, "fresh", 0.9, 1.0), (0, "reuse", 0.8, 1.0), (1, "fresh", 0.7, 0.9), (1, "reuse", 0.8, 0.9)))]
+    write_summary(tmp_path, runs, "cmd")
+    r = recomputes(tmp_path / "summary.json", "meta_features_accuracy", 20)
+    assert r["summary"]["paired_fresh_minus_reuse"]["seeds"] == [0, 1] and len(r["load"]["series"]) == 4
+
+    def change(res):
+        res["summary"]["paired_fresh_minus_reuse"]["ci95"][1] += 0.01
+
+    assert "DIFFERS summary paired_fresh_minus_reuse ci95" in caught(tmp_path / "summary.json", tmp_path, change, capsys)
