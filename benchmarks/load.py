@@ -4,7 +4,8 @@ A series (one interleaved run of the contenders at one batch size, an end-to-end
 study's timing) takes a `Snapshot` before and after; `LoadRecord.between` keeps
 
 * the 1-minute load average before and after (os.getloadavg),
-* this process's own CPU time (all its threads) against the wall time,
+* this process's own CPU time (all its threads, and the child processes it started and waited for
+  meanwhile: a study that times a real `erudite-edge run` process) against the wall time,
 * from /proc/stat, the whole machine's busy CPU time and its steal time, as fractions of the usable
   cores' time; the busy time less this process's own CPU time is the OTHER work that ran meanwhile.
 
@@ -20,8 +21,9 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 QUIET_OTHER = 0.10  # other processes' CPU time, as a fraction of the usable cores' time
 QUIET_STEAL = 0.02  # hypervisor steal, same fraction
@@ -55,7 +57,7 @@ def _cpu_jiffies(path: str = "/proc/stat") -> tuple[float, float, float] | None:
 @dataclass(frozen=True)
 class Snapshot:
     wall_s: float
-    cpu_s: float  # this process's CPU time, all threads
+    cpu_s: float  # this process's CPU time, all threads, and its waited-for children's
     load1: float | None
     jiffies: tuple[float, float, float] | None  # (busy, steal, total) seconds, whole machine
 
@@ -65,7 +67,18 @@ def snapshot() -> Snapshot:
         load1: float | None = round(os.getloadavg()[0], 2)
     except (AttributeError, OSError):
         load1 = None
-    return Snapshot(time.perf_counter(), time.process_time(), load1, _cpu_jiffies())
+    return Snapshot(time.perf_counter(), time.process_time() + _children_cpu_s(), load1, _cpu_jiffies())
+
+
+def _children_cpu_s() -> float:
+    """CPU time of the child processes this process has waited for (0 where the platform cannot tell)."""
+    try:
+        import resource
+
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+    except (ImportError, OSError):
+        return 0.0
 
 
 @dataclass(frozen=True)
@@ -149,3 +162,20 @@ def busy_now(sample_s: float = 0.5) -> str | None:
     if rec.load1_after is not None and rec.load1_after > BUSY_LOAD_PER_CORE * rec.cores:
         why.append(f"1-minute load {rec.load1_after:.2f} on {rec.cores} cores")
     return "; ".join(why) or None
+
+
+@contextmanager
+def recorded(into: dict[str, dict[str, Any]], name: str) -> Iterator[None]:
+    """Time a part of a study: its LoadRecord (as a dict) lands in `into[name]` when the block ends."""
+    a = snapshot()
+    try:
+        yield
+    finally:
+        into[name] = LoadRecord.between(a, snapshot()).to_dict()
+
+
+def load_summary(records: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
+    """What a result file says of its load: the label its tables carry, whether the run was quiet, and
+    every series' record."""
+    recs = [r for r in records if r]
+    return {"label": describe(recs), "quiet": run_quiet(recs), "series": recs}

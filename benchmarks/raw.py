@@ -3,7 +3,9 @@
 A summary (bench.json, a study's JSON) holds medians, ratios and intervals; this file holds what they
 were computed from: for every timed series its calls, round by round, and each round's images/s,
 with the machine's load over the series; for the end-to-end measurement each round's images/s of
-both sides; for memory each fresh process's peak. `python -m benchmarks.recompute FILE` re-derives
+both sides; for memory each fresh process's peak; for a study, whatever else it measured per unit
+(`values`: per-batch times, frame ages per run, per-call kernel times, per-image top-1, ...) and the
+load record of each of its timed parts (`loads`). `python -m benchmarks.recompute FILE` re-derives
 every interval and verdict of FILE from it.
 
 Latencies are kept to 0.1 microsecond (4 decimals of a millisecond) and images/s to 4 decimals; the
@@ -44,6 +46,18 @@ def quantise(s: Samples) -> Samples:
     return s
 
 
+def rounded(v: Any) -> Any:
+    """Numbers (in lists / dicts, nested) rounded to DECIMALS: what a study keeps in `values`, rounded
+    BEFORE it computes anything from them (like `quantise`)."""
+    if isinstance(v, float):
+        return round(v, DECIMALS)
+    if isinstance(v, dict):
+        return {k: rounded(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [rounded(x) for x in v]
+    return v
+
+
 def series_to_json(s: Samples) -> dict[str, Any]:
     return {"round_latency_ms": s.round_latency_ms, "round_ips": s.round_ips, "compute_ms": s.compute_ms,
             "duration_s": round(s.duration_s, 6), "warmup_calls": s.warmup_calls, "load": s.load}
@@ -65,11 +79,22 @@ class RawSamples:
     series: dict[str, Samples] = field(default_factory=dict)
     end_to_end: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # name -> {"e2e_ips": [...], "pure_ips": [...]}
     memory: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # precision -> {model: peaks MB}
+    values: dict[str, Any] = field(default_factory=dict)  # a study's other per-unit measurements (JSON, `rounded`)
+    loads: dict[str, dict[str, Any]] = field(default_factory=dict)  # timed part -> its load (benchmarks.load)
+
+    def load_records(self) -> list[dict[str, Any]]:
+        """Every load record of the run, once each: the series' (an interleaved run gives all its series the
+        same record) and the other timed parts'."""
+        seen: dict[str, dict[str, Any]] = {}
+        for rec in [s.load for s in self.series.values()] + list(self.loads.values()):
+            if rec:
+                seen.setdefault(json.dumps(rec, sort_keys=True), rec)
+        return list(seen.values())
 
     def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": self.kind,
                 "series": {k: series_to_json(v) for k, v in self.series.items()},
-                "end_to_end": self.end_to_end, "memory": self.memory}
+                "end_to_end": self.end_to_end, "memory": self.memory, "values": self.values, "loads": self.loads}
 
     @classmethod
     def from_json(cls, d: dict[str, Any], where: str = "") -> "RawSamples":
@@ -78,7 +103,7 @@ class RawSamples:
         if d.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{where}: {FORMAT} version {d.get('format_version')}, this code reads {FORMAT_VERSION}")
         return cls(d.get("kind", ""), {k: series_from_json(v) for k, v in (d.get("series") or {}).items()},
-                   d.get("end_to_end") or {}, d.get("memory") or {})
+                   d.get("end_to_end") or {}, d.get("memory") or {}, d.get("values") or {}, d.get("loads") or {})
 
     def write(self, summary: str | Path) -> Path:
         """Beside `summary`, atomically (a killed write leaves the previous file or none)."""
@@ -92,3 +117,13 @@ class RawSamples:
         path = samples_path(summary)
         with gzip.open(path, "rt") as f:
             return cls.from_json(json.load(f), str(path))
+
+
+def write_result(path: str | Path, result: dict[str, Any], raw: RawSamples) -> Path:
+    """A study's result: its raw samples beside it first (a summary never lies on disk without them),
+    then the JSON itself, both atomically. Returns the raw file's path."""
+    from erudite_edge.core.fileio import write_json_atomic
+
+    written = raw.write(path)
+    write_json_atomic(path, result)
+    return written

@@ -6,7 +6,9 @@ FILE.json is a bench.json (or a study's JSON written with raw samples); its raw 
 lie beside it as FILE.samples.json.gz (benchmarks.raw). Every figure the summary publishes from
 samples (each series' p50 / p90 / throughput, each erudite/zoo ratio and its interval, INT8 against
 FP32, end to end against pure inference, memory, and every goal's verdict) is computed again from
-the raw file with the code the run used and compared with the published one. Prints one line per
+the raw file with the code the run used and compared with the published one. A study's file is
+recomputed by the study's own `derive(raw, settings)` (the function its run published with): every
+figure it returns, load label and verdicts included, against the file's. Prints one line per
 figure that differs and a count; exit 0 when every figure matched, 1 when any differed, 2 when a
 file is missing or unreadable.
 """
@@ -14,6 +16,7 @@ file is missing or unreadable.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import statistics
@@ -128,8 +131,33 @@ def recompute_step_time(result: dict[str, Any], raw: RawSamples) -> list[Check]:
     return checks
 
 
+def compare(published: Any, recomputed: Any, figure: str = "") -> list[Check]:
+    """One Check per leaf of `recomputed` (a derived dict) against the same place in `published`."""
+    if isinstance(recomputed, dict):
+        if not isinstance(published, dict):
+            return [Check(figure, published, recomputed)]
+        return [c for k, v in recomputed.items() for c in compare(published.get(k), v, f"{figure} {k}".strip())]
+    if (isinstance(recomputed, list) and isinstance(published, list) and len(published) == len(recomputed)
+            and any(isinstance(v, (dict, list)) for v in recomputed)):
+        return [c for i, (p, r) in enumerate(zip(published, recomputed)) for c in compare(p, r, f"{figure}[{i}]")]
+    return [Check(figure, published, recomputed)]
+
+
+def study_recomputer(module: str) -> Callable[[dict[str, Any], RawSamples], list[Check]]:
+    """A study whose module has `derive(raw, settings) -> figures`: every figure it derives, compared."""
+
+    def recompute_study(result: dict[str, Any], raw: RawSamples) -> list[Check]:
+        derive = importlib.import_module(module).derive
+        return compare(result, derive(raw, result.get("settings") or {}))
+
+    return recompute_study
+
+
+STUDIES = ("api_overhead", "int8_layouts", "live_frames", "meta_features_accuracy", "preprocess_uint8",
+           "stream_latency", "time_by_module")
 RECOMPUTERS: dict[str, Callable[[dict[str, Any], RawSamples], list[Check]]] = {
     "bench": recompute_bench, "step_time": recompute_step_time,
+    **{kind: study_recomputer(f"benchmarks.studies.{kind}") for kind in STUDIES},
 }
 
 

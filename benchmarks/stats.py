@@ -175,6 +175,24 @@ def throughput_ratio_ci(num_ips: Sequence[float], den_ips: Sequence[float], *, p
     return Interval(lo, hi, min(len(num), len(den)), paired)
 
 
+def percentile_ci(rounds: Sequence[Sequence[float]], q: float, *, resamples: int = RESAMPLES, level: float = LEVEL,
+                  seed: int | Sequence[int] = 0) -> Interval | None:
+    """Interval of the q-th percentile of the pooled values of resampled rounds (a cluster bootstrap, as
+    latency_ratio_ci's for one side alone). Empty rounds are dropped; one round: its values are
+    resampled (units 1). None without values."""
+    kept = [list(r) for r in rounds if len(r)]
+    if not kept:
+        return None
+    kept = _compress(kept)
+    units = len(kept)
+    if units == 1:
+        kept = [[v] for v in kept[0]]
+    idx = _rng(seed).integers(0, len(kept), size=(resamples, len(kept)))
+    a = (1.0 - level) / 2.0 * 100.0
+    lo, hi = np.percentile(_pooled_percentiles(kept, idx, q), [a, 100.0 - a])
+    return Interval(float(lo), float(hi), units, False)
+
+
 def ratio_ci(num: Sequence[float], den: Sequence[float], *, paired: bool = True, resamples: int = RESAMPLES,
              level: float = LEVEL, seed: int | Sequence[int] = 0) -> Interval | None:
     """Interval of median(num) / median(den) over resampled pairs (e.g. peak memory of fresh

@@ -17,5 +17,7 @@ erudite_edge/, train/ or export/ imports them.
     stream_latency.py          result-to-viewer latency of `run --save rtsp://...`      results/stream_latency.{md,json}; README.md
     time_by_module.py          backbone against the erudite modules, ORT's profiler     results/ort_spinning.md (time_by_module_N4.json)
 
-(results/ is benchmarks/results/.)
+(results/ is benchmarks/results/.) Each timing study writes its raw samples and load records beside its JSON
+(benchmarks.raw.write_result) and has a `derive(raw, settings)` that `python -m benchmarks.recompute` runs again
+(benchmarks/README.md, "Raw samples and recompute").
 """

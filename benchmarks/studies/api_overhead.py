@@ -4,7 +4,9 @@
 answers) for every call; "direct" is what it wraps, done by hand in the caller's thread: the bundle's
 preprocess, the loaded model, the answerer. Both sides use one loaded Classifier and are interleaved call by
 call in rounds; the overhead is p50(api) - p50(direct) per image, with the paired bootstrap interval of the
-p50 ratio over rounds (benchmarks/stats.py).
+p50 ratio over rounds (benchmarks/stats.py). With --out, the raw samples (every call, round by round, and the
+load over the timed rounds) go beside OUT.json as OUT.samples.json.gz; `python -m benchmarks.recompute OUT.json`
+re-derives every figure from them.
 
     python -m benchmarks.studies.api_overhead --bundle BUNDLE [--rounds 20 --calls 40] [--out benchmarks/results/api]
 
@@ -15,7 +17,6 @@ free and the figure is the API's own cost.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -24,7 +25,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from benchmarks.latency import Samples
+from benchmarks.load import load_summary, recorded
+from benchmarks.raw import RawSamples, quantise, write_result
 from benchmarks.stats import latency_ratio_ci
+from erudite_edge.core.fileio import write_text_atomic
 
 
 def _tiny_bundle(root: Path) -> Path:
@@ -35,12 +40,15 @@ def _tiny_bundle(root: Path) -> Path:
     return root / "bundle"
 
 
-def measure(bundle: Path, rounds: int, calls: int, batch: int) -> dict[str, Any]:
+def measure(bundle: Path, rounds: int, calls: int, batch: int) -> tuple[RawSamples, str]:
+    """Every call's ms per image, round by round, for each side (and the load over the timed rounds);
+    and the backend."""
     from erudite_edge import Classifier
     from erudite_edge.core.preprocess import preprocess
 
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (240, 320, 3), dtype=np.uint8) for _ in range(batch)]
+    loads: dict[str, dict[str, Any]] = {}
     with Classifier(bundle, batch=max(8, batch), workers=2, threads=1) as clf:
         spec = clf.spec
 
@@ -58,27 +66,37 @@ def measure(bundle: Path, rounds: int, calls: int, batch: int) -> dict[str, Any]
             for _ in range(5):
                 f()
         samples: dict[str, list[list[float]]] = {name: [] for name in sides}
-        for _ in range(rounds):
-            r: dict[str, list[float]] = {name: [] for name in sides}
-            for _ in range(calls):
-                for name, f in sides.items():
-                    t0 = time.perf_counter()
-                    f()
-                    r[name].append((time.perf_counter() - t0) * 1e3 / per_image[name])
-            for name in sides:
-                samples[name].append(r[name])
+        with recorded(loads, "timed rounds"):
+            for _ in range(rounds):
+                r: dict[str, list[float]] = {name: [] for name in sides}
+                for _ in range(calls):
+                    for name, f in sides.items():
+                        t0 = time.perf_counter()
+                        f()
+                        r[name].append((time.perf_counter() - t0) * 1e3 / per_image[name])
+                for name in sides:
+                    samples[name].append(r[name])
         backend = clf.backend
-    out: dict[str, Any] = {"bundle": str(bundle), "backend": backend, "rounds": rounds, "calls_per_round": calls,
-                           "sides": {}, "overhead": {}}
-    for name, rs in samples.items():
-        flat = [v for r in rs for v in r]
-        out["sides"][name] = {"n": len(flat), "p50_ms_per_image": float(np.percentile(flat, 50)),
-                              "p90_ms_per_image": float(np.percentile(flat, 90))}
-    for k in ("1 image/call", f"{batch} images/call"):
-        a, d = samples[f"api, {k}"], samples[f"direct, {k}"]
+    series = {name: quantise(Samples(round_latency_ms=rs)) for name, rs in samples.items()}
+    return RawSamples("api_overhead", series, loads=loads), backend
+
+
+def derive(raw: RawSamples, settings: dict[str, Any]) -> dict[str, Any]:
+    """Every figure from the raw samples (what `python -m benchmarks.recompute` runs again): per side n,
+    p50 and p90 ms per image; per call size the overhead p50(api) - p50(direct) and the p50 ratio with
+    its paired 95 % interval over the rounds; the load."""
+    out: dict[str, Any] = {"sides": {}, "overhead": {}}
+    for name, s in raw.series.items():
+        out["sides"][name] = {"n": len(s.latency_ms), "p50_ms_per_image": float(np.percentile(s.latency_ms, 50)),
+                              "p90_ms_per_image": float(np.percentile(s.latency_ms, 90))}
+    for k in ("1 image/call", f"{settings['batch']} images/call"):
+        a, d = raw.series[f"api, {k}"].round_latency_ms, raw.series[f"direct, {k}"].round_latency_ms
         ci = latency_ratio_ci(a, d, 50)
         pa, pd = out["sides"][f"api, {k}"]["p50_ms_per_image"], out["sides"][f"direct, {k}"]["p50_ms_per_image"]
-        out["overhead"][k] = {"p50_ms_per_image": pa - pd, "p50_ratio": pa / pd, "p50_ratio_ci95": ci}
+        out["overhead"][k] = {"p50_ms_per_image": pa - pd, "p50_ratio": pa / pd,
+                              "p50_ratio_ci95": None if ci is None else [round(ci.lo, 5), round(ci.hi, 5)],
+                              "rounds": None if ci is None else ci.units}
+    out["load"] = load_summary(raw.load_records())
     return out
 
 
@@ -107,16 +125,17 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         bundle = a.bundle or _tiny_bundle(Path(tmp))
-        r = measure(bundle, a.rounds, a.calls, a.batch)
-        if a.bundle is None:
-            r["bundle"] = "tests' tiny nearest-colour bundle (16x16 input)"
+        raw, backend = measure(bundle, a.rounds, a.calls, a.batch)
+    settings = {"batch": a.batch}
+    r: dict[str, Any] = {"settings": settings, "bundle": str(a.bundle) if a.bundle else
+                         "tests' tiny nearest-colour bundle (16x16 input)", "backend": backend, "rounds": a.rounds,
+                         "calls_per_round": a.calls, **derive(raw, settings)}
     command = "python -m benchmarks.studies.api_overhead " + " ".join(argv if argv is not None else sys.argv[1:])
     md = markdown(r, command.strip())
     print(md)
     if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.with_suffix(".json").write_text(json.dumps(r, indent=2) + "\n")
-        a.out.with_suffix(".md").write_text(md)
+        write_result(a.out.with_suffix(".json"), r, raw)
+        write_text_atomic(a.out.with_suffix(".md"), md)
     return 0
 
 

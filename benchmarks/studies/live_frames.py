@@ -14,14 +14,17 @@ camera however fast this CPU is; the cost grows with the batch, as on a CPU).
 - after: a reader thread keeps only the newest frame; the model takes it when free (batch of one).
 
 The two alternate for --rounds rounds. frame_age_ms = result time - capture time, per result, pooled
-over rounds (the first tenth of each run's results left out as warm-up). Goal: after p99 < 2 frame intervals + one
-model call. The before/after p99 ratio has a 95 % bootstrap confidence interval (resampling frames).
+over rounds (the first tenth of each run's results left out as warm-up). Goal: after p99 <= 2 frame intervals + one
+model call, judged on the after p99's 95 % bootstrap interval over the rounds (benchmarks.stats.Verdict: fewer
+than 6 rounds is INCONCLUSIVE). The before/after p99 ratio has a paired 95 % bootstrap interval over the rounds.
+Each run records the machine's load (benchmarks.load); the raw samples (every frame age, run by run) go beside
+the JSON (live_frames.samples.json.gz), and `python -m benchmarks.recompute OUT/live_frames.json` re-derives
+every figure and the verdict from them.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -30,11 +33,17 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from benchmarks.load import load_summary, recorded
+from benchmarks.raw import RawSamples, rounded, write_result
+from benchmarks.stats import Verdict, latency_ratio_ci, percentile_ci
 from erudite_edge.backends.registry import RunnerOptions
+from erudite_edge.core.fileio import write_text_atomic
 from erudite_edge.inference.models import load_model
 from erudite_edge.inference.pipeline import Pipeline
 from erudite_edge.sources.base import Source, Task
 from erudite_edge.sources.open import open_source
+
+SIDES = ("before", "after")
 
 
 class SlowModel:
@@ -123,11 +132,85 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def bootstrap_ratio(a: list[float], b: list[float], q: float = 99, n: int = 1000, seed: int = 0) -> tuple[float, float]:
-    rng = np.random.default_rng(seed)
-    av, bv = np.asarray(a), np.asarray(b)
-    ratios = [np.percentile(rng.choice(av, av.size), q) / np.percentile(rng.choice(bv, bv.size), q) for _ in range(n)]
-    return float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
+def measure(bundle: Any, model: SlowModel, settings: dict[str, Any], log: Any = print) -> RawSamples:
+    """The runs, before and after alternating round by round: every result's frame age per run (warm-up
+    tenth left out), each run's results / dropped / results per second, and each run's load."""
+    values: dict[str, Any] = {f"{k}/{side}": [] for k in ("ages_ms", "results", "dropped", "fps") for side in SIDES}
+    loads: dict[str, dict[str, Any]] = {}
+    for r in range(settings["rounds"]):
+        for side in (SIDES if r % 2 == 0 else SIDES[::-1]):
+            with recorded(loads, f"round {r + 1} {side}"):
+                res = one_run(bundle, model, settings["fps"], settings["seconds_per_run"], side == "after",
+                              settings["before_batch"])
+            values[f"ages_ms/{side}"].append(rounded([float(a) for a in res["ages"]]))
+            values[f"results/{side}"].append(res["results"])
+            values[f"dropped/{side}"].append(res["dropped"])
+            values[f"fps/{side}"].append(rounded(float(res["fps"])))
+            log(f"round {r + 1} {side}: {res['results']} results, p50 {pct(res['ages'], 50):.1f} ms, "
+                f"p99 {pct(res['ages'], 99):.1f} ms, dropped {res['dropped']}")
+    return RawSamples("live_frames", values=values, loads=loads)
+
+
+def derive(raw: RawSamples, settings: dict[str, Any]) -> dict[str, Any]:
+    """Every figure from the raw samples (what `python -m benchmarks.recompute` runs again): per side the
+    pooled percentiles; the before/after p99 ratio with its paired 95 % interval over the rounds; the
+    goal (after p99 < 2 frame intervals + one model call) judged on the after p99's 95 % interval over
+    the rounds (benchmarks.stats.Verdict; fewer than 6 rounds: INCONCLUSIVE)."""
+    v = raw.values
+    goal_ms = 2 * 1e3 / settings["fps"] + settings["model_ms_per_image"]
+    out: dict[str, Any] = {"goal_p99_ms": round(goal_ms, 1)}
+    for side in SIDES:
+        ages = [a for run in v[f"ages_ms/{side}"] for a in run]
+        out[side] = {
+            "n": len(ages), "p50_ms": round(pct(ages, 50), 1), "p90_ms": round(pct(ages, 90), 1),
+            "p99_ms": round(pct(ages, 99), 1), "max_ms": round(max(ages), 1) if ages else None,
+            "results_per_run": v[f"results/{side}"], "dropped_per_run": v[f"dropped/{side}"],
+            "results_fps": round(float(np.median(v[f"fps/{side}"])), 2),
+        }
+    ci = latency_ratio_ci(v["ages_ms/before"], v["ages_ms/after"], 99)
+    out["p99_ratio_before_after"] = round(pct([a for r in v["ages_ms/before"] for a in r], 99)
+                                          / pct([a for r in v["ages_ms/after"] for a in r], 99), 2)
+    out["p99_ratio_ci95"] = None if ci is None else [round(ci.lo, 2), round(ci.hi, 2)]
+    after_ci = percentile_ci(v["ages_ms/after"], 99)
+    verdict = Verdict(after_ci, "<=", goal_ms)
+    out["goal"] = {"name": "after p99 frame age <= 2 frame intervals + one model call", "value": out["after"]["p99_ms"],
+                   "threshold": f"<= {goal_ms:.1f} ms", "ci95": None if after_ci is None else [round(after_ci.lo, 1), round(after_ci.hi, 1)],
+                   "rounds": None if after_ci is None else after_ci.units, "status": verdict.status, "reason": verdict.reason}
+    out["load"] = load_summary(raw.load_records())
+    return out
+
+
+def markdown(out: dict[str, Any]) -> str:
+    s, b, a, g = out["settings"], out["before"], out["after"], out["goal"]
+    ci = "-" if out["p99_ratio_ci95"] is None else f"{out['p99_ratio_ci95'][0]}-{out['p99_ratio_ci95'][1]}"
+    gci = "" if g["ci95"] is None else f" [{g['ci95'][0]}, {g['ci95'][1]}]"
+    md = [
+        "# Frame age on a live source (before / after latest-frame semantics)",
+        "",
+        f"`{out['command'].strip()}` — synthetic {s['fps']:g} fps camera (`testsrc://`, 320x240), the tiny real ONNX "
+        f"model (ONNX Runtime CPU) plus {s['model_ms_per_image']:g} ms of sleep per image standing in for a heavier network; "
+        f"{s['rounds']} interleaved rounds of {s['seconds_per_run']:g} camera-seconds each, the first tenth of each run's results "
+        "left out. frame age = result time - capture time. Raw samples: the JSON's `.samples.json.gz` "
+        "(`python -m benchmarks.recompute` re-derives every figure).",
+        "",
+        f"Load: {out['load']['label']}.",
+        "",
+        "| | n | p50 ms | p90 ms | p99 ms | max ms | results/s | dropped per run |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| before (queued, --batch {s['before_batch']}) | {b['n']} | {b['p50_ms']} | {b['p90_ms']} | {b['p99_ms']} | "
+        f"{b['max_ms']} | {b['results_fps']} | {b['dropped_per_run']} |",
+        f"| after (newest frame) | {a['n']} | {a['p50_ms']} | {a['p90_ms']} | {a['p99_ms']} | {a['max_ms']} | "
+        f"{a['results_fps']} | {a['dropped_per_run']} |",
+        "",
+        f"{g['status']}: {g['name']}: after p99 {g['value']} ms{gci} {g['threshold']}"
+        + (f" ({g['reason']})" if g["reason"] else "") + " (95 % interval over the rounds). "
+        f"before/after p99 ratio {out['p99_ratio_before_after']} (paired 95 % bootstrap interval over the rounds {ci}).",
+        "",
+        "The before side's age is set by how many frames wait in the prefetch queue, the after side's by one frame "
+        "interval + one model call.",
+        "",
+    ]
+    return "\n".join(md)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fps", type=float, default=30.0)
     ap.add_argument("--model-ms", type=float, default=60.0, help="sleep per image added to the real model")
     ap.add_argument("--seconds", type=float, default=8.0, help="camera seconds per run")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=6, help="interleaved rounds (a verdict needs at least 6)")
     ap.add_argument("--batch", type=int, default=8, help="--batch of the before side (run's default)")
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args(argv)
@@ -143,67 +226,23 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
     from onnx_fixtures import make_erudite_bundle
 
-    bundle = make_erudite_bundle(Path(tempfile.mkdtemp(prefix="live-frames-")) / "bundle")
-    model = SlowModel(load_model(bundle, RunnerOptions("onnxruntime", "fp32"), announce=None), args.model_ms)
-    runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
-    for r in range(args.rounds):
-        for side in (("before", "after") if r % 2 == 0 else ("after", "before")):
-            res = one_run(bundle, model, args.fps, args.seconds, side == "after", args.batch)
-            runs[side].append(res)
-            print(f"round {r + 1} {side}: {res['results']} results, p50 {pct(res['ages'], 50):.1f} ms, "
-                  f"p99 {pct(res['ages'], 99):.1f} ms, dropped {res['dropped']}", flush=True)
-    model.close()
-
-    interval = 1e3 / args.fps
-    goal = 2 * interval + args.model_ms
-    out: dict[str, Any] = {
-        "fps": args.fps, "model_ms_per_image": args.model_ms, "seconds_per_run": args.seconds, "rounds": args.rounds,
-        "before_batch": args.batch, "goal_p99_ms": round(goal, 1),
-        "command": "python -m benchmarks.studies.live_frames " + " ".join(argv if argv is not None else sys.argv[1:]),
-    }
-    for side, rs in runs.items():
-        ages = [a for res in rs for a in res["ages"]]
-        out[side] = {
-            "n": len(ages), "p50_ms": round(pct(ages, 50), 1), "p90_ms": round(pct(ages, 90), 1),
-            "p99_ms": round(pct(ages, 99), 1), "max_ms": round(max(ages), 1) if ages else None,
-            "results_per_run": [res["results"] for res in rs], "dropped_per_run": [res["dropped"] for res in rs],
-            "results_fps": round(float(np.median([res["fps"] for res in rs])), 2),
-        }
-    lo, hi = bootstrap_ratio([a for res in runs["before"] for a in res["ages"]],
-                             [a for res in runs["after"] for a in res["ages"]])
-    out["p99_ratio_before_after"] = round(out["before"]["p99_ms"] / out["after"]["p99_ms"], 2)
-    out["p99_ratio_ci95"] = [round(lo, 2), round(hi, 2)]
-    out["goal_met"] = out["after"]["p99_ms"] < goal
-
+    settings = {"fps": args.fps, "model_ms_per_image": args.model_ms, "seconds_per_run": args.seconds,
+                "rounds": args.rounds, "before_batch": args.batch}
+    with tempfile.TemporaryDirectory(prefix="live-frames-") as tmp:
+        bundle = make_erudite_bundle(Path(tmp) / "bundle")
+        model = SlowModel(load_model(bundle, RunnerOptions("onnxruntime", "fp32"), announce=None), args.model_ms)
+        try:
+            raw = measure(bundle, model, settings, log=lambda m: print(m, flush=True))
+        finally:
+            model.close()
+    out: dict[str, Any] = {"settings": settings,
+                           "command": "python -m benchmarks.studies.live_frames " + " ".join(argv if argv is not None else sys.argv[1:])}
+    out.update(derive(raw, settings))
     dest = Path(args.out)
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / "live_frames.json").write_text(json.dumps(out, indent=2) + "\n")
-    b, a = out["before"], out["after"]
-    md = [
-        "# Frame age on a live source (before / after latest-frame semantics)",
-        "",
-        f"`{out['command'].strip()}` — synthetic {args.fps:g} fps camera (`testsrc://`, 320x240), the tiny real ONNX "
-        f"model (ONNX Runtime CPU) plus {args.model_ms:g} ms of sleep per image standing in for a heavier network; "
-        f"{args.rounds} interleaved rounds of {args.seconds:g} camera-seconds each, the first tenth of each run's results left out. "
-        "frame age = result time - capture time.",
-        "",
-        "| | n | p50 ms | p90 ms | p99 ms | max ms | results/s | dropped per run |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-        f"| before (queued, --batch {args.batch}) | {b['n']} | {b['p50_ms']} | {b['p90_ms']} | {b['p99_ms']} | "
-        f"{b['max_ms']} | {b['results_fps']} | {b['dropped_per_run']} |",
-        f"| after (newest frame) | {a['n']} | {a['p50_ms']} | {a['p90_ms']} | {a['p99_ms']} | {a['max_ms']} | "
-        f"{a['results_fps']} | {a['dropped_per_run']} |",
-        "",
-        f"Goal: p99 < 2 frame intervals + one model call = {goal:.1f} ms: **{'met' if out['goal_met'] else 'NOT met'}** "
-        f"(after p99 {a['p99_ms']} ms). before/after p99 ratio {out['p99_ratio_before_after']} "
-        f"(95 % bootstrap CI {out['p99_ratio_ci95'][0]}-{out['p99_ratio_ci95'][1]}).",
-        "",
-        "Measured on the shared 2-core x86 VM (other jobs running); the before side's age is set by how many "
-        "frames wait in the prefetch queue, the after side's by one frame interval + one model call.",
-        "",
-    ]
-    (dest / "live_frames.md").write_text("\n".join(md))
-    print("\n".join(md))
+    write_result(dest / "live_frames.json", out, raw)
+    md = markdown(out)
+    write_text_atomic(dest / "live_frames.md", md)
+    print(md)
     return 0
 
 

@@ -19,7 +19,10 @@ not in it) and moves aside (never deletes) a run folder that holds no checkpoint
 
 Wall and CPU seconds (user + system of this process, from getrusage; workers=0, so no child processes)
 are taken per training. On a shared machine they are measured under the other processes' load: the load
-average before and after is recorded next to them.
+average before and after, and the load record of benchmarks.load (other work and steal over the training),
+are recorded next to them. OUT/summary.json has its raw samples beside it (summary.samples.json.gz: each
+run's top-1 and its training's load); `python -m benchmarks.recompute OUT/summary.json` re-derives the
+summary from them.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+from benchmarks.load import LoadRecord, load_summary, snapshot
+from benchmarks.raw import RawSamples, write_result
 
 SETTINGS = ("fresh", "reuse")
 DATASETS = ("digits", "mnist", "faces")  # the demo's joint-label order (train/demo_data.py)
@@ -178,9 +184,10 @@ def run_one(data: list[str], out: Path, setting: str, seed: int, epochs: int | N
             run_dir.rename(aside)
             print(f"[{name}] no checkpoint in {run_dir}; moved it to {aside}", file=sys.stderr, flush=True)
         print(f"[{name}] {'resuming' if resumed else 'training'} ({time.strftime('%H:%M:%S')})", file=sys.stderr, flush=True)
-        load0, wall0, cpu0 = os.getloadavg(), time.perf_counter(), _cpu_s()
+        load0, wall0, cpu0, snap0 = os.getloadavg(), time.perf_counter(), _cpu_s(), snapshot()
         train(cfg, resume=resumed, progress=False)
         timing = {"wall_s": time.perf_counter() - wall0, "cpu_s": _cpu_s() - cpu0, "resumed": resumed,
+                  "load": LoadRecord.between(snap0, snapshot()).to_dict(),
                   "loadavg_before": list(load0), "loadavg_after": list(os.getloadavg()),
                   "torch_threads": _torch_threads(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         write_json_atomic(train_file, timing)
@@ -205,13 +212,33 @@ def _torch_threads() -> int:
     return torch.get_num_threads()
 
 
-def write_summary(out: Path, results: list[dict[str, Any]], command: str) -> dict[str, Any]:
-    from erudite_edge.core.fileio import write_json_atomic, write_text_atomic
+RAW_KEYS = ("setting", "seed", "mean_top1", "top1", "images")
 
-    summary = summarize(results)
-    write_json_atomic(out / "summary.json", {"command": command, "runs": results, "summary": summary})
-    write_text_atomic(out / "summary.md", markdown(results, summary, command))
-    return summary
+
+def raw_samples(results: Sequence[Mapping[str, Any]]) -> RawSamples:
+    """What the summary is computed from: each finished run's top-1 (per data set and mean, with its test
+    image counts), and each training's load where it was recorded."""
+    runs = [{k: r[k] for k in RAW_KEYS if k in r} for r in results]
+    loads = {f"{r['setting']}-seed{r['seed']}": r["train_time"]["load"] for r in results
+             if (r.get("train_time") or {}).get("load")}
+    return RawSamples("meta_features_accuracy", values={"runs": runs}, loads=loads)
+
+
+def derive(raw: RawSamples, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Every figure from the raw samples (what `python -m benchmarks.recompute` runs again): the summary over
+    seeds and the paired differences; the load of the trainings."""
+    return {"summary": summarize(raw.values["runs"]), "load": load_summary(raw.load_records())}
+
+
+def write_summary(out: Path, results: list[dict[str, Any]], command: str) -> dict[str, Any]:
+    """OUT/summary.json with its raw samples beside it (summary.samples.json.gz) and OUT/summary.md."""
+    from erudite_edge.core.fileio import write_text_atomic
+
+    raw = raw_samples(results)
+    derived = derive(raw, {})
+    write_result(out / "summary.json", {"command": command, "runs": results, **derived}, raw)
+    write_text_atomic(out / "summary.md", markdown(results, derived["summary"], command))
+    return derived["summary"]
 
 
 def main(argv: list[str] | None = None) -> int:

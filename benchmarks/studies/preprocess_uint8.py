@@ -20,7 +20,13 @@ Measured, before and after interleaved round by round (the order swapped every r
      same images already preprocessed, batch 8, ONNX Runtime CPU (benchmarks.end_to_end.measure, one
      round of each per bundle per round; the folder tiled until a pass lasts --min-pass-s, 3 s);
   3. bytes per image in the model's input tensor (what is copied to a device).
-Results: OUT/preprocess_uint8.json and a Markdown table on stdout.
+Goals (issue 14), each judged on its 95 % interval (benchmarks.stats.Verdict, never on a point value):
+host preprocessing per image at least 2x lower at batch 8 (without and with decoding; interval over the
+batches), uint8 end to end at least 0.97 (paper) / 0.85 (demo) of pure inference (interval over the rounds).
+Every part records the machine's load (benchmarks.load).
+Results: OUT/preprocess_uint8.json (rewritten after each model) with its raw samples beside it
+(preprocess_uint8.samples.json.gz: every batch's and call's time, every round's images/s and stage times);
+`python -m benchmarks.recompute OUT/preprocess_uint8.json` re-derives every figure and verdict.
 """
 
 from __future__ import annotations
@@ -38,7 +44,9 @@ import cv2
 import numpy as np
 
 from benchmarks.end_to_end import load_folder, measure
-from benchmarks.stats import throughput_ratio_ci
+from benchmarks.load import load_summary, recorded
+from benchmarks.raw import RawSamples, rounded, samples_path, write_result
+from benchmarks.stats import Interval, Verdict, throughput_ratio_ci
 from erudite_edge.backends.registry import RunnerOptions
 from erudite_edge.core.bundle import Bundle
 from erudite_edge.core.preprocess import PreprocessSpec, normalize, preprocess_into, resize_image
@@ -46,6 +54,8 @@ from erudite_edge.inference.batch_buffer import InputRing
 from erudite_edge.inference.models import load_model
 
 BATCH = 8
+HOST_SPEEDUP_GOAL = 2.0  # issue 14: host preprocessing per image at least 2x lower at batch 8
+E2E_GOALS = {"demo": 0.85, "paper": 0.97}  # issue 14: uint8 end to end / pure inference, per model
 DEMO_DATA = Path("/work/shared_demo/demo/data")
 
 
@@ -89,9 +99,10 @@ def graph_normalisation(bundle: Bundle, work: Path) -> Any:
 
 
 def host_timing(files: list[Path], spec_f32: PreprocessSpec, spec_u8: PreprocessSpec, rounds: int,
-                graph: Any = None) -> dict[str, Any]:
-    """Per-image ms of each batch of 8, before and after, alternating batch by batch. With `graph` (a
-    session of the uint8 model's normalisation nodes), also their cost on ONNX Runtime CPU per image."""
+                graph: Any = None) -> dict[str, list[float]]:
+    """Per-image ms of each batch of 8, before and after, alternating batch by batch (the raw samples,
+    rounded). With `graph` (a session of the uint8 model's normalisation nodes), also their cost on
+    ONNX Runtime CPU per image."""
     raw = [np.fromfile(str(p), dtype=np.uint8) for p in files]
     decoded = [decode_before(r) for r in raw]
     ring = InputRing(spec_u8, BATCH, depth=2 * BATCH)
@@ -115,27 +126,37 @@ def host_timing(files: list[Path], spec_f32: PreprocessSpec, spec_u8: Preprocess
                         x = host_after(ims, spec_u8, ring, seq)
                         out["graph_after"].append(per_image_ms(lambda: graph.run(None, {"images": x}), len(b)))
                     seq += len(b)
-    res: dict[str, Any] = {"n_batches": len(out["prep_before"]), "batch": BATCH, "images": len(raw),
-                           "image_size": list(decoded[0].shape[:2])}
+    return {k: rounded(v) for k, v in out.items()}
+
+
+def _ci(iv: Any) -> list[float] | None:
+    return None if iv is None else [round(iv.lo, 5), round(iv.hi, 5)]
+
+
+def host_figures(out: dict[str, list[float]]) -> dict[str, Any]:
+    """Percentiles per side and the speed-ups median(before) / median(after), each with a paired bootstrap
+    interval over the batches (benchmarks.stats)."""
+    res: dict[str, Any] = {"n_batches": len(out["prep_before"]), "batch": BATCH}
     for k, v in out.items():
         res[k] = {"p50_ms_per_image": float(np.percentile(v, 50)), "p99_ms_per_image": float(np.percentile(v, 99)), "n": len(v)}
     for what in ("prep", "full"):
         before, after = out[f"{what}_before"], out[f"{what}_after"]
         iv = throughput_ratio_ci(before, after)  # paired by batch: median(before) / median(after)
-        res[f"{what}_speedup"] = {"ratio": float(np.median(before) / np.median(after)),
-                                  "ci95": [float(x) for x in iv] if iv is not None else None}
-    if graph is not None:  # the normalisation moved into the graph, counted against the after side (CPU backend)
+        res[f"{what}_speedup"] = {"ratio": float(np.median(before) / np.median(after)), "ci95": _ci(iv),
+                                  "units": None if iv is None else iv.units}
+    if "graph_after" in out:  # the normalisation moved into the graph, counted against the after side (CPU backend)
         moved = [a + g for a, g in zip(out["prep_after"], out["graph_after"])]
         iv = throughput_ratio_ci(out["prep_before"], moved)
         res["prep_speedup_with_graph_on_cpu"] = {"ratio": float(np.median(out["prep_before"]) / np.median(moved)),
-                                                 "ci95": [float(x) for x in iv] if iv is not None else None}
+                                                 "ci95": _ci(iv), "units": None if iv is None else iv.units}
     return res
 
 
-def model_latency(bundles: dict[str, Bundle], folder: Path, rounds: int, calls: int) -> dict[str, Any]:
+def model_latency(bundles: dict[str, Bundle], folder: Path, rounds: int, calls: int) -> dict[str, list[float]]:
     """Pure inference ms per batch of 8 of the float32 model (on host-normalised floats) and of the uint8
     model (on bytes, normalising in its graph), interleaved call block by call block: what the
-    normalisation costs where it moved to, on ONNX Runtime CPU (on a GPU it runs on the device)."""
+    normalisation costs where it moved to, on ONNX Runtime CPU (on a GPU it runs on the device). The raw
+    samples, rounded."""
     files = sorted(p for p in folder.iterdir() if p.suffix in (".png", ".jpg"))[:BATCH]
     runners, inputs = {}, {}
     for dt, b in bundles.items():
@@ -152,11 +173,15 @@ def model_latency(bundles: dict[str, Bundle], folder: Path, rounds: int, calls: 
                 t0 = time.perf_counter()
                 runners[dt].infer(inputs[dt])
                 ms[dt].append((time.perf_counter() - t0) * 1e3)
+    return {k: rounded(v) for k, v in ms.items()}
+
+
+def latency_figures(ms: dict[str, list[float]]) -> dict[str, Any]:
     iv = throughput_ratio_ci(ms["uint8"], ms["float32"])
     out: dict[str, Any] = {dt: {"p50_ms": float(np.percentile(v, 50)), "p99_ms": float(np.percentile(v, 99)), "n": len(v)}
                            for dt, v in ms.items()}
-    out["uint8_over_float32_p50"] = {"ratio": float(np.median(ms["uint8"]) / np.median(ms["float32"])),
-                                     "ci95": [float(x) for x in iv] if iv is not None else None}
+    out["uint8_over_float32_p50"] = {"ratio": float(np.median(ms["uint8"]) / np.median(ms["float32"])), "ci95": _ci(iv),
+                                     "units": None if iv is None else iv.units}
     return out
 
 
@@ -180,38 +205,79 @@ def make_bundles(root: Path, name: str, backbone: str, size: int, names: list[st
 
 
 def end_to_end(bundles: dict[str, Bundle], folder: Path, rounds: int, limit: int, log: Callable[[str], None],
-               min_pass_s: float = 3.0) -> dict[str, Any]:
+               raw: RawSamples, name: str, min_pass_s: float = 3.0) -> int:
+    """End to end against pure inference, float32 and uint8 alternating round by round, into `raw`: each
+    round's images/s of both sides (raw.end_to_end NAME/DTYPE), its stage times (values) and its load.
+    Returns the number of images."""
     sides: dict[str, dict[str, Any]] = {}
     for dt, b in bundles.items():
         clf = load_model(b, RunnerOptions("onnxruntime", "fp32"), announce=None)
-        sides[dt] = {"clf": clf, "images": load_folder(str(folder), b.preprocess, limit=limit), "e2e": [], "pure": [],
-                     "stage": []}
+        sides[dt] = {"clf": clf, "images": load_folder(str(folder), b.preprocess, limit=limit)}
+        raw.end_to_end[f"{name}/{dt}"] = {"e2e_ips": [], "pure_ips": []}
+        raw.values[f"{name}/stage/{dt}"] = []
     for r in range(rounds):
         order = ("float32", "uint8") if r % 2 == 0 else ("uint8", "float32")
         for dt in order:
             s, b = sides[dt], bundles[dt]
             m = measure(s["clf"], s["images"], b.labels, b.preprocess, BATCH, rounds=1, min_pass_s=min_pass_s)
-            s["e2e"].append(m.e2e_ips)
-            s["pure"].append(m.pure_ips)
-            s["stage"].append(m.stage_ms_per_image)
+            raw.end_to_end[f"{name}/{dt}"]["e2e_ips"].append(m.e2e_rounds_ips[0])
+            raw.end_to_end[f"{name}/{dt}"]["pure_ips"].append(m.pure_rounds_ips[0])
+            raw.values[f"{name}/stage/{dt}"].append(rounded(m.stage_ms_per_image))
+            if m.load:
+                raw.loads[f"{name} end to end round {r + 1} {dt}"] = m.load
             log(f"  round {r + 1}/{rounds} {dt}: e2e {m.e2e_ips:.1f} img/s, pure {m.pure_ips:.1f} img/s, ratio {m.ratio:.3f}")
-    res: dict[str, Any] = {"rounds": rounds, "batch": BATCH, "images": len(sides["uint8"]["images"].paths),
-                           "min_pass_s": min_pass_s}
-    for dt, s in sides.items():
+    for s in sides.values():
         s["clf"].close()
-        ratios = [e / p for e, p in zip(s["e2e"], s["pure"])]
-        iv = throughput_ratio_ci(s["e2e"], s["pure"])
-        stage_keys = s["stage"][-1].keys()
-        res[dt] = {"e2e_ips_median": statistics.median(s["e2e"]), "pure_ips_median": statistics.median(s["pure"]),
-                   "e2e_over_pure": statistics.median(s["e2e"]) / statistics.median(s["pure"]),
-                   "e2e_over_pure_ci95": [float(x) for x in iv] if iv is not None else None,
-                   "round_ratios": [round(x, 4) for x in ratios],
-                   "stage_ms_per_image_median": {k: statistics.median(st[k] for st in s["stage"]) for k in stage_keys},
-                   "bytes_per_image": bundles[dt].preprocess.bytes_per_image}
-    iv = throughput_ratio_ci(sides["uint8"]["e2e"], sides["float32"]["e2e"])
-    res["e2e_uint8_over_float32"] = {"ratio": statistics.median(sides["uint8"]["e2e"]) / statistics.median(sides["float32"]["e2e"]),
-                                     "ci95": [float(x) for x in iv] if iv is not None else None}
+    return len(sides["uint8"]["images"].paths)
+
+
+def e2e_figures(raw: RawSamples, name: str) -> dict[str, Any]:
+    res: dict[str, Any] = {}
+    e2e = {dt: raw.end_to_end[f"{name}/{dt}"] for dt in ("float32", "uint8")}
+    for dt, r in e2e.items():
+        stages = raw.values[f"{name}/stage/{dt}"]
+        iv = throughput_ratio_ci(r["e2e_ips"], r["pure_ips"])
+        res[dt] = {"e2e_ips_median": statistics.median(r["e2e_ips"]), "pure_ips_median": statistics.median(r["pure_ips"]),
+                   "e2e_over_pure": statistics.median(r["e2e_ips"]) / statistics.median(r["pure_ips"]),
+                   "e2e_over_pure_ci95": _ci(iv), "units": None if iv is None else iv.units,
+                   "round_ratios": [round(e / p, 4) for e, p in zip(r["e2e_ips"], r["pure_ips"])],
+                   "stage_ms_per_image_median": {k: statistics.median(st[k] for st in stages) for k in stages[-1]}}
+    iv = throughput_ratio_ci(e2e["uint8"]["e2e_ips"], e2e["float32"]["e2e_ips"])
+    res["e2e_uint8_over_float32"] = {"ratio": statistics.median(e2e["uint8"]["e2e_ips"]) / statistics.median(e2e["float32"]["e2e_ips"]),
+                                     "ci95": _ci(iv), "units": None if iv is None else iv.units}
     return res
+
+
+def goal(name: str, value: float, ci: Any, op: str, limit: float) -> dict[str, Any]:
+    """A goal judged on its interval (benchmarks.stats.Verdict: never on the point value)."""
+    iv = Interval.from_json(ci.get("ci95"), ci.get("units"))
+    v = Verdict(iv, op, limit)
+    return {"name": name, "value": value, "threshold": f"{op} {limit:g}", "ci95": ci.get("ci95"), "status": v.status,
+            "reason": v.reason}
+
+
+def derive(raw: RawSamples, settings: dict[str, Any]) -> dict[str, Any]:
+    """Every figure from the raw samples (what `python -m benchmarks.recompute` runs again): per model the
+    host timings and speed-ups, the pure-inference latencies, end to end against pure inference, and the
+    goals judged on their intervals: host preprocessing per image at least HOST_SPEEDUP_GOAL x lower
+    (without and with decoding), uint8 end to end at least E2E_GOALS[model] of pure inference; the load."""
+    out: dict[str, Any] = {}
+    for name in settings["models"]:
+        m: dict[str, Any] = {}
+        host = {k.split("/")[-1]: v for k, v in raw.values.items() if k.startswith(f"{name}/host/")}
+        m["host"] = host_figures(host)
+        goals = [goal(f"host preprocessing speed-up, {w}", m["host"][f"{w}_speedup"]["ratio"], m["host"][f"{w}_speedup"],
+                      ">=", HOST_SPEEDUP_GOAL) for w in ("prep", "full")]
+        m["model_latency_batch8"] = latency_figures({dt: raw.values[f"{name}/model/{dt}"] for dt in ("float32", "uint8")})
+        if f"{name}/uint8" in raw.end_to_end:
+            m["end_to_end"] = e2e_figures(raw, name)
+            u8 = m["end_to_end"]["uint8"]
+            goals.append(goal("uint8 end to end / pure inference, batch 8", u8["e2e_over_pure"],
+                              {"ci95": u8["e2e_over_pure_ci95"], "units": u8["units"]}, ">=", E2E_GOALS[name]))
+        m["goals"] = goals
+        out[name] = m
+    out["load"] = load_summary(raw.load_records())
+    return out
 
 
 def demo_images(src: Path, dst: Path, per_set: int) -> Path:
@@ -224,6 +290,31 @@ def demo_images(src: Path, dst: Path, per_set: int) -> Path:
         for p in files[::step][:per_set]:
             shutil.copy(p, dst / f"{ds}_{p.name}")
     return dst
+
+
+def measure_model(name: str, bundles: dict[str, Bundle], folder: Path, args: argparse.Namespace, limit: int,
+                  raw: RawSamples, log: Callable[[str], None], work: Path) -> dict[str, Any]:
+    """Time one model's float32 and uint8 bundles into `raw` (host, model latency and, unless
+    --host-only, end to end, each with its load); returns the model's settings (what the figures need
+    besides the samples)."""
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".png", ".jpg"))
+    log(f"{name}: host preprocessing, {len(files)} images, batch {BATCH}")
+    work.mkdir(parents=True, exist_ok=True)
+    graph = graph_normalisation(bundles["uint8"], work)
+    with recorded(raw.loads, f"{name} host"):
+        host = host_timing(files, bundles["float32"].preprocess, bundles["uint8"].preprocess, args.host_rounds, graph)
+    raw.values.update({f"{name}/host/{k}": v for k, v in host.items()})
+    size = bundles["uint8"].preprocess.input_size[0]
+    with recorded(raw.loads, f"{name} model latency"):
+        lat = model_latency(bundles, folder, args.host_rounds, 10 if size < 100 else 2)
+    raw.values.update({f"{name}/model/{dt}": v for dt, v in lat.items()})
+    facts = {"host_images": len(files), "image_size": list(decode_before(np.fromfile(str(files[0]), dtype=np.uint8)).shape[:2]),
+             "bytes_per_image": {dt: b.preprocess.bytes_per_image for dt, b in bundles.items()}}
+    if not args.host_only:
+        log(f"{name}: end to end against pure inference, {args.rounds} rounds")
+        facts["e2e_images"] = end_to_end(bundles, folder, args.rounds, limit, log, raw, name, args.min_pass_s)
+        facts["e2e_rounds"], facts["min_pass_s"] = args.rounds, args.min_pass_s
+    return facts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,33 +338,26 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     photos = write_photos(args.out / "photos", log)
     demo = demo_images(args.demo_images, args.out / "demo_images", per_set=64)
-    settings = {
+    plans = {
         "demo": ("efficientnet_lite0", 64, ["digits", "mnist", "faces"], [10, 10, 2], demo, 192),
         "paper": ("resnet50", 224, ["cub", "cars"], [200, 196], photos, args.paper_limit),
     }
-    report: dict[str, Any] = {"machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform(),
+    settings: dict[str, Any] = {"models": {}, "host_rounds": args.host_rounds}
+    report: dict[str, Any] = {"settings": settings,
+                              "machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform(),
                                           "onnxruntime": __import__("onnxruntime").__version__, "opencv": cv2.__version__},
                               "command": "python -m benchmarks.studies.preprocess_uint8 " + " ".join(argv or __import__("sys").argv[1:])}
+    raw = RawSamples("preprocess_uint8")
+    target = args.out / ("preprocess_uint8_host.json" if args.host_only else "preprocess_uint8.json")
     for name in args.models.split(","):
-        backbone, size, names, counts, folder, limit = settings[name]
+        backbone, size, names, counts, folder, limit = plans[name]
         bundles = make_bundles(args.out, name, backbone, size, names, counts, photos, log)
-        files = sorted(p for p in folder.iterdir() if p.suffix in (".png", ".jpg"))
-        log(f"{name}: host preprocessing, {len(files)} images, batch {BATCH}")
-        graph = graph_normalisation(bundles["uint8"], args.out / name)
-        host = host_timing(files, bundles["float32"].preprocess, bundles["uint8"].preprocess, args.host_rounds, graph)
-        log(json.dumps({k: host[k] for k in ("prep_speedup", "full_speedup", "prep_speedup_with_graph_on_cpu")}))
-        lat = model_latency(bundles, folder, args.host_rounds, 10 if size < 100 else 2)
-        log(json.dumps(lat))
-        if args.host_only:
-            report[name] = {"backbone": backbone, "input_size": size, "host": host, "model_latency_batch8": lat}
-            (args.out / "preprocess_uint8_host.json").write_text(json.dumps(report, indent=1) + "\n")
-            continue
-        log(f"{name}: end to end against pure inference, {args.rounds} rounds")
-        e2e = end_to_end(bundles, folder, args.rounds, limit, log, args.min_pass_s)
-        report[name] = {"backbone": backbone, "input_size": size, "host": host, "model_latency_batch8": lat, "end_to_end": e2e,
-                        "bytes_per_image": {dt: b.preprocess.bytes_per_image for dt, b in bundles.items()}}
-        (args.out / "preprocess_uint8.json").write_text(json.dumps(report, indent=1) + "\n")
-    log(json.dumps(report, indent=1))
+        facts = measure_model(name, bundles, folder, args, limit, raw, log, args.out / name)
+        settings["models"][name] = {"backbone": backbone, "input_size": size, **facts}
+        report.update(derive(raw, settings))
+        write_result(target, report, raw)  # after every model: whatever finished is on disk with its samples
+        log(json.dumps(report[name]["goals"], indent=1))
+    log(f"wrote {target} and {samples_path(target)}")
     return 0
 
 

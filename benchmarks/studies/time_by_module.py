@@ -22,6 +22,9 @@ counted with the kernel before it. With `--zoo`, each zoo model's total is profi
 erudite backbone's time can be set against one ResNet-50 of the zoo. The session's wall time per call
 is reported beside the sum of kernel times: the difference is ONNX Runtime's own overhead between kernels.
 
+With --out, the raw samples (every profiled call's wall time and kernel time per part, and the load) go
+beside the JSON (OUT.samples.json.gz): `python -m benchmarks.recompute OUT` re-derives every figure.
+
 ONNX Runtime's profiler is used rather than timing sub-graphs by hand: it times each kernel inside the
 real session, with the real fusions.
 """
@@ -35,12 +38,13 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchmarks.load import load_summary, recorded
+from benchmarks.raw import RawSamples, rounded, write_result
 from erudite_edge.core.bundle import Bundle
 
 PARTS = ("preprocess", "backbone", "attention", "heads+gate", "classifier")
@@ -108,8 +112,9 @@ def _feed(sess, batch: int) -> dict[str, np.ndarray]:
     return {inp.name: rng.standard_normal(shape).astype(np.float32)}
 
 
-def split_profile(events: list[dict[str, Any]], parts_of: dict[str, str], iters: int) -> dict[str, Any]:
-    """Per-part kernel time of the last `iters` model runs in a profile (median over runs, ms)."""
+def per_call_parts(events: list[dict[str, Any]], parts_of: dict[str, str], iters: int) -> tuple[list[dict[str, float]], int]:
+    """Per-part kernel ms of each of the last `iters` model runs in a profile, and how many kernels were
+    named by position (ONNX Runtime's own, counted with the kernel before them)."""
     runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
                   key=lambda e: e["ts"])[-iters:]
     kernels = sorted((e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")),
@@ -118,7 +123,7 @@ def split_profile(events: list[dict[str, Any]], parts_of: dict[str, str], iters:
     unknown: set[str] = set()
     for r in runs:
         start, end = r["ts"], r["ts"] + r["dur"]
-        acc: dict[str, float] = defaultdict(float)
+        acc: dict[str, float] = {p: 0.0 for p in PARTS}
         part = "preprocess"
         for e in kernels:
             if start <= e["ts"] <= end:
@@ -129,32 +134,61 @@ def split_profile(events: list[dict[str, Any]], parts_of: dict[str, str], iters:
                 part = found or part
                 acc[part] += e["dur"] / 1e3
         per_call.append(acc)
+    return per_call, len(unknown)
+
+
+def split_calls(per_call: list[dict[str, float]]) -> dict[str, Any]:
+    """Median per part over the calls, the median total, and each part's share of it."""
     med = {p: statistics.median(c.get(p, 0.0) for c in per_call) for p in PARTS}
     total = statistics.median(sum(c.values()) for c in per_call)
     return {"n": len(per_call), "kernels_p50_ms": total, "parts_p50_ms": med,
-            "parts_share": {p: (med[p] / total if total else None) for p in PARTS},
-            "kernels_named_by_position": len(unknown)}
+            "parts_share": {p: (med[p] / total if total else None) for p in PARTS}}
 
 
-def profile_models(paths: dict[str, Path], batch: int, iters: int, warmup: int = 5) -> dict[str, dict[str, Any]]:
+def split_profile(events: list[dict[str, Any]], parts_of: dict[str, str], iters: int) -> dict[str, Any]:
+    """Per-part kernel time of the last `iters` model runs in a profile (median over runs, ms)."""
+    per_call, unknown = per_call_parts(events, parts_of, iters)
+    return {**split_calls(per_call), "kernels_named_by_position": unknown}
+
+
+def profile_calls(paths: dict[str, Path], batch: int, iters: int, warmup: int = 5) -> RawSamples:
     """Profile several models with their calls interleaved (one call of each in turn), so that a burst of
-    other work on the machine falls on all of them alike."""
+    other work on the machine falls on all of them alike. The raw samples: per model every timed call's
+    wall ms and its kernel ms per part (rounded), kernels named by position, and the load."""
+    raw = RawSamples("time_by_module")
     with tempfile.TemporaryDirectory() as tmp:
         sessions = {k: _session(p, os.path.join(tmp, f"prof{i}")) for i, (k, p) in enumerate(paths.items())}
         feeds = {k: _feed(s, batch) for k, s in sessions.items()}
         walls: dict[str, list[float]] = {k: [] for k in sessions}
-        for i in range(warmup + iters):
-            for k, sess in sessions.items():
-                t = time.perf_counter()
-                sess.run(None, feeds[k])
-                if i >= warmup:
-                    walls[k].append((time.perf_counter() - t) * 1e3)
-        out = {}
+        with recorded(raw.loads, "profiled calls"):
+            for i in range(warmup + iters):
+                for k, sess in sessions.items():
+                    t = time.perf_counter()
+                    sess.run(None, feeds[k])
+                    if i >= warmup:
+                        walls[k].append((time.perf_counter() - t) * 1e3)
         for k, sess in sessions.items():
             events = json.loads(Path(sess.end_profiling()).read_text())
-            out[k] = {"model": str(paths[k]), "batch": batch, "wall_p50_ms": statistics.median(walls[k]),
-                      **split_profile(events, classify_nodes(paths[k]), iters)}
-    return out
+            per_call, unknown = per_call_parts(events, classify_nodes(paths[k]), iters)
+            raw.values[k] = {"wall_ms": rounded(walls[k]), "parts_ms": rounded(per_call), "kernels_named_by_position": unknown}
+    return raw
+
+
+def derive(raw: RawSamples, settings: dict[str, Any]) -> dict[str, Any]:
+    """Every figure from the raw samples (what `python -m benchmarks.recompute` runs again): per model the
+    median wall time per call, the median kernel time per part and in all, the shares; the load."""
+    models = {k: {"model": settings["models"][k], "batch": settings["batch"],
+                  "wall_p50_ms": statistics.median(v["wall_ms"]), **split_calls(v["parts_ms"]),
+                  "kernels_named_by_position": v["kernels_named_by_position"]} for k, v in raw.values.items()}
+    return {"erudite": models.pop("erudite"), "zoo": models, "load": load_summary(raw.load_records())}
+
+
+def profile_models(paths: dict[str, Path], batch: int, iters: int, warmup: int = 5) -> dict[str, dict[str, Any]]:
+    """profile_calls, summarised per model."""
+    raw = profile_calls(paths, batch, iters, warmup)
+    return {k: {"model": str(paths[k]), "batch": batch, "wall_p50_ms": statistics.median(v["wall_ms"]),
+                **split_calls(v["parts_ms"]), "kernels_named_by_position": v["kernels_named_by_position"]}
+            for k, v in raw.values.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,18 +204,20 @@ def main(argv: list[str] | None = None) -> int:
     if a.zoo:
         zoo = Bundle.load(a.zoo)
         paths.update({f"zoo {role}": zoo.path(zoo.entry(role)) for role in zoo.roles()})
-    profiled = profile_models(paths, a.batch, a.iters)
-    result: dict[str, Any] = {"command": "python -m benchmarks.studies.time_by_module " + " ".join(argv or sys.argv[1:]),
-                              "erudite": profiled.pop("erudite"), "zoo": profiled}
+    raw = profile_calls(paths, a.batch, a.iters)
+    settings = {"batch": a.batch, "iters": a.iters, "models": {k: str(p) for k, p in paths.items()}}
+    result: dict[str, Any] = {"settings": settings,
+                              "command": "python -m benchmarks.studies.time_by_module " + " ".join(argv or sys.argv[1:]),
+                              **derive(raw, settings)}
     e = result["erudite"]
     print(f"erudite, batch {a.batch}, n = {e['n']}: wall p50 {e['wall_p50_ms']:.2f} ms, kernels {e['kernels_p50_ms']:.2f} ms")
     for p in PARTS:
         print(f"  {p:<11} {e['parts_p50_ms'][p]:8.2f} ms  {100 * (e['parts_share'][p] or 0):5.1f} %")
     for role, z in result["zoo"].items():
         print(f"{role}: wall p50 {z['wall_p50_ms']:.2f} ms, kernels {z['kernels_p50_ms']:.2f} ms (n = {z['n']})")
+    print(f"load: {result['load']['label']}")
     if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(result, indent=2))
+        write_result(a.out, result, raw)
     return 0
 
 

@@ -182,7 +182,9 @@ def run_demo(out: Path, quick: bool = False, overwrite: bool = False, workers: i
                "analysis": analysis_summary(analysis, out / "analysis", runs, data), "seconds": clock.wall,
                "cpu_seconds": clock.cpu, "quick": quick,
                "artifacts": {"runs": {k: str(v) for k, v in runs.items()}, "bundle": str(bundle), "zoo_bundle": str(zoo),
-                             "predictions": str(predictions), "bench": str(out / "bench")}}
+                             "predictions": str(predictions), "bench": str(out / "bench"),
+                             # the bench figures' raw samples: `python -m benchmarks.recompute OUT/bench/bench.json`
+                             "bench_samples": str(out / "bench" / "bench.samples.json.gz")}}
     write_json_atomic(out / "demo.json", summary)
     console.print(table)
     console.print(f"demo finished in {clock.wall['total'] / 60:.1f} min; everything is under [bold]{out}[/bold] "

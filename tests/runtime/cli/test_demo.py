@@ -49,6 +49,12 @@ def test_quick_demo_end_to_end(tmp_path):
         assert v["ratio"] is None or v["ratio"] == v["int8"] / v["fp32"]
     assert int8["calibration_seed"] == 0 and int8["test_seed"] == 0 and int8["target"] == "onnxruntime"
     assert "INT8 against FP32" in (out / "bench" / "bench.md").read_text()
+    # the bench figures keep their raw samples beside them, and recompute to what the demo published
+    from benchmarks.recompute import recompute
+
+    assert summary["artifacts"]["bench_samples"] == str(out / "bench" / "bench.samples.json.gz")
+    checks = recompute(out / "bench" / "bench.json")
+    assert checks and not [c for c in checks if not c.ok]
     # the analysis of ours against the zoo (erudite-edge analyze): report, figures and demo.json's digest agree
     report = json.loads((out / "analysis" / "analysis.json").read_text())
     assert report["analysed"] == ["digits", "mnist", "faces"] and report["reference"]["variant"] == "single"
