@@ -31,10 +31,12 @@ import numpy as np
 
 from erudite_edge.backends.registry import RunnerOptions
 from erudite_edge.core.bundle import Bundle
+from erudite_edge.core.image_header import DEFAULT_MAX_PIXELS
 from erudite_edge.errors import UsageError
 from erudite_edge.inference.answers import Answerer, AnswerOptions
 from erudite_edge.inference.models import ZooModel, load_model
 from erudite_edge.inference.pipeline import Pipeline, RunOptions
+from erudite_edge.inference.resources import check_memory, fit_to_model
 from erudite_edge.outputs.results import Result, RunSummary, Sink
 from erudite_edge.sources.base import Item, Source, Task, read_image_item
 from erudite_edge.sources.crops import WHOLE_IMAGE, Box, CropSource, make_box
@@ -137,7 +139,7 @@ class ImagesSource(Source):
 
     kind = "images"
 
-    def __init__(self, images: Sequence[ImageLike], color: str | None):
+    def __init__(self, images: Sequence[ImageLike], color: str | None, max_pixels: int | None = DEFAULT_MAX_PIXELS):
         super().__init__("<predict>")
         self._tasks: list[Task] = []
         import functools
@@ -147,7 +149,7 @@ class ImagesSource(Source):
                 self._tasks.append(functools.partial(_array_item, i, as_rgb(im, color, f"image {i}")))
             elif isinstance(im, (str, os.PathLike)):
                 path = os.fspath(im)
-                self._tasks.append(functools.partial(read_image_item, i, path, os.path.basename(path)))
+                self._tasks.append(functools.partial(read_image_item, i, path, os.path.basename(path), max_pixels))
             else:
                 raise UsageError(f"image {i}: a {type(im).__name__}; give a file path or a numpy HxWx3 uint8 array")
 
@@ -242,12 +244,14 @@ class Classifier:
     TensorRT engine where TensorRT runs, else the fp32 ONNX model; best: a TensorRT engine only). device: the GPU (0; pick another with
     CUDA_VISIBLE_DEVICES). topk, min_confidence, datasets, smooth: as `run`'s options. batch: images per
     model call; workers: decode/preprocess threads. announce: where to say which backend was picked
-    (None: the `erudite_edge` logger at INFO).
+    (None: the `erudite_edge` logger at INFO); warn: where to say a batch was lowered to the model's batch
+    profile (None: that logger at WARNING).
 
     runner / answers / options: the same settings as option objects (backends.registry.RunnerOptions,
     inference.answers.AnswerOptions or an Answerer already built for this bundle, inference.pipeline.RunOptions),
     as `erudite-edge run` passes them; given, they replace the keywords they cover (backend, precision, threads
-    / topk, min_confidence, datasets, smooth / batch, workers).
+    / topk, min_confidence, datasets, smooth / batch, workers); RunOptions also sets the memory budget and the
+    pixel limit (max_memory, max_pixels: erudite_edge.inference.resources).
     """
 
     def __init__(
@@ -265,6 +269,7 @@ class Classifier:
         workers: int | None = None,
         threads: int | None = None,
         announce: Any = None,
+        warn: Any = None,
         runner: RunnerOptions | None = None,
         answers: AnswerOptions | Answerer | None = None,
         options: RunOptions | None = None,
@@ -290,11 +295,14 @@ class Classifier:
             self.answerer = Answerer.from_options(self.labels, answers)
         self.topk = self.answerer.topk
         self.options = options or RunOptions(batch=int(batch), workers=workers)
-        self.batch = self.options.batch
+        check_memory(self.options, self.spec)  # a batch over the memory budget: UsageError before loading
         say = announce if announce is not None else (lambda msg: log.info("%s", msg))
         self.model: Any = load_model(self.bundle, runner_options, announce=say)
         if isinstance(self.model, ZooModel):  # --datasets: the router picks among the kept data sets
             self.model.route_among(self.answerer.datasets)
+        # a batch above the model's batch profile: lowered to it, with one warning
+        self.options = fit_to_model(self.options, self.model, warn or (lambda msg: log.warning("%s", msg)))
+        self.batch = self.options.batch
         self.backend = str(self.model.backend)
         self.precision = str(self.model.precision)
         self.last_summary: RunSummary | None = None
@@ -390,7 +398,7 @@ class Classifier:
         An image that cannot be read raises BadImageError; a negative box size UsageError."""
         single = isinstance(images, (str, os.PathLike, np.ndarray))
         seq: list[ImageLike] = [images] if single else list(images)  # type: ignore[list-item, arg-type]
-        source: Any = ImagesSource(seq, color)
+        source: Any = ImagesSource(seq, color, self.options.max_pixels)
         if boxes is not None:
             per = _boxes_per_image(boxes, len(seq), single)
             source = CropSource(source, lambda item: WHOLE_IMAGE if per[item.index] is None else per[item.index])
@@ -421,6 +429,7 @@ class Classifier:
             crop_fn = fixed_boxes([make_box(b, f"box {j}") for j, b in enumerate(boxes)])
         elif detections is not None:
             crop_fn = detection_boxes(read_detections(Path(detections)))
+        open_options.setdefault("max_pixels", self.options.max_pixels)
         if isinstance(source, int):
             src: Any = open_source(None, camera=source, **open_options)
         elif isinstance(source, (str, os.PathLike)):

@@ -24,7 +24,16 @@ class UsageError(EruditeError):
 
 
 class BadImageError(EruditeError):
-    """An image that cannot be decoded (corrupt, empty, not an image)."""
+    """An image that cannot be decoded (corrupt, empty, not an image). `kind`: which per-item error it is
+    (one word, the same for every instance of a class; subclasses name their own)."""
+
+    kind = "bad_image"
+
+
+class ImageTooLargeError(BadImageError):
+    """An image with more pixels than the run allows (`--max-pixels`), found from its header before decoding."""
+
+    kind = "too_large"
 
 
 class BundleError(EruditeError):

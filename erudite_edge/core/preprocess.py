@@ -26,7 +26,8 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from erudite_edge.errors import BadImageError, BundleError
+from erudite_edge.core.image_header import image_size
+from erudite_edge.errors import BadImageError, BundleError, ImageTooLargeError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -140,31 +141,49 @@ class PreprocessSpec:
         return cls(input_size=(int(size), int(size)), **kw)
 
 
-def decode_image(data: bytes | np.ndarray, name: str = "<bytes>") -> np.ndarray:
+def decode_image(data: bytes | np.ndarray, name: str = "<bytes>", max_pixels: int | None = None) -> np.ndarray:
     """Decode encoded image bytes to an RGB uint8 HxWx3 array.
 
     Grayscale, alpha, 16-bit and CMYK JPEGs are converted (OpenCV's IMREAD_COLOR: 8-bit BGR, EXIF
     orientation applied). Anything that does not decode raises BadImageError naming the file.
+    `max_pixels`: an image with more pixels raises ImageTooLargeError, from its header before decoding
+    (erudite_edge.core.image_header) where the format is one read there, else once decoded; None: no limit
+    here (OpenCV's own, 2^30 pixels, remains).
     """
     buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else data
     if buf.size == 0:
         raise BadImageError(f"{name}: empty file")
+    if max_pixels is not None:
+        check_pixels(image_size(memoryview(buf)), max_pixels, name)
     try:
         img = cv2.imdecode(buf, _IMREAD_RGB if _IMREAD_RGB is not None else cv2.IMREAD_COLOR)
     except cv2.error as e:  # some OpenCV builds raise instead of returning None
         raise BadImageError(f"{name}: not a decodable image ({str(e).strip().splitlines()[-1]})") from e
     if img is None or img.size == 0:
         raise BadImageError(f"{name}: not a decodable image (corrupt or unsupported format)")
+    if max_pixels is not None:  # a format whose header is not read here: the decoded size, before anything else
+        check_pixels((int(img.shape[1]), int(img.shape[0])), max_pixels, name)
     return img if _IMREAD_RGB is not None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def load_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read and decode one image file to RGB uint8; BadImageError for anything unreadable."""
+def check_pixels(size: tuple[int, int] | None, max_pixels: int, name: str) -> None:
+    """ImageTooLargeError where an image of `size` (width, height; None: not known) has more than `max_pixels`."""
+    if size is None:
+        return
+    w, h = size
+    if w * h > max_pixels:
+        raise ImageTooLargeError(f"{name}: {w}x{h} pixels ({w * h / 1e6:.1f} MP), over the limit of {max_pixels} "
+                                 f"({max_pixels / 1e6:.1f} MP); raise --max-pixels to classify it")
+
+
+def load_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> np.ndarray:
+    """Read and decode one image file to RGB uint8; BadImageError for anything unreadable, ImageTooLargeError
+    (before decoding where its header says) for one of more than `max_pixels` pixels."""
     try:
         data = np.fromfile(os.fspath(path), dtype=np.uint8)
     except OSError as e:
         raise BadImageError(f"{path}: cannot read ({e.strerror or e})") from e
-    return decode_image(data, name=os.fspath(path))
+    return decode_image(data, name=os.fspath(path), max_pixels=max_pixels)
 
 
 _local = threading.local()

@@ -37,14 +37,20 @@ class InputRing:
             raise ValueError("batch must be at least 1")
         self.spec = spec
         self.batch = int(batch)
-        need = int(depth) + self.batch + 2
-        self.slots = -(-need // self.batch) * self.batch  # a multiple of the batch size
+        self.slots = self.slots_for(self.batch, depth)
         self.allocate = allocate
         self._raw: list[np.ndarray] = []  # what `allocate` handed out, given back by release()
         self._released = False
         self.array = self._empty(spec.batch_shape(self.slots))
         self._gather = self._empty(spec.batch_shape(self.batch))
         self.copies = 0  # batches that had to be gathered (for tests and diagnostics)
+
+    @staticmethod
+    def slots_for(batch: int, depth: int) -> int:
+        """The slots of a ring for `batch` and a queue `depth` items deep: depth + batch + 2, rounded up to a
+        multiple of the batch size."""
+        need = int(depth) + int(batch) + 2
+        return -(-need // int(batch)) * int(batch)
 
     def _empty(self, shape: tuple[int, ...]) -> np.ndarray:
         dtype = np.dtype(self.spec.np_dtype)

@@ -71,6 +71,11 @@ class EruditeModel:
         """The last call's device stages (h2d, compute, d2h) where the backend measures them."""
         return self.runner.last_stage_ms
 
+    @property
+    def max_batch(self) -> int | None:
+        """The largest batch one call takes (the runner's batch profile); None: unbounded."""
+        return self.runner.max_batch
+
     def host_allocator(self) -> Callable[[int], np.ndarray] | None:
         """Where to put input batches (the runner's page-locked memory on TensorRT; None on a CPU backend)."""
         return self.runner.host_allocator()
@@ -175,6 +180,13 @@ class ZooModel:
         self.last_coarse = coarse
         self.last_stage_ms = self._stages
         return out
+
+    @property
+    def max_batch(self) -> int | None:
+        """The smallest of the members' largest batches (the coarse model takes every image of a batch); None:
+        unbounded."""
+        limits = [r.max_batch for r in self.runners.values() if r.max_batch is not None]
+        return min(limits) if limits else None
 
     def describe(self) -> dict[str, object]:
         return {"backend": self.backend, "precision": self.precision, "models": len(self.runners)}

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import queue
 import signal
 import threading
@@ -33,6 +32,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from erudite_edge.core.image_header import DEFAULT_MAX_PIXELS
 from erudite_edge.core.labels import LabelSpace
 from erudite_edge.core.preprocess import PreprocessSpec, preprocess, preprocess_into
 from erudite_edge.core.signals import STOP_SIGNALS, signal_handlers
@@ -40,6 +40,7 @@ from erudite_edge.errors import BadImageError, UsageError
 from erudite_edge.inference.answers import Answerer
 from erudite_edge.inference.batch_buffer import InputRing
 from erudite_edge.inference.models import Model
+from erudite_edge.inference.resources import decode_workers, queue_depth
 from erudite_edge.outputs.results import Result, RunSummary, Sink
 from erudite_edge.sources.base import Item, Source, Task, ready
 from erudite_edge.sources.crops import EmptyBoxError
@@ -49,12 +50,18 @@ from erudite_edge.sources.crops import EmptyBoxError
 class RunOptions:
     """How a run goes through its source (`run`'s and the API's): `batch` images per model call, `workers`
     decode/preprocess threads (None: up to 4), `strict` (stop at the first image that does not decode),
-    `limit` (stop after this many classified frames; None: the whole source)."""
+    `limit` (stop after this many classified frames; None: the whole source). Resources
+    (erudite_edge.inference.resources): `max_memory` the bytes the pipeline's input buffers may take (a larger
+    `batch` is refused; None: a quarter of the memory available when the classifier loads), `max_pixels` the
+    largest image file decoded (a larger one is skipped from its header, undecoded, like a bad file; None: no
+    limit)."""
 
     batch: int = 8
     workers: int | None = None
     strict: bool = False
     limit: int | None = None
+    max_memory: int | None = None
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
         if self.batch < 1:
@@ -63,6 +70,10 @@ class RunOptions:
             raise UsageError(f"workers {self.workers}: at least 1")
         if self.limit is not None and self.limit < 1:
             raise UsageError(f"limit {self.limit}: at least 1")
+        if self.max_memory is not None and self.max_memory < 1:
+            raise UsageError(f"max-memory {self.max_memory}: at least 1 byte")
+        if self.max_pixels is not None and self.max_pixels < 1:
+            raise UsageError(f"max-pixels {self.max_pixels}: at least 1")
 
     def replace(self, **changes: Any) -> "RunOptions":
         return replace(self, **changes)
@@ -76,18 +87,25 @@ class Prepared:
     seq: int | None = None  # the item's number in the ring (InputRing.slot), when prepared into one
 
 
-def prepare(task: Task, spec: PreprocessSpec, out: np.ndarray | None = None, seq: int | None = None) -> Prepared:
+def prepare(task: Task, spec: PreprocessSpec, out: np.ndarray | None = None, seq: int | None = None,
+            keep_image: bool = True) -> Prepared:
     """Decode (run the source's task) and preprocess one item; a bad file stays an item with its error.
-    `out`: the slot of the pipeline's input buffer to write into (item number `seq`)."""
+    `out`: the slot of the pipeline's input buffer to write into (item number `seq`). `keep_image` False:
+    the decoded frame is let go once resized (the item keeps its model input only; no output draws on it)."""
     item = task()
     if not item.ok:
         return Prepared(item, None)
+    if item.image is None:  # a source's item that is neither decoded nor failed
+        item.error = BadImageError(f"{item.name}: no pixels")
+        return Prepared(item, None)
     t0 = time.perf_counter()
     if out is not None:
-        tensor = preprocess_into(item.image, spec, out)  # type: ignore[arg-type]
+        tensor = preprocess_into(item.image, spec, out)
     else:
-        tensor = preprocess(item.image, spec)  # type: ignore[arg-type]
+        tensor = preprocess(item.image, spec)
         seq = None
+    if not keep_image:
+        item.image = None
     return Prepared(item, tensor, (time.perf_counter() - t0) * 1e3, seq)
 
 
@@ -103,8 +121,9 @@ class Prefetcher:
     """Runs a source's tasks ahead of the consumer, in order, at most `depth` items ahead."""
 
     def __init__(self, source: Source, spec: PreprocessSpec, pool: ThreadPoolExecutor, depth: int,
-                 interrupt: threading.Event | None = None, ring: InputRing | None = None):
+                 interrupt: threading.Event | None = None, ring: InputRing | None = None, keep_image: bool = True):
         self.source = source
+        self.keep_image = keep_image  # False: queued items hold their model input, not their decoded frame
         self.interrupt = interrupt or threading.Event()  # set: stop handing out items (Ctrl-C)
         self.spec = spec
         self.pool = pool
@@ -129,7 +148,8 @@ class Prefetcher:
         try:
             for seq, task in enumerate(tasks):
                 out = self.ring.slot(seq) if self.ring is not None else None
-                if self._stop.is_set() or not self._put(self.pool.submit(prepare, task, self.spec, out, seq)):
+                if self._stop.is_set() or not self._put(self.pool.submit(prepare, task, self.spec, out, seq,
+                                                                         self.keep_image)):
                     break
         except BaseException as e:  # an unexpected failure reading the source: hand it to the consumer
             self._put(_Failed(e))
@@ -211,8 +231,10 @@ def _signals_set(flag: StopFlag) -> Iterator[None]:
 class _LiveFeeder:
     """Batches of one: the newest frame of a live source each time the model is free."""
 
-    def __init__(self, source: Source, spec: PreprocessSpec, interrupt: threading.Event, ring: InputRing | None = None):
+    def __init__(self, source: Source, spec: PreprocessSpec, interrupt: threading.Event, ring: InputRing | None = None,
+                 keep_image: bool = True):
         self.source = source
+        self.keep_image = keep_image
         self.spec = spec
         self.interrupt = interrupt
         self.ring = ring
@@ -229,7 +251,7 @@ class _LiveFeeder:
             if item is None:
                 continue
             out = self.ring.slot(seq) if self.ring is not None else None
-            yield [prepare(functools.partial(ready, item), self.spec, out, seq)]
+            yield [prepare(functools.partial(ready, item), self.spec, out, seq, self.keep_image)]
             seq += 1
 
     def stop(self) -> None:
@@ -264,7 +286,7 @@ class Pipeline:
         self.spec = spec
         self.batch = batch
         self.topk = topk
-        self.workers = workers or min(4, os.cpu_count() or 1)
+        self.workers = decode_workers(workers)
         self.strict = strict
         self.limit = limit
         self.console = console
@@ -276,7 +298,7 @@ class Pipeline:
         # an attention_maps.AttentionWriter (`run --save-attention`): a grid per result from the
         # classifier's last_attention
         self.attention = attention
-        self.depth = max(2 * self.batch, 2 * self.workers)
+        self.depth = queue_depth(self.batch, self.workers)  # inference.resources bounds the memory this takes
         # the one input buffer of this pipeline: workers resize into its slots, batches are views of it
         # the runner's page-locked memory where it has one (TensorRT): batches go to the device from their slots
         allocator = getattr(model, "host_allocator", None)
@@ -324,8 +346,9 @@ class Pipeline:
                 for sink in sinks:
                     sink.empty(p.item)
                 continue
-            if self.strict:
-                raise BadImageError(f"{p.item.error} (--strict stops at the first bad file)")
+            if self.strict:  # the same class (ImageTooLargeError stays one: its `kind` says which error it is)
+                cls = type(p.item.error) if isinstance(p.item.error, BadImageError) else BadImageError
+                raise cls(f"{p.item.error} (--strict stops at the first bad file)")
             summary.skipped += 1
             summary.skipped_names.append(p.item.name)
             self._warn(f"{p.item.error}; skipped")
@@ -402,8 +425,10 @@ class Pipeline:
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="erudite-edge-prep")
         latest = getattr(source, "latest", None)
         live = source.live and latest is not None
-        feeder: Any = (_LiveFeeder(source, self.spec, interrupt, self.ring) if live
-                       else Prefetcher(source, self.spec, pool, depth, interrupt, self.ring))
+        # the decoded frames are kept only for an output that draws on them or the attention overlays
+        keep = self.attention is not None or any(getattr(s, "needs_image", False) for s in sinks)
+        feeder: Any = (_LiveFeeder(source, self.spec, interrupt, self.ring, keep) if live
+                       else Prefetcher(source, self.spec, pool, depth, interrupt, self.ring, keep))
         try:
             with _signals_set(interrupt) if self.handle_signals else contextlib.nullcontext():
                 if progress is not None:

@@ -99,6 +99,9 @@ class Sink(abc.ABC):
 
     stop_requested = False  # a sink may ask the run to stop (the display window's q / Esc / close)
     stop_reason = ""
+    # True: write() draws on item.image, so the pipeline keeps each item's full frame until its result is written;
+    # False: the frame is released once resized into the model's input (a queued item holds only that)
+    needs_image = False
 
     @abc.abstractmethod
     def write(self, result: Result, item: Item) -> None:
@@ -125,7 +128,7 @@ class RunSummary:
     source: str
     backend: str
     frames: int = 0  # images/frames classified
-    skipped: int = 0  # undecodable files, warned and skipped
+    skipped: int = 0  # bad files (undecodable, or over --max-pixels), warned and skipped
     skipped_names: list[str] = field(default_factory=list)
     ignored: int = 0  # files in a folder passed over as not images (by extension)
     wall_s: float = 0.0
@@ -184,7 +187,7 @@ class RunSummary:
         `uncovered`: images or frames without a line in a --crops-from file."""
         if self.frames or self.interrupted:
             return None
-        parts = [f"{self.skipped} file(s) did not decode"] if self.skipped else []
+        parts = [f"{self.skipped} file(s) skipped (undecodable or over --max-pixels)"] if self.skipped else []
         if self.empty_boxes:
             parts.append(f"{self.empty_boxes} box(es) held nothing of their image")
         if uncovered:
@@ -223,7 +226,7 @@ def render_summary(summary: RunSummary, console: Any) -> None:
     table.add_row("source", source)
     table.add_row("backend", summary.backend)
     table.add_row("frames classified", str(summary.frames))
-    table.add_row("skipped (undecodable)", str(summary.skipped))
+    table.add_row("skipped (bad files)", str(summary.skipped))
     if summary.ignored:
         table.add_row("ignored (not images)", str(summary.ignored))
     if summary.empty_boxes:

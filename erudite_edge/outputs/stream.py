@@ -248,6 +248,8 @@ class _GstWriter:
 class StreamSink(Sink):
     """The annotated frames as H.264 to an RTP receiver or an RTSP server."""
 
+    needs_image = True  # annotates each frame
+
     STABLE_S = 10.0  # a stream up this long counts as back: the back-off starts over
 
     def __init__(self, url: str, fps: float, *, warn: Callable[[str], None] | None = None,

@@ -48,6 +48,8 @@ def annotate(image_rgb: np.ndarray, result: Result) -> np.ndarray:
 class VideoSink(Sink):
     """An annotated video (cv2.VideoWriter, mp4v). Frames of other sizes than the first are resized."""
 
+    needs_image = True  # annotates each frame
+
     def __init__(self, path: Path, fps: float):
         self.path = path
         self.fps = float(fps) if fps and fps > 0 else 30.0
@@ -98,6 +100,8 @@ class VideoSink(Sink):
 class ImageFolderSink(Sink):
     """Annotated images in a folder, named like their sources (frames: frame_000000.jpg); the folder
     is built under a temporary name and appears whole at the end."""
+
+    needs_image = True  # annotates each frame
 
     def __init__(self, path: Path, overwrite: bool = False):
         self.path = path
@@ -154,6 +158,8 @@ def display_available() -> tuple[bool, str]:
 
 class DisplaySink(Sink):
     """A cv2.imshow window; q or Esc (or closing the window) stops the run."""
+
+    needs_image = True  # annotates each frame
 
     TITLE = "erudite-edge"
 

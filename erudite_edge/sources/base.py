@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from erudite_edge.core.image_header import DEFAULT_MAX_PIXELS
 from erudite_edge.core.preprocess import load_image
 from erudite_edge.core.redact import redact, remember_uri
 from erudite_edge.errors import BadImageError
@@ -32,7 +33,9 @@ GLOB_CHARS = frozenset("*?[")
 @dataclass
 class Item:
     """One image or frame: its name (file path, or `frame:<n>`), the decoded RGB uint8 image or the
-    error that kept it from decoding, and how long reading + decoding took."""
+    error that kept it from decoding, and how long reading + decoding took. Once the pipeline has resized
+    the image into the model's input, `image` is None unless an output needs the pixels (an annotated
+    --save, --display, --save-attention): a queued item holds its model input, not its full frame."""
 
     index: int
     name: str
@@ -47,7 +50,8 @@ class Item:
 
     @property
     def ok(self) -> bool:
-        return self.error is None and self.image is not None
+        """Decoded (its pixels may have been released since: see above)."""
+        return self.error is None
 
 
 Task = Callable[[], Item]
@@ -102,11 +106,12 @@ class Source(abc.ABC):
         return f"{self.kind} {self.uri}"
 
 
-def read_image_item(index: int, path: str, relname: str) -> Item:
-    """Load one image file; a file that does not decode becomes an Item carrying its BadImageError."""
+def read_image_item(index: int, path: str, relname: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Item:
+    """Load one image file; a file that does not decode becomes an Item carrying its BadImageError, one of
+    more than `max_pixels` pixels (None: no limit) its ImageTooLargeError, found before decoding."""
     t0, wall = time.perf_counter(), time.time()
     try:
-        image: np.ndarray | None = load_image(path)
+        image: np.ndarray | None = load_image(path, max_pixels)
         error = None
     except BadImageError as e:
         image, error = None, e

@@ -1,5 +1,6 @@
 """Image files: a single image, a folder (optionally recursive) or a glob, decoded independently in the
-pipeline's thread pool. Files that are not images by extension are counted and passed over."""
+pipeline's thread pool. Files that are not images by extension are counted and passed over; an image of
+more than `max_pixels` pixels is an item with its ImageTooLargeError (read from its header, not decoded)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Iterator
 
 import cv2
 
+from erudite_edge.core.image_header import DEFAULT_MAX_PIXELS
 from erudite_edge.sources.base import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Source, Task, read_image_item
 from erudite_edge.sources.camera_diagnose import BAYER_FOURCCS, bayer_hint  # noqa: F401  (BAYER_FOURCCS: re-exported)
 
@@ -19,9 +21,11 @@ class ImageFilesSource(Source):
 
     kind = "images"
 
-    def __init__(self, uri: str, paths: list[str], root: str | None = None, ignored: int = 0):
+    def __init__(self, uri: str, paths: list[str], root: str | None = None, ignored: int = 0,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS):
         super().__init__(uri)
         self.paths = list(paths)
+        self.max_pixels = max_pixels  # larger images are skipped from their header, undecoded (None: no limit)
         self.root = root
         self.ignored = ignored  # files in the folder passed over because their extension is not an image's
 
@@ -42,7 +46,7 @@ class ImageFilesSource(Source):
             if self._stop.is_set():
                 self.end_reason = "stopped"
                 return
-            yield functools.partial(read_image_item, i, p, self.relname(p))
+            yield functools.partial(read_image_item, i, p, self.relname(p), self.max_pixels)
         self.end_reason = self.end_reason or "all files read"
 
     def describe(self) -> str:

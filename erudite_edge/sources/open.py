@@ -7,6 +7,7 @@ import glob as globlib
 import os
 import stat
 
+from erudite_edge.core.image_header import DEFAULT_MAX_PIXELS
 from erudite_edge.core.redact import redact, remember_uri, split_uri
 from erudite_edge.errors import SourceError
 from erudite_edge.sources.base import GLOB_CHARS, Source
@@ -26,9 +27,11 @@ def open_source(
     reconnect: int | None = 3,
     backoff: float = 1.0,
     camera_format: str | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> Source:
     """Open what the user named: `--camera N`, /dev/videoN, v4l2://DEV, csi://N, rtsp://..., a video
-    file, an image, a folder of images (recursive on request) or a glob. SourceError if it cannot be."""
+    file, an image, a folder of images (recursive on request) or a glob. SourceError if it cannot be.
+    `max_pixels`: image files with more pixels are skipped undecoded (None: no limit); frames are not checked."""
     if spec:
         remember_uri(spec)  # its password is hidden from every message from now on
     live_kw = dict(width=width, height=height, framerate=framerate, reconnect=reconnect, backoff=backoff)
@@ -67,10 +70,10 @@ def open_source(
         if not paths:
             hint = "; pass --recursive to look in its subfolders" if has_subdirs and not recursive else ""
             raise SourceError(f"{spec}: folder holds no images (by extension: .jpg, .png, .bmp, .webp, .tif, ...){hint}")
-        return ImageFilesSource(spec, paths, root=spec, ignored=ignored)
+        return ImageFilesSource(spec, paths, root=spec, ignored=ignored, max_pixels=max_pixels)
     if os.path.isfile(spec):
         if _is_image_file(spec):
-            return ImageFilesSource(spec, [spec], root=os.path.dirname(spec) or ".")
+            return ImageFilesSource(spec, [spec], root=os.path.dirname(spec) or ".", max_pixels=max_pixels)
         return open_video_file(spec)
     if spec.isascii() and spec.isdigit():
         return open_v4l2(int(spec), **v4l2_kw)  # type: ignore[arg-type]
@@ -81,7 +84,7 @@ def open_source(
         if not matches:
             raise SourceError(f"{spec}: the glob matches no files (quote it so the shell does not expand it)")
         root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in matches])
-        return ImageFilesSource(spec, matches, root=root)
+        return ImageFilesSource(spec, matches, root=root, max_pixels=max_pixels)
     raise SourceError(
         f"{spec}: no such file or folder, and not a camera or stream URI "
         "(check the path; cameras are /dev/videoN, v4l2:///dev/videoN, csi://N; streams rtsp://...)"

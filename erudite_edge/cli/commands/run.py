@@ -17,6 +17,7 @@ from typing import Any, Iterator, Optional
 
 import typer
 
+from erudite_edge.core.image_header import DEFAULT_MAX_PIXELS
 from erudite_edge.core.redact import redact
 from erudite_edge.errors import NothingClassifiedError, UsageError
 
@@ -79,6 +80,12 @@ def run_command(
                                             "the whole: x,y,w,h in pixels (repeat for several; clipped to the image)."),
     crops_from: Optional[Path] = typer.Option(None, "--crops-from", help="Classify the boxes a detector found: a JSON "
                                               "lines file, one line per image/frame (schema in the README, 'Crops')."),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Memory the batches' input buffers may take "
+                                             "(about 4 x --batch model inputs): 512M, 2G, ... A --batch that needs more "
+                                             "stops at once (exit 2). Default: a quarter of the memory available at start."),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=1, help="Skip (one warning each; an error "
+                                   "with --strict) image files with more pixels than this, read from their header "
+                                   "before decoding."),
 ) -> None:
     """Classify images, video, cameras or streams; top-k fine labels with their data set per image."""
     args = {k: v for k, v in locals().items() if k != "no_verify"}
@@ -136,6 +143,7 @@ def _run(
     min_confidence: float, smooth: int, datasets: Optional[str], save_attention: Optional[Path] = None,
     roi: Optional[list[str]] = None, crops_from: Optional[Path] = None, dla_core: Optional[int] = None,
     rotate_mb: Optional[float] = None, keep: Optional[int] = None,
+    max_memory: Optional[str] = None, max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> None:
     from erudite_edge.api import Classifier
     from erudite_edge.backends.registry import RunnerOptions
@@ -143,6 +151,7 @@ def _run(
     from erudite_edge.errors import BundleError
     from erudite_edge.inference.answers import Answerer, AnswerOptions, parse_datasets
     from erudite_edge.inference.pipeline import RunOptions
+    from erudite_edge.inference.resources import parse_size
     from erudite_edge.outputs.attention_maps import AttentionWriter
     from erudite_edge.outputs.open import open_output, open_save
     from erudite_edge.outputs.results import printable, render_summary, stderr_console
@@ -156,9 +165,11 @@ def _run(
         raise UsageError("--checkpoint is for --backend torch; other backends run a bundle")
     if (bundle is None) == (zoo is None) and checkpoint is None:
         raise UsageError("give exactly one of --bundle BUNDLE or --zoo ZOO_BUNDLE (or --backend torch --checkpoint RUN)")
+    memory = parse_size(max_memory) if max_memory is not None else None
     try:
         runner_options = RunnerOptions(backend=backend, precision=precision, threads=threads, dla_core=dla_core)
-        run_options = RunOptions(batch=batch, workers=workers, strict=strict, limit=limit)
+        run_options = RunOptions(batch=batch, workers=workers, strict=strict, limit=limit, max_memory=memory,
+                                 max_pixels=max_pixels)
     except UsageError as e:
         raise UsageError(f"--{e}") from None
     if source is None and camera is None:
@@ -207,7 +218,8 @@ def _run(
     chosen = parse_datasets(datasets, b.labels)
     answer_options = AnswerOptions(topk, min_confidence, smooth, tuple(chosen) if chosen else None)
     src = open_source(source, camera=camera, recursive=recursive, width=width, height=height,
-                      framerate=framerate, reconnect=reconnects, camera_format=camera_format)
+                      framerate=framerate, reconnect=reconnects, camera_format=camera_format,
+                      max_pixels=run_options.max_pixels)
     if camera_format and src.kind != "camera":
         warn(f"--camera-format is for USB (V4L2) cameras; ignored for this {src.kind}")
     if smooth > 1 and src.kind == "images":
@@ -237,7 +249,8 @@ def _run(
             window = open_display(warn)
             if window is not None:
                 sinks.append(window)
-        classifier = Classifier(b, runner=runner_options, answers=answerer, options=run_options, announce=announce)
+        classifier = Classifier(b, runner=runner_options, answers=answerer, options=run_options, announce=announce,
+                                warn=warn)
         if save_attention is not None:
             classifier.enable_attention()
     except BaseException:

@@ -23,8 +23,8 @@ def test_a_lone_undecodable_jpeg_exits_1_with_one_line(erudite, tmp_path: Path, 
     image.write_bytes(b"" if kind == "empty" else buf.tobytes()[: len(buf) // 3])
     rc, out, err = cli(capsys, "run", "--bundle", erudite.root, image)
     assert rc == 1 and out == "", err
-    assert err.strip().splitlines()[-1] == "error: nothing was classified: 1 file(s) did not decode"
-    assert "skipped (undecodable)" in err  # after the summary
+    assert err.strip().splitlines()[-1] == "error: nothing was classified: 1 file(s) skipped (undecodable or over --max-pixels)"
+    assert "skipped (bad files)" in err  # the summary row, above the error line
 
 
 def test_dev_null_as_a_source_is_diagnosed_as_a_device(erudite, capsys) -> None:
