@@ -14,7 +14,19 @@ class UsageError(EruditeError):
 
 
 class BadImageError(EruditeError):
-    """An image that cannot be decoded (corrupt, empty, not an image)."""
+    """An image that cannot be decoded (corrupt, truncated, empty, not an image).
+
+    `kind` names the problem in one word for programs (the API's Prediction.error.kind); each subclass sets
+    its own. The kinds: "bad_image" (the bytes do not decode), "unreadable" (the file cannot be read:
+    missing, a folder, no permission)."""
+
+    kind = "bad_image"
+
+
+class UnreadableImageError(BadImageError):
+    """An image file that cannot be read at all (missing, a folder, no permission)."""
+
+    kind = "unreadable"
 
 
 class BundleError(EruditeError):

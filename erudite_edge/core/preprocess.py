@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from erudite_edge.errors import BadImageError, BundleError
+from erudite_edge.errors import BadImageError, BundleError, UnreadableImageError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -163,7 +163,7 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     try:
         data = np.fromfile(os.fspath(path), dtype=np.uint8)
     except OSError as e:
-        raise BadImageError(f"{path}: cannot read ({e.strerror or e})") from e
+        raise UnreadableImageError(f"{path}: cannot read ({e.strerror or e})") from e
     return decode_image(data, name=os.fspath(path))
 
 

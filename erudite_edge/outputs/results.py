@@ -99,6 +99,8 @@ class Sink(abc.ABC):
 
     stop_requested = False  # a sink may ask the run to stop (the display window's q / Esc / close)
     stop_reason = ""
+    # the sink hands each image that did not decode to its user (failed()): the run does not warn about it
+    reports_failures = False
 
     @abc.abstractmethod
     def write(self, result: Result, item: Item) -> None:
@@ -106,6 +108,10 @@ class Sink(abc.ABC):
 
     def empty(self, item: Item) -> None:
         """A crop whose box holds nothing of its image (`item.box`): not classified; the run warns."""
+
+    def failed(self, item: Item) -> None:
+        """An image that did not decode (`item.error`, a BadImageError): not classified; the run skips it
+        (warning unless a sink reports_failures). A sink that raises here stops the run with that error."""
 
     def commit(self) -> None:
         """The run ended (normally or interrupted): keep the output."""
