@@ -605,4 +605,5 @@ def predict_images(bundle: str | os.PathLike[str] | Bundle, images: Iterable[Ima
         return clf.predict(list(images))
 
 
-__all__ = ["Box", "Classifier", "ImagesSource", "Prediction", "Timings", "TopK", "as_rgb", "predict_images"]
+__all__ = ["ERROR_KINDS", "Box", "Classifier", "ErrorInfo", "ImagesSource", "Prediction", "Timings", "TopK", "as_rgb",
+           "predict_images"]

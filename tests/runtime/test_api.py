@@ -173,6 +173,7 @@ def test_readme_api_example_runs(bundle_dir: Path, tmp_path: Path) -> None:
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert "yellow" in done.stdout and "warm" in done.stdout
+    assert "bytes[0] yellow" in done.stdout and "missing.jpg unreadable" in done.stdout  # one bad image, not the call
 
 
 def test_live_source_crops_stream(clf) -> None:
