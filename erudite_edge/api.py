@@ -463,8 +463,12 @@ class Classifier:
     def _stream(self, source: Any, *, raise_errors: bool, limit: int | None) -> Iterator[Prediction]:
         q: queue.Queue[Any] = queue.Queue(maxsize=max(4, 2 * self.batch))
         sink = _QueueSink(q, raise_errors)
+        def stop() -> None:  # close(): end the run after the batch in hand, also while a live source is silent
+            sink.stop("the Classifier was closed")
+            source.stop()
+
         try:
-            call = self._begin(stop=functools.partial(sink.stop, "the Classifier was closed"))
+            call = self._begin(stop=stop)
         except UsageError:
             source.close()  # opened by predict_stream, never to be read
             raise

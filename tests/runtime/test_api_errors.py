@@ -222,6 +222,9 @@ def test_close_waits_for_a_predict_in_another_thread(bundle_dir: Path) -> None:
 
 
 def test_close_ends_a_stream_iterated_in_another_thread(bundle_dir: Path) -> None:
+    """Also while its camera is silent: this one dies after 3 frames and waits 60 s before reopening."""
+    import time
+
     from erudite_edge import Classifier, UsageError
 
     clf = Classifier(bundle_dir, batch=2)
@@ -231,7 +234,8 @@ def test_close_ends_a_stream_iterated_in_another_thread(bundle_dir: Path) -> Non
 
     def consume() -> None:
         try:
-            for p in clf.predict_stream("testsrc://50?size=32x24&colors=0000ff&hold=1000", reconnect=0):
+            for p in clf.predict_stream("testsrc://50?size=32x24&colors=0000ff&hold=1000&frames=3", reconnect=None,
+                                        backoff=60.0):
                 got.append(p)
                 first.set()
         except BaseException as e:  # noqa: BLE001 - handed to the test's thread
@@ -240,7 +244,10 @@ def test_close_ends_a_stream_iterated_in_another_thread(bundle_dir: Path) -> Non
     consumer = threading.Thread(target=consume)
     consumer.start()
     assert first.wait(30)
+    time.sleep(0.3)  # 3 frames at 50 fps are gone: the camera is silent, its reopening 60 s away
+    t0 = time.monotonic()
     clf.close()  # the live stream never ends on its own
+    assert time.monotonic() - t0 < 10
     consumer.join(15)
     assert not consumer.is_alive() and errors == []
     assert got and all(p.label == "blue" for p in got)  # type: ignore[attr-defined]
