@@ -15,7 +15,10 @@ least --iters calls and --min-duration-s per series); each series gets its CV an
 every erudite/zoo ratio gets a paired bootstrap 95 % interval over the interleaved rounds
 (benchmarks.stats), the goals are judged on it (benchmarks.goals), and MLPerf's scenarios are named
 (benchmarks.scenarios). Peak memory is measured in fresh processes after the timing
-(benchmarks.memory), and every result carries the machine's record (benchmarks.environment).
+(benchmarks.memory), and every result carries the machine's record (benchmarks.environment) and,
+per series, its measured load (benchmarks.load: the run is "quiet" only if every series was). The
+raw per-round samples go beside bench.json (benchmarks.raw); `python -m benchmarks.recompute
+bench.json` re-derives every interval and verdict from them.
 Nothing here imports torch at module level.
 """
 
@@ -41,8 +44,10 @@ from benchmarks.end_to_end import FolderImages, load_folder, measure
 from benchmarks.environment import PowerMeter, environment
 from benchmarks.goals import evaluate
 from benchmarks.instrument import Instrumented
-from benchmarks.latency import Contender, Samples, blocks_total, interleaved, split_rounds, summarize
+from benchmarks.latency import Contender, Samples, blocks_total, interleaved, percentile, split_rounds, summarize
+from benchmarks.load import QUIET_OTHER, QUIET_STEAL, busy_now, describe, run_quiet
 from benchmarks.memory import measure_memory
+from benchmarks.raw import RawSamples, quantise
 from benchmarks.scenarios import scenarios
 from benchmarks.stats import LEVEL, RESAMPLES, latency_ratio_ci, throughput_ratio_ci
 from erudite_edge.backends.registry import RunnerOptions
@@ -89,7 +94,7 @@ class BenchConfig:
     data: list[str] = field(default_factory=list)
     data_limit: int | None = None
     workers: int | None = None
-    e2e_rounds: int = 3
+    e2e_rounds: int = 6  # a verdict on the end-to-end ratio's interval needs 6 rounds (benchmarks.stats.MIN_UNITS)
     interleave_precisions: bool = True  # load every precision at once and time them interleaved too
     seed: int = 0
     command: str = ""
@@ -248,8 +253,9 @@ class _Progress:
             self.bar.advance(self.task, n)
 
 
-def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> dict[str, Any]:
-    """Measure everything the config asks for and return the result (JSON-ready, goals included)."""
+def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> tuple[dict[str, Any], RawSamples]:
+    """Measure everything the config asks for; return the result (JSON-ready, goals included) and the
+    raw samples it was computed from (benchmarks.raw; report.write_outputs writes both)."""
     from erudite_edge.inference.models import load_model
 
     cfg.validate()
@@ -261,6 +267,12 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
             print(msg, file=sys.stderr, flush=True)
 
     warn = lambda msg: say(f"warning: {msg}", "yellow")  # noqa: E731
+
+    busy = busy_now()
+    if busy:
+        warn(f"this machine is busy ({busy}): the timings will be labelled \"under load\" and their intervals "
+             "wider; for figures to publish, run on a quiet machine")
+    raw = RawSamples("bench")
 
     # Cheap checks first: bundles, precisions, eval sets, source folder.
     erudite = Bundle.load(cfg.bundle)
@@ -285,6 +297,7 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
         "command": cfg.command,
         "host": host_facts(),
         "environment": environment(meter),
+        "load": {"busy_at_start": busy},
         "settings": {
             "backend": cfg.backend, "precisions": precisions, "batches": batches, "warmup": cfg.warmup,
             "warmup_ms": cfg.warmup_ms, "iters": cfg.iters, "min_duration_s": cfg.min_duration_s,
@@ -379,6 +392,8 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
                     samples = interleaved(contenders, warmup=cfg.warmup, iters=cfg.iters, rounds=cfg.rounds,
                                           warmup_ms=cfg.warmup_ms, min_duration_s=cfg.min_duration_s,
                                           on_block=bar.advance)
+                    for sm in samples.values():
+                        quantise(sm)  # the raw file's precision, before any figure is computed
                     for p in group:
                         row: dict[str, Any] = {"precision": p, "batch": b,
                                                "backend": {name: inst[name, p].backend for name in models},
@@ -390,7 +405,9 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
                             calls[name] = inst[name, p].calls_seen()
                             bar.advance()
                         row["calls"] = calls
+                        row["load"] = samples[f"erudite/{p}"].load
                         for name in models:
+                            raw.series[series_name(name, p, b)] = samples[f"{name}/{p}"]
                             row[name] = summarize(samples[f"{name}/{p}"], b).to_dict()
                             pw = power.get(f"{name}/{p}") or []
                             row[name]["power_mw"] = statistics.median(pw) if pw else None
@@ -406,7 +423,8 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
                             kept[name, p, b] = samples[f"{name}/{p}"]
                         if zoo is not None:
                             row["ratio"], row["ratio_ci95"] = erudite_zoo_ratios(
-                                samples[f"erudite/{p}"], samples[f"zoo/{p}"], row, seed=(cfg.seed, b, precisions.index(p)))
+                                samples[f"erudite/{p}"], samples[f"zoo/{p}"], row,
+                                seed=ratio_seed(cfg.seed, b, precisions.index(p)))
                         rows[p, b] = row
 
                 if folder is not None and precisions[0] in group:
@@ -415,11 +433,13 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
                         bar.describe(f"end to end {p} batch {b}")
                         e2e_row: dict[str, Any] = {"precision": p, "batch": b}
                         for name in models:
-                            e2e_row[name] = measure(inst[name, p].classifier, folder, bundles[name].labels,
-                                                    bundles[name].preprocess, b, cfg.e2e_rounds, cfg.workers,
-                                                    bar.advance,
-                                                    # each side's passes add up to a series' --min-duration-s
-                                                    min_pass_s=cfg.min_duration_s / max(1, cfg.e2e_rounds)).to_dict()
+                            m = measure(inst[name, p].classifier, folder, bundles[name].labels,
+                                        bundles[name].preprocess, b, cfg.e2e_rounds, cfg.workers, bar.advance,
+                                        # each side's passes add up to a series' --min-duration-s
+                                        min_pass_s=cfg.min_duration_s / max(1, cfg.e2e_rounds),
+                                        seed=e2e_seed(cfg.seed, b, name))
+                            raw.end_to_end[e2e_name(p, b, name)] = {"e2e_ips": m.e2e_rounds_ips, "pure_ips": m.pure_rounds_ips}
+                            e2e_row[name] = m.to_dict()
                         result["end_to_end"].append(e2e_row)
 
                 # Accuracy and agreement: the zoo routes by its own coarse model here.
@@ -448,15 +468,24 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
             for p in precisions:
                 bar.describe(f"memory {p} (fresh processes)")
                 try:
-                    result["memory"][p] = measure_memory(
+                    result["memory"][p] = mem = measure_memory(
                         {name: Path(getattr(cfg, "bundle" if name == "erudite" else "zoo")) for name in models},
                         cfg.runner_options(p), batches=batches, repeats=cfg.memory_repeats, seed=cfg.seed,
                         on_child=bar.advance)
+                    raw.memory[p] = {k: mem[k]["peak_rss_mb"] for k in (*models, "baseline")}
                 except RuntimeError as e:
                     warn(f"memory {p} not measured: {e}")
                     result["memory"][p] = {"error": str(e)}
 
     result["latency"] = [rows[p, b] for p in precisions for b in batches]
+    result["precision_ratios"] = precision_ratios(kept, precisions, batches, models, cfg.seed,
+                                                  paired=cfg.interleave_precisions)
+    series_loads = [r.get("load") for r in result["latency"]] + [e[m].get("load") for e in result["end_to_end"]
+                                                                 for m in models if m in e]
+    quiet = run_quiet(series_loads) and not busy
+    label = describe(series_loads) if not run_quiet(series_loads) else "quiet" if quiet else f"under load (at the start: {busy})"
+    result["load"].update(quiet=quiet, label=label, series=len(series_loads),
+                          thresholds={"other_fraction": QUIET_OTHER, "steal_fraction": QUIET_STEAL})
     result["settings"]["runner_options_ignored"] = ignored_options
     result["stability"] = {"cv_threshold": cfg.cv_threshold, "unstable": unstable}
     result["scenarios"] = scenarios(result["latency"], kept, precisions, batches, models, cfg.seed)
@@ -476,7 +505,50 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> d
         if any(ag.get(k) for k in (*models, "erudite_vs_zoo")):
             result["agreement"] = ag
     result["goals"] = [g.to_dict() for g in evaluate(result)]
-    return _finite(result)
+    return _finite(result), raw
+
+
+def series_name(model: str, precision: str, batch: int) -> str:
+    """The key of a timed series in the raw samples file."""
+    return f"{model}/{precision}/{batch}"
+
+
+def e2e_name(precision: str, batch: int, model: str) -> str:
+    return f"{precision}/{batch}/{model}"
+
+
+def e2e_seed(seed: int, batch: int, model: str) -> tuple[int, ...]:
+    return (seed, batch, 7, 0 if model == "erudite" else 1)
+
+
+def ratio_seed(seed: int, batch: int, k: int) -> tuple[int, int, int]:
+    """The seed of the erudite/zoo intervals at one batch and precision (k: its index in the run's precisions)."""
+    return (seed, batch, k)
+
+
+def precision_ratios(samples: dict[tuple[str, str, int], Samples], precisions: list[str], batches: list[int],
+                     models: list[str], seed: int, paired: bool = True) -> list[dict[str, Any]]:
+    """Each non-fp32 precision against fp32, per model and batch: the p50 latency ratio and its bootstrap
+    95 % interval, paired over rounds where the precisions were timed interleaved, unpaired where they
+    were timed apart (--no-interleave-precisions)."""
+    out: list[dict[str, Any]] = []
+    if "fp32" not in precisions:
+        return out
+    for p in precisions:
+        if p == "fp32":
+            continue
+        for b in batches:
+            for j, m in enumerate(models):
+                q, f = samples.get((m, p, b)), samples.get((m, "fp32", b))
+                if q is None or f is None or not q.latency_ms or not f.latency_ms:
+                    continue
+                ci = latency_ratio_ci(q.round_latency_ms, f.round_latency_ms, 50, paired=paired,
+                                      seed=(seed, b, 11, j, precisions.index(p)))
+                out.append({"model": m, "precision": p, "batch": b,
+                            "latency_p50": percentile(q.latency_ms, 50) / percentile(f.latency_ms, 50),
+                            "ci95": None if ci is None else [round(ci[0], 5), round(ci[1], 5)],
+                            "units": None if ci is None else ci.units, "paired": paired})
+    return out
 
 
 def _with_power(step: Callable[[], Any], meter: PowerMeter, readings: list[float]) -> Callable[[], Any]:
@@ -496,15 +568,15 @@ def _with_power(step: Callable[[], Any], meter: PowerMeter, readings: list[float
 def erudite_zoo_ratios(e: Samples, z: Samples, row: dict[str, Any],
                        seed: Any = 0) -> tuple[dict[str, float], dict[str, list[float] | None]]:
     """erudite / zoo p50 and p90 latency and throughput, and their paired bootstrap 95 % intervals
-    over the interleaved rounds (benchmarks.stats)."""
+    over the interleaved rounds (benchmarks.stats). Both were timed in the same rounds, so the
+    intervals are paired; rounds that do not pair raise stats.PairingError rather than fall back."""
     ratio = {"latency_p50": row["erudite"]["p50_ms"] / row["zoo"]["p50_ms"],
              "latency_p90": row["erudite"]["p90_ms"] / row["zoo"]["p90_ms"],
              "throughput": row["erudite"]["throughput_ips"] / row["zoo"]["throughput_ips"]}
-    paired = len(e.round_latency_ms) == len(z.round_latency_ms)
     ci: dict[str, Any] = {
-        "latency_p50": latency_ratio_ci(e.round_latency_ms, z.round_latency_ms, 50, paired=paired, seed=seed),
-        "latency_p90": latency_ratio_ci(e.round_latency_ms, z.round_latency_ms, 90, paired=paired, seed=seed),
-        "throughput": throughput_ratio_ci(e.round_ips, z.round_ips, paired=paired, seed=seed),
+        "latency_p50": latency_ratio_ci(e.round_latency_ms, z.round_latency_ms, 50, seed=seed),
+        "latency_p90": latency_ratio_ci(e.round_latency_ms, z.round_latency_ms, 90, seed=seed),
+        "throughput": throughput_ratio_ci(e.round_ips, z.round_ips, seed=seed),
     }
     return ratio, {k: (None if v is None else [round(v[0], 5), round(v[1], 5)]) for k, v in ci.items()}
 

@@ -5,10 +5,13 @@ setting is still judged, with a note saying the goal was set for that one. A goa
 is missing from the run (no batch 8, no --source, no INT8 model, ...) says what to add; it is
 neither PASS nor FAIL. Goals are reported, never asserted: the bench exits 0 either way.
 
-A measured erudite/zoo ratio is judged on its 95 % interval (benchmarks.stats): PASS only when the
-whole interval meets the goal, FAIL when the whole interval misses it, else INCONCLUSIVE (the run
-cannot tell the ratio from noise; rerun longer or on a quieter machine). Exact quantities (model
-size) are judged on their value.
+Every measured goal (erudite/zoo latency and throughput, end to end / pure inference, INT8 against
+FP32) is judged on its 95 % interval through benchmarks.stats.Verdict, which cannot be built from a
+point value: PASS only when the whole interval meets the goal, FAIL when the whole interval misses
+it, else INCONCLUSIVE (the run cannot tell the ratio from noise, or it resampled fewer than 6 rounds;
+rerun longer or on a quieter machine). Peak memory has no goal: it is reported (INFO), with an
+interval from 10 fresh processes on and as the "spread of n" below. Exact quantities (model size)
+are judged on their value.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from benchmarks.stats import verdict
+from benchmarks.stats import FAIL, INCONCLUSIVE, PASS, Interval, Verdict
 
 GOAL_SETTING = "ResNet-50 at 224 px on ONNX Runtime CPU"
 LATENCY_RATIO_B1 = 0.52
@@ -51,23 +54,27 @@ def goal_line(g: dict[str, Any]) -> str:
     return f"{g['status']}: {g['name']}: {v} {g['threshold']}{extra}".replace("  ", " ")
 
 
-def _judge(name: str, value: float | None, op: str, limit: float, detail: str, missing: str) -> Goal:
-    """An exact quantity, judged on its value."""
+def _judge_exact(name: str, value: float | None, op: str, limit: float, detail: str, missing: str) -> Goal:
+    """An exact quantity (a file size), judged on its value: never a measured one."""
     if value is None:
         return Goal(name, "N/A", None, f"{op} {limit:g}", missing)
     ok = value <= limit if op == "<=" else value >= limit
     return Goal(name, "PASS" if ok else "FAIL", value, f"{op} {limit:g}", detail)
 
 
-def _judge_interval(name: str, value: float | None, ci: list[float] | None, op: str, limit: float, detail: str,
-                    missing: str) -> Goal:
-    """A measured ratio, judged on its 95 % interval (no interval: INCONCLUSIVE)."""
+def _judge_interval(name: str, value: float | None, ci: list[float] | None, units: int | None, op: str, limit: float,
+                    detail: str, missing: str, paired: bool = True) -> Goal:
+    """A measured ratio, judged on its 95 % interval over `units` rounds (no interval, or too few rounds:
+    INCONCLUSIVE, saying why)."""
     if value is None:
         return Goal(name, "N/A", None, f"{op} {limit:g}", missing)
-    status = verdict(tuple(ci) if ci else None, op, limit)  # type: ignore[arg-type]
-    if not ci:
-        detail = (detail + "; " if detail else "") + "no interval (needs 2 or more rounds)"
-    return Goal(name, status, value, f"{op} {limit:g}", detail, list(ci) if ci else None)
+    v = Verdict(Interval.from_json(ci, units, paired), op, limit)
+    why = v.reason
+    if why == "no interval":
+        why = "no interval (needs 2 or more rounds)"
+    if why:
+        detail = (detail + "; " if detail else "") + why
+    return Goal(name, v.status, value, f"{op} {limit:g}", detail, list(ci) if ci else None)
 
 
 def _row(result: dict[str, Any], precision: str, batch: int) -> dict[str, Any] | None:
@@ -106,12 +113,14 @@ def evaluate(result: dict[str, Any]) -> list[Goal]:
         r1 = _row(result, p, 1)
         goals.append(_judge_interval(f"latency erudite/zoo at batch 1 ({tag})",
                                      r1["ratio"]["latency_p50"] if r1 else None,
-                                     (r1.get("ratio_ci95") or {}).get("latency_p50") if r1 else None, "<=", LATENCY_RATIO_B1,
+                                     (r1.get("ratio_ci95") or {}).get("latency_p50") if r1 else None, _rounds(r1),
+                                     "<=", LATENCY_RATIO_B1,
                                      "p50 latencies, 95 % interval" if r1 else "", "not measured: add 1 to --batch"))
         r8 = _row(result, p, 8)
         goals.append(_judge_interval(f"throughput erudite/zoo at batch 8, mixed batch ({tag})",
                                      r8["ratio"]["throughput"] if r8 else None,
-                                     (r8.get("ratio_ci95") or {}).get("throughput") if r8 else None, ">=", THROUGHPUT_RATIO_B8,
+                                     (r8.get("ratio_ci95") or {}).get("throughput") if r8 else None, _rounds(r8),
+                                     ">=", THROUGHPUT_RATIO_B8,
                                      "zoo batch split evenly across the data sets, 95 % interval" if r8 else "",
                                      "not measured: add 8 to --batch"))
         size = result.get("size_mb", {}).get(p) or {}
@@ -119,24 +128,29 @@ def evaluate(result: dict[str, Any]) -> list[Goal]:
         if limit is None:
             goals.append(Goal(f"model size erudite/zoo ({tag})", "INFO", size.get("ratio"), "(goal set for N=2 and N=4)"))
         else:
-            goals.append(_judge(f"model size erudite/zoo ({tag})", size.get("ratio"), "<=", limit,
+            goals.append(_judge_exact(f"model size erudite/zoo ({tag})", size.get("ratio"), "<=", limit,
                                 f"{size.get('erudite', 0):.1f} MB vs {size.get('zoo', 0):.1f} MB" if size.get("ratio") else "",
                                 "model files missing"))
 
         mem = (result.get("memory") or {}).get(p) or {}
         if mem.get("ratio") is not None:
+            spread = mem.get("ratio_spread") if not mem.get("ratio_ci95") else None
             goals.append(Goal(f"peak memory erudite/zoo, fresh processes ({tag})", "INFO", mem["ratio"], "(reported)",
                               f"RSS {mem['erudite']['median_mb']:.0f} vs {mem['zoo']['median_mb']:.0f} MB, median of "
                               f"{mem['repeats']}; without the interpreter's {mem['baseline']['median_mb']:.0f} MB: "
-                              + ("-" if mem.get("net_ratio") is None else f"{mem['net_ratio']:.3f}"),
+                              + ("-" if mem.get("net_ratio") is None else f"{mem['net_ratio']:.3f}")
+                              + (f"; spread of {mem['repeats']} {spread[0]:.3f}-{spread[1]:.3f}, no interval below 10 processes"
+                                 if spread else ""),
                               mem.get("ratio_ci95")))
 
     e2e = next((e for e in result.get("end_to_end", []) if e["precision"] == p and e["batch"] == 8), None)
     frac = e2e["erudite"]["ratio"] if e2e else None
-    goals.append(_judge(f"end-to-end folder throughput at batch 8 / pure inference (erudite, {p})", frac, ">=",
-                        E2E_FRACTION_B8,
-                        f"{e2e['erudite']['e2e_ips']:.1f} vs {e2e['erudite']['pure_ips']:.1f} images/s" if e2e else "",
-                        "not measured: give --source FOLDER and 8 in --batch"))
+    goals.append(_judge_interval(f"end-to-end folder throughput at batch 8 / pure inference (erudite, {p})", frac,
+                                 e2e["erudite"].get("ratio_ci95") if e2e else None,
+                                 e2e["erudite"].get("rounds") if e2e else None, ">=", E2E_FRACTION_B8,
+                                 f"{e2e['erudite']['e2e_ips']:.1f} vs {e2e['erudite']['pure_ips']:.1f} images/s, medians "
+                                 f"of {e2e['erudite'].get('rounds', '?')} rounds" if e2e else "",
+                                 "not measured: give --source FOLDER and 8 in --batch"))
 
     precs = result.get("settings", {}).get("precisions", [])
     models: list[str] = ["erudite"] + (["zoo"] if has_zoo else [])
@@ -145,18 +159,7 @@ def evaluate(result: dict[str, Any]) -> list[Goal]:
             goals.append(Goal(f"INT8 faster than FP32 ({model})", "N/A", None, "< 1 (int8/fp32 p50 latency)",
                               "not measured: --precision fp32,int8"))
             continue
-        ratios = []
-        for b in result.get("settings", {}).get("batches", []):
-            ri, rf = _row(result, "int8", b), _row(result, "fp32", b)
-            if ri and rf:
-                ratios.append((b, ri[model]["p50_ms"] / rf[model]["p50_ms"]))
-        worst = max((v for _, v in ratios), default=None)
-        name = f"INT8 faster than FP32 ({model}: int8/fp32 p50 latency, slowest batch)"
-        if worst is None:
-            goals.append(Goal(name, "N/A", None, "< 1", "no batch measured at both precisions"))
-        else:
-            goals.append(Goal(name, "PASS" if worst < 1.0 else "FAIL", worst, "< 1",
-                              ", ".join(f"batch {b}: {v:.2f}" for b, v in ratios)))
+        goals.append(_int8_goal(result, model))
         agree = result.get("agreement", {}).get(model, {}).get("int8_vs_fp32")
         on = result.get("agreement", {}).get("on", "")
         goals.append(Goal(f"INT8 vs FP32 top-1 agreement ({model})", "INFO" if agree is not None else "N/A", agree,
@@ -164,3 +167,32 @@ def evaluate(result: dict[str, Any]) -> list[Goal]:
                           else "give --source FOLDER or --data SPEC"))
     return goals
 
+
+
+def _rounds(row: dict[str, Any] | None) -> int | None:
+    """The rounds both sides of a latency row were timed in (the units of its intervals)."""
+    if not row:
+        return None
+    r = [row[m].get("rounds") for m in ("erudite", "zoo") if isinstance(row.get(m), dict) and row[m].get("rounds")]
+    return min(r) if r else None
+
+
+def _int8_goal(result: dict[str, Any], model: str) -> Goal:
+    """INT8 faster than FP32 at every batch: each batch's int8/fp32 p50 latency ratio judged on its
+    interval (bench's precision_ratios); PASS when every batch passes, FAIL when one fails, else
+    INCONCLUSIVE. The value shown is the slowest batch's ratio."""
+    name = f"INT8 faster than FP32 ({model}: int8/fp32 p50 latency, every batch)"
+    entries = [e for e in result.get("precision_ratios") or [] if e["model"] == model and e["precision"] == "int8"]
+    if not entries:
+        return Goal(name, "N/A", None, "<= 1", "no batch measured at both precisions with intervals (rerun the bench)")
+    verdicts = [(e, Verdict(Interval.from_json(e.get("ci95"), e.get("units"), e.get("paired", True)), "<=", 1.0))
+                for e in entries]
+    statuses = [v.status for _, v in verdicts]
+    status = FAIL if FAIL in statuses else PASS if all(s == PASS for s in statuses) else INCONCLUSIVE
+    worst, _ = max(verdicts, key=lambda ev: ev[0]["latency_p50"])
+    parts = []
+    for e, v in verdicts:
+        ci = e.get("ci95")
+        parts.append(f"batch {e['batch']}: {e['latency_p50']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+                     + f" {v.status}" + (f" ({v.reason})" if v.reason else ""))
+    return Goal(name, status, worst["latency_p50"], "<= 1", "; ".join(parts), worst.get("ci95"))

@@ -7,6 +7,9 @@ spread over `rounds` rounds (each round, every contender runs until it has its s
 call's latency is kept with the round it ran in, so a ratio between two contenders can be bootstrapped
 over rounds (benchmarks.stats): within a round both saw the same machine.
 
+Each series records the machine's load over its timed rounds (benchmarks.load): 1-minute load, this
+process's CPU time against wall time, other work and steal from /proc/stat.
+
 A contender is a callable that runs one batch and returns the device compute time of that call in
 milliseconds where the backend can separate it from host latency (TensorRT), else None.
 """
@@ -18,6 +21,8 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
+
+from benchmarks.load import LoadRecord, snapshot
 
 Step = Callable[[], "float | None"]
 
@@ -40,6 +45,7 @@ class Samples:
     round_latency_ms: list[list[float]] = field(default_factory=list)  # the calls of each round
     duration_s: float = 0.0  # timed wall time, all rounds (warm-up excluded)
     warmup_calls: int = 0
+    load: dict[str, Any] | None = None  # the machine's load over the timed rounds (benchmarks.load.LoadRecord)
 
 
 @dataclass(frozen=True)
@@ -147,6 +153,7 @@ def interleaved(
             on_block()
     n = len(contenders)
     plan = split_rounds(iters, rounds)
+    before = snapshot()
     share_s = min_duration_s / len(plan)
     for r, calls in enumerate(plan):
         order = [contenders[(i + r) % n] for i in range(n)]
@@ -170,6 +177,9 @@ def interleaved(
                 s.round_ips.append(len(block) * c.batch / elapsed)
             if on_block:
                 on_block()
+    rec = LoadRecord.between(before, snapshot()).to_dict()
+    for s in out.values():
+        s.load = rec
     return out
 
 

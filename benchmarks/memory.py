@@ -14,7 +14,9 @@ A `--none` child (same imports, no model) gives the interpreter's own share; `ne
 it, repetition by repetition.
 
 Repetitions take turns (erudite, zoo, baseline, then rotated), as the timing does; the erudite/zoo
-ratio of medians carries a paired bootstrap 95 % interval over repetitions (benchmarks.stats).
+ratio of medians carries a paired bootstrap 95 % interval over repetitions (benchmarks.stats) from
+MIN_PROCESSES (10) repetitions on; with fewer, only the spread of the per-repetition ratios
+("spread of 3"), never a verdict.
 
 Device memory: where the model runs on a GPU (TensorRT, ONNX Runtime's CUDA provider) the child
 reads the device's used memory (cudaMemGetInfo through the device-memory layer, polygraphy.cuda's
@@ -39,6 +41,7 @@ from erudite_edge.backends.registry import RunnerOptions
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULT_PREFIX = "erudite-edge-memory:"
+MIN_PROCESSES = 10  # fresh processes per model for a bootstrap interval (fewer: the spread, no verdict)
 
 
 def _kib_to_mb(kib: int) -> float:
@@ -177,20 +180,38 @@ def measure_memory(bundles: dict[str, Path], options: RunnerOptions, *, batches:
         out[name]["net_mb"] = [round(v, 2) for v in net]
         out[name]["net_median_mb"] = _median(net)
     if "erudite" in bundles and "zoo" in bundles:
+        out.update(ratio_figures(peaks["erudite"], peaks["zoo"], peaks["baseline"], seed))
         e, z = out["erudite"], out["zoo"]
-        out["ratio"] = e["median_mb"] / z["median_mb"]
-        ci = ratio_ci(peaks["erudite"], peaks["zoo"], seed=(seed, 5))
-        out["ratio_ci95"] = None if ci is None else [round(ci[0], 5), round(ci[1], 5)]
-        if e["net_median_mb"] and z["net_median_mb"] and z["net_median_mb"] > 0:
-            out["net_ratio"] = e["net_median_mb"] / z["net_median_mb"]
-            nci = ratio_ci(e["net_mb"], z["net_mb"], seed=(seed, 6)) if min(e["net_mb"] + z["net_mb"]) > 0 else None
-            out["net_ratio_ci95"] = None if nci is None else [round(nci[0], 5), round(nci[1], 5)]
-        else:
-            out["net_ratio"], out["net_ratio_ci95"] = None, None
         if e["device_median_mb"] and z["device_median_mb"]:
             out["device_ratio"] = e["device_median_mb"] / z["device_median_mb"]
         else:
             out["device_ratio"] = None
+    return out
+
+
+def ratio_figures(erudite: Sequence[float], zoo: Sequence[float], baseline: Sequence[float], seed: Any = 0) -> dict[str, Any]:
+    """The erudite/zoo ratio of median peaks, with and without the baseline. With at least
+    MIN_PROCESSES repetitions a paired bootstrap 95 % interval over them (`ratio_ci95`); with fewer,
+    no interval (a bootstrap over 3 processes puts its point on its bound) but the spread of the
+    per-repetition ratios, labelled "spread of n" (`ratio_spread`), which never gives a verdict."""
+    n = min(len(erudite), len(zoo))
+    net_e = [p - b for p, b in zip(erudite, baseline)]
+    net_z = [p - b for p, b in zip(zoo, baseline)]
+    out: dict[str, Any] = {"ratio": statistics.median(erudite) / statistics.median(zoo), "processes": n}
+    net_ok = bool(net_e) and statistics.median(net_z) > 0 and statistics.median(net_e) > 0
+    out["net_ratio"] = statistics.median(net_e) / statistics.median(net_z) if net_ok else None
+    if n >= MIN_PROCESSES:
+        ci = ratio_ci(erudite, zoo, seed=(seed, 5))
+        out["ratio_ci95"] = None if ci is None else [round(ci[0], 5), round(ci[1], 5)]
+        nci = ratio_ci(net_e, net_z, seed=(seed, 6)) if net_ok and min(net_e + net_z) > 0 else None
+        out["net_ratio_ci95"] = None if nci is None else [round(nci[0], 5), round(nci[1], 5)]
+        out["ratio_spread"] = out["net_ratio_spread"] = None
+    else:
+        per = [a / b for a, b in zip(erudite, zoo)]
+        out["ratio_ci95"] = out["net_ratio_ci95"] = None
+        out["ratio_spread"] = [round(min(per), 5), round(max(per), 5)] if per else None
+        net_per = [a / b for a, b in zip(net_e, net_z) if b > 0]
+        out["net_ratio_spread"] = [round(min(net_per), 5), round(max(net_per), 5)] if net_ok and net_per else None
     return out
 
 

@@ -1,6 +1,8 @@
 """The bench report in four forms from one result dict: rich tables on the terminal, bench.json,
 bench.md (the same tables in Markdown) and bench.png (latency and throughput against batch size,
-erudite vs zoo, one line per precision). Every file is written atomically (erudite_edge.core.fileio)."""
+erudite vs zoo, one line per precision), with the raw samples beside them (bench.samples.json.gz,
+benchmarks.raw). Every file is written atomically (erudite_edge.core.fileio). The timing tables'
+titles say "quiet" or "under load (...)" from the run's measured load (benchmarks.load)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from benchmarks.goals import evaluate, goal_line, setting_note
+from benchmarks.raw import RawSamples
 from erudite_edge.core.fileio import atomic_path, write_json_atomic, write_text_atomic
 
 JSON_NAME, MARKDOWN_NAME, PLOT_NAME = "bench.json", "bench.md", "bench.png"
@@ -57,6 +60,11 @@ def models_table(result: dict[str, Any]) -> TableSpec:
     return TableSpec("Models", header, rows, note)
 
 
+def load_label(result: dict[str, Any]) -> str:
+    """'quiet' or 'under load (...)', as the run measured it (benchmarks.load); older results: not measured."""
+    return (result.get("load") or {}).get("label") or "load not measured"
+
+
 def latency_table(result: dict[str, Any]) -> TableSpec:
     header = ["precision", "batch", "model", "n", "mean ms", "p50 ms", "p90 ms", "p99 ms", "CV %", "timed s",
               "images/s", "device p50 ms", "mJ/image"]
@@ -76,7 +84,7 @@ def latency_table(result: dict[str, Any]) -> TableSpec:
             f"the models (and precisions) interleaved over {s['rounds']} rounds; images/s is the median over rounds; "
             "CV: stdev / mean of the call latencies; device time only where the backend separates it; "
             "mJ/image: board input power during the calls x p50 latency / batch, where a power monitor is readable (Jetson).")
-    return TableSpec("Latency per batch and throughput", header, rows, note)
+    return TableSpec(f"Latency per batch and throughput, {load_label(result)}", header, rows, note)
 
 
 def _ci(v: Any) -> str:
@@ -96,7 +104,7 @@ def ratio_table(result: dict[str, Any]) -> TableSpec | None:
                      _f(r["ratio"]["throughput"], ".3f"), _ci(ci.get("throughput"))])
     if not rows:
         return None
-    return TableSpec("erudite / zoo", ["precision", "batch", "n erudite / zoo", "rounds", "p50 latency ratio", "95 % CI",
+    return TableSpec(f"erudite / zoo, {load_label(result)}", ["precision", "batch", "n erudite / zoo", "rounds", "p50 latency ratio", "95 % CI",
                                        "p90 latency ratio", "95 % CI", "throughput ratio", "95 % CI"], rows,
                      "Below 1 for latency and above 1 for throughput: the erudite model is the faster. "
                      + result["settings"].get("intervals", "") + ".")
@@ -197,9 +205,16 @@ def memory_table(result: dict[str, Any]) -> TableSpec | None:
                 rows.append([prec, name, f"{_f(v['median_mb'], '.1f')} (n={len(v['peak_rss_mb'])})", rng,
                              _f(v.get("net_median_mb"), ".1f"), _f(v.get("device_median_mb"), ".1f"), ""])
         if "ratio" in m:
-            rows.append([prec, "erudite/zoo", f"{_f(m['ratio'], '.3f')} {_ci(m.get('ratio_ci95'))}", "",
-                         f"{_f(m.get('net_ratio'), '.3f')} {_ci(m.get('net_ratio_ci95'))}", _f(m.get("device_ratio"), ".3f"),
-                         "ratio of medians, 95 % CI"])
+            if m.get("ratio_ci95") or not m.get("ratio_spread"):
+                rows.append([prec, "erudite/zoo", f"{_f(m['ratio'], '.3f')} {_ci(m.get('ratio_ci95'))}", "",
+                             f"{_f(m.get('net_ratio'), '.3f')} {_ci(m.get('net_ratio_ci95'))}", _f(m.get("device_ratio"), ".3f"),
+                             "ratio of medians, 95 % CI"])
+            else:
+                n = m.get("processes", m.get("repeats"))
+                rows.append([prec, "erudite/zoo", f"{_f(m['ratio'], '.3f')} {_ci(m.get('ratio_spread'))}", "",
+                             f"{_f(m.get('net_ratio'), '.3f')} {_ci(m.get('net_ratio_spread'))}",
+                             _f(m.get("device_ratio"), ".3f"),
+                             f"ratio of medians; spread of {n} (min-max over processes; no interval below 10)"])
     if not rows:
         return None
     return TableSpec("Peak memory (fresh process per measurement)",
@@ -458,12 +473,14 @@ def plot(result: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def write_outputs(result: dict[str, Any], out_dir: str | Path, *, png: bool = True,
+def write_outputs(result: dict[str, Any], out_dir: str | Path, *, raw: RawSamples, png: bool = True,
                   warn: Any = None) -> dict[str, Path]:
-    """bench.json, bench.md and (matplotlib permitting) bench.png under out_dir."""
+    """bench.samples.json.gz (the raw samples, first), bench.json, bench.md and (matplotlib permitting)
+    bench.png under out_dir."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = {"json": out / JSON_NAME, "markdown": out / MARKDOWN_NAME}
+    written["samples"] = raw.write(written["json"])
     write_json_atomic(written["json"], result)
     write_text_atomic(written["markdown"], to_markdown(result))
     if png and result.get("latency"):

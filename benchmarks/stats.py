@@ -19,6 +19,7 @@ few lines of numpy.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -28,7 +29,47 @@ LEVEL = 0.95
 _CHUNK_VALUES = 2_000_000  # values sorted at once (memory bound for fast models with many calls per round)
 ROUND_CAP = 256  # calls per round beyond which a round is summarised by its quantiles (see _compress)
 
-Interval = tuple[float, float]
+MIN_UNITS = 6  # units (rounds, processes) below which a "95 %" interval cannot cover 95 % (module docstring)
+
+
+class PairingError(ValueError):
+    """A paired ratio over rounds that do not pair (unequal counts, or an empty round on a side)."""
+
+
+class Interval(tuple):  # type: ignore[type-arg]
+    """A confidence interval (lo, hi) and the number of independent units (rounds, fresh processes)
+    behind it. It compares, unpacks and serialises as the pair (lo, hi)."""
+
+    units: int
+    paired: bool
+
+    def __new__(cls, lo: float, hi: float, units: int, paired: bool = True) -> "Interval":
+        lo, hi = float(lo), float(hi)
+        if not (np.isfinite(lo) and np.isfinite(hi)) or lo > hi:
+            raise ValueError(f"an interval needs finite lo <= hi, not ({lo}, {hi})")
+        if int(units) < 1:
+            raise ValueError(f"an interval needs at least one unit resampled, not {units}")
+        self = super().__new__(cls, (lo, hi))
+        self.units, self.paired = int(units), bool(paired)
+        return self
+
+    def __getnewargs__(self) -> tuple[float, float, int, bool]:  # type: ignore[override]
+        return self[0], self[1], self.units, self.paired
+
+    @property
+    def lo(self) -> float:
+        return float(self[0])
+
+    @property
+    def hi(self) -> float:
+        return float(self[1])
+
+    @classmethod
+    def from_json(cls, ci: Sequence[float] | None, units: int | None, paired: bool = True) -> "Interval | None":
+        """The interval a result file holds ([lo, hi]) with its unit count; None where it has none."""
+        if not ci or units is None:
+            return None
+        return cls(ci[0], ci[1], units, paired)
 
 
 def _rng(seed: int | Sequence[int]) -> np.random.Generator:
@@ -73,7 +114,7 @@ def _compress(rounds: list[list[float]], cap: int = ROUND_CAP) -> list[list[floa
     return out
 
 
-def _interval(ratios: np.ndarray, level: float) -> Interval:
+def _interval(ratios: np.ndarray, level: float) -> tuple[float, float]:
     a = (1.0 - level) / 2.0 * 100.0
     lo, hi = np.percentile(ratios, [a, 100.0 - a])
     return float(lo), float(hi)
@@ -83,36 +124,55 @@ def latency_ratio_ci(num_rounds: Sequence[Sequence[float]], den_rounds: Sequence
                      paired: bool = True, resamples: int = RESAMPLES, level: float = LEVEL,
                      seed: int | Sequence[int] = 0) -> Interval | None:
     """Interval of percentile_q(num) / percentile_q(den) over the pooled calls of resampled rounds.
-    Paired: the same rounds for both sides (they must have as many rounds). None without calls."""
+    Paired: the same rounds for both sides (as many rounds, none empty: else PairingError); unpaired,
+    empty rounds are dropped. None without calls. Its units: the rounds resampled (fewer side), 1
+    where one round's calls were resampled."""
+    if paired:
+        _check_pairs([len(r) for r in num_rounds], [len(r) for r in den_rounds])
     num = [list(r) for r in num_rounds if len(r)]
     den = [list(r) for r in den_rounds if len(r)]
     if not num or not den:
         return None
     num, den = _compress(num), _compress(den)
     rng = _rng(seed)
+    units = min(len(num), len(den))
     if len(num) == 1 or len(den) == 1:  # one round: resample the calls themselves (at most ROUND_CAP)
-        num, den, paired = [[v] for r in num for v in r], [[v] for r in den for v in r], False
-    if paired and len(num) != len(den):
-        raise ValueError(f"paired rounds: {len(num)} against {len(den)}")
+        num, den, paired, units = [[v] for r in num for v in r], [[v] for r in den for v in r], False, 1
     idx_n = rng.integers(0, len(num), size=(resamples, len(num)))
     idx_d = idx_n if paired else rng.integers(0, len(den), size=(resamples, len(den)))
-    return _interval(_pooled_percentiles(num, idx_n, q) / _pooled_percentiles(den, idx_d, q), level)
+    lo, hi = _interval(_pooled_percentiles(num, idx_n, q) / _pooled_percentiles(den, idx_d, q), level)
+    return Interval(lo, hi, units, paired)
+
+
+def _check_pairs(num_sizes: Sequence[int], den_sizes: Sequence[int]) -> None:
+    """Paired rounds: as many on both sides, none empty (an empty round dropped on one side only would
+    pair every later round with the wrong one)."""
+    if len(num_sizes) != len(den_sizes):
+        raise PairingError(f"paired rounds: {len(num_sizes)} against {len(den_sizes)}; rounds pair only when both "
+                           "sides ran in every round (pass paired=False for series timed apart)")
+    empty = [i for i, (a, b) in enumerate(zip(num_sizes, den_sizes)) if not a or not b]
+    if empty:
+        raise PairingError(f"paired rounds: round {empty[0]} is empty on one side ({len(empty)} such); rounds pair "
+                           "only when both sides ran in every round")
 
 
 def throughput_ratio_ci(num_ips: Sequence[float], den_ips: Sequence[float], *, paired: bool = True,
                         resamples: int = RESAMPLES, level: float = LEVEL,
                         seed: int | Sequence[int] = 0) -> Interval | None:
     """Interval of median(num round images/s) / median(den round images/s) over resampled rounds.
-    None with fewer than two rounds on a side."""
+    None with fewer than two rounds on a side; paired rounds of unequal count, or a missing (NaN) value
+    on either side, raise PairingError."""
     num, den = np.asarray(num_ips, float), np.asarray(den_ips, float)
+    if paired:
+        _check_pairs([0 if np.isnan(v) else 1 for v in num], [0 if np.isnan(v) else 1 for v in den])
+    num, den = num[~np.isnan(num)], den[~np.isnan(den)]
     if len(num) < 2 or len(den) < 2:
         return None
-    if paired and len(num) != len(den):
-        raise ValueError(f"paired rounds: {len(num)} against {len(den)}")
     rng = _rng(seed)
     idx_n = rng.integers(0, len(num), size=(resamples, len(num)))
     idx_d = idx_n if paired else rng.integers(0, len(den), size=(resamples, len(den)))
-    return _interval(np.median(num[idx_n], axis=1) / np.median(den[idx_d], axis=1), level)
+    lo, hi = _interval(np.median(num[idx_n], axis=1) / np.median(den[idx_d], axis=1), level)
+    return Interval(lo, hi, min(len(num), len(den)), paired)
 
 
 def ratio_ci(num: Sequence[float], den: Sequence[float], *, paired: bool = True, resamples: int = RESAMPLES,
@@ -125,14 +185,45 @@ def ratio_ci(num: Sequence[float], den: Sequence[float], *, paired: bool = True,
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """A goal judged on an interval: PASS when the whole interval meets `op limit`, FAIL when the
+    whole interval misses it, else INCONCLUSIVE; INCONCLUSIVE too without an interval or with fewer
+    than `min_units` units behind it. Built from an Interval only: a point value (a float, a bare
+    tuple) raises TypeError, so no verdict can come from a point."""
+
+    interval: Interval | None
+    op: str
+    limit: float
+    min_units: int = MIN_UNITS
+
+    def __post_init__(self) -> None:
+        if self.interval is not None and not isinstance(self.interval, Interval):
+            raise TypeError(f"a verdict is judged on an Interval (benchmarks.stats), not {self.interval!r}: "
+                            "a point value cannot PASS or FAIL")
+        if self.op not in ("<=", ">="):
+            raise ValueError(f"op: <= or >=, not {self.op!r}")
+
+    @property
+    def status(self) -> str:
+        iv = self.interval
+        if iv is None or iv.units < self.min_units:
+            return INCONCLUSIVE
+        if self.op == "<=":
+            return PASS if iv.hi <= self.limit else FAIL if iv.lo > self.limit else INCONCLUSIVE
+        return PASS if iv.lo >= self.limit else FAIL if iv.hi < self.limit else INCONCLUSIVE
+
+    @property
+    def reason(self) -> str:
+        """Why INCONCLUSIVE where the interval itself did not decide (empty otherwise)."""
+        if self.interval is None:
+            return "no interval"
+        if self.interval.units < self.min_units:
+            return (f"{self.interval.units} units (rounds / processes) resampled: a 95 % interval needs at least "
+                    f"{self.min_units}")
+        return ""
+
+
 def verdict(interval: Interval | None, op: str, limit: float) -> str:
-    """PASS when the whole interval meets the goal, FAIL when the whole interval misses it, else
-    INCONCLUSIVE (no interval included: the run cannot tell)."""
-    if op not in ("<=", ">="):
-        raise ValueError(f"op: <= or >=, not {op!r}")
-    if interval is None:
-        return INCONCLUSIVE
-    lo, hi = interval
-    if op == "<=":
-        return PASS if hi <= limit else FAIL if lo > limit else INCONCLUSIVE
-    return PASS if lo >= limit else FAIL if hi < limit else INCONCLUSIVE
+    """Verdict(interval, op, limit).status."""
+    return Verdict(interval, op, limit).status

@@ -43,7 +43,7 @@ from erudite_edge.core.bundle import Bundle
 from erudite_edge.core.preprocess import decode_image
 from erudite_edge.errors import BadImageError, UsageError
 from erudite_edge.inference.answers import Answerer, AnswerOptions
-from erudite_edge.inference.models import load_model
+from erudite_edge.inference.models import ZooModel, load_model
 from erudite_edge.inference.pipeline import Pipeline, RunOptions
 from erudite_edge.outputs.results import Result, RunSummary, Sink
 from erudite_edge.sources.base import Item, Source, Task, read_image_item
@@ -389,13 +389,15 @@ class Classifier:
             if answers is None:
                 if isinstance(datasets, str):
                     datasets = [d for d in datasets.split(",") if d.strip()]
-                answers = AnswerOptions(topk, min_confidence, smooth, tuple(datasets) if datasets else None)
+                answers = AnswerOptions(topk, min_confidence, smooth, None if datasets is None else tuple(datasets))
             self.answerer = Answerer.from_options(self.labels, answers)
         self.topk = self.answerer.topk
         self.options = options or RunOptions(batch=int(batch), workers=workers)
         self.batch = self.options.batch
         say = announce if announce is not None else (lambda msg: log.info("%s", msg))
         self.model = load_model(self.bundle, runner_options, announce=say)
+        if isinstance(self.model, ZooModel):  # --datasets: the router picks among the kept data sets
+            self.model.route_among(self.answerer.datasets)
         self.backend = str(self.model.backend)
         self.precision = str(self.model.precision)
         self.last_summary: RunSummary | None = None

@@ -1,10 +1,20 @@
 """Errors a user can act on. Each carries one clear line; the CLI prints it and exits non-zero."""
 
 
+# what would break a message into lines (a user's text in it: a path, a --roi, a URI): shown escaped
+_LINE_BREAKS = {c: repr(chr(c))[1:-1] for c in [*range(0x20), 0x7F, 0x85, 0x2028, 0x2029] if c != 0x09}
+
+
 class EruditeError(Exception):
-    """Base class: the message is the one line shown to the user."""
+    """Base class: the message is the one line shown to the user (line breaks and other control characters
+    in it, from a user's text, are written as escapes: `\\n`)."""
 
     exit_code = 1
+
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (args[0].translate(_LINE_BREAKS),)
+        super().__init__(*args)
 
 
 class UsageError(EruditeError):
@@ -51,3 +61,7 @@ class OutputError(EruditeError):
     """An output that cannot be written (disk full, read-only, I/O error); what was written stays."""
 
     exit_code = 2
+
+
+class NothingClassifiedError(EruditeError):
+    """A run that ended (not stopped) without one result: every file undecodable, every box empty, ..."""

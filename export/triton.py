@@ -13,6 +13,9 @@
         1/model.plan           the engine: it runs only on the GPU and TensorRT version it was built with
                                (its sidecar, copied as model.plan.json, says which)
 
+`--overwrite` replaces, in a model folder an earlier export wrote, only config.pbtxt, labels.txt and 1/;
+other version folders (2/, ...) and files a user added there stay (fileio.atomic_merge).
+
 Triton's config is protobuf text format (model_config.proto). It is written here as text, not through
 tritonclient's generated classes, so exporting needs only `onnx`; the tests parse it back with
 tritonclient's model_config_pb2 and compare it with the ONNX graph.
@@ -30,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from erudite_edge.core.bundle import Bundle
-from erudite_edge.core.fileio import atomic_directory
+from erudite_edge.core.fileio import atomic_merge
 from erudite_edge.errors import BundleError, UsageError
 
 MARKER = "# written by erudite-edge export triton"
@@ -150,6 +153,8 @@ def export_triton(bundle: Bundle, out: Path, precision: str = "fp32", max_batch:
         raise UsageError(f"--max-batch {max_batch} is above {why}; give --max-batch {limit} or less"
                          + (" (or rebuild the engine with a larger --batch)" if engine is not None else ""))
 
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file, not a folder; give the Triton model repository's folder")
     labels_txt = "".join(n + "\n" for n in bundle.labels.joint_names)
     written = []
     models = [(name, "onnxruntime", onnx_path, "model.onnx")]
@@ -172,7 +177,7 @@ def export_triton(bundle: Bundle, out: Path, precision: str = "fp32", max_batch:
         ins, outs = (inputs, outputs) if backend == "onnxruntime" else engine_io
         note = (f"{bundle.root.name}: {precision} {'ONNX model' if backend == 'onnxruntime' else 'TensorRT engine'}; "
                 f"outputs logits over {bundle.labels.num_classes} classes in labels.txt order")
-        with atomic_directory(out / model_name, overwrite=True) as tmp:
+        with atomic_merge(out / model_name) as tmp:  # --overwrite: only what is written here is replaced
             (tmp / "1").mkdir()
             shutil.copyfile(src, tmp / "1" / filename)
             if backend == "tensorrt":

@@ -80,15 +80,17 @@ def label_space(datasets: Mapping[str, Sequence[str]] = DATASETS) -> LabelSpace:
 
 
 def make_erudite_bundle(root: Path, datasets: Mapping[str, Sequence[str]] = DATASETS,
-                        colors: Mapping[str, Sequence[int]] = COLORS, size: int = INPUT_SIZE) -> Bundle:
-    """An erudite bundle (role "main") over the joint label space of `datasets`; class prototypes from `colors`."""
+                        colors: Mapping[str, Sequence[int]] = COLORS, size: int = INPUT_SIZE,
+                        temperature: float = TEMPERATURE) -> Bundle:
+    """An erudite bundle (role "main") over the joint label space of `datasets`; class prototypes from `colors`
+    (a high `temperature` spreads the logits so far that float32 probabilities underflow to 0)."""
     root.mkdir(parents=True, exist_ok=True)
     labels = label_space(datasets)
     spec = fixture_spec(size)
     bundle = Bundle.create(root, labels=labels, preprocess=spec, kind="erudite", variant="test",
                            backbone="nearest-color", opset=17)
     protos = [colors[c] for cls in datasets.values() for c in cls]
-    nearest_color_model(root / default_filename("main", "fp32"), protos, spec)
+    nearest_color_model(root / default_filename("main", "fp32"), protos, spec, temperature)
     bundle.add_model("main", "fp32", default_filename("main", "fp32"))
     bundle.save()
     return bundle

@@ -186,12 +186,12 @@ def main(argv: list[str] | None = None) -> int:
                                   + (f" --threads {args.threads}" if args.threads else "")
                                   + (" --ort-spinning" if args.ort_spinning else ""))
         t0 = time.perf_counter()
-        result = run_bench(cfg, console=err)
+        result, raw = run_bench(cfg, console=err)
         result["paper_setting"] = {"n": n, "bench_s": round(time.perf_counter() - t0, 1), "command": command.strip(),
                                    "int8_target": args.int8_target if "int8" in precisions else None}
         stdout.rule(f"N = {n}")
         render_terminal(result, stdout)
-        written = write_outputs(result, root / "bench")
+        written = write_outputs(result, root / "bench", raw=raw)
         log("wrote " + ", ".join(str(p) for p in written.values()))
         summary.append(f"## N = {n}\n")
         summary.append("\n".join(f"- {line}" for line in goal_lines(result)) + "\n")

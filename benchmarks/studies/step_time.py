@@ -11,7 +11,10 @@ stepped (`--meta-features fresh`, the default: one more backbone forward, withou
 A balanced batch (the same number of images of each data set, as in training) of random images stays
 on the device; the variants take turns over interleaved rounds and each figure is the median over
 steps, each ratio with a 95 % bootstrap interval over the rounds (benchmarks.stats). The goal: an
-`ours` step well under twice a `baseline+` step.
+`ours` step well under twice a `baseline+` step, judged on the interval (PASS only when all of it is
+at or below 2; fewer than 6 rounds: INCONCLUSIVE). With --json the raw samples go beside it
+(FILE.samples.json.gz; `python -m benchmarks.recompute FILE` re-derives the figures), with the load
+the study ran under (benchmarks.load).
 
 Learning rates are small (timing only): a step's cost does not depend on them, and sane values
 keep the arithmetic free of overflow. torch is needed here (this is the training side).
@@ -26,7 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from benchmarks.latency import Contender, interleaved, percentile
+from benchmarks.latency import Contender, Samples, interleaved, percentile
+from benchmarks.load import describe, run_quiet
+from benchmarks.raw import RawSamples, quantise
 
 # contender -> (training variant, stage II's features)
 CONTENDERS = {"ours": ("ours", "fresh"), "ours-reuse": ("ours", "reuse"), "baseline+": ("baseline+", "fresh"),
@@ -103,7 +108,7 @@ def make_step(variant: str, cfg: StepTimeConfig, device: Any) -> Callable[[], No
     return run
 
 
-def measure(cfg: StepTimeConfig, on_call: Callable[[], None] | None = None) -> dict[str, Any]:
+def measure(cfg: StepTimeConfig, on_call: Callable[[], None] | None = None) -> tuple[dict[str, Any], RawSamples]:
     import torch
 
     device = _device(cfg.device)
@@ -118,35 +123,49 @@ def measure(cfg: StepTimeConfig, on_call: Callable[[], None] | None = None) -> d
 
         contenders.append(Contender(v, batch, step))
     samples = interleaved(contenders, warmup=cfg.warmup, iters=cfg.iters, rounds=cfg.rounds, on_call=on_call)
+    raw = RawSamples("step_time", {v: quantise(sm) for v, sm in samples.items()})
+    settings = {"backbone": cfg.backbone, "input_size": cfg.input_size, "batch_per_dataset": cfg.batch_per_dataset,
+                "class_counts": list(cfg.class_counts), "device": str(device), "amp": bool(cfg.amp and device.type == "cuda"),
+                "warmup": cfg.warmup, "iters": cfg.iters, "rounds": min(cfg.rounds, cfg.iters),
+                "torch": torch.__version__,
+                "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+                "threads": torch.get_num_threads()}
+    out = {"settings": settings, **derive(raw.series, settings)}
+    loads = [sm.load for sm in samples.values()][:1]
+    out["load"] = {"label": describe(loads), "quiet": run_quiet(loads), "series": loads}
+    return out, raw
+
+
+def derive(samples: dict[str, Samples], settings: dict[str, Any]) -> dict[str, Any]:
+    """Every figure of the study from its samples (what `python -m benchmarks.recompute` runs again):
+    per variant its median step, each ratio with its paired 95 % interval over the rounds, and the
+    goal judged on the ours / baseline+ interval (benchmarks.stats.Verdict: never on the point ratio)."""
+    from benchmarks.stats import Verdict, latency_ratio_ci
+
     per_variant: dict[str, dict[str, Any]] = {v: {"median_ms": statistics.median(s.latency_ms), "p90_ms": percentile(s.latency_ms, 90),
                        "min_ms": min(s.latency_ms), "steps": len(s.latency_ms),
                        "images_per_s": statistics.median(s.round_ips), "samples_ms": [round(v, 2) for v in s.latency_ms]} for v, s in samples.items()}
     out: dict[str, Any] = {
-        "settings": {"backbone": cfg.backbone, "input_size": cfg.input_size, "batch_per_dataset": cfg.batch_per_dataset,
-                     "class_counts": list(cfg.class_counts), "device": str(device), "amp": bool(cfg.amp and device.type == "cuda"),
-                     "warmup": cfg.warmup, "iters": cfg.iters, "rounds": min(cfg.rounds, cfg.iters),
-                     "torch": torch.__version__,
-                     "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-                     "threads": torch.get_num_threads()},
         "variants": per_variant,
         "ratio_of_fastest_steps": ({"ours_over_baseline_plus": per_variant["ours"]["min_ms"] / per_variant["baseline+"]["min_ms"]}
                                    if "ours" in per_variant and "baseline+" in per_variant else {}),
     }
+    intervals: dict[str, dict[str, Any]] = {}
+    cis = {}
+    for num, den in (("ours", "ours-reuse"), ("ours", "baseline+"), ("ours-reuse", "baseline+"), ("ours", "baseline")):
+        if num in samples and den in samples:
+            ci = cis[num, den] = latency_ratio_ci(samples[num].round_latency_ms, samples[den].round_latency_ms, 50)
+            intervals[f"{num}/{den}"] = {"median_ratio": per_variant[num]["median_ms"] / per_variant[den]["median_ms"],
+                                         "ci95": [round(ci[0], 5), round(ci[1], 5)] if ci else None,
+                                         "rounds": ci.units if ci else None}
     if "ours" in per_variant and "baseline+" in per_variant:
         ratio = per_variant["ours"]["median_ms"] / per_variant["baseline+"]["median_ms"]
         out["ratio_ours_over_baseline_plus"] = ratio
-        out["goal"] = {"name": "ours step / baseline+ step", "value": ratio, "threshold": f"< {STEP_RATIO_GOAL:g}",
-                       "status": "PASS" if ratio < STEP_RATIO_GOAL else "FAIL"}
+        v = Verdict(cis["ours", "baseline+"], "<=", STEP_RATIO_GOAL)
+        out["goal"] = {"name": "ours step / baseline+ step", "value": ratio, "threshold": f"<= {STEP_RATIO_GOAL:g}",
+                       "status": v.status, "ci95": intervals["ours/baseline+"]["ci95"], "reason": v.reason}
     if "ours" in per_variant and "baseline" in per_variant:
         out["ratio_ours_over_baseline"] = per_variant["ours"]["median_ms"] / per_variant["baseline"]["median_ms"]
-    from benchmarks.stats import latency_ratio_ci
-
-    intervals = {}
-    for num, den in (("ours", "ours-reuse"), ("ours", "baseline+"), ("ours-reuse", "baseline+"), ("ours", "baseline")):
-        if num in samples and den in samples:
-            ci = latency_ratio_ci(samples[num].round_latency_ms, samples[den].round_latency_ms, 50)
-            intervals[f"{num}/{den}"] = {"median_ratio": per_variant[num]["median_ms"] / per_variant[den]["median_ms"],
-                                         "ci95": list(ci) if ci else None}
     out["ratios"] = intervals
     return out
 
@@ -174,7 +193,9 @@ def render(result: dict[str, Any], console: Any) -> None:
         console.print(f"median step {name}: {r['median_ratio']:.3f}{ci}", markup=False)
     g = result.get("goal")
     if g:
-        console.print(f"{g['status']}: {g['name']}: {g['value']:.3f} {g['threshold']}",
+        ci = f" [{g['ci95'][0]:.3f}, {g['ci95'][1]:.3f}]" if g.get("ci95") else ""
+        why = f" ({g['reason']})" if g.get("reason") else ""
+        console.print(f"{g['status']}: {g['name']}: {g['value']:.3f}{ci} {g['threshold']}{why}; {result['load']['label']}",
                       style="green" if g["status"] == "PASS" else "red", markup=False)
 
 
@@ -191,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--iters", type=int, default=10)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=10, help="interleaved rounds (a verdict needs at least 6)")
     ap.add_argument("--threads", type=int, default=None,
                     help="CPU threads for torch (on a CPU shared with other work, 1 avoids threads spinning against it)")
     ap.add_argument("--no-amp", action="store_true", help="on CUDA, time fp32 steps instead of mixed precision")
@@ -229,12 +250,13 @@ def main(argv: list[str] | None = None) -> int:
         with Progress(TextColumn("training steps"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=Console(stderr=True), transient=True) as progress:
             task = progress.add_task("steps", total=total)
-            result = measure(cfg, on_call=lambda: progress.advance(task))
+            result, raw = measure(cfg, on_call=lambda: progress.advance(task))
     except EruditeError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     render(result, console)
     if args.json:
+        raw.write(args.json)  # the raw samples first: a summary never lies on disk without them
         write_json_atomic(args.json, result)
     return 0
 

@@ -84,6 +84,26 @@ def provider_options(providers: Sequence[str], model_path: Path, trt_options: di
 _INPUT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8}
 
 
+_TYPE_NAMES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8"}
+
+
+def input_mismatch(spec: Any, graph_input: Any) -> str | None:
+    """How a graph's input (ONNX Runtime's NodeArg: name, type, shape) disagrees with what the bundle's
+    preprocessing (core.preprocess.PreprocessSpec) feeds it: element type, rank, or a fixed dimension other
+    than the batch; None when they agree (a symbolic dimension agrees with any size)."""
+    dtype = _TYPE_NAMES.get(graph_input.type, graph_input.type)
+    takes = ("uint8",) if spec.dtype == "uint8" else ("float32", "float16")  # an FP16 model's input is cast to
+    shape = list(graph_input.shape or [])
+    want = list(spec.sample_shape)
+    fixed_differ = len(shape) != 1 + len(want) or any(
+        isinstance(g, int) and g > 0 and g != w for g, w in zip(shape[1:], want))
+    if dtype in takes and not fixed_differ:
+        return None
+    dims = "x".join(str(d) if isinstance(d, int) and d > 0 else "N" if i == 0 else "?" for i, d in enumerate(shape))
+    return (f"bundle.json's preprocess feeds {spec.dtype} {spec.layout} Nx{'x'.join(map(str, want))} but the graph's "
+            f"input {graph_input.name!r} takes {dtype} {dims}")
+
+
 class OnnxRuntimeRunner(Runner):
     backend = "onnxruntime"
 

@@ -238,7 +238,7 @@ def _load_tensorrt(bundle: Bundle, role: str, options: RunnerOptions, choice: Ba
 
 
 def _load_onnxruntime(bundle: Bundle, role: str, options: RunnerOptions, choice: BackendChoice, log: Announce) -> Runner:
-    from erudite_edge.backends.onnxruntime_runner import OnnxRuntimeRunner
+    from erudite_edge.backends.onnxruntime_runner import OnnxRuntimeRunner, input_mismatch
     from erudite_edge.backends.ort_tensorrt_ep import tensorrt_ep_options
 
     precision = choice.precision
@@ -252,6 +252,11 @@ def _load_onnxruntime(bundle: Bundle, role: str, options: RunnerOptions, choice:
                                  model_sha256=file_sha256(bundle.root, entry.file))
     runner = OnnxRuntimeRunner(path, precision=precision, threads=options.threads,
                                spinning=options.spinning, trt_options=trt_ep)
+    mismatch = input_mismatch(bundle.preprocess, runner.session.get_inputs()[0])
+    if mismatch:
+        runner.close()
+        raise BundleError(f"{bundle.path(entry)}: {mismatch}; re-export the bundle, or correct bundle.json's "
+                          "preprocess to the graph's input")
     outputs = runner_outputs(runner)
     expected = bundle.expected_outputs(role)
     if outputs is not None and outputs != expected:

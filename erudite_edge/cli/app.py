@@ -49,7 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     _register()
     signals_before = signal_count()  # a stop signal during *this* command (a process may run several)
     try:
-        app(args=argv, standalone_mode=True)
+        # not standalone: click's own errors (a value out of range, an unknown option) come here, to be one
+        # line like ours, instead of click/rich's usage box
+        code = app(args=argv, standalone_mode=False)
+        if isinstance(code, int):  # typer.Exit / ctx.exit(N)
+            return code
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        return 1
     except EruditeError as e:
         typer.secho(f"error: {redact(str(e))}", err=True, fg=typer.colors.RED)
         return e.exit_code
@@ -67,11 +74,36 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SystemExit as e:
         return int(e.code or 0) if not isinstance(e.code, str) else 1
-    except Exception:
+    except Exception as e:
+        if _is_command_line_error(e):
+            return _command_line_error(e)
         if _after_a_stop_signal(signals_before):  # a library wrapped our KeyboardInterrupt in its own exception
             return 130
         return _traceback()
     return 0
+
+
+def _is_command_line_error(e: BaseException) -> bool:
+    """click's ClickException (a bad value, an unknown option, ...): typer vendors its own copy of click, so
+    it is told by what it has, not by its class."""
+    return callable(getattr(e, "format_message", None)) and isinstance(getattr(e, "exit_code", None), int)
+
+
+def _command_line_error(e: Exception) -> int:
+    if type(e).__name__ == "NoArgsIsHelpError":  # `erudite-edge export` with nothing: its help
+        e.show()  # type: ignore[attr-defined]
+    else:
+        typer.secho(f"error: {click_error_line(e)}", err=True, fg=typer.colors.RED)
+    return int(e.exit_code)  # type: ignore[attr-defined]
+
+
+def click_error_line(e: Exception) -> str:
+    """click's message for a bad command line, as one line, with where to read the command's options."""
+    text = " ".join(e.format_message().split())  # type: ignore[attr-defined]
+    ctx = getattr(e, "ctx", None)
+    if ctx is not None:
+        text += f" (see `{ctx.command_path} --help`)"
+    return redact(text)
 
 
 def _traceback() -> int:

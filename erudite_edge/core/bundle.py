@@ -220,7 +220,7 @@ class Bundle:
             raise BundleError(f"{path} not found: a bundle is a directory made by `erudite-edge export`")
         try:
             meta = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, ValueError, RecursionError) as e:  # ValueError: also not UTF-8, an int of 4300+ digits
             raise BundleError(f"{path}: not valid JSON ({e})") from e
         if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
             raise BundleError(f"{path}: not an erudite-edge bundle (format field is missing or foreign)")

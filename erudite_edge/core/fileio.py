@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,6 +32,35 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def file_to_write(path: str | os.PathLike[str], option: str, overwrite: bool = False) -> Path:
+    """The file a command was asked to write with `option PATH`, checked before any work is done: one line
+    (UsageError) for a path that is a folder, a device, a FIFO or a socket (writing there through a rename
+    would replace the node), a regular file without `overwrite`, or a folder that does not exist (never
+    created behind the user's back). A symlink to a regular file is followed: the file it names is written."""
+    from erudite_edge.errors import UsageError
+
+    given = Path(path)
+    target = Path(os.path.realpath(given)) if given.is_symlink() else given
+    try:
+        info = os.stat(target)
+    except (FileNotFoundError, NotADirectoryError):  # the folder check below says which
+        info = None
+    except OSError as e:
+        raise UsageError(f"{option} {given}: cannot look at it ({e.strerror}); choose another file") from None
+    if info is not None:
+        if stat.S_ISDIR(info.st_mode):
+            raise UsageError(f"{option} {given}: is a folder; give a file name")
+        if not stat.S_ISREG(info.st_mode):
+            raise UsageError(f"{option} {given}: not a regular file (a device, FIFO or socket); give a file name")
+        if not overwrite:
+            raise UsageError(f"{option} {given}: file exists; pass --overwrite to replace it or choose another name")
+    parent = target.parent
+    if not parent.is_dir():
+        what = "is not a folder" if parent.exists() else "does not exist"
+        raise UsageError(f"{option} {given}: its folder {parent} {what}; create it first")
+    return target
 
 
 def write_bytes_atomic(target: str | os.PathLike[str], data: bytes) -> None:
@@ -77,6 +107,45 @@ def atomic_directory(target: str | os.PathLike[str], overwrite: bool = False) ->
                 COMMITTED.append(target)
         finally:
             if committed:
+                shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_merge(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Build entries under a temporary folder; when the block succeeds each one replaces the same-named entry
+    of the folder `target` (created when missing). Entries of `target` the block did not write (a version
+    folder a user added, a note) are left alone: `export triton --overwrite` replaces only what it writes.
+
+    The replacements are renames (folders first, then files, each in name order), done together with the
+    stop signals held; a folder replaced is first
+    renamed to `.NAME.old-PID` inside `target` and removed once all are in place. SIGKILL between the
+    renames leaves each entry whole, old or new (`remove_stale_temporaries(target)` tidies up)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
+    try:
+        yield tmp
+        if not target.exists():
+            with stop_signals_deferred():
+                os.replace(tmp, target)
+                COMMITTED.append(target)
+            return
+        olds: list[Path] = []
+        try:
+            with stop_signals_deferred():  # no Ctrl-C / SIGTERM between the renames
+                for entry in sorted(tmp.iterdir(), key=lambda p: (not p.is_dir(), p.name)):  # folders, then files
+                    dest = target / entry.name
+                    if entry.is_dir() and dest.is_dir() and not dest.is_symlink():
+                        old = target / f".{entry.name}.old-{os.getpid()}"
+                        os.replace(dest, old)
+                        olds.append(old)
+                    os.replace(entry, dest)
+                COMMITTED.append(target)
+        finally:
+            for old in olds:
                 shutil.rmtree(old, ignore_errors=True)
     finally:
         if tmp.exists():

@@ -1,4 +1,4 @@
-"""From logits to ranked classes in the joint label space: softmax, the ClassScore of one class (rank, index,
+"""From logits to ranked classes in the joint label space: softmax and log-softmax, the ClassScore of one class (rank, index,
 label, data set, probability) and top-k per row."""
 
 from __future__ import annotations
@@ -21,6 +21,20 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     np.exp(x, out=x)
     x /= x.sum(axis=axis, keepdims=True)
     return x
+
+
+def log_softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Numerically stable log-softmax in float32: finite for finite logits, where the softmax of a class far
+    below the best underflows to 0 (a gap of about 104 in float32) and cannot be renormalised later.
+    A row whose entries are all -inf stays all -inf."""
+    x = np.asarray(logits, dtype=np.float32)
+    top = x.max(axis=axis, keepdims=True)
+    top = np.where(np.isfinite(top), top, np.float32(0.0))
+    shifted = x - top
+    with np.errstate(divide="ignore", invalid="ignore"):  # log(0) = -inf for an all -inf row
+        lse = np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+        out = np.where(np.isfinite(lse), shifted - lse, np.float32(-np.inf))
+    return out.astype(np.float32, copy=False)
 
 
 @dataclass(frozen=True)

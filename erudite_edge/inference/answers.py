@@ -1,7 +1,8 @@
-"""From the model's probabilities to the answer a user acts on.
+"""From the model's log-probabilities to the answer a user acts on.
 
-- `--datasets a,b`: the joint label space restricted to some data sets (the other classes' probabilities
-  are dropped and the rest renormalised: for a softmax model exactly the softmax over those classes).
+- `--datasets a,b`: the joint label space restricted to some data sets: the softmax over those classes,
+  computed in log space (the log-probabilities of the kept classes minus their log-sum-exp), so a class whose
+  joint probability underflows float32 still gets its right share.
 - per-data-set probability mass ("which data set is this?") beside the class.
 - `--smooth N` (live sources): the mean of the last N frames' probabilities.
 - `--min-confidence P`: below it the answer is `unknown`; the top-k is still reported.
@@ -15,7 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from erudite_edge.core.labels import LabelSpace
-from erudite_edge.core.scores import ClassScore, top_k
+from erudite_edge.core.scores import ClassScore, log_softmax, top_k
 from erudite_edge.errors import UsageError
 
 UNKNOWN = "unknown"
@@ -54,23 +55,29 @@ class Answer:
 
 
 def parse_datasets(spec: str | None, labels: LabelSpace) -> list[str] | None:
-    if not spec:
+    """`--datasets a,b` -> those data sets in the bundle's order; None (not given): all. UsageError for a name
+    the bundle lacks and for a value naming none ('' or only commas)."""
+    if spec is None:
         return None
     names = [s.strip() for s in spec.split(",") if s.strip()]
+    if not names:
+        raise UsageError(f"--datasets {spec!r}: names no data set; give some of {', '.join(labels.datasets)} "
+                         "(a,b), or leave --datasets out for all")
     unknown = [n for n in names if n not in labels.datasets]
-    if unknown or not names:
-        raise UsageError(f"--datasets {spec}: {', '.join(unknown) or 'no names'} not in this bundle; "
+    if unknown:
+        raise UsageError(f"--datasets {spec}: {', '.join(unknown)} not in this bundle; "
                          f"its data sets are {', '.join(labels.datasets)}")
     return [d for d in labels.datasets if d in names]
 
 
 class Answerer:
-    """Turns (B, K) probabilities into Answers, frame after frame (smoothing keeps state)."""
+    """Turns (B, K) log-probabilities (a Model's predict) into Answers, frame after frame (smoothing keeps
+    state)."""
 
     @classmethod
     def from_options(cls, labels: LabelSpace, options: AnswerOptions) -> "Answerer":
         """`options.datasets` checked against the bundle's data sets (UsageError naming them)."""
-        chosen = parse_datasets(",".join(options.datasets), labels) if options.datasets else None
+        chosen = parse_datasets(",".join(options.datasets), labels) if options.datasets is not None else None
         return cls(labels, options.topk, min_confidence=options.min_confidence, smooth=options.smooth, datasets=chosen)
 
     def __init__(self, labels: LabelSpace, topk: int, *, min_confidence: float = 0.0, smooth: int = 1,
@@ -92,15 +99,20 @@ class Answerer:
         bounds = np.cumsum([0] + self.sub.sizes)
         self._bounds = bounds
 
-    def _restrict(self, probs: np.ndarray) -> np.ndarray:
-        p = np.asarray(probs, dtype=np.float32)[:, self._columns]
-        if self.restricted:
-            total = p.sum(axis=1, keepdims=True)
-            p = (p / np.where(total > 0, total, 1.0)).astype(np.float32)
-        return p
+    @property
+    def datasets(self) -> list[str] | None:
+        """The data sets kept (None: all): a zoo's router picks among these (ZooModel.route_among)."""
+        return list(self.sub.datasets) if self.restricted else None
 
-    def __call__(self, probs: np.ndarray) -> list[Answer]:
-        sub_probs = self._restrict(probs)
+    def _restrict(self, log_probs: np.ndarray) -> np.ndarray:
+        """Probabilities over the kept classes: the softmax over them, renormalised in log space."""
+        lp = np.asarray(log_probs, dtype=np.float32)[:, self._columns]
+        if self.restricted:
+            lp = log_softmax(lp)
+        return np.exp(lp).astype(np.float32, copy=False)
+
+    def __call__(self, log_probs: np.ndarray) -> list[Answer]:
+        sub_probs = self._restrict(log_probs)
         if self.smooth > 1:
             rows = []
             for row in sub_probs:

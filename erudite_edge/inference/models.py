@@ -1,4 +1,5 @@
-"""The models the pipeline runs, both in the joint label space: preprocessed batch -> (B, K) probabilities.
+"""The models the pipeline runs, both in the joint label space: preprocessed batch -> (B, K) log-probabilities
+(log-softmax: restricting to some data sets, `run --datasets`, stays exact where probabilities underflow).
 
 `EruditeModel`: the erudite model, one runner (role "main") whose logits cover the joint label space.
 `ZooModel`: the two-stage zoo (the paper's "Single" baseline: one model per data set plus a router).
@@ -13,9 +14,11 @@ Scores (our choice, documented): for an image routed to data set d,
     score(d/c) = P_coarse(d | x) * P_fine_d(c | x)      for the classes c of d
     score(e/c) = 0                                      for every other data set e
 
+(returned as their logarithms: log P_coarse(d | x) + log P_fine_d(c | x), and -inf).
 i.e. the joint probability under hard routing. The rank order inside d is the fine model's; the
 scores of one image add up to P_coarse(d | x), so a low value says the router itself was unsure,
-which a bare fine softmax would hide.
+which a bare fine softmax would hide. `route_among(data sets)` (`run --datasets`): the router picks among
+those data sets only (its softmax restricted to them), so a restricted answer is never a row of zeros.
 """
 
 from __future__ import annotations
@@ -29,14 +32,15 @@ from erudite_edge.backends.base import Runner
 from erudite_edge.backends.registry import RunnerOptions, announce_stderr, choose_backend, load_runner
 from erudite_edge.core.bundle import Bundle, fine_role
 from erudite_edge.core.labels import LabelSpace
-from erudite_edge.core.scores import softmax
+from erudite_edge.core.scores import log_softmax
 from erudite_edge.errors import BundleError
 
 Announce = Callable[[str], None]
 
 
 class Model(Protocol):
-    """A model in the joint label space: preprocessed batch -> (B, num_classes) probabilities."""
+    """A model in the joint label space: preprocessed batch -> (B, num_classes) log-probabilities (float32;
+    np.exp gives the probabilities, argmax the top-1 class)."""
 
     backend: str
     role_ms: dict[str, float]
@@ -80,7 +84,7 @@ class EruditeModel:
         self.role_ms["main"] += (time.perf_counter() - t0) * 1e3
         if logits.ndim != 2 or logits.shape != (len(batch), self.labels.num_classes):
             raise BundleError(f"model returned shape {tuple(logits.shape)}, expected ({len(batch)}, {self.labels.num_classes})")
-        return softmax(logits)
+        return log_softmax(logits)
 
     def close(self) -> None:
         self.runner.close()
@@ -98,7 +102,7 @@ def load_model(bundle: Bundle, options: RunnerOptions | None = None, announce: A
 
 class ZooModel:
     """Holds runners for role "coarse" and each "fine:<dataset>"; `predict` maps a preprocessed batch
-    to (B, num_classes) joint probabilities. `role_ms` sums inference time per role;
+    to (B, num_classes) joint log-probabilities. `role_ms` sums inference time per role;
     `last_groups` / `last_coarse` tell how the last batch was routed."""
 
     def __init__(self, bundle: Bundle, options: RunnerOptions | None = None, announce: Announce | None = announce_stderr):
@@ -123,7 +127,8 @@ class ZooModel:
             announce(f"backend: {choice.backend} {choice.precision} for the zoo's {len(self.runners)} models ({choice.reason})")
         self.role_ms: dict[str, float] = {role: 0.0 for role in self.runners}
         self.last_groups: dict[str, list[int]] = {}
-        self.last_coarse: np.ndarray | None = None
+        self.last_coarse: np.ndarray | None = None  # the router's log-probabilities of the last batch
+        self._among: list[int] | None = None  # data set indices the router may pick (None: all)
         self.last_stage_ms: dict[str, float] | None = None  # device stages of the last predict, summed over its calls
         self._stages: dict[str, float] | None = None
 
@@ -140,14 +145,22 @@ class ZooModel:
         expected = self.bundle.expected_outputs(role)
         if logits.ndim != 2 or logits.shape != (len(batch), expected):
             raise BundleError(f"zoo model {role!r} returned shape {tuple(logits.shape)}, expected ({len(batch)}, {expected})")
-        return softmax(logits)
+        return log_softmax(logits)
+
+    def route_among(self, datasets: list[str] | None) -> None:
+        """Let the router pick among these data sets only (None: all of them)."""
+        self._among = None if datasets is None else [self.labels.datasets.index(d) for d in datasets]
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Coarse model on the whole batch, then each fine model on the images routed to it."""
         self._stages = {}
         coarse = self._run("coarse", batch)
+        if self._among is not None:  # the router's softmax over the allowed data sets only
+            allowed = np.full(coarse.shape[1], -np.inf, dtype=np.float32)
+            allowed[self._among] = 0.0
+            coarse = log_softmax(coarse + allowed)
         chosen = coarse.argmax(axis=1)
-        out = np.zeros((len(batch), self.labels.num_classes), dtype=np.float32)
+        out = np.full((len(batch), self.labels.num_classes), -np.inf, dtype=np.float32)
         offsets, sizes = self.labels.offsets, self.labels.sizes
         groups: dict[str, list[int]] = {}
         for d in range(self.labels.num_datasets):
@@ -156,7 +169,7 @@ class ZooModel:
                 continue
             dataset = self.labels.datasets[d]
             fine = self._run(fine_role(dataset), batch[idx])
-            out[idx, offsets[d] : offsets[d] + sizes[d]] = fine * coarse[idx, d : d + 1]
+            out[idx, offsets[d] : offsets[d] + sizes[d]] = fine + coarse[idx, d : d + 1]
             groups[dataset] = idx.tolist()
         self.last_groups = groups
         self.last_coarse = coarse

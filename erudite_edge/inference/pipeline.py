@@ -333,8 +333,9 @@ class Pipeline:
                 good.append(p)
                 continue
             unclassified.append((n, p.item))
-            if isinstance(p.item.error, EmptyBoxError):  # reported, never fatal
-                self._warn(str(p.item.error))
+            if isinstance(p.item.error, EmptyBoxError):  # reported once per cause, counted, never fatal
+                if not p.item.error.repeated:
+                    self._warn(str(p.item.error))
                 summary.empty_boxes += 1
                 continue
             if self.strict:

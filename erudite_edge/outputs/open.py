@@ -9,22 +9,27 @@ from typing import Callable
 from erudite_edge.errors import UsageError
 from erudite_edge.outputs.records import CsvSink, JsonlSink
 from erudite_edge.outputs.results import Sink
+from erudite_edge.outputs.rotation import Rotation
 from erudite_edge.outputs.video import STILLS_FPS, VIDEO_SUFFIXES, ImageFolderSink, VideoSink
 
 
 def open_output(path: Path | None, k: int, datasets: list[str] | tuple[str, ...] = (), mode: str = "new",
-                boxes: bool = False, warn: Callable[[str], None] | None = None) -> Sink:
+                boxes: bool = False, warn: Callable[[str], None] | None = None,
+                rotation: Rotation | None = None) -> Sink:
     """JSON lines to stdout (no path), or to FILE.jsonl, or CSV to FILE.csv. `mode`: "new" refuses an
     existing file, "append" adds to it, "overwrite" empties it (both only once its lock is held).
     `boxes`: results are crops; CSV gets box columns (JSON lines carry `box` on their own). `warn` gets the
-    one line that says an appended file's torn last line was cut off (result_log.AppendLog)."""
+    one line that says an appended file's torn last line was cut off (result_log.AppendLog). `rotation`:
+    the file's size bound (outputs.rotation)."""
     if path is None:
+        if rotation is not None:
+            raise UsageError("--rotate-mb bounds a result file: give -o FILE.jsonl or FILE.csv")
         return JsonlSink()
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson", ".json"):
-        return JsonlSink(path, mode=mode, warn=warn)
+        return JsonlSink(path, mode=mode, warn=warn, rotation=rotation)
     if suffix == ".csv":
-        return CsvSink(path, k, datasets, mode=mode, boxes=boxes, warn=warn)
+        return CsvSink(path, k, datasets, mode=mode, boxes=boxes, warn=warn, rotation=rotation)
     raise UsageError(f"--output {path}: use a .jsonl or .csv file name")
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any, Callable
 
 from erudite_edge.outputs.results import Result, Sink, iso_utc, name_fields, printable
+from erudite_edge.outputs.rotation import Rotation
 from erudite_edge.outputs.schema import RECORD_VERSION, csv_columns
 from erudite_edge.sources.base import Item
 
@@ -28,13 +29,14 @@ class JsonlSink(Sink):
     to a file through an AppendLog (one write per line, fsync about once a second and at the end)."""
 
     def __init__(self, path: Path | None = None, stream: IO[str] | None = None, mode: str = "new",
-                 fsync_interval: float = 1.0, warn: Callable[[str], None] | None = None):
+                 fsync_interval: float = 1.0, warn: Callable[[str], None] | None = None,
+                 rotation: Rotation | None = None):
         from erudite_edge.outputs.result_log import AppendLog
 
         self.path = path
         self._log: AppendLog | None = None
         if path is not None:
-            self._log = AppendLog(path, mode, fsync_interval=fsync_interval, warn=warn)
+            self._log = AppendLog(path, mode, fsync_interval=fsync_interval, warn=warn, rotation=rotation)
         else:
             self._stream: IO[str] = stream or sys.stdout
 
@@ -55,6 +57,14 @@ class JsonlSink(Sink):
             with contextlib.suppress(OSError, ValueError, AttributeError):
                 devnull = os.open(os.devnull, os.O_WRONLY)
                 os.dup2(devnull, self._stream.fileno())
+        except OSError as e:  # a full disk behind `> file`, /dev/full, an I/O error: one line naming stdout
+            from erudite_edge.core.fileio import os_error_line
+            from erudite_edge.errors import OutputError
+
+            with contextlib.suppress(OSError, ValueError, AttributeError):  # what is buffered cannot go out either
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self._stream.fileno())
+            raise OutputError(os_error_line(e, "stdout")) from None
 
     def commit(self) -> None:
         if self._log is not None:
@@ -89,7 +99,8 @@ class CsvSink(Sink):
     is not UTF-8, else empty). Appended like JSONL."""
 
     def __init__(self, path: Path, k: int, datasets: list[str] | tuple[str, ...] = (), mode: str = "new",
-                 fsync_interval: float = 1.0, boxes: bool = False, warn: Callable[[str], None] | None = None):
+                 fsync_interval: float = 1.0, boxes: bool = False, warn: Callable[[str], None] | None = None,
+                 rotation: Rotation | None = None):
         from erudite_edge.outputs.result_log import AppendLog
 
         self.path = path
@@ -98,7 +109,7 @@ class CsvSink(Sink):
         self.boxes = boxes  # crops: box_x, box_y, box_w, box_h after the name
         # csv.writer ends each row with CRLF; a name may hold a bare LF (quoted), so a row ends at CRLF
         self._log = AppendLog(path, mode, header=_csv_line(csv_header(k, self.datasets, boxes)),
-                              fsync_interval=fsync_interval, warn=warn, terminator=b"\r\n")
+                              fsync_interval=fsync_interval, warn=warn, terminator=b"\r\n", rotation=rotation)
 
     def write(self, result: Result, item: Item) -> None:
         top = result.top

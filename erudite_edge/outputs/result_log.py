@@ -14,6 +14,13 @@
   can leave the file's new size with blocks never written) and a last line cut off before its end are
   cut back to the last whole line, and the repair is told in one line (`warn`). Without it the first new
   record would be glued onto the torn one: an invalid line for good.
+- `rotation` (outputs.rotation.Rotation) bounds the file: before a record that would take it past the
+  size, it becomes FILE.1 (FILE.1 -> FILE.2 ... the oldest dropped) and a new FILE (CSV: with its header),
+  locked before its name appears, takes the record. The new file is made under a temporary name and
+  renamed into place: a kill at any point leaves whole files (at worst, for an instant, no FILE: the next
+  run creates it; a temporary it left is removed by the next open).
+- The file's size is read before each write, so a file cut by someone else (logrotate's `copytruncate`)
+  is written from its new end (CSV: header first) and a failed write is cut back to the right place.
 
 Hand-written because it is ~100 lines over os.open/os.write/fcntl.flock; no maintained library gives
 append + per-line durability + a single-writer lock without a database.
@@ -30,7 +37,9 @@ import threading
 from pathlib import Path
 from typing import Callable
 
+from erudite_edge.core.fileio import fsync_dir, remove_stale_temporaries
 from erudite_edge.errors import OutputError, UsageError
+from erudite_edge.outputs.rotation import Rotation, shift_out
 
 MODES = ("new", "append", "overwrite")
 
@@ -73,9 +82,10 @@ class AppendLog:
     """Whole lines appended to `path`, fsynced on a timer and at close, locked against a second writer."""
 
     def __init__(self, path: Path, mode: str = "new", *, header: bytes | None = None, fsync_interval: float = 1.0,
-                 option: str = "--output", terminator: bytes = b"\n", warn: Callable[[str], None] | None = None):
+                 option: str = "--output", terminator: bytes = b"\n", warn: Callable[[str], None] | None = None,
+                 rotation: Rotation | None = None):
         """`terminator`: what ends each line (CSV: CRLF); `warn`: gets the one line that tells an `append`
-        repair (None: printed on stderr as `warning: ...`)."""
+        repair (None: printed on stderr as `warning: ...`); `rotation`: the size bound (None: none)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
         self.path = Path(path)
@@ -83,6 +93,9 @@ class AppendLog:
         self.terminator = terminator
         self.repaired = ""  # the repair's line, when `append` cut a torn end off
         self.lines = 0  # lines this run wrote (the header not counted)
+        self.rotation = rotation
+        self.rotations = 0  # times this run rotated the file
+        self._header = header or b""
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
         if mode == "new":
             flags |= os.O_EXCL
@@ -114,6 +127,10 @@ class AppendLog:
         try:
             info = os.fstat(fd)
             self._regular = stat.S_ISREG(info.st_mode)  # a FIFO or device: nothing to truncate or fsync
+            if rotation is not None and not self._regular:
+                raise UsageError(f"--rotate-mb: {option} {self.path} is not a regular file; nothing to rotate")
+            if rotation is not None:  # a new file a killed rotation was making (its PID gone)
+                remove_stale_temporaries(self.path.parent, self.path.name)
             if mode == "overwrite" and self._regular:
                 os.ftruncate(fd, 0)
             self.size = os.fstat(fd).st_size
@@ -181,6 +198,8 @@ class AppendLog:
                 e, self._sync_error = self._sync_error, None
                 self._fail(e)
             try:
+                if self._regular:
+                    self._before_write(len(data))
                 self._write_all(data)
             except OSError as e:
                 if self._regular:
@@ -192,6 +211,43 @@ class AppendLog:
             self.size += len(data)
             self.lines += 1
             self._dirty = True
+
+    def _before_write(self, n: int) -> None:
+        """Where the next `n` bytes go: the file's size now (another program may have cut it), a header
+        again in a file cut to nothing, a rotation first when they would take it past its bound."""
+        self.size = os.fstat(self._fd).st_size
+        if self.size == 0 and self._header:
+            self._write_all(self._header)
+            self.size = len(self._header)
+        r = self.rotation
+        if r is not None and self.size > len(self._header) and self.size + n > r.max_bytes:
+            self._rotate(r)
+
+    def _rotate(self, r: Rotation) -> None:
+        """FILE -> FILE.1 (and the older ones along), a new FILE locked and with its header in place of it."""
+        os.fsync(self._fd)  # the records of FILE.1 on disk before it gets that name
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held before the name FILE is its
+            view = memoryview(self._header)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+            shift_out(self.path, r.keep)
+            os.replace(tmp, self.path)
+        except BaseException:
+            os.close(fd)
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        fsync_dir(self.path.parent)
+        old, self._fd = self._fd, fd
+        os.close(old)
+        self.size = len(self._header)
+        self.rotations += 1
 
     def _fail(self, e: OSError) -> None:
         raise OutputError(f"cannot write to {self.path} ({_why(e)}); the {self.lines} result(s) written before "

@@ -185,6 +185,20 @@ class RunSummary:
         n = self.frames + self.skipped if stage in self.PER_FILE_STAGES else self.frames
         return total_ms / n if n else 0.0
 
+    def why_nothing(self, uncovered: int = 0) -> str | None:
+        """For a run that ended by itself without classifying anything, the line that says why; else None.
+        `uncovered`: images or frames without a line in a --crops-from file."""
+        if self.frames or self.interrupted:
+            return None
+        parts = [f"{self.skipped} file(s) did not decode"] if self.skipped else []
+        if self.empty_boxes:
+            parts.append(f"{self.empty_boxes} box(es) held nothing of their image")
+        if uncovered:
+            parts.append(f"{uncovered} image(s)/frame(s) had no line in the --crops-from file")
+        if not parts and self.end_reason:
+            parts.append(printable(self.end_reason))
+        return "nothing was classified" + (": " + "; ".join(parts) if parts else "")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "source": self.source, "backend": self.backend, "frames": self.frames, "skipped": self.skipped,
@@ -235,7 +249,9 @@ def render_summary(summary: RunSummary, console: Any) -> None:
         p = pct.get(stage)
         spread = f" (p50 {p['p50']:.2f} / p99 {p['p99']:.2f}, n={int(p['n'])})" if p else ""
         if stage in summary.stage_ms:
-            table.add_row(f"{stage} ms/frame", f"{summary.ms_per_frame(summary.stage_ms[stage], stage):.2f}{spread}")
+            # a live source's "decode" is its read: the wait for the next frame, then its decoding
+            name = "read (wait + decode)" if stage == "decode" and summary.live else stage
+            table.add_row(f"{name} ms/frame", f"{summary.ms_per_frame(summary.stage_ms[stage], stage):.2f}{spread}")
         elif p:  # device stages (TensorRT): percentiles only
             table.add_row(f"  {stage} ms/frame", f"p50 {p['p50']:.2f} / p99 {p['p99']:.2f} (n={int(p['n'])})")
     if len(summary.role_ms) > 1:

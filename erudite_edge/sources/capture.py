@@ -42,13 +42,13 @@ def _build_flag(name: str) -> bool:
 
 
 def quiet_video_logs() -> None:
-    """Keep OpenCV's and FFmpeg's own log lines (which may show a stream's URI) off stderr: our
-    messages say what went wrong, with the password redacted. OPENCV_FFMPEG_LOGLEVEL / OPENCV_LOG_LEVEL
-    set by the user win."""
+    """Keep OpenCV's and FFmpeg's own log lines (`[ERROR:0@0.1] global cap.cpp ...`, which may show a
+    stream's URI) off stderr, errors included: our messages say what went wrong, in one line, with the
+    password redacted. OPENCV_FFMPEG_LOGLEVEL / OPENCV_LOG_LEVEL set by the user win (for debugging)."""
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
     if "OPENCV_LOG_LEVEL" not in os.environ:
         with contextlib.suppress(AttributeError, cv2.error):
-            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
 @functools.lru_cache(maxsize=None)
@@ -91,7 +91,10 @@ class CaptureSource(Source):
     `opener` makes a new capture (returning one whose isOpened() is False when it cannot). A live
     source that stops delivering frames is reopened up to `reconnect` times per loss (None: forever),
     waiting `Backoff(backoff, max_backoff).delay(attempt)` before each try (1 s, 2 s, 4 s ... 30 s by
-    default); a frame that arrives ends the loss, which is logged with its duration. A video file
+    default); a frame that arrives ends the loss, which is logged with its duration. With `reconnect=None`
+    (forever) a first open that fails is no error: it is said once (`explain()`, where given, says why) and
+    retried like a lost source, one line per attempt, 1 s .. 30 s apart (a camera or NVR that comes up after
+    the device boots). A video file
     simply ends, with a warning when it ends before the frame count its container announces.
     `sleep(seconds) -> stopped?` and `clock()` are injectable for tests.
     """
@@ -110,6 +113,7 @@ class CaptureSource(Source):
         warn: Callable[[str], None] = _warn,
         sleep: Callable[[float], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        explain: Callable[[], str | None] | None = None,
     ):
         super().__init__(uri)
         self.kind = kind
@@ -127,12 +131,17 @@ class CaptureSource(Source):
         self.ended_early = False
         self._latest: LatestFrame | None = None
         self._cap = opener()
-        if not self._cap.isOpened():
-            self._cap.release()
-            raise SourceError(self._open_error)
+        self.waiting = not self._cap.isOpened()  # `--reconnect forever`: not open yet, retried as a lost source is
+        if self.waiting:
+            if not (self.live and self.reconnect is None):
+                self._cap.release()
+                raise SourceError(self._open_error)
+            why = redact((explain() if explain is not None else None) or self._open_error)
+            self._warn(f"{why}; --reconnect forever: trying again {self.backoff.initial:g} s, "
+                       f"{2 * self.backoff.initial:g} s, ... up to {self.backoff.maximum:g} s apart until it opens")
         self._frames = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self._fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        self.mode = capture_mode(self._cap)  # as negotiated: `1280x720 MJPG 30 fps`
+        self.mode = "" if self.waiting else capture_mode(self._cap)  # as negotiated: `1280x720 MJPG 30 fps`
 
     @property
     def length(self) -> int | None:
@@ -170,6 +179,9 @@ class CaptureSource(Source):
                 ok, frame = self._cap.read()
                 if ok and frame is not None and frame.size:
                     t1, wall = time.perf_counter(), time.time()
+                    if self.waiting:  # the first open, retried under --reconnect forever, worked
+                        self.waiting = False
+                        self.mode = capture_mode(self._cap)
                     if lost_at is not None:
                         self.losses.append(self._clock() - lost_at)
                         self._warn(f"{self.uri}: frames again after {self.losses[-1]:.1f} s without "
@@ -314,6 +326,8 @@ def _ffmpeg_stream(uri: str) -> Opener:
 def open_v4l2(device: str | int, *, width: int | None = None, height: int | None = None,
               framerate: int | None = None, reconnect: int | None = 3, backoff: float = 1.0,
               camera_format: str | None = None) -> CaptureSource:
+    if isinstance(device, int) and not 0 <= device < 1 << 16:  # OpenCV takes a C int
+        raise SourceError(f"camera {device}: no such camera index; cameras are numbered 0, 1, ... (/dev/videoN)")
     dev = f"/dev/video{device}" if isinstance(device, int) else device
     fourcc = None
     if camera_format:
@@ -332,14 +346,19 @@ def open_v4l2(device: str | int, *, width: int | None = None, height: int | None
                 f"cannot open camera {dev} (V4L2): it is not connected, another program holds it, or you lack "
                 "permission (check `ls -l /dev/video*`; add yourself to the 'video' group)"
             ),
+            explain=lambda: _diagnose_camera(dev),
         )
     except SourceError as e:
-        from erudite_edge.sources.camera_diagnose import diagnose
-
-        why = diagnose(dev)  # busy (with the PID holding it), Bayer CSI sensor, permission, not connected
-        raise SourceError(why or str(e)) from None  # each reason names the device
-    check_camera_mode(src, dev, width, height, framerate, fourcc)
+        raise SourceError(_diagnose_camera(dev) or str(e)) from None  # each reason names the device
+    if not src.waiting:  # (a camera not open yet under --reconnect forever shows its mode once it opens)
+        check_camera_mode(src, dev, width, height, framerate, fourcc)
     return src
+
+
+def _diagnose_camera(dev: str) -> str | None:
+    from erudite_edge.sources.camera_diagnose import diagnose
+
+    return diagnose(dev)  # busy (with the PID holding it), Bayer CSI sensor, permission, not connected
 
 
 def check_camera_mode(src: CaptureSource, dev: str, width: int | None, height: int | None, framerate: int | None,
@@ -418,13 +437,17 @@ def open_rtsp(uri: str, *, reconnect: int | None = 3, backoff: float = 1.0) -> C
             reconnect=reconnect,
             backoff=backoff,
             open_error=f"cannot open {uri} (via {via})",
+            explain=lambda: f"cannot open {uri} (via {via}): {_diagnose_stream(uri)}",
         )
     except SourceError as e:
-        from erudite_edge.sources.rtsp_diagnose import diagnose
+        raise SourceError(f"{e}: {_diagnose_stream(uri)}") from None
 
-        why = diagnose(uri) or ("the server answers, but OpenCV could not read the stream: its codec or "
-                                "transport is one this OpenCV cannot decode; check it with `ffprobe URI`")
-        raise SourceError(f"{e}: {why}") from None
+
+def _diagnose_stream(uri: str) -> str:
+    from erudite_edge.sources.rtsp_diagnose import diagnose
+
+    return diagnose(uri) or ("the server answers, but OpenCV could not read the stream: its codec or "
+                             "transport is one this OpenCV cannot decode; check it with `ffprobe URI`")
 
 
 def open_video_file(path: str) -> CaptureSource:

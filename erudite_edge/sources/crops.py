@@ -3,7 +3,10 @@
 
 Boxes are in pixels, `x, y, w, h` (top-left corner, width, height: the COCO convention). A box reaching
 outside the image is clipped to it; a box with nothing left inside the image (zero width or height after
-clipping) is reported as empty, not classified and not an error. A negative width or height is an error.
+clipping) is reported as empty, not classified and not an error: warned about once per cause (outside the
+image, or zero width or height, for an image size), then only counted, so a box that misses every frame of
+a camera does not flood the log; when no box has fit any of the first NEVER_FIT_AFTER images or frames, that
+is said once. A negative width or height is an error, and so is a `--roi` box of zero width or height.
 
 A detections file holds one JSON object per line, one line per image or video frame:
 
@@ -56,7 +59,12 @@ class Box:
 
 
 class EmptyBoxError(BadImageError):
-    """A box with nothing inside the image: reported (a warning, an empty prediction), never fatal."""
+    """A box with nothing inside the image: reported (a warning, an empty prediction), never fatal.
+    `repeated`: an earlier box of the run was empty for the same cause; counted, not warned about again."""
+
+    def __init__(self, message: str, repeated: bool = False):
+        super().__init__(message)
+        self.repeated = repeated
 
 
 def make_box(value: Any, where: str = "box") -> tuple[float, float, float, float]:
@@ -67,7 +75,7 @@ def make_box(value: Any, where: str = "box") -> tuple[float, float, float, float
         if isinstance(value, (str, bytes)) or len(value) != 4:
             raise TypeError
         x, y, w, h = (float(v) for v in value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer past the float range
         raise UsageError(f"{where}: {value!r} is not a box; give 4 numbers x, y, w, h in pixels") from None
     if not all(math.isfinite(v) for v in (x, y, w, h)):
         raise UsageError(f"{where}: {value!r} holds a number that is not finite")
@@ -88,11 +96,15 @@ def clip_box(box: tuple[float, float, float, float], width: int, height: int) ->
 
 
 def parse_roi(text: str) -> tuple[float, float, float, float]:
-    """`--roi x,y,w,h`."""
+    """`--roi x,y,w,h`; a box of zero width or height (it can never hold a pixel) is a UsageError."""
     parts = [p.strip() for p in text.split(",")]
     if len(parts) != 4:
         raise UsageError(f"--roi {text}: give x,y,w,h in pixels (4 numbers separated by commas)")
-    return make_box(parts, f"--roi {text}")
+    box = make_box(parts, f"--roi {text}")
+    if box[2] == 0 or box[3] == 0:
+        raise UsageError(f"--roi {text}: a box of zero width or height holds no pixel of any image; "
+                         "give x,y,w,h with w and h above 0")
+    return box
 
 
 # -- detections files ------------------------------------------------------------------------------
@@ -130,8 +142,8 @@ def read_detections(path: Path) -> Detections:
         where = f"{path}:{n}"
         try:
             obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UsageError(f"{where}: not JSON ({e.msg}); {schema}") from None
+        except (ValueError, RecursionError) as e:  # ValueError: JSONDecodeError, an integer of 4300+ digits
+            raise UsageError(f"{where}: not JSON ({getattr(e, 'msg', e)}); {schema}") from None
         if not isinstance(obj, dict) or not isinstance(obj.get("boxes"), list) or ("image" in obj) == ("frame" in obj):
             raise UsageError(f"{where}: unknown schema; {schema}")
         boxes = []
@@ -159,9 +171,11 @@ WHOLE_IMAGE: Any = object()  # what a boxes function returns for "classify this 
 BoxesFor = Callable[[Any], "Sequence[tuple[float, float, float, float]] | None"]
 
 
-def crop_items(item: Any, boxes: Sequence[tuple[float, float, float, float]]) -> list[Any]:
+def crop_items(item: Any, boxes: Sequence[tuple[float, float, float, float]],
+               seen: set[tuple[str, int, int]] | None = None) -> list[Any]:
     """One Item per box, cut from a decoded item (the box recorded on each; an empty box becomes an item
-    carrying EmptyBoxError). An item that did not decode stays as it is."""
+    carrying EmptyBoxError, `repeated` when `seen` already holds its cause, which is added to it). An item
+    that did not decode stays as it is."""
     from erudite_edge.sources.base import Item
 
     if not item.ok:
@@ -171,8 +185,14 @@ def crop_items(item: Any, boxes: Sequence[tuple[float, float, float, float]]) ->
     for part, raw in enumerate(boxes):
         box = clip_box(raw, w, h)
         if box.empty:
-            err = EmptyBoxError(f"{item.name}: box {[round(v, 1) for v in raw]} is empty inside the {w}x{h} image; "
-                                "not classified")
+            why = "has zero width or height" if raw[2] <= 0 or raw[3] <= 0 else f"lies outside the {w}x{h} image"
+            cause = (why, w, h)
+            repeated = seen is not None and cause in seen
+            if seen is not None:
+                seen.add(cause)
+            err = EmptyBoxError(f"{item.name}: box {[round(v, 1) for v in raw]} {why}; not classified "
+                                f"(further boxes that {why.replace('has', 'have').replace('lies', 'lie')} "
+                                "are counted in the summary, not warned about again)", repeated)
             out.append(Item(item.index, item.name, None, err, item.decode_ms, item.relname, item.timestamp,
                             item.captured_at, box=box, part=part))
             continue
@@ -182,15 +202,28 @@ def crop_items(item: Any, boxes: Sequence[tuple[float, float, float, float]]) ->
     return out
 
 
+NEVER_FIT_AFTER = 30  # images or frames in a row, from the start, without one box inside: said once
+
+
+def _stderr_warn(msg: str) -> None:
+    import sys
+
+    print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+
 class CropSource:
     """A source whose items are the boxes of another source's items. Everything else (kind, live, fps,
-    dropped frames, reconnects, end reason) is the wrapped source's."""
+    dropped frames, reconnects, end reason) is the wrapped source's. `warn`: where to say, once, that no
+    box has fit any of the first NEVER_FIT_AFTER images or frames."""
 
-    def __init__(self, inner: Any, boxes_for: BoxesFor):
+    def __init__(self, inner: Any, boxes_for: BoxesFor, warn: Callable[[str], None] = _stderr_warn):
         self.inner = inner
         self.boxes_for = boxes_for
+        self.warn = warn
         self.uncovered = 0  # items for which boxes_for gave None (no line in a detections file)
         self.empty_boxes = 0
+        self._causes: set[tuple[str, int, int]] = set()  # why boxes were empty, each warned about once
+        self._missed = 0  # items in a row, from the start, whose boxes were all empty (-1: one box fitted)
 
     def __getattr__(self, name: str) -> Any:  # only for what this class does not define
         return getattr(self.inner, name)
@@ -206,8 +239,15 @@ class CropSource:
             return []
         if boxes is WHOLE_IMAGE:
             return [item]
-        items = crop_items(item, boxes)
-        self.empty_boxes += sum(isinstance(i.error, EmptyBoxError) for i in items)
+        items = crop_items(item, boxes, self._causes)
+        empty = sum(isinstance(i.error, EmptyBoxError) for i in items)
+        self.empty_boxes += empty
+        if item.ok and items and self._missed >= 0:
+            self._missed = self._missed + 1 if empty == len(items) else -1
+            if self._missed == NEVER_FIT_AFTER:
+                h, w = item.image.shape[:2]
+                self.warn(f"no box has fit any of the first {NEVER_FIT_AFTER} images/frames (the last {w}x{h}): "
+                          "nothing is classified until one does; check the boxes against the image size")
         return items
 
     def tasks(self) -> Iterator[Any]:

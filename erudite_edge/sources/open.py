@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob as globlib
 import os
+import stat
 
 from erudite_edge.core.redact import redact, remember_uri, split_uri
 from erudite_edge.errors import SourceError
@@ -38,6 +39,8 @@ def open_source(
         return open_v4l2(int(camera), **v4l2_kw)  # type: ignore[arg-type]
     if not spec:
         raise SourceError("no source: give a file, folder, glob, /dev/videoN, csi://N or rtsp://... (or --camera N)")
+    if "\0" in spec:
+        raise SourceError(f"{redact(spec)}: holds a NUL byte, which no path or URI can")
     parts = split_uri(spec)
     if parts is not None:  # the scheme in lower case: RTSP://cam/x is rtsp://cam/x
         spec = parts.scheme + spec[spec.index("://"):]
@@ -69,8 +72,10 @@ def open_source(
         if _is_image_file(spec):
             return ImageFilesSource(spec, [spec], root=os.path.dirname(spec) or ".")
         return open_video_file(spec)
-    if spec.isdigit():
+    if spec.isascii() and spec.isdigit():
         return open_v4l2(int(spec), **v4l2_kw)  # type: ignore[arg-type]
+    if _is_char_device(spec):  # /dev/null, /dev/v4l/by-id/...: a device, tried (and diagnosed) as a V4L2 camera
+        return open_v4l2(spec, **v4l2_kw)  # type: ignore[arg-type]
     if GLOB_CHARS & set(spec):
         matches = sorted(p for p in globlib.glob(os.path.expanduser(spec), recursive=True) if os.path.isfile(p))
         if not matches:
@@ -83,3 +88,10 @@ def open_source(
     )
 
 
+
+
+def _is_char_device(path: str) -> bool:
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False

@@ -77,14 +77,16 @@ class SyntheticCapture:
 
 
 def parse_testsrc(uri: str) -> dict[str, Any]:
-    parts = urlsplit(uri)
     try:
+        parts = urlsplit(uri)  # ValueError for a bad [IPv6] host
         fps = float(parts.netloc or "30")
         q = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         kw: dict[str, Any] = {"fps": fps}
         if "size" in q:
             w, h = q["size"].lower().split("x")
             kw["size"] = (int(w), int(h))
+            if min(kw["size"]) < 1:
+                raise ValueError(q["size"])
         if "colors" in q:
             kw["colors"] = tuple(c.strip().lstrip("#") for c in q["colors"].split(","))
             for c in kw["colors"]:
@@ -93,8 +95,12 @@ def parse_testsrc(uri: str) -> dict[str, Any]:
                     raise ValueError(c)
         if "hold" in q:
             kw["hold"] = int(q["hold"])
+            if kw["hold"] < 1:
+                raise ValueError(q["hold"])
         if "frames" in q:
             kw["frames"] = int(q["frames"])
+            if kw["frames"] < 0:
+                raise ValueError(q["frames"])
     except ValueError:
         raise SourceError(f"{uri}: expected testsrc://FPS[?size=WxH&colors=RRGGBB,...&hold=N&frames=N]") from None
     if not 0 < fps <= 1000:

@@ -190,6 +190,38 @@ def test_triton_bad_bundles_one_line_exit_2(color_bundle: Bundle, tmp_path: Path
         assert len(err) == 1 and err[0].startswith("error:"), err
 
 
+def test_triton_out_an_existing_file_is_one_line(color_bundle: Bundle, tmp_path: Path, capsys) -> None:
+    """Before the fix: a FileExistsError traceback from mkdir."""
+    repo = tmp_path / "repo"
+    repo.write_text("not a folder\n")
+    capsys.readouterr()
+    assert main(["export", "triton", "--bundle", str(color_bundle.root), "--out", str(repo)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "is a file, not a folder" in err[0], err
+    assert repo.read_text() == "not a folder\n"
+
+
+def test_triton_overwrite_keeps_the_version_folders_a_user_added(color_bundle: Bundle, tmp_path: Path, capsys) -> None:
+    """--overwrite replaces config.pbtxt, labels.txt and 1/ only; before the fix it deleted erudite/2/."""
+    repo = tmp_path / "repo"
+    assert main(["export", "triton", "--bundle", str(color_bundle.root), "--out", str(repo)]) == 0
+    entry = repo / "erudite"
+    (entry / "2").mkdir()
+    (entry / "2" / "model.onnx").write_bytes(b"the user's second version")
+    (entry / "NOTES.md").write_text("mine\n")
+    (entry / "1" / "model.onnx").write_bytes(b"stale")
+    (entry / "labels.txt").write_text("stale\n")
+    assert main(["export", "triton", "--bundle", str(color_bundle.root), "--out", str(repo), "--overwrite",
+                 "--max-batch", "4"]) == 0
+    assert (entry / "2" / "model.onnx").read_bytes() == b"the user's second version"
+    assert (entry / "NOTES.md").read_text() == "mine\n"
+    assert (entry / "1" / "model.onnx").read_bytes() == (color_bundle.root / "model.onnx").read_bytes()
+    assert (entry / "labels.txt").read_text().splitlines() == color_bundle.labels.joint_names
+    assert "max_batch_size: 4" in (entry / "config.pbtxt").read_text()
+    assert sorted(p.name for p in entry.iterdir()) == ["1", "2", "NOTES.md", "config.pbtxt", "labels.txt"]
+    assert sorted(p.name for p in repo.iterdir()) == ["erudite"]  # no temporary or old folder left
+
+
 # -- DeepStream -------------------------------------------------------------------------------------------
 NVINFER_KEYS = {  # gstnvinfer_property_parser.h (DeepStream 6.x/7.x), the [property] keys this export may write
     "gpu-id", "net-scale-factor", "offsets", "model-color-format", "onnx-file", "labelfile-path", "output-blob-names",

@@ -130,7 +130,7 @@ def test_cli_roi_and_crops_from(bundle_dir: Path, tmp_path: Path, capsys) -> Non
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(r["label"], r["box"], r.get("box_clipped", False)) for r in rows] == [
         ("cyan", [20, 20, 20, 20], False), ("red", [0, 0, 15, 15], True)]
-    assert "is empty inside the 40x40 image" in err
+    assert "lies outside the 40x40 image" in err
 
     det = tmp_path / "det.jsonl"
     det.write_text(json.dumps({"image": "quad.png", "boxes": [[20, 0, 20, 20], {"bbox": [0, 20, 20, 20], "score": 0.9}]})

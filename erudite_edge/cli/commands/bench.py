@@ -84,12 +84,12 @@ def bench_command(
     )
     err = stderr_console()
     try:
-        result = run_bench(cfg, console=err)
+        result, raw = run_bench(cfg, console=err)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(130) from None
     render_terminal(result, stdout_console())
-    written = write_outputs(result, out, png=plot, warn=lambda m: err.print(f"warning: {m}", style="yellow", markup=False))
+    written = write_outputs(result, out, raw=raw, png=plot, warn=lambda m: err.print(f"warning: {m}", style="yellow", markup=False))
     err.print("wrote " + ", ".join(str(p) for p in written.values()), markup=False, highlight=False)
 
 

@@ -22,13 +22,15 @@ def check_command(
     role: Optional[str] = typer.Option(None, "--role", help="Check one role only (zoo bundles); default all."),
     accept_accuracy_drop: bool = typer.Option(
         False, "--accept-accuracy-drop", help="Report an agreement below the minimum as a warning, exit 0."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results to this JSON file."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results to this JSON file (a new file in "
+                                            "an existing folder; an existing one needs --overwrite)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --json file."),
 ) -> None:
     """Run the bundle's check set on a backend and compare with the FP32 outputs."""
     from erudite_edge.backends.registry import BACKENDS, RunnerOptions, announce_stderr
     from erudite_edge.core.bundle import Bundle
     from erudite_edge.core.check_set import enforce
-    from erudite_edge.core.fileio import write_json_atomic
+    from erudite_edge.core.fileio import file_to_write, write_json_atomic
     from erudite_edge.errors import UsageError
     from erudite_edge.inference.check import check_bundle
 
@@ -38,12 +40,13 @@ def check_command(
         options = RunnerOptions(backend=backend, precision=precision, dla_core=dla_core)
     except UsageError as e:
         raise UsageError(f"--{e}") from None
+    json_target = None if json_out is None else file_to_write(json_out, "--json", overwrite)
     loaded = Bundle.load(bundle)
     results = check_bundle(loaded, options, role, announce=announce_stderr)
     for r in results:
         typer.echo(r.summary())
-    if json_out is not None:
-        write_json_atomic(json_out, {"bundle": str(bundle), "results": [r.to_dict() for r in results]})
+    if json_target is not None:
+        write_json_atomic(json_target, {"bundle": str(bundle), "results": [r.to_dict() for r in results]})
     enforce(results, accept_accuracy_drop, lambda m: typer.echo(m, err=True))
 
 

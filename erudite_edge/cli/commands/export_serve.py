@@ -20,7 +20,8 @@ def triton_command(
     max_batch: Optional[int] = typer.Option(None, "--max-batch", help="max_batch_size (default 8, at most the engine's "
                                             "profile, or 32: the profile engines are built with)."),
     name: str = typer.Option("erudite", "--name", help="Model name in the repository (NAME/ and, with an engine, NAME_tensorrt/)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace model folders an earlier `export triton` wrote."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace config.pbtxt, labels.txt and 1/ in model folders an "
+                                   "earlier `export triton` wrote (other version folders and files there are kept)."),
 ) -> None:
     """A Triton model repository: ONNX Runtime backend (+ TensorRT plan when the bundle has an engine), config.pbtxt with
     dynamic batching and the model's tensor names, types and dims, labels.txt in joint-label order."""

@@ -1,6 +1,7 @@
 """`erudite-edge run`: classify images, video, cameras or streams with a bundle (no torch needed).
 
-Exit codes: 0 done; 1 a bad file under --strict; 2 a source, bundle, backend or output that cannot be
+Exit codes: 0 done; 1 a bad file under --strict, or a run that ended with nothing classified (every file
+undecodable, every box empty; one line after the summary); 2 a source, bundle, backend or output that cannot be
 used (an existing -o without --append/--overwrite, a file another run writes, a full disk, ...);
 128 + the signal when stopped by SIGINT (130), SIGTERM (143) or SIGHUP (129): outputs keep what was done
 and the summary is printed.
@@ -17,7 +18,7 @@ from typing import Any, Iterator, Optional
 import typer
 
 from erudite_edge.core.redact import redact
-from erudite_edge.errors import UsageError
+from erudite_edge.errors import NothingClassifiedError, UsageError
 
 SOURCE_HELP = (
     "An image, a folder of images, a glob ('imgs/*.jpg', quoted), a video file, /dev/videoN or "
@@ -63,6 +64,10 @@ def run_command(
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for ONNX Runtime (default: its own)."),
     workers: Optional[int] = typer.Option(None, min=1, help="Decode/preprocess threads (default: up to 4)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output file / --save target."),
+    rotate_mb: Optional[float] = typer.Option(None, "--rotate-mb", help="Bound the -o file: past this many MiB it "
+                                              "becomes FILE.1 (FILE.1 -> FILE.2 ...) and a new FILE goes on."),
+    keep: Optional[int] = typer.Option(None, "--keep", help="With --rotate-mb: rotated files kept, FILE.1 ... FILE.K "
+                                       "(default 5); older ones are deleted."),
     append: bool = typer.Option(False, "--append", help="Add to an existing --output file (same columns); a last line "
                                 "torn by a crash is cut off first, said in one line."),
     min_confidence: float = typer.Option(0.0, "--min-confidence", min=0.0, max=1.0,
@@ -130,6 +135,7 @@ def _run(
     limit: Optional[int], threads: Optional[int], workers: Optional[int], overwrite: bool, append: bool,
     min_confidence: float, smooth: int, datasets: Optional[str], save_attention: Optional[Path] = None,
     roi: Optional[list[str]] = None, crops_from: Optional[Path] = None, dla_core: Optional[int] = None,
+    rotate_mb: Optional[float] = None, keep: Optional[int] = None,
 ) -> None:
     from erudite_edge.api import Classifier
     from erudite_edge.backends.registry import RunnerOptions
@@ -140,6 +146,7 @@ def _run(
     from erudite_edge.outputs.attention_maps import AttentionWriter
     from erudite_edge.outputs.open import open_output, open_save
     from erudite_edge.outputs.results import printable, render_summary, stderr_console
+    from erudite_edge.outputs.rotation import DEFAULT_KEEP, Rotation
     from erudite_edge.outputs.video import STILLS_FPS, open_display
     from erudite_edge.sources.capture import quiet_video_logs
     from erudite_edge.sources.crops import CropSource, detection_boxes, fixed_boxes, parse_roi, read_detections
@@ -161,6 +168,9 @@ def _run(
     if roi and crops_from is not None:
         raise UsageError("give --roi or --crops-from, not both")
     reconnects = parse_reconnect(reconnect)
+    if keep is not None and rotate_mb is None:
+        raise UsageError("--keep counts the files --rotate-mb makes; give --rotate-mb N too")
+    rotation = None if rotate_mb is None else Rotation(rotate_mb, DEFAULT_KEEP if keep is None else keep)
 
     crop_fn = fixed_boxes([parse_roi(r) for r in roi]) if roi else None
     if crops_from is not None:
@@ -207,7 +217,7 @@ def _run(
     if ignored:
         warn(f"{ignored} file(s) in {source} are not images by extension; ignored")
     if crop_fn is not None:
-        src = CropSource(src, crop_fn)
+        src = CropSource(src, crop_fn, warn=warn)
         if answer_options.smooth > 1:
             warn("--smooth averages consecutive results; with --roi/--crops-from they are different boxes: ignored")
             answer_options = answer_options.replace(smooth=1)
@@ -219,7 +229,7 @@ def _run(
     try:
         sinks.append(open_output(output, answerer.topk, answerer.sub.datasets,
                                  mode="append" if append else "overwrite" if overwrite else "new",
-                                 boxes=crop_fn is not None, warn=warn))
+                                 boxes=crop_fn is not None, warn=warn, rotation=rotation))
         if save is not None:
             fps = src.fps or (30.0 if src.kind != "images" else STILLS_FPS)
             sinks.append(open_save(save, fps, overwrite, warn=warn))
@@ -252,6 +262,9 @@ def _run(
         warn(f"{uncovered} image(s)/frame(s) have no line in {crops_from}; not classified")
     if summary.interrupted:
         raise typer.Exit(128 + (summary.signal or int(signal.SIGINT)))
+    nothing = summary.why_nothing(uncovered)
+    if nothing:
+        raise NothingClassifiedError(nothing)
 
 
 def register(app: typer.Typer, export_app: typer.Typer) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 
@@ -20,6 +21,7 @@ from erudite_edge.core.check_set import (
     run_check,
 )
 from erudite_edge.core.fileio import sha256_file
+from erudite_edge.core.preprocess import PreprocessSpec
 from export.fp16 import make_fp16
 from export.int8 import Int8Options, make_int8
 from trained_model import cli, one_error_line
@@ -154,3 +156,32 @@ def test_check_on_tensorrt_without_it_is_one_line_exit_2(trained, capsys):
     rc, out, err = cli(capsys, "check", trained["bundle"], "--backend", "tensorrt", "--precision", "fp16")
     assert rc == 2 and out == ""
     assert "--backend tensorrt" in one_error_line(err)
+
+
+@pytest.mark.parametrize("change", ["size", "dtype"])
+def test_bundle_json_input_disagreeing_with_the_graph_fails_check_and_run(trained, capsys, tmp_path, change):
+    # issue 25 item 6: `check` said PASS and `run` died with an ONNX Runtime traceback
+    bad = tmp_path / "bad"
+    shutil.copytree(trained["bundle"], bad)
+    meta = json.loads((bad / "bundle.json").read_text())
+    pre = meta["preprocess"]
+    h, w = pre["input_size"]
+    graph = f"takes uint8 Nx{h}x{w}x3" if pre["dtype"] == "uint8" else f"takes float32 Nx3x{h}x{w}"
+    if change == "size":
+        pre["input_size"] = [h + 8, w + 8]
+    elif pre["dtype"] == "uint8":
+        pre.update(dtype="float32", layout="NCHW")
+    else:
+        pre.update(dtype="uint8", layout="NHWC")
+    spec = PreprocessSpec.from_dict(pre)
+    said = f"feeds {spec.dtype} {spec.layout} Nx{'x'.join(map(str, spec.sample_shape))}"
+    (bad / "bundle.json").write_text(json.dumps(meta))
+    rc, out, err = cli(capsys, "check", bad, "--backend", "onnxruntime", "--precision", "fp32")
+    line = one_error_line(err)
+    assert rc == 2 and "PASS" not in out, (out, err)
+    assert said in line and graph in line and "model.onnx" in line and "re-export" in line
+    image = tmp_path / "x.png"
+    cv2.imwrite(str(image), np.full((40, 40, 3), 128, np.uint8))
+    rc, out, err = cli(capsys, "run", "--bundle", bad, image, "--backend", "onnxruntime")
+    assert rc == 2 and out == "" and "Traceback" not in err
+    assert said in one_error_line(err)

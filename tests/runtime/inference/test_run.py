@@ -258,9 +258,9 @@ def test_zoo_routes_each_image_to_its_datasets_fine_model(zoo: Bundle) -> None:
     names = ["red", "blue", "yellow", "cyan", "red", "cyan"]
     labels = zoo.labels
     with ZooModel(zoo, announce=None) as runner:
-        probs = runner.predict(zoo_batch(zoo, names))
+        probs = np.exp(runner.predict(zoo_batch(zoo, names)))  # predict gives log-probabilities
         assert runner.last_groups == {"warm": [0, 2, 4], "cool": [1, 3, 5]}
-        coarse = runner.last_coarse
+        coarse = np.exp(runner.last_coarse)
         assert runner.role_ms["fine:warm"] > 0 and runner.role_ms["fine:cool"] > 0
     assert probs.shape == (len(names), labels.num_classes)
     for i, n in enumerate(names):
@@ -666,7 +666,7 @@ def test_zoo_scores_sums_device_stages_skips_unrouted_models_and_times_roles(zoo
     runner = ZooModel(zoo, announce=None)
     assert [o.spinning for o in options] == [False] * 3  # spinning only when asked for
     x = zoo_batch(zoo, ["red", "blue", "yellow"])
-    probs = runner.predict(x)
+    probs = np.exp(runner.predict(x))  # predict gives log-probabilities
     # every image routed to warm: cool's model never runs, its classes score 0
     assert runner.last_groups == {"warm": [0, 1, 2]} and made["fine:cool"].calls == [] and made["fine:warm"].calls == [3]
     coarse = softmax(np.array(script["coarse"][0], np.float32))
@@ -684,7 +684,7 @@ def test_zoo_scores_sums_device_stages_skips_unrouted_models_and_times_roles(zoo
     with pytest.raises(BundleError, match=r"'fine:warm' returned shape \(1, 2\), expected \(3, 2\)"):
         runner.predict(x)
     made["coarse"].logits = np.array([[0.0, 2.0]] * 3, np.float32)  # every image to cool: warm, checked first, gets none
-    probs = runner.predict(x)
+    probs = np.exp(runner.predict(x))
     assert runner.last_groups == {"cool": [0, 1, 2]} and made["fine:cool"].calls == [3]
     assert np.allclose(probs.sum(axis=1), softmax(made["coarse"].logits)[:, 1])
     runner.close()

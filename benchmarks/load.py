@@ -1,0 +1,151 @@
+"""How loaded the machine was while a series ran: measured, not asserted.
+
+A series (one interleaved run of the contenders at one batch size, an end-to-end measurement, a
+study's timing) takes a `Snapshot` before and after; `LoadRecord.between` keeps
+
+* the 1-minute load average before and after (os.getloadavg),
+* this process's own CPU time (all its threads) against the wall time,
+* from /proc/stat, the whole machine's busy CPU time and its steal time, as fractions of the usable
+  cores' time; the busy time less this process's own CPU time is the OTHER work that ran meanwhile.
+
+A series is quiet when the other work took at most QUIET_OTHER (10 %) of the cores' time and steal
+at most QUIET_STEAL (2 %); a run is quiet only if every series was (thresholds in
+benchmarks/README.md). The load average is recorded but not judged per series: it counts this
+process's own threads too. `busy_now` samples the machine for half a second before a run starts (the
+bench warns when it is busy). Where /proc/stat is unreadable (macOS), the fractions are None and no
+series is called quiet.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+QUIET_OTHER = 0.10  # other processes' CPU time, as a fraction of the usable cores' time
+QUIET_STEAL = 0.02  # hypervisor steal, same fraction
+BUSY_LOAD_PER_CORE = 0.5  # at the start of a run: a 1-minute load above this per usable core is "busy"
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _cpu_jiffies(path: str = "/proc/stat") -> tuple[float, float, float] | None:
+    """(busy, steal, total) seconds over all CPUs since boot, from the `cpu` line of /proc/stat."""
+    try:
+        with open(path) as f:
+            first = f.readline().split()
+    except OSError:
+        return None
+    if not first or first[0] != "cpu":
+        return None
+    v = [float(x) for x in first[1:]]
+    v += [0.0] * (10 - len(v))
+    user, nice, system, idle, iowait, irq, softirq, steal = v[:8]  # guest time is already in user / nice
+    hz = float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0
+    busy = user + nice + system + irq + softirq + steal
+    return busy / hz, steal / hz, (busy + idle + iowait) / hz
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    wall_s: float
+    cpu_s: float  # this process's CPU time, all threads
+    load1: float | None
+    jiffies: tuple[float, float, float] | None  # (busy, steal, total) seconds, whole machine
+
+
+def snapshot() -> Snapshot:
+    try:
+        load1: float | None = round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        load1 = None
+    return Snapshot(time.perf_counter(), time.process_time(), load1, _cpu_jiffies())
+
+
+@dataclass(frozen=True)
+class LoadRecord:
+    load1_before: float | None
+    load1_after: float | None
+    wall_s: float
+    cpu_s: float  # this process's CPU time over the series
+    cores: int
+    other_fraction: float | None  # other processes' CPU time / (cores x wall), None without /proc/stat
+    steal_fraction: float | None
+
+    @classmethod
+    def between(cls, a: Snapshot, b: Snapshot, cores: int | None = None) -> "LoadRecord":
+        cores = cores or _usable_cores()
+        wall = max(b.wall_s - a.wall_s, 1e-9)
+        cpu = max(0.0, b.cpu_s - a.cpu_s)
+        other = steal = None
+        if a.jiffies is not None and b.jiffies is not None:
+            total = b.jiffies[2] - a.jiffies[2]
+            span = total if total > 0 else cores * wall  # the machine's CPU time that passed (all its cores)
+            scale = cores / (os.cpu_count() or cores)  # as a fraction of the cores this process may use
+            other = max(0.0, (b.jiffies[0] - a.jiffies[0]) - cpu) / span / scale
+            steal = max(0.0, b.jiffies[1] - a.jiffies[1]) / span / scale
+        return cls(a.load1, b.load1, round(wall, 4), round(cpu, 4), cores,
+                   None if other is None else round(other, 4), None if steal is None else round(steal, 4))
+
+    @property
+    def quiet(self) -> bool:
+        return is_quiet(self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "cpu_per_wall": round(self.cpu_s / self.wall_s, 3) if self.wall_s else None}
+
+
+def is_quiet(rec: dict[str, Any] | None) -> bool:
+    """A recorded series (LoadRecord.to_dict) was quiet: other work and steal both under their thresholds."""
+    if not rec or rec.get("other_fraction") is None or rec.get("steal_fraction") is None:
+        return False
+    return rec["other_fraction"] <= QUIET_OTHER and rec["steal_fraction"] <= QUIET_STEAL
+
+
+def run_quiet(records: Sequence[dict[str, Any] | None]) -> bool:
+    """A run is quiet only if it recorded series and every one of them was quiet."""
+    return bool(records) and all(is_quiet(r) for r in records)
+
+
+def describe(records: Sequence[dict[str, Any] | None]) -> str:
+    """'quiet' or 'under load (...)': the label a table header carries."""
+    recs = [r for r in records if r]
+    if run_quiet(recs):
+        return "quiet"
+    if not recs:
+        return "under load (not measured)"
+    others = [r["other_fraction"] for r in recs if r.get("other_fraction") is not None]
+    steals = [r["steal_fraction"] for r in recs if r.get("steal_fraction") is not None]
+    loads = [v for r in recs for v in (r.get("load1_before"), r.get("load1_after")) if v is not None]
+    parts = []
+    if others:
+        parts.append(f"other work {100 * min(others):.0f}-{100 * max(others):.0f} % of the cores")
+    if steals:
+        parts.append(f"steal {100 * max(steals):.1f} %")
+    if loads:
+        parts.append(f"1-minute load {min(loads):.2f}-{max(loads):.2f}")
+    quiet_n = sum(is_quiet(r) for r in recs)
+    return f"under load ({'; '.join(parts) or 'no /proc/stat'}; {quiet_n} of {len(recs)} series quiet)"
+
+
+def busy_now(sample_s: float = 0.5) -> str | None:
+    """A sentence saying why the machine is busy right now (before a run), or None when it is not:
+    other work over QUIET_OTHER of the cores during `sample_s`, or a 1-minute load above
+    BUSY_LOAD_PER_CORE per usable core."""
+    a = snapshot()
+    time.sleep(sample_s)
+    rec = LoadRecord.between(a, snapshot())
+    why = []
+    if rec.other_fraction is not None and rec.other_fraction > QUIET_OTHER:
+        why.append(f"other processes used {100 * rec.other_fraction:.0f} % of the {rec.cores} usable cores")
+    if rec.steal_fraction is not None and rec.steal_fraction > QUIET_STEAL:
+        why.append(f"the hypervisor stole {100 * rec.steal_fraction:.1f} %")
+    if rec.load1_after is not None and rec.load1_after > BUSY_LOAD_PER_CORE * rec.cores:
+        why.append(f"1-minute load {rec.load1_after:.2f} on {rec.cores} cores")
+    return "; ".join(why) or None
