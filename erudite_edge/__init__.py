@@ -17,11 +17,20 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from erudite_edge.api import Box, Classifier, Prediction, Timings, TopK
-    from erudite_edge.errors import BackendUnavailable, BadImageError, BundleError, EruditeError, SourceError, UsageError
+    from erudite_edge.api import Box, Classifier, ErrorInfo, Prediction, Timings, TopK
+    from erudite_edge.errors import (
+        BackendUnavailable,
+        BadImageError,
+        BundleError,
+        EruditeError,
+        SourceError,
+        UnreadableImageError,
+        UsageError,
+    )
 
-_API = {"Box", "Classifier", "Prediction", "Timings", "TopK"}
-_ERRORS = {"BackendUnavailable", "BadImageError", "BundleError", "EruditeError", "SourceError", "UsageError"}
+_API = {"Box", "Classifier", "ErrorInfo", "Prediction", "Timings", "TopK"}
+_ERRORS = {"BackendUnavailable", "BadImageError", "BundleError", "EruditeError", "SourceError", "UnreadableImageError",
+           "UsageError"}
 
 
 def __getattr__(name: str) -> Any:

@@ -12,27 +12,37 @@ the bundle's preprocessing, batching, the model, top-k and per-data-set mass): `
 `Classifier.run` with its sinks. `predict` and `predict_stream` run that pipeline in a worker thread and
 hand its results back as `Prediction` objects, in source order.
 
-Errors are erudite_edge.errors' typed exceptions (BundleError, UsageError, BadImageError,
-BackendUnavailable, SourceError), each with the one line the CLI prints.
+An image that does not decode does not cost the call: its Prediction carries `error` (an ErrorInfo: the
+message and its kind) and no label (`on_error="raise"`: BadImageError instead). Everything else is one of
+erudite_edge.errors' typed exceptions (BundleError, UsageError, BadImageError, BackendUnavailable,
+SourceError), each with one line saying what to do.
+
+`close()` is safe beside calls in other threads: it stops their predict_stream loops (they end after the
+batch in hand), waits for their predict and run calls to finish, then releases the model; later calls
+raise UsageError.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
 import threading
+import time
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 
 from erudite_edge.backends.registry import RunnerOptions
 from erudite_edge.core.bundle import Bundle
 from erudite_edge.core.image_header import DEFAULT_MAX_PIXELS
-from erudite_edge.errors import UsageError
+from erudite_edge.core.preprocess import decode_image
+from erudite_edge.errors import BadImageError, UsageError
 from erudite_edge.inference.answers import Answerer, AnswerOptions
 from erudite_edge.inference.models import ZooModel, load_model
 from erudite_edge.inference.pipeline import Pipeline, RunOptions
@@ -41,7 +51,7 @@ from erudite_edge.outputs.results import Result, RunSummary, Sink
 from erudite_edge.sources.base import Item, Source, Task, read_image_item
 from erudite_edge.sources.crops import WHOLE_IMAGE, Box, CropSource, make_box
 
-ImageLike = Union[str, "os.PathLike[str]", np.ndarray]
+ImageLike = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, np.ndarray]
 BoxLike = Union[Box, Sequence[float]]
 
 log = logging.getLogger("erudite_edge")
@@ -69,6 +79,21 @@ class Timings:
     batch: int = 0
 
 
+ERROR_KINDS = ("bad_image", "unreadable", "too_large")  # ErrorInfo.kind: every BadImageError subclass's `kind`
+ON_ERROR = ("item", "raise")
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """Why an image got no answer. `message`: one line naming the image and what is wrong with it. `kind`,
+    one of ERROR_KINDS: "bad_image" (its bytes do not decode: corrupt, truncated, empty, not an image),
+    "unreadable" (the file cannot be read: missing, a folder, no permission), "too_large" (more pixels than
+    RunOptions.max_pixels allows, found from the header before decoding)."""
+
+    message: str
+    kind: str
+
+
 @dataclass(frozen=True)
 class Prediction:
     """What the model says about one image, frame or box.
@@ -77,7 +102,8 @@ class Prediction:
     set, `confidence` its probability; `topk` the k most probable classes; `dataset_mass` the summed
     probability of each data set's classes. `box`: the region classified (clipped to the image), None for
     the whole image. `empty`: the box held nothing of the image; nothing was classified (label "",
-    class_index -1, confidence 0, no top-k)."""
+    class_index -1, confidence 0, no top-k). `error`: the image did not decode (an ErrorInfo); nothing
+    was classified either (label "", dataset "", class_index -1, confidence 0, no top-k); None otherwise."""
 
     source: str  # the file, "array[i]" for an array given to predict, "frame:N" for a video or stream
     index: int  # which image or frame of the input (0, 1, ...)
@@ -91,6 +117,7 @@ class Prediction:
     box: Box | None = None
     empty: bool = False
     captured_at: float = 0.0  # time.time() when the image was read or the frame captured
+    error: ErrorInfo | None = None
 
     @classmethod
     def from_result(cls, r: Result) -> "Prediction":
@@ -104,6 +131,13 @@ class Prediction:
     @classmethod
     def empty_box(cls, item: Item) -> "Prediction":
         return cls(item.name, item.index, "", -1, "", 0.0, box=item.box, empty=True, captured_at=item.captured_at)
+
+    @classmethod
+    def failed(cls, item: Item) -> "Prediction":
+        """The Prediction of an image that did not decode (`item.error`)."""
+        err = item.error
+        return cls(item.name, item.index, "", -1, "", 0.0, timings=Timings(decode_ms=item.decode_ms), box=item.box,
+                   captured_at=item.captured_at, error=ErrorInfo(str(err), getattr(err, "kind", "bad_image")))
 
 
 # -- inputs ---------------------------------------------------------------------------------------------
@@ -124,7 +158,8 @@ def as_rgb(image: np.ndarray, color: str | None, where: str) -> np.ndarray:
     if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
         return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2RGB)
     if image.ndim != 3 or image.shape[2] not in (3, 4) or image.shape[0] == 0 or image.shape[1] == 0:
-        raise UsageError(f"{where}: an array of shape {image.shape}; give HxWx3 (HWC) pixels")
+        raise UsageError(f"{where}: an array of shape {image.shape}; give HxWx3 (HWC) pixels (encoded image "
+                         "bytes such as cv2.imencode's: give them as bytes, array.tobytes())")
     if image.shape[2] == 4:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if color == "BGR" else cv2.COLOR_RGBA2RGB)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if color == "BGR" else np.ascontiguousarray(image)
@@ -134,24 +169,53 @@ def _array_item(index: int, rgb: np.ndarray) -> Item:
     return Item(index, f"array[{index}]", rgb, None, 0.0, f"array_{index:06d}")
 
 
+def _bytes_item(index: int, data: bytes | bytearray | memoryview, max_pixels: int | None = None) -> Item:
+    """Decode encoded image bytes (JPEG, PNG, ... as a file holds them); bytes that do not decode become an
+    Item carrying its BadImageError."""
+    t0, wall = time.perf_counter(), time.time()
+    name = f"bytes[{index}]"
+    try:
+        image: np.ndarray | None = decode_image(np.frombuffer(data, dtype=np.uint8), name=name, max_pixels=max_pixels)
+        error = None
+    except BadImageError as e:
+        image, error = None, e
+    return Item(index, name, image, error, (time.perf_counter() - t0) * 1e3, f"bytes_{index:06d}", t0, wall)
+
+
+ONE_IMAGE = (str, os.PathLike, bytes, bytearray, memoryview, np.ndarray)
+ACCEPTED = "a file path, encoded image bytes (JPEG, PNG, ...), a numpy HxWx3 uint8 array"
+
+
+def as_image_list(images: Any) -> tuple[list[ImageLike], bool]:
+    """predict's `images` as a list, and whether it was one image; UsageError naming what is accepted."""
+    if isinstance(images, ONE_IMAGE):
+        return [images], True
+    if images is None or isinstance(images, (Mapping, set, frozenset)) or not isinstance(images, Iterable):
+        raise UsageError(f"images: {'None' if images is None else 'a ' + type(images).__name__}; give {ACCEPTED}, "
+                         "or a list of them")
+    return list(images), False
+
+
 class ImagesSource(Source):
-    """Images given to `predict`: files (decoded in the pipeline's threads, as `run` does) and arrays."""
+    """Images given to `predict`: files and encoded bytes (decoded in the pipeline's threads, as `run`
+    does) and arrays."""
 
     kind = "images"
 
     def __init__(self, images: Sequence[ImageLike], color: str | None, max_pixels: int | None = DEFAULT_MAX_PIXELS):
         super().__init__("<predict>")
         self._tasks: list[Task] = []
-        import functools
-
         for i, im in enumerate(images):
             if isinstance(im, np.ndarray):
                 self._tasks.append(functools.partial(_array_item, i, as_rgb(im, color, f"image {i}")))
             elif isinstance(im, (str, os.PathLike)):
                 path = os.fspath(im)
                 self._tasks.append(functools.partial(read_image_item, i, path, os.path.basename(path), max_pixels))
+            elif isinstance(im, (bytes, bytearray, memoryview)):
+                self._tasks.append(functools.partial(_bytes_item, i, im, max_pixels))
             else:
-                raise UsageError(f"image {i}: a {type(im).__name__}; give a file path or a numpy HxWx3 uint8 array")
+                what = "None" if im is None else f"a {type(im).__name__}"
+                raise UsageError(f"image {i}: {what}; give {ACCEPTED}")
 
     @property
     def length(self) -> int:
@@ -192,11 +256,22 @@ class _LogConsole:
         log.warning("%s", redact(str(msg)))
 
 
+def _check_on_error(on_error: str) -> bool:
+    """Whether `on_error` says raise; UsageError for anything but ON_ERROR's values."""
+    if on_error not in ON_ERROR:
+        raise UsageError(f"on_error={on_error!r}; one of {', '.join(map(repr, ON_ERROR))} (\"item\": the "
+                         "image's Prediction carries the error; \"raise\": BadImageError)")
+    return on_error == "raise"
+
+
 class _QueueSink(Sink):
     """Hands each result to the thread iterating predict_stream (blocking while it is behind)."""
 
-    def __init__(self, q: "queue.Queue[Any]"):
+    reports_failures = True
+
+    def __init__(self, q: "queue.Queue[Any]", raise_errors: bool):
         self.q = q
+        self.raise_errors = raise_errors
         self.closed = threading.Event()
 
     def _put(self, obj: Any) -> None:
@@ -213,6 +288,17 @@ class _QueueSink(Sink):
     def empty(self, item: Item) -> None:
         self._put(Prediction.empty_box(item))
 
+    def failed(self, item: Item) -> None:  # reports_failures: the error is in the Prediction, not a warning
+        if self.raise_errors:
+            raise item.error  # type: ignore[misc]
+        self._put(Prediction.failed(item))
+
+    def stop(self, reason: str) -> None:
+        """End the run after the batch in hand, no longer waiting for the consumer."""
+        self.stop_requested = True
+        self.stop_reason = reason
+        self.closed.set()
+
     def describe(self) -> str:
         return "Python iterator"
 
@@ -220,7 +306,10 @@ class _QueueSink(Sink):
 class _ListSink(Sink):
     """Collects predict's results."""
 
-    def __init__(self) -> None:
+    reports_failures = True
+
+    def __init__(self, raise_errors: bool) -> None:
+        self.raise_errors = raise_errors
         self.predictions: list[Prediction] = []
 
     def write(self, result: Result, item: Item) -> None:
@@ -228,6 +317,11 @@ class _ListSink(Sink):
 
     def empty(self, item: Item) -> None:
         self.predictions.append(Prediction.empty_box(item))
+
+    def failed(self, item: Item) -> None:  # reports_failures: the error is in the Prediction, not a warning
+        if self.raise_errors:
+            raise item.error  # type: ignore[misc]
+        self.predictions.append(Prediction.failed(item))
 
 
 class _Done:
@@ -274,6 +368,16 @@ class Classifier:
         answers: AnswerOptions | Answerer | None = None,
         options: RunOptions | None = None,
     ):
+        # the calls running now (predict, run, predict_stream's pipeline thread), each with how to stop it
+        # (None: close() waits for it); close() sets _closing, stops them, waits for none to be left
+        self._calls = threading.Condition()
+        self._running: dict[object, Callable[[], None] | None] = {}
+        self._closing = False
+        self._close_lock = threading.Lock()
+        self.model: Any = None
+        # pipelines made here and not closed yet: their input rings live in the model's page-locked memory
+        # (TensorRT) and are given back before the model closes
+        self._pipelines: weakref.WeakSet[Any] = weakref.WeakSet()
         if not isinstance(device, int) or device < 0:
             raise UsageError(f"device {device!r}: a GPU index (0, 1, ...)")
         if device != 0:
@@ -297,7 +401,7 @@ class Classifier:
         self.options = options or RunOptions(batch=int(batch), workers=workers)
         check_memory(self.options, self.spec)  # a batch over the memory budget: UsageError before loading
         say = announce if announce is not None else (lambda msg: log.info("%s", msg))
-        self.model: Any = load_model(self.bundle, runner_options, announce=say)
+        self.model = load_model(self.bundle, runner_options, announce=say)
         if isinstance(self.model, ZooModel):  # --datasets: the router picks among the kept data sets
             self.model.route_among(self.answerer.datasets)
         # a batch above the model's batch profile: lowered to it, with one warning
@@ -306,9 +410,6 @@ class Classifier:
         self.backend = str(self.model.backend)
         self.precision = str(self.model.precision)
         self.last_summary: RunSummary | None = None
-        # pipelines made here and not closed yet: their input rings live in the model's page-locked memory
-        # (TensorRT) and are given back before the model closes
-        self._pipelines: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def enable_attention(self) -> None:
         """Have each prediction also read the model's attention masks (`run --save-attention`); UsageError
@@ -321,6 +422,21 @@ class Classifier:
             raise UsageError(f"--save-attention: the {self.backend} {self.precision} model does not expose "
                              f"the attention masks; {how}")
         self.model.attention = True
+
+    # -- calls and close() -------------------------------------------------------------------------
+    def _begin(self, stop: Callable[[], None] | None = None) -> object:
+        """Count a call as running (close() waits for it, or stops it with `stop`); UsageError once closed."""
+        with self._calls:
+            if self._closing or self.model is None:
+                raise UsageError("this Classifier is closed; make a new one")
+            call = object()
+            self._running[call] = stop
+            return call
+
+    def _end(self, call: object) -> None:
+        with self._calls:
+            self._running.pop(call, None)
+            self._calls.notify_all()
 
     # -- the pipeline -----------------------------------------------------------------------------
     def pipeline(self, *, strict: bool | None = None, limit: int | None = None, console: Any = None,
@@ -341,26 +457,45 @@ class Classifier:
             console: Any = None, progress: bool = True, handle_signals: bool = True, attention: Any = None) -> RunSummary:
         """Classify a whole source (erudite_edge.sources) into sinks (erudite_edge.outputs): `erudite-edge run`.
         handle_signals: SIGINT/SIGTERM/SIGHUP stop the run after the batch in hand (the CLI); False leaves the
-        process's handlers alone."""
-        pipeline = self.pipeline(strict=strict, limit=limit, console=console, progress=progress,
-                                 handle_signals=handle_signals, attention=attention)
+        process's handlers alone. close() in another thread waits for it to end."""
+        call = self._begin()
         try:
-            summary = pipeline.run(source, sinks)
+            pipeline = self.pipeline(strict=strict, limit=limit, console=console, progress=progress,
+                                     handle_signals=handle_signals, attention=attention)
+            try:
+                summary = pipeline.run(source, sinks)
+            finally:
+                pipeline.close()  # its input ring's page-locked memory goes back now, not when the runner closes
         finally:
-            pipeline.close()  # its input ring's page-locked memory goes back now, not when the runner closes
+            self._end(call)
         self.last_summary = summary
         return summary
 
-    def _stream(self, source: Any, *, strict: bool, limit: int | None) -> Iterator[Prediction]:
+    def _stream(self, source: Any, *, raise_errors: bool, limit: int | None) -> Iterator[Prediction]:
         q: queue.Queue[Any] = queue.Queue(maxsize=max(4, 2 * self.batch))
-        sink = _QueueSink(q)
-        pipeline = self.pipeline(strict=strict, limit=limit, console=_LogConsole(), progress=False)
+        sink = _QueueSink(q, raise_errors)
+        def stop() -> None:  # close(): end the run after the batch in hand, also while a live source is silent
+            sink.stop("the Classifier was closed")
+            source.stop()
+
+        try:
+            call = self._begin(stop=stop)
+        except UsageError:
+            source.close()  # opened by predict_stream, never to be read
+            raise
+        try:
+            pipeline = self.pipeline(strict=False, limit=limit, console=_LogConsole(), progress=False)
+        except BaseException:
+            self._end(call)
+            raise
 
         def work() -> None:
             try:
                 done = _Done(summary=pipeline.run(source, [sink]))
             except BaseException as e:  # handed to the caller's thread
                 done = _Done(error=e)
+            finally:
+                self._end(call)  # the model is no longer used: close() may release it
             sink._put(done)
 
         thread = threading.Thread(target=work, name="erudite-edge-predict", daemon=True)
@@ -380,9 +515,7 @@ class Classifier:
                     return
                 yield obj
         finally:
-            sink.stop_requested = True  # the pipeline stops after the batch in hand
-            sink.stop_reason = "the caller stopped iterating"
-            sink.closed.set()
+            sink.stop("the caller stopped iterating")  # the pipeline stops after the batch in hand
             source.stop()
             thread.join(timeout=10.0)
             if not thread.is_alive():  # a pipeline still running keeps its ring (close() releases it later)
@@ -390,20 +523,23 @@ class Classifier:
 
     # -- the API ----------------------------------------------------------------------------------
     def predict(self, images: ImageLike | Sequence[ImageLike], boxes: Sequence[Any] | None = None, *,
-                color: str | None = None) -> list[Prediction]:
-        """Classify images: a file path, a numpy HxWx3 uint8 array (give `color`, "BGR" or "RGB"), or a
-        list of them. `boxes`: regions in pixels [x, y, w, h]: for one image a list of boxes, for a
-        list of images one list (or None: the whole image) per image; one Prediction per box, clipped to
-        the image (`empty` when nothing of it is inside). Returns the Predictions in input order.
-        An image that cannot be read raises BadImageError; a negative box size UsageError."""
-        single = isinstance(images, (str, os.PathLike, np.ndarray))
-        seq: list[ImageLike] = [images] if single else list(images)  # type: ignore[list-item, arg-type]
+                color: str | None = None, on_error: str = "item") -> list[Prediction]:
+        """Classify images: a file path, encoded image bytes (a JPEG's or PNG's bytes, as read from a file or
+        the network), a numpy HxWx3 uint8 array (give `color`, "BGR" or "RGB"), or a list of them.
+        `boxes`: regions in pixels [x, y, w, h]: for one image a list of boxes, for a list of images one
+        list (or None: the whole image) per image; one Prediction per box, clipped to the image (`empty`
+        when nothing of it is inside). Returns the Predictions in input order.
+        An image that cannot be read or decoded gives one Prediction with `error` set (ErrorInfo: message,
+        kind) and no label; on_error="raise" raises its BadImageError instead. Anything else that is not
+        an image (None, a number), an array without `color`, a negative box size: UsageError."""
+        raise_errors = _check_on_error(on_error)
+        seq, single = as_image_list(images)
         source: Any = ImagesSource(seq, color, self.options.max_pixels)
         if boxes is not None:
             per = _boxes_per_image(boxes, len(seq), single)
             source = CropSource(source, lambda item: WHOLE_IMAGE if per[item.index] is None else per[item.index])
-        sink = _ListSink()  # in the caller's thread: no hand-off through predict_stream's queue
-        summary = self.run(source, [sink], strict=True, console=_LogConsole(), progress=False, handle_signals=False)
+        sink = _ListSink(raise_errors)  # in the caller's thread: no hand-off through predict_stream's queue
+        summary = self.run(source, [sink], strict=False, console=_LogConsole(), progress=False, handle_signals=False)
         if summary.interrupted:  # Ctrl-C during the call (after the batch in hand)
             raise KeyboardInterrupt
         out = sink.predictions
@@ -412,16 +548,25 @@ class Classifier:
 
     def predict_stream(self, source: str | os.PathLike[str] | int | Source, *, boxes: Sequence[Any] | None = None,
                        detections: str | os.PathLike[str] | None = None, limit: int | None = None,
-                       strict: bool = False, **open_options: Any) -> Iterator[Prediction]:
+                       on_error: str = "item", strict: bool | None = None, **open_options: Any) -> Iterator[Prediction]:
         """Predictions for a source as they come: a camera index, /dev/videoN, csi://N, rtsp://..., a video,
         an image, a folder or a glob (erudite_edge.sources.open.open_source; `open_options` such as
         reconnect=, width=, recursive= go to it), or an opened Source. Live sources give their newest
         frame each time the model is free. `boxes`: the same regions for every frame; `detections`: a
-        detections file (erudite_edge.sources.crops). Files that do not decode are skipped with a warning on the
-        `erudite_edge` logger (strict=True: BadImageError). Stop by leaving the loop."""
+        detections file (erudite_edge.sources.crops). A file that does not decode gives a Prediction with
+        `error` set, as predict does (on_error="raise": BadImageError; `strict=True` is the old spelling of
+        that). Stop by leaving the loop; close() from another thread ends the loop too.
+        FFmpeg's and OpenCV's own log lines are kept off stderr, as `erudite-edge run` keeps them (they may
+        show a stream's password); OPENCV_FFMPEG_LOGLEVEL / OPENCV_LOG_LEVEL set by the user win."""
+        from erudite_edge.sources.capture import quiet_video_logs
         from erudite_edge.sources.crops import detection_boxes, fixed_boxes, read_detections
         from erudite_edge.sources.open import open_source
 
+        if strict is not None:
+            warnings.warn("predict_stream(strict=...) is on_error=: strict=True is on_error='raise'",
+                          DeprecationWarning, stacklevel=2)
+            on_error = "raise" if strict else on_error
+        raise_errors = _check_on_error(on_error)
         if boxes is not None and detections is not None:
             raise UsageError("give boxes or detections, not both")
         crop_fn = None
@@ -430,6 +575,7 @@ class Classifier:
         elif detections is not None:
             crop_fn = detection_boxes(read_detections(Path(detections)))
         open_options.setdefault("max_pixels", self.options.max_pixels)
+        quiet_video_logs()
         if isinstance(source, int):
             src: Any = open_source(None, camera=source, **open_options)
         elif isinstance(source, (str, os.PathLike)):
@@ -438,17 +584,25 @@ class Classifier:
             src = source
         if crop_fn is not None:
             src = CropSource(src, crop_fn)
-        return self._stream(src, strict=strict, limit=limit)
+        return self._stream(src, raise_errors=raise_errors, limit=limit)
 
     # -- lifetime ---------------------------------------------------------------------------------
     def close(self) -> None:
-        """Release the model's sessions, engines and device memory."""
-        model = getattr(self, "model", None)
-        for pipeline in list(getattr(self, "_pipelines", ())):
-            pipeline.close()  # input rings first: they are views of the runner's page-locked memory
-        if model is not None:
-            model.close()
-            self.model = None
+        """Release the model's sessions, engines and device memory. Safe beside calls in other threads:
+        their predict_stream loops end (after the batch in hand), their predict and run calls finish first
+        (close waits for them); calls made after raise UsageError. Idempotent."""
+        with self._close_lock:
+            with self._calls:
+                self._closing = True
+                for stop in list(self._running.values()):
+                    if stop is not None:
+                        stop()
+                self._calls.wait_for(lambda: not self._running)
+            for pipeline in list(self._pipelines):
+                pipeline.close()  # input rings first: they are views of the runner's page-locked memory
+            if self.model is not None:
+                self.model.close()
+                self.model = None
 
     def __enter__(self) -> "Classifier":
         return self
@@ -467,4 +621,5 @@ def predict_images(bundle: str | os.PathLike[str] | Bundle, images: Iterable[Ima
         return clf.predict(list(images))
 
 
-__all__ = ["Box", "Classifier", "ImagesSource", "Prediction", "Timings", "TopK", "as_rgb", "predict_images"]
+__all__ = ["ERROR_KINDS", "Box", "Classifier", "ErrorInfo", "ImagesSource", "Prediction", "Timings", "TopK", "as_rgb",
+           "predict_images"]

@@ -24,8 +24,12 @@ class UsageError(EruditeError):
 
 
 class BadImageError(EruditeError):
-    """An image that cannot be decoded (corrupt, empty, not an image). `kind`: which per-item error it is
-    (one word, the same for every instance of a class; subclasses name their own)."""
+    """An image that cannot be decoded (corrupt, truncated, empty, not an image).
+
+    `kind` names the problem in one word for programs (the API's Prediction.error.kind); each subclass sets
+    its own. The kinds: "bad_image" (the bytes do not decode), "unreadable" (the file cannot be read:
+    missing, a folder, no permission), "too_large" (more
+    pixels than --max-pixels / RunOptions.max_pixels allows)."""
 
     kind = "bad_image"
 
@@ -34,6 +38,12 @@ class ImageTooLargeError(BadImageError):
     """An image with more pixels than the run allows (`--max-pixels`), found from its header before decoding."""
 
     kind = "too_large"
+
+
+class UnreadableImageError(BadImageError):
+    """An image file that cannot be read at all (missing, a folder, no permission)."""
+
+    kind = "unreadable"
 
 
 class BundleError(EruditeError):

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from erudite_edge.core.image_header import image_size
-from erudite_edge.errors import BadImageError, BundleError, ImageTooLargeError
+from erudite_edge.errors import BadImageError, BundleError, ImageTooLargeError, UnreadableImageError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -182,7 +182,7 @@ def load_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> n
     try:
         data = np.fromfile(os.fspath(path), dtype=np.uint8)
     except OSError as e:
-        raise BadImageError(f"{path}: cannot read ({e.strerror or e})") from e
+        raise UnreadableImageError(f"{path}: cannot read ({e.strerror or e})") from e
     return decode_image(data, name=os.fspath(path), max_pixels=max_pixels)
 
 

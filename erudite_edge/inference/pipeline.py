@@ -207,6 +207,18 @@ class Prefetcher:
         self._thread.join(timeout=5.0)
 
 
+def _tell(sinks: Sequence[Sink], unclassified: list[tuple[int, Item]], before: int) -> None:
+    """Tell the sinks of the unclassified items (empty boxes, images that did not decode) that come before
+    position `before` of their group, taking them off the list."""
+    while unclassified and unclassified[0][0] < before:
+        item = unclassified.pop(0)[1]
+        for sink in sinks:
+            if isinstance(item.error, EmptyBoxError):
+                sink.empty(item)
+            else:
+                sink.failed(item)
+
+
 class StopFlag(threading.Event):
     """Set by a stop signal (its number kept in `signum`) or by the caller."""
 
@@ -329,9 +341,12 @@ class Pipeline:
             progress.stop()
 
     def _process(self, group: list[Prepared], sinks: Sequence[Sink], summary: RunSummary, stage: dict[str, float]) -> None:
-        """One batch: count/skip bad items, run the model on the good ones, top-k, write results."""
+        """One batch: count/skip bad items, run the model on the good ones, top-k, write results. Sinks hear
+        of every item in source order: results, empty boxes (Sink.empty) and images that did not decode
+        (Sink.failed)."""
         good: list[Prepared] = []
-        for p in group:
+        unclassified: list[tuple[int, Item]] = []  # (position in the group, item): told to the sinks in order
+        for n, p in enumerate(group):
             stage["decode"] += p.item.decode_ms
             stage["preprocess"] += p.preprocess_ms
             summary.add_stage("decode", p.item.decode_ms)
@@ -339,23 +354,25 @@ class Pipeline:
                 summary.add_stage("preprocess", p.preprocess_ms)
                 good.append(p)
                 continue
+            unclassified.append((n, p.item))
             if isinstance(p.item.error, EmptyBoxError):  # reported once per cause, counted, never fatal
                 if not p.item.error.repeated:
                     self._warn(str(p.item.error))
                 summary.empty_boxes += 1
-                for sink in sinks:
-                    sink.empty(p.item)
                 continue
             if self.strict:  # the same class (ImageTooLargeError stays one: its `kind` says which error it is)
                 cls = type(p.item.error) if isinstance(p.item.error, BadImageError) else BadImageError
                 raise cls(f"{p.item.error} (--strict stops at the first bad file)")
             summary.skipped += 1
             summary.skipped_names.append(p.item.name)
-            self._warn(f"{p.item.error}; skipped")
+            if not any(s.reports_failures for s in sinks):
+                self._warn(f"{p.item.error}; skipped")
         if self.limit is not None:
             good = good[: max(0, self.limit - summary.frames)]
         if not good:
+            _tell(sinks, unclassified, len(group))
             return
+        at = {id(p): n for n, p in enumerate(group)}
         t0 = time.perf_counter()
         probs = self.model.predict(self._assemble(good))
         t1 = time.perf_counter()
@@ -369,6 +386,7 @@ class Pipeline:
                        "batch": float(len(good))}
             result = Result(p.item.index, p.item.name, a.predictions, a.label, a.dataset, a.dataset_mass,
                             p.item.captured_at, age, box=p.item.box, timings=timings, seq=summary.frames)
+            _tell(sinks, unclassified, at[id(p)])
             for sink in sinks:
                 sink.write(result, p.item)
             if self.attention is not None:
@@ -378,6 +396,7 @@ class Pipeline:
                                          f"{a.dataset}/{a.label}")
             summary.frames += 1
             ages.append(age)
+        _tell(sinks, unclassified, len(group))
         if len(ages) > 2 * summary.AGE_WINDOW:
             del ages[: len(ages) - summary.AGE_WINDOW]
         t3 = time.perf_counter()

@@ -102,6 +102,8 @@ class Sink(abc.ABC):
     # True: write() draws on item.image, so the pipeline keeps each item's full frame until its result is written;
     # False: the frame is released once resized into the model's input (a queued item holds only that)
     needs_image = False
+    # the sink hands each image that did not decode to its user (failed()): the run does not warn about it
+    reports_failures = False
 
     @abc.abstractmethod
     def write(self, result: Result, item: Item) -> None:
@@ -109,6 +111,10 @@ class Sink(abc.ABC):
 
     def empty(self, item: Item) -> None:
         """A crop whose box holds nothing of its image (`item.box`): not classified; the run warns."""
+
+    def failed(self, item: Item) -> None:
+        """An image that did not decode (`item.error`, a BadImageError): not classified; the run skips it
+        (warning unless a sink reports_failures). A sink that raises here stops the run with that error."""
 
     def commit(self) -> None:
         """The run ended (normally or interrupted): keep the output."""

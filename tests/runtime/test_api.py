@@ -89,8 +89,9 @@ def test_typed_errors(clf, bundle_dir: Path, tmp_path: Path) -> None:
         clf.predict(np.zeros((4, 4, 3), np.float32), color="RGB")
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not a jpeg")
-    with pytest.raises(BadImageError, match="bad.jpg"):
-        clf.predict([bad])
+    with pytest.raises(BadImageError, match="bad.jpg") as raised:  # the whole call, when asked for
+        clf.predict([bad], on_error="raise")
+    assert "--strict" not in str(raised.value)  # the API's message names no CLI flag
     with pytest.raises(UsageError, match="backend"):
         Classifier(bundle_dir, backend="cuda")
     with pytest.raises(UsageError, match="CUDA_VISIBLE_DEVICES=1"):
@@ -172,6 +173,7 @@ def test_readme_api_example_runs(bundle_dir: Path, tmp_path: Path) -> None:
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert "yellow" in done.stdout and "warm" in done.stdout
+    assert "bytes[0] yellow" in done.stdout and "missing.jpg unreadable" in done.stdout  # one bad image, not the call
 
 
 def test_live_source_crops_stream(clf) -> None:

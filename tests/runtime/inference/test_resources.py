@@ -184,17 +184,19 @@ def test_too_large_image_is_an_error_under_strict(erudite: Bundle, big_folder: P
                       "(64.0 MP); raise --max-pixels to classify it (--strict stops at the first bad file)"]
 
 
-def test_api_raises_too_large_with_its_kind(erudite: Bundle, big_folder: Path) -> None:
+def test_api_too_large_is_an_error_item_of_its_kind(erudite: Bundle, big_folder: Path) -> None:
     with Classifier(erudite.root) as clf:
+        [huge] = clf.predict(str(big_folder / "huge.png"))
+        assert huge.error is not None and huge.error.kind == "too_large" and huge.label == ""
         with pytest.raises(ImageTooLargeError) as e:
-            clf.predict(str(big_folder / "huge.png"))
+            clf.predict(str(big_folder / "huge.png"), on_error="raise")
         assert e.value.kind == "too_large"
         assert [p.label for p in clf.predict(str(big_folder / "red.png"))] == ["red"]
     with Classifier(erudite.root, options=RunOptions(max_pixels=100)) as clf:
         with pytest.raises(ImageTooLargeError):
-            clf.predict(str(big_folder / "red.png"))
-        streamed = list(clf.predict_stream(big_folder))  # skipped with a warning (not strict): none classified
-        assert streamed == []
+            clf.predict(str(big_folder / "red.png"), on_error="raise")
+        streamed = list(clf.predict_stream(big_folder))  # every image over the limit: one error item each
+        assert streamed and all(p.error is not None and p.error.kind == "too_large" for p in streamed)
 
 
 # -- queued items hold their model input, not their frame ------------------------------------------------
