@@ -1,5 +1,5 @@
-"""The broker goes away under a live run and comes back: a real `erudite-edge run` process classifying a real
-RTSP stream (15 fps) publishes to a real mosquitto, which is stopped for 20 s and started again on the same
+"""The broker goes away under a live run and comes back: a real `erudite-edge run` process classifying a live
+synthetic camera (`testsrc://15`, frames at 15 fps) publishes to a real mosquitto, which is stopped for 20 s and started again on the same
 port. A subscriber with a persistent session checks that every result arrived at least once, in order, none
 lost (the spool had room). tools/mqtt_soak.py runs the same with the broker down for minutes."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mqtt_broker import Broker, Subscriber, needs_broker
 from onnx_fixtures import make_erudite_bundle
-from real_processes import CliRun, free_port, kill_left, needs_rtsp_server, start_rtsp_server
+from real_processes import CliRun, kill_left
 
 DOWN_S = 20.0
 
@@ -30,15 +30,12 @@ def first_arrivals(payloads: list[bytes]) -> list[int]:
 
 
 @needs_broker
-@needs_rtsp_server
 def test_broker_down_20s_under_a_live_run_nothing_lost_in_order(tmp_path: Path) -> None:
     bundle = make_erudite_bundle(tmp_path / "bundle").root
     spool = tmp_path / "spool"
     broker = Broker(tmp_path / "broker", users={"cam": "s3cret-pw", "checker": "checker-pw"}).start()
-    rtsp_port = free_port()
-    server = start_rtsp_server(rtsp_port, "--fps", "15")
     sub = Subscriber(broker.port, "site/cam/#", auth=("checker", "checker-pw"))
-    run = CliRun("run", f"rtsp://127.0.0.1:{rtsp_port}/live", "--bundle", str(bundle), "--reconnect", "forever",
+    run = CliRun("run", "testsrc://15", "--bundle", str(bundle),
                  "-o", f"mqtt://cam:s3cret-pw@127.0.0.1:{broker.port}/site/cam/{{stream}}", "--spool", str(spool))
     try:
         run.wait_for(lambda: len(sub.payloads()) >= 15, "results before the outage", timeout=60)
@@ -66,6 +63,6 @@ def test_broker_down_20s_under_a_live_run_nothing_lost_in_order(tmp_path: Path) 
         assert got == list(range(frames)), "lost or out of order"  # every result the run made, in order
         assert frames > DOWN_S * 15 and not left  # a SIGTERM with the broker up: the spool emptied
     finally:
-        kill_left(run.proc, server)
+        kill_left(run.proc)
         sub.close()
         broker.__exit__()
