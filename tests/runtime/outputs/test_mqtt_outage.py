@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mqtt_broker import Broker, Subscriber, needs_broker
 from onnx_fixtures import make_erudite_bundle
-from real_processes import CliRun, kill_left
+from real_processes import CliRun, free_port, kill_left
 
 DOWN_S = 20.0
 
@@ -66,3 +66,23 @@ def test_broker_down_20s_under_a_live_run_nothing_lost_in_order(tmp_path: Path) 
         kill_left(run.proc)
         sub.close()
         broker.__exit__()
+
+
+def test_sigterm_while_the_broker_is_away_keeps_every_result_in_the_spool(tmp_path: Path) -> None:
+    """A live run stopped as systemd stops it while its broker is unreachable: exit 143, and every result it
+    classified is in the spool for the next run (which sends them first: test_mqtt.py)."""
+    bundle = make_erudite_bundle(tmp_path / "bundle").root
+    spool = tmp_path / "spool"
+    run = CliRun("run", "testsrc://30", "--bundle", str(bundle), "-o", f"mqtt://127.0.0.1:{free_port()}/t",
+                 "--spool", str(spool))
+    try:
+        run.wait_for(lambda: len(list(spool.glob("*.msg"))) >= 10, "results spooled", timeout=60)
+        assert run.stop() == 143
+    finally:
+        kill_left(run.proc)
+    found = re.search(r"frames classified\D+(\d+)", run.stderr)
+    assert found, run.stderr
+    seqs = sorted(json.loads(p.read_bytes().partition(b"\n")[2])["seq"] for p in spool.glob("*.msg"))
+    assert seqs == list(range(int(found.group(1))))
+    assert f"{len(seqs)} result(s) not acknowledged by the broker stay in" in run.stderr
+    assert not list(spool.glob("*.tmp"))
