@@ -48,6 +48,7 @@ from erudite_edge.sources.base import Item
 SCHEMES = {"mqtt": 1883, "mqtts": 8883}
 MESSAGE_FIELDS = ("message_id", "model_sha256")  # after the record's own (schema.JSONL_FIELDS)
 STATUS_ONLINE, STATUS_OFFLINE = "online", "offline"
+BARRIER_S = 10.0  # the longest new messages wait after a reconnect for the resent ones' acknowledgements
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
@@ -200,6 +201,10 @@ class MqttSink(Sink):
         self._acked: deque[int] = deque()  # mids from on_publish (the network thread), handled by the drain thread
         self._inflight: dict[int, int] = {}  # mid -> spool number
         self._connected = False
+        # after a reconnect paho sends what was in flight again, but only after on_connect: new messages wait
+        # until those are acknowledged (or BARRIER_S pass), so that they cannot overtake them
+        self._barrier: set[int] = set()
+        self._barrier_until = 0.0
         self._answered = threading.Event()  # the first CONNACK (or a refusal) came
         self._refused = ""  # the broker's reason when it refused the connection
         self._stopping = threading.Event()
@@ -294,6 +299,8 @@ class MqttSink(Sink):
             client.publish(self.target.status_topic, STATUS_ONLINE, qos=1, retain=True)
             with self._lock:
                 self._connected = True
+                self._barrier = set(self._inflight)  # what paho sends again once this callback returns
+                self._barrier_until = time.monotonic() + BARRIER_S
                 self._lock.notify_all()
             self._answered.set()
         except Exception as e:  # noqa: BLE001 - a callback must not stop the loop
@@ -366,12 +373,17 @@ class MqttSink(Sink):
                 time.sleep(0.5)
 
     def _can_send(self, taken: int = 0) -> bool:
-        return self._connected and len(self._inflight) + taken < self.options.inflight and self.spool.unsent() > 0
+        if self._barrier and time.monotonic() > self._barrier_until:
+            self._barrier.clear()
+        return (self._connected and not self._barrier and len(self._inflight) + taken < self.options.inflight
+                and self.spool.unsent() > 0)
 
     def _settle_acks(self) -> None:
         """(Holding the lock.) The acknowledged messages leave the spool."""
         while self._acked:
-            n = self._inflight.pop(self._acked.popleft(), None)
+            mid = self._acked.popleft()
+            self._barrier.discard(mid)
+            n = self._inflight.pop(mid, None)
             if n is not None:
                 self.spool.remove(n)
                 self.published += 1

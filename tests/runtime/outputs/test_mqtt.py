@@ -213,12 +213,13 @@ def test_spool_full_warns_once_and_counts_at_the_end(tmp_path: Path, setup, caps
 
 @needs_broker
 def test_a_failing_callback_does_not_stop_the_network_loop(tmp_path: Path) -> None:
-    """The first acknowledgement's handler raises: reported once, the loop goes on, every message arrives
-    and leaves the spool."""
+    """The first acknowledgement's handler raises and paho lets it out of its loop (suppress_exceptions off, as
+    a paho bug would): the supervisor reports it once and starts the loop again; every message arrives, in
+    order, and leaves the spool."""
     with Broker(tmp_path / "broker") as broker:
         sub = Subscriber(broker.port, "t")
         warnings: list[str] = []
-        sink = MqttSink(parse_mqtt_uri(f"mqtt://127.0.0.1:{broker.port}/t"), MqttOptions(spool=tmp_path / "spool", drain_timeout_s=1),
+        sink = MqttSink(parse_mqtt_uri(f"mqtt://127.0.0.1:{broker.port}/t"), MqttOptions(spool=tmp_path / "spool"),
                         "abc", warn=warnings.append)
         original = sink._on_publish
         calls = [0]
@@ -229,14 +230,17 @@ def test_a_failing_callback_does_not_stop_the_network_loop(tmp_path: Path) -> No
                 raise RuntimeError("boom in a callback")
             original(*args)
 
+        sink._client.suppress_exceptions = False
         sink._client.on_publish = flaky
         try:
             for i in range(20):
                 sink.write(Result(i, f"f{i}", [ClassScore(1, 0, "red", "colors", 0.9)], seq=i), None)  # type: ignore[arg-type]
                 time.sleep(0.01)
             assert wait_until(lambda: len(sub.payloads("t")) >= 20)
-            assert [json.loads(p)["seq"] for p in sub.payloads("t")] == list(range(20))
+            seqs = [json.loads(p)["seq"] for p in sub.payloads("t")]
+            assert list(dict.fromkeys(seqs)) == list(range(20))  # first arrivals in order; resent ones may repeat
         finally:
             sink.commit()
             sub.close()
-        assert sink._network.is_alive() is False and sink.published >= 19
+        assert sum("network loop failed" in w and "boom in a callback" in w for w in warnings) == 1, warnings
+        assert sink.published == 20 and not list((tmp_path / "spool").glob("*.msg"))
