@@ -40,6 +40,17 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def spool_mb(folder: Path) -> float:
+    """The spooled messages' size; files the drain removes while this looks are skipped."""
+    total = 0
+    for p in folder.glob("*.msg"):
+        try:
+            total += p.stat().st_size
+        except FileNotFoundError:
+            pass
+    return total / 2**20
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--down", type=float, default=180.0, help="seconds the broker stays down, each outage")
@@ -70,7 +81,7 @@ def main() -> int:
         while time.monotonic() < end:
             if run.proc.poll() is not None:
                 raise SystemExit(f"the run ended early:\n{run.stderr}")
-            peak_spool = max(peak_spool, sum(p.stat().st_size for p in spool.glob("*.msg")) / 2**20)
+            peak_spool = max(peak_spool, spool_mb(spool))
             peak_rss = max(peak_rss, rss_mb(run.proc.pid))
             time.sleep(1.0)
 
