@@ -43,8 +43,9 @@ needs_broker = pytest.mark.skipif(
 
 
 def make_ca(folder: Path) -> dict[str, Path]:
-    """A throwaway CA and a server certificate for 127.0.0.1 signed by it (openssl); also a second CA that
-    signed nothing (to show a failed verification). {"ca", "server_cert", "server_key", "other_ca"}."""
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate signed by it (openssl); also a
+    second CA that signed nothing (to show a failed verification). {"ca", "server_cert", "server_key", "other_ca",
+    "client_cert", "client_key"}."""
     folder.mkdir(parents=True, exist_ok=True)
 
     def ssl(*args: str) -> None:
@@ -57,8 +58,12 @@ def make_ca(folder: Path) -> dict[str, Path]:
     (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
     ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
         "-extfile", "san.ext", "-out", "server.pem")
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=erudite test device", "-keyout", "client.key",
+        "-out", "client.csr")
+    ssl("x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+        "-out", "client.pem")
     return {"ca": folder / "ca.pem", "server_cert": folder / "server.pem", "server_key": folder / "server.key",
-            "other_ca": folder / "other_ca.pem"}
+            "other_ca": folder / "other_ca.pem", "client_cert": folder / "client.pem", "client_key": folder / "client.key"}
 
 
 def wait_port(port: int, timeout: float = 10.0) -> None:
@@ -75,13 +80,15 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
 
 class Broker:
     """mosquitto on 127.0.0.1: `port` (anonymous, or with `users` a password file) and, with `tls`, `tls_port`
-    (anonymous, certificates from make_ca: `certs`)."""
+    (anonymous, certificates from make_ca: `certs`) and `mtls_port` (a client certificate signed by the CA
+    required)."""
 
     def __init__(self, folder: Path, users: dict[str, str] | None = None, tls: bool = False):
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.tls_port = free_port() if tls else 0
+        self.mtls_port = free_port() if tls else 0
         self.certs = make_ca(folder / "certs") if tls else {}
         self.proc: subprocess.Popen | None = None
         lines = ["per_listener_settings true", "persistence true", f"persistence_location {folder}/",
@@ -99,8 +106,9 @@ class Broker:
             lines += ["allow_anonymous true"]
         if tls:
             c = self.certs
-            lines += [f"listener {self.tls_port} 127.0.0.1", "allow_anonymous true", f"cafile {c['ca']}",
-                      f"certfile {c['server_cert']}", f"keyfile {c['server_key']}"]
+            for port, extra in ((self.tls_port, []), (self.mtls_port, ["require_certificate true"])):
+                lines += [f"listener {port} 127.0.0.1", "allow_anonymous true", f"cafile {c['ca']}",
+                          f"certfile {c['server_cert']}", f"keyfile {c['server_key']}", *extra]
         self.conf = folder / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n")
 

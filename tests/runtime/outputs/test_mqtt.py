@@ -92,7 +92,7 @@ def test_refused_credentials_one_line_exit_2_before_the_model_loads(tmp_path: Pa
 
 
 @needs_broker
-def test_user_and_password_over_tls_with_a_throwaway_ca(tmp_path: Path, setup, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_tls_with_a_throwaway_ca_and_a_client_certificate(tmp_path: Path, setup, capsys) -> None:  # type: ignore[no-untyped-def]
     bundle, folder = setup
     broker = Broker(tmp_path / "broker", tls=True)
     with broker:
@@ -103,6 +103,16 @@ def test_user_and_password_over_tls_with_a_throwaway_ca(tmp_path: Path, setup, c
             assert rc == 0, err
             assert wait_until(lambda: len(sub.payloads("t")) >= N_IMAGES)
             assert [r["seq"] for r in records(sub, "t")] == list(range(N_IMAGES))
+        finally:
+            sub.close()
+        # a listener that wants a client certificate: --mqtt-cert / --mqtt-key
+        sub = Subscriber(broker.port, "m/#")
+        try:
+            rc, out, err = cli(capsys, "run", folder, "--bundle", bundle, "-o", f"mqtts://127.0.0.1:{broker.mtls_port}/m",
+                               "--mqtt-ca", broker.certs["ca"], "--mqtt-cert", broker.certs["client_cert"],
+                               "--mqtt-key", broker.certs["client_key"], "--spool", tmp_path / "spool")
+            assert rc == 0 and "cannot reach" not in err, err
+            assert wait_until(lambda: len(sub.payloads("m")) >= N_IMAGES)
         finally:
             sub.close()
         # a CA that did not sign the broker's certificate: one line, exit 2
