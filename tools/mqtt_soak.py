@@ -8,7 +8,7 @@ persistence, a password file), a persistent QoS 1 subscriber, and `erudite-edge 
 mqtt://soak:PASSWORD@127.0.0.1:PORT/soak/{stream} --spool DIR` as a child process; stops the broker
 (SIGTERM) for `--down` seconds, `--outages` times, with `--up` seconds between; then stops the run (SIGTERM,
 as systemd does) and checks what the subscriber got: every result the run classified arrived at least once,
-in order, none lost (unless the spool overflowed: then exactly the dropped count is missing, oldest first).
+in order, none lost (unless the spool overflowed: then at most the dropped count is missing).
 Prints the counts, the spool's peak size and the run's peak RSS; exit 0 when the check holds, 1 otherwise.
 Without --bundle a tiny nearest-colour bundle is made (tests/onnx_fixtures.py).
 """
@@ -113,8 +113,9 @@ def main() -> int:
     dropped = int(dropped_m.group(1)) if dropped_m else 0
     left = len(list(spool.glob("*.msg")))
     in_order = seqs == sorted(seqs)
-    # nothing lost: every result arrived, or (the spool overflowed) all but the dropped ones, counted
-    complete = seqs == list(range(frames)) if not dropped else len(seqs) + dropped == frames
+    # nothing lost: every result arrived, or (the spool overflowed) all but at most the dropped ones (a dropped
+    # one may still arrive: it was in flight, held by the client, when its file went)
+    complete = seqs == list(range(frames)) if not dropped else frames - dropped <= len(seqs) <= frames
     print(json.dumps({"exit": code, "frames": frames, "received": len(seqs), "duplicates": len(sub.payloads("soak/")) - len(seqs),
                       "dropped_from_full_spool": dropped, "left_in_spool": left, "in_order": in_order,
                       "none_lost": complete, "peak_spool_mb": round(peak_spool, 2), "peak_rss_mb": round(peak_rss, 1),
