@@ -36,6 +36,8 @@ try:
 except ImportError:  # pragma: no cover - the runtime dependency is installed by `make install`
     paho = None  # type: ignore[assignment]
 
+needs_paho = pytest.mark.skipif(paho is None, reason="paho-mqtt is not installed (pip install -e '.[mqtt]'; "
+                                "`make install` installs it)")
 needs_broker = pytest.mark.skipif(
     MOSQUITTO is None or MOSQUITTO_PASSWD is None or OPENSSL is None or paho is None,
     reason="mosquitto, mosquitto_passwd, openssl or paho-mqtt is not installed (Debian: apt-get install mosquitto "

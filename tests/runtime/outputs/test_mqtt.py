@@ -18,7 +18,7 @@ from erudite_edge.outputs.mqtt import MqttOptions, MqttSink, parse_mqtt_uri, str
 from erudite_edge.outputs.results import Result
 from erudite_edge.outputs.schema import JSONL_FIELDS
 from erudite_edge.outputs.spool import Spool
-from mqtt_broker import Broker, Subscriber, needs_broker
+from mqtt_broker import Broker, Subscriber, needs_broker, needs_paho
 from onnx_fixtures import COLORS, make_erudite_bundle, solid_image, write_image
 from real_processes import free_port
 from trained_model import cli, one_error_line
@@ -210,6 +210,7 @@ def test_spool_bound_drops_the_oldest_and_counts_them(tmp_path: Path) -> None:
     again.close()
 
 
+@needs_paho
 def test_spool_full_warns_once_and_counts_at_the_end(tmp_path: Path, setup, capsys) -> None:  # type: ignore[no-untyped-def]
     bundle, folder = setup
     port = free_port()  # nobody listens: everything stays in the spool

@@ -10,7 +10,7 @@ import re
 import time
 from pathlib import Path
 
-from mqtt_broker import Broker, Subscriber, needs_broker
+from mqtt_broker import Broker, Subscriber, needs_broker, needs_paho
 from onnx_fixtures import make_erudite_bundle
 from real_processes import CliRun, free_port, kill_left
 
@@ -68,6 +68,7 @@ def test_broker_down_20s_under_a_live_run_nothing_lost_in_order(tmp_path: Path) 
         broker.__exit__()
 
 
+@needs_paho
 def test_sigterm_while_the_broker_is_away_keeps_every_result_in_the_spool(tmp_path: Path) -> None:
     """A live run stopped as systemd stops it while its broker is unreachable: exit 143, and every result it
     classified is in the spool for the next run (which sends them first: test_mqtt.py)."""
