@@ -197,14 +197,12 @@ def _run(
     if keep is not None and rotate_mb is None:
         raise UsageError("--keep counts the files --rotate-mb makes; give --rotate-mb N too")
     rotation = None if rotate_mb is None else Rotation(rotate_mb, DEFAULT_KEEP if keep is None else keep)
-    mqtt_flags = (mqtt_qos, mqtt_ca, mqtt_cert, mqtt_key, spool, spool_max_mb)
-    mqtt_options = None
-    if output is not None and is_mqtt_uri(output):
-        parse_mqtt_uri(output)  # a malformed URI: one line before anything loads
-        mqtt_options = MqttOptions(qos=1 if mqtt_qos is None else mqtt_qos, ca=mqtt_ca, cert=mqtt_cert, key=mqtt_key,
-                                   spool=spool, spool_max_mb=100.0 if spool_max_mb is None else spool_max_mb)
-    elif any(f is not None for f in mqtt_flags) and not (output is not None and "://" in output):
-        raise UsageError("--mqtt-qos, --mqtt-ca/-cert/-key, --spool and --spool-max-mb are for -o mqtt://...")
+    mqtt_given = {k: v for k, v in dict(qos=mqtt_qos, ca=mqtt_ca, cert=mqtt_cert, key=mqtt_key, spool=spool,
+                                        spool_max_mb=spool_max_mb).items() if v is not None}
+    to_mqtt = output is not None and is_mqtt_uri(output)
+    if output is not None and to_mqtt:
+        parse_mqtt_uri(output)  # a malformed URI: one line before anything opens
+    mqtt_options = MqttOptions(**mqtt_given) if to_mqtt or mqtt_given else None  # open_output: for mqtt:// only
 
     crop_fn = fixed_boxes([parse_roi(r) for r in roi]) if roi else None
     if crops_from is not None:
