@@ -211,8 +211,8 @@ class MqttSink(Sink):
         self._closed = False
         self._dropped_seen = 0
         self._network_started = False  # refusals after the first connection are warnings, not errors
-        self._client = self._make_client()
         try:
+            self._client = self._make_client()
             self._first_connect()
         except BaseException:
             self.spool.close()
