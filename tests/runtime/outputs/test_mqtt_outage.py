@@ -1,7 +1,8 @@
 """The broker goes away under a live run and comes back: a real `erudite-edge run` process classifying a live
-synthetic camera (`testsrc://15`, frames at 15 fps) publishes to a real mosquitto, which is stopped for 20 s and started again on the same
-port. A subscriber with a persistent session checks that every result arrived at least once, in order, none
-lost (the spool had room). tools/mqtt_soak.py runs the same with the broker down for minutes."""
+synthetic camera (`testsrc://15`, frames at 15 fps) publishes to a real mosquitto, which is stopped for 20 s
+and started again on the same port. A subscriber with a persistent session checks that every result arrived at least once, in order, none
+lost (the spool had room). tools/mqtt_soak.py runs the same with the broker down for minutes. And a run
+stopped (SIGTERM, SIGKILL) while the broker is away leaves every result in the spool."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import re
 import time
 from pathlib import Path
 
+import pytest
+
+from erudite_edge.outputs.spool import Spool
 from mqtt_broker import Broker, Subscriber, needs_broker, needs_paho
 from onnx_fixtures import make_erudite_bundle
 from real_processes import CliRun, free_port, kill_left
@@ -69,21 +73,30 @@ def test_broker_down_20s_under_a_live_run_nothing_lost_in_order(tmp_path: Path) 
 
 
 @needs_paho
-def test_sigterm_while_the_broker_is_away_keeps_every_result_in_the_spool(tmp_path: Path) -> None:
-    """A live run stopped as systemd stops it while its broker is unreachable: exit 143, and every result it
-    classified is in the spool for the next run (which sends them first: test_mqtt.py)."""
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_stopped_while_the_broker_is_away_every_result_stays_in_the_spool(tmp_path: Path, how: str) -> None:
+    """A live run stopped while its broker is unreachable: as systemd stops it (SIGTERM: exit 143, one line
+    says how many stay) or killed outright (SIGKILL): every result it made is a whole file in the spool, in
+    order, for the next run (which sends them first: test_mqtt.py); a half-written one is not left behind."""
     bundle = make_erudite_bundle(tmp_path / "bundle").root
     spool = tmp_path / "spool"
     run = CliRun("run", "testsrc://30", "--bundle", str(bundle), "-o", f"mqtt://127.0.0.1:{free_port()}/t",
                  "--spool", str(spool))
     try:
         run.wait_for(lambda: len(list(spool.glob("*.msg"))) >= 10, "results spooled", timeout=60)
-        assert run.stop() == 143
+        if how == "SIGTERM":
+            assert run.stop() == 143
+        else:
+            run.proc.kill()
+            run.proc.wait(timeout=30)
     finally:
         kill_left(run.proc)
-    found = re.search(r"frames classified\D+(\d+)", run.stderr)
-    assert found, run.stderr
     seqs = sorted(json.loads(p.read_bytes().partition(b"\n")[2])["seq"] for p in spool.glob("*.msg"))
-    assert seqs == list(range(int(found.group(1))))
-    assert f"{len(seqs)} result(s) not acknowledged by the broker stay in" in run.stderr
-    assert not list(spool.glob("*.tmp"))
+    assert seqs == list(range(len(seqs)))
+    if how == "SIGTERM":
+        found = re.search(r"frames classified\D+(\d+)", run.stderr)
+        assert found and int(found.group(1)) == len(seqs), run.stderr
+        assert f"{len(seqs)} result(s) not acknowledged by the broker stay in" in run.stderr
+    again = Spool(spool, 10**9)  # what the next run finds
+    again.close()
+    assert again.recovered == len(seqs) and not list(spool.glob("*.tmp"))
