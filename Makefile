@@ -14,7 +14,7 @@ $(PY):
 
 $(STAMP): $(PY) pyproject.toml
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[train,dev,demo,serve]'
+	$(PIP) install -q -e '.[train,dev,demo,serve,mqtt]'
 	# The stubs declare a dependency on tensorrt itself, whose wheels cannot be fetched here: stubs only.
 	$(PIP) install -q --no-deps 'tensorrt-stubs==10.13.0.35.1'
 	touch $(STAMP)
@@ -35,17 +35,18 @@ typecheck: $(STAMP) $(TRT_STUBS)
 # driven from the system Python's PyGObject). Installed where we are root with apt-get; elsewhere those
 # tests skip and say why.
 # plugins-bad/-ugly: the H.264 encoders and decoder the `--save rtp/rtsp` tests run (openh264, x264enc);
-# gstreamer1.0-rtsp: rtspclientsink.
+# gstreamer1.0-rtsp: rtspclientsink. mosquitto (+ -clients: mosquitto_passwd) and openssl: the real MQTT broker
+# of the `-o mqtt://` tests (tests/mqtt_broker.py), on a free port of 127.0.0.1 with a throwaway CA.
 SYSTEM_DEPS := python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
-	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-rtsp
+	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-rtsp mosquitto mosquitto-clients openssl
 SYSTEM_STAMP := $(VENV)/.system-deps
 
-$(SYSTEM_STAMP): | $(PY)
+$(SYSTEM_STAMP): Makefile | $(PY)
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  dpkg -s $(SYSTEM_DEPS) >/dev/null 2>&1 || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_DEPS) >/dev/null; } || \
-	  echo "warning: could not install $(SYSTEM_DEPS); the RTSP server tests will skip"; \
-	else echo "note: not root or no apt-get: the RTSP server tests skip unless $(SYSTEM_DEPS) are installed"; fi
+	  echo "warning: could not install $(SYSTEM_DEPS); the RTSP server and MQTT broker tests will skip"; \
+	else echo "note: not root or no apt-get: the RTSP server and MQTT broker tests skip unless $(SYSTEM_DEPS) are installed"; fi
 	touch $@
 
 # ruff (version pinned in pyproject's dev extra, rules in [tool.ruff]) on the whole tree; import-linter's

@@ -42,8 +42,20 @@ def run_command(
     batch: int = typer.Option(8, min=1, help="Images per inference batch (files; a camera or stream gives the model "
                               "its newest frame, one at a time)."),
     topk: int = typer.Option(5, min=1, help="Predictions per image."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="FILE.jsonl or FILE.csv (default: JSON lines on stdout): "
-                                  "appended per result and fsynced every second; an existing file needs --append or --overwrite."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="FILE.jsonl or FILE.csv (default: JSON lines on stdout): "
+                                  "appended per result and fsynced every second; an existing file needs --append or --overwrite. "
+                                  "Or mqtt://[USER:PASSWORD@]HOST[:PORT]/TOPIC (mqtts:// for TLS): each result to an MQTT "
+                                  "broker, spooled on disk until acknowledged; TOPIC may hold {stream}."),
+    mqtt_qos: Optional[int] = typer.Option(None, "--mqtt-qos", help="-o mqtt://: QoS 0, 1 (default: at least once) or 2."),
+    mqtt_ca: Optional[Path] = typer.Option(None, "--mqtt-ca", help="-o mqtts://: the CA certificate (PEM) that signed "
+                                           "the broker's (default: the system's CAs)."),
+    mqtt_cert: Optional[Path] = typer.Option(None, "--mqtt-cert", help="-o mqtts://: this device's client certificate (PEM)."),
+    mqtt_key: Optional[Path] = typer.Option(None, "--mqtt-key", help="-o mqtts://: the key of --mqtt-cert (PEM)."),
+    spool: Optional[Path] = typer.Option(None, "--spool", help="-o mqtt://: the folder where results wait for the "
+                                         "broker's acknowledgement (kept across runs; default under "
+                                         "$XDG_STATE_HOME/erudite-edge/mqtt-spool)."),
+    spool_max_mb: Optional[float] = typer.Option(None, "--spool-max-mb", help="-o mqtt://: bound the spool (default "
+                                                 "100 MiB); beyond it the oldest results are dropped and counted."),
     save: Optional[str] = typer.Option(None, "--save", help="Annotated video (.mp4/.avi/...), a folder of annotated images, "
                                        "or an H.264 stream: rtp://HOST:PORT (RTP/UDP) or rtsp://HOST:PORT/PATH (pushed to an "
                                        "RTSP server such as MediaMTX)."),
@@ -136,7 +148,7 @@ def parse_reconnect(value: str) -> int | None:
 def _run(
     source: Optional[str], bundle: Optional[Path], zoo: Optional[Path], backend: str, checkpoint: Optional[Path],
     precision: str, batch: int,
-    topk: int, output: Optional[Path], save: Optional[str], display: bool, strict: bool, recursive: bool,
+    topk: int, output: Optional[str], save: Optional[str], display: bool, strict: bool, recursive: bool,
     camera: Optional[int], width: Optional[int], height: Optional[int], framerate: Optional[int],
     camera_format: Optional[str], reconnect: str,
     limit: Optional[int], threads: Optional[int], workers: Optional[int], overwrite: bool, append: bool,
@@ -144,6 +156,8 @@ def _run(
     roi: Optional[list[str]] = None, crops_from: Optional[Path] = None, dla_core: Optional[int] = None,
     rotate_mb: Optional[float] = None, keep: Optional[int] = None,
     max_memory: Optional[str] = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+    mqtt_qos: Optional[int] = None, mqtt_ca: Optional[Path] = None, mqtt_cert: Optional[Path] = None,
+    mqtt_key: Optional[Path] = None, spool: Optional[Path] = None, spool_max_mb: Optional[float] = None,
 ) -> None:
     from erudite_edge.api import Classifier
     from erudite_edge.backends.registry import RunnerOptions
@@ -153,6 +167,7 @@ def _run(
     from erudite_edge.inference.pipeline import RunOptions
     from erudite_edge.inference.resources import parse_size
     from erudite_edge.outputs.attention_maps import AttentionWriter
+    from erudite_edge.outputs.mqtt import MqttOptions, is_mqtt_uri, model_identity, parse_mqtt_uri
     from erudite_edge.outputs.open import open_output, open_save
     from erudite_edge.outputs.results import printable, render_summary, stderr_console
     from erudite_edge.outputs.rotation import DEFAULT_KEEP, Rotation
@@ -182,6 +197,12 @@ def _run(
     if keep is not None and rotate_mb is None:
         raise UsageError("--keep counts the files --rotate-mb makes; give --rotate-mb N too")
     rotation = None if rotate_mb is None else Rotation(rotate_mb, DEFAULT_KEEP if keep is None else keep)
+    mqtt_given = {k: v for k, v in dict(qos=mqtt_qos, ca=mqtt_ca, cert=mqtt_cert, key=mqtt_key, spool=spool,
+                                        spool_max_mb=spool_max_mb).items() if v is not None}
+    to_mqtt = output is not None and is_mqtt_uri(output)
+    if output is not None and to_mqtt:
+        parse_mqtt_uri(output)  # a malformed URI: one line before anything opens
+    mqtt_options = MqttOptions(**mqtt_given) if to_mqtt or mqtt_given else None  # open_output: for mqtt:// only
 
     crop_fn = fixed_boxes([parse_roi(r) for r in roi]) if roi else None
     if crops_from is not None:
@@ -241,7 +262,8 @@ def _run(
     try:
         sinks.append(open_output(output, answerer.topk, answerer.sub.datasets,
                                  mode="append" if append else "overwrite" if overwrite else "new",
-                                 boxes=crop_fn is not None, warn=warn, rotation=rotation))
+                                 boxes=crop_fn is not None, warn=warn, rotation=rotation, mqtt=mqtt_options,
+                                 model_sha256=model_identity(b) if mqtt_options is not None else ""))
         if save is not None:
             fps = src.fps or (30.0 if src.kind != "images" else STILLS_FPS)
             sinks.append(open_save(save, fps, overwrite, warn=warn))
