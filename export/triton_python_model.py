@@ -83,7 +83,9 @@ class TritonPythonModel:
 
     @staticmethod
     def _error(message: str) -> Any:
-        return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))
+        """A failed request: the client's input is wrong (HTTP 400, gRPC INVALID_ARGUMENT), not the server."""
+        return pb_utils.InferenceResponse(output_tensors=[],
+                                          error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG))
 
     def execute(self, requests: list[Any]) -> list[Any]:
         images: list[Any] = []
@@ -106,8 +108,11 @@ class TritonPythonModel:
             bad = [(j, p.error) for j, p in enumerate(mine) if p.error is not None]
             if bad:
                 j, err = bad[0]
+                # the message names the image by its place in the combined call ("bytes[7]: ..."): say which
+                # of this request's images instead
+                message = err.message.removeprefix(f"{mine[j].source}: ")
                 responses.append(self._error(f"image {j} of this request ({len(bad)} of {len(mine)} failed): "
-                                             f"{err.kind}: {err.message}"))
+                                             f"{err.kind}: {message}"))
             else:
                 responses.append(self._answer(mine))
         return responses

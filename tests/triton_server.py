@@ -85,8 +85,8 @@ class TritonServer:
         env.pop("VIRTUAL_ENV", None)
         cmd = [str(wheel / "bin" / "tritonserver"), f"--model-repository={self.repository}",
                f"--backend-directory={backends}", "--allow-gpu-metrics=false", "--allow-metrics=false",
-               f"--http-address=127.0.0.1", f"--http-port={self.http_port}",
-               f"--grpc-address=127.0.0.1", f"--grpc-port={self.grpc_port}", f"--metrics-port={self.metrics_port}",
+               "--http-address=127.0.0.1", f"--http-port={self.http_port}",
+               "--grpc-address=127.0.0.1", f"--grpc-port={self.grpc_port}", f"--metrics-port={self.metrics_port}",
                "--exit-timeout-secs=10", *self.extra]
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env,
