@@ -7,8 +7,10 @@ What it takes to run that binary outside its own launcher (measured, issue 28):
   `triton_python_backend_stub` beside it;
 - LD_LIBRARY_PATH with the wheel's `nvidia_pytriton.libs` and the environment interpreter's own shared
   libpython folder (the system's libpython3.11 may be older than the standard library it would run with);
-- the environment's bin first on PATH: the stub's embedded Python finds its prefix (and so numpy, OpenCV,
-  ONNX Runtime, erudite_edge) from the `python3` on PATH; PYTHONPATH does not reach it;
+- the model's Python environment: EXECUTION_ENV_PATH in its config.pbtxt naming .venv-triton (the stub
+  activates it; `export triton --kind classifier --execution-env`), which the tests use. Without it the
+  stub's embedded Python finds its prefix from the `python3` first on PATH (PYTHONPATH does not reach it)
+  and fails with "No module named 'numpy'" where that is not an environment with numpy < 2;
 - --allow-gpu-metrics=false (no GPU here), and clients closed before SIGTERM, else the server waits
   --exit-timeout-secs for their connections and exits 1.
 """
@@ -80,7 +82,6 @@ class TritonServer:
         env = dict(os.environ)
         libs = [str(_site(TRITON_ENV) / "nvidia_pytriton.libs"), _env_python_libdir(TRITON_ENV)]
         env["LD_LIBRARY_PATH"] = ":".join(libs + [p for p in [os.environ.get("LD_LIBRARY_PATH", "")] if p])
-        env["PATH"] = f"{TRITON_ENV / 'bin'}:{os.environ.get('PATH', '')}"
         env.pop("PYTHONPATH", None)
         env.pop("VIRTUAL_ENV", None)
         cmd = [str(wheel / "bin" / "tritonserver"), f"--model-repository={self.repository}",

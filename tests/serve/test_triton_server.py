@@ -3,7 +3,7 @@ nvidia-pytriton 0.7.0, Triton 2.51, from `make triton-env`'s .venv-triton) on 12
 and gRPC by tritonclient (tests/triton_client.py, run by that environment's Python).
 
 One server per module serves the repository that `erudite-edge export triton` wrote: the classifier model
-(--kind classifier, Python backend) and the ONNX Runtime entry (--kind graph), which this Triton build cannot
+(--kind classifier, Python backend, its EXECUTION_ENV_PATH naming .venv-triton) and the ONNX Runtime entry (--kind graph), which this Triton build cannot
 run (it has no onnxruntime backend library): --exit-on-error=false, and the test asserts that this is the
 only reason it is unavailable. Where the environment is missing these tests skip and say why.
 """
@@ -66,7 +66,7 @@ def export_repo(bundle: Bundle, repo: Path) -> None:
     from erudite_edge.cli.app import main
 
     assert main(["export", "triton", "--kind", "classifier", "--bundle", str(bundle.root), "--out", str(repo),
-                 "--max-batch", str(MAX_BATCH), "--topk", "3"]) == 0
+                 "--max-batch", str(MAX_BATCH), "--topk", "3", "--execution-env", str(TRITON_ENV)]) == 0
     assert main(["export", "triton", "--bundle", str(bundle.root), "--out", str(repo)]) == 0
 
 
