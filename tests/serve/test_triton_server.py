@@ -187,3 +187,29 @@ def test_sigterm_stops_it_cleanly(why_not: None, bundle: Bundle, images: list[Pa
     assert f"successfully unloaded '{MODEL}'" in log
     stubs = subprocess.run(["pgrep", "-f", re.escape(str(s.work / "backends"))], capture_output=True, text=True)
     assert stubs.stdout.strip() == "", "a Python-backend stub outlived the server"
+
+
+def readme_snippets() -> list[str]:
+    """README "Serving"'s HTTP and gRPC client snippets, as written."""
+    text = (TESTS.parent / "README.md").read_text(encoding="utf-8")
+    after = text[text.index("These two\nsnippets are run as written"):]
+    blocks = re.findall(r"```python\n(.*?)```", after, flags=re.S)[:2]
+    assert "tritonclient.http" in blocks[0] and "tritonclient.grpc" in blocks[1]
+    return blocks
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["http", "grpc"])
+def test_the_readme_client_snippets_run(server: TritonServer, bundle: Bundle, images: list[Path], tmp_path: Path,
+                                        which: int) -> None:
+    code = readme_snippets()[which]
+    code = code.replace("localhost:8000", server.http_url).replace("localhost:8001", server.grpc_url)
+    (tmp_path / "photo.jpg").write_bytes(images[3].read_bytes())
+    out = subprocess.run([str(TRITON_ENV / "bin" / "python"), "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    with Classifier(bundle, topk=3) as clf:  # the export's --topk
+        (p,) = clf.predict([images[3].read_bytes()])
+    lines = out.stdout.splitlines()
+    assert len(lines) == 3
+    dataset, label, score = lines[0].split()
+    assert (dataset, label) == (p.topk[0].dataset, p.topk[0].label) and abs(float(score) - p.confidence) <= TOL
