@@ -213,3 +213,30 @@ def test_the_readme_client_snippets_run(server: TritonServer, bundle: Bundle, im
     assert len(lines) == 3
     dataset, label, score = lines[0].split()
     assert (dataset, label) == (p.topk[0].dataset, p.topk[0].label) and abs(float(score) - p.confidence) <= TOL
+
+
+def test_bench_triton_against_the_in_process_classifier(server: TritonServer, bundle: Bundle, images: list[Path],
+                                                        tmp_path: Path) -> None:
+    """`bench --triton`: short windows (the timed goals live in benchmarks/results/triton.md); every timed request
+    is one the server counted, and the raw samples hold what the summary says."""
+    from benchmarks.raw import RawSamples
+    from erudite_edge.cli.app import main
+
+    out = tmp_path / "bench"
+    assert main(["bench", "--bundle", str(bundle.root), "--triton", server.http_url, "--model", MODEL,
+                 "--source", str(images[0].parent), "--concurrency", "1,4", "--rounds", "2", "--min-duration-s", "0.8",
+                 "--warmup-ms", "100", "--out", str(out)]) == 0
+    result = json.loads((out / "triton.json").read_text())
+    raw = RawSamples.read(out / "triton.json")
+    for name in ("in-process b1", "in-process b8", "triton c1", "triton c4"):
+        st = result["series"][name]
+        assert st["n"] == sum(len(r) for r in raw.series[name].round_latency_ms) > 0, name
+        assert st["p50_ms"] <= st["p90_ms"] <= st["p99_ms"]
+    for name in ("triton c1", "triton c4"):
+        srv = result["series"][name]["server"]
+        assert srv["requests"] == result["series"][name]["n"], srv  # the server's statistics saw exactly these
+        assert srv["compute_infer_ms"] > 0 and srv["queue_ms"] >= 0
+        assert sum(int(b) * n for b, n in srv["batches"].items()) == srv["requests"]
+    assert result["load"]["label"].startswith(("quiet", "under load"))
+    assert result["p50_gap_c1_ms"]["verdict"] in ("PASS", "FAIL", "UNDECIDED", "not judged: under load")
+    assert "| triton c4 |" in (out / "triton.md").read_text()
