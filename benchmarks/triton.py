@@ -115,6 +115,18 @@ def server_split(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any
     return out
 
 
+def settled_split(client: V2Client, model: str, before: dict[str, Any], sent: int, wait_s: float = 1.0) -> dict[str, Any]:
+    """server_split once the statistics hold every request the client was answered (Triton records an execution's
+    statistics after it sends the responses, so a reading right after the last answer can miss it)."""
+    deadline = time.perf_counter() + wait_s
+    while True:
+        split = server_split(before, client.stats(model))
+        executed = sum(int(b) * n for b, n in split["batches"].items())
+        if (split["requests"] >= sent and executed >= split["requests"]) or time.perf_counter() > deadline:
+            return split
+        time.sleep(0.005)
+
+
 def _served_window(opts: TritonBenchOptions, clients: list[V2Client], images: Sequence[bytes], seconds: float,
                    offset: int) -> tuple[list[float], float]:
     """`len(clients)` threads sending one image per request for `seconds`: every latency (ms) and the wall time."""
@@ -219,25 +231,26 @@ def run_triton_bench(opts: TritonBenchOptions, classifier: Any, images: Sequence
         c = int(name.split("c")[-1])
         before = stats_client.stats(opts.model)
         lat, wall = _served_window(opts, clients[c], images, seconds, r)
-        return lat, len(lat) / wall, server_split(before, stats_client.stats(opts.model))
+        return lat, len(lat) / wall, settled_split(stats_client, opts.model, before, len(lat))
 
     try:
         for name in names:  # warm-up
             window(name, opts.warmup_s, 0)
             series[name].samples.warmup_calls = 1
+        a = snapshot()  # the timed rounds' load, one record for all series (they were interleaved)
         for r in range(opts.rounds):
             for name in names:
-                a = snapshot()
                 lat, ips, split = window(name, opts.window_s, r)
                 s = series[name]
                 s.samples.round_latency_ms.append(lat)
                 s.samples.round_ips.append(ips)
                 s.samples.duration_s += opts.window_s
-                rec = LoadRecord.between(a, snapshot()).to_dict()
-                s.samples.load = rec if s.samples.load is None else s.samples.load
                 if split is not None:
                     s.server.append(split)
             log(f"round {r + 1}/{opts.rounds} done")
+        rec = LoadRecord.between(a, snapshot()).to_dict()
+        for s in series.values():
+            s.samples.load = rec
     finally:
         for cs in clients.values():
             for cl in cs:
@@ -245,41 +258,53 @@ def run_triton_bench(opts: TritonBenchOptions, classifier: Any, images: Sequence
         stats_client.close()
 
     raw = RawSamples("triton")
-    rows = {}
-    for name, s in series.items():
-        quantise(s.samples)
-        s.samples.latency_ms = [v for rr in s.samples.round_latency_ms for v in rr]
-        raw.series[name] = s.samples
-        st = summarize(s.samples, opts.batch if name == f"in-process b{opts.batch}" else 1).to_dict()
-        ci = percentile_ci(s.samples.round_latency_ms, 50)
+    for name, sr in series.items():
+        quantise(sr.samples)
+        raw.series[name] = sr.samples
+        if sr.server:
+            raw.values.setdefault("server", {})[name] = sr.server
+    settings = {"batch": opts.batch, "concurrency": list(opts.concurrency), "rounds": opts.rounds,
+                "window_s": opts.window_s, "warmup_s": opts.warmup_s}
+    result = {"kind": "triton", "url": opts.url, "model": opts.model, "images": len(images),
+              "backend": classifier.backend, "precision": classifier.precision, "settings": settings,
+              **derive(raw, settings)}
+    return result, raw
+
+
+def derive(raw: RawSamples, settings: dict[str, Any]) -> dict[str, Any]:
+    """Every figure the result publishes, from its raw samples (`python -m benchmarks.recompute` runs this again)."""
+    batch = int(settings.get("batch", 8))
+    rows: dict[str, Any] = {}
+    server = raw.values.get("server", {})
+    for name, samples in raw.series.items():
+        samples.latency_ms = [v for rr in samples.round_latency_ms for v in rr]
+        st = summarize(samples, batch if name == f"in-process b{batch}" else 1).to_dict()
+        ci = percentile_ci(samples.round_latency_ms, 50)
         st["p50_ci_ms"] = None if ci is None else [round(ci.lo, 4), round(ci.hi, 4)]
-        if s.server:
-            split: dict[str, Any] = {"requests": sum(x["requests"] for x in s.server)}
-            for key in [f"{st_}_ms" for st_ in ("success", *STAGES)]:
-                vals = [x[key] for x in s.server if x[key] is not None]
+        windows = server.get(name)
+        if windows:
+            split: dict[str, Any] = {"requests": sum(x["requests"] for x in windows)}
+            for key in [f"{stage}_ms" for stage in ("success", *STAGES)]:
+                vals = [x[key] for x in windows if x[key] is not None]
                 split[key] = round(statistics.fmean(vals), 4) if vals else None
             batches: dict[str, int] = {}
-            for x in s.server:
+            for x in windows:
                 for b, n in x["batches"].items():
                     batches[b] = batches.get(b, 0) + n
             split["batches"] = dict(sorted(batches.items(), key=lambda kv: int(kv[0])))
             st["server"] = split
-            raw.values.setdefault("server", {})[name] = s.server
         rows[name] = st
-    gap = p50_gap_ci(series["triton c1"].samples.round_latency_ms, series["in-process b1"].samples.round_latency_ms) \
-        if "triton c1" in series else None
     load = load_summary(raw.load_records())
-    result = {
-        "kind": "triton", "url": opts.url, "model": opts.model, "images": len(images), "rounds": opts.rounds,
-        "window_s": opts.window_s, "backend": classifier.backend, "precision": classifier.precision,
-        "series": rows, "load": load,
-        "p50_gap_c1_ms": None if gap is None else {
-            "value": round(rows["triton c1"]["p50_ms"] - rows["in-process b1"]["p50_ms"], 4),
-            "ci": [round(gap[0], 4), round(gap[1], 4)], "goal_ms": GOAL_P50_GAP_MS,
-            "verdict": ("not judged: under load" if not load["quiet"] else
-                        "PASS" if gap[1] <= GOAL_P50_GAP_MS else "FAIL" if gap[0] > GOAL_P50_GAP_MS else "UNDECIDED")},
-    }
-    return result, raw
+    out: dict[str, Any] = {"series": rows, "load": load, "p50_gap_c1_ms": None}
+    if "triton c1" in raw.series and "in-process b1" in raw.series:
+        gap = p50_gap_ci(raw.series["triton c1"].round_latency_ms, raw.series["in-process b1"].round_latency_ms)
+        if gap is not None:
+            out["p50_gap_c1_ms"] = {
+                "value": round(rows["triton c1"]["p50_ms"] - rows["in-process b1"]["p50_ms"], 4),
+                "ci": [round(gap[0], 4), round(gap[1], 4)], "goal_ms": GOAL_P50_GAP_MS,
+                "verdict": ("not judged: under load" if not load["quiet"] else "PASS" if gap[1] <= GOAL_P50_GAP_MS
+                            else "FAIL" if gap[0] > GOAL_P50_GAP_MS else "UNDECIDED")}
+    return out
 
 
 def markdown(result: dict[str, Any], command: str) -> str:
@@ -287,7 +312,8 @@ def markdown(result: dict[str, Any], command: str) -> str:
     lines = [f"# Triton classifier model against in-process Classifier ({result['load']['label']})", "",
              f"`{command}`", "",
              f"Model {result['model']} at {result['url']}; in-process: {result['backend']} {result['precision']}; "
-             f"{result['images']} images, {result['rounds']} rounds of {result['window_s']} s per series.", "",
+             f"{result['images']} images, {result['settings']['rounds']} rounds of {result['settings']['window_s']:.3f} s "
+             "per series (raw samples beside this file: `python -m benchmarks.recompute triton.json`).", "",
              "| series | n | p50 ms (95 % CI) | p90 ms | p99 ms | images/s | server: queue / input / infer / output ms "
              "| batches executed |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, st in rows.items():
