@@ -158,6 +158,7 @@ STUDIES = ("api_overhead", "int8_layouts", "live_frames", "meta_features_accurac
 RECOMPUTERS: dict[str, Callable[[dict[str, Any], RawSamples], list[Check]]] = {
     "bench": recompute_bench, "step_time": recompute_step_time,
     **{kind: study_recomputer(f"benchmarks.studies.{kind}") for kind in STUDIES},
+    "triton": study_recomputer("benchmarks.triton"),
 }
 
 
