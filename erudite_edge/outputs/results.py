@@ -40,6 +40,22 @@ def iso_utc(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1000):03d}Z"
 
 
+@dataclass(frozen=True)
+class StreamRef:
+    """Which source of the run a result came from (the record's `stream`, erudite_edge.outputs.schema):
+    its index among the run's sources and its URI as given, any password masked."""
+
+    index: int = 0
+    uri: str = ""
+
+    @classmethod
+    def of(cls, index: int, source: str) -> StreamRef:
+        return cls(index, redact(printable(source)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "uri": self.uri}
+
+
 @dataclass
 class Result:
     """What the model said about one image or frame."""
@@ -56,6 +72,7 @@ class Result:
     timings: dict[str, float] = field(default_factory=dict)  # decode_ms, preprocess_ms, inference_ms (its share)
     seq: int = 0  # its number among the results of its source in this run (erudite_edge.outputs.schema)
     run_id: str = field(default_factory=run_id)  # this process's (erudite_edge.outputs.schema.run_id)
+    stream: StreamRef = field(default_factory=StreamRef)  # the source it came from (index 0 for a run of one)
 
     @property
     def top(self) -> ClassScore:
@@ -72,7 +89,8 @@ class Result:
     def to_dict(self) -> dict[str, Any]:
         """The JSON lines record, keys in erudite_edge.outputs.schema.JSONL_FIELDS order."""
         name, raw = name_fields(self.name)
-        d: dict[str, Any] = {"record_version": RECORD_VERSION, "run_id": self.run_id, "seq": self.seq, "name": name}
+        d: dict[str, Any] = {"record_version": RECORD_VERSION, "run_id": self.run_id, "seq": self.seq,
+                             "stream": self.stream.to_dict(), "name": name}
         if raw:
             d["name_b64"] = raw
         d.update({
