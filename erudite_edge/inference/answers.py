@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections import deque
 from dataclasses import dataclass, replace
 
@@ -98,6 +99,12 @@ class Answerer:
         self.topk = max(1, min(int(topk), self.sub.num_classes))
         bounds = np.cumsum([0] + self.sub.sizes)
         self._bounds = bounds
+
+    def fresh(self) -> "Answerer":
+        """The same settings with no smoothing history: one per stream of a multi-stream run."""
+        new = copy.copy(self)
+        new._window = deque(maxlen=self.smooth)
+        return new
 
     @property
     def datasets(self) -> list[str] | None:

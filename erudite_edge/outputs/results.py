@@ -148,6 +148,39 @@ class Sink(abc.ABC):
 # Summary
 # ------------------------------------------------------------------------------------------------
 @dataclass
+class StreamStats:
+    """One stream of a multi-stream run, for the summary: what it gave, how fresh, what it lost."""
+
+    index: int
+    uri: str  # as given, any password masked
+    kind: str
+    live: bool
+    frames: int = 0
+    skipped: int = 0
+    dropped: int = 0  # live frames overwritten by a newer one before the batcher took them
+    reconnects: int = 0
+    losses: list[float] = field(default_factory=list)
+    frame_age_ms: list[float] = field(default_factory=list)  # the last RunSummary.AGE_WINDOW
+    wall_s: float = 0.0  # from the start of the run to this stream's end (or the run's)
+    end_reason: str = ""
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.wall_s if self.wall_s > 0 else 0.0
+
+    def age_percentile(self, q: float) -> float:
+        return float(np.percentile(self.frame_age_ms, q)) if self.frame_age_ms else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "uri": self.uri, "kind": self.kind, "live": self.live, "frames": self.frames,
+                "skipped": self.skipped, "fps": round(self.fps, 2), "wall_s": round(self.wall_s, 4),
+                "frame_age_ms": {"p50": round(self.age_percentile(50), 2), "p99": round(self.age_percentile(99), 2),
+                                 "n": len(self.frame_age_ms)},
+                "dropped": self.dropped, "losses": len(self.losses), "lost_s": round(sum(self.losses), 3),
+                "reconnects": self.reconnects, "end_reason": self.end_reason}
+
+
+@dataclass
 class RunSummary:
     source: str
     backend: str
@@ -172,6 +205,9 @@ class RunSummary:
     # stages (inference, and h2d / compute / d2h where the backend measures them), postprocess and output
     # per batch, divided by its images
     stage_samples: dict[str, list[float]] = field(default_factory=dict)
+    streams: list[StreamStats] = field(default_factory=list)  # a multi-stream run's, one per source, in order
+    batch_timeout_ms: float = 0.0  # a multi-stream run's
+    partial_batches: int = 0  # a multi-stream run's batches that left by the timeout, streams missing
 
     AGE_WINDOW = 100_000
     STAGES = ("decode", "preprocess", "h2d", "compute", "d2h", "inference", "postprocess", "output")
@@ -232,6 +268,8 @@ class RunSummary:
             "frame_age_ms": {"p50": round(self.age_percentile(50), 2), "p99": round(self.age_percentile(99), 2),
                              "n": len(self.frame_age_ms)},
             "losses": len(self.losses), "lost_s": round(sum(self.losses), 3), "reconnects": self.reconnects,
+            **({"streams": [st.to_dict() for st in self.streams], "batch_timeout_ms": round(self.batch_timeout_ms, 3),
+                "partial_batches": self.partial_batches} if self.streams else {}),
         }
 
 
@@ -282,6 +320,26 @@ def render_summary(summary: RunSummary, console: Any) -> None:
         table.add_row("ended", printable(summary.end_reason))
     for out in summary.outputs:
         table.add_row("output", out)
+    if summary.streams:
+        table.add_row("batch timeout", f"{summary.batch_timeout_ms:.1f} ms ({summary.partial_batches} partial "
+                      "batch(es) left by it)")
+    console.print(table)
+    if summary.streams:
+        render_streams(summary.streams, console)
+
+
+def render_streams(streams: list[StreamStats], console: Any) -> None:
+    """A multi-stream run's per-stream table: FPS, frame age p50 / p99, dropped frames, losses, reconnects."""
+    from rich.table import Table
+
+    table = Table(title="streams", show_header=True, header_style="bold", title_justify="left")
+    for col in ("#", "source", "frames", "FPS", "age p50 / p99 ms", "dropped", "losses", "reopen attempts", "ended"):
+        table.add_column(col, justify="left" if col in ("source", "ended") else "right")
+    for st in streams:
+        table.add_row(str(st.index), redact(printable(st.uri)), str(st.frames), f"{st.fps:.1f}",
+                      f"{st.age_percentile(50):.1f} / {st.age_percentile(99):.1f}", str(st.dropped),
+                      f"{len(st.losses)} ({sum(st.losses):.1f} s)", str(st.reconnects),
+                      printable(st.end_reason) or "-")
     console.print(table)
 
 
