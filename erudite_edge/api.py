@@ -44,8 +44,8 @@ from erudite_edge.core.image_header import DEFAULT_MAX_PIXELS
 from erudite_edge.core.preprocess import decode_image
 from erudite_edge.errors import BadImageError, UsageError
 from erudite_edge.inference.answers import Answerer, AnswerOptions
-from erudite_edge.inference.models import ZooModel, load_model
 from erudite_edge.inference.batcher import StreamOptions
+from erudite_edge.inference.models import ZooModel, load_model
 from erudite_edge.inference.multistream import MultiStreamPipeline
 from erudite_edge.inference.pipeline import Pipeline, RunOptions
 from erudite_edge.inference.resources import check_memory, fit_to_model
