@@ -329,18 +329,19 @@ def render_summary(summary: RunSummary, console: Any) -> None:
 
 
 def render_streams(streams: list[StreamStats], console: Any) -> None:
-    """A multi-stream run's per-stream table: FPS, frame age p50 / p99, dropped frames, losses, reconnects."""
-    from rich.table import Table
-
-    table = Table(title="streams", show_header=True, header_style="bold", title_justify="left")
-    for col in ("#", "source", "frames", "FPS", "age p50 / p99 ms", "dropped", "losses", "reopen attempts", "ended"):
-        table.add_column(col, justify="left" if col in ("source", "ended") else "right")
+    """A multi-stream run's lines, one per stream: FPS, frame age p50 / p99, dropped frames, losses, reopen
+    attempts, why it ended (lines rather than a table: URIs stay whole in a narrow terminal)."""
     for st in streams:
-        table.add_row(str(st.index), redact(printable(st.uri)), str(st.frames), f"{st.fps:.1f}",
-                      f"{st.age_percentile(50):.1f} / {st.age_percentile(99):.1f}", str(st.dropped),
-                      f"{len(st.losses)} ({sum(st.losses):.1f} s)", str(st.reconnects),
-                      printable(st.end_reason) or "-")
-    console.print(table)
+        line = (f"stream {st.index} {redact(printable(st.uri))}: {st.frames} frames, {st.fps:.1f} FPS, frame age "
+                f"p50 / p99 {st.age_percentile(50):.1f} / {st.age_percentile(99):.1f} ms")
+        if st.live:
+            line += (f", {st.dropped} dropped, {len(st.losses)} loss(es) ({sum(st.losses):.1f} s without frames), "
+                     f"{st.reconnects} reopen attempt(s)")
+        if st.skipped:
+            line += f", {st.skipped} skipped"
+        if st.end_reason:
+            line += f"; ended: {redact(printable(st.end_reason))}"
+        console.print(line, markup=False, highlight=False)
 
 
 def stderr_console() -> Any:
