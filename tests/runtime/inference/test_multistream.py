@@ -89,16 +89,18 @@ def test_slow_and_ended_streams_do_not_stall_the_others() -> None:
         for s in sources:
             s.stop()
     assert ended == [2] and batcher.open == [True, True, False]
-    assert got[2] == 3
-    assert got[0] >= 30, got  # ~45 at 30 fps; a batch that waited for the 2 fps camera would give ~3
+    assert 1 <= got[2] <= 3
+    # ~45 at 30 fps (fewer on a loaded machine: frames not taken in time are dropped); a batch that waited for
+    # the 2 fps camera would give ~3
+    assert got[0] >= 15, got
     assert 1 <= got[1] <= 5, got
     assert batcher.partial > 0
 
 
 def test_predict_streams_files_and_a_camera(erudite: Bundle, tmp_path: Path) -> None:
     """A testsrc camera, a video file and an image folder in one call: every result names its stream, each
-    stream numbers its results from 0 without gaps, files keep every frame, and a batch holds at most one
-    frame per stream."""
+    stream numbers its results from 0 without gaps, files keep every frame (the camera's frames not taken in
+    time are dropped and counted), and a batch holds at most one frame per stream."""
     video = write_video(tmp_path / "red.mp4", [COLORS["red"]] * 15)
     folder = _folder(tmp_path / "cyan", "cyan", 5)
     with Classifier(erudite, backend="onnxruntime", batch=8) as clf:
@@ -108,12 +110,15 @@ def test_predict_streams_files_and_a_camera(erudite: Bundle, tmp_path: Path) -> 
     for p in preds:
         by[p.stream].append(p)
         assert 1 <= p.timings.batch <= 3
-    assert [len(by[i]) for i in range(3)] == [20, 15, 5]
+    assert [len(by[i]) for i in range(1, 3)] == [15, 5] and 1 <= len(by[0]) <= 20
     assert {p.label for p in by[0]} == {"blue"} and {p.label for p in by[1]} == {"red"}
     assert {p.label for p in by[2]} == {"cyan"}
     assert [p.index for p in by[1]] == list(range(15))
-    assert summary is not None and [s.frames for s in summary.streams] == [20, 15, 5]
-    assert summary.frames == 40 and summary.end_reason == "all 3 streams ended"
+    frames = [int(p.source.split(":")[1]) for p in by[0]]  # frame:N, in capture order
+    assert frames == sorted(frames)
+    assert summary is not None and [s.frames for s in summary.streams] == [len(by[0]), 15, 5]
+    assert summary.streams[0].frames + summary.streams[0].dropped == 20 and summary.streams[1].dropped == 0
+    assert summary.frames == len(preds) and summary.end_reason == "all 3 streams ended"
     assert summary.streams[0].live and not summary.streams[1].live
     d = summary.to_dict()
     assert [s["uri"] for s in d["streams"]] == ["testsrc://30?frames=20&colors=0000ff", str(video), str(folder)]
