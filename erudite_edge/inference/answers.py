@@ -100,10 +100,12 @@ class Answerer:
         bounds = np.cumsum([0] + self.sub.sizes)
         self._bounds = bounds
 
-    def fresh(self) -> "Answerer":
-        """The same settings with no smoothing history: one per stream of a multi-stream run."""
+    def fresh(self, smooth: int | None = None) -> "Answerer":
+        """The same settings with no smoothing history (one per stream of a multi-stream run); `smooth`, where
+        given, replaces the number of frames averaged (1: a stream of separate images)."""
         new = copy.copy(self)
-        new._window = deque(maxlen=self.smooth)
+        new.smooth = self.smooth if smooth is None else int(smooth)
+        new._window = deque(maxlen=new.smooth)
         return new
 
     @property

@@ -5,7 +5,7 @@ One reader thread per source (cameras and streams keep their newest frame, files
 parallel into the pipeline's input ring (erudite_edge.inference.batch_buffer) and goes through the model in
 one call. Each result carries its stream (erudite_edge.outputs.results.StreamRef) and its stream's `seq`, and
 goes to the run's sinks and to its stream's own (`--save` with `{stream}`). Each stream smooths (`--smooth`)
-on its own frames only.
+on its own frames only; streams of separate images (folders, globs) are not smoothed.
 
 A stream that ends (a file read to its end, a camera lost beyond `--reconnect`: the source says so, a
 reader that failed: one warning) is closed; the others go on; the run ends when every stream has ended, at
@@ -110,7 +110,9 @@ class MultiStreamPipeline:
             raise ValueError("stream_sinks: one list per source")
         every_sink = list(sinks) + [s for group in per for s in group]
         keep = any(getattr(s, "needs_image", False) for s in every_sink)
-        streams = [_Stream(i, src, self.answerer.fresh(), per[i]) for i, src in enumerate(sources)]
+        # --smooth averages a stream's consecutive frames; a folder's images are not frames of one scene
+        streams = [_Stream(i, src, self.answerer.fresh(1 if src.kind == "images" else None), per[i])
+                   for i, src in enumerate(sources)]
         timeout_s = self.options.timeout_s([src.fps for src in sources])
         summary = RunSummary(source=f"{len(sources)} streams", backend=getattr(self.model, "backend", "?"),
                              outputs=[s.describe() for s in every_sink], live=any(src.live for src in sources),

@@ -250,6 +250,9 @@ def _run(
     if smooth > 1 and src.kind == "images" and not many:
         warn("--smooth averages consecutive frames of a camera, stream or video; these are separate images: ignored")
         answer_options = answer_options.replace(smooth=1)
+    stills = [str(i) for i, s_ in enumerate(srcs) if s_.kind == "images"]
+    if smooth > 1 and many and stills:
+        warn(f"--smooth averages consecutive frames; stream(s) {', '.join(stills)} hold separate images: not smoothed")
     for s_, spec in zip(srcs, specs):
         ignored = int(getattr(s_, "ignored", 0))
         if ignored:

@@ -136,6 +136,21 @@ def test_smoothing_stays_within_its_stream(erudite: Bundle, tmp_path: Path) -> N
     assert min(p.confidence for p in preds) > 0.8
 
 
+def test_a_folder_stream_is_not_smoothed_and_limit_counts_all_streams(erudite: Bundle, tmp_path: Path) -> None:
+    """--smooth leaves a stream of separate images alone (a yellow image after red ones stays yellow), and
+    --limit counts the results of every stream together."""
+    folder = tmp_path / "imgs"
+    for i, c in enumerate(["red", "red", "red", "yellow"]):
+        write_image(folder / f"{i}_{c}.png", solid_image(COLORS[c]))
+    red = write_video(tmp_path / "red.mp4", [COLORS["red"]] * 6)
+    with Classifier(erudite, backend="onnxruntime", smooth=4) as clf:
+        preds = list(clf.predict_streams([folder, red]))
+        assert [p.label for p in preds if p.stream == 0] == ["red", "red", "red", "yellow"]
+        limited = list(clf.predict_streams([folder, red], limit=5))
+        assert len(limited) == 5 and {p.stream for p in limited} == {0, 1}
+        assert clf.last_summary is not None and clf.last_summary.end_reason == "--limit 5 reached"
+
+
 def test_predict_streams_wants_a_list(erudite: Bundle) -> None:
     with Classifier(erudite, backend="onnxruntime") as clf:
         with pytest.raises(UsageError, match="list of sources"):
