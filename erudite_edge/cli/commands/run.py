@@ -58,7 +58,8 @@ def run_command(
     save_attention: Optional[Path] = typer.Option(None, "--save-attention", help="Folder for one attention overlay PNG per input "
                                                   "(the 8 group masks over the image): --backend torch, or a bundle exported "
                                                   "--with-attention on ONNX Runtime."),
-    display: bool = typer.Option(False, "--display", help="Show annotated frames in a window (q or Esc stops)."),
+    display: bool = typer.Option(False, "--display", help="Show annotated frames in a window (q or Esc stops; "
+                                 "several sources: one tile per stream)."),
     strict: bool = typer.Option(False, "--strict", help="Stop (exit 1) at the first image that does not decode."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Look for images in subfolders too."),
     camera: Optional[int] = typer.Option(None, "--camera", help="V4L2 camera index (same as /dev/videoN)."),
@@ -167,6 +168,7 @@ def _run(
     from erudite_edge.outputs.open import open_output, open_save
     from erudite_edge.outputs.results import printable, render_summary, stderr_console
     from erudite_edge.outputs.rotation import DEFAULT_KEEP, Rotation
+    from erudite_edge.outputs.tiles import TiledDisplaySink
     from erudite_edge.outputs.video import STILLS_FPS, open_display
     from erudite_edge.sources.capture import quiet_video_logs
     from erudite_edge.sources.crops import CropSource, detection_boxes, fixed_boxes, parse_roi, read_detections
@@ -277,13 +279,10 @@ def _run(
                 fps = s_.fps or (30.0 if s_.kind != "images" else STILLS_FPS)
                 target = save.replace("{stream}", str(i)) if many else save
                 (stream_sinks[i] if many else sinks).append(open_save(target, fps, overwrite, warn=warn))
-        if display and many:
-            warn("--display shows one source; with several it is left out (no tiled view yet): use --save "
-                 "rtsp://HOST:PORT/cam{stream} to watch each stream")
-        elif display:
+        if display:
             window = open_display(warn)
-            if window is not None:
-                sinks.append(window)
+            if window is not None:  # several sources: one window, a tile per stream
+                sinks.append(TiledDisplaySink(window, len(srcs)) if many else window)
         classifier = Classifier(b, runner=runner_options, answers=answerer, options=run_options, announce=announce,
                                 warn=warn)
         if save_attention is not None:

@@ -72,11 +72,16 @@ def test_several_sources_usage_errors(erudite, tmp_path: Path, capsys) -> None:
     assert rc == 2 and "lists no source" in one_error_line(err)
 
 
-def test_display_with_several_sources_is_left_out_with_one_line(erudite, tmp_path: Path, capsys) -> None:
+def test_display_without_a_screen_is_one_warning_with_several_sources(erudite, tmp_path: Path, capsys,
+                                                                       monkeypatch) -> None:
+    """--display with several sources is one tiled window; where none can open (no DISPLAY here), one warning
+    and the run goes on."""
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     rc, _, err = cli(capsys, "run", "--bundle", erudite.root, "testsrc://30?frames=3", "testsrc://30?frames=3",
                      "--reconnect", "0", "--display", "-o", tmp_path / "o.jsonl")
     assert rc == 0, err
-    assert sum("--display shows one source" in line for line in err.splitlines()) == 1
+    assert sum("--display: no display" in line for line in err.splitlines()) == 1
     assert {r["stream"]["index"] for r in _records(tmp_path / "o.jsonl")} == {0, 1}
 
 
@@ -105,7 +110,7 @@ def test_rtsp_stream_dropped_mid_run_while_testsrc_goes_on(erudite, tmp_path: Pa
         rtsp_down, testsrc_down = count(0), count(1)
         time.sleep(2.0)
         assert count(1) >= testsrc_down + 10, "the testsrc stream stalled while the RTSP stream was down"
-        assert count(0) == rtsp_down
+        assert count(0) <= rtsp_down + 2  # at most the frames already read before the loss was noticed
         server = start_rtsp_server(port, "--auth", "viewer:s3cr3tpw")
         run.wait_for(lambda: count(0) >= rtsp_down + 5, "no RTSP results after the server came back", timeout=90)
         run.stop()
