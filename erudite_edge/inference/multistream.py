@@ -28,7 +28,7 @@ from erudite_edge.inference.answers import Answerer
 from erudite_edge.inference.batch_buffer import InputRing
 from erudite_edge.inference.batcher import StreamBatcher, StreamOptions
 from erudite_edge.inference.models import Model
-from erudite_edge.inference.pipeline import StopFlag, _signals_set, prepare
+from erudite_edge.inference.pipeline import StopFlag, prepare, signals_set
 from erudite_edge.inference.resources import decode_workers
 from erudite_edge.outputs.results import Result, RunSummary, Sink, StreamRef, StreamStats, printable
 from erudite_edge.sources.base import Item, Source, ready
@@ -137,7 +137,7 @@ class MultiStreamPipeline:
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="erudite-edge-prep")
         stop_reason = ""
         try:
-            with _signals_set(interrupt) if self.handle_signals else contextlib.nullcontext():
+            with signals_set(interrupt) if self.handle_signals else contextlib.nullcontext():
                 for group in batcher.batches():
                     self._process([(streams[i], item) for i, item in group], sinks, summary, stage, pool, keep)
                     if interrupt.is_set():

@@ -226,7 +226,7 @@ class StopFlag(threading.Event):
 
 
 @contextlib.contextmanager
-def _signals_set(flag: StopFlag) -> Iterator[None]:
+def signals_set(flag: StopFlag) -> Iterator[None]:
     """While running in the main thread, a first SIGINT/SIGTERM/SIGHUP only sets `flag` (the loop stops
     after the batch in hand, so outputs stay consistent); a second one raises KeyboardInterrupt at once."""
 
@@ -452,7 +452,7 @@ class Pipeline:
         feeder: Any = (_LiveFeeder(source, self.spec, interrupt, self.ring, keep) if live
                        else Prefetcher(source, self.spec, pool, depth, interrupt, self.ring, keep))
         try:
-            with _signals_set(interrupt) if self.handle_signals else contextlib.nullcontext():
+            with signals_set(interrupt) if self.handle_signals else contextlib.nullcontext():
                 if progress is not None:
                     progress.start()
                     bar = progress.add_task("classifying", total=source.length)
@@ -503,4 +503,4 @@ class Pipeline:
         return summary
 
 
-__all__ = ["Pipeline", "Prefetcher", "Prepared", "RunOptions", "prepare"]
+__all__ = ["Pipeline", "Prefetcher", "Prepared", "RunOptions", "StopFlag", "prepare", "signals_set"]
