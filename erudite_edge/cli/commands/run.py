@@ -266,6 +266,8 @@ def _run(
             answer_options = answer_options.replace(smooth=1)
     answerer = Answerer.from_options(b.labels, answer_options)
 
+    if batch_timeout_ms is not None and not many:
+        warn("--batch-timeout-ms batches several sources; with one it is ignored")
     announce = lambda msg: console.print(redact(msg), markup=False, highlight=False)  # noqa: E731
     sinks = []
     stream_sinks: list[list[Any]] = [[] for _ in srcs]

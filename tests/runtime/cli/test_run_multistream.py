@@ -66,6 +66,9 @@ def test_several_sources_usage_errors(erudite, tmp_path: Path, capsys) -> None:
         assert rc == 2, (extra, err)
         assert words in one_error_line(err), err
         assert not out.exists() and not (tmp_path / "all.mp4").exists()
+    rc, _, err = cli(capsys, "run", "--bundle", erudite.root, "testsrc://30?frames=2", "--reconnect", "0",
+                     "--batch-timeout-ms", "5", "-o", tmp_path / "one.jsonl")
+    assert rc == 0 and sum("--batch-timeout-ms batches several sources" in line for line in err.splitlines()) == 1
     empty = tmp_path / "empty.txt"
     empty.write_text("# nothing yet\n\n")
     rc, _, err = cli(capsys, "run", "--bundle", erudite.root, "--sources-file", empty)
