@@ -266,8 +266,9 @@ def test_records_follow_the_schema() -> None:
     d = r.to_dict()
     assert list(d) == [k for k in JSONL_FIELDS if k in d]
     assert set(JSONL_FIELDS) - set(d) <= OPTIONAL_FIELDS
-    assert csv_columns(1, ["warm"], boxes=True)[:8] == ["record_version", "run_id", "seq", "name", "box_x", "box_y",
-                                                       "box_w", "box_h"]
+    assert csv_columns(1, ["warm"], boxes=True)[:10] == ["record_version", "run_id", "seq", "stream", "stream_uri",
+                                                        "name", "box_x", "box_y", "box_w", "box_h"]
+    assert d["stream"] == {"index": 0, "uri": ""}
     assert csv_header(TOPK, DATASETS) == csv_columns(TOPK, DATASETS)
 
 
