@@ -10,6 +10,10 @@ import typer
 from erudite_edge.cli.interruptible import terminate_as_interrupt
 from erudite_edge.core.fileio import write_json_atomic
 from erudite_edge.errors import BackendUnavailable, UsageError
+from train.variants import VARIANTS  # the registry of variants (plain Python, no torch)
+
+# every variant of the registry, so the help cannot drift from what `--variant` takes
+VARIANT_HELP = " | ".join(VARIANTS) + " (default ours; README: Training options)"
 
 
 def _require_torch() -> None:
@@ -24,7 +28,7 @@ def train_command(
     recipe: Optional[str] = typer.Option(
         None, "--recipe", help="paper | released-code | PATH.yaml: a recipe of options (train/recipes/); --config and flags win over it."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file holding the same options (command-line values win)."),
-    variant: Optional[str] = typer.Option(None, help="baseline | baseline+ | baseline++ | ours | ours-pcgrad | single"),
+    variant: Optional[str] = typer.Option(None, help=VARIANT_HELP),
     backbone: Optional[str] = typer.Option(None, help="resnet50 (default) | resnet18 | resnet34 | resnet101 | mobilenet_v3_large | efficientnet_lite0 | tiny"),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="ImageNet weights for the backbone (default on)."),
     weights: Optional[str] = typer.Option(
@@ -33,7 +37,7 @@ def train_command(
     batch_per_dataset: Optional[int] = typer.Option(None, help="Images of each data set per batch (default 16)."),
     input_size: Optional[int] = typer.Option(None, help="Square input size (224 default; 448 is common in FGVC)."),
     embed_dim: Optional[int] = typer.Option(None, help="Width E of each dataset-specific projection (default 512)."),
-    gate: Optional[str] = typer.Option(None, help="channel (paper Eq. 4, default) | dense (released code)."),
+    gate: Optional[str] = typer.Option(None, help="channel (paper Eq. 4, default) | dense (released code; what Table 3 counts, --recipe paper)."),
     classifier: Optional[str] = typer.Option(None, help="mlp (released code's BN-Linear-BN-ELU-Linear, default) | linear."),
     hidden: Optional[int] = typer.Option(None, help="Hidden width of the mlp classifiers (512)."),
     lr: Optional[float] = typer.Option(None, help="Learning rate of new modules (0.1)."),
