@@ -61,6 +61,10 @@ def train_command(
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision on CUDA (default on)."),
     sync_bn: Optional[bool] = typer.Option(None, "--sync-bn/--no-sync-bn", help="SyncBatchNorm across GPUs (default on with several CUDA processes)."),
     steps_per_epoch: Optional[int] = typer.Option(None, help="Cap the steps of each epoch (smoke runs)."),
+    parts_epochs: Optional[str] = typer.Option(
+        None, "--parts-epochs", help="--variant single: epochs of its parts, e.g. coarse=2,faces=13. Parts not named take the "
+                                     "fair schedule: each data set's model sees at least as many images of it as the joint "
+                                     "run of --epochs does, the coarse model as many in total (written to RUN/config.yaml)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (checkpoints, history)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last complete checkpoint."),
     resume_from: Optional[str] = typer.Option(
@@ -74,7 +78,7 @@ def train_command(
 ) -> None:
     """Train an erudite model (or, with --variant single, the two-stage zoo) on several data sets jointly."""
     _require_torch()
-    from train.config import TrainConfig, load_recipe, load_yaml
+    from train.config import TrainConfig, load_recipe, load_yaml, parse_parts_epochs
     from train.entry import train
 
     values: dict[str, Any] = load_recipe(recipe) if recipe else {}
@@ -88,7 +92,8 @@ def train_command(
                  momentum=momentum, weight_decay=weight_decay, meta_alpha=meta_alpha, meta_features=meta_features,
                  head_bn_momentum=head_bn_momentum, crop_pad=crop_pad, select=select,
                  val_fraction=val_fraction, workers=workers, seed=seed, device=device,
-                 amp=amp, sync_bn=sync_bn, steps_per_epoch=steps_per_epoch, out=str(out) if out else None)
+                 amp=amp, sync_bn=sync_bn, steps_per_epoch=steps_per_epoch, out=str(out) if out else None,
+                 parts_epochs=parse_parts_epochs(parts_epochs) if parts_epochs is not None else None)
     values.update({k: v for k, v in given.items() if v is not None})
     if qat_calib_batches is not None:
         values["qat_calib_batches"] = qat_calib_batches
