@@ -130,7 +130,10 @@ def ratio_check(name: str, ref_right: np.ndarray, new_right: np.ndarray, goal: f
     if p_ref == 0:  # FP32 gets none right: no ratio to judge, INT8 cannot lose accuracy
         return Check(f"{name}: int8/fp32 accuracy", 1.0, 1.0, 1.0, goal, n, "met")
     d, lo, hi = paired_difference(*table)
-    ratio = (lambda x: 1 + x / p_ref)
+
+    def ratio(x: float) -> float:
+        return 1 + x / p_ref
+
     c = Check(f"{name}: int8/fp32 accuracy", ratio(d), ratio(lo), ratio(hi), goal, n, verdict_of(ratio(lo), ratio(hi), goal))
     if c.verdict == "undecided":
         def scaled(m: int) -> tuple[float, float]:

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_derive import _labelled, _loaded, _swapping_build
 
 from erudite_edge.core.bundle import Bundle
 from erudite_edge.core.compare import ParityError
 from export.derive import derive
 from export.goal_verdict import agreement_check, paired_difference, ratio_check, wilson
 from onnx_fixtures import make_erudite_bundle
-from test_derive import _labelled, _loaded, _swapping_build
 
 
 def _same(src, path: Path) -> None:  # noqa: ANN001

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from trained_model import cli
 from train.variants import VARIANTS
+from trained_model import cli
 
 
 def test_train_help_lists_every_variant_of_the_registry(capsys, monkeypatch):
