@@ -137,9 +137,7 @@ def ratio_check(name: str, ref_right: np.ndarray, new_right: np.ndarray, goal: f
     c = Check(f"{name}: int8/fp32 accuracy", ratio(d), ratio(lo), ratio(hi), goal, n, verdict_of(ratio(lo), ratio(hi), goal))
     if c.verdict == "undecided":
         def scaled(m: int) -> tuple[float, float]:
-            t = [round(x * m / n) for x in table]
-            t[3] = m - sum(t[:3])
-            _, a, b = paired_difference(*t)
+            _, a, b = paired_difference(*(round(x * m / n) for x in table))  # the same table, m images
             return ratio(a), ratio(b)
 
         c.images_needed = images_to_judge(ratio(d), goal, n, scaled)
