@@ -8,7 +8,8 @@ either figure by a point or more, so each is judged by a 95 % interval, not its 
   proportions near 1 and small n, where the Wald interval collapses to a point when every image agrees).
 - accuracy ratio: INT8 and FP32 are scored on the same images, so the two accuracies are paired; the
   interval is Newcombe's for a difference of paired proportions (Newcombe 1998, Stat Med 17:2635,
-  method 10: Wilson intervals of both accuracies combined with the phi correlation of the 2 x 2 table),
+  method 10: Wilson intervals of both accuracies combined with the continuity-corrected phi correlation of the
+  2 x 2 table),
   divided by FP32's accuracy: ratio - 1 = (acc_int8 - acc_fp32) / acc_fp32. The goal is relative to the
   FP32 model as measured, so its accuracy is taken as given; its own sampling error moves the ratio only
   to second order near 1. A paired bootstrap was the other candidate: it collapses to [1, 1] whenever no
@@ -49,7 +50,10 @@ def paired_difference(both: int, ref_only: int, new_only: int, neither: int, z: 
     l_ref, u_ref = wilson(both + ref_only, n, z)
     l_new, u_new = wilson(both + new_only, n, z)
     margins = (both + ref_only) * (new_only + neither) * (both + new_only) * (ref_only + neither)
-    phi = 0.0 if margins == 0 else (both * neither - ref_only * new_only) / math.sqrt(margins)
+    # phi with Newcombe's continuity correction where positive (ad - bc - n/2, floored at 0): uncorrected, a table
+    # with no flips and both accuracies at 0.5 gives phi = 1 and a zero-width interval from any number of images
+    cross = both * neither - ref_only * new_only
+    phi = 0.0 if margins == 0 else (max(cross - n / 2, 0) if cross > 0 else cross) / math.sqrt(margins)
     d = p_new - p_ref
     lower = d - math.sqrt(max(0.0, (p_new - l_new) ** 2 - 2 * phi * (p_new - l_new) * (u_ref - p_ref) + (u_ref - p_ref) ** 2))
     upper = d + math.sqrt(max(0.0, (u_new - p_new) ** 2 - 2 * phi * (u_new - p_new) * (p_ref - l_ref) + (p_ref - l_ref) ** 2))

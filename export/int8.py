@@ -526,9 +526,9 @@ def _first_line(e: BaseException) -> str:
 
 def tuning_inputs(
     bundle: Bundle, data: Sequence[str], calibration: Sequence[ImageRef], per_dataset: int, seed: int, log: Log | None
-) -> InputSet:
+) -> InputSet | None:
     """Labelled training images that did not calibrate: what the mixed-precision search decides on, so
-    that the test images the report gives stay held out."""
+    that the test images the report gives stay held out. None where calibration took every one."""
     used = {r.path for r in calibration}
     by_ds: dict[int, list[Any]] = {}
     for r in dataset_refs(list(data), "train", bundle.labels):
@@ -547,8 +547,7 @@ def tuning_inputs(
             ds_ids.append(r.dataset)
             local_ids.append(r.local)
     if not images:
-        raise UsageError("no training images are left over from calibration to tune mixed precision on; "
-                         "lower --calib-count")
+        return None
     return InputSet(to_batch(images, bundle.preprocess), "training images not used for calibration", True, 0,
                     np.asarray(ds_ids, dtype=np.int64), np.asarray(local_ids, dtype=np.int64))
 
@@ -659,7 +658,17 @@ def make_int8(bundle: Bundle, options: Int8Options, *, log: Log | None = None) -
     def _mixed_precision(src: Fp32Source, q: RoleQuantizer, work: Path, calib_refs: Sequence[ImageRef],
                          mixed: dict[str, Any], reports: dict[str, Any]) -> list[str]:
         if data:
-            tuning = tuning_inputs(bundle, data, calib_refs, tune_count, seed, log)
+            found_tuning = tuning_inputs(bundle, data, calib_refs, tune_count, seed, log)
+            if found_tuning is None:
+                if report is not None:
+                    raise UsageError("no training images are left over from calibration to measure the sensitivity on; "
+                                     "lower --calib-count")
+                # the test images still judge the goal (derive); there is nothing to steer the search with
+                log and log(f"warning: int8 {src.role}: calibration used every training image, none is left to tune mixed "
+                            "precision on (lower --calib-count for a search); the test images judge the fully quantized model")
+                mixed[src.role] = {"goal": goal.describe(), "kept_float": [], "nodes": [], "tuning_images": None}
+                return []
+            tuning = found_tuning
         elif opts.tuning_images is not None:
             tuning = check_inputs(bundle.preprocess, images=opts.tuning_images, count=max(eval_count, 1), log_fn=log)
         else:

@@ -32,6 +32,10 @@ def test_paired_interval_keeps_its_width_when_no_image_flips_and_narrows_with_mo
     d2, lo2, hi2 = paired_difference(170, 10, 2, 18)  # 10 lost, 2 gained: the new model is worse
     assert d2 == pytest.approx(-0.04) and lo2 < d2 < hi2 < 0  # wholly below 0: a real loss
     assert paired_difference(170, 2, 10, 18) == pytest.approx((-d2, -hi2, -lo2))  # swapping the models mirrors it
+    # half right, no flips, 8 images: the uncorrected phi (1) gave a zero-width interval, "met" from 8 images
+    _, lo8, hi8 = paired_difference(4, 0, 0, 4)
+    assert lo8 < -0.1 and hi8 > 0.1
+    assert ratio_check("b", np.array([True] * 4 + [False] * 4), np.array([True] * 4 + [False] * 4), 0.99).verdict == "undecided"
 
 
 def test_verdicts_and_how_many_images_would_decide():
