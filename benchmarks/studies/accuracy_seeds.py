@@ -52,7 +52,7 @@ def platform_record() -> dict[str, Any]:
         flags = set(f.group(2).split()) if f else set()
     except OSError:
         pass
-    onednn = re.search(r"oneDNN v([\w.]+)", torch.__config__.show())
+    onednn = re.search(r"(?:oneDNN|MKL-DNN) v([\w.]+)", torch.__config__.show())  # torch 2.14 still prints "MKL-DNN"
     return {
         "cpu_model": cpu_model or platform.processor() or None, "machine": platform.machine(),
         "isa_flags": sorted(flags & set(ISA_FLAGS)), "cpu_count": os.cpu_count(),

@@ -23,7 +23,7 @@ def test_study_trains_each_variant_per_seed_and_pairs_them(tmp_path):
     r = raw["ours.s1.json"]
     assert r["train_config"]["seed"] == 1 and r["train_config"]["backbone"] == "tiny" and set(r["top1"]) == {"a", "b"}
     p = r["platform"]
-    assert p["torch_threads"] == 1 and p["torch"] and "isa_flags" in p and "onednn" in p and p["deterministic_algorithms"] is False
+    assert p["torch_threads"] == 1 and p["torch"] and "isa_flags" in p and p["onednn"] and p["deterministic_algorithms"] is False
     assert raw["single.s0.json"]["train_config"]["parts_epochs"] is None  # the fair schedule (the run's config holds it)
     saved = json.loads((out / "summary.json").read_text())
     pair = saved["summary"]["paired"]["ours - single"]
