@@ -31,6 +31,10 @@ def test_quick_demo_end_to_end(tmp_path):
             assert summary["accuracy"][variant][name] > floor, (variant, name, summary["accuracy"][variant])
     # `erudite-edge run` on the held-out folder names the right data set for most images
     assert summary["heldout_images"] >= 20
+    # Single's fair schedule: every part at least the joint run's images (the quick plan's equal data sets: 1 epoch each)
+    schedule = summary["single_schedule"]
+    assert set(schedule) == {"coarse", "digits", "mnist", "faces"}
+    assert all(p["images"] >= p["joint_images"] and p["epochs"] == 1 and p["rule"] == "fair" for p in schedule.values())
     assert summary["heldout_right_dataset"] >= HELDOUT_RIGHT_DATASET_FLOOR, summary["heldout_right_dataset"]
     assert summary["heldout_top1"] <= summary["heldout_right_dataset"]
     bundle = json.loads((out / "bundles" / "erudite" / "bundle.json").read_text())
