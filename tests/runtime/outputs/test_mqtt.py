@@ -81,6 +81,28 @@ def test_each_result_is_its_record_with_message_id_and_model_sha256(tmp_path: Pa
 
 
 @needs_broker
+def test_stream_in_the_topic_one_topic_per_source_of_a_multi_stream_run(tmp_path: Path, setup, capsys) -> None:  # type: ignore[no-untyped-def]
+    bundle, folder = setup
+    other = tmp_path / "imgs2"
+    other.mkdir()
+    for i in range(3):
+        write_image(other / f"{i:02d}.png", solid_image(list(COLORS.values())[0]))
+    with Broker(tmp_path / "broker") as broker:
+        sub = Subscriber(broker.port, "site/#")
+        try:
+            rc, out, err = cli(capsys, "run", folder, other, "--bundle", bundle, "-o",
+                               f"mqtt://127.0.0.1:{broker.port}/site/cam{{stream}}", "--spool", tmp_path / "spool")
+            assert rc == 0, err
+            assert wait_until(lambda: len(sub.payloads("site/cam0")) >= N_IMAGES and len(sub.payloads("site/cam1")) >= 3)
+            for index, n in ((0, N_IMAGES), (1, 3)):
+                recs = records(sub, f"site/cam{index}")
+                assert [r["stream"]["index"] for r in recs] == [index] * n
+                assert [r["seq"] for r in recs] == list(range(n))  # seq counts per stream
+        finally:
+            sub.close()
+
+
+@needs_broker
 def test_refused_credentials_one_line_exit_2_before_the_model_loads(tmp_path: Path, setup, capsys) -> None:  # type: ignore[no-untyped-def]
     bundle, folder = setup
     (bundle / "model.onnx").write_bytes(b"not a model")  # loading it would fail: the broker's answer comes first
