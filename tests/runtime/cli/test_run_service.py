@@ -25,14 +25,6 @@ from onnx_fixtures import COLORS, DATASETS, solid_image, write_image, write_vide
 from real_processes import child_env
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    f = tmp_path_factory.mktemp("imgs")
-    for i, name in enumerate(["red", "cyan", "yellow", "blue"]):
-        write_image(f / f"{name}_{i}.png", solid_image(COLORS[name], noise=10, seed=i))
-    return f
-
-
 def _env() -> dict[str, str]:
     return child_env(headless=True)
 
