@@ -5,6 +5,7 @@ the file exists and left for the strict build to fail on when it does not."""
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 from types import ModuleType
@@ -47,3 +48,13 @@ def test_links_out_of_docs_are_carried_only_when_the_file_exists() -> None:
     assert hooks._outside_target("service.md", "../benchmarks/results/no_such_file.json") is None
     assert hooks._outside_target("service.md", "api.md") is None  # a page of the site: mkdocs' own check
     assert hooks._outside_target("service.md", "https://example.com/x") is None
+
+
+def test_readme_is_short_and_its_links_lead_somewhere() -> None:
+    """README.md stays a five-minute read (<= 200 lines) and every relative link in it names a file that exists
+    (anchors into docs/ pages are checked by the strict site build)."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 200
+    targets = [t for t in re.findall(r"\]\(([^)\s#]+)(?:#[^)\s]*)?\)", text) if "://" not in t]
+    assert any(t.startswith("docs/") for t in targets) and any(t.startswith("benchmarks/results/") for t in targets)
+    assert [t for t in targets if not (REPO / t).is_file()] == []
