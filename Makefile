@@ -1,20 +1,20 @@
 # make test: creates .venv (Python 3.11) when missing, installs the project with the extras the tests need,
-# runs the linters (ruff, import-linter's layering contracts), the type check of the TensorRT package and the
-# test suite. .ci/run calls exactly this.
+# runs the linters (ruff, import-linter's layering contracts), the type check of the TensorRT package, the
+# strict build of the documentation site and the test suite. .ci/run calls exactly this.
 PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo install typecheck lint cycles clean mutation triton-env
+.PHONY: test demo install typecheck lint docs cycles clean mutation triton-env
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(PY) pyproject.toml
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[train,dev,demo,serve,mqtt]'
+	$(PIP) install -q -e '.[train,dev,demo,serve,mqtt,docs]'
 	# The stubs declare a dependency on tensorrt itself, whose wheels cannot be fetched here: stubs only.
 	$(PIP) install -q --no-deps 'tensorrt-stubs==10.13.0.35.1'
 	touch $(STAMP)
@@ -73,11 +73,16 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
+# The documentation site (mkdocs.yml, docs/) into site/, strict: a broken link, a missing page or a docstring
+# mkdocstrings cannot read fails it. docs/hooks.py writes the CLI reference from the Typer app on every build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
 # The import circles of the whole tree (benchmarks/results/structure.md quotes this).
 cycles: $(STAMP)
 	$(PY) tools/import_cycles.py
 
-test: $(STAMP) $(SYSTEM_STAMP) $(TRITON_STAMP) lint typecheck
+test: $(STAMP) $(SYSTEM_STAMP) $(TRITON_STAMP) lint typecheck docs
 	$(VENV)/bin/python -m pytest tests
 
 # Mutation testing (cosmic-ray; not in CI: hours on 2 cores). MODULES= and MAX= narrow it, e.g.
@@ -90,4 +95,4 @@ demo: $(STAMP)
 	$(VENV)/bin/erudite-edge demo --out runs/demo
 
 clean:
-	rm -rf $(VENV) $(TRITON_VENV) build *.egg-info
+	rm -rf $(VENV) $(TRITON_VENV) build site *.egg-info

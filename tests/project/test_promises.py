@@ -1,6 +1,7 @@
-"""tests/promises.md (README's promises and the tests that hold them) cannot drift: every test it names
-exists (file, and function or class::method, read with `ast`, without importing or collecting anything), every
-README section it names is a heading of README.md, and every row names a test or says why none can hold it."""
+"""tests/promises.md (the promises of README.md and docs/, and the tests that hold them) cannot drift: every test
+it names exists (file, and function or class::method, read with `ast`, without importing or collecting
+anything), every `PAGE: section` it names is a heading of that page (README.md or a page under docs/), and
+every row names a test or says why none can hold it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from paths import REPO
 
 TABLE = REPO / "tests" / "promises.md"
 NODE = re.compile(r"`(tests/[^`:\s]+\.py)::([^`\s]+)`")
+SECTION = re.compile(r"^(README\.md|docs/[\w/.-]+\.md): (.+)$")
 
 
 def rows(text: str) -> list[tuple[str, str, str]]:
@@ -53,7 +55,7 @@ def missing_tests(text: str, root: Path) -> list[str]:
     return missing
 
 
-def readme_headings(readme: str) -> set[str]:
+def page_headings(readme: str) -> set[str]:
     return {m.group(1).strip() for m in re.finditer(r"^#{2,4} (.+)$", readme, re.MULTILINE)}
 
 
@@ -63,17 +65,40 @@ def test_every_test_named_in_the_table_exists() -> None:
     assert missing_tests(text, REPO) == []
 
 
-def test_every_section_is_a_readme_heading_and_every_row_is_held_or_says_why_not() -> None:
-    headings = readme_headings((REPO / "README.md").read_text(encoding="utf-8"))
-    for promise, section, tests in rows(TABLE.read_text(encoding="utf-8")):
-        assert section in headings, f"{promise!r}: README has no section {section!r}"
+def misplaced_sections(text: str, root: Path) -> list[str]:
+    """The `PAGE: section` cells of the table that name no page, or a section the page has no heading for."""
+    bad = []
+    for promise, cell, _ in rows(text):
+        where = SECTION.match(cell)
+        page = root / where.group(1) if where else None
+        if not (where and page and page.is_file()
+                and where.group(2) in page_headings(page.read_text(encoding="utf-8"))):
+            bad.append(f"{promise}: {cell}")
+    return bad
+
+
+def test_every_section_is_a_heading_of_its_page_and_every_row_is_held_or_says_why_not() -> None:
+    text = TABLE.read_text(encoding="utf-8")
+    assert misplaced_sections(text, REPO) == []
+    for promise, _, tests in rows(text):
         assert NODE.search(tests) or tests.startswith("untested:"), f"{promise!r}: no test named and no reason"
+
+
+def test_the_section_check_finds_a_moved_heading(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text("# x\n\n## Kept\n")
+    (tmp_path / "docs" / "page.md").write_text("# Page\n\n## Moved here\n")
+    table = ("| promise | page: section | test that holds it |\n| --- | --- | --- |\n"
+             "| a | README.md: Kept | untested: x |\n| b | docs/page.md: Moved here | untested: x |\n"
+             "| c | README.md: Moved here | untested: x |\n| d | docs/gone.md: Kept | untested: x |\n"
+             "| e | Kept | untested: x |\n")
+    assert misplaced_sections(table, tmp_path) == ["c: README.md: Moved here", "d: docs/gone.md: Kept", "e: Kept"]
 
 
 def test_the_check_finds_a_renamed_test_and_a_missing_file(tmp_path: Path) -> None:
     (tmp_path / "tests").mkdir()
     (tmp_path / "tests" / "test_x.py").write_text("def test_here():\n    pass\n\n\nclass TestC:\n    def test_m(self):\n        pass\n")
-    table = ("| promise | README section | test that holds it |\n| --- | --- | --- |\n"
+    table = ("| promise | page: section | test that holds it |\n| --- | --- | --- |\n"
              "| a | S | `tests/test_x.py::test_here[p1]`, `tests/test_x.py::TestC::test_m` |\n"
              "| b | S | `tests/test_x.py::test_gone` |\n"
              "| c | S | `tests/test_nowhere.py::test_here` |\n")

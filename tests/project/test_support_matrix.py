@@ -9,15 +9,14 @@ import pytest
 import tomllib
 from packaging.requirements import Requirement
 
-from paths import REPO
+from paths import REPO, doc_section
 
 ROOT = REPO
 DOCKERFILES = ["docker/Dockerfile.jetpack6", "docker/Dockerfile.x86"]
 
 
 def matrix() -> dict[str, dict[str, str]]:
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("### TensorRT support matrix"):]
+    section = doc_section("## TensorRT support matrix")  # docs/tensorrt.md
     rows = [ln for ln in section.splitlines() if ln.startswith("|")]
     header = [c.strip() for c in rows[0].strip("|").split("|")]
     table = {}

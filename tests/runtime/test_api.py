@@ -14,7 +14,7 @@ import pytest
 
 from erudite_edge.cli.app import main
 from onnx_fixtures import COLORS, make_erudite_bundle, solid_image, write_image, write_video
-from paths import REPO
+from paths import REPO, doc_section
 
 ROOT = REPO
 
@@ -160,9 +160,8 @@ def test_crops_from_bad_schema_names_the_line(bundle_dir: Path, tmp_path: Path, 
 
 
 def test_readme_api_example_runs(bundle_dir: Path, tmp_path: Path) -> None:
-    """The README's API section: its Python example, run as written against a real bundle and image."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Python API", 1)[1].split("\n## ", 1)[0]
+    """The docs' API section (docs/api.md): its Python example, run as written against a real bundle and image."""
+    section = doc_section("## Python API")
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)  # type: ignore[union-attr]
     write_image(tmp_path / "bird.jpg", solid_image(COLORS["yellow"], 64, 48))
     (tmp_path / "BUNDLE").symlink_to(bundle_dir)

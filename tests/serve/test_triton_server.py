@@ -24,7 +24,7 @@ from erudite_edge.api import Classifier
 from erudite_edge.core.bundle import Bundle
 from export.images import photo_variants, sample_photos
 from onnx_fixtures import make_erudite_bundle
-from paths import TESTS
+from paths import TESTS, doc_text
 from triton_server import TRITON_ENV, TritonServer, unavailable
 
 MODEL = "erudite_classifier"
@@ -195,8 +195,8 @@ def test_sigterm_stops_it_cleanly(why_not: None, bundle: Bundle, images: list[Pa
 
 
 def readme_snippets() -> list[str]:
-    """README "Serving"'s HTTP and gRPC client snippets, as written."""
-    text = (TESTS.parent / "README.md").read_text(encoding="utf-8")
+    """The HTTP and gRPC client snippets of "Serving" (docs/serving.md), as written."""
+    text = doc_text()
     after = text[text.index("These two\nsnippets are run as written"):]
     blocks = re.findall(r"```python\n(.*?)```", after, flags=re.S)[:2]
     assert "tritonclient.http" in blocks[0] and "tritonclient.grpc" in blocks[1]

@@ -30,7 +30,7 @@ from erudite_edge.outputs.results import Result
 from erudite_edge.outputs.schema import JSONL_FIELDS, OPTIONAL_FIELDS, RECORD_VERSION, csv_columns, run_id
 from erudite_edge.sources.base import Item
 from onnx_fixtures import write_bad_files
-from paths import REPO
+from paths import REPO, doc_section
 from real_processes import child_env
 
 # names a file system can hold: commas, quotes, a bare LF (CSV quotes it), non-ASCII, bytes that are not UTF-8
@@ -265,10 +265,9 @@ def test_records_follow_the_schema() -> None:
 
 
 def test_readme_lists_the_schema() -> None:
-    """README's Result records table: the JSONL keys in the schema's order, the version, the CSV columns."""
-    text = (REPO / "README.md").read_text()
-    section = text[text.index("### Result records"):]
-    section = section[: section.index("\n## ")]
+    """The docs' Result records table (docs/service.md): the JSONL keys in the schema's order, the version, the
+    CSV columns."""
+    section = doc_section("### Result records")
     keys = re.findall(r"^\| `([a-z_0-9]+)` \|", section, flags=re.M)
     assert tuple(keys) == JSONL_FIELDS
     assert f"version {RECORD_VERSION}" in section

@@ -26,7 +26,7 @@ from erudite_edge.outputs.result_log import AppendLog
 from erudite_edge.outputs.results import Result
 from erudite_edge.outputs.rotation import MIB, Rotation, rotated
 from erudite_edge.sources.base import Item
-from paths import REPO
+from paths import doc_text
 from real_processes import CliRun, child_env
 from trained_model import one_error_line
 
@@ -303,7 +303,7 @@ def test_logrotate_without_copytruncate_leaves_the_run_writing_the_renamed_file(
 
 
 def _readme_recipe() -> str:
-    text = (REPO / "README.md").read_text(encoding="utf-8")
+    text = doc_text()  # the recipe lives in docs/service.md
     start = text.index("```\n/var/lib/erudite/results.jsonl {")
     return text[start + 4: text.index("```", start + 4)]
 
