@@ -181,6 +181,10 @@ def prune_part(part: Part, example: torch.Tensor, opts: PruneOptions) -> int:
             plans.append((root, group[0].dep.handler, _pick(imp, channels - keep, groups)))
     for root, handler, idxs in plans:  # rank every group first, then cut: importance of the unpruned model
         graph.get_pruning_group(root, handler, idxs).prune()
+    trunk = getattr(part.graph, "backbone", None)
+    if isinstance(getattr(trunk, "out_channels", None), int):  # the trunk's stated width follows its last layer
+        with torch.no_grad():
+            trunk.out_channels = int(trunk(example).shape[1])  # type: ignore[union-attr,misc]
     return len(plans)
 
 
