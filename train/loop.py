@@ -168,6 +168,9 @@ class Trainer:
         self.model = build_model(self.model_config)
         if finetune is not None:
             self.model.load_state_dict(finetune.weights())
+        # 2:4 sparse layers (prune --sparsity) stay 2:4: their zeros are put back after every step
+        self.sparsity: dict[str, Any] | None = (source or finetune).meta.get("sparsity") if (source or finetune) is not None else None
+        self.sparse_masks = None
         trunk = self.model.coarse.backbone if isinstance(self.model, ZooModel) else self.model.backbone
         self.spec = PreprocessSpec.square(cfg.input_size, mean=tuple(trunk.pretrained_mean), std=tuple(trunk.pretrained_std))
         self.model.to(self.device)
@@ -238,13 +241,17 @@ class Trainer:
         self.start_epoch, self.best = 0, -1.0
         if source is not None:
             self._resume(source)
+        if self.sparsity:
+            from train.sparsity import Masks
+
+            self.sparse_masks = Masks(self.model, self.sparsity["layers"])
 
     def _finetune_source(self, source: str) -> Checkpoint:
         """--finetune: the pruned checkpoint, whose widths and weights this run starts from."""
         from train.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(source, warn=self._warn)
-        if not ckpt.model_config.pruned:
+        if not ckpt.model_config.pruned and not ckpt.meta.get("sparsity"):
             raise UsageError(f"--finetune {source}: not a pruned checkpoint (prune it first with `erudite-edge prune`)")
         mine = self.model_config.to_dict() | {"pretrained": False, "pruned": None}
         if ckpt.model_config.to_dict() | {"pretrained": False, "pruned": None} != mine:
@@ -369,6 +376,7 @@ class Trainer:
         save_checkpoint(
             self.out, tag, model, model_config=self.model_config, labels=self.labels, preprocess=self.spec,
             extra={"epoch": epoch, "metrics": metrics, "train_config": self.cfg.to_dict(),
+                   **({"sparsity": self.sparsity} if self.sparsity else {}),
                    "data": [{"name": s.name, "format": s.format, "root": str(s.root)} for s in self.splits], **extra},
             train_state=self._train_state(epoch) if with_state and self.qat is None else None,
         )
@@ -398,6 +406,8 @@ class Trainer:
                     x = x.contiguous(memory_format=torch.channels_last)
                 ids, joint, local = (batch[k].to(self.device, non_blocking=True) for k in ("dataset", "joint", "local"))
                 stats = self.step(x, ids, joint, local)
+                if self.sparse_masks is not None:
+                    self.sparse_masks.apply()
                 loss_sum += stats.loss * stats.count
                 correct += stats.correct
                 count += stats.count

@@ -44,12 +44,21 @@ MAX_RATIO = 0.95
 class PruneOptions:
     """What `erudite-edge prune` does (the CLI parses its flags into this)."""
 
-    ratio: float  # share of each prunable group's channels removed, in (0, MAX_RATIO]
+    ratio: float | None  # share of each prunable group's channels removed, in (0, MAX_RATIO]; None: no channel pruning
     importance: str = "l1"  # l1 | l2: weight magnitude of the whole coupled group
     round_to: int = 8
     min_channels: int = 16
+    sparsity: str | None = None  # "2:4": then the backbones' weights 2:4 sparse (train.sparsity); None: dense
 
     def check(self) -> None:
+        from train.sparsity import PATTERNS
+
+        if self.sparsity is not None and self.sparsity not in PATTERNS:
+            raise UsageError(f"--sparsity {self.sparsity}: {' or '.join(PATTERNS)} (or leave it out: dense weights)")
+        if self.ratio is None:
+            if self.sparsity is None:
+                raise UsageError("prune needs --ratio R (channels) or --sparsity 2:4 (weights), or both")
+            return
         if not 0 < self.ratio <= MAX_RATIO:
             raise UsageError(f"--ratio {self.ratio}: must be in (0, {MAX_RATIO}] (the share of channels removed)")
         if self.importance not in IMPORTANCES:
@@ -219,23 +228,30 @@ def prune_run(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], o
     if out.exists():
         raise UsageError(f"--out {out} already exists; choose a new run directory (prune never replaces one)")
     ckpt = load_checkpoint(checkpoint)
-    if ckpt.model_config.pruned:
-        raise UsageError(f"{checkpoint}: already pruned; prune the unpruned run again with a larger --ratio")
+    if ckpt.model_config.pruned or ckpt.meta.get("sparsity"):
+        raise UsageError(f"{checkpoint}: already pruned; prune the unpruned run again (with a larger --ratio)")
     try:
         model = ckpt.build_model()
     except ValueError as e:  # unknown variant or backbone: a layout this code does not know
         raise UsageError(f"{checkpoint}: cannot build its model ({e}); it is not a run of a layout this version knows") from e
     original = build_model(ckpt.model_config)
     before = _count(model)
-    groups = prune_model(model, tuple(ckpt.preprocess.input_size), opts)
-    cfg = ModelConfig.from_dict({**ckpt.model_config.to_dict(), "pruned": layer_shapes(model, original)})
-    summary = {"from": str(ckpt.path.parent if ckpt.verified else ckpt.path), "ratio": opts.ratio, "importance": opts.importance,
-               "round_to": opts.round_to, "min_channels": opts.min_channels, "groups_pruned": groups,
-               "params_before": before, "params_after": _count(model)}
+    groups = prune_model(model, tuple(ckpt.preprocess.input_size), opts) if opts.ratio is not None else 0
+    cfg = ModelConfig.from_dict({**ckpt.model_config.to_dict(), "pruned": layer_shapes(model, original) or None})
+    summary: dict[str, Any] = {
+        "from": str(ckpt.path.parent if ckpt.verified else ckpt.path), "ratio": opts.ratio, "importance": opts.importance,
+        "round_to": opts.round_to, "min_channels": opts.min_channels, "groups_pruned": groups,
+        "params_before": before, "params_after": _count(model)}
+    extra: dict[str, Any] = {}
+    if opts.sparsity is not None:
+        from train.sparsity import sparsify_2_4
+
+        extra["sparsity"] = {"pattern": opts.sparsity, "layers": sparsify_2_4(model)}
+        summary["sparse_layers"] = len(extra["sparsity"]["layers"])
     source_run = _run_dir_of(Path(checkpoint))
     with atomic_directory(out) as tmp:
         save_checkpoint(tmp, "last", model, model_config=cfg, labels=ckpt.labels, preprocess=ckpt.preprocess,
-                        extra={"epoch": ckpt.epoch, "metrics": {}, "pruned_from": summary}, keep_previous=False)
+                        extra={"epoch": ckpt.epoch, "metrics": {}, "pruned_from": summary, **extra}, keep_previous=False)
         copy_checkpoint(tmp, "last", "best")
         if source_run is not None:
             run = json.loads((source_run / "run.json").read_text())

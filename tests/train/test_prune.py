@@ -174,3 +174,62 @@ def test_an_existing_out_is_never_replaced(tmp_path, capsys):
     rc, _, err = cli(capsys, "prune", "--checkpoint", run, "--ratio", "0.5", "--out", out)
     assert rc == 2 and "already exists" in one_error_line(err)
     assert (out / "note.txt").read_text() == "mine" and len(list(out.iterdir())) == 1
+
+
+# -- 2:4 sparsity (NVIDIA ModelOpt) ---------------------------------------------------------------
+
+def test_is_2_4_reads_the_pattern_along_input_channels_at_each_kernel_position():
+    from train.sparsity import is_2_4
+
+    w = torch.ones(2, 8, 3, 3)
+    w[:, 0::2] = 0  # every other input channel zero: 2 of every 4
+    assert is_2_4(w)
+    w[0, 0, 1, 1] = 1.0  # one kernel position with 3 non-zeros in a group of 4
+    assert not is_2_4(w)
+    assert not is_2_4(torch.zeros(4, 3, 3, 3))  # 3 input channels: no groups of 4
+    lin = torch.tensor([[1.0, 0, 2.0, 0, 0, 0, 3.0, 4.0]])
+    assert is_2_4(lin) and not is_2_4(torch.ones(1, 8))
+
+
+def test_prune_sparsity_2_4_makes_the_backbone_sparse_records_it_keeps_it_through_finetune_and_exports_it(tmp_path, capsys):
+    from tiny_data import make_mixture
+    from train.sparsity import is_2_4, layers_2_4
+
+    data = make_mixture(tmp_path / "data")
+    run = tmp_path / "run"
+    args = ["train", "--variant", "ours", "--epochs", "2", "--steps-per-epoch", "2", "--out", run, "--backbone", "tiny",
+            "--no-pretrained", "--batch-per-dataset", "4", "--input-size", "32", "--embed-dim", "16", "--workers", "0",
+            "--no-progress", *sum((["--data", d] for d in data), [])]
+    assert cli(capsys, *args)[0] == 0
+    out = tmp_path / "sparse"
+    rc, stdout, err = cli(capsys, "prune", "--checkpoint", run, "--sparsity", "2:4", "--out", out)
+    assert rc == 0, err
+    assert stdout == "" and "2:4 sparse weights in 3 backbone layers" in err  # ModelOpt's per-layer lines kept out
+    ckpt = load_checkpoint(out)
+    assert ckpt.meta["sparsity"] == {"pattern": "2:4", "layers": ["backbone.3", "backbone.6", "backbone.9"]}
+    assert ckpt.model_config.pruned is None  # weights only: the widths are the run's
+    model = ckpt.build_model()
+    assert layers_2_4(model) == ckpt.meta["sparsity"]["layers"]
+    # fine-tuned: the zeros stay zero (without the masks, SGD fills them in the first step)
+    rc, _, err = cli(capsys, "train", "--finetune", out, "--steps-per-epoch", "2", "--no-progress", "--workers", "0")
+    assert rc == 0, err
+    tuned = load_checkpoint(tmp_path / "sparse-ft", prefer="last")
+    assert tuned.meta["sparsity"] == ckpt.meta["sparsity"]
+    weights, start = tuned.weights(), ckpt.weights()
+    assert all(is_2_4(weights[f"{n}.weight"]) for n in ckpt.meta["sparsity"]["layers"])
+    assert any(not torch.equal(weights[k], start[k]) for k in start if start[k].is_floating_point())
+    rc, _, err = cli(capsys, "export", "onnx", "--checkpoint", tmp_path / "sparse-ft", "--out", tmp_path / "bundle",
+                     "--parity-count", "2")
+    assert rc == 0, err
+    meta = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
+    assert meta["sparsity"]["count"] == 3 and meta["sparsity"]["layers"]["main"] == ckpt.meta["sparsity"]["layers"]
+
+
+def test_an_unknown_sparsity_pattern_and_no_pruning_at_all_are_refused(tmp_path, capsys):
+    run = untrained_run(tmp_path, "ours")
+    out = tmp_path / "pruned"
+    rc, _, err = cli(capsys, "prune", "--checkpoint", run, "--sparsity", "1:4", "--out", out)
+    assert rc == 2 and "--sparsity 1:4" in one_error_line(err)
+    rc, _, err = cli(capsys, "prune", "--checkpoint", run, "--out", out)
+    assert rc == 2 and "--ratio" in one_error_line(err)
+    assert not out.exists()
