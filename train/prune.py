@@ -246,7 +246,8 @@ def prune_run(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], o
     if opts.sparsity is not None:
         from train.sparsity import sparsify_2_4
 
-        extra["sparsity"] = {"pattern": opts.sparsity, "layers": sparsify_2_4(model)}
+        trunks = [part.graph.backbone for part in network_parts(model)]
+        extra["sparsity"] = {"pattern": opts.sparsity, "layers": sparsify_2_4(model, trunks)}
         summary["sparse_layers"] = len(extra["sparsity"]["layers"])
     source_run = _run_dir_of(Path(checkpoint))
     with atomic_directory(out) as tmp:

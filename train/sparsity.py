@@ -44,18 +44,16 @@ def _modelopt_sparsity() -> Any:
     return mts
 
 
-def sparsify_2_4(model: nn.Module) -> list[str]:
-    """Make the backbone(s) of `model` 2:4 sparse in place by weight magnitude (ModelOpt), masks baked into
-    the weights (plain modules again); returns the layers that are 2:4 now."""
+def sparsify_2_4(model: nn.Module, trunks: list[nn.Module]) -> list[str]:
+    """Make `trunks` (the backbone(s) of `model`: train.prune.network_parts) 2:4 sparse in place by weight
+    magnitude (ModelOpt), masks baked into the weights (plain modules again); returns the layers of `model`
+    that are 2:4 now."""
     import contextlib
     import io
     import warnings
 
-    from train.prune import network_parts
-
     mts = _modelopt_sparsity()
-    for part in network_parts(model):
-        trunk = part.graph.backbone
+    for trunk in trunks:
         # ModelOpt prints a line per layer it searches and warns once per layer it skips (the RGB stem: 3 inputs)
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore", UserWarning)
