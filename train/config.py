@@ -164,7 +164,8 @@ def qat_values(source: str | os.PathLike[str], given: dict[str, Any]) -> dict[st
         raise UsageError(f"--qat: {', '.join(changed)} differ from the FP32 run in {run}; QAT keeps its model and data")
     values = {**saved, "epochs": QAT_EPOCHS, "pretrained": False, "out": f"{run}-qat",
               "lr": saved.get("lr", 0.1) * QAT_LR_FACTOR, "backbone_lr": saved.get("backbone_lr", 0.01) * QAT_LR_FACTOR,
-              "theta_lr": None if saved.get("theta_lr") is None else saved["theta_lr"] * QAT_LR_FACTOR}
+              "theta_lr": None if saved.get("theta_lr") is None else saved["theta_lr"] * QAT_LR_FACTOR,
+              "finetune": None, "distill": None}  # a fine-tuned pruned run's widths come from its checkpoint
     return {**values, **given, "qat": str(source)}
 
 

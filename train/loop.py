@@ -164,6 +164,10 @@ class Trainer:
         # a pruned network's widths: from the checkpoint resumed, else from the pruned run fine-tuned
         finetune = self._finetune_source(cfg.finetune) if cfg.finetune and source is None else None
         pruned = (source or finetune).model_config.pruned if (source or finetune) is not None else None
+        if cfg.qat and source is None:  # QAT of a pruned run: its widths
+            from train.checkpoint import load_checkpoint
+
+            pruned = load_checkpoint(cfg.qat, warn=self._warn).model_config.pruned
         self.model_config.pruned = pruned
         self.model = build_model(self.model_config)
         if finetune is not None:

@@ -234,7 +234,7 @@ def prune_run(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], o
         model = ckpt.build_model()
     except ValueError as e:  # unknown variant or backbone: a layout this code does not know
         raise UsageError(f"{checkpoint}: cannot build its model ({e}); it is not a run of a layout this version knows") from e
-    original = build_model(ckpt.model_config)
+    original = build_model(ModelConfig.from_dict({**ckpt.model_config.to_dict(), "pretrained": False}))
     before = _count(model)
     groups = prune_model(model, tuple(ckpt.preprocess.input_size), opts) if opts.ratio is not None else 0
     cfg = ModelConfig.from_dict({**ckpt.model_config.to_dict(), "pruned": layer_shapes(model, original) or None})

@@ -54,6 +54,11 @@ def test_finetune_defaults_to_a_share_of_the_schedule_at_a_lower_rate_keeps_the_
     rc, _, err = cli(capsys, "export", "onnx", "--checkpoint", ft, "--out", pruned["root"] / "bundle-ft", "--parity-count", "4",
                      *sum((["--data", d] for d in pruned["data"]), []))
     assert rc == 0, err
+    # and quantization-aware fine-tuning of the fine-tuned pruned run builds its pruned widths
+    rc, _, err = cli(capsys, "train", "--qat", ft, "--epochs", "1", "--steps-per-epoch", "2", "--qat-calib-batches", "2",
+                     "--no-progress", "--workers", "0")
+    assert rc == 0, err
+    assert load_checkpoint(pruned["root"] / "run-p-ft-qat").model_config.pruned == start.model_config.pruned
 
 
 def test_finetune_of_an_unpruned_run_is_one_line_exit_2(pruned, capsys):
