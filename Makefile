@@ -7,14 +7,14 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo install typecheck lint cycles clean mutation
+.PHONY: test demo install typecheck lint cycles clean mutation triton-env
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(PY) pyproject.toml
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[train,dev,demo,serve]'
+	$(PIP) install -q -e '.[train,dev,demo,serve,mqtt]'
 	# The stubs declare a dependency on tensorrt itself, whose wheels cannot be fetched here: stubs only.
 	$(PIP) install -q --no-deps 'tensorrt-stubs==10.13.0.35.1'
 	touch $(STAMP)
@@ -35,18 +35,37 @@ typecheck: $(STAMP) $(TRT_STUBS)
 # driven from the system Python's PyGObject). Installed where we are root with apt-get; elsewhere those
 # tests skip and say why.
 # plugins-bad/-ugly: the H.264 encoders and decoder the `--save rtp/rtsp` tests run (openh264, x264enc);
-# gstreamer1.0-rtsp: rtspclientsink.
+# gstreamer1.0-rtsp: rtspclientsink. mosquitto (+ -clients: mosquitto_passwd) and openssl: the real MQTT broker
+# of the `-o mqtt://` tests (tests/mqtt_broker.py), on a free port of 127.0.0.1 with a throwaway CA.
 SYSTEM_DEPS := python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
-	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-rtsp
+	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-rtsp mosquitto mosquitto-clients openssl
 SYSTEM_STAMP := $(VENV)/.system-deps
 
-$(SYSTEM_STAMP): | $(PY)
+$(SYSTEM_STAMP): Makefile | $(PY)
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  dpkg -s $(SYSTEM_DEPS) >/dev/null 2>&1 || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_DEPS) >/dev/null; } || \
-	  echo "warning: could not install $(SYSTEM_DEPS); the RTSP server tests will skip"; \
-	else echo "note: not root or no apt-get: the RTSP server tests skip unless $(SYSTEM_DEPS) are installed"; fi
+	  echo "warning: could not install $(SYSTEM_DEPS); the RTSP server and MQTT broker tests will skip"; \
+	else echo "note: not root or no apt-get: the RTSP server and MQTT broker tests skip unless $(SYSTEM_DEPS) are installed"; fi
 	touch $@
+
+# The real Triton server the serving tests start (tests/serve/): its own venv, never the project's.
+# nvidia-pytriton ships `tritonserver` (Triton 2.51) with the Python backend and its 3.11 stub; it pins
+# numpy < 2 (installed into .venv it would downgrade numpy, OpenCV and protobuf there) and the Python
+# backend's stub fails under numpy 2. The project goes in editable with its onnx extra, so the stub's
+# interpreter (this venv's bin first on PATH) imports erudite_edge, numpy, OpenCV and ONNX Runtime from here.
+# Where it cannot install (no Python 3.11, no x86-64/aarch64 Linux wheel, no network) the tests skip and say why.
+TRITON_VENV  ?= .venv-triton
+TRITON_STAMP := $(TRITON_VENV)/.installed
+PYTRITON     := nvidia-pytriton==0.7.0
+
+$(TRITON_STAMP): pyproject.toml
+	@{ $(PYTHON) -m venv $(TRITON_VENV) && \
+	  $(TRITON_VENV)/bin/pip install -q --upgrade pip && \
+	  $(TRITON_VENV)/bin/pip install -q '$(PYTRITON)' 'numpy<2' -e '.[onnx]' && \
+	  touch $@; } || echo "warning: could not make $(TRITON_VENV) ($(PYTRITON)); the Triton server tests will skip"
+
+triton-env: $(TRITON_STAMP)
 
 # ruff (version pinned in pyproject's dev extra, rules in [tool.ruff]) on the whole tree; import-linter's
 # contracts ([tool.importlinter]): the runtime's layers, no train/export/benchmarks/torch in the runtime.
@@ -58,7 +77,7 @@ lint: $(STAMP)
 cycles: $(STAMP)
 	$(PY) tools/import_cycles.py
 
-test: $(STAMP) $(SYSTEM_STAMP) lint typecheck
+test: $(STAMP) $(SYSTEM_STAMP) $(TRITON_STAMP) lint typecheck
 	$(VENV)/bin/python -m pytest tests
 
 # Mutation testing (cosmic-ray; not in CI: hours on 2 cores). MODULES= and MAX= narrow it, e.g.
@@ -71,4 +90,4 @@ demo: $(STAMP)
 	$(VENV)/bin/erudite-edge demo --out runs/demo
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(TRITON_VENV) build *.egg-info

@@ -44,7 +44,9 @@ from erudite_edge.core.image_header import DEFAULT_MAX_PIXELS
 from erudite_edge.core.preprocess import decode_image
 from erudite_edge.errors import BadImageError, UsageError
 from erudite_edge.inference.answers import Answerer, AnswerOptions
+from erudite_edge.inference.batcher import StreamOptions
 from erudite_edge.inference.models import ZooModel, load_model
+from erudite_edge.inference.multistream import MultiStreamPipeline
 from erudite_edge.inference.pipeline import Pipeline, RunOptions
 from erudite_edge.inference.resources import check_memory, fit_to_model
 from erudite_edge.outputs.results import Result, RunSummary, Sink
@@ -118,6 +120,7 @@ class Prediction:
     empty: bool = False
     captured_at: float = 0.0  # time.time() when the image was read or the frame captured
     error: ErrorInfo | None = None
+    stream: int = 0  # predict_streams: which of its sources (0, 1, ...); 0 elsewhere
 
     @classmethod
     def from_result(cls, r: Result) -> "Prediction":
@@ -126,7 +129,7 @@ class Prediction:
         return cls(r.name, r.index, r.answer_dataset, top[0].class_index, r.answer_label, top[0].confidence, top,
                    dict(r.dataset_mass), Timings(t.get("decode_ms", 0.0), t.get("preprocess_ms", 0.0),
                                                  t.get("inference_ms", 0.0), int(t.get("batch", 0))),
-                   r.box, False, r.captured_at)
+                   r.box, False, r.captured_at, stream=r.stream.index)
 
     @classmethod
     def empty_box(cls, item: Item) -> "Prediction":
@@ -471,27 +474,74 @@ class Classifier:
         self.last_summary = summary
         return summary
 
-    def _stream(self, source: Any, *, raise_errors: bool, limit: int | None) -> Iterator[Prediction]:
+    def multistream_pipeline(self, *, strict: bool | None = None, limit: int | None = None, console: Any = None,
+                             handle_signals: bool = True, stream_options: StreamOptions | None = None) -> Any:
+        """The pipeline `run SRC SRC ...` and predict_streams classify several sources through
+        (erudite_edge.inference.multistream), with this classifier's model, answers and batch."""
+        if self.model is None:
+            raise UsageError("this Classifier is closed; make a new one")
+        o = self.options
+        pipeline = MultiStreamPipeline(self.model, self.labels, self.spec, answerer=self.answerer, batch=o.batch,
+                                       workers=o.workers, strict=o.strict if strict is None else strict,
+                                       limit=o.limit if limit is None else limit, console=console,
+                                       handle_signals=handle_signals, options=stream_options)
+        self._pipelines.add(pipeline)
+        return pipeline
+
+    def run_streams(self, sources: Sequence[Source], sinks: Sequence[Sink] = (),
+                    stream_sinks: Sequence[Sequence[Sink]] | None = None, *, console: Any = None,
+                    handle_signals: bool = True, stream_options: StreamOptions | None = None) -> RunSummary:
+        """Classify several opened sources at once, batched across them (`erudite-edge run SRC SRC ...`):
+        `sinks` get every result, `stream_sinks[i]` stream i's only. As run() otherwise."""
+        call = self._begin()
+        try:
+            pipeline = self.multistream_pipeline(console=console, handle_signals=handle_signals,
+                                                 stream_options=stream_options)
+            try:
+                summary = pipeline.run(sources, sinks, stream_sinks)
+            finally:
+                pipeline.close()
+        finally:
+            self._end(call)
+        self.last_summary = summary
+        return summary
+
+    def _stream(self, source: Any, *, raise_errors: bool, limit: int | None,
+                stream_options: StreamOptions | None = None) -> Iterator[Prediction]:
+        """predict_stream's iterator; `source` a list of sources: predict_streams' (a MultiStreamPipeline)."""
+        sources = list(source) if isinstance(source, list) else [source]
         q: queue.Queue[Any] = queue.Queue(maxsize=max(4, 2 * self.batch))
         sink = _QueueSink(q, raise_errors)
+
+        def stop_sources() -> None:
+            for src in sources:
+                src.stop()
+
         def stop() -> None:  # close(): end the run after the batch in hand, also while a live source is silent
             sink.stop("the Classifier was closed")
-            source.stop()
+            stop_sources()
 
         try:
             call = self._begin(stop=stop)
         except UsageError:
-            source.close()  # opened by predict_stream, never to be read
+            for src in sources:
+                src.close()  # opened by predict_stream(s), never to be read
             raise
         try:
-            pipeline = self.pipeline(strict=False, limit=limit, console=_LogConsole(), progress=False)
+            if isinstance(source, list):
+                pipeline: Any = self.multistream_pipeline(strict=False, limit=limit, console=_LogConsole(),
+                                                          handle_signals=False, stream_options=stream_options)
+                run = functools.partial(pipeline.run, sources, [sink])
+            else:
+                pipeline = self.pipeline(strict=False, limit=limit, console=_LogConsole(), progress=False)
+                run = functools.partial(pipeline.run, source, [sink])
         except BaseException:
             self._end(call)
             raise
 
         def work() -> None:
             try:
-                done = _Done(summary=pipeline.run(source, [sink]))
+                done = _Done(summary=run())
             except BaseException as e:  # handed to the caller's thread
                 done = _Done(error=e)
             finally:
@@ -516,7 +566,7 @@ class Classifier:
                 yield obj
         finally:
             sink.stop("the caller stopped iterating")  # the pipeline stops after the batch in hand
-            source.stop()
+            stop_sources()
             thread.join(timeout=10.0)
             if not thread.is_alive():  # a pipeline still running keeps its ring (close() releases it later)
                 pipeline.close()
@@ -585,6 +635,40 @@ class Classifier:
         if crop_fn is not None:
             src = CropSource(src, crop_fn)
         return self._stream(src, raise_errors=raise_errors, limit=limit)
+
+    def predict_streams(self, sources: Sequence[str | os.PathLike[str] | int | Source], *,
+                        batch_timeout_ms: float | None = None, limit: int | None = None, on_error: str = "item",
+                        **open_options: Any) -> Iterator[Prediction]:
+        """Predictions for several sources at once, as they come, each with its `stream` (the source's
+        index in `sources`): cameras, streams, videos, images, folders, globs or opened Sources, as
+        predict_stream takes them (`open_options` such as reconnect= go to each). Each live source keeps its
+        newest frame in its own reader; one model call classifies at most one frame of each stream, waiting
+        at most `batch_timeout_ms` for the others (None: one frame interval of the fastest). A stream that
+        ends or fails leaves the others running; the iterator ends when every stream has ended. Stop by
+        leaving the loop; close() from another thread ends it too."""
+        from erudite_edge.sources.capture import quiet_video_logs
+        from erudite_edge.sources.open import open_source
+
+        raise_errors = _check_on_error(on_error)
+        options = StreamOptions(batch_timeout_ms)
+        if isinstance(sources, (str, os.PathLike, int, Source)) or not sources:
+            raise UsageError("predict_streams takes a list of sources (one or more); predict_stream takes one")
+        open_options.setdefault("max_pixels", self.options.max_pixels)
+        quiet_video_logs()
+        opened: list[Any] = []
+        try:
+            for source in sources:
+                if isinstance(source, int):
+                    opened.append(open_source(None, camera=source, **open_options))
+                elif isinstance(source, (str, os.PathLike)):
+                    opened.append(open_source(os.fspath(source), **open_options))
+                else:
+                    opened.append(source)
+        except BaseException:
+            for src in opened:
+                src.close()
+            raise
+        return self._stream(opened, raise_errors=raise_errors, limit=limit, stream_options=options)
 
     # -- lifetime ---------------------------------------------------------------------------------
     def close(self) -> None:

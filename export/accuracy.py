@@ -32,6 +32,15 @@ def predict(bundle: Bundle, logits: Mapping[str, np.ndarray]) -> tuple[np.ndarra
     return ds, joint - offsets[ds]
 
 
+def right_by_dataset(
+    bundle: Bundle, logits: Mapping[str, np.ndarray], dataset_ids: np.ndarray, local_ids: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Per data set, whether each of its images is predicted right (data set and class), in input order."""
+    ds_pred, local_pred = predict(bundle, logits)
+    right = (ds_pred == dataset_ids) & (local_pred == local_ids)
+    return {name: right[dataset_ids == i] for i, name in enumerate(bundle.labels.datasets) if (dataset_ids == i).any()}
+
+
 def accuracy_by_dataset(
     bundle: Bundle, logits: Mapping[str, np.ndarray], dataset_ids: np.ndarray, local_ids: np.ndarray
 ) -> dict[str, dict[str, Any]]:

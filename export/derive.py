@@ -20,7 +20,8 @@ from erudite_edge.core.bundle import Bundle, default_filename
 from erudite_edge.core.compare import Agreement, ParityError, compare_logits
 from erudite_edge.core.fileio import atomic_path
 from erudite_edge.errors import BundleError
-from export.accuracy import accuracy_change
+from export.accuracy import accuracy_change, right_by_dataset
+from export.goal_verdict import Verdict, judge
 from export.images import InputSet, Log
 from export.metadata import check_output_size, model_props, set_metadata
 from export.onnx_export import portable_ir_version
@@ -63,6 +64,17 @@ def prune_opset_imports(model: onnx.ModelProto) -> None:
         model.opset_import.add(domain=domain, version=version)
 
 
+def _judge(bundle: Bundle, goal: tuple[float | None, float | None], agreements: dict[str, Agreement],
+           ref_logits: dict[str, np.ndarray], new_logits: dict[str, np.ndarray], inputs: InputSet) -> Verdict:
+    counts = {r: (a.count - a.disagreements, a.count) for r, a in agreements.items()}
+    right: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if goal[1] is not None and inputs.dataset_ids is not None and inputs.local_ids is not None:
+        ref = right_by_dataset(bundle, ref_logits, inputs.dataset_ids, inputs.local_ids)
+        new = right_by_dataset(bundle, new_logits, inputs.dataset_ids, inputs.local_ids)
+        right = {name: (ref[name], new[name]) for name in ref}
+    return judge(counts, right, goal[0], goal[1] if right else None)
+
+
 Build = Callable[[Fp32Source, Path], None]  # write the reduced model of one role to the given path
 
 
@@ -76,11 +88,16 @@ def derive(
     min_agreement: float | None = None,
     log: Log | None = None,
     min_accuracy_ratio: float | None = None,
+    goal: tuple[float | None, float | None] | None = None,
 ) -> dict[str, Any]:
     """Make the `precision` model of every role of the loaded `bundle` (its callers load it with
     `Bundle.load(path, verify=True)`) with `build`, compare each with FP32 on `inputs`, and commit them
     all; returns the report (also stored in bundle.json, and in `bundle.meta`). Below `min_agreement`, or
-    with labelled inputs below `min_accuracy_ratio` of FP32's accuracy on a data set, nothing is written."""
+    with labelled inputs below `min_accuracy_ratio` of FP32's accuracy on a data set, nothing is written.
+
+    `goal` (min agreement, min accuracy ratio), instead of those two: judged by 95 % intervals
+    (export.goal_verdict): failed (the interval wholly below), nothing is written; undecided (too few images),
+    the models are written with a warning; the verdict goes into the report and bundle.json (`goal`)."""
     log = log or (lambda _: None)
     sources = fp32_sources(bundle)
     agreements: dict[str, Agreement] = {}
@@ -142,6 +159,15 @@ def derive(
                         f"{precision} accuracy on {worst} is {ratios[worst]:.3f} of fp32's ({100 * row[precision]:.1f}% vs "
                         f"{100 * row['fp32']:.1f}%, minimum {min_accuracy_ratio:.3f}); nothing was written"
                     )
+        if goal is not None:
+            verdict = _judge(bundle, goal, agreements, ref_logits, new_logits, inputs)
+            for c in verdict.checks:
+                log(("warning: " if c.verdict == "undecided" else "") + f"goal {c.verdict}: {c.line()}")
+            if verdict.status == "failed":
+                worst = next(c for c in verdict.checks if c.verdict == "failed")
+                raise ParityError(f"{precision} misses the goal: {worst.line()}, wholly below it; nothing was written")
+            report["goal"] = verdict.to_dict()
+            info = {**info, "goal": verdict.to_dict()}
     for src in sources:
         bundle.add_model(src.role, precision, names[src.role], info=info)
         bundle.meta.setdefault("parity", {}).setdefault(src.role, {})[precision] = agreements[src.role].to_dict()

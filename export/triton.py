@@ -1,4 +1,6 @@
-"""`erudite-edge export triton`: a bundle as a Triton Inference Server model repository.
+"""`erudite-edge export triton` (--kind graph): a bundle's model graph as a Triton Inference Server model
+repository entry, tensors in and logits out (the fast path: no decoding or resizing on the server).
+`--kind classifier` (export/triton_classifier.py) writes a Python-backend model that takes image bytes.
 
     REPO/
       NAME/                    ONNX Runtime backend (any GPU or CPU Triton runs on)
@@ -104,13 +106,13 @@ def config_text(name: str, backend: str, max_batch: int, inputs: list[TensorSpec
     )
 
 
-def _check_name(name: str) -> str:
+def check_name(name: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name.startswith("."):
         raise UsageError(f"--name {name!r}: a Triton model name of letters, digits, '_', '-' and '.'")
     return name
 
 
-def _replaceable(path: Path) -> bool:
+def replaceable(path: Path) -> bool:
     """Only a model folder this command wrote (its config.pbtxt carries MARKER) may be replaced."""
     try:
         return (path / "config.pbtxt").read_text(encoding="utf-8", errors="replace").startswith(MARKER)
@@ -136,7 +138,7 @@ def export_triton(bundle: Bundle, out: Path, precision: str = "fp32", max_batch:
     """Write the model repository entries for `bundle` under `out`; returns the model folders written."""
     if bundle.kind != "erudite":
         raise UsageError(f"{bundle.root}: a {bundle.kind} bundle; Triton export takes an erudite bundle (one model)")
-    name = _check_name(name or "erudite")
+    name = check_name(name or "erudite")
     entry = bundle.entry("main", precision, "onnx")
     onnx_path = bundle.path(entry)
     inputs, outputs = graph_io(onnx_path)
@@ -162,7 +164,7 @@ def export_triton(bundle: Bundle, out: Path, precision: str = "fp32", max_batch:
         models.append((f"{name}_tensorrt", "tensorrt", bundle.path(engine), "model.plan"))
     for model_name, backend, src, filename in models:
         target = out / model_name
-        if target.exists() and not (overwrite and _replaceable(target)):
+        if target.exists() and not (overwrite and replaceable(target)):
             hint = " (it was not written by export triton: move it away yourself)" if overwrite else "; pass --overwrite"
             raise UsageError(f"{target} already exists{hint}")
     out.mkdir(parents=True, exist_ok=True)
@@ -192,4 +194,4 @@ def export_triton(bundle: Bundle, out: Path, precision: str = "fp32", max_batch:
     return written
 
 
-__all__ = ["TensorSpec", "config_text", "export_triton", "graph_io"]
+__all__ = ["MARKER", "TensorSpec", "check_name", "config_text", "export_triton", "graph_io", "replaceable"]

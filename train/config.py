@@ -52,6 +52,10 @@ class TrainConfig:
     amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 with a GradScaler)
     sync_bn: bool | None = None  # SyncBatchNorm across processes; None: on for multi-GPU (CUDA only)
     steps_per_epoch: int | None = None  # cap, for smoke runs
+    # --variant single: epochs of each separately trained part, by part ("coarse" or a data set's name). Parts not
+    # named take the fair schedule (train/single_schedule.py: each fine model sees at least as many images of its
+    # data set as the joint run of `epochs`, the coarse model as many in total); the run's config holds every part's.
+    parts_epochs: dict[str, int] | None = None
     eval_batch_size: int = 64
     qat: str | None = None  # quantization-aware fine-tuning from this FP32 run (its best checkpoint) or checkpoint
     qat_calib_batches: int = 16  # training batches that calibrate the int8 input ranges before QAT
@@ -85,6 +89,9 @@ class TrainConfig:
             (not (self.variant in VARIANTS and VARIANTS[self.variant].pmg) or self.input_size % 8 == 0,
              f"--input-size {self.input_size}: --variant {self.variant} cuts images into 8 x 8 jigsaw patches; use a multiple of 8"),
             (self.epochs >= 1 and self.input_size >= 16, "--epochs must be >= 1 and --input-size >= 16"),
+            (not self.parts_epochs or (self.variant in VARIANTS and VARIANTS[self.variant].separate),
+             f"--parts-epochs is for --variant single (its separately trained parts), not --variant {self.variant}"),
+            (all(e >= 1 for e in (self.parts_epochs or {}).values()), "--parts-epochs: every part's epochs must be 1 or more"),
             (self.qat_calib_batches >= 1, f"--qat-calib-batches must be at least 1, not {self.qat_calib_batches}"),
             (self.distill_temperature > 0, f"--distill-temperature {self.distill_temperature}: above 0"),
             (self.distill_weight >= 0, f"--distill-weight {self.distill_weight}: 0 or more"),
@@ -198,6 +205,20 @@ def finetune_values(source: str | os.PathLike[str], given: dict[str, Any]) -> di
               "out": f"{run}-ft", "lr": saved.get("lr", 0.1) * f, "backbone_lr": saved.get("backbone_lr", 0.01) * f,
               "theta_lr": None if saved.get("theta_lr") is None else saved["theta_lr"] * f, "qat": None}
     return {**values, **given, "finetune": str(source)}
+
+
+def parse_parts_epochs(text: str) -> dict[str, int]:
+    """`--parts-epochs coarse=2,faces=13` as {"coarse": 2, "faces": 13}."""
+    out: dict[str, int] = {}
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip().isdigit():
+            raise UsageError(f"--parts-epochs {text}: expected PART=EPOCHS[,PART=EPOCHS...] (parts: coarse and each "
+                             "data set's name), e.g. coarse=2,faces=13")
+        out[name.strip()] = int(value)
+    if not out:
+        raise UsageError("--parts-epochs: empty; give PART=EPOCHS[,PART=EPOCHS...], e.g. coarse=2,faces=13")
+    return out
 
 
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:

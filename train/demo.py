@@ -52,7 +52,9 @@ class DemoPlan:
                                    "--warmup-ms", "20", "--memory-repeats", "1"),
                        analysis={"tsne": False, "mmd_permutations": 50, "attention_images": 0})
         # 1,200 images per data set (faces: all 200), 25 % test, 10 % of train for validation: 810 / 810 / 135
-        # training images, 2 epochs of 101 balanced batches of 8 per data set
+        # training images, 2 epochs of 101 balanced batches of 8 per data set. Single's fair schedule
+        # (train/single_schedule.py): coarse, digits and mnist 2 epochs, faces 13 epochs of 16 steps (1,664 images
+        # against the joint run's 1,616); the quick plan's parts all keep its 1 epoch (equal data sets)
         return cls(max_per_dataset=1200, image_size=64, epochs=2, steps_per_epoch=None, batch_per_dataset=8,
                    lr=0.05, backbone_lr=0.005, val_fraction=0.1, precise_bn_batches=16, calib_count=128, heldout=96,
                    bench_args=("--iters", "30", "--warmup", "3", "--min-duration-s", "1", "--memory-repeats", "2",

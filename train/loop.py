@@ -138,6 +138,9 @@ class Trainer:
         self.device = resolve_device(cfg.device, self.dist)
         resume = resume or resume_from is not None
         source: Checkpoint | None = None
+        if cfg.qat and resume:  # before its checkpoint is read: a QAT checkpoint holds no training state
+            raise UsageError(f"{self.out} is a QAT run: it cannot be resumed; start it again with --qat {cfg.qat} "
+                             "and a new --out (it is a few epochs)")
         if resume:
             if self.dist.is_main:
                 remove_stale_temporaries(self.out)
@@ -146,9 +149,6 @@ class Trainer:
             source = resume_checkpoint(self.out, resume_from or "last", warn=self._warn)
         elif has_checkpoint(self.out):
             raise UsageError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
-        if cfg.qat and resume:
-            raise UsageError(f"{self.out} is a QAT run: it cannot be resumed; start it again with --qat {cfg.qat} "
-                             "and a new --out (it is a few epochs)")
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         random.seed(cfg.seed)

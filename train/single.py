@@ -9,7 +9,9 @@ classifier that picks the data set (Section 5.2.2).
                              cosine schedule, its own validation split and best epoch
       best/, last/           the zoo (checkpoint variant "single"), assembled from each part's `best`
                              (its own selection rule: --select), exported by `export zoo` as before
-      run.json, config.yaml  the zoo run's options
+      run.json, config.yaml  the zoo run's options, with each part's epochs (parts_epochs): by default the fair
+                             schedule of train/single_schedule.py (each fine model sees at least as many images
+                             of its data set as the joint run of --epochs, the coarse model as many in total)
 
 Every part is an ordinary run (train.loop.Trainer): it is checkpointed every epoch and `--resume` continues
 each part where it stopped (finished parts are kept as they are), then assembles the zoo again.
@@ -41,6 +43,7 @@ from train.data.samples import DatasetSplits, Sample
 from train.loop import Trainer
 from train.model import ZooModel
 from train.model_spec import ModelConfig
+from train.single_schedule import fair_schedule, schedule_line
 
 log = logging.getLogger("erudite_edge.train")
 
@@ -58,8 +61,8 @@ def part_dirs(out: Path, splits: list[DatasetSplits]) -> dict[str, Path]:
     return {COARSE: out / "parts" / COARSE, **{s.name: out / "parts" / f"fine.{s.name}" for s in splits}}
 
 
-def _part_config(cfg: TrainConfig, out: Path, data: list[str]) -> TrainConfig:
-    return dataclasses.replace(cfg, variant="baseline", out=str(out), data=data)
+def _part_config(cfg: TrainConfig, out: Path, data: list[str], epochs: int) -> TrainConfig:
+    return dataclasses.replace(cfg, variant="baseline", out=str(out), data=data, epochs=epochs, parts_epochs=None)
 
 
 def train_single(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
@@ -75,23 +78,31 @@ def train_single(cfg: TrainConfig, resume: bool = False, progress: bool = True) 
     splits = load_datasets(cfg.data)
     labels = build_label_space(splits)
     dirs = part_dirs(out, splits)
+    coarse = coarse_splits(splits)
+    schedule = fair_schedule(cfg, splits, coarse)
     out.mkdir(parents=True, exist_ok=True)
+    # the schedule in effect is the run's config: config.yaml and run.json hold every part's epochs (a resumed run
+    # keeps them), written before any part trains
+    cfg = dataclasses.replace(cfg, parts_epochs={name: p.epochs for name, p in schedule.items()})
+    print(schedule_line(schedule), file=sys.stderr)
+    run_record = {"train_config": cfg.to_dict(), "labels": labels.to_dict(), "world_size": 1,
+                  "parts": {k: str(v) for k, v in dirs.items()}, "schedule": {k: p.to_dict() for k, p in schedule.items()}}
+    write_json_atomic(out / "run.json", run_record)
+    write_effective_config(out, cfg)
 
     trainers: dict[str, Trainer] = {}
-    plan = [(COARSE, cfg.data, coarse_splits(splits))] + [(s.name, [spec], [s]) for s, spec in zip(splits, cfg.data)]
+    plan = [(COARSE, cfg.data, coarse)] + [(s.name, [spec], [s]) for s, spec in zip(splits, cfg.data)]
     for name, data, part_splits in plan:
         part_out = dirs[name]
-        print(f"single: training {'the coarse model' if name == COARSE else 'the model of ' + name} in {part_out}",
-              file=sys.stderr)
-        t = Trainer(_part_config(cfg, part_out, data), resume=resume and has_checkpoint(part_out), progress=progress,
-                    splits=part_splits)
+        print(f"single: training {'the coarse model' if name == COARSE else 'the model of ' + name} in {part_out} "
+              f"({schedule[name].epochs} epoch(s))", file=sys.stderr)
+        t = Trainer(_part_config(cfg, part_out, data, schedule[name].epochs), resume=resume and has_checkpoint(part_out),
+                    progress=progress, splits=part_splits)
         t.run()
         trainers[name] = t
 
     spec = trainers[COARSE].spec
-    write_json_atomic(out / "run.json", {"train_config": cfg.to_dict(), "labels": labels.to_dict(), "preprocess": spec.to_dict(),
-                                         "world_size": 1, "parts": {k: str(v) for k, v in dirs.items()}})
-    write_effective_config(out, cfg)
+    write_json_atomic(out / "run.json", {**run_record, "preprocess": spec.to_dict()})
     return assemble_zoo(cfg, out, dirs, splits, labels, spec, trainers[COARSE].model_config)
 
 

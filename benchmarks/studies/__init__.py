@@ -4,6 +4,7 @@ a results file. They are not part of `erudite-edge bench`: they may import the b
 erudite_edge/, train/ or export/ imports them.
 
     study                      what it measures                                         results it backs
+    accuracy_seeds.py          demo top-1 of baseline, baseline+, ours, single over seeds results/accuracy_demo_partial/ (seed 0 only)
     api_overhead.py            Classifier.predict against the same steps called directly results/api.{md,json}
     int8_entropy_diagnosis.py  why entropy calibration loses agreement, tensor by tensor results/int8.md (int8_entropy_diagnosis_base.log)
     int8_layouts.py            FP32 against both INT8 layouts on ONNX Runtime CPU        benchmarks/README.md ("The two INT8 layouts side by side")

@@ -179,6 +179,8 @@ def run_demo(out: Path, quick: bool = False, overwrite: bool = False, workers: i
                             for v, m in results.items()},
                "heldout_top1": right / max(1, len(rows)), "heldout_right_dataset": right_dataset / max(1, len(rows)),
                "heldout_images": len(rows), "int8_accuracy": int8,
+               # Single's schedule (each part's epochs and images against the joint run's: train/single_schedule.py)
+               "single_schedule": json.loads((runs["single"] / "run.json").read_text()).get("schedule"),
                "analysis": analysis_summary(analysis, out / "analysis", runs, data), "seconds": clock.wall,
                "cpu_seconds": clock.cpu, "quick": quick,
                "artifacts": {"runs": {k: str(v) for k, v in runs.items()}, "bundle": str(bundle), "zoo_bundle": str(zoo),

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections import deque
 from dataclasses import dataclass, replace
 
@@ -98,6 +99,14 @@ class Answerer:
         self.topk = max(1, min(int(topk), self.sub.num_classes))
         bounds = np.cumsum([0] + self.sub.sizes)
         self._bounds = bounds
+
+    def fresh(self, smooth: int | None = None) -> "Answerer":
+        """The same settings with no smoothing history (one per stream of a multi-stream run); `smooth`, where
+        given, replaces the number of frames averaged (1: a stream of separate images)."""
+        new = copy.copy(self)
+        new.smooth = self.smooth if smooth is None else int(smooth)
+        new._window = deque(maxlen=new.smooth)
+        return new
 
     @property
     def datasets(self) -> list[str] | None:

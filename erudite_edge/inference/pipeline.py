@@ -41,7 +41,7 @@ from erudite_edge.inference.answers import Answerer
 from erudite_edge.inference.batch_buffer import InputRing
 from erudite_edge.inference.models import Model
 from erudite_edge.inference.resources import decode_workers, queue_depth
-from erudite_edge.outputs.results import Result, RunSummary, Sink
+from erudite_edge.outputs.results import Result, RunSummary, Sink, StreamRef
 from erudite_edge.sources.base import Item, Source, Task, ready
 from erudite_edge.sources.crops import EmptyBoxError
 
@@ -226,7 +226,7 @@ class StopFlag(threading.Event):
 
 
 @contextlib.contextmanager
-def _signals_set(flag: StopFlag) -> Iterator[None]:
+def signals_set(flag: StopFlag) -> Iterator[None]:
     """While running in the main thread, a first SIGINT/SIGTERM/SIGHUP only sets `flag` (the loop stops
     after the batch in hand, so outputs stay consistent); a second one raises KeyboardInterrupt at once."""
 
@@ -315,6 +315,7 @@ class Pipeline:
         # the runner's page-locked memory where it has one (TensorRT): batches go to the device from their slots
         allocator = getattr(model, "host_allocator", None)
         self.ring = InputRing(spec, self.batch, self.depth, allocate=allocator() if callable(allocator) else None)
+        self.stream = StreamRef()  # the record's `stream` of the source being run (set by run())
 
     def close(self) -> None:
         """Give the input ring's memory back to where it came from: a runner's page-locked memory is freed now,
@@ -385,7 +386,8 @@ class Pipeline:
             timings = {"decode_ms": p.item.decode_ms, "preprocess_ms": p.preprocess_ms, "inference_ms": share,
                        "batch": float(len(good))}
             result = Result(p.item.index, p.item.name, a.predictions, a.label, a.dataset, a.dataset_mass,
-                            p.item.captured_at, age, box=p.item.box, timings=timings, seq=summary.frames)
+                            p.item.captured_at, age, box=p.item.box, timings=timings, seq=summary.frames,
+                            stream=self.stream)
             _tell(sinks, unclassified, at[id(p)])
             for sink in sinks:
                 sink.write(result, p.item)
@@ -431,6 +433,7 @@ class Pipeline:
         Ctrl-C: what was done is kept) and aborted when the run fails."""
         if self.ring.released:
             raise RuntimeError("this pipeline is closed (its input ring was released); make another")
+        self.stream = StreamRef(0, source.uri)
         summary = RunSummary(source=source.describe(), backend=getattr(self.model, "backend", "?"),
                              ignored=getattr(source, "ignored", 0), outputs=[s.describe() for s in sinks])
         stage = {"decode": 0.0, "preprocess": 0.0, "inference": 0.0, "postprocess": 0.0, "output": 0.0}
@@ -449,7 +452,7 @@ class Pipeline:
         feeder: Any = (_LiveFeeder(source, self.spec, interrupt, self.ring, keep) if live
                        else Prefetcher(source, self.spec, pool, depth, interrupt, self.ring, keep))
         try:
-            with _signals_set(interrupt) if self.handle_signals else contextlib.nullcontext():
+            with signals_set(interrupt) if self.handle_signals else contextlib.nullcontext():
                 if progress is not None:
                     progress.start()
                     bar = progress.add_task("classifying", total=source.length)
@@ -500,4 +503,4 @@ class Pipeline:
         return summary
 
 
-__all__ = ["Pipeline", "Prefetcher", "Prepared", "RunOptions", "prepare"]
+__all__ = ["Pipeline", "Prefetcher", "Prepared", "RunOptions", "StopFlag", "prepare", "signals_set"]

@@ -93,7 +93,7 @@ def _csv_line(row: list[Any]) -> bytes:
 
 
 class CsvSink(Sink):
-    """One row per image: record_version, run_id, seq (erudite_edge.outputs.schema), name, the answer (label,
+    """One row per image: record_version, run_id, seq, stream, stream_uri (erudite_edge.outputs.schema), name, the answer (label,
     data set, score), the top-k as columns (top1_label, top1_dataset, top1_score, top2_label, ...),
     captured_at, frame_age_ms, the mass of each data set, and name_b64 (the exact bytes of a file name that
     is not UTF-8, else empty). Appended like JSONL."""
@@ -114,7 +114,7 @@ class CsvSink(Sink):
     def write(self, result: Result, item: Item) -> None:
         top = result.top
         name, raw = name_fields(result.name)
-        row: list[Any] = [RECORD_VERSION, result.run_id, result.seq, name]
+        row: list[Any] = [RECORD_VERSION, result.run_id, result.seq, result.stream.index, result.stream.uri, name]
         if self.boxes:
             row += result.box.as_list() if result.box is not None else ["", "", "", ""]
         row += [result.answer_label, result.answer_dataset, f"{top.score:.6f}"]

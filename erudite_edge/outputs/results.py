@@ -40,6 +40,22 @@ def iso_utc(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1000):03d}Z"
 
 
+@dataclass(frozen=True)
+class StreamRef:
+    """Which source of the run a result came from (the record's `stream`, erudite_edge.outputs.schema):
+    its index among the run's sources and its URI as given, any password masked."""
+
+    index: int = 0
+    uri: str = ""
+
+    @classmethod
+    def of(cls, index: int, source: str) -> StreamRef:
+        return cls(index, redact(printable(source)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "uri": self.uri}
+
+
 @dataclass
 class Result:
     """What the model said about one image or frame."""
@@ -56,6 +72,7 @@ class Result:
     timings: dict[str, float] = field(default_factory=dict)  # decode_ms, preprocess_ms, inference_ms (its share)
     seq: int = 0  # its number among the results of its source in this run (erudite_edge.outputs.schema)
     run_id: str = field(default_factory=run_id)  # this process's (erudite_edge.outputs.schema.run_id)
+    stream: StreamRef = field(default_factory=StreamRef)  # the source it came from (index 0 for a run of one)
 
     @property
     def top(self) -> ClassScore:
@@ -72,7 +89,8 @@ class Result:
     def to_dict(self) -> dict[str, Any]:
         """The JSON lines record, keys in erudite_edge.outputs.schema.JSONL_FIELDS order."""
         name, raw = name_fields(self.name)
-        d: dict[str, Any] = {"record_version": RECORD_VERSION, "run_id": self.run_id, "seq": self.seq, "name": name}
+        d: dict[str, Any] = {"record_version": RECORD_VERSION, "run_id": self.run_id, "seq": self.seq,
+                             "stream": self.stream.to_dict(), "name": name}
         if raw:
             d["name_b64"] = raw
         d.update({
@@ -130,6 +148,39 @@ class Sink(abc.ABC):
 # Summary
 # ------------------------------------------------------------------------------------------------
 @dataclass
+class StreamStats:
+    """One stream of a multi-stream run, for the summary: what it gave, how fresh, what it lost."""
+
+    index: int
+    uri: str  # as given, any password masked
+    kind: str
+    live: bool
+    frames: int = 0
+    skipped: int = 0
+    dropped: int = 0  # live frames overwritten by a newer one before the batcher took them
+    reconnects: int = 0
+    losses: list[float] = field(default_factory=list)
+    frame_age_ms: list[float] = field(default_factory=list)  # the last RunSummary.AGE_WINDOW
+    wall_s: float = 0.0  # from the start of the run to this stream's end (or the run's)
+    end_reason: str = ""
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.wall_s if self.wall_s > 0 else 0.0
+
+    def age_percentile(self, q: float) -> float:
+        return float(np.percentile(self.frame_age_ms, q)) if self.frame_age_ms else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "uri": self.uri, "kind": self.kind, "live": self.live, "frames": self.frames,
+                "skipped": self.skipped, "fps": round(self.fps, 2), "wall_s": round(self.wall_s, 4),
+                "frame_age_ms": {"p50": round(self.age_percentile(50), 2), "p99": round(self.age_percentile(99), 2),
+                                 "n": len(self.frame_age_ms)},
+                "dropped": self.dropped, "losses": len(self.losses), "lost_s": round(sum(self.losses), 3),
+                "reconnects": self.reconnects, "end_reason": self.end_reason}
+
+
+@dataclass
 class RunSummary:
     source: str
     backend: str
@@ -154,6 +205,9 @@ class RunSummary:
     # stages (inference, and h2d / compute / d2h where the backend measures them), postprocess and output
     # per batch, divided by its images
     stage_samples: dict[str, list[float]] = field(default_factory=dict)
+    streams: list[StreamStats] = field(default_factory=list)  # a multi-stream run's, one per source, in order
+    batch_timeout_ms: float = 0.0  # a multi-stream run's
+    partial_batches: int = 0  # a multi-stream run's batches that left by the timeout, streams missing
 
     AGE_WINDOW = 100_000
     STAGES = ("decode", "preprocess", "h2d", "compute", "d2h", "inference", "postprocess", "output")
@@ -214,6 +268,8 @@ class RunSummary:
             "frame_age_ms": {"p50": round(self.age_percentile(50), 2), "p99": round(self.age_percentile(99), 2),
                              "n": len(self.frame_age_ms)},
             "losses": len(self.losses), "lost_s": round(sum(self.losses), 3), "reconnects": self.reconnects,
+            **({"streams": [st.to_dict() for st in self.streams], "batch_timeout_ms": round(self.batch_timeout_ms, 3),
+                "partial_batches": self.partial_batches} if self.streams else {}),
         }
 
 
@@ -264,7 +320,28 @@ def render_summary(summary: RunSummary, console: Any) -> None:
         table.add_row("ended", printable(summary.end_reason))
     for out in summary.outputs:
         table.add_row("output", out)
+    if summary.streams:
+        table.add_row("batch timeout", f"{summary.batch_timeout_ms:.1f} ms ({summary.partial_batches} partial "
+                      "batch(es) left by it)")
     console.print(table)
+    if summary.streams:
+        render_streams(summary.streams, console)
+
+
+def render_streams(streams: list[StreamStats], console: Any) -> None:
+    """A multi-stream run's lines, one per stream: FPS, frame age p50 / p99, dropped frames, losses, reopen
+    attempts, why it ended (lines rather than a table: URIs stay whole in a narrow terminal)."""
+    for st in streams:
+        line = (f"stream {st.index} {redact(printable(st.uri))}: {st.frames} frames, {st.fps:.1f} FPS, frame age "
+                f"p50 / p99 {st.age_percentile(50):.1f} / {st.age_percentile(99):.1f} ms")
+        if st.live:
+            line += (f", {st.dropped} dropped, {len(st.losses)} loss(es) ({sum(st.losses):.1f} s without frames), "
+                     f"{st.reconnects} reopen attempt(s)")
+        if st.skipped:
+            line += f", {st.skipped} skipped"
+        if st.end_reason:
+            line += f"; ended: {redact(printable(st.end_reason))}"
+        console.print(line, markup=False, highlight=False)
 
 
 def stderr_console() -> Any:

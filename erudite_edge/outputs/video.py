@@ -169,7 +169,11 @@ class DisplaySink(Sink):
     def write(self, result: Result, item: Item) -> None:
         if item.image is None:
             return
-        cv2.imshow(self.TITLE, annotate(item.image, result))
+        self.show(annotate(item.image, result))
+
+    def show(self, bgr: np.ndarray) -> None:
+        """Draw a BGR image in the window; q or Esc (or the window closed) asks the run to stop."""
+        cv2.imshow(self.TITLE, bgr)
         key = cv2.waitKey(1) & 0xFF
         if key in (ord("q"), 27) or cv2.getWindowProperty(self.TITLE, cv2.WND_PROP_VISIBLE) < 1:
             self.stop_requested = True

@@ -31,6 +31,9 @@ class LatestFrame:
         self._error: BaseException | None = None
         self.read = 0  # frames the reader got
         self.dropped = 0  # frames overwritten before anyone took them
+        # called (in the reader thread) after each new frame and once at the end: a multi-stream batcher
+        # waits on one event for all its streams (erudite_edge.inference.batcher)
+        self.on_frame: Callable[[], None] | None = None
         self._thread = threading.Thread(target=self._run, name="erudite-edge-live-reader", daemon=True)
         self._thread.start()
 
@@ -43,6 +46,8 @@ class LatestFrame:
                     self._item = item
                     self.read += 1
                     self._cond.notify_all()
+                if self.on_frame is not None:
+                    self.on_frame()
         except BaseException as e:  # handed to the consumer
             self._error = e
         finally:
@@ -52,6 +57,8 @@ class LatestFrame:
             with self._cond:
                 self._ended = True
                 self._cond.notify_all()
+            if self.on_frame is not None:
+                self.on_frame()
 
     def take(self, timeout: float = 0.1) -> Item | None | object:
         """The newest frame; None when none came within `timeout`; `LatestFrame.END` once the source ended

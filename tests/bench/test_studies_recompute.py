@@ -194,3 +194,23 @@ def test_meta_features_accuracy(tmp_path, capsys):
         res["summary"]["paired_fresh_minus_reuse"]["ci95"][1] += 0.01
 
     assert "DIFFERS summary paired_fresh_minus_reuse ci95" in caught(tmp_path / "summary.json", tmp_path, change, capsys)
+
+
+def test_multistream(tmp_path, capsys):
+    """One process with 2 cameras against 2 processes (the tiny model, 2 short rounds): re-derived, INCONCLUSIVE
+    with 2 rounds, a changed figure caught."""
+    from benchmarks.studies import multistream
+
+    out = tmp_path / "ms"
+    assert multistream.main(["--models", "tiny", "--sizes", "2", "--seconds", "0.6", "--rounds", "2", "--out", str(out)]) == 0
+    r = recomputes(out / "multistream.json", "multistream", 20)
+    assert len(r["load"]["series"]) == 4  # one record per side and round
+    row = r["models"]["tiny"]["2"]
+    assert row["one"]["fps_median"] > 0 and len(row["one"]["p99_age_ms_per_stream"]) == 2
+    assert row["rss_ratio"] < 1.0  # one process holds one model, two hold two
+    assert "under load" in (out / "multistream.md").read_text() or "quiet" in (out / "multistream.md").read_text()
+
+    def change(res):
+        res["models"]["tiny"]["2"]["fps_ratio"] += 1
+
+    assert "DIFFERS models tiny 2 fps_ratio" in caught(out / "multistream.json", tmp_path, change, capsys)

@@ -160,5 +160,5 @@ def test_int8_layouts_benchmark_measures_both_layouts(trained, tmp_path):
     trt_graph = result["models"]["int8 tensorrt"]["optimised_graph"]
     assert ort_graph["QLinearConv"] > 0 and ort_graph["Conv"] == 0
     assert trt_graph["QLinearConv"] == 0 and trt_graph["DequantizeLinear"] > 0
-    assert result["models"]["int8 onnxruntime"]["top1_agreement_vs_fp32"] >= 0.8
+    assert result["top1_agreement_vs_fp32"]["int8 onnxruntime"] >= 0.8  # derived from the raw top-1 (recompute)
     assert not (trained["bundle"] / "model.int8.onnx").exists()  # the bundle itself is left as it was

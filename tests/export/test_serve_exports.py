@@ -222,6 +222,56 @@ def test_triton_overwrite_keeps_the_version_folders_a_user_added(color_bundle: B
     assert sorted(p.name for p in repo.iterdir()) == ["erudite"]  # no temporary or old folder left
 
 
+def test_triton_classifier_config_parses_and_holds_the_bundle(color_bundle: Bundle, tmp_path: Path, capsys) -> None:
+    """--kind classifier: the Python-backend entry's config (parsed with tritonclient's model_config_pb2), its copy of
+    the bundle, the warm-up file in Triton's TYPE_STRING layout (the real server's load: tests/serve)."""
+    import struct
+
+    from google.protobuf import text_format
+
+    pb2 = model_config_pb2()
+    repo = tmp_path / "repo"
+    assert main(["export", "triton", "--kind", "classifier", "--bundle", str(color_bundle.root), "--out", str(repo),
+                 "--instances", "3", "--topk", "99", "--max-batch", "16", "--backend", "onnxruntime",
+                 "--execution-env", "$$TRITON_MODEL_DIRECTORY/env.tar.gz"]) == 0
+    entry = repo / "erudite_classifier"
+    cfg = text_format.Parse((entry / "config.pbtxt").read_text(), pb2.ModelConfig())
+    k, d = color_bundle.labels.num_classes, len(color_bundle.labels.datasets)  # --topk above the classes: all of them
+    assert (cfg.backend, cfg.max_batch_size, cfg.instance_group[0].count) == ("python", 16, 3)
+    assert [(t.name, t.data_type, list(t.dims), t.optional) for t in cfg.input] == [
+        ("IMAGE", pb2.TYPE_STRING, [1], True), ("FRAME", pb2.TYPE_UINT8, [-1, -1, 3], True)]
+    assert [(t.name, t.data_type, list(t.dims)) for t in cfg.output] == [
+        ("LABELS", pb2.TYPE_STRING, [k]), ("DATASETS", pb2.TYPE_STRING, [k]), ("SCORES", pb2.TYPE_FP32, [k]),
+        ("CLASS_IDS", pb2.TYPE_INT32, [k]), ("DATASET_MASS", pb2.TYPE_FP32, [d])]
+    assert cfg.HasField("dynamic_batching")
+    params = {key: v.string_value for key, v in cfg.parameters.items()}
+    assert params == {"backend": "onnxruntime", "precision": "auto", "topk": str(k),
+                      "EXECUTION_ENV_PATH": "$$TRITON_MODEL_DIRECTORY/env.tar.gz"}
+    (warm,) = cfg.model_warmup
+    warm_file = entry / "warmup" / warm.inputs["IMAGE"].input_data_file
+    raw = warm_file.read_bytes()
+    assert struct.unpack("<I", raw[:4])[0] == len(raw) - 4 and raw[4:12] == b"\x89PNG\r\n\x1a\n"
+    assert (entry / "datasets.txt").read_text().splitlines() == list(color_bundle.labels.datasets)
+    assert Bundle.load(entry / "1" / "bundle", verify=True).labels.joint_names == color_bundle.labels.joint_names
+    assert (entry / "1" / "model.py").read_text().startswith('"""The Triton Python-backend model')
+
+
+def test_triton_classifier_bad_flags_one_line_exit_2(color_bundle: Bundle, tmp_path: Path, capsys) -> None:
+    out = ["--bundle", str(color_bundle.root), "--out", str(tmp_path / "r")]
+    for args in (["--kind", "classifier", "--instances", "0"], ["--kind", "classifier", "--backend", "torch"],
+                 ["--kind", "classifier", "--precision", "fp8"], ["--kind", "ensemble"], ["--instances", "2"],
+                 ["--kind", "classifier", "--name", "../x"]):
+        capsys.readouterr()
+        assert main(["export", "triton", *args, *out]) == 2, args
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:"), (args, err)
+    assert not (tmp_path / "r").exists()
+    # a folder it did not write is never replaced, even with --overwrite
+    (tmp_path / "r" / "erudite_classifier").mkdir(parents=True)
+    assert main(["export", "triton", "--kind", "classifier", *out, "--overwrite"]) == 2
+    assert "not written by export triton" in capsys.readouterr().err
+
+
 # -- DeepStream -------------------------------------------------------------------------------------------
 NVINFER_KEYS = {  # gstnvinfer_property_parser.h (DeepStream 6.x/7.x), the [property] keys this export may write
     "gpu-id", "net-scale-factor", "offsets", "model-color-format", "onnx-file", "labelfile-path", "output-blob-names",

@@ -1,12 +1,14 @@
-"""Fixtures of the runtime's tests: small real bundles (nearest-colour ONNX models, no torch), one per test
-module that asks for them."""
+"""Fixtures of the runtime's tests: small real bundles (nearest-colour ONNX models, no torch) and a small
+folder of their images, one per test module that asks for them."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from erudite_edge.core.bundle import Bundle
-from onnx_fixtures import make_erudite_bundle, make_zoo_bundle
+from onnx_fixtures import COLORS, make_erudite_bundle, make_zoo_bundle, solid_image, write_image
 
 
 @pytest.fixture(scope="module")
@@ -17,3 +19,13 @@ def erudite(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
     return make_zoo_bundle(tmp_path_factory.mktemp("zoo"))
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four noisy PNGs, one per colour of the bundles' label space, named `{i}_{colour}.png` so that sorted
+    order is creation order: red, cyan, yellow, blue."""
+    f = tmp_path_factory.mktemp("imgs")
+    for i, name in enumerate(["red", "cyan", "yellow", "blue"]):
+        write_image(f / f"{i}_{name}.png", solid_image(COLORS[name], noise=10, seed=i))
+    return f

@@ -138,8 +138,8 @@ def test_cli_roi_and_crops_from(bundle_dir: Path, tmp_path: Path, capsys) -> Non
     csv_out = tmp_path / "det.csv"
     assert main(["run", "--bundle", str(bundle_dir), str(img), "--crops-from", str(det), "-o", str(csv_out)]) == 0
     lines = csv_out.read_text().splitlines()
-    assert lines[0].startswith("record_version,run_id,seq,name,box_x,box_y,box_w,box_h,label,dataset,score")
-    assert [line.split(",")[4:9] for line in lines[1:]] == [["20", "0", "20", "20", "yellow"], ["0", "20", "20", "20", "blue"]]
+    assert lines[0].startswith("record_version,run_id,seq,stream,stream_uri,name,box_x,box_y,box_w,box_h,label,dataset,score")
+    assert [line.split(",")[6:11] for line in lines[1:]] == [["20", "0", "20", "20", "yellow"], ["0", "20", "20", "20", "blue"]]
 
 
 @pytest.mark.parametrize("line, what", [

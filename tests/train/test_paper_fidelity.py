@@ -197,7 +197,7 @@ def test_absent_weights_offline_are_one_line_naming_the_file_and_the_way_out(tmp
 # Section 5.2's stated numbers (and what "reports the last epoch on the whole train split" implies).
 PAPER_STATED = {"variant": "ours", "backbone": "resnet50", "pretrained": True, "epochs": 100, "batch_per_dataset": 16,
                 "input_size": 224, "lr": 0.1, "backbone_lr": 0.01, "meta_alpha": "lr", "meta_features": "fresh",
-                "gate": "channel", "val_fraction": 0.0, "select": "last"}
+                "gate": "dense", "val_fraction": 0.0, "select": "last"}
 
 
 def test_paper_recipe_holds_the_papers_numbers_and_marks_what_the_paper_leaves_open():
@@ -206,11 +206,33 @@ def test_paper_recipe_holds_the_papers_numbers_and_marks_what_the_paper_leaves_o
         assert getattr(cfg, key) == value, key
     assert cfg.theta_lr == 0.1 and cfg.weights == "imagenet-v1" and cfg.recipe == "paper"
     # every option the paper does not state carries a comment saying so
-    lines = [ln for ln in (RECIPES_DIR / "paper.yaml").read_text().splitlines() if ln and not ln.startswith("#")]
+    lines = [ln for ln in (RECIPES_DIR / "paper.yaml").read_text().splitlines() if ln and not ln.lstrip().startswith("#")]
     for ln in lines:
         key = ln.split(":")[0].strip()
         if key not in PAPER_STATED and key not in ("theta_lr", "weights"):
             assert "silent" in ln.split("#", 1)[1], ln
+
+
+@pytest.mark.parametrize("gate, train_m, test_m", [("dense", "33.84", "32.48"), ("channel", "29.66", "28.29")])
+def test_paper_recipe_gate_comment_states_the_counts_the_model_code_gives(gate, train_m, test_m):
+    """paper.yaml's gate line names the parameter counts of both gates at N = 4 (embed_dim 512, ResNet-50, Table 3's
+    class counts); recounted here with the model code itself, so the comment cannot drift from it."""
+
+    from benchmarks.complexity import PAPER_CLASS_COUNTS, PAPER_SETS, PAPER_TABLE3, torch_params
+    from train.model import EruditeNet
+    from train.model_spec import ModelConfig
+
+    cfg = ModelConfig(variant="ours", backbone="resnet50", class_counts=[PAPER_CLASS_COUNTS[s] for s in PAPER_SETS[4]],
+                      embed_dim=512, hidden=512, gate=gate, pretrained=False)
+    with torch.device("meta"):  # shapes only: counting parameters needs no memory or initialisation
+        net = EruditeNet(cfg)
+    counts = f"{torch_params(net) / 1e6:.2f}", f"{torch_params(net.inference_graph()) / 1e6:.2f}"
+    assert counts == (train_m, test_m)
+    comment = (RECIPES_DIR / "paper.yaml").read_text().split("\ngate:", 1)[1].split("\nmomentum:", 1)[0]
+    assert f"{train_m} / {test_m} M" in comment and f"with gate {gate}" in comment
+    paper = PAPER_TABLE3["Ours_train"][4][1], PAPER_TABLE3["Ours_test"][4][1]
+    assert (tuple(map(float, counts)) == paper) == (gate == "dense")  # the recipe's gate is the one Table 3 counted
+    assert TrainConfig.from_dict(load_recipe("paper")).gate == "dense"
 
 
 def test_released_code_recipe_holds_the_released_values():

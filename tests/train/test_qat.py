@@ -17,6 +17,7 @@ from tiny_data import make_mixture
 from train import qat
 from train.model import build_model
 from train.model_spec import ModelConfig
+from trained_model import one_error_line
 
 COMMON = ["--backbone", "tiny", "--no-pretrained", "--batch-per-dataset", "4", "--input-size", "32", "--embed-dim", "16",
           "--workers", "0", "--no-progress", "--lr", "0.05", "--backbone-lr", "0.05"]
@@ -70,14 +71,22 @@ def test_train_qat_then_export_int8_qat(fp32, tmp_path, capsys):
     meta = json.loads((out / "best" / "checkpoint.json").read_text())
     assert set(meta["qat"]["amax"]) == set(meta["qat"]["layers"]) and all(v > 0 for v in meta["qat"]["amax"].values())
     assert meta["qat"]["calibration"].startswith("16 training images (2 batches")  # 2 x (4 per data set x 2)
+    # README: "A QAT run is not resumable (start it again)": one line, exit 2, the run left as it is
+    capsys.readouterr()
+    before = sorted(p.name for p in out.iterdir())
+    assert main(["train", "--out", str(out), "--resume", "--no-progress"]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "is a QAT run: it cannot be resumed" in line and f"--qat {fp32['run']}" in line
+    assert sorted(p.name for p in out.iterdir()) == before
 
     bundle = tmp_path / "bundle"
     import shutil
 
     shutil.copytree(fp32["bundle"], bundle)
     capsys.readouterr()
+    # --no-goal: this 3-step QAT run is about the export's mechanics, not the default INT8 goal (tests/export)
     assert main(["export", "int8", "--bundle", str(bundle), "--qat", str(out), "--calib-count", "8",
-                 "--calib-batch", "4", *data_args]) == 0
+                 "--calib-batch", "4", "--no-goal", *data_args]) == 0
     b = Bundle.load(bundle, verify=True)
     entry = b.entry("main", "int8")
     assert entry.info["qat"]["ranges_from_qat"] == len(meta["qat"]["amax"])

@@ -73,7 +73,8 @@ def bundle_outputs(bundle: Bundle, data: Sequence[str], *, backend: str = "auto"
         from erudite_edge.inference.models import ZooModel
 
         zoo = ZooModel(bundle, RunnerOptions(backend, precision), announce=None)
-        predict, close = zoo.predict, zoo.close
+        # Model.predict gives log-probabilities (-inf outside the routed data set): the joint probabilities
+        predict, close = (lambda b: np.exp(zoo.predict(b))), zoo.close
     else:
         from erudite_edge.backends.registry import RunnerOptions, load_runner
 

@@ -58,8 +58,14 @@ def bench_command(
     out: Path = typer.Option(Path("runs/bench"), "--out", help="Folder for bench.json, bench.md and bench.png."),
     plot: bool = typer.Option(True, "--plot/--no-plot", help="Write bench.png (needs matplotlib)."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Do not check the model files' sha256 against bundle.json."),
+    triton: Optional[str] = typer.Option(None, "--triton", help="HOST:PORT of a Triton server's HTTP endpoint serving "
+                                         "`export triton --kind classifier` of --bundle: its client latency and throughput "
+                                         "against in-process Classifier (--source images, else scikit-image's photos)."),
+    model: str = typer.Option("erudite_classifier", "--model", help="--triton: the model's name in that server."),
+    concurrency: str = typer.Option("1,2,4,8", "--concurrency", help="--triton: comma-separated client counts."),
 ) -> None:
-    """Erudite vs zoo on this device: latency, throughput, size, params/MACs, end to end, top-1."""
+    """Erudite vs zoo on this device: latency, throughput, size, params/MACs, end to end, top-1.
+    With --triton: a Triton server's classifier model against in-process Classifier."""
     from erudite_edge.backends.registry import BACKENDS
     from erudite_edge.core.bundle import set_verify_default
     from erudite_edge.errors import UsageError
@@ -69,6 +75,17 @@ def bench_command(
 
     if backend not in BACKENDS or backend == "torch":
         raise UsageError(f"--backend {backend}: one of auto, onnxruntime, tensorrt")
+    if triton is not None:
+        from benchmarks.bench import parse_int_list
+        from benchmarks.triton import TritonBenchOptions, triton_bench
+
+        opts = TritonBenchOptions(url=triton, model=model, concurrency=tuple(parse_int_list(concurrency, "--concurrency")),
+                                  rounds=rounds, window_s=min_duration_s / rounds, warmup_s=warmup_ms / 1e3).checked()
+        written = triton_bench(opts, bundle, backend, source, source_limit, out,
+                               " ".join(shlex.quote(a) for a in ["erudite-edge", *sys.argv[1:]]), log=lambda m: typer.echo(m, err=True))
+        typer.echo((out / "triton.md").read_text())
+        typer.echo("wrote " + ", ".join(str(p) for p in written), err=True)
+        return
     from benchmarks.bench import BenchConfig, parse_int_list, parse_precisions, run_bench
     from benchmarks.report import render_terminal, stdout_console, write_outputs
 

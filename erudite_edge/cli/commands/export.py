@@ -136,13 +136,21 @@ def int8_command(
     eval_count: int = typer.Option(200, "--eval-count", help="Test images per data set for agreement and accuracy (0: all)."),
     min_agreement: Optional[float] = typer.Option(
         None, "--min-agreement",
-        help="Goal: top-1 agreement with FP32, in percent. Missed by the fully quantized model, the most sensitive "
-        "blocks stay float until it is met; missed even so, nothing is written.",
+        help="Goal: top-1 agreement with FP32, in percent (with --data default 98, with --min-accuracy-ratio 0.99). Missed by "
+        "the fully quantized model, the most sensitive blocks stay float until it is met (with --data: with a margin, on "
+        "training images). With --data the test images judge it by a 95 % interval: below it, exit 1 and nothing is "
+        "written; too few images to tell, the model is written with a warning saying how many would.",
     ),
     min_accuracy_ratio: Optional[float] = typer.Option(
         None, "--min-accuracy-ratio",
-        help="Goal with --data: every data set's INT8 accuracy at least this fraction of FP32's (e.g. 0.99).",
+        help="Goal with --data: every data set's INT8 accuracy at least this fraction of FP32's (default 0.99).",
     ),
+    goal: bool = typer.Option(
+        True, "--goal/--no-goal", help="With --data: aim at and judge the default goal (agreement >= 98 %, every data set "
+                                       ">= 0.99 of FP32) unless --min-agreement / --min-accuracy-ratio set one."),
+    tune_count: Optional[int] = typer.Option(
+        None, "--tune-count", help="With --data: training images per data set the mixed-precision search decides on "
+                                   "(default: 2 x --eval-count; 0: all)."),
     max_float: float = typer.Option(0.25, "--max-float", help="Mixed precision keeps at most this fraction of the compute nodes float."),
     report: bool = typer.Option(False, "--report", help="Per-block sensitivity (JSON, Markdown, bar chart) under BUNDLE/int8_report/."),
     report_dir: Optional[Path] = typer.Option(None, "--report-dir", help="Write the --report files here instead."),
@@ -190,8 +198,8 @@ def int8_command(
         seed=seed, batch=calib_batch, percentile=percentile,
         calib_images=calib, data=tuple(data or ()), calib_count=calib_count,
         images=images, eval_count=eval_count,
-        min_agreement=_fraction(min_agreement), min_accuracy_ratio=min_accuracy_ratio, max_float=max_float,
-        tuning_images=tune_images,
+        min_agreement=_fraction(min_agreement), min_accuracy_ratio=min_accuracy_ratio, default_goal=goal, max_float=max_float,
+        tuning_images=tune_images, tune_count=tune_count,
         report=report_dir if report_dir is not None else (bundle / "int8_report" if report or counts else None),
         sweep=tuple(counts), qat=qat,
     ).checked()

@@ -1,5 +1,6 @@
 """`erudite-edge export triton | deepstream`: a bundle where fleets are served (Triton Inference Server, a
-DeepStream pipeline). Both need the `onnx` package (`pip install 'erudite-edge[bench]'` or `[train]`)."""
+DeepStream pipeline). Both need the `onnx` package (`pip install 'erudite-edge[bench]'` or `[train]`), except
+`export triton --kind classifier`, which copies the bundle and writes text."""
 
 from __future__ import annotations
 
@@ -13,28 +14,60 @@ def _log(msg: str) -> None:
     typer.echo(msg, err=True)
 
 
+KINDS = ("graph", "classifier")
+
+
 def triton_command(
-    bundle: Path = typer.Option(..., "--bundle", help="An erudite bundle directory."),
+    bundle: Path = typer.Option(..., "--bundle", help="An erudite bundle directory (--kind classifier: or a zoo bundle)."),
     out: Path = typer.Option(..., "--out", help="The Triton model repository (created if missing; other models in it are left alone)."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | int8: which of the bundle's ONNX models (and engine, if any)."),
-    max_batch: Optional[int] = typer.Option(None, "--max-batch", help="max_batch_size (default 8, at most the engine's "
+    kind: str = typer.Option("graph", "--kind", help="graph: the ONNX Runtime (+ TensorRT) entries, tensors in, logits out; "
+                             "classifier: a Python-backend model running erudite-edge's Classifier, image bytes in, labels out."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="graph: fp32 (default) | fp16 | int8: which of the bundle's "
+                                            "ONNX models (and engine, if any). classifier: as `run --precision` (default auto)."),
+    max_batch: Optional[int] = typer.Option(None, "--max-batch", help="max_batch_size (default 8; graph: at most the engine's "
                                             "profile, or 32: the profile engines are built with)."),
-    name: str = typer.Option("erudite", "--name", help="Model name in the repository (NAME/ and, with an engine, NAME_tensorrt/)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace config.pbtxt, labels.txt and 1/ in model folders an "
-                                   "earlier `export triton` wrote (other version folders and files there are kept)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Model name in the repository (default: erudite, with an engine also "
+                                       "erudite_tensorrt; classifier: erudite_classifier)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace config.pbtxt, labels.txt and 1/ (and the classifier's "
+                                   "other files) in model folders an earlier `export triton` wrote (other version folders "
+                                   "and files there are kept)."),
+    instances: int = typer.Option(1, "--instances", help="classifier: model instances (stub processes, one Classifier each)."),
+    topk: int = typer.Option(5, "--topk", help="classifier: how many classes each answer lists."),
+    backend: str = typer.Option("auto", "--backend", help="classifier: auto | onnxruntime | tensorrt, chosen when Triton loads it."),
+    execution_env: Optional[str] = typer.Option(None, "--execution-env", help="classifier: EXECUTION_ENV_PATH for the Python "
+                                                "backend (a conda-pack archive or an environment folder that imports "
+                                                "erudite_edge; $$TRITON_MODEL_DIRECTORY allowed). Default: the server's Python."),
 ) -> None:
-    """A Triton model repository: ONNX Runtime backend (+ TensorRT plan when the bundle has an engine), config.pbtxt with
-    dynamic batching and the model's tensor names, types and dims, labels.txt in joint-label order."""
+    """A Triton model repository. --kind graph: ONNX Runtime backend (+ TensorRT plan when the bundle has an engine),
+    config.pbtxt with dynamic batching and the model's tensor names, types and dims, labels.txt in joint-label order.
+    --kind classifier: a Python-backend model holding the bundle (erudite-edge's Classifier): encoded image bytes
+    (IMAGE, [B, 1]) or RGB frames (FRAME) in; top-k labels, data sets, scores and per-data-set mass out."""
     from erudite_edge.cli.commands.export import _require
     from erudite_edge.core.bundle import PRECISIONS, Bundle
     from erudite_edge.errors import UsageError
 
+    if kind not in KINDS:
+        raise UsageError(f"--kind {kind}: one of {', '.join(KINDS)}")
+    if kind == "classifier":
+        from export.triton_classifier import ClassifierModelOptions, export_classifier
+
+        options = ClassifierModelOptions(
+            name=name or "erudite_classifier", max_batch=8 if max_batch is None else max_batch, instances=instances,
+            topk=topk, backend=backend, precision=precision or "auto", execution_env=execution_env,
+            overwrite=overwrite).checked()
+        typer.echo(str(export_classifier(Bundle.load(bundle), out, options, log=_log)))
+        return
+    given = [f for f, v in (("--instances", instances != 1), ("--topk", topk != 5), ("--backend", backend != "auto"),
+                            ("--execution-env", execution_env is not None)) if v]
+    if given:
+        raise UsageError(f"{', '.join(given)}: only with --kind classifier (--kind graph serves the model's logits)")
+    precision = precision or "fp32"
     if precision not in PRECISIONS:
         raise UsageError(f"--precision {precision}: one of {', '.join(PRECISIONS)}")
     _require("export triton", "onnx")
     from export.triton import export_triton
 
-    for p in export_triton(Bundle.load(bundle), out, precision, max_batch, name, overwrite, log=_log):
+    for p in export_triton(Bundle.load(bundle), out, precision, max_batch, name or "erudite", overwrite, log=_log):
         typer.echo(str(p))
 
 

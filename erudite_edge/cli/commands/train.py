@@ -10,6 +10,10 @@ import typer
 from erudite_edge.cli.interruptible import terminate_as_interrupt
 from erudite_edge.core.fileio import write_json_atomic
 from erudite_edge.errors import BackendUnavailable, UsageError
+from train.variants import VARIANTS  # the registry of variants (plain Python, no torch)
+
+# every variant of the registry, so the help cannot drift from what `--variant` takes
+VARIANT_HELP = " | ".join(VARIANTS) + " (default ours; README: Training options)"
 
 
 def _require_torch() -> None:
@@ -24,7 +28,7 @@ def train_command(
     recipe: Optional[str] = typer.Option(
         None, "--recipe", help="paper | released-code | PATH.yaml: a recipe of options (train/recipes/); --config and flags win over it."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file holding the same options (command-line values win)."),
-    variant: Optional[str] = typer.Option(None, help="baseline | baseline+ | baseline++ | ours | ours-pcgrad | single"),
+    variant: Optional[str] = typer.Option(None, help=VARIANT_HELP),
     backbone: Optional[str] = typer.Option(None, help="resnet50 (default) | resnet18 | resnet34 | resnet101 | mobilenet_v3_large | efficientnet_lite0 | tiny"),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="ImageNet weights for the backbone (default on)."),
     weights: Optional[str] = typer.Option(
@@ -33,7 +37,7 @@ def train_command(
     batch_per_dataset: Optional[int] = typer.Option(None, help="Images of each data set per batch (default 16)."),
     input_size: Optional[int] = typer.Option(None, help="Square input size (224 default; 448 is common in FGVC)."),
     embed_dim: Optional[int] = typer.Option(None, help="Width E of each dataset-specific projection (default 512)."),
-    gate: Optional[str] = typer.Option(None, help="channel (paper Eq. 4, default) | dense (released code)."),
+    gate: Optional[str] = typer.Option(None, help="channel (paper Eq. 4, default) | dense (released code; what Table 3 counts, --recipe paper)."),
     classifier: Optional[str] = typer.Option(None, help="mlp (released code's BN-Linear-BN-ELU-Linear, default) | linear."),
     hidden: Optional[int] = typer.Option(None, help="Hidden width of the mlp classifiers (512)."),
     lr: Optional[float] = typer.Option(None, help="Learning rate of new modules (0.1)."),
@@ -57,6 +61,10 @@ def train_command(
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision on CUDA (default on)."),
     sync_bn: Optional[bool] = typer.Option(None, "--sync-bn/--no-sync-bn", help="SyncBatchNorm across GPUs (default on with several CUDA processes)."),
     steps_per_epoch: Optional[int] = typer.Option(None, help="Cap the steps of each epoch (smoke runs)."),
+    parts_epochs: Optional[str] = typer.Option(
+        None, "--parts-epochs", help="--variant single: epochs of its parts, e.g. coarse=2,faces=13. Parts not named take the "
+                                     "fair schedule: each data set's model sees at least as many images of it as the joint "
+                                     "run of --epochs does, the coarse model as many in total (written to RUN/config.yaml)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (checkpoints, history)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last complete checkpoint."),
     resume_from: Optional[str] = typer.Option(
@@ -79,7 +87,7 @@ def train_command(
 ) -> None:
     """Train an erudite model (or, with --variant single, the two-stage zoo) on several data sets jointly."""
     _require_torch()
-    from train.config import TrainConfig, load_recipe, load_yaml
+    from train.config import TrainConfig, load_recipe, load_yaml, parse_parts_epochs
     from train.entry import train
 
     values: dict[str, Any] = load_recipe(recipe) if recipe else {}
@@ -93,7 +101,8 @@ def train_command(
                  momentum=momentum, weight_decay=weight_decay, meta_alpha=meta_alpha, meta_features=meta_features,
                  head_bn_momentum=head_bn_momentum, crop_pad=crop_pad, select=select,
                  val_fraction=val_fraction, workers=workers, seed=seed, device=device,
-                 amp=amp, sync_bn=sync_bn, steps_per_epoch=steps_per_epoch, out=str(out) if out else None)
+                 amp=amp, sync_bn=sync_bn, steps_per_epoch=steps_per_epoch, out=str(out) if out else None,
+                 parts_epochs=parse_parts_epochs(parts_epochs) if parts_epochs is not None else None)
     values.update({k: v for k, v in given.items() if v is not None})
     if qat_calib_batches is not None:
         values["qat_calib_batches"] = qat_calib_batches

@@ -31,6 +31,10 @@ def test_quick_demo_end_to_end(tmp_path):
             assert summary["accuracy"][variant][name] > floor, (variant, name, summary["accuracy"][variant])
     # `erudite-edge run` on the held-out folder names the right data set for most images
     assert summary["heldout_images"] >= 20
+    # Single's fair schedule: every part at least the joint run's images (the quick plan's equal data sets: 1 epoch each)
+    schedule = summary["single_schedule"]
+    assert set(schedule) == {"coarse", "digits", "mnist", "faces"}
+    assert all(p["images"] >= p["joint_images"] and p["epochs"] == 1 and p["rule"] == "fair" for p in schedule.values())
     assert summary["heldout_right_dataset"] >= HELDOUT_RIGHT_DATASET_FLOOR, summary["heldout_right_dataset"]
     assert summary["heldout_top1"] <= summary["heldout_right_dataset"]
     bundle = json.loads((out / "bundles" / "erudite" / "bundle.json").read_text())
@@ -93,3 +97,22 @@ def test_demo_reads_int8_accuracy_next_to_fp32_from_bench():
     assert got["calibration_seed"] == 0 and got["test_seed"] == 0 and got["target"] == "onnxruntime"
     assert "digits 90.0 -> 88.0 (0.978)" in int8_line(got) and "calibration seed 0" in int8_line(got)
     assert int8_accuracy({"accuracy": {"erudite": {"fp32": top1(0.9, 1.0)}}}) is None  # no int8 measured
+
+
+def test_demo_overwrite_replaces_only_an_earlier_demo(tmp_path, capsys):
+    """README: "`demo --overwrite` only [replaces] an earlier demo; anything else is refused" (one line, exit 2,
+    nothing removed), before any work starts."""
+    from trained_model import one_error_line
+
+    mine = tmp_path / "mine"
+    (mine / "runs").mkdir(parents=True)  # a demo's name beside a file of the user's
+    (mine / "notes.txt").write_text("keep me")
+    assert main(["demo", "--quick", "--out", str(mine), "--overwrite"]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "not a demo folder" in line and "notes.txt" in line
+    assert (mine / "notes.txt").read_text() == "keep me" and (mine / "runs").is_dir()
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep me too")
+    assert main(["demo", "--quick", "--out", str(a_file), "--overwrite"]) == 2
+    one_error_line(capsys.readouterr().err)
+    assert a_file.read_text() == "keep me too"

@@ -25,14 +25,6 @@ from onnx_fixtures import COLORS, DATASETS, solid_image, write_image, write_vide
 from real_processes import child_env
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    f = tmp_path_factory.mktemp("imgs")
-    for i, name in enumerate(["red", "cyan", "yellow", "blue"]):
-        write_image(f / f"{name}_{i}.png", solid_image(COLORS[name], noise=10, seed=i))
-    return f
-
-
 def _env() -> dict[str, str]:
     return child_env(headless=True)
 
@@ -151,6 +143,53 @@ def test_sighup_stops_like_ctrl_c(erudite: Bundle, tmp_path: Path) -> None:
     assert len(rows) == reported >= 2 and all(r["label"] in COLORS for r in rows)
 
 
+def test_a_second_signal_stops_at_once(erudite: Bundle, tmp_path: Path) -> None:
+    """README: "A second signal stops at once". A real run writing JSON lines to a real pipe nobody reads (a
+    consumer that hangs): its write blocks, so the first SIGTERM, which waits for the batch in hand, cannot
+    end the run; the second ends it at once, with the summary and exit 143."""
+    import fcntl
+    import struct
+    import termios
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for i in range(100):
+        write_image(images / f"{i:03d}.png", solid_image(COLORS["red"]))
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, getattr(fcntl, "F_SETPIPE_SZ", 1031), 4096)  # a few records fill it
+    err_path = tmp_path / "err.txt"
+    with err_path.open("w") as err_file:
+        proc = subprocess.Popen(_cli("--bundle", str(erudite.root), str(images), "--batch", "1", "--workers", "1"),
+                                stdout=write_end, stderr=err_file, env=_env())
+    os.close(write_end)
+    try:
+        def queued() -> int:
+            return struct.unpack("i", fcntl.ioctl(read_end, termios.FIONREAD, b"\0" * 4))[0]
+
+        last, still, end = -1, 0, time.monotonic() + 60
+        while still < 10:  # the pipe full and nothing moving for 1 s: the run is blocked in its write
+            assert time.monotonic() < end and proc.poll() is None, err_path.read_text()
+            n = queued()
+            still, last = (still + 1 if n == last and n > 0 else 0), n
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=2)  # the first signal waits for the batch in hand, which cannot finish
+        t = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+        took = time.monotonic() - t
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(read_end)
+    err = err_path.read_text()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert took < 10, took
+    assert "interrupted (SIGTERM)" in err and "frames classified" in err and "Traceback" not in err
+
+
 def test_sigkill_keeps_every_complete_line(erudite: Bundle, tmp_path: Path) -> None:
     """SIGKILL mid-run over a folder: whatever was seen in the file before the kill is there, and whole."""
     images = tmp_path / "many"
@@ -173,6 +212,12 @@ def test_sigkill_keeps_every_complete_line(erudite: Bundle, tmp_path: Path) -> N
     assert 1500 > len(lines) >= seen  # killed mid-run, nothing seen before the kill lost
     assert [r["index"] for r in lines] == list(range(len(lines)))
     assert all(r["label"] == "yellow" for r in lines)
+    # README: "the lock dies with the process, so nothing stale is left behind" (a SIGKILL included)
+    one = tmp_path / "one"
+    one.mkdir()
+    write_image(one / "red.png", solid_image(COLORS["red"]))
+    assert main(["run", "--bundle", str(erudite.root), str(one), "-o", str(out), "--append"]) == 0
+    assert len(_lines(out)) == len(lines) + 1
 
 
 def test_fsync_on_a_timer_and_at_close(tmp_path: Path, monkeypatch) -> None:

@@ -422,9 +422,12 @@ def test_live_source_takes_the_newest_frame(erudite: Bundle) -> None:
     classifier = load_model(erudite, announce=None)
     predict = classifier.predict
 
+    sizes: list[int] = []
+
     def slow(batch):  # a model slower than the camera: 40 ms a call against 16.7 ms a frame
         import time
 
+        sizes.append(len(batch))
         time.sleep(0.04)
         return predict(batch)
 
@@ -440,6 +443,7 @@ def test_live_source_takes_the_newest_frame(erudite: Bundle) -> None:
     ages = sorted(r.frame_age_ms for r in seen)
     assert ages[len(ages) // 2] < 200 and ages[-1] < 500, ages
     assert "stopped delivering frames" in summary.end_reason
+    assert set(sizes) == {1}  # live sources take one frame per model call: --batch 4 applies to files
 
 
 def test_progress_bar_on_a_terminal(erudite: Bundle, color_folder: Path) -> None:

@@ -29,7 +29,7 @@ from erudite_edge.outputs.result_log import AppendLog
 from erudite_edge.outputs.results import Result
 from erudite_edge.outputs.schema import JSONL_FIELDS, OPTIONAL_FIELDS, RECORD_VERSION, csv_columns, run_id
 from erudite_edge.sources.base import Item
-from onnx_fixtures import COLORS, solid_image, write_bad_files, write_image
+from onnx_fixtures import write_bad_files
 from paths import REPO
 from real_processes import child_env
 
@@ -169,14 +169,6 @@ def test_a_refused_append_leaves_the_torn_file_as_it_is(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------------
 # through the real CLI
 # ------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    f = tmp_path_factory.mktemp("imgs")
-    for i, name in enumerate(["red", "cyan", "yellow", "blue"]):
-        write_image(f / f"{i}_{name}.png", solid_image(COLORS[name], noise=10, seed=i))
-    return f
-
-
 @pytest.mark.parametrize("suffix", ["jsonl", "csv"])
 def test_cli_append_repairs_a_torn_file(erudite: Bundle, folder: Path, tmp_path: Path, capsys, suffix: str) -> None:
     """`run -o FILE --append` (the README's systemd unit) after a tear at seeded random offsets, NUL-padded
@@ -266,8 +258,9 @@ def test_records_follow_the_schema() -> None:
     d = r.to_dict()
     assert list(d) == [k for k in JSONL_FIELDS if k in d]
     assert set(JSONL_FIELDS) - set(d) <= OPTIONAL_FIELDS
-    assert csv_columns(1, ["warm"], boxes=True)[:8] == ["record_version", "run_id", "seq", "name", "box_x", "box_y",
-                                                       "box_w", "box_h"]
+    assert csv_columns(1, ["warm"], boxes=True)[:10] == ["record_version", "run_id", "seq", "stream", "stream_uri",
+                                                        "name", "box_x", "box_y", "box_w", "box_h"]
+    assert d["stream"] == {"index": 0, "uri": ""}
     assert csv_header(TOPK, DATASETS) == csv_columns(TOPK, DATASETS)
 
 

@@ -274,6 +274,34 @@ def test_logrotate_copytruncate_recipe_with_a_real_run(erudite: Bundle, tmp_path
     assert new == list(range(new[0], new[0] + len(new))) and new[0] >= len(old)
 
 
+@pytest.mark.skipif(LOGROTATE is None, reason="logrotate is not installed (Debian: apt-get install logrotate)")
+def test_logrotate_without_copytruncate_leaves_the_run_writing_the_renamed_file(erudite: Bundle, tmp_path: Path) -> None:
+    """README: "Without `copytruncate` logrotate renames the file and the run goes on writing the renamed
+    one" (its descriptor follows the file): the real logrotate, the recipe less `copytruncate`."""
+    out = tmp_path / "results.jsonl"
+    run = CliRun("run", "--bundle", str(erudite.root), "testsrc://60?size=32x24", "-o", str(out))
+    try:
+        run.wait_for(lambda: out.exists() and out.read_bytes().count(b"\n") >= 10, "10 results", 60)
+        conf = tmp_path / "erudite.logrotate"
+        recipe = README_RECIPE.replace("/var/lib/erudite/results.jsonl", str(out))
+        conf.write_text(recipe.replace("    copytruncate\n", ""))
+        assert "copytruncate" not in conf.read_text()
+        done = subprocess.run([LOGROTATE, "--force", "--state", str(tmp_path / "state"), str(conf)],
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        renamed = rotated(out, 1)
+        size = renamed.stat().st_size
+        run.wait_for(lambda: renamed.stat().st_size > size + 200, "results after the rename", 60)
+        assert not out.exists()  # nothing was written under the old name
+        run.proc.send_signal(signal.SIGTERM)
+        assert run.proc.wait(timeout=30) == 143
+    finally:
+        if run.proc.poll() is None:
+            run.proc.kill()
+    seqs = _records(renamed, None)
+    assert seqs == list(range(len(seqs))) and not out.exists()
+
+
 def _readme_recipe() -> str:
     text = (REPO / "README.md").read_text(encoding="utf-8")
     start = text.index("```\n/var/lib/erudite/results.jsonl {")

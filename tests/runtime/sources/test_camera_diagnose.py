@@ -109,3 +109,26 @@ def test_permission_denied_says_video_group(tmp_path: Path) -> None:
     dev.write_bytes(b"")
     dev.chmod(0)
     assert "'video' group" in cd.diagnose(str(dev))
+
+
+def test_a_mode_the_capture_did_not_take_is_one_line_naming_what_it_gave(tmp_path: Path) -> None:
+    """README: "A size or format the camera does not take stops the run with one line listing the modes it
+    offers". No camera here: a real capture of a real video file stands in for it (it negotiates 32x24 FMP4
+    10 fps, whatever is asked), and the device named is not a V4L2 node, so the listing falls back to the
+    v4l2-ctl command (the enumeration ioctls themselves need a camera: not run here)."""
+    from erudite_edge.errors import SourceError
+    from erudite_edge.sources.capture import check_camera_mode, open_video_file
+    from onnx_fixtures import COLORS, write_video
+
+    video = write_video(tmp_path / "v.mp4", [COLORS["red"]] * 3, size=(32, 24), fps=10)
+    fake_dev = str(tmp_path / "video9")
+    src = open_video_file(str(video))
+    check_camera_mode(src, fake_dev, 32, 24, None, None)  # what it took: no complaint
+    src.close()
+    for asked, want in [((1920, 1080, None, None), "refused 1920x1080"), ((None, None, None, "MJPG"), "refused *x* MJPG")]:
+        src = open_video_file(str(video))
+        with pytest.raises(SourceError) as e:
+            check_camera_mode(src, fake_dev, *asked)
+        msg = str(e.value)
+        assert "\n" not in msg and want in msg and "it gave 32x24 FMP4 10 fps" in msg
+        assert msg.endswith(f"it offers: see `v4l2-ctl -d {fake_dev} --list-formats-ext`")

@@ -1,0 +1,127 @@
+"""The MQTT output's spool: every result is a file in a folder before it is handed to the broker, and is
+removed only once the broker acknowledged it (PUBACK). A run killed in any way leaves the results not yet
+acknowledged in the folder; the next run with the same spool sends them first, oldest first.
+
+One file per message, `NNNNNNNNNNNNNNNN.msg` (a number that only grows, continued from what is there at
+start): the topic on the first line, the payload after it. Each is written to a `.tmp` name and renamed,
+so a file is whole or absent (a `.tmp` left by a kill is removed at the next start). Files are not fsynced
+one by one (a power cut may lose the last second or so, a killed process loses nothing).
+
+Bounded: past `max_bytes` the oldest messages are removed and counted (`dropped`); the owner warns once.
+One run at a time per folder: a second one is refused (a lock on `DIR/.lock`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections import deque
+from pathlib import Path
+
+from erudite_edge.errors import UsageError
+
+SUFFIX = ".msg"
+
+
+class Spool:
+    """The spooled messages in order. Thread-safe only with its owner's lock (erudite_edge.outputs.mqtt)."""
+
+    def __init__(self, root: Path, max_bytes: int):
+        self.root = root
+        self.max_bytes = max_bytes
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise UsageError(f"--spool {root}: cannot use it as the MQTT spool ({e.strerror}); choose a writable "
+                             "folder") from None
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._lock_fd)
+            raise UsageError(f"--spool {root}: another run uses this spool; give each run its own --spool DIR") from None
+        self._sizes: dict[int, int] = {}  # number -> bytes, oldest first
+        self._unsent: deque[int] = deque()  # numbers not handed to the broker yet, oldest first
+        self.bytes = 0
+        self.dropped = 0  # oldest messages removed to stay under max_bytes
+        found: list[tuple[int, int]] = []
+        for p in root.iterdir():
+            if p.suffix == ".tmp":
+                with contextlib.suppress(OSError):
+                    p.unlink()
+            elif p.suffix == SUFFIX and p.stem.isdigit():
+                with contextlib.suppress(OSError):
+                    found.append((int(p.stem), p.stat().st_size))
+        for n, size in sorted(found):
+            self._sizes[n] = size
+            self._unsent.append(n)
+            self.bytes += size
+        self.recovered = len(found)  # messages a previous run left
+        self._next = max((n for n, _ in found), default=-1) + 1
+
+    def _path(self, n: int, suffix: str = SUFFIX) -> Path:
+        return self.root / f"{n:016d}{suffix}"
+
+    def __len__(self) -> int:
+        return len(self._sizes)
+
+    def put(self, topic: str, payload: bytes) -> int:
+        """Write one message; its number. Older messages are dropped first where it would pass the bound
+        (the newest one is always kept). OSError (a full disk) goes to the caller."""
+        n = self._next
+        self._next += 1
+        data = topic.encode("utf-8") + b"\n" + payload
+        tmp = self._path(n, ".tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, self._path(n))
+        self._sizes[n] = len(data)
+        self._unsent.append(n)
+        self.bytes += len(data)
+        while self.bytes > self.max_bytes and len(self._sizes) > 1:
+            self._drop_oldest()
+        return n
+
+    def _drop_oldest(self) -> None:
+        n = next(iter(self._sizes))
+        self.remove(n)
+        if self._unsent and self._unsent[0] == n:  # older ones than the first unsent are all in flight
+            self._unsent.popleft()
+        self.dropped += 1
+
+    def take(self) -> tuple[int, str, bytes] | None:
+        """The oldest message not handed out yet (number, topic, payload), now counted as handed out; None
+        when there is none. A message file gone from the folder is skipped."""
+        while self._unsent:
+            n = self._unsent.popleft()
+            if n not in self._sizes:
+                continue
+            try:
+                data = self._path(n).read_bytes()
+            except OSError:
+                self._forget(n)
+                continue
+            topic, _, payload = data.partition(b"\n")
+            return n, topic.decode("utf-8", "replace"), payload
+        return None
+
+    def unsent(self) -> int:
+        return len(self._unsent)
+
+    def remove(self, n: int) -> None:
+        """The broker has it: the file goes (a number already removed is ignored)."""
+        if n not in self._sizes:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self._path(n).unlink()
+        self._forget(n)
+
+    def _forget(self, n: int) -> None:
+        self.bytes -= self._sizes.pop(n, 0)
+
+    def close(self) -> None:
+        """Let another run use the folder (what it holds stays)."""
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
