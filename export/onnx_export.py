@@ -409,10 +409,17 @@ def export_checkpoint(
         graphs += [(fine_role(ds), fine.eval()) for ds, fine in zip(ckpt.labels.datasets, model.fine)]
     else:
         graphs = [("main", model.inference_graph(with_attention=with_attention).eval())]
+    kwargs = bundle_kwargs_for(ckpt, "zoo" if zoo else "erudite", input_dtype)
+    if ckpt.meta.get("sparsity"):  # prune --sparsity 2:4: what the weights are now (`export engine` reads it)
+        from train.sparsity import layers_2_4
+
+        layers = {role: layers_2_4(graph) for role, graph in graphs}
+        kwargs["extra"]["sparsity"] = {"pattern": ckpt.meta["sparsity"]["pattern"], "layers": layers,
+                                       "count": sum(map(len, layers.values()))}
     return export_roles(
         out_dir,
         graphs,
-        bundle_kwargs=bundle_kwargs_for(ckpt, "zoo" if zoo else "erudite", input_dtype),
+        bundle_kwargs=kwargs,
         opset=opset,
         images=images,
         data=data,

@@ -59,6 +59,10 @@ class TrainConfig:
     eval_batch_size: int = 64
     qat: str | None = None  # quantization-aware fine-tuning from this FP32 run (its best checkpoint) or checkpoint
     qat_calib_batches: int = 16  # training batches that calibrate the int8 input ranges before QAT
+    finetune: str | None = None  # fine-tune this pruned run (`erudite-edge prune`'s RUN_PRUNED): its widths and weights
+    distill: str | None = None  # distil from this run's joint logits (the unpruned teacher): KL at a temperature
+    distill_temperature: float = 4.0
+    distill_weight: float = 0.5  # the KL term's weight (times temperature^2) beside Loss_all
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -89,6 +93,9 @@ class TrainConfig:
              f"--parts-epochs is for --variant single (its separately trained parts), not --variant {self.variant}"),
             (all(e >= 1 for e in (self.parts_epochs or {}).values()), "--parts-epochs: every part's epochs must be 1 or more"),
             (self.qat_calib_batches >= 1, f"--qat-calib-batches must be at least 1, not {self.qat_calib_batches}"),
+            (self.distill_temperature > 0, f"--distill-temperature {self.distill_temperature}: above 0"),
+            (self.distill_weight >= 0, f"--distill-weight {self.distill_weight}: 0 or more"),
+            (not (self.qat and self.finetune), "--qat and --finetune: fine-tune the pruned run first, then --qat the result"),
             (0 <= self.val_fraction < 1, f"--val-fraction {self.val_fraction}: from 0 up to (not including) 1"),
             (self.batch_per_dataset % world_size == 0,
              f"--batch-per-dataset {self.batch_per_dataset} must divide by the {world_size} processes"),
@@ -164,8 +171,40 @@ def qat_values(source: str | os.PathLike[str], given: dict[str, Any]) -> dict[st
         raise UsageError(f"--qat: {', '.join(changed)} differ from the FP32 run in {run}; QAT keeps its model and data")
     values = {**saved, "epochs": QAT_EPOCHS, "pretrained": False, "out": f"{run}-qat",
               "lr": saved.get("lr", 0.1) * QAT_LR_FACTOR, "backbone_lr": saved.get("backbone_lr", 0.01) * QAT_LR_FACTOR,
-              "theta_lr": None if saved.get("theta_lr") is None else saved["theta_lr"] * QAT_LR_FACTOR}
+              "theta_lr": None if saved.get("theta_lr") is None else saved["theta_lr"] * QAT_LR_FACTOR,
+              "finetune": None, "distill": None}  # a fine-tuned pruned run's widths come from its checkpoint
     return {**values, **given, "qat": str(source)}
+
+
+FINETUNE_EPOCH_FRACTION = 0.25  # default length of a fine-tuning after pruning: this share of the run's epochs (>= 1)
+FINETUNE_LR_FACTOR = 0.1  # its learning rates: the run's times this, unless given
+
+
+def finetune_values(source: str | os.PathLike[str], given: dict[str, Any]) -> dict[str, Any]:
+    """`train --finetune RUN_PRUNED`: the pruned run's options (RUN_PRUNED/run.json: the unpruned run's, which
+    `prune` copied) with the options given now on top; by default FINETUNE_EPOCH_FRACTION of its epochs at
+    FINETUNE_LR_FACTOR times its learning rates, the same two-stage method, into RUN_PRUNED-ft."""
+    import json
+
+    src = Path(source)
+    run = next((p for p in (src, src.parent, src.parent.parent) if (p / "run.json").is_file()), None)
+    if run is None:
+        raise UsageError(f"--finetune {source}: no run.json in it or above it; give the run directory `erudite-edge prune` wrote")
+    try:
+        record = json.loads((run / "run.json").read_text())
+        saved = dict(record["train_config"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise UsageError(f"--finetune: {run / 'run.json'} is not a run's config ({e})") from e
+    if "pruned_from" not in record:
+        raise UsageError(f"--finetune {source}: not a pruned run (prune it first: erudite-edge prune --checkpoint RUN --ratio R --out RUN_PRUNED)")
+    changed = [k for k in FIXED_ON_RESUME if k in given and k != "batch_per_dataset" and given[k] != saved.get(k)]
+    if changed:
+        raise UsageError(f"--finetune: {', '.join(changed)} differ from the pruned run in {run}; fine-tuning keeps its model and data")
+    f = FINETUNE_LR_FACTOR
+    values = {**saved, "epochs": max(1, round(saved.get("epochs", 100) * FINETUNE_EPOCH_FRACTION)), "pretrained": False,
+              "out": f"{run}-ft", "lr": saved.get("lr", 0.1) * f, "backbone_lr": saved.get("backbone_lr", 0.01) * f,
+              "theta_lr": None if saved.get("theta_lr") is None else saved["theta_lr"] * f, "qat": None}
+    return {**values, **given, "finetune": str(source)}
 
 
 def parse_parts_epochs(text: str) -> dict[str, int]:

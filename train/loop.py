@@ -161,7 +161,20 @@ class Trainer:
             pretrained=cfg.pretrained and cfg.weights != "none" and not resume, weights=cfg.weights,
             head_bn_momentum=cfg.head_bn_momentum,
         )
+        # a pruned network's widths: from the checkpoint resumed, else from the pruned run fine-tuned
+        finetune = self._finetune_source(cfg.finetune) if cfg.finetune and source is None else None
+        pruned = (source or finetune).model_config.pruned if (source or finetune) is not None else None
+        if cfg.qat and source is None:  # QAT of a pruned run: its widths
+            from train.checkpoint import load_checkpoint
+
+            pruned = load_checkpoint(cfg.qat, warn=self._warn).model_config.pruned
+        self.model_config.pruned = pruned
         self.model = build_model(self.model_config)
+        if finetune is not None:
+            self.model.load_state_dict(finetune.weights())
+        # 2:4 sparse layers (prune --sparsity) stay 2:4: their zeros are put back after every step
+        self.sparsity: dict[str, Any] | None = (source or finetune).meta.get("sparsity") if (source or finetune) is not None else None
+        self.sparse_masks = None
         trunk = self.model.coarse.backbone if isinstance(self.model, ZooModel) else self.model.backbone
         self.spec = PreprocessSpec.square(cfg.input_size, mean=tuple(trunk.pretrained_mean), std=tuple(trunk.pretrained_std))
         self.model.to(self.device)
@@ -212,21 +225,56 @@ class Trainer:
         if pmg and self.dist.world_size > 1:
             raise UsageError(f"--variant {cfg.variant} trains in one process (its four sub-steps per batch are not "
                              "set up for DDP); run it without torchrun")
+        if cfg.distill and (pmg or not isinstance(self.model, EruditeNet)):
+            raise UsageError(f"--distill: distillation is added to the erudite step; --variant {cfg.variant} trains "
+                             "otherwise (fine-tune it without --distill)")
         if pmg:
             self.step = PMGStep(wrapped, self.main_opt, self.theta_opt, ocfg.alpha_value, meta_features=cfg.meta_features,
                                 amp_dtype=amp_dtype, scaler=scaler, seed=cfg.seed)
         elif isinstance(self.model, EruditeNet):
+            distill = self._distillation(cfg.distill) if cfg.distill else None
             # Stage II differentiates through BatchNorm twice, which SyncBatchNorm cannot: there it
             # normalises over each rank's own rows (a one-process group per rank; every rank creates all).
             local = [dist.new_group([r]) for r in range(self.dist.world_size)] if self.sync_bn else None
             self.step = TwoStageStep(wrapped, self.main_opt, self.theta_opt, ocfg.alpha_value, meta_features=cfg.meta_features,
                                      amp_dtype=amp_dtype,
-                                     scaler=scaler, seed=cfg.seed, local_bn_group=local[self.dist.rank] if local else None)
+                                     scaler=scaler, seed=cfg.seed, local_bn_group=local[self.dist.rank] if local else None,
+                                     distill=distill)
         else:
             self.step = ZooStep(wrapped, self.main_opt, amp_dtype=amp_dtype, scaler=scaler)
         self.start_epoch, self.best = 0, -1.0
         if source is not None:
             self._resume(source)
+        if self.sparsity:
+            from train.sparsity import Masks
+
+            self.sparse_masks = Masks(self.model, self.sparsity["layers"])
+
+    def _finetune_source(self, source: str) -> Checkpoint:
+        """--finetune: the pruned checkpoint, whose widths and weights this run starts from."""
+        from train.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(source, warn=self._warn)
+        if not ckpt.model_config.pruned and not ckpt.meta.get("sparsity"):
+            raise UsageError(f"--finetune {source}: not a pruned checkpoint (prune it first with `erudite-edge prune`)")
+        mine = self.model_config.to_dict() | {"pretrained": False, "pruned": None}
+        if ckpt.model_config.to_dict() | {"pretrained": False, "pruned": None} != mine:
+            raise UsageError(f"--finetune {source}: its model ({ckpt.variant}/{ckpt.model_config.backbone}) is not the one "
+                             "these options build; give no model options (they are read from its run.json)")
+        if ckpt.labels.to_dict() != self.labels.to_dict():
+            raise UsageError(f"--finetune {source}: its label table differs from the --data given; use the run's data sets")
+        return ckpt
+
+    def _distillation(self, source: str) -> Any:
+        """--distill RUN: that run's network (the unpruned teacher) on this device, frozen, in eval mode."""
+        from train.checkpoint import load_checkpoint
+        from train.distill import Distillation
+
+        ckpt = load_checkpoint(source, warn=self._warn)
+        if ckpt.labels.to_dict() != self.labels.to_dict():
+            raise UsageError(f"--distill {source}: its label table differs from this run's; the teacher must predict the same joint labels")
+        teacher = ckpt.build_model().to(self.device)
+        return Distillation(teacher, self.cfg.distill_temperature, self.cfg.distill_weight)
 
     def _prepare_qat(self, source: str) -> dict[str, Any]:
         """QAT: the FP32 checkpoint's weights, fake quantizers in TensorRT's layout (train/qat.py), their
@@ -332,6 +380,7 @@ class Trainer:
         save_checkpoint(
             self.out, tag, model, model_config=self.model_config, labels=self.labels, preprocess=self.spec,
             extra={"epoch": epoch, "metrics": metrics, "train_config": self.cfg.to_dict(),
+                   **({"sparsity": self.sparsity} if self.sparsity else {}),
                    "data": [{"name": s.name, "format": s.format, "root": str(s.root)} for s in self.splits], **extra},
             train_state=self._train_state(epoch) if with_state and self.qat is None else None,
         )
@@ -361,6 +410,8 @@ class Trainer:
                     x = x.contiguous(memory_format=torch.channels_last)
                 ids, joint, local = (batch[k].to(self.device, non_blocking=True) for k in ("dataset", "joint", "local"))
                 stats = self.step(x, ids, joint, local)
+                if self.sparse_masks is not None:
+                    self.sparse_masks.apply()
                 loss_sum += stats.loss * stats.count
                 correct += stats.correct
                 count += stats.count

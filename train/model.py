@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from train.backbones import create_backbone
+from train.layer_shapes import apply_layer_shapes
 from train.model_spec import HeadOutput, ModelConfig
 from train.modules import GATES, DatasetProjections, GroupSpatialAttention, make_classifier
 from train.pmg import PMGNet
@@ -182,10 +183,10 @@ class ZooModel(nn.Module):
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
+    """The network `cfg` describes; a pruned one (cfg.pruned) with its recorded widths."""
     v = get_variant(cfg.variant)
-    if v.pmg:
-        return PMGNet(cfg)
-    return ZooModel(cfg) if v.zoo else EruditeNet(cfg)
+    model = PMGNet(cfg) if v.pmg else ZooModel(cfg) if v.zoo else EruditeNet(cfg)
+    return apply_layer_shapes(model, cfg.pruned) if cfg.pruned else model
 
 
 def count_parameters(module: nn.Module, names: Sequence[str] | None = None) -> int:

@@ -29,6 +29,9 @@ class ModelConfig:
     pretrained: bool = False
     weights: str = "imagenet-v1"  # which ImageNet weights when pretrained (train.backbones.WEIGHTS)
     head_bn_momentum: float = 0.1  # BatchNorm momentum of the projection heads m_n
+    # a pruned network's widths: {layer name: its shape}, the layers that differ from the unpruned network
+    # (train.layer_shapes; written by `erudite-edge prune`); None for an unpruned network
+    pruned: dict[str, dict[str, int]] | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -182,10 +182,13 @@ class TwoStageStep:
         scaler: torch.amp.GradScaler | None = None,
         seed: int = 0,
         local_bn_group: object | None = None,
+        distill: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ):
         """alpha: the meta inner step size, or None to follow theta's scheduled learning rate.
-        meta_features: "fresh" (stage II runs the stepped backbone again) or "reuse" (stage I's features)."""
+        meta_features: "fresh" (stage II runs the stepped backbone again) or "reuse" (stage I's features).
+        distill: (images, joint logits) -> a loss added to stage I's Loss_all (train.distill.Distillation)."""
         self.model = model
+        self.distill = distill
         # With SyncBatchNorm: a process group holding only this rank, used in stage II (see own_rows_bn)
         self.local_bn_group = local_bn_group
         self.net: EruditeNet = getattr(model, "module", model)
@@ -224,6 +227,8 @@ class TwoStageStep:
         with autocast(images.device, self.amp_dtype):
             out: HeadOutput = self.model(images, ids)
             loss = loss_all(out, joint, local)
+            if self.distill is not None:
+                loss = loss + self.distill(images, out.logits)
         backward_and_step(loss, self.main_opt, self.scaler)
         return out, loss.detach()
 

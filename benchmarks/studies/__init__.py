@@ -14,6 +14,7 @@ erudite_edge/, train/ or export/ imports them.
     meta_features_accuracy.py  stage II on fresh against reused backbone features       results/meta_features_accuracy.{md,json}, results/paper_fidelity.md; README.md
     paper_setting.py           random-init ResNet-50 bundles at 224 px, N = 2 and 4      benchmarks/README.md, results/paper_setting_N{2,4}_intervals.*, results/ort_spinning.md
     preprocess_uint8.py        float32 host preprocessing against uint8 graph inputs   results/preprocess_uint8.{md,json}, benchmarks/README.md
+    pruning.py                 pruned + fine-tuned against unpruned: size, latency, top-1 results/pruning.{md,json}; README.md
     step_time.py               training step time of ours / baseline+ / baseline        results/paper_fidelity.md (step_time_meta_features_*.json), benchmarks/README.md, README.md
     stream_latency.py          result-to-viewer latency of `run --save rtsp://...`      results/stream_latency.{md,json}; README.md
     time_by_module.py          backbone against the erudite modules, ORT's profiler     results/ort_spinning.md (time_by_module_N4.json)

@@ -21,6 +21,7 @@ an entry in bundle.json keyed by role, precision (best included) and DLA core.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import os
@@ -216,6 +217,22 @@ def plan_build(precision: str, caps: TrtCapabilities) -> BuildPlan:
             "Q/DQ pairs run in the INT8 model's own types"
         ),
     )
+
+
+def with_sparse_weights(plan: BuildPlan, bundle: Bundle, caps: TrtCapabilities, say: Callable[[str], None]) -> BuildPlan:
+    """`plan` with TensorRT's SPARSE_WEIGHTS builder flag when the bundle's weights are 2:4 sparse (bundle.json
+    "sparsity", counted on the weights at export: `prune --sparsity 2:4`); the layers that qualify are said.
+    Which ones TensorRT then runs on sparse kernels is its choice (its verbose build log lists them)."""
+    sparsity = bundle.meta.get("sparsity") or {}
+    count = int(sparsity.get("count", 0))
+    if not count:
+        return plan
+    if "SPARSE_WEIGHTS" not in caps.builder_flags:
+        say(f"note: {count} layers have 2:4 sparse weights, but TensorRT {caps.version} has no SPARSE_WEIGHTS flag; built dense")
+        return plan
+    say(f"{count} layers have 2:4 sparse weights: TensorRT's SPARSE_WEIGHTS flag is set (it picks sparse kernels "
+        "where they are faster; on CNNs often none)")
+    return dataclasses.replace(plan, builder_flags=plan.builder_flags + ("SPARSE_WEIGHTS",))
 
 
 def profile_shapes(
@@ -434,6 +451,7 @@ def build_serialized(
     config: Any = CreateConfig(
         fp16="FP16" in plan.builder_flags,
         int8="INT8" in plan.builder_flags,
+        sparse_weights="SPARSE_WEIGHTS" in plan.builder_flags,  # Polygraphy sets trt.BuilderFlag.SPARSE_WEIGHTS
         profiles=[Profile().add(inp.name, min=shapes["min"], opt=shapes["opt"], max=shapes["max"])],
         memory_pool_limits={trt.MemoryPoolType.WORKSPACE: workspace},
         load_timing_cache=str(timing_cache) if timing_cache is not None else None,
@@ -693,7 +711,8 @@ def build_engine(
     version = tensorrt_version()  # BackendUnavailable: the one-line "how to get TensorRT"
     import tensorrt as trt
 
-    plan = plan_build(precision, TrtCapabilities.from_module(trt))
+    caps = TrtCapabilities.from_module(trt)
+    plan = with_sparse_weights(plan_build(precision, caps), bundle, caps, say)
     sources = select_sources(bundle, plan.source_precision, role)
 
     device = this_device(trt)
@@ -735,7 +754,8 @@ def engine_on_first_use(
     version = tensorrt_version()
     import tensorrt as trt
 
-    plan = plan_build(precision, TrtCapabilities.from_module(trt))
+    caps = TrtCapabilities.from_module(trt)
+    plan = with_sparse_weights(plan_build(precision, caps), bundle, caps, say)
     entry = select_sources(bundle, plan.source_precision, role)[role]
     device = this_device(trt)
     key = CacheKey.make(entry.sha256, version, device, plan.precision, str(batch_range), dla_core,

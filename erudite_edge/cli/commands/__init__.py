@@ -11,7 +11,7 @@ import importlib
 import typer
 
 # Order here is the order `erudite-edge --help` lists them.
-COMMAND_MODULES: list[str] = ["train", "run", "export", "export_engine", "export_serve", "check", "demo", "bench", "analyze"]
+COMMAND_MODULES: list[str] = ["train", "prune", "run", "export", "export_engine", "export_serve", "check", "demo", "bench", "analyze"]
 
 
 def register_all(app: typer.Typer, export_app: typer.Typer) -> None:

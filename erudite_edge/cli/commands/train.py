@@ -75,6 +75,15 @@ def train_command(
                             "fake quantization in TensorRT's layout; export with `export int8 --qat RUN`. Its options are "
                             "the run's own (2 epochs, 0.1x its learning rates, into RUN-qat) unless given."),
     qat_calib_batches: Optional[int] = typer.Option(None, help="QAT: training batches that calibrate the int8 input ranges (16)."),
+    finetune: Optional[Path] = typer.Option(
+        None, "--finetune", help="Fine-tune a pruned run (from `erudite-edge prune`) with the same two-stage method. Its "
+                                 "options are the run's own (a quarter of its epochs, at least 1, at 0.1x its learning "
+                                 "rates, into RUN_PRUNED-ft) unless given."),
+    distill: Optional[Path] = typer.Option(
+        None, "--distill", help="Distil from this run's joint logits (e.g. the unpruned run): KL at --distill-temperature "
+                                "added to the loss with --distill-weight (erudite variants)."),
+    distill_temperature: Optional[float] = typer.Option(None, help="Distillation temperature (4)."),
+    distill_weight: Optional[float] = typer.Option(None, help="Weight of the distillation term, times temperature^2 (0.5)."),
 ) -> None:
     """Train an erudite model (or, with --variant single, the two-stage zoo) on several data sets jointly."""
     _require_torch()
@@ -97,7 +106,16 @@ def train_command(
     values.update({k: v for k, v in given.items() if v is not None})
     if qat_calib_batches is not None:
         values["qat_calib_batches"] = qat_calib_batches
+    extra = dict(distill=str(distill) if distill else None, distill_temperature=distill_temperature, distill_weight=distill_weight)
+    values.update({k: v for k, v in extra.items() if v is not None})
     resume = resume or resume_from is not None
+    if finetune is not None:
+        from train.config import finetune_values
+
+        if resume or qat is not None:
+            raise UsageError("--finetune starts a new run from a pruned run; it cannot be combined with --resume or --qat "
+                             "(resume the fine-tuning with --resume --out RUN_PRUNED-ft)")
+        values = finetune_values(finetune, values)
     if qat is not None:
         from train.config import qat_values
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import erudite_edge.backends.tensorrt.runner as runner_mod
-from erudite_edge.backends.tensorrt.build import build_checked, parse_batch, plan_build
+from erudite_edge.backends.tensorrt.build import build_checked, parse_batch, plan_build, with_sparse_weights
 from erudite_edge.core.check_set import write_check_set
 from fakes_tensorrt import (
     FAKE_GPU,
@@ -20,7 +20,7 @@ from fakes_tensorrt import (
     install_fake_polygraphy_build,
     install_fake_tensorrt,
 )
-from tensorrt_bundles import TRT10, make_bundle
+from tensorrt_bundles import TRT10, TRT10_NETWORK, make_bundle
 
 SIZE = 8
 
@@ -55,6 +55,24 @@ def test_build_writes_the_serialized_plan_and_deserialises_it_once(fake_build):
     assert trt.deserialized == 1, "the plan is deserialised once, for the check set, and never to be re-serialised"
     assert sidecar.check is not None and sidecar.check["top1_agreement"] == 1.0 and sidecar.check["passed"]
     assert device.memory == {} and device.pinned_live == 0  # the check's runner was closed
+
+
+# -- 2:4 sparse weights (issue 30 item 3; FAKE TensorRT: the flag is asked for, not that TensorRT uses it) ----
+
+def test_a_bundle_with_2_4_weights_builds_with_the_sparse_weights_flag_and_says_how_many_layers(fake_build):
+    bundle, spec, device, trt, build = fake_build
+    said: list[str] = []
+    assert with_sparse_weights(plan_build("fp16", TRT10), bundle, TRT10, said.append) == plan_build("fp16", TRT10)
+    assert said == []  # a dense bundle: no flag, nothing said
+    bundle.meta["sparsity"] = {"pattern": "2:4", "layers": {"main": ["backbone.3", "backbone.6", "backbone.9"]}, "count": 3}
+    plan = with_sparse_weights(plan_build("fp16", TRT10), bundle, TRT10, said.append)
+    assert plan.builder_flags == ("FP16", "SPARSE_WEIGHTS") and "3 layers have 2:4 sparse weights" in said[0]
+    sidecar = build_checked(bundle, "main", bundle.entry("main"), plan, parse_batch("1:4:8"), 1 << 30,
+                            bundle.root / "model.fp16.engine", version=FAKE_TRT_VERSION, device=FAKE_GPU, say=said.append)
+    assert build.configs[-1].kwargs["sparse_weights"] is True and "SPARSE_WEIGHTS" in sidecar.builder_flags
+    no_flag = type(TRT10)("10.3.0.30", TRT10.builder_flags - {"SPARSE_WEIGHTS"}, TRT10_NETWORK)
+    assert "SPARSE_WEIGHTS" not in with_sparse_weights(plan_build("fp16", no_flag), bundle, no_flag, said.append).builder_flags
+    assert "built dense" in said[-1]
 
 
 # -- DLA (issue 24 item 1) ---------------------------------------------------------------------------
