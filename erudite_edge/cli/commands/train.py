@@ -10,10 +10,13 @@ import typer
 from erudite_edge.cli.interruptible import terminate_as_interrupt
 from erudite_edge.core.fileio import write_json_atomic
 from erudite_edge.errors import BackendUnavailable, UsageError
-from train.variants import VARIANTS  # the registry of variants (plain Python, no torch)
 
-# every variant of the registry, so the help cannot drift from what `--variant` takes
-VARIANT_HELP = " | ".join(VARIANTS) + " (default ours; README: Training options)"
+try:  # every variant of the registry (plain Python, no torch), so the help cannot drift from what `--variant` takes
+    from train.variants import VARIANTS
+
+    VARIANT_HELP = " | ".join(VARIANTS) + " (default ours; docs/training.md: Training options)"
+except ImportError:  # a device install without the trainer: `run`, `check`, ... must still start
+    VARIANT_HELP = "a variant of train/variants.py (default ours; needs the trainer: pip install 'erudite-edge[train]')"
 
 
 def _require_torch() -> None:
