@@ -1,5 +1,5 @@
 # make test: creates .venv (Python 3.11) when missing, installs the project with the extras the tests need,
-# runs the linters (ruff, import-linter's layering contracts), the type check of the TensorRT package, the
+# runs the linters (ruff, import-linter's layering contracts), the type check of the runtime package (all of erudite_edge/, TensorRT stubs included), the
 # strict build of the documentation site and the test suite. .ci/run calls exactly this.
 PYTHON ?= python3.11
 VENV   ?= .venv
@@ -29,7 +29,7 @@ $(TRT_STUBS): $(STAMP) tools/prepare_trt_stubs.py
 	$(PY) tools/prepare_trt_stubs.py $(TRT_STUBS)
 
 typecheck: $(STAMP) $(TRT_STUBS)
-	MYPYPATH=$(TRT_STUBS) $(VENV)/bin/mypy --follow-imports=silent erudite_edge/backends/tensorrt/
+	MYPYPATH=$(TRT_STUBS) $(VENV)/bin/mypy --follow-imports=silent erudite_edge/
 
 # Debian packages for the real RTSP server the stream tests run on 127.0.0.1 (GStreamer's gst-rtsp-server,
 # driven from the system Python's PyGObject). Installed where we are root with apt-get; elsewhere those

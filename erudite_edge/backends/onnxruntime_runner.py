@@ -179,4 +179,4 @@ class OnnxRuntimeRunner(Runner):
         return d
 
     def close(self) -> None:
-        self.session = None  # type: ignore[assignment]
+        self.session = None

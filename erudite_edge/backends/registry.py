@@ -167,6 +167,7 @@ def choose_backend(bundle: Bundle, role: str = "main", options: RunnerOptions | 
             raise BackendUnavailable(TORCH_HELP)
         p = "fp32" if asked == "auto" else asked
         return BackendChoice("torch", "checkpoint", f"asked for; checkpoint {bundle.meta['checkpoint']}", p)
+    trt: ModuleType | None
     if like is not None and like.module is not None:
         trt, trt_why = like.module, ""
     else:

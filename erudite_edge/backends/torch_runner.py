@@ -36,7 +36,7 @@ class TorchRunner(Runner):
         from train.checkpoint import load_checkpoint
 
         self.checkpoint = load_checkpoint(checkpoint)
-        model = self.checkpoint.build_model()
+        model: Any = self.checkpoint.build_model()  # a train.model network (torch is not typed here)
         if role == "main":
             if self.checkpoint.is_zoo:
                 raise BundleError(f"{checkpoint} is a zoo run; use --zoo with a zoo bundle, or role coarse / fine:<dataset>")

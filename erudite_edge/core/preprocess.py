@@ -154,7 +154,7 @@ def decode_image(data: bytes | np.ndarray, name: str = "<bytes>", max_pixels: in
     if buf.size == 0:
         raise BadImageError(f"{name}: empty file")
     if max_pixels is not None:
-        check_pixels(image_size(memoryview(buf)), max_pixels, name)
+        check_pixels(image_size(np.ascontiguousarray(buf).data), max_pixels, name)
     try:
         img = cv2.imdecode(buf, _IMREAD_RGB if _IMREAD_RGB is not None else cv2.IMREAD_COLOR)
     except cv2.error as e:  # some OpenCV builds raise instead of returning None

@@ -356,7 +356,7 @@ class MqttSink(Sink):
                             return
                         self._lock.wait(0.5)
                     self._settle_acks()
-                    batch = []
+                    batch: list[tuple[int, str, bytes]] = []
                     while self._can_send(len(batch)):
                         msg = self.spool.take()
                         if msg is None:

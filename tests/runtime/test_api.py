@@ -4,6 +4,7 @@ on the tiny real nearest-colour ONNX bundles of onnx_fixtures (onnxruntime, no t
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -173,6 +174,20 @@ def test_readme_api_example_runs(bundle_dir: Path, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "yellow" in done.stdout and "warm" in done.stdout
     assert "bytes[0] yellow" in done.stdout and "missing.jpg unreadable" in done.stdout  # one bad image, not the call
+
+
+def test_readme_api_example_type_checks(tmp_path: Path) -> None:
+    """The same example passes mypy against the package's own types (py.typed), with the project's mypy
+    settings: a renamed keyword or a wrong return type in the API breaks the example a user copies."""
+    section = doc_section("## Python API")
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)  # type: ignore[union-attr]
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    done = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"),
+                           "--cache-dir", str(ROOT / ".mypy_cache"), "--follow-imports=silent", str(script)],
+                          cwd=ROOT, env={**os.environ, "MYPYPATH": str(ROOT / ".venv" / "trt-stubs")},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_live_source_crops_stream(clf) -> None:

@@ -346,7 +346,7 @@ class PolygraphyDevice:
     # -- memory and streams (Polygraphy) ----------------------------------------------------------
     def array(self, nbytes: int) -> DeviceBuffer:
         """An untyped device buffer of nbytes (a polygraphy.cuda.DeviceArray of uint8)."""
-        return self._polygraphy(f"cudaMalloc({nbytes} bytes)", self._cuda.DeviceArray.raw, (int(nbytes),))  # type: ignore[no-any-return]
+        return self._polygraphy(f"cudaMalloc({nbytes} bytes)", self._cuda.DeviceArray.raw, (int(nbytes),))
 
     def stream(self) -> Any:
         """A polygraphy.cuda.Stream: `.ptr` is the handle execute_async_v3 takes."""

@@ -81,10 +81,10 @@ def bench_command(
 
         opts = TritonBenchOptions(url=triton, model=model, concurrency=tuple(parse_int_list(concurrency, "--concurrency")),
                                   rounds=rounds, window_s=min_duration_s / rounds, warmup_s=warmup_ms / 1e3).checked()
-        written = triton_bench(opts, bundle, backend, source, source_limit, out,
+        triton_written = triton_bench(opts, bundle, backend, source, source_limit, out,
                                " ".join(shlex.quote(a) for a in ["erudite-edge", *sys.argv[1:]]), log=lambda m: typer.echo(m, err=True))
         typer.echo((out / "triton.md").read_text())
-        typer.echo("wrote " + ", ".join(str(p) for p in written), err=True)
+        typer.echo("wrote " + ", ".join(str(p) for p in triton_written), err=True)
         return
     from benchmarks.bench import BenchConfig, parse_int_list, parse_precisions, run_bench
     from benchmarks.report import render_terminal, stdout_console, write_outputs

@@ -218,8 +218,8 @@ def _run(
     if keep is not None and rotate_mb is None:
         raise UsageError("--keep counts the files --rotate-mb makes; give --rotate-mb N too")
     rotation = None if rotate_mb is None else Rotation(rotate_mb, DEFAULT_KEEP if keep is None else keep)
-    mqtt_given = {k: v for k, v in dict(qos=mqtt_qos, ca=mqtt_ca, cert=mqtt_cert, key=mqtt_key, spool=spool,
-                                        spool_max_mb=spool_max_mb).items() if v is not None}
+    mqtt_given: dict[str, Any] = {k: v for k, v in dict(qos=mqtt_qos, ca=mqtt_ca, cert=mqtt_cert, key=mqtt_key,
+                                                        spool=spool, spool_max_mb=spool_max_mb).items() if v is not None}
     to_mqtt = output is not None and is_mqtt_uri(output)
     if output is not None and to_mqtt:
         parse_mqtt_uri(output)  # a malformed URI: one line before anything opens
