@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
@@ -28,7 +27,15 @@ from erudite_edge.inference.answers import Answerer
 from erudite_edge.inference.batch_buffer import InputRing
 from erudite_edge.inference.batcher import StreamBatcher, StreamOptions
 from erudite_edge.inference.models import Model
-from erudite_edge.inference.pipeline import StopFlag, prepare, signals_set
+from erudite_edge.inference.pipeline import (
+    StopFlag,
+    abort_all,
+    commit_all,
+    mark_interrupted,
+    prepare,
+    signals_set,
+    stop_requested,
+)
 from erudite_edge.inference.resources import decode_workers
 from erudite_edge.outputs.results import Result, RunSummary, Sink, StreamRef, StreamStats, printable
 from erudite_edge.sources.base import Item, Source, ready
@@ -142,35 +149,19 @@ class MultiStreamPipeline:
                     self._process([(streams[i], item) for i, item in group], sinks, summary, stage, pool, keep)
                     if interrupt.is_set():
                         break
-                    stopping = [s for s in every_sink if s.stop_requested]
-                    if stopping:
-                        stop_reason = stopping[0].stop_reason or "stopped by an output"
-                        break
-                    if self.limit is not None and summary.frames >= self.limit:
-                        stop_reason = f"--limit {self.limit} reached"
+                    stop_reason = stop_requested(every_sink, summary.frames, self.limit)
+                    if stop_reason:
                         break
         except KeyboardInterrupt:  # a second Ctrl-C, or a run outside the main thread
             interrupt.set()
         except BaseException:
             self._finish(streams, pool)
-            for s in every_sink:
-                with contextlib.suppress(Exception):
-                    s.abort()
+            abort_all(every_sink)
             raise
         if interrupt.is_set():
-            summary.interrupted = True
-            summary.signal = interrupt.signum or int(signal.SIGINT)
-            name = signal.Signals(summary.signal).name
-            stop_reason = f"interrupted ({'Ctrl-C' if name == 'SIGINT' else name})"
+            stop_reason = mark_interrupted(summary, interrupt)
         self._finish(streams, pool)
-        try:
-            for s in every_sink:
-                s.commit()
-        except BaseException:
-            for s in every_sink:
-                with contextlib.suppress(Exception):
-                    s.abort()
-            raise
+        commit_all(every_sink)
         t_end = time.perf_counter()
         summary.wall_s = t_end - t_start
         for st in streams:

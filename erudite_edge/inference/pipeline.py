@@ -225,6 +225,42 @@ class StopFlag(threading.Event):
     signum = 0
 
 
+def stop_requested(sinks: Sequence[Sink], frames: int, limit: int | None) -> str:
+    """Why a run stops after its latest batch ("" to go on): an output that asked to stop, or --limit reached.
+    Shared by Pipeline and MultiStreamPipeline."""
+    stopping = [s for s in sinks if s.stop_requested]
+    if stopping:
+        return stopping[0].stop_reason or "stopped by an output"
+    if limit is not None and frames >= limit:
+        return f"--limit {limit} reached"
+    return ""
+
+
+def abort_all(sinks: Sequence[Sink]) -> None:
+    """Abort every sink after a failure, each on its own (one that fails to abort does not spare the others)."""
+    for s in sinks:
+        with contextlib.suppress(Exception):
+            s.abort()
+
+
+def commit_all(sinks: Sequence[Sink]) -> None:
+    """Commit every sink; on a failure abort them all and re-raise."""
+    try:
+        for s in sinks:
+            s.commit()
+    except BaseException:
+        abort_all(sinks)
+        raise
+
+
+def mark_interrupted(summary: RunSummary, interrupt: StopFlag) -> str:
+    """Record a signal-stopped run in its summary; the stop reason to report."""
+    summary.interrupted = True
+    summary.signal = interrupt.signum or int(signal.SIGINT)
+    name = signal.Signals(summary.signal).name
+    return f"interrupted ({'Ctrl-C' if name == 'SIGINT' else name})"
+
+
 @contextlib.contextmanager
 def signals_set(flag: StopFlag) -> Iterator[None]:
     """While running in the main thread, a first SIGINT/SIGTERM/SIGHUP only sets `flag` (the loop stops
@@ -462,35 +498,19 @@ class Pipeline:
                         progress.advance(bar, len(group))
                     if interrupt.is_set():
                         break
-                    stopping = [s for s in sinks if s.stop_requested]
-                    if stopping:
-                        stop_reason = stopping[0].stop_reason or "stopped by an output"
-                        break
-                    if self.limit is not None and summary.frames >= self.limit:
-                        stop_reason = f"--limit {self.limit} reached"
+                    stop_reason = stop_requested(sinks, summary.frames, self.limit)
+                    if stop_reason:
                         break
         except KeyboardInterrupt:  # a second Ctrl-C, or a run outside the main thread
             interrupt.set()
         except BaseException:
             self._finish(feeder, pool, progress)
-            for s in sinks:
-                with contextlib.suppress(Exception):
-                    s.abort()
+            abort_all(sinks)
             raise
         if interrupt.is_set():
-            summary.interrupted = True
-            summary.signal = interrupt.signum or int(signal.SIGINT)
-            name = signal.Signals(summary.signal).name
-            stop_reason = f"interrupted ({'Ctrl-C' if name == 'SIGINT' else name})"
+            stop_reason = mark_interrupted(summary, interrupt)
         self._finish(feeder, pool, progress)
-        try:
-            for s in sinks:
-                s.commit()
-        except BaseException:
-            for s in sinks:
-                with contextlib.suppress(Exception):
-                    s.abort()
-            raise
+        commit_all(sinks)
         summary.wall_s = time.perf_counter() - t_start
         summary.dropped = int(getattr(source, "dropped", 0))
         summary.losses = list(getattr(source, "losses", []))
