@@ -17,6 +17,21 @@ def erudite(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
 
 
 @pytest.fixture(scope="module")
+def bundle_dir(erudite: Bundle) -> Path:
+    """The erudite bundle's folder, for tests that pass a path (the API, the CLI)."""
+    return erudite.root
+
+
+@pytest.fixture(scope="module")
+def clf(bundle_dir: Path):
+    """A Classifier on that bundle (top-3, batch 2), open for the whole module."""
+    from erudite_edge import Classifier
+
+    with Classifier(bundle_dir, topk=3, batch=2) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
 def zoo(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
     return make_zoo_bundle(tmp_path_factory.mktemp("zoo"))
 

@@ -14,25 +14,10 @@ import numpy as np
 import pytest
 
 from erudite_edge.cli.app import main
-from onnx_fixtures import COLORS, make_erudite_bundle, solid_image, write_image, write_video
+from onnx_fixtures import COLORS, solid_image, write_image, write_video
 from paths import REPO, doc_section
 
 ROOT = REPO
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("api") / "bundle"
-    make_erudite_bundle(root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def clf(bundle_dir: Path):
-    from erudite_edge import Classifier
-
-    with Classifier(bundle_dir, topk=3, batch=2) as c:
-        yield c
 
 
 def four_quadrants() -> np.ndarray:

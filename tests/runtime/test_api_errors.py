@@ -18,23 +18,8 @@ import cv2
 import numpy as np
 import pytest
 
-from onnx_fixtures import COLORS, make_erudite_bundle, solid_image, write_image
+from onnx_fixtures import COLORS, solid_image, write_image
 from paths import REPO
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("api_errors") / "bundle"
-    make_erudite_bundle(root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def clf(bundle_dir: Path):
-    from erudite_edge import Classifier
-
-    with Classifier(bundle_dir, topk=3, batch=2) as c:
-        yield c
 
 
 def encoded(rgb: np.ndarray, ext: str = ".png") -> bytes:
