@@ -14,8 +14,14 @@ At start (before the model loads): a malformed URI, a TLS certificate the CA doe
 the broker refuses stop the run (UsageError, exit 2). A broker that does not answer or a name that does not
 resolve yet is not an error: one warning, results spool, the client keeps trying.
 
-The client's network loop runs on a supervised thread: an exception out of a callback (paho is told to
-suppress them too) or out of the loop itself is reported once and the loop started again.
+One thread talks to the socket: the network thread runs paho's `loop()` and is also the one that takes
+messages from the spool and publishes them (a result waits at most LOOP_TIMEOUT_S for it). paho, driven by
+a loop of our own, is in its single-threaded mode, where `publish` writes to the socket from the calling
+thread: publishing from a second thread made two threads pop packets from one queue, and a packet that met
+a full TLS buffer went back to the head of the queue after the next one had gone out (at QoS 2 the broker
+delivered seq 0, 2, 3, 4, 5, 1). The thread is supervised: an exception out of a callback (paho is told to
+suppress them too) or out of the loop itself is reported once, and the client reconnects, which sends
+again what was in flight.
 
 Status: `{topic}/status` (the topic before its first `{stream}` level) is retained `online` once connected;
 the broker publishes the last will `offline` (retained) when the device disappears; a run that ends
@@ -49,6 +55,7 @@ SCHEMES = {"mqtt": 1883, "mqtts": 8883}
 MESSAGE_FIELDS = ("message_id", "model_sha256")  # after the record's own (schema.JSONL_FIELDS)
 STATUS_ONLINE, STATUS_OFFLINE = "online", "offline"
 BARRIER_S = 10.0  # the longest new messages wait after a reconnect for the resent ones' acknowledgements
+LOOP_TIMEOUT_S = 0.05  # the network thread's wait for the socket: the longest a new result waits to go out
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
@@ -198,7 +205,7 @@ class MqttSink(Sink):
         self.published = 0  # acknowledged by the broker
         self.disconnects = 0
         self._lock = threading.Condition()
-        self._acked: deque[int] = deque()  # mids from on_publish (the network thread), handled by the drain thread
+        self._acked: deque[int] = deque()  # mids from on_publish, settled by the network thread between loop() calls
         self._inflight: dict[int, int] = {}  # mid -> spool number
         self._connected = False
         # after a reconnect paho sends what was in flight again, but only after on_connect: new messages wait
@@ -211,6 +218,7 @@ class MqttSink(Sink):
         self._closed = False
         self._dropped_seen = 0
         self._network_started = False  # refusals after the first connection are warnings, not errors
+        self._reconnect_delay = 0.0
         try:
             self._client = self._make_client()
             self._first_connect()
@@ -219,8 +227,6 @@ class MqttSink(Sink):
             raise
         self._network = threading.Thread(target=self._network_loop, name="mqtt-network", daemon=True)
         self._network.start()
-        self._drainer = threading.Thread(target=self._drain_loop, name="mqtt-drain", daemon=True)
-        self._drainer.start()
         if self.spool.recovered:
             self._warn_once("recovered", f"mqtt: {self.spool.recovered} result(s) a previous run left in {spool_dir} "
                             "are sent first")
@@ -232,8 +238,7 @@ class MqttSink(Sink):
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"erudite-edge-{uuid.uuid4().hex[:12]}",
                              protocol=mqtt.MQTTv311, clean_session=True)
         client.suppress_exceptions = True  # a callback's exception is logged by paho, the loop goes on
-        client.max_inflight_messages_set(o.inflight)
-        client.reconnect_delay_set(1, max(1, int(o.retry_max_s)))
+        client.max_inflight_messages_set(o.inflight + 1)  # + the status message
         client.connect_timeout = o.connect_timeout_s
         if self.target.parts.userinfo:
             client.username_pw_set(self.target.parts.user, self.target.parts.password)
@@ -299,6 +304,7 @@ class MqttSink(Sink):
             client.publish(self.target.status_topic, STATUS_ONLINE, qos=1, retain=True)
             with self._lock:
                 self._connected = True
+                self._reconnect_delay = 0.0
                 self._barrier = set(self._inflight)  # what paho sends again once this callback returns
                 self._barrier_until = time.monotonic() + BARRIER_S
                 self._lock.notify_all()
@@ -320,7 +326,7 @@ class MqttSink(Sink):
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         try:
-            with self._lock:  # paho holds its own message lock here; the drain thread never waits on it holding ours
+            with self._lock:  # paho holds its own message lock here; nothing waits on it holding ours
                 self._acked.append(mid)
                 self._lock.notify_all()
         except Exception as e:  # noqa: BLE001
@@ -331,46 +337,51 @@ class MqttSink(Sink):
 
     # -- threads -----------------------------------------------------------------------------------------
     def _network_loop(self) -> None:
-        """paho's loop_forever, started again if it ever raises or returns while the sink is open."""
+        """The only thread on the socket once the sink is up: publish what the spool holds (at most `inflight`
+        unacknowledged), run paho's loop, reconnect with back-off when the connection is lost. Supervised:
+        whatever raises is reported once, then the client reconnects (paho sends again what was in flight)."""
         self._network_started = True
-        t = self.target
         while not self._stopping.is_set():
             try:
-                self._client.loop_forever(retry_first_connection=True)
+                self._send_from_spool()
+                if self._client.loop(timeout=LOOP_TIMEOUT_S) == self._mqtt.MQTT_ERR_SUCCESS:
+                    continue
+                self._reconnect_after_backoff()
             except Exception as e:  # noqa: BLE001 - supervised: report, wait, go on
-                self._warn_once("loop", f"mqtt: the network loop failed ({redact(repr(e))}); restarted")
-            if self._stopping.wait(1.0):
-                return
-            with contextlib.suppress(Exception):
-                self._client.connect_async(t.parts.host, t.port, self.options.keepalive_s)
+                self._warn_once("loop", f"mqtt: the network loop failed ({redact(repr(e))}); reconnecting")
+                with self._lock:
+                    self._connected = False
+                self._reconnect_after_backoff()
 
-    def _drain_loop(self) -> None:
-        """Acknowledged messages leave the spool; while connected, the oldest unsent ones go out, at most
-        `inflight` at a time. The client is called without holding the sink's lock (paho calls on_publish
-        holding its own). Never raises (a failure is reported once and tried again)."""
-        while True:
-            try:
-                with self._lock:
-                    while not self._acked and not self._can_send():
-                        if self._closed or (self._stopping.is_set() and not self._connected):
-                            return
-                        self._lock.wait(0.5)
-                    self._settle_acks()
-                    batch: list[tuple[int, str, bytes]] = []
-                    while self._can_send(len(batch)):
-                        msg = self.spool.take()
-                        if msg is None:
-                            break
-                        batch.append(msg)
-                for n, topic, payload in batch:
-                    info = self._client.publish(topic, payload, qos=self.options.qos)
-                    with self._lock:
-                        self._inflight[info.mid] = n
-                with self._lock:
-                    self._lock.notify_all()
-            except Exception as e:  # noqa: BLE001
-                self._warn_once("drain", f"mqtt: sending from the spool failed ({redact(repr(e))}); retrying")
-                time.sleep(0.5)
+    def _reconnect_after_backoff(self) -> None:
+        """Wait 1 s, 2 s, 4 s ... up to retry_max_s (reset by a CONNACK), then connect again; a broker that
+        is still away is tried again after the next wait."""
+        self._reconnect_delay = min(max(1.0, self._reconnect_delay * 2), float(max(1, self.options.retry_max_s)))
+        if self._stopping.wait(self._reconnect_delay):
+            return
+        try:
+            self._client.reconnect()
+        except (OSError, ValueError):  # refused, unreachable, not resolvable yet, TLS: the next wait, again
+            pass
+        except Exception as e:  # noqa: BLE001
+            self._warn_once("reconnect", f"mqtt: reconnecting failed ({redact(repr(e))}); retrying")
+
+    def _send_from_spool(self) -> None:
+        """(The network thread.) Acknowledged messages leave the spool; while connected, the oldest unsent
+        ones go out. paho calls on_publish holding its own lock, so the client is called without ours."""
+        with self._lock:
+            self._settle_acks()
+            batch: list[tuple[int, str, bytes]] = []
+            while self._can_send(len(batch)):
+                msg = self.spool.take()
+                if msg is None:
+                    break
+                batch.append(msg)
+            self._lock.notify_all()
+        for n, topic, payload in batch:
+            info = self._client.publish(topic, payload, qos=self.options.qos)
+            with self._lock:
+                self._inflight[info.mid] = n
 
     def _can_send(self, taken: int = 0) -> bool:
         if self._barrier and time.monotonic() > self._barrier_until:
@@ -420,16 +431,19 @@ class MqttSink(Sink):
         with self._lock:
             connected = self._connected
             self._stopping.set()
-        if connected:
-            with contextlib.suppress(Exception):
-                self._client.publish(self.target.status_topic, STATUS_OFFLINE, qos=1, retain=True).wait_for_publish(2.0)
-        with contextlib.suppress(Exception):
-            self._client.disconnect()
         self._network.join(timeout=5)
+        if not self._network.is_alive():  # this thread is now the only one on the socket
+            with contextlib.suppress(Exception):
+                if connected:
+                    info = self._client.publish(self.target.status_topic, STATUS_OFFLINE, qos=1, retain=True)
+                    end = time.monotonic() + 2.0
+                    while not info.is_published() and time.monotonic() < end:
+                        if self._client.loop(timeout=LOOP_TIMEOUT_S) != self._mqtt.MQTT_ERR_SUCCESS:
+                            break
+                self._client.disconnect()
         with self._lock:
             self._closed = True
             self._lock.notify_all()
-        self._drainer.join(timeout=5)
         with self._lock:  # acknowledgements that came in the last moment
             self._settle_acks()
             left, dropped = len(self.spool), self.spool.dropped

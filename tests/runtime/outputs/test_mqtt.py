@@ -277,3 +277,42 @@ def test_a_failing_callback_does_not_stop_the_network_loop(tmp_path: Path) -> No
             sub.close()
         assert sum("network loop failed" in w and "boom in a callback" in w for w in warnings) == 1, warnings
         assert sink.published == 20 and not list((tmp_path / "spool").glob("*.msg"))
+
+
+@needs_broker
+@pytest.mark.parametrize("qos", [1, 2])
+def test_one_thread_writes_the_socket_and_order_holds_over_tls(tmp_path: Path, qos: int, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """300 results written in a burst over TLS: while the sink is up only its network thread writes to the
+    socket, and every result arrives (first arrivals) in order. The drain thread once published itself while
+    the network thread wrote acknowledgements: two threads popped paho's one packet queue and sent on one TLS
+    socket, and a run at QoS 2 delivered seq 0, 2, 3, 4, 5, 1."""
+    import ssl
+    import threading
+
+    writers: set[str] = set()
+    send = ssl.SSLSocket.send
+
+    def recording_send(self, data, flags=0):  # type: ignore[no-untyped-def]
+        writers.add(threading.current_thread().name)
+        return send(self, data, flags)
+
+    n = 300
+    broker = Broker(tmp_path / "broker", tls=True)
+    with broker:
+        sub = Subscriber(broker.port, "b")  # plain TCP: only the sink's client sends on an SSLSocket
+        sink = MqttSink(parse_mqtt_uri(f"mqtts://127.0.0.1:{broker.tls_port}/b"),
+                        MqttOptions(qos=qos, ca=Path(broker.certs["ca"]), spool=tmp_path / "spool"), "abc")
+        monkeypatch.setattr(ssl.SSLSocket, "send", recording_send)
+        try:
+            pad = "x" * 20_000
+            for i in range(n):
+                sink.write(Result(i, f"f{i}-{pad}", [ClassScore(1, 0, "red", "colors", 0.9)], seq=i), None)  # type: ignore[arg-type]
+            assert wait_until(lambda: len(sub.payloads("b")) >= n, timeout=60)
+            monkeypatch.setattr(ssl.SSLSocket, "send", send)
+            assert writers == {"mqtt-network"}, writers
+        finally:
+            sink.commit()
+            sub.close()
+        seqs = [json.loads(p)["seq"] for p in sub.payloads("b")]
+        assert list(dict.fromkeys(seqs)) == list(range(n))
+        assert sink.published == n and not list((tmp_path / "spool").glob("*.msg"))
