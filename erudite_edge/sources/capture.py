@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import numbers
 import os
 import sys
 import time
@@ -415,10 +416,10 @@ _latency_warned: list[int] = []  # the FFmpeg warning is given once per process,
 
 def check_rtsp_latency(ms: object) -> int:
     """`--rtsp-latency-ms`: whole milliseconds, 0 to RTSP_LATENCY_MAX_MS; UsageError (one line) otherwise."""
-    if isinstance(ms, bool) or not isinstance(ms, int) or not 0 <= ms <= RTSP_LATENCY_MAX_MS:
+    if isinstance(ms, bool) or not isinstance(ms, numbers.Integral) or not 0 <= ms <= RTSP_LATENCY_MAX_MS:
         raise UsageError(f"--rtsp-latency-ms {ms!r}: give whole milliseconds from 0 to {RTSP_LATENCY_MAX_MS} "
                          "(0, the default: no jitter buffer; 200-2000 for a lossy link)")
-    return ms
+    return int(ms)
 
 
 def open_rtsp(uri: str, *, reconnect: int | None = 3, backoff: float = 1.0, latency_ms: int = 0) -> CaptureSource:

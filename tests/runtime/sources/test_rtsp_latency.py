@@ -12,6 +12,7 @@ import pytest
 
 from erudite_edge.cli.app import main
 from erudite_edge.errors import UsageError
+from erudite_edge.sources.capture import check_rtsp_latency
 from erudite_edge.sources.gst_pipelines import rtsp_candidates, rtsp_capture
 from erudite_edge.sources.open import open_source
 from onnx_fixtures import make_erudite_bundle
@@ -48,6 +49,9 @@ def test_the_pipeline_carries_the_latency_default_0() -> None:
     assert all("latency=0 " in p for p in rtsp_candidates(uri))
     assert all(f'rtspsrc location="{uri}" latency=200 ' in p for p in rtsp_candidates(uri, latency_ms=200))
     assert "latency=2000 " in rtsp_capture(uri, jetson=False, latency_ms=2000)
+    import numpy as np
+
+    assert check_rtsp_latency(np.int64(300)) == 300  # an API caller's numpy integer is a whole number too
 
 
 @pytest.mark.parametrize("bad", [-1, 60_001, 1.5, "200", True])
