@@ -6,8 +6,11 @@ study's timing) takes a `Snapshot` before and after; `LoadRecord.between` keeps
 * the 1-minute load average before and after (os.getloadavg),
 * this process's own CPU time (all its threads, and the child processes it started and waited for
   meanwhile: a study that times a real `erudite-edge run` process) against the wall time,
+* where the run measures a server on this machine (`bench --triton`: benchmarks/server_processes.py), that
+  server's CPU time (its processes and their children, from /proc/PID/stat) and their pids: the run's own work too,
 * from /proc/stat, the whole machine's busy CPU time and its steal time, as fractions of the usable
-  cores' time; the busy time less this process's own CPU time is the OTHER work that ran meanwhile.
+  cores' time; the busy time less this process's own CPU time (and the server's) is the OTHER work that ran
+  meanwhile.
 
 A series is quiet when the other work took at most QUIET_OTHER (10 %) of the cores' time and steal
 at most QUIET_STEAL (2 %); a run is quiet only if every series was (thresholds in
@@ -23,7 +26,10 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+if TYPE_CHECKING:
+    from benchmarks.server_processes import ServerProcesses
 
 QUIET_OTHER = 0.10  # other processes' CPU time, as a fraction of the usable cores' time
 QUIET_STEAL = 0.02  # hypervisor steal, same fraction
@@ -60,14 +66,19 @@ class Snapshot:
     cpu_s: float  # this process's CPU time, all threads, and its waited-for children's
     load1: float | None
     jiffies: tuple[float, float, float] | None  # (busy, steal, total) seconds, whole machine
+    server_cpu_s: float | None = None  # a local server's processes' CPU time (None: no server counted)
+    server_pids: tuple[int, ...] = ()
 
 
-def snapshot() -> Snapshot:
+def snapshot(server: "ServerProcesses | None" = None) -> Snapshot:
+    """This moment's readings; `server`: a local server whose CPU time is the run's own (server_processes)."""
     try:
         load1: float | None = round(os.getloadavg()[0], 2)
     except (AttributeError, OSError):
         load1 = None
-    return Snapshot(time.perf_counter(), time.process_time() + _children_cpu_s(), load1, _cpu_jiffies())
+    server_cpu, pids = server.cpu() if server is not None else (None, ())
+    return Snapshot(time.perf_counter(), time.process_time() + _children_cpu_s(), load1, _cpu_jiffies(),
+                    server_cpu, pids)
 
 
 def _children_cpu_s() -> float:
@@ -90,28 +101,40 @@ class LoadRecord:
     cores: int
     other_fraction: float | None  # other processes' CPU time / (cores x wall), None without /proc/stat
     steal_fraction: float | None
+    server_cpu_s: float | None = None  # the local server's CPU time over the series, counted as own (not other)
+    server_pids: tuple[int, ...] = ()  # the server's processes counted (at either end of the series)
 
     @classmethod
     def between(cls, a: Snapshot, b: Snapshot, cores: int | None = None) -> "LoadRecord":
         cores = cores or _usable_cores()
         wall = max(b.wall_s - a.wall_s, 1e-9)
         cpu = max(0.0, b.cpu_s - a.cpu_s)
+        server = None
+        if a.server_cpu_s is not None and b.server_cpu_s is not None:
+            server = max(0.0, b.server_cpu_s - a.server_cpu_s)  # processes that ended: in their waiting parent's
         other = steal = None
         if a.jiffies is not None and b.jiffies is not None:
             total = b.jiffies[2] - a.jiffies[2]
             span = total if total > 0 else cores * wall  # the machine's CPU time that passed (all its cores)
             scale = cores / (os.cpu_count() or cores)  # as a fraction of the cores this process may use
-            other = max(0.0, (b.jiffies[0] - a.jiffies[0]) - cpu) / span / scale
+            other = max(0.0, (b.jiffies[0] - a.jiffies[0]) - cpu - (server or 0.0)) / span / scale
             steal = max(0.0, b.jiffies[1] - a.jiffies[1]) / span / scale
         return cls(a.load1, b.load1, round(wall, 4), round(cpu, 4), cores,
-                   None if other is None else round(other, 4), None if steal is None else round(steal, 4))
+                   None if other is None else round(other, 4), None if steal is None else round(steal, 4),
+                   None if server is None else round(server, 4),
+                   tuple(sorted(set(a.server_pids) | set(b.server_pids))) if server is not None else ())
 
     @property
     def quiet(self) -> bool:
         return is_quiet(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "cpu_per_wall": round(self.cpu_s / self.wall_s, 3) if self.wall_s else None}
+        d = asdict(self)
+        if self.server_cpu_s is None:  # no server counted: the record as it always was
+            del d["server_cpu_s"], d["server_pids"]
+        else:
+            d["server_pids"] = list(self.server_pids)
+        return {**d, "cpu_per_wall": round(self.cpu_s / self.wall_s, 3) if self.wall_s else None}
 
 
 def is_quiet(rec: dict[str, Any] | None) -> bool:

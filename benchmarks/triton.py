@@ -15,7 +15,10 @@ queue, compute input, compute infer (the Python stub running the Classifier) and
 left of the client's latency is the network, (de)serialisation and the HTTP server.
 
 Each series' machine load is recorded (benchmarks/load.py): a run on a busy machine is labelled "under load",
-and no goal is judged from it.
+and no goal is judged from it. A server on this machine (HOST resolves to a loopback address) is the run's own
+work, not other work: its processes (the one listening on PORT, or `--server-pid PID`, and their children, the
+Python backend's stubs) are found (benchmarks/server_processes.py), their CPU time is counted with the bench's
+own and their pids are recorded.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import numpy as np
 from benchmarks.latency import Samples, summarize
 from benchmarks.load import LoadRecord, load_summary, snapshot
 from benchmarks.raw import RawSamples, quantise, write_result
+from benchmarks.server_processes import find_server
 from benchmarks.stats import percentile_ci
 from erudite_edge.errors import UsageError
 
@@ -50,13 +54,14 @@ class TritonBenchOptions:
     window_s: float = 1.0  # per series and round
     warmup_s: float = 0.5  # per series, before the first round
     batch: int = 8  # the in-process batch the served throughput is compared with
+    server_pid: int | None = None  # the local server's main process (default: whatever listens on the port)
 
     def checked(self) -> "TritonBenchOptions":
         if not self.concurrency or min(self.concurrency) < 1:
             raise UsageError(f"--concurrency {self.concurrency}: 1 or more clients each")
         if self.rounds < 1 or self.window_s <= 0:
             raise UsageError("--rounds must be 1 or more and the window above 0 s")
-        if ":" not in self.url or "/" in self.url:
+        if ":" not in self.url or "/" in self.url or not self.url.rsplit(":", 1)[1].isdigit():
             raise UsageError(f"--triton {self.url}: give Triton's HTTP endpoint as HOST:PORT, e.g. 127.0.0.1:8000")
         return self
 
@@ -198,6 +203,8 @@ def run_triton_bench(opts: TritonBenchOptions, classifier: Any, images: Sequence
     opts = opts.checked()
     if not images:
         raise UsageError("no images to send: give --source with readable images")
+    host, port = opts.url.rsplit(":", 1)
+    server = find_server(host, int(port), opts.server_pid, warn=log)
     probe = V2Client(opts.url)
     try:
         first = probe.infer(opts.model, images[0])  # also: the model is there and answers
@@ -237,7 +244,7 @@ def run_triton_bench(opts: TritonBenchOptions, classifier: Any, images: Sequence
         for name in names:  # warm-up
             window(name, opts.warmup_s, 0)
             series[name].samples.warmup_calls = 1
-        a = snapshot()  # the timed rounds' load, one record for all series (they were interleaved)
+        a = snapshot(server)  # the timed rounds' load, one record for all series (they were interleaved)
         for r in range(opts.rounds):
             for name in names:
                 lat, ips, split = window(name, opts.window_s, r)
@@ -248,7 +255,7 @@ def run_triton_bench(opts: TritonBenchOptions, classifier: Any, images: Sequence
                 if split is not None:
                     s.server.append(split)
             log(f"round {r + 1}/{opts.rounds} done")
-        rec = LoadRecord.between(a, snapshot()).to_dict()
+        rec = LoadRecord.between(a, snapshot(server)).to_dict()
         for s in series.values():
             s.samples.load = rec
     finally:
@@ -266,6 +273,7 @@ def run_triton_bench(opts: TritonBenchOptions, classifier: Any, images: Sequence
     settings = {"batch": opts.batch, "concurrency": list(opts.concurrency), "rounds": opts.rounds,
                 "window_s": opts.window_s, "warmup_s": opts.warmup_s}
     result = {"kind": "triton", "url": opts.url, "model": opts.model, "images": len(images),
+              "server_processes": None if server is None else server.found_by,
               "backend": classifier.backend, "precision": classifier.precision, "settings": settings,
               **derive(raw, settings)}
     return result, raw
@@ -325,6 +333,12 @@ def markdown(result: dict[str, Any], command: str) -> str:
                      f"{st['p99_ms']:.3f} | {st['throughput_ips']:.1f} | {split} | {batches} |" if ci else
                      f"| {name} | {st['n']} | {st['p50_ms']:.3f} | {st['p90_ms']:.3f} | {st['p99_ms']:.3f} | "
                      f"{st['throughput_ips']:.1f} | {split} | {batches} |")
+    counted = [r for r in result["load"]["series"] if r.get("server_pids")]
+    if counted:
+        lines += ["", f"The server's processes ({result.get('server_processes')}: pids "
+                      f"{', '.join(str(p) for p in counted[0]['server_pids'])}) used "
+                      f"{counted[0]['server_cpu_s']:.1f} s of CPU over the timed rounds, counted as the run's own "
+                      "work (not other work)."]
     gap = result.get("p50_gap_c1_ms")
     if gap:
         lines += ["", f"p50 at concurrency 1 minus in-process p50 of one image: {gap['value']:.3f} ms "

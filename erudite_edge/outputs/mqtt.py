@@ -48,7 +48,7 @@ from typing import Any, Callable
 from erudite_edge.core.redact import UriParts, redact, remember_uri, split_uri
 from erudite_edge.errors import UsageError
 from erudite_edge.outputs.results import Result, Sink
-from erudite_edge.outputs.spool import Spool
+from erudite_edge.outputs.spool import SYNC_MODES, Spool
 from erudite_edge.sources.base import Item
 
 SCHEMES = {"mqtt": 1883, "mqtts": 8883}
@@ -67,7 +67,7 @@ def is_mqtt_uri(text: str) -> bool:
 @dataclass(frozen=True)
 class MqttOptions:
     """How results go to the broker (CLI: --mqtt-qos, --mqtt-ca, --mqtt-cert, --mqtt-key, --spool,
-    --spool-max-mb). `spool` None: default_spool(). The rest are fixed for the CLI."""
+    --spool-max-mb, --spool-sync). `spool` None: default_spool(). The rest are fixed for the CLI."""
 
     qos: int = 1
     ca: Path | None = None  # mqtts://: the CA that signed the broker's certificate (default: the system's)
@@ -75,6 +75,7 @@ class MqttOptions:
     key: Path | None = None
     spool: Path | None = None
     spool_max_mb: float = 100.0
+    spool_sync: str = "always"  # fsync each spooled message ("always") or leave it to the kernel ("off"): spool.py
     inflight: int = 20  # messages handed to the client and not acknowledged yet, at most
     retry_max_s: int = 10  # reconnect back-off: 1 s, 2 s, 4 s ... up to this
     connect_timeout_s: float = 5.0  # the first connection's wait for the broker's answer (before the model loads)
@@ -86,6 +87,8 @@ class MqttOptions:
             raise UsageError(f"--mqtt-qos {self.qos}: give 0, 1 or 2 (1: at least once, the default)")
         if not self.spool_max_mb > 0:
             raise UsageError(f"--spool-max-mb {self.spool_max_mb}: give a size in MiB above 0")
+        if self.spool_sync not in SYNC_MODES:
+            raise UsageError(f"--spool-sync {self.spool_sync}: give {' or '.join(SYNC_MODES)} (always: the default)")
         for flag, p in (("--mqtt-ca", self.ca), ("--mqtt-cert", self.cert), ("--mqtt-key", self.key)):
             if p is not None and not Path(p).is_file():
                 raise UsageError(f"{flag} {p}: no such file; give the PEM file")
@@ -201,7 +204,7 @@ class MqttSink(Sink):
         self._warn = warn or (lambda msg: None)
         self._warned: set[str] = set()
         spool_dir = options.spool or default_spool(target)
-        self.spool = Spool(spool_dir, int(options.spool_max_mb * 1024 * 1024))
+        self.spool = Spool(spool_dir, int(options.spool_max_mb * 1024 * 1024), options.spool_sync)
         self.published = 0  # acknowledged by the broker
         self.disconnects = 0
         self._lock = threading.Condition()
@@ -227,6 +230,9 @@ class MqttSink(Sink):
             raise
         self._network = threading.Thread(target=self._network_loop, name="mqtt-network", daemon=True)
         self._network.start()
+        if self.spool.torn:
+            self._warn_once("torn", f"mqtt: {self.spool.torn} result file(s) in {spool_dir} were cut short (a power "
+                            "cut under --spool-sync off) and are removed")
         if self.spool.recovered:
             self._warn_once("recovered", f"mqtt: {self.spool.recovered} result(s) a previous run left in {spool_dir} "
                             "are sent first")

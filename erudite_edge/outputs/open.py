@@ -27,7 +27,7 @@ def open_output(target: str | Path | None, k: int, datasets: list[str] | tuple[s
     the file's size bound (outputs.rotation)."""
     is_uri = isinstance(target, str) and "://" in target
     if mqtt is not None and not is_uri:
-        raise UsageError("--mqtt-qos, --mqtt-ca/-cert/-key, --spool and --spool-max-mb are for -o mqtt://...")
+        raise UsageError("--mqtt-qos, --mqtt-ca/-cert/-key, --spool, --spool-max-mb and --spool-sync are for -o mqtt://...")
     if target is None:
         if rotation is not None:
             raise UsageError("--rotate-mb bounds a result file: give -o FILE.jsonl or FILE.csv")

@@ -4,8 +4,15 @@ acknowledged in the folder; the next run with the same spool sends them first, o
 
 One file per message, `NNNNNNNNNNNNNNNN.msg` (a number that only grows, continued from what is there at
 start): the topic on the first line, the payload after it. Each is written to a `.tmp` name and renamed,
-so a file is whole or absent (a `.tmp` left by a kill is removed at the next start). Files are not fsynced
-one by one (a power cut may lose the last second or so, a killed process loses nothing).
+so a file is whole or absent (a `.tmp` left by a kill is removed at the next start).
+
+Durability (`sync`, CLI `--spool-sync`): "always" (the default) fsyncs each message's file before the rename
+and the folder after it, so a message `put` returned for survives a power cut too (cost: two fsyncs per
+message; docs/service.md gives the figures). "off" leaves that to the kernel's writeback: a killed process
+loses nothing, a power cut may lose the last seconds of messages or leave their files empty. A file cut
+before its topic line ends (what such a power cut leaves) is removed at the next start, before anything new
+is written, and counted (`torn`); a message the broker acknowledged may come back after a power cut (its
+removal is not fsynced): delivery is at least once.
 
 Bounded: past `max_bytes` the oldest messages are removed and counted (`dropped`); the owner warns once.
 One run at a time per folder: a second one is refused (a lock on `DIR/.lock`).
@@ -22,14 +29,19 @@ from pathlib import Path
 from erudite_edge.errors import UsageError
 
 SUFFIX = ".msg"
+SYNC_MODES = ("always", "off")
+HEAD_BYTES = 65536 + 1  # an MQTT topic is at most 65535 bytes: its line ends within these
 
 
 class Spool:
     """The spooled messages in order. Thread-safe only with its owner's lock (erudite_edge.outputs.mqtt)."""
 
-    def __init__(self, root: Path, max_bytes: int):
+    def __init__(self, root: Path, max_bytes: int, sync: str = "always"):
+        if sync not in SYNC_MODES:
+            raise UsageError(f"--spool-sync {sync}: give {' or '.join(SYNC_MODES)}")
         self.root = root
         self.max_bytes = max_bytes
+        self.sync = sync == "always"
         try:
             root.mkdir(parents=True, exist_ok=True)
             self._lock_fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -45,20 +57,29 @@ class Spool:
         self._unsent: deque[int] = deque()  # numbers not handed to the broker yet, oldest first
         self.bytes = 0
         self.dropped = 0  # oldest messages removed to stay under max_bytes
+        self.torn = 0  # message files a power cut left cut short, removed at start
         found: list[tuple[int, int]] = []
+        last = -1  # the highest number there, torn ones included: numbers are never used twice
         for p in root.iterdir():
             if p.suffix == ".tmp":
                 with contextlib.suppress(OSError):
                     p.unlink()
             elif p.suffix == SUFFIX and p.stem.isdigit():
+                last = max(last, int(p.stem))
                 with contextlib.suppress(OSError):
-                    found.append((int(p.stem), p.stat().st_size))
+                    if _whole(p):
+                        found.append((int(p.stem), p.stat().st_size))
+                    else:
+                        p.unlink()
+                        self.torn += 1
+        if self.sync:
+            self._sync_folder()  # the removals above are on disk before new messages follow them
         for n, size in sorted(found):
             self._sizes[n] = size
             self._unsent.append(n)
             self.bytes += size
         self.recovered = len(found)  # messages a previous run left
-        self._next = max((n for n, _ in found), default=-1) + 1
+        self._next = last + 1
 
     def _path(self, n: int, suffix: str = SUFFIX) -> Path:
         return self.root / f"{n:016d}{suffix}"
@@ -75,13 +96,25 @@ class Spool:
         tmp = self._path(n, ".tmp")
         with open(tmp, "wb") as f:
             f.write(data)
+            if self.sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, self._path(n))
+        if self.sync:
+            self._sync_folder()
         self._sizes[n] = len(data)
         self._unsent.append(n)
         self.bytes += len(data)
         while self.bytes > self.max_bytes and len(self._sizes) > 1:
             self._drop_oldest()
         return n
+
+    def _sync_folder(self) -> None:
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def _drop_oldest(self) -> None:
         n = next(iter(self._sizes))
@@ -125,3 +158,9 @@ class Spool:
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
+
+
+def _whole(path: Path) -> bool:
+    """A message file that holds its topic line (a power cut under sync "off" can leave it empty or cut)."""
+    with open(path, "rb") as f:
+        return b"\n" in f.read(HEAD_BYTES)

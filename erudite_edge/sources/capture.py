@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import numbers
 import os
 import sys
 import time
@@ -22,7 +23,7 @@ import cv2
 import numpy as np
 
 from erudite_edge.core.redact import redact, split_uri
-from erudite_edge.errors import SourceError
+from erudite_edge.errors import SourceError, UsageError
 from erudite_edge.sources.base import Item, Source, Task, ready
 from erudite_edge.sources.camera_diagnose import BAYER_FOURCCS, bayer_hint  # noqa: F401  (BAYER_FOURCCS: re-exported)
 from erudite_edge.sources.gst_pipelines import csi_candidates, rtsp_candidates
@@ -409,7 +410,22 @@ def open_csi(uri: str, *, width: int | None = None, height: int | None = None, f
     )
 
 
-def open_rtsp(uri: str, *, reconnect: int | None = 3, backoff: float = 1.0) -> CaptureSource:
+RTSP_LATENCY_MAX_MS = 60_000
+_latency_warned: list[int] = []  # the FFmpeg warning is given once per process, not once per stream
+
+
+def check_rtsp_latency(ms: object) -> int:
+    """`--rtsp-latency-ms`: whole milliseconds, 0 to RTSP_LATENCY_MAX_MS; UsageError (one line) otherwise."""
+    if isinstance(ms, bool) or not isinstance(ms, numbers.Integral) or not 0 <= int(ms) <= RTSP_LATENCY_MAX_MS:
+        raise UsageError(f"--rtsp-latency-ms {ms!r}: give whole milliseconds from 0 to {RTSP_LATENCY_MAX_MS} "
+                         "(0, the default: no jitter buffer; 200-2000 for a lossy link)")
+    return int(ms)
+
+
+def open_rtsp(uri: str, *, reconnect: int | None = 3, backoff: float = 1.0, latency_ms: int = 0) -> CaptureSource:
+    """An RTSP stream through GStreamer (rtspsrc with a `latency_ms` jitter buffer), else FFmpeg (which has no
+    such buffer: `latency_ms` does not apply there)."""
+    latency_ms = check_rtsp_latency(latency_ms)
     parts = split_uri(uri)
     # FFmpeg and GStreamer's rtspsrc percent-decode the userinfo once, and FFmpeg ends the host at the first
     # '/', '?' or '#': a password as cameras give it (raw '/', '@', '#', spaces) reaches them encoded.
@@ -421,10 +437,14 @@ def open_rtsp(uri: str, *, reconnect: int | None = 3, backoff: float = 1.0) -> C
     except ValueError as e:
         raise SourceError(f"{redact(uri)}: {e}") from None
     if gstreamer_available():
-        opener = _first_that_opens(*(_capture(p, cv2.CAP_GSTREAMER) for p in rtsp_candidates(wire)))
+        opener = _first_that_opens(*(_capture(p, cv2.CAP_GSTREAMER) for p in rtsp_candidates(wire, latency_ms=latency_ms)))
         via = "GStreamer"
     elif ffmpeg_available():
         opener, via = _ffmpeg_stream(wire), "FFmpeg"
+        if latency_ms and not _latency_warned:
+            _latency_warned.append(latency_ms)
+            _warn(f"--rtsp-latency-ms {latency_ms}: this OpenCV reads RTSP through FFmpeg, which has no jitter "
+                  "buffer to set; ignored (it applies to GStreamer's rtspsrc)")
     else:
         raise SourceError(f"{redact(uri)}: this OpenCV has neither GStreamer nor FFmpeg video I/O; "
                           f"{gstreamer_fix_message(redact(uri))}")

@@ -100,20 +100,23 @@ def csi_candidates(sensor: int, width: int | None = None, height: int | None = N
     return [with_cpu]
 
 
-def rtsp_capture(uri: str, *, jetson: bool, cpu_convert: bool = True) -> str:
+def rtsp_capture(uri: str, *, jetson: bool, cpu_convert: bool = True, latency_ms: int = 0) -> str:
     """rtspsrc -> decodebin -> BGR(x) at the appsink. On a Jetson decodebin picks nvv4l2decoder, whose NVMM
-    output only nvvidconv can bring to system memory."""
-    src = f'rtspsrc location="{uri}" latency=0 ! decodebin ! '
+    output only nvvidconv can bring to system memory. `latency_ms`: rtspsrc's jitter buffer (0: none, each
+    frame as it comes; GStreamer's own default is 2000)."""
+    src = f'rtspsrc location="{uri}" latency={int(latency_ms)} ! decodebin ! '
     if jetson:
         tail = "videoconvert ! video/x-raw,format=BGR ! " if cpu_convert else ""
         return f"{src}nvvidconv ! video/x-raw,format=BGRx ! {tail}{APPSINK}"
     return f"{src}videoconvert ! video/x-raw,format=BGR ! {APPSINK}"
 
 
-def rtsp_candidates(uri: str, opencv: str | None = None) -> list[str]:
+def rtsp_candidates(uri: str, opencv: str | None = None, latency_ms: int = 0) -> list[str]:
     """Jetson pipelines first (nvvidconv; fails fast elsewhere), then the portable one."""
-    jetson = ([rtsp_capture(uri, jetson=True, cpu_convert=False)] if opencv_takes_bgrx(opencv) else [])
-    return jetson + [rtsp_capture(uri, jetson=True), rtsp_capture(uri, jetson=False)]
+    jetson = ([rtsp_capture(uri, jetson=True, cpu_convert=False, latency_ms=latency_ms)]
+              if opencv_takes_bgrx(opencv) else [])
+    return jetson + [rtsp_capture(uri, jetson=True, latency_ms=latency_ms),
+                     rtsp_capture(uri, jetson=False, latency_ms=latency_ms)]
 
 
 # ------------------------------------------------------------------------------------------------

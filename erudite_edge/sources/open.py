@@ -12,7 +12,7 @@ from erudite_edge.core.redact import redact, remember_uri, split_uri
 from erudite_edge.errors import SourceError
 from erudite_edge.sources.base import GLOB_CHARS, Source
 from erudite_edge.sources.camera_diagnose import BAYER_FOURCCS, bayer_hint  # noqa: F401  (BAYER_FOURCCS: re-exported)
-from erudite_edge.sources.capture import open_csi, open_rtsp, open_v4l2, open_video_file
+from erudite_edge.sources.capture import check_rtsp_latency, open_csi, open_rtsp, open_v4l2, open_video_file
 from erudite_edge.sources.files import ImageFilesSource, _is_image_file, list_images
 
 
@@ -27,11 +27,14 @@ def open_source(
     reconnect: int | None = 3,
     backoff: float = 1.0,
     camera_format: str | None = None,
+    rtsp_latency_ms: int = 0,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> Source:
     """Open what the user named: `--camera N`, /dev/videoN, v4l2://DEV, csi://N, rtsp://..., a video
     file, an image, a folder of images (recursive on request) or a glob. SourceError if it cannot be.
-    `max_pixels`: image files with more pixels are skipped undecoded (None: no limit); frames are not checked."""
+    `max_pixels`: image files with more pixels are skipped undecoded (None: no limit); frames are not checked.
+    `rtsp_latency_ms`: rtsp:// streams' jitter buffer (GStreamer rtspsrc's latency; checked for every source)."""
+    check_rtsp_latency(rtsp_latency_ms)
     if spec:
         remember_uri(spec)  # its password is hidden from every message from now on
     live_kw = dict(width=width, height=height, framerate=framerate, reconnect=reconnect, backoff=backoff)
@@ -54,7 +57,7 @@ def open_source(
     if spec.startswith("csi://"):
         return open_csi(spec, **live_kw)  # type: ignore[arg-type]
     if spec.startswith(("rtsp://", "rtsps://")):
-        return open_rtsp(spec, reconnect=reconnect, backoff=backoff)
+        return open_rtsp(spec, reconnect=reconnect, backoff=backoff, latency_ms=rtsp_latency_ms)
     if spec.startswith("testsrc://"):
         from erudite_edge.sources.testsrc import open_testsrc
 

@@ -243,6 +243,11 @@ def test_bench_triton_against_the_in_process_classifier(server: TritonServer, bu
         assert srv["compute_infer_ms"] > 0 and srv["queue_ms"] >= 0
         assert sum(int(b) * n for b, n in srv["batches"].items()) == srv["requests"]
     assert result["load"]["label"].startswith(("quiet", "under load"))
+    # the local server's CPU is the run's own work (issue 28): tritonserver, found by its port, and its stub
+    assert server.proc is not None and result["server_processes"] == f"listening on port {server.http_port}"
+    counted = result["load"]["series"][0]
+    assert server.proc.pid in counted["server_pids"] and len(counted["server_pids"]) >= 2, counted
+    assert counted["server_cpu_s"] > 0 and "counted as the run's own" in (out / "triton.md").read_text()
     assert result["p50_gap_c1_ms"]["verdict"] in ("PASS", "FAIL", "UNDECIDED", "not judged: under load")
     assert "| triton c4 |" in (out / "triton.md").read_text()
     from benchmarks.recompute import recompute

@@ -63,6 +63,9 @@ def bench_command(
                                          "against in-process Classifier (--source images, else scikit-image's photos)."),
     model: str = typer.Option("erudite_classifier", "--model", help="--triton: the model's name in that server."),
     concurrency: str = typer.Option("1,2,4,8", "--concurrency", help="--triton: comma-separated client counts."),
+    server_pid: Optional[int] = typer.Option(None, "--server-pid", help="--triton: the server's process on this "
+                                             "machine, whose CPU time (with its children's) is the run's own work, not "
+                                             "other work (default: the process listening on PORT when HOST is local)."),
 ) -> None:
     """Erudite vs zoo on this device: latency, throughput, size, params/MACs, end to end, top-1.
     With --triton: a Triton server's classifier model against in-process Classifier."""
@@ -80,12 +83,15 @@ def bench_command(
         from benchmarks.triton import TritonBenchOptions, triton_bench
 
         opts = TritonBenchOptions(url=triton, model=model, concurrency=tuple(parse_int_list(concurrency, "--concurrency")),
-                                  rounds=rounds, window_s=min_duration_s / rounds, warmup_s=warmup_ms / 1e3).checked()
+                                  rounds=rounds, window_s=min_duration_s / rounds, warmup_s=warmup_ms / 1e3,
+                                  server_pid=server_pid).checked()
         triton_written = triton_bench(opts, bundle, backend, source, source_limit, out,
                                " ".join(shlex.quote(a) for a in ["erudite-edge", *sys.argv[1:]]), log=lambda m: typer.echo(m, err=True))
         typer.echo((out / "triton.md").read_text())
         typer.echo("wrote " + ", ".join(str(p) for p in triton_written), err=True)
         return
+    if server_pid is not None:
+        raise UsageError("--server-pid names the server of --triton HOST:PORT; give --triton too")
     from benchmarks.bench import BenchConfig, parse_int_list, parse_precisions, run_bench
     from benchmarks.report import render_terminal, stdout_console, write_outputs
 

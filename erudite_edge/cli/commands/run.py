@@ -64,6 +64,9 @@ def run_command(
                                          "$XDG_STATE_HOME/erudite-edge/mqtt-spool)."),
     spool_max_mb: Optional[float] = typer.Option(None, "--spool-max-mb", help="-o mqtt://: bound the spool (default "
                                                  "100 MiB); beyond it the oldest results are dropped and counted."),
+    spool_sync: Optional[str] = typer.Option(None, "--spool-sync", help="-o mqtt://: 'always' (default): each result "
+                                             "is fsynced to the spool before the run goes on, so a power cut loses "
+                                             "none; 'off': left to the kernel (a power cut may lose the last seconds)."),
     save: Optional[str] = typer.Option(None, "--save", help="Annotated video (.mp4/.avi/...), a folder of annotated images, "
                                        "or an H.264 stream: rtp://HOST:PORT (RTP/UDP) or rtsp://HOST:PORT/PATH (pushed to an "
                                        "RTSP server such as MediaMTX)."),
@@ -80,6 +83,9 @@ def run_command(
     framerate: Optional[int] = typer.Option(None, help="Camera frame rate (csi:// defaults to 30)."),
     camera_format: Optional[str] = typer.Option(None, "--camera-format", help="USB camera pixel format: mjpg (how "
                                                 "USB cameras reach 30 fps at 1080p) or yuyv. The mode negotiated is printed."),
+    rtsp_latency_ms: int = typer.Option(0, "--rtsp-latency-ms", help="rtsp:// sources: GStreamer rtspsrc's jitter "
+                                        "buffer in ms (default 0: the newest frame at once; 200-2000 smooths a lossy "
+                                        "Wi-Fi or remote link at that much delay)."),
     reconnect: str = typer.Option("3", help="Times to reopen a camera/stream that stops delivering frames, per loss, "
                                   "or 'forever' (a service); waits 1 s, 2 s, 4 s ... up to 30 s between tries."),
     limit: Optional[int] = typer.Option(None, min=1, help="Stop after this many classified frames."),
@@ -167,6 +173,7 @@ def _run(
     max_memory: Optional[str] = None, max_pixels: int = DEFAULT_MAX_PIXELS,
     mqtt_qos: Optional[int] = None, mqtt_ca: Optional[Path] = None, mqtt_cert: Optional[Path] = None,
     mqtt_key: Optional[Path] = None, spool: Optional[Path] = None, spool_max_mb: Optional[float] = None,
+    spool_sync: Optional[str] = None, rtsp_latency_ms: int = 0,
     more_sources: Optional[list[str]] = None, sources_file: Optional[Path] = None,
     batch_timeout_ms: Optional[float] = None,
 ) -> None:
@@ -219,7 +226,8 @@ def _run(
         raise UsageError("--keep counts the files --rotate-mb makes; give --rotate-mb N too")
     rotation = None if rotate_mb is None else Rotation(rotate_mb, DEFAULT_KEEP if keep is None else keep)
     mqtt_given: dict[str, Any] = {k: v for k, v in dict(qos=mqtt_qos, ca=mqtt_ca, cert=mqtt_cert, key=mqtt_key,
-                                                        spool=spool, spool_max_mb=spool_max_mb).items() if v is not None}
+                                                        spool=spool, spool_max_mb=spool_max_mb,
+                                                        spool_sync=spool_sync).items() if v is not None}
     to_mqtt = output is not None and is_mqtt_uri(output)
     if output is not None and to_mqtt:
         parse_mqtt_uri(output)  # a malformed URI: one line before anything opens
@@ -260,7 +268,7 @@ def _run(
     chosen = parse_datasets(datasets, b.labels)
     answer_options = AnswerOptions(topk, min_confidence, smooth, tuple(chosen) if chosen else None)
     opening = dict(recursive=recursive, width=width, height=height, framerate=framerate, reconnect=reconnects,
-                   camera_format=camera_format, max_pixels=run_options.max_pixels)
+                   camera_format=camera_format, rtsp_latency_ms=rtsp_latency_ms, max_pixels=run_options.max_pixels)
     if many:
         srcs = _open_all(specs, camera, opening, open_source)
         src = srcs[0]
