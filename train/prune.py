@@ -327,10 +327,13 @@ def prune_model(model: nn.Module, input_size: tuple[int, int], opts: PruneOption
 
 # -- a pruned run ---------------------------------------------------------------------------------
 
-def prune_run(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], opts: PruneOptions) -> dict[str, Any]:
+def prune_run(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], opts: PruneOptions, *,
+              latency: Callable[[list[nn.Module], Any], float] | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Prune the run (or checkpoint) `checkpoint` into a new run directory `out`: RUN_PRUNED/best and /last
     (the pruned weights, no training state: fine-tune with `train --finetune`), and run.json (the source
-    run's options, for the fine-tuning). Nothing is written unless all of it is; returns the summary."""
+    run's options, for the fine-tuning). A target (--target-macs, --target-latency-ms: `latency` times the
+    deployed networks) is searched first (train.prune_search). Nothing is written unless all of it is;
+    returns the summary."""
     from erudite_edge.core.fileio import atomic_directory, write_json_atomic
     from train.checkpoint import copy_checkpoint, load_checkpoint, save_checkpoint
     from train.layer_shapes import layer_shapes
@@ -349,12 +352,31 @@ def prune_run(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], o
         raise UsageError(f"{checkpoint}: cannot build its model ({e}); it is not a run of a layout this version knows") from e
     original = build_model(ModelConfig.from_dict({**ckpt.model_config.to_dict(), "pretrained": False}))
     before = _count(model)
-    groups = prune_model(model, tuple(ckpt.preprocess.input_size), opts) if opts.ratio is not None else 0
+    source_run = _run_dir_of(Path(checkpoint))
+    size = tuple(ckpt.preprocess.input_size)
+    gradients = None
+    if opts.importance == "taylor" and opts.amount_flags:
+        from train.prune_taylor import taylor_gradients
+
+        data = json.loads((source_run / "run.json").read_text()).get("train_config", {}).get("data") if source_run else None
+        gradients = taylor_gradients(data or [], ckpt.labels, ckpt.preprocess, opts.taylor_batches,
+                                     source=str(source_run or checkpoint))
+    found = None
+    if opts.target_macs is not None or opts.target_latency_ms is not None:
+        from train.prune_search import search_ratio
+
+        found = search_ratio(model, ckpt.preprocess, opts, latency=latency, gradients=gradients, log=log)
+        opts = opts.at_ratio(found.ratio)
+    groups = prune_model(model, size, opts, gradients) if opts.ratio is not None else 0
     cfg = ModelConfig.from_dict({**ckpt.model_config.to_dict(), "pruned": layer_shapes(model, original) or None})
     summary: dict[str, Any] = {
         "from": str(ckpt.path.parent if ckpt.verified else ckpt.path), "ratio": opts.ratio, "importance": opts.importance,
-        "round_to": opts.round_to, "min_channels": opts.min_channels, "groups_pruned": groups,
-        "params_before": before, "params_after": _count(model)}
+        "scope": opts.scope, "steps": opts.steps, "round_to": opts.round_to, "min_channels": opts.min_channels,
+        "groups_pruned": groups, "params_before": before, "params_after": _count(model)}
+    if opts.importance == "taylor":
+        summary["taylor_batches"] = opts.taylor_batches
+    if found is not None:
+        summary["target"] = found.to_dict()
     extra: dict[str, Any] = {}
     if opts.sparsity is not None:
         from train.sparsity import sparsify_2_4
@@ -362,7 +384,6 @@ def prune_run(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], o
         trunks = [part.graph.backbone for part in network_parts(model)]
         extra["sparsity"] = {"pattern": opts.sparsity, "layers": sparsify_2_4(model, trunks)}
         summary["sparse_layers"] = len(extra["sparsity"]["layers"])
-    source_run = _run_dir_of(Path(checkpoint))
     with atomic_directory(out) as tmp:
         save_checkpoint(tmp, "last", model, model_config=cfg, labels=ckpt.labels, preprocess=ckpt.preprocess,
                         extra={"epoch": ckpt.epoch, "metrics": {}, "pruned_from": summary, **extra}, keep_previous=False)
