@@ -86,7 +86,7 @@ def search_ratio(model: nn.Module, spec: Any, opts: PruneOptions, *, latency: La
             return unpruned
         value = measure(trial)
         found.tried.append((ratio, value))
-        if log:
+        if log and found.tried[0][1] <= goal:  # progress once the target is known reachable (else one error line)
             log(f"{flag} {goal:g}: ratio {ratio:.4f} -> {describe(value)}")
         return value
 
