@@ -40,12 +40,14 @@ class OnnxLatency:
             x = np.random.default_rng(0).random(shape).astype(np.float32)
             if spec.dtype == "uint8":
                 x = (x * 255).astype(np.uint8)
-            samples = interleaved([Contender("pruned", self.batch, _step(runners, x))],
+            samples = interleaved([Contender("pruned", self.batch, frame_step(runners, x))],
                                   warmup=self.warmup, iters=self.iters, rounds=self.rounds)
             return summarize(samples["pruned"], self.batch).p50_ms
 
 
-def _step(runners: list[Any], x: np.ndarray) -> Callable[[], None]:
+def frame_step(runners: list[Any], x: np.ndarray) -> Callable[[], None]:
+    """One frame's work: the first runner (an erudite network, or a zoo's coarse model), then for a zoo one
+    of the others (its fine models), in turn."""
     turn = [0]
 
     def step() -> None:
