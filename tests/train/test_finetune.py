@@ -93,7 +93,9 @@ def test_a_single_run_is_pruned_network_by_network_and_fine_tuned(tmp_path, caps
     args = ["train", "--variant", "single", "--epochs", "1", "--steps-per-epoch", "1", "--out", str(run)] + COMMON
     assert main(args + sum((["--data", d] for d in data), [])) == 0
     pruned = tmp_path / "single-p"
-    rc, _, err = cli(capsys, "prune", "--checkpoint", run, "--ratio", "0.5", "--out", pruned)
+    # Taylor: each network's own loss (coarse: the data set; fine n: its data set's labels) on the run's data
+    rc, _, err = cli(capsys, "prune", "--checkpoint", run, "--ratio", "0.5", "--importance", "taylor", "--taylor-batches",
+                     "1", "--out", pruned)
     assert rc == 0, err
     start, original = load_checkpoint(pruned), load_checkpoint(run)
     model, full = start.build_model(), original.build_model()
