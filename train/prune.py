@@ -3,7 +3,11 @@
 Torch-Pruning traces the deployed graph and groups every channel with the layers that must lose it
 together (a conv's output with its BatchNorm and the next conv's input; the residual adds of ResNet and
 EfficientNet-Lite as one coupled group; a depthwise conv's input with its output). We pick, per group,
-how many channels stay and which (lowest L1 or L2 weight magnitude first) and Torch-Pruning removes them.
+how many channels stay and which (lowest importance first: L1 or L2 weight magnitude, or Taylor's
+|weight x gradient| over batches of the run's own data, train/prune_taylor.py) and Torch-Pruning removes
+them. `scope` uniform: every group keeps (1 - ratio) of its width; global: one ranking over every group
+(MetaPruner's global_pruning). `steps` K: ratio k/K at step k, re-ranked each step (MetaPruner's
+iterative_steps). A target (MACs, latency) instead of a ratio is searched in train/prune_search.py.
 
 The model's own constraints:
 * the attention (`GroupSpatialAttention`, a grouped 1x1 conv applied with `F.conv2d` so that stage II can
