@@ -154,7 +154,7 @@ def study_recomputer(module: str) -> Callable[[dict[str, Any], RawSamples], list
 
 
 STUDIES = ("api_overhead", "int8_layouts", "live_frames", "meta_features_accuracy", "multistream", "preprocess_uint8",
-           "pruning", "stream_latency", "time_by_module")
+           "pruning", "pruning_paper", "stream_latency", "time_by_module")
 RECOMPUTERS: dict[str, Callable[[dict[str, Any], RawSamples], list[Check]]] = {
     "bench": recompute_bench, "step_time": recompute_step_time,
     **{kind: study_recomputer(f"benchmarks.studies.{kind}") for kind in STUDIES},

@@ -193,6 +193,23 @@ def percentile_ci(rounds: Sequence[Sequence[float]], q: float, *, resamples: int
     return Interval(float(lo), float(hi), units, False)
 
 
+def latency_ratio_of_ratios_ci(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], c: Sequence[Sequence[float]],
+                               d: Sequence[Sequence[float]], q: float, *, resamples: int = RESAMPLES, level: float = LEVEL,
+                               seed: int | Sequence[int] = 0) -> Interval | None:
+    """Interval of (P(a) / P(b)) / (P(c) / P(d)), P the q-th percentile of the pooled calls of resampled
+    rounds, the same rounds for all four (paired: as many rounds, none empty, else PairingError); e.g.
+    whether a latency ratio between two models is kept when both are changed alike. None without calls."""
+    for other in (b, c, d):
+        _check_pairs([len(r) for r in a], [len(r) for r in other])
+    series = [_compress([list(r) for r in s]) for s in (a, b, c, d)]
+    if not series[0]:
+        return None
+    idx = _rng(seed).integers(0, len(series[0]), size=(resamples, len(series[0])))
+    pa, pb, pc, pd = (_pooled_percentiles(s, idx, q) for s in series)
+    lo, hi = _interval((pa / pb) / (pc / pd), level)
+    return Interval(lo, hi, len(series[0]), True)
+
+
 def ratio_ci(num: Sequence[float], den: Sequence[float], *, paired: bool = True, resamples: int = RESAMPLES,
              level: float = LEVEL, seed: int | Sequence[int] = 0) -> Interval | None:
     """Interval of median(num) / median(den) over resampled pairs (e.g. peak memory of fresh

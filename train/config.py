@@ -204,6 +204,8 @@ def finetune_values(source: str | os.PathLike[str], given: dict[str, Any]) -> di
     values = {**saved, "epochs": max(1, round(saved.get("epochs", 100) * FINETUNE_EPOCH_FRACTION)), "pretrained": False,
               "out": f"{run}-ft", "lr": saved.get("lr", 0.1) * f, "backbone_lr": saved.get("backbone_lr", 0.01) * f,
               "theta_lr": None if saved.get("theta_lr") is None else saved["theta_lr"] * f, "qat": None}
+    if saved.get("parts_epochs"):  # a Single run's parts: each a share of its own epochs
+        values["parts_epochs"] = {k: max(1, round(v * FINETUNE_EPOCH_FRACTION)) for k, v in saved["parts_epochs"].items()}
     return {**values, **given, "finetune": str(source)}
 
 

@@ -22,9 +22,6 @@ from train.variants import VARIANTS
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, resume_from: str | None = None) -> Path:
     if cfg.variant in VARIANTS and VARIANTS[cfg.variant].separate:
-        if cfg.finetune:
-            raise UsageError(f"--finetune: a --variant {cfg.variant} run trains its models as separate runs; fine-tuning "
-                             "its pruned zoo is not supported yet (prune and fine-tune a --variant single-joint run)")
         if resume_from is not None:
             raise UsageError(f"--resume-from: a --variant {cfg.variant} run resumes each of its parts from its last "
                              "checkpoint; use --resume")

@@ -21,6 +21,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from erudite_edge.core.fileio import remove_stale_temporaries, write_json_atomic, write_text_atomic
+from erudite_edge.core.labels import LabelSpace
 from erudite_edge.core.preprocess import PreprocessSpec
 from erudite_edge.errors import UsageError
 from train.checkpoint import (
@@ -121,6 +122,15 @@ def _set_rng_state(s: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
+def model_config_for(cfg: TrainConfig, labels: LabelSpace, pretrained: bool) -> ModelConfig:
+    """The network a run of `cfg` over `labels` builds (unpruned)."""
+    return ModelConfig(
+        variant=cfg.variant, backbone=cfg.backbone, class_counts=labels.sizes, embed_dim=cfg.embed_dim,
+        gate=cfg.gate, classifier=cfg.classifier, hidden=cfg.hidden, pretrained=pretrained, weights=cfg.weights,
+        head_bn_momentum=cfg.head_bn_momentum,
+    )
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True, resume_from: str | None = None,
                  splits: list[DatasetSplits] | None = None):
@@ -155,12 +165,7 @@ class Trainer:
 
         self.splits = splits if splits is not None else load_datasets(cfg.data)
         self.labels = build_label_space(self.splits)
-        self.model_config = ModelConfig(
-            variant=cfg.variant, backbone=cfg.backbone, class_counts=self.labels.sizes, embed_dim=cfg.embed_dim,
-            gate=cfg.gate, classifier=cfg.classifier, hidden=cfg.hidden,
-            pretrained=cfg.pretrained and cfg.weights != "none" and not resume, weights=cfg.weights,
-            head_bn_momentum=cfg.head_bn_momentum,
-        )
+        self.model_config = model_config_for(cfg, self.labels, pretrained=cfg.pretrained and cfg.weights != "none" and not resume)
         # a pruned network's widths: from the checkpoint resumed, else from the pruned run fine-tuned
         finetune = self._finetune_source(cfg.finetune) if cfg.finetune and source is None else None
         pruned = (source or finetune).model_config.pruned if (source or finetune) is not None else None

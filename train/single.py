@@ -41,7 +41,7 @@ from train.config import TrainConfig, write_effective_config
 from train.data import build_label_space, load_datasets
 from train.data.samples import DatasetSplits, Sample
 from train.loop import Trainer
-from train.model import ZooModel
+from train.model import build_model
 from train.model_spec import ModelConfig
 from train.single_schedule import fair_schedule, schedule_line
 
@@ -61,8 +61,9 @@ def part_dirs(out: Path, splits: list[DatasetSplits]) -> dict[str, Path]:
     return {COARSE: out / "parts" / COARSE, **{s.name: out / "parts" / f"fine.{s.name}" for s in splits}}
 
 
-def _part_config(cfg: TrainConfig, out: Path, data: list[str], epochs: int) -> TrainConfig:
-    return dataclasses.replace(cfg, variant="baseline", out=str(out), data=data, epochs=epochs, parts_epochs=None)
+def _part_config(cfg: TrainConfig, out: Path, data: list[str], epochs: int, finetune: Path | None = None) -> TrainConfig:
+    return dataclasses.replace(cfg, variant="baseline", out=str(out), data=data, epochs=epochs, parts_epochs=None,
+                               finetune=None if finetune is None else str(finetune), distill=None)
 
 
 def train_single(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
@@ -92,11 +93,17 @@ def train_single(cfg: TrainConfig, resume: bool = False, progress: bool = True) 
 
     trainers: dict[str, Trainer] = {}
     plan = [(COARSE, cfg.data, coarse)] + [(s.name, [spec], [s]) for s, spec in zip(splits, cfg.data)]
+    starts: dict[str, Path] = {}
+    if cfg.finetune:  # a pruned zoo: each part fine-tunes from its share of it (train.single_finetune)
+        from train.single_finetune import part_starts
+
+        prefixes = [f"{COARSE}."] + [f"fine.{i}." for i in range(len(splits))]
+        starts = part_starts(cfg, out, [(name, prefix, build_label_space(ps)) for (name, _, ps), prefix in zip(plan, prefixes)])
     for name, data, part_splits in plan:
         part_out = dirs[name]
         print(f"single: training {'the coarse model' if name == COARSE else 'the model of ' + name} in {part_out} "
               f"({schedule[name].epochs} epoch(s))", file=sys.stderr)
-        t = Trainer(_part_config(cfg, part_out, data, schedule[name].epochs), resume=resume and has_checkpoint(part_out),
+        t = Trainer(_part_config(cfg, part_out, data, schedule[name].epochs, starts.get(name)), resume=resume and has_checkpoint(part_out),
                     progress=progress, splits=part_splits)
         t.run()
         trainers[name] = t
@@ -109,23 +116,30 @@ def train_single(cfg: TrainConfig, resume: bool = False, progress: bool = True) 
 def assemble_zoo(cfg: TrainConfig, out: Path, dirs: dict[str, Path], splits: list[DatasetSplits], labels: LabelSpace,
                  spec: PreprocessSpec, coarse_config: ModelConfig) -> Path:
     """RUN/last and RUN/best: the ZooModel holding each part's `best` weights (coarse -> .coarse, fine n -> .fine.n)."""
-    zoo_cfg = dataclasses.replace(coarse_config, variant="single", class_counts=list(labels.sizes), pretrained=False)
-    zoo = ZooModel(zoo_cfg)
     state: dict[str, torch.Tensor] = {}
     parts_meta: dict[str, dict[str, Any]] = {}
     part_metrics: dict[str, dict[str, Any]] = {}
+    pruned: dict[str, dict[str, int]] = {}  # a fine-tuned pruned zoo: each part's widths under its prefix
+    sparse: list[str] = []
     for i, name in enumerate([COARSE, *labels.datasets]):
         ckpt = load_checkpoint(dirs[name], prefer="best")
         prefix = "coarse." if name == COARSE else f"fine.{i - 1}."
         state.update({prefix + k: v for k, v in ckpt.weights().items()})
+        pruned.update({prefix + k: v for k, v in (ckpt.model_config.pruned or {}).items()})
+        sparse += [prefix + k for k in (ckpt.meta.get("sparsity") or {}).get("layers", [])]
         m = ckpt.meta.get("metrics") or {}
         parts_meta[name] = {"run": str(dirs[name]), "epoch": ckpt.epoch, "metrics": m}
         part_metrics[name] = {"epoch": ckpt.epoch + 1, "val_mean_top1": m.get("val_mean_top1"), "train_top1": m.get("train_top1")}
+    zoo_cfg = dataclasses.replace(coarse_config, variant="single", class_counts=list(labels.sizes), pretrained=False,
+                                  pruned=pruned or None)
+    zoo = build_model(zoo_cfg)
     zoo.load_state_dict(state, strict=True)
     metrics = {"parts": part_metrics}
-    save_checkpoint(out, "last", zoo, model_config=zoo_cfg, labels=labels, preprocess=spec,
-                    extra={"epoch": cfg.epochs - 1, "metrics": metrics, "train_config": cfg.to_dict(), "parts": parts_meta,
-                           "data": [{"name": s.name, "format": s.format, "root": str(s.root)} for s in splits]})
+    extra: dict[str, Any] = {"epoch": cfg.epochs - 1, "metrics": metrics, "train_config": cfg.to_dict(), "parts": parts_meta,
+                             "data": [{"name": s.name, "format": s.format, "root": str(s.root)} for s in splits]}
+    if sparse:
+        extra["sparsity"] = {**load_checkpoint(dirs[COARSE], prefer="best").meta["sparsity"], "layers": sparse}
+    save_checkpoint(out, "last", zoo, model_config=zoo_cfg, labels=labels, preprocess=spec, extra=extra)
     copy_checkpoint(out, "last", "best")
     log.info("single: zoo assembled in %s", out)
     return out

@@ -10,8 +10,10 @@ The unpruned model is the demo's `ours` on EfficientNet-Lite0 with ImageNet weig
 and with --distill from the unpruned run. The unpruned model gets no such extra epochs: a pruned model's
 top-1 is compared with the model it was pruned from. Every figure is judged by measured latency, never by
 MACs. With --json the raw samples (every timed call, round by round, with the load) and each run's top-1
-go beside it: `python -m benchmarks.recompute FILE` re-derives the figures. Needs torch, Torch-Pruning,
-onnx and onnxruntime.
+go beside it: `python -m benchmarks.recompute FILE` re-derives the figures, and the Pareto plot (latency vs mean top-1,
+benchmarks/studies/pruning_plot.py) goes beside it as NAME_pareto.svg. Needs torch, Torch-Pruning, onnx,
+onnxruntime and matplotlib. The paper setting (ResNet-50 224, N = 2 and 4, the erudite network against the
+zoo pruned alike; latency and size, no accuracy) is benchmarks/studies/pruning_paper.py.
 """
 
 from __future__ import annotations
@@ -198,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     print(render(result))
     if args.json:
         write_result(args.json, result, raw)
+        from benchmarks.studies.pruning_plot import plot
+
+        plot(result, args.json.with_name(f"{args.json.stem}_pareto.svg"))  # latency vs mean top-1
     return 0
 
 

@@ -297,3 +297,19 @@ def test_defaults_are_2000_resamples_95_percent_seed_0():
     want = _reference_latency_ci(rounds_e, rounds_z, 50, True, 2000, 0.95, 0)
     assert latency_ratio_ci(rounds_e, rounds_z, 50) == pytest.approx(want, abs=1e-12)
     assert latency_ratio_ci(rounds_e, rounds_z, 50, resamples=2001) != pytest.approx(want, abs=1e-12)
+
+
+def test_analytic_a_kept_ratio_of_ratios_is_a_point_interval_under_drift_and_a_changed_one_is_not():
+    """(a / b) / (c / d) with a = b / 2 and c = d / 2 in every round, under drift: exactly [1, 1]; with
+    c = d / 4 instead: exactly [2, 2]; rounds that do not pair are refused."""
+    from benchmarks.stats import PairingError, latency_ratio_of_ratios_ci
+
+    rng = np.random.default_rng(3)
+    b = [list(k * (1 + rng.random(5))) for k in np.linspace(1.0, 3.0, 6)]
+    d = [list(k * (2 + rng.random(5))) for k in np.linspace(3.0, 1.0, 6)]
+    half = [[v / 2 for v in r] for r in b]
+    assert latency_ratio_of_ratios_ci(half, b, [[v / 2 for v in r] for r in d], d, 50) == pytest.approx((1.0, 1.0), abs=1e-12)
+    iv = latency_ratio_of_ratios_ci(half, b, [[v / 4 for v in r] for r in d], d, 50)
+    assert iv == pytest.approx((2.0, 2.0), abs=1e-12) and iv.units == 6 and iv.paired
+    with pytest.raises(PairingError):
+        latency_ratio_of_ratios_ci(half, b, d[:5], d, 50)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
+
 from benchmarks.raw import RawSamples, samples_path
 from benchmarks.recompute import main as recompute_main
 from benchmarks.recompute import recompute
@@ -214,3 +216,52 @@ def test_multistream(tmp_path, capsys):
         res["models"]["tiny"]["2"]["fps_ratio"] += 1
 
     assert "DIFFERS models tiny 2 fps_ratio" in caught(out / "multistream.json", tmp_path, change, capsys)
+
+
+def test_pruning_paper_derive_recompute_and_pareto_plot(tmp_path, capsys):
+    """The paper-setting pruning study's statistics on real interleaved timings of real work (numpy matrix
+    products standing in for the four models, the pruned ones about a third of the work; the networks
+    themselves are too slow for a test: the study's own run is in benchmarks/results/pruning_paper/):
+    re-derived, a changed figure caught. And the Pareto plot of the demo study's result."""
+    from benchmarks.latency import Contender, interleaved
+    from benchmarks.raw import quantise, write_result
+    from benchmarks.studies import pruning_paper
+    from benchmarks.studies.pruning_plot import pareto_front, plot
+
+    m = {k: np.random.default_rng(0).random((s, s)) for k, s in (("full", 160), ("pruned", 110))}
+
+    def work(k: str, times: int):
+        def step():
+            for _ in range(times):
+                m[k] @ m[k]
+
+        return step
+
+    plan = {"erudite": work("full", 1), "erudite pruned": work("pruned", 1), "zoo": work("full", 2),
+            "zoo pruned": work("pruned", 2)}
+    raw = RawSamples("pruning_paper")
+    samples = interleaved([Contender(n, 1, s) for n, s in plan.items()], warmup=2, iters=12, rounds=6)
+    for name in pruning_paper.MODELS:
+        raw.series[f"N2/{name}"] = quantise(samples[name])
+        raw.values[f"facts/N2/{name}"] = {"params": 100 if "pruned" not in name else 40, "macs_per_frame": 1000}
+    settings = {"ns": [2], "ratio": 0.4}
+    result = {"settings": settings, **pruning_paper.derive(raw, settings)}
+    path = tmp_path / "pruning_paper.json"
+    write_result(path, result, raw)
+    r = recomputes(path, "pruning_paper", 20)["by_n"]["N2"]
+    assert r["models"]["erudite pruned"]["params_vs_unpruned"] == 0.4
+    assert r["models"]["zoo pruned"]["latency_goal"] in ("PASS", "FAIL", "INCONCLUSIVE")
+    assert r["ratio_kept_goal"] in ("PASS", "FAIL", "INCONCLUSIVE") and len(r["ratio_kept_ci95"]) == 2
+    assert "### N2" in pruning_paper.render(json.loads(path.read_text()))
+
+    def change(res):
+        res["by_n"]["N2"]["erudite_vs_zoo_pruned"] += 1
+
+    assert "DIFFERS by_n N2 erudite_vs_zoo_pruned" in caught(path, tmp_path, change, capsys)
+    # the Pareto front: no other point both faster and more accurate
+    assert pareto_front({"a": (1.0, 50.0), "b": (2.0, 40.0), "c": (0.5, 45.0), "d": (3.0, 60.0)}) == ["c", "a", "d"]
+    from paths import REPO
+
+    svg = tmp_path / "pareto.svg"
+    front = plot(json.loads((REPO / "benchmarks/results/pruning.json").read_text()), svg)
+    assert front and svg.read_text().lstrip().startswith("<?xml") and "mean top-1" in svg.read_text()

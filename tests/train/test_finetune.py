@@ -82,3 +82,31 @@ def test_distillation_is_the_tempered_kl_and_zero_when_student_matches_teacher()
     assert float(got.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
     got.backward()
     assert s.grad is not None and teacher.weight.grad is None  # the teacher is frozen
+
+
+def test_a_single_run_is_pruned_network_by_network_and_fine_tuned(tmp_path, capsys):
+    """Single (the zoo, trained as separate runs): its coarse model and every fine model pruned the same way,
+    then `train --finetune` fine-tunes each part from its share of the pruned zoo and assembles the zoo again
+    with the pruned widths (before: refused as not supported)."""
+    data = make_mixture(tmp_path / "data", per_class=(4, 1))
+    run = tmp_path / "single"
+    args = ["train", "--variant", "single", "--epochs", "1", "--steps-per-epoch", "1", "--out", str(run)] + COMMON
+    assert main(args + sum((["--data", d] for d in data), [])) == 0
+    pruned = tmp_path / "single-p"
+    # Taylor: each network's own loss (coarse: the data set; fine n: its data set's labels) on the run's data
+    rc, _, err = cli(capsys, "prune", "--checkpoint", run, "--ratio", "0.5", "--importance", "taylor", "--taylor-batches",
+                     "1", "--out", pruned)
+    assert rc == 0, err
+    start, original = load_checkpoint(pruned), load_checkpoint(run)
+    model, full = start.build_model(), original.build_model()
+    for net, net0 in zip([model.coarse, *model.fine], [full.coarse, *full.fine]):
+        assert net.backbone.out_channels < net0.backbone.out_channels
+    assert len({net.backbone.out_channels for net in [model.coarse, *model.fine]}) == 1  # pruned alike
+    rc, _, err = cli(capsys, "train", "--finetune", pruned, "--steps-per-epoch", "1", "--no-progress", "--workers", "0")
+    assert rc == 0, err
+    tuned = load_checkpoint(tmp_path / "single-p-ft", prefer="last")
+    assert tuned.model_config.pruned == start.model_config.pruned and tuned.variant == "single"
+    w0, w1 = start.weights(), tuned.weights()
+    assert w0.keys() == w1.keys() and all(w0[k].shape == w1[k].shape for k in w0)
+    assert any(not torch.equal(w0[k], w1[k]) for k in w0 if k.startswith("fine.") and w0[k].is_floating_point())
+    assert any(not torch.equal(w0[k], w1[k]) for k in w0 if k.startswith("coarse.") and w0[k].is_floating_point())
