@@ -46,6 +46,13 @@ def test_no_import_circle_inside_the_runtime_and_at_most_two_in_the_tree(graph) 
     assert len(circles) <= 2, circles
 
 
+def test_no_import_circle_inside_the_runtime_even_under_type_checking() -> None:
+    """An `if TYPE_CHECKING:` import that closes a circle (resources.py once took RunOptions from pipeline.py,
+    which imports resources.py) still ties the two modules: none inside erudite_edge/."""
+    circles = import_cycles.circles(import_cycles.import_graph(type_checking=True))
+    assert not [c for c in circles if any(m.startswith("erudite_edge") for m in c)], circles
+
+
 def test_circles_are_found_where_there_are_some() -> None:
     """The circle finder itself: a 3-cycle, a 2-cycle and a chain."""
 
