@@ -94,6 +94,7 @@ def test_end_to_end_tiles_a_small_folder_into_passes_long_enough(bundles):
 # ------------------------------------------------------------------------------------------------
 # The command
 # ------------------------------------------------------------------------------------------------
+@pytest.mark.slow  # the bench command end to end
 def test_bench_command_writes_json_markdown_and_png(bundles, two_precisions, tmp_path):
     from erudite_edge.cli.app import main
 
@@ -442,6 +443,7 @@ def test_erudite_zoo_ratios_are_erudite_over_zoo_with_paired_intervals():
         erudite_zoo_ratios(e, Samples(round_ips=[100.0, 90.0, 95.0], round_latency_ms=[z_rounds[0], [], z_rounds[1]]), row)
 
 
+@pytest.mark.slow  # fresh child processes
 def test_memory_in_fresh_processes_sees_the_weights(bundles, tmp_path):
     """Peak RSS of fresh processes: a bundle whose model carries 64 MB more weights peaks at least
     64 MB higher; below 10 repetitions the ratio carries the spread of the repetitions, no interval. Measured from a parent that holds

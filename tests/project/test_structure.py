@@ -72,6 +72,7 @@ def test_the_runtime_top_level_holds_at_most_eight_modules() -> None:
     assert {"api.py", "errors.py", "__init__.py"} <= set(top)
 
 
+@pytest.mark.slow  # lint-imports in a child process on a copy of the tree
 def test_the_layering_contracts_fail_on_an_upward_import(tmp_path: Path) -> None:
     """A copy of the tree with one upward import (core -> inference) breaks the layers contract: lint-imports
     exits 1 and names it; the unmodified copy passes."""

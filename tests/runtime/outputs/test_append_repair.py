@@ -202,6 +202,7 @@ def test_cli_append_repairs_a_torn_file(erudite: Bundle, folder: Path, tmp_path:
         assert [int(r["seq"]) for r in records[-4:]] == [0, 1, 2, 3]
 
 
+@pytest.mark.slow  # a child process
 def test_a_restarted_service_gets_a_new_run_id(erudite: Bundle, folder: Path, tmp_path: Path) -> None:
     """Two processes appending to one torn file (the service restarted after a power cut): each record's
     (run_id, seq) is unique, the runs are told apart, and the restart said what it repaired."""

@@ -123,6 +123,7 @@ def test_rtp_stream_arrives_and_decodes(erudite: Bundle, tmp_path: Path, monkeyp
         assert np.abs(below_band - RED_BGR).max() < 25, below_band
 
 
+@pytest.mark.slow  # the real RTSP server
 @needs_ffmpeg
 @needs_rtsp_server
 def test_rtsp_server_lost_mid_run_is_warned_and_the_push_resumes(erudite: Bundle, tmp_path: Path) -> None:
@@ -202,6 +203,7 @@ def _gst_has(element: str) -> bool:
 FEED = TESTS / "gst_feed.py"
 
 
+@pytest.mark.slow  # GStreamer encode/decode child processes
 @pytest.mark.parametrize("encoder", ["x264enc"])  # openh264enc: same path, also passes; left out for time
 def test_gstreamer_rtp_pipeline_streams_decodable_h264(encoder: str, tmp_path: Path, monkeypatch) -> None:
     from erudite_edge.sources.gst_pipelines import stream_out
@@ -222,6 +224,7 @@ def test_gstreamer_rtp_pipeline_streams_decodable_h264(encoder: str, tmp_path: P
     assert all(np.abs(f[30:].reshape(-1, 3).mean(axis=0) - RED_BGR).max() < 25 for f in got)
 
 
+@pytest.mark.slow  # the real RTSP server and GStreamer child processes
 def test_gstreamer_rtsp_pipeline_pushes_to_a_real_server(tmp_path: Path) -> None:
     from erudite_edge.sources.gst_pipelines import stream_out
 
