@@ -35,6 +35,8 @@ from train.checkpoint import (
     verify_checkpoint_dir,
 )
 
+pytestmark = pytest.mark.slow  # trains runs to damage and resume (module fixture), training in child processes
+
 EPOCHS = 4
 TRAIN = ["--variant", "ours", "--backbone", "tiny", "--no-pretrained", "--batch-per-dataset", "4", "--input-size", "32",
          "--embed-dim", "16", "--workers", "0", "--no-progress", "--lr", "0.05", "--backbone-lr", "0.05",
@@ -79,7 +81,6 @@ def _leftovers(run: Path) -> list[str]:
     return [p.name for p in run.glob(".*tmp-*")]
 
 
-@pytest.mark.slow  # child processes
 @pytest.mark.parametrize("sig,seed", [(signal.SIGKILL, 1), (signal.SIGKILL, 2), (signal.SIGTERM, 3)])
 def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path, data, straight, sig, seed):
     rng = random.Random(seed)
@@ -152,7 +153,6 @@ for epoch in range(1000):
 """
 
 
-@pytest.mark.slow  # child processes
 @pytest.mark.parametrize("seed", [11, 12, 13])
 def test_sigkill_while_writing_checkpoints_leaves_the_last_complete_one(tmp_path, seed):
     """A process that does nothing but write 4 MB checkpoints (fsynced), killed at a random moment: most kills land
@@ -250,7 +250,6 @@ def test_older_run_layout_still_loads(tmp_path, two_epochs):
     assert load_checkpoint(old / "last").verified and load_checkpoint(old / "last").epoch == 2
 
 
-@pytest.mark.slow  # child processes
 def test_progress_bars_only_on_a_terminal(tmp_path, data):
     """On a terminal (a real pseudo-terminal here) the bar is drawn; the same command into a log gets none."""
     import fcntl

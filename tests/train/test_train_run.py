@@ -17,6 +17,8 @@ from tiny_data import make_mixture
 from train.config import TrainConfig
 from train.loop import Trainer
 
+pytestmark = pytest.mark.slow  # training runs end to end (train, eval, resume, DDP ranks)
+
 COMMON = ["--backbone", "tiny", "--no-pretrained", "--batch-per-dataset", "4", "--input-size", "32", "--embed-dim", "16",
           "--workers", "0", "--no-progress", "--lr", "0.05", "--backbone-lr", "0.05"]
 
@@ -161,7 +163,6 @@ def _ddp_worker(rank: int, world: int, port: int, data: list[str], out: str, q) 
     dist.destroy_process_group()
 
 
-@pytest.mark.slow  # DDP ranks in child processes
 def test_ddp_two_processes_keep_identical_weights_with_unreadable_images(tmp_path):
     """75 % of the training images unreadable: some rank's share of a data set is all unreadable in most
     batches; stand-ins of the same data set keep the ranks in step (before: gloo's "Expected to have
@@ -177,7 +178,6 @@ def test_ddp_two_processes_keep_identical_weights_with_unreadable_images(tmp_pat
     assert results[0][0][2] != results[0][0][-1]
 
 
-@pytest.mark.slow  # torchrun with two ranks
 def test_torchrun_two_processes_with_75_percent_unreadable_images(tmp_path):
     """The README's multi-GPU command, on gloo: completes, and the trainer's per-epoch check that every rank
     holds the same weights passes (it stops the run otherwise)."""

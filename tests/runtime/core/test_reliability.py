@@ -118,6 +118,7 @@ def test_overwrite_refuses_a_folder_that_is_not_a_bundle(tmp_path, run_dir, imag
     assert "not a folder" in one_line(capsys.readouterr().err) and a_file.read_text() == "mine"
 
 
+@pytest.mark.slow  # exports bundles
 def test_overwrite_replaces_an_empty_folder_or_a_bundle(tmp_path, run_dir, images, bundle_dir):
     out = tmp_path / "empty"
     out.mkdir()
@@ -200,6 +201,7 @@ def test_export_onto_a_full_disk(tmp_path, run_dir, images, capsys):
         assert list(small.iterdir()) == []  # nothing half-written
 
 
+@pytest.mark.slow  # exports bundles
 def test_export_with_injected_enospc(tmp_path, run_dir, images, capsys, monkeypatch):
     """Where no tmpfs can be mounted: the write itself fails with ENOSPC (injected into onnx.save_model)."""
     import onnx

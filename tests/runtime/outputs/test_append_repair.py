@@ -92,6 +92,7 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     return out
 
 
+@pytest.mark.slow  # runs the CLI on real images per torn file
 @pytest.mark.parametrize("kind", ["jsonl", "csv"])
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cut=st.floats(0, 1), nul=st.sampled_from([0, 0, 1, 7, 512, 4096, 70_000]))

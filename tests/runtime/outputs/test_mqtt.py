@@ -237,6 +237,7 @@ def test_spool_bound_drops_the_oldest_and_counts_them(tmp_path: Path) -> None:
     again.close()
 
 
+@pytest.mark.slow  # fills a spool, over 1 s
 @needs_paho
 def test_spool_full_warns_once_and_counts_at_the_end(tmp_path: Path, setup, capsys) -> None:  # type: ignore[no-untyped-def]
     bundle, folder = setup

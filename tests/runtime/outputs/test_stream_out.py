@@ -101,6 +101,7 @@ def _receive_rtp(sdp: Path, frames: list[np.ndarray], want: int) -> None:
         cap.release()
 
 
+@pytest.mark.slow  # a real stream (GStreamer / RTSP) for seconds
 @needs_ffmpeg
 def test_rtp_stream_arrives_and_decodes(erudite: Bundle, tmp_path: Path, monkeypatch, capsys) -> None:
     """A receiver listening on 127.0.0.1 decodes the stream: frames of the source's size and colour."""
@@ -170,6 +171,7 @@ def test_rtsp_server_lost_mid_run_is_warned_and_the_push_resumes(erudite: Bundle
     assert "trying again in 1 s" in err and "s3cret" not in err and "rtsp://pub:***@127.0.0.1" in err
 
 
+@pytest.mark.slow  # a real stream (GStreamer / RTSP) for seconds
 @needs_ffmpeg
 def test_a_stalled_rtsp_server_never_holds_back_results(erudite: Bundle, tmp_path: Path, capsys) -> None:
     """A server that accepts the connection and never answers: the run classifies every frame anyway."""

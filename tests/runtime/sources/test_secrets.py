@@ -197,6 +197,7 @@ def test_refused(bundle_root: str, tmp_path: Path, capfd, pw: str) -> None:
     assert "connection refused" in err and "admin:***@127.0.0.1" in err
 
 
+@pytest.mark.slow  # waits out stream timeouts on a silent port, per example
 @CLI
 @given(pw=passwords)
 @example(pw="Qxp@ss/w:rd#1?x yZj")
