@@ -85,7 +85,8 @@ cycles: $(STAMP)
 	$(PY) tools/import_cycles.py
 
 # The two stages of the suite, by the `slow` marker. SLOW_WORKERS: pytest-xdist workers for the slow stage
-# (0: no xdist, in one process); docs/development.md has the timings behind the default.
+# (0: no xdist, in one process), each test file on one worker (its module-scoped fixtures, such as the
+# `trained` model, are built once); docs/development.md has the timings behind the default.
 PYTEST       := $(PY) -m pytest tests
 FAST         := not slow
 SLOW         := slow
@@ -100,7 +101,7 @@ check: lint typecheck
 
 test: $(STAMP) $(SYSTEM_STAMP) $(TRITON_STAMP) lint typecheck docs test-split
 	$(PYTEST) -m "$(FAST)"
-	$(PYTEST) -m "$(SLOW)" $(if $(filter-out 0,$(SLOW_WORKERS)),-n $(SLOW_WORKERS))
+	$(PYTEST) -m "$(SLOW)" $(if $(filter-out 0,$(SLOW_WORKERS)),-n $(SLOW_WORKERS) --dist loadfile)
 
 # Mutation testing (cosmic-ray; not in CI: hours on 2 cores). MODULES= and MAX= narrow it, e.g.
 #   make mutation MODULES=train/evaluate.py MAX=30
