@@ -1,13 +1,15 @@
 # make test: creates .venv (Python 3.11) when missing, installs the project with the extras the tests need,
 # runs the linters (ruff, import-linter's layering contracts), the type check of the runtime package (all of erudite_edge/, TensorRT stubs included), the
-# strict build of the documentation site and the test suite. .ci/run calls exactly this.
+# strict build of the documentation site and the whole test suite in two stages: the tests not marked slow, then
+# those marked slow (pyproject's [tool.pytest] markers says which). .ci/run calls exactly this.
+# make check: the working loop: ruff, import-linter, mypy and the tests not marked slow (a few minutes at most).
 PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo install typecheck lint docs cycles clean mutation triton-env
+.PHONY: test check test-split demo install typecheck lint docs cycles clean mutation triton-env
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -82,8 +84,24 @@ docs: $(STAMP)
 cycles: $(STAMP)
 	$(PY) tools/import_cycles.py
 
-test: $(STAMP) $(SYSTEM_STAMP) $(TRITON_STAMP) lint typecheck docs
-	$(VENV)/bin/python -m pytest tests
+# The two stages of the suite, by the `slow` marker. SLOW_WORKERS: pytest-xdist workers for the slow stage
+# (0: no xdist, in one process), each test file on one worker (its module-scoped fixtures, such as the
+# `trained` model, are built once); docs/development.md has the timings behind the default.
+PYTEST       := $(PY) -m pytest tests
+FAST         := not slow
+SLOW         := slow
+SLOW_WORKERS ?= 2
+
+# Stage 1 + stage 2 collect exactly the tests of one plain run: none left out, none in both.
+test-split: $(STAMP)
+	$(PY) tools/test_split.py --stage "$(FAST)" --stage "$(SLOW)"
+
+check: lint typecheck
+	$(PYTEST) -m "$(FAST)"
+
+test: $(STAMP) $(SYSTEM_STAMP) $(TRITON_STAMP) lint typecheck docs test-split
+	$(PYTEST) -m "$(FAST)"
+	$(PYTEST) -m "$(SLOW)" $(if $(filter-out 0,$(SLOW_WORKERS)),-n $(SLOW_WORKERS) --dist loadfile)
 
 # Mutation testing (cosmic-ray; not in CI: hours on 2 cores). MODULES= and MAX= narrow it, e.g.
 #   make mutation MODULES=train/evaluate.py MAX=30

@@ -47,8 +47,9 @@ from erudite_edge.inference.answers import Answerer, AnswerOptions
 from erudite_edge.inference.batcher import StreamOptions
 from erudite_edge.inference.models import ZooModel, load_model
 from erudite_edge.inference.multistream import MultiStreamPipeline
-from erudite_edge.inference.pipeline import Pipeline, RunOptions
+from erudite_edge.inference.pipeline import Pipeline
 from erudite_edge.inference.resources import check_memory, fit_to_model
+from erudite_edge.inference.run_options import RunOptions
 from erudite_edge.outputs.results import Result, RunSummary, Sink
 from erudite_edge.sources.base import Item, Source, Task, read_image_item
 from erudite_edge.sources.crops import WHOLE_IMAGE, Box, CropSource, make_box
@@ -345,7 +346,7 @@ class Classifier:
     profile (None: that logger at WARNING).
 
     runner / answers / options: the same settings as option objects (backends.registry.RunnerOptions,
-    inference.answers.AnswerOptions or an Answerer already built for this bundle, inference.pipeline.RunOptions),
+    inference.answers.AnswerOptions or an Answerer already built for this bundle, inference.run_options.RunOptions),
     as `erudite-edge run` passes them; given, they replace the keywords they cover (backend, precision, threads
     / topk, min_confidence, datasets, smooth / batch, workers); RunOptions also sets the memory budget and the
     pixel limit (max_memory, max_pixels: erudite_edge.inference.resources).

@@ -14,6 +14,17 @@ from export.images import photo_variants, sample_photos
 from trained_model import CLASS_PHOTOS, LABELS, SPEC, config, random_view, save_run, train_steps, write_imagefolder
 
 
+def pytest_configure(config) -> None:
+    """The video log quieting every capture of the product sets up before it opens anything
+    (erudite_edge.sources.capture.quiet_video_logs), once for the test process: OpenCV reads
+    OPENCV_FFMPEG_LOGLEVEL once per process, at its first FFmpeg use, so a test that opens cv2.VideoCapture or
+    VideoWriter directly before any capture would otherwise let FFmpeg's own lines onto stderr for every later
+    test, depending on which tests ran first (the stages and xdist workers run different subsets)."""
+    from erudite_edge.sources.capture import quiet_video_logs
+
+    quiet_video_logs()
+
+
 @pytest.fixture(scope="module")
 def photos() -> dict[str, np.ndarray]:
     import skimage.data

@@ -2,10 +2,11 @@
 
     python tools/import_cycles.py            # every circle, its modules and the imports that tie it
     python tools/import_cycles.py --count    # the number alone
+    python tools/import_cycles.py --type-checking   # `if TYPE_CHECKING:` imports counted too
 
 The graph is grimp's (the library import-linter uses): every `import` statement of erudite_edge, export,
 train and benchmarks, imports inside functions included, `if TYPE_CHECKING:` imports left out (they never
-run). A circle is a strongly connected group of two or more modules (Tarjan's algorithm). Exit code 0.
+run) unless --type-checking (a circle hidden under TYPE_CHECKING still ties the two modules together). A circle is a strongly connected group of two or more modules (Tarjan's algorithm). Exit code 0.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ import grimp
 PACKAGES = ("erudite_edge", "export", "train", "benchmarks")
 
 
-def import_graph() -> grimp.ImportGraph:
+def import_graph(type_checking: bool = False) -> grimp.ImportGraph:
+    """The import graph of PACKAGES; `type_checking`: `if TYPE_CHECKING:` imports count too."""
     root = str(Path(__file__).resolve().parent.parent)
     if root not in sys.path:
         sys.path.insert(0, root)
-    return grimp.build_graph(*PACKAGES, include_external_packages=False, exclude_type_checking_imports=True)
+    return grimp.build_graph(*PACKAGES, include_external_packages=False, exclude_type_checking_imports=not type_checking)
 
 
 def circles(graph: grimp.ImportGraph) -> list[list[str]]:
@@ -78,8 +80,9 @@ def circles(graph: grimp.ImportGraph) -> list[list[str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", action="store_true", help="print the number of circles only")
+    parser.add_argument("--type-checking", action="store_true", help="count `if TYPE_CHECKING:` imports too")
     args = parser.parse_args(argv)
-    graph = import_graph()
+    graph = import_graph(type_checking=args.type_checking)
     found = circles(graph)
     if args.count:
         print(len(found))

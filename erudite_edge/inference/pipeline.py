@@ -27,56 +27,23 @@ import threading
 import time
 import types
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from erudite_edge.core.image_header import DEFAULT_MAX_PIXELS
 from erudite_edge.core.labels import LabelSpace
 from erudite_edge.core.preprocess import PreprocessSpec, preprocess, preprocess_into
 from erudite_edge.core.signals import STOP_SIGNALS, signal_handlers
-from erudite_edge.errors import BadImageError, UsageError
+from erudite_edge.errors import BadImageError
 from erudite_edge.inference.answers import Answerer
 from erudite_edge.inference.batch_buffer import InputRing
 from erudite_edge.inference.models import Model
 from erudite_edge.inference.resources import decode_workers, queue_depth
+from erudite_edge.inference.run_options import RunOptions  # re-exported: documented here before it had its own module
 from erudite_edge.outputs.results import Result, RunSummary, Sink, StreamRef
 from erudite_edge.sources.base import Item, Source, Task, ready
 from erudite_edge.sources.crops import EmptyBoxError
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How a run goes through its source (`run`'s and the API's): `batch` images per model call, `workers`
-    decode/preprocess threads (None: up to 4), `strict` (stop at the first image that does not decode),
-    `limit` (stop after this many classified frames; None: the whole source). Resources
-    (erudite_edge.inference.resources): `max_memory` the bytes the pipeline's input buffers may take (a larger
-    `batch` is refused; None: a quarter of the memory available when the classifier loads), `max_pixels` the
-    largest image file decoded (a larger one is skipped from its header, undecoded, like a bad file; None: no
-    limit)."""
-
-    batch: int = 8
-    workers: int | None = None
-    strict: bool = False
-    limit: int | None = None
-    max_memory: int | None = None
-    max_pixels: int | None = DEFAULT_MAX_PIXELS
-
-    def __post_init__(self) -> None:
-        if self.batch < 1:
-            raise UsageError(f"batch {self.batch}: at least 1")
-        if self.workers is not None and self.workers < 1:
-            raise UsageError(f"workers {self.workers}: at least 1")
-        if self.limit is not None and self.limit < 1:
-            raise UsageError(f"limit {self.limit}: at least 1")
-        if self.max_memory is not None and self.max_memory < 1:
-            raise UsageError(f"max-memory {self.max_memory}: at least 1 byte")
-        if self.max_pixels is not None and self.max_pixels < 1:
-            raise UsageError(f"max-pixels {self.max_pixels}: at least 1")
-
-    def replace(self, **changes: Any) -> "RunOptions":
-        return replace(self, **changes)
 
 
 @dataclass

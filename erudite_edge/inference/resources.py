@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import os
 import re
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from erudite_edge.core.preprocess import PreprocessSpec
 from erudite_edge.errors import UsageError
 from erudite_edge.inference.batch_buffer import InputRing
-
-if TYPE_CHECKING:  # pipeline imports this module
-    from erudite_edge.inference.pipeline import RunOptions
+from erudite_edge.inference.run_options import RunOptions
 
 BUDGET_SHARE = 4  # the default budget: 1/4 of the available memory
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -81,7 +79,7 @@ def memory_budget(max_memory: int | None) -> tuple[int, str] | None:
                                        "--max-memory sets it")
 
 
-def check_memory(options: "RunOptions", spec: PreprocessSpec) -> None:
+def check_memory(options: RunOptions, spec: PreprocessSpec) -> None:
     """UsageError (exit 2) where `options.batch` needs more pipeline memory than the budget."""
     budget = memory_budget(options.max_memory)
     if budget is None:
@@ -117,7 +115,7 @@ def model_max_batch(model: Any) -> int | None:
     return int(n) if isinstance(n, int) and n > 0 else None
 
 
-def fit_to_model(options: "RunOptions", model: Any, warn: Callable[[str], None]) -> "RunOptions":
+def fit_to_model(options: RunOptions, model: Any, warn: Callable[[str], None]) -> RunOptions:
     """`options` with the batch lowered to the model's largest (one warning), or as they are."""
     most = model_max_batch(model)
     if most is None or options.batch <= most:

@@ -11,6 +11,7 @@ from benchmarks.studies.accuracy_seeds import main, summarize
 from tiny_data import make_mixture
 
 
+@pytest.mark.slow  # trains each variant per seed
 def test_study_trains_each_variant_per_seed_and_pairs_them(tmp_path):
     data = make_mixture(tmp_path / "mix", per_class=(4, 2), size=16)
     out = tmp_path / "study"

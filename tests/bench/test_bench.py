@@ -71,6 +71,7 @@ def two_precisions(bundles, tmp_path_factory):
     return root
 
 
+@pytest.mark.slow  # runs the bench or a study on real models
 def test_end_to_end_tiles_a_small_folder_into_passes_long_enough(bundles):
     from benchmarks.end_to_end import load_folder, measure, pipeline_run, tiles_for
     from erudite_edge.core.bundle import Bundle
@@ -94,6 +95,7 @@ def test_end_to_end_tiles_a_small_folder_into_passes_long_enough(bundles):
 # ------------------------------------------------------------------------------------------------
 # The command
 # ------------------------------------------------------------------------------------------------
+@pytest.mark.slow  # the bench command end to end
 def test_bench_command_writes_json_markdown_and_png(bundles, two_precisions, tmp_path):
     from erudite_edge.cli.app import main
 
@@ -197,6 +199,7 @@ def test_precisions_one_at_a_time_give_the_same_report_layout(two_precisions):
     assert "## Stability" in md and "unstable (CV > 1e-07 %): zoo fp16 batch 2" in md
 
 
+@pytest.mark.slow  # runs the bench or a study on real models
 def test_bench_refuses_a_missing_precision_and_swapped_bundles(bundles, tmp_path, capsys):
     from erudite_edge.cli.app import main
 
@@ -324,6 +327,7 @@ def test_zoo_complexity_is_coarse_plus_one_fine_model(bundles):
     assert z.roles["coarse"].macs_by_op["Gemm"] == 3 * 2 + 2
 
 
+@pytest.mark.slow  # runs the bench or a study on real models
 def test_table3_with_fvcore_on_a_tiny_backbone():
     pytest.importorskip("fvcore")
     import torch
@@ -442,6 +446,7 @@ def test_erudite_zoo_ratios_are_erudite_over_zoo_with_paired_intervals():
         erudite_zoo_ratios(e, Samples(round_ips=[100.0, 90.0, 95.0], round_latency_ms=[z_rounds[0], [], z_rounds[1]]), row)
 
 
+@pytest.mark.slow  # fresh child processes
 def test_memory_in_fresh_processes_sees_the_weights(bundles, tmp_path):
     """Peak RSS of fresh processes: a bundle whose model carries 64 MB more weights peaks at least
     64 MB higher; below 10 repetitions the ratio carries the spread of the repetitions, no interval. Measured from a parent that holds
@@ -575,6 +580,7 @@ def test_normalized_fixture_colours_are_distinct():
 # ------------------------------------------------------------------------------------------------
 # Training step time
 # ------------------------------------------------------------------------------------------------
+@pytest.mark.slow  # runs the bench or a study on real models
 def test_step_time_measures_every_variant_side_by_side():
     pytest.importorskip("torch")
     from benchmarks.studies.step_time import StepTimeConfig, measure

@@ -31,6 +31,7 @@ def test_a_committed_result_recomputes_to_its_published_figures():
     assert raw.kind == "bench" and len(raw.series) == 8 and all(s.load for s in raw.series.values())
 
 
+@pytest.mark.slow  # runs the bench or a study on real models
 def test_a_figure_changed_by_hand_is_caught(tmp_path, capsys):
     shutil.copy(EXAMPLE, tmp_path / "bench.json")
     shutil.copy(samples_path(EXAMPLE), samples_path(tmp_path / "bench.json"))

@@ -10,6 +10,7 @@ import pytest
 from benchmarks.studies import run_memory
 
 
+@pytest.mark.slow  # runs the bench or a study on real models
 @pytest.mark.skipif(not Path(run_memory.TIME).exists(), reason="GNU time is not installed")
 def test_run_memory_measures_real_runs(tmp_path: Path) -> None:
     out = tmp_path / "results"

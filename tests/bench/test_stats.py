@@ -35,6 +35,7 @@ def _realistic(rng, trials, rounds, calls, level, shared):
     return level * shared * own * noise
 
 
+@pytest.mark.slow  # thousands of simulated intervals
 def test_coverage_under_realistic_noise_is_92_to_98_percent():
     """2000 simulated bench runs (10 rounds of 20 calls) at a true ratio of 0.5 (latency) and 2 (throughput): the
     95 % intervals must cover it 92-98 % of the time; a miscalibrated interval (an 80 % one called 95 %) falls

@@ -8,11 +8,14 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 
 from benchmarks.raw import RawSamples, samples_path
 from benchmarks.recompute import main as recompute_main
 from benchmarks.recompute import recompute
 from real_processes import needs_rtsp_server
+
+pytestmark = pytest.mark.slow  # trains the tiny model (trained), runs the studies, an RTSP server
 
 
 def recomputes(path, kind, min_figures):

@@ -42,6 +42,8 @@ from trained_model import (
     untrained_run,
 )
 
+pytestmark = pytest.mark.slow  # trains the tiny model (trained) and exports every variant
+
 ERUDITE_VARIANTS = ["baseline", "baseline+", "baseline++", "ours", "ours-pcgrad", "ours-pmg"]
 
 

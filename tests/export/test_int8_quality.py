@@ -27,6 +27,8 @@ from train.model import build_model
 from train.model_spec import ModelConfig
 from trained_model import LABELS, cli, write_imagefolder
 
+pytestmark = pytest.mark.slow  # trains the tiny model (trained) and calibrates INT8 on it: minutes
+
 SPEC48 = PreprocessSpec.square(48, resize="center_crop", crop_ratio=0.8, interpolation="area")
 
 

@@ -24,6 +24,8 @@ from erudite_edge.errors import BundleError
 from export.int8 import Int8Options, make_int8
 from trained_model import cli, distinct_predictions, one_error_line, run_onnx
 
+pytestmark = pytest.mark.slow  # trains the tiny model (trained) and quantizes it
+
 
 def _copy(trained: dict, tmp_path: Path) -> Path:
     dst = tmp_path / "bundle"

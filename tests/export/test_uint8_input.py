@@ -34,6 +34,8 @@ from train.checkpoint import load_checkpoint, save_checkpoint
 from train.model import build_model
 from train.model_spec import ModelConfig
 
+pytestmark = pytest.mark.slow  # builds, trains and exports a uint8-input bundle once for the module
+
 COUNTS = [3, 4]
 LABELS = LabelSpace.build(["a", "b"], [["x", "y", "z"], ["p", "q", "r", "s"]])
 SPEC = PreprocessSpec.square(32, resize="center_crop", crop_ratio=0.8, interpolation="area")

@@ -35,7 +35,7 @@ from packaging.version import InvalidVersion, Version
 
 from paths import REPO
 
-pytestmark = pytest.mark.network
+pytestmark = [pytest.mark.network, pytest.mark.slow]  # slow: pip's resolver in child processes
 
 ROOT = REPO
 EXTRA_SETS = (("train", "trt"), ("trt",), ("onnx",), ("bench",), ("gpu",))

@@ -33,6 +33,7 @@ def one_line(text: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow  # tools/gpu_smoke.py in a child process
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is visible here: the no-GPU path cannot be shown")
 def test_without_a_gpu_one_line_exit_2(tmp_path):
     proc = run("--out", str(tmp_path / "r.json"), cwd=tmp_path)
@@ -58,6 +59,7 @@ def blocked(tmp_path: Path, *modules: str) -> Path:
     return shim
 
 
+@pytest.mark.slow  # trains and exports in a child process
 def test_the_whole_run_on_the_cpu_as_on_the_lent_machine(tmp_path):
     """The machine it is for has no pydantic, Polygraphy or TensorRT: every other check runs and passes (on
     the CPU here), the TensorRT one is skipped naming all three, and the report says it was a CPU test run."""
@@ -80,6 +82,7 @@ def test_the_whole_run_on_the_cpu_as_on_the_lent_machine(tmp_path):
     assert proc.stderr.strip().splitlines()[-1].startswith("gpu_smoke: 7 passed, 0 failed, 2 skipped")
 
 
+@pytest.mark.slow  # the whole smoke run in a child process
 def test_without_onnx_the_export_and_what_needs_it_are_skipped(tmp_path):
     shim = blocked(tmp_path, "onnx", "onnxscript")
     out = tmp_path / "r.json"
@@ -90,6 +93,7 @@ def test_without_onnx_the_export_and_what_needs_it_are_skipped(tmp_path):
     assert checks["tensorrt.engine_check_runner"]["why"].startswith("no exported ONNX model")
 
 
+@pytest.mark.slow  # trains steps twice
 def test_a_wrong_step_fails_the_comparison():
     """The comparison is not a formality: the step of another batch, or one whose update was lost, fails."""
     cpu = torch.device("cpu")
@@ -102,6 +106,7 @@ def test_a_wrong_step_fails_the_comparison():
     assert not result["passed"] and not result["theta_stepped"]
 
 
+@pytest.mark.slow  # forward/backward of the real model
 def test_a_wrong_gradient_fails_forward_backward():
     cpu = torch.device("cpu")
     ref = gpu_smoke.forward_backward(cpu)

@@ -46,6 +46,13 @@ def test_no_import_circle_inside_the_runtime_and_at_most_two_in_the_tree(graph) 
     assert len(circles) <= 2, circles
 
 
+def test_no_import_circle_inside_the_runtime_even_under_type_checking() -> None:
+    """An `if TYPE_CHECKING:` import that closes a circle (resources.py once took RunOptions from pipeline.py,
+    which imports resources.py) still ties the two modules: none inside erudite_edge/."""
+    circles = import_cycles.circles(import_cycles.import_graph(type_checking=True))
+    assert not [c for c in circles if any(m.startswith("erudite_edge") for m in c)], circles
+
+
 def test_circles_are_found_where_there_are_some() -> None:
     """The circle finder itself: a 3-cycle, a 2-cycle and a chain."""
 
@@ -65,6 +72,7 @@ def test_the_runtime_top_level_holds_at_most_eight_modules() -> None:
     assert {"api.py", "errors.py", "__init__.py"} <= set(top)
 
 
+@pytest.mark.slow  # lint-imports in a child process on a copy of the tree
 def test_the_layering_contracts_fail_on_an_upward_import(tmp_path: Path) -> None:
     """A copy of the tree with one upward import (core -> inference) breaks the layers contract: lint-imports
     exits 1 and names it; the unmodified copy passes."""

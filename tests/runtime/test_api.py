@@ -145,6 +145,7 @@ def test_crops_from_bad_schema_names_the_line(bundle_dir: Path, tmp_path: Path, 
     assert len(err) == 1 and f"{det}:2:" in err[0] and what in err[0], err
 
 
+@pytest.mark.slow  # the README example in a child Python
 def test_readme_api_example_runs(bundle_dir: Path, tmp_path: Path) -> None:
     """The docs' API section (docs/api.md): its Python example, run as written against a real bundle and image."""
     section = doc_section("## Python API")
@@ -161,6 +162,7 @@ def test_readme_api_example_runs(bundle_dir: Path, tmp_path: Path) -> None:
     assert "bytes[0] yellow" in done.stdout and "missing.jpg unreadable" in done.stdout  # one bad image, not the call
 
 
+@pytest.mark.slow  # mypy in a child process
 def test_readme_api_example_type_checks(tmp_path: Path) -> None:
     """The same example passes mypy against the package's own types (py.typed), with the project's mypy
     settings: a renamed keyword or a wrong return type in the API breaks the example a user copies."""

@@ -241,6 +241,7 @@ def test_close_ends_a_stream_iterated_in_another_thread(bundle_dir: Path) -> Non
         next(clf.predict_stream("testsrc://50?size=32x24", reconnect=0))
 
 
+@pytest.mark.slow  # a child process
 def test_predict_stream_keeps_ffmpeg_log_lines_off_stderr(bundle_dir: Path, tmp_path: Path) -> None:
     """A stream that cannot be opened: our one line (password redacted), none of FFmpeg's / OpenCV's own
     (`[tcp @ 0x...] Connection to tcp://... failed`, `[ WARN:0@...] global cap.cpp ...`)."""

@@ -27,6 +27,8 @@ from onnx_fixtures import make_erudite_bundle
 from paths import TESTS, doc_text
 from triton_server import TRITON_ENV, TritonServer, unavailable
 
+pytestmark = pytest.mark.slow  # a real Triton server
+
 MODEL = "erudite_classifier"
 MAX_BATCH = 8
 TOL = 1e-3  # the two environments' OpenCV versions (4.11 there, the project's here) may resize differently

@@ -19,6 +19,8 @@ from train.checkpoint import load_checkpoint
 from train.data import collate_skip_bad, load_datasets
 from train.evaluate_run import evaluate_run
 
+pytestmark = pytest.mark.slow  # trains models and analyses their bundles (module fixtures)
+
 COMMON = ["--backbone", "tiny", "--no-pretrained", "--batch-per-dataset", "4", "--input-size", "32", "--embed-dim", "16",
           "--workers", "0", "--no-progress", "--lr", "0.05", "--backbone-lr", "0.05", "--epochs", "2", "--steps-per-epoch", "4"]
 

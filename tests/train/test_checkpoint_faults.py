@@ -35,6 +35,8 @@ from train.checkpoint import (
     verify_checkpoint_dir,
 )
 
+pytestmark = pytest.mark.slow  # trains runs to damage and resume (module fixture), training in child processes
+
 EPOCHS = 4
 TRAIN = ["--variant", "ours", "--backbone", "tiny", "--no-pretrained", "--batch-per-dataset", "4", "--input-size", "32",
          "--embed-dim", "16", "--workers", "0", "--no-progress", "--lr", "0.05", "--backbone-lr", "0.05",

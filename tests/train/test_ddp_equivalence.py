@@ -79,6 +79,7 @@ def _worker(rank: int, world: int, port: int, q) -> None:  # noqa: ANN001
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # DDP ranks in child processes
 def test_two_processes_x8_give_the_gradients_of_one_process_x16():
     single_net = _model()
     single = _gradients(single_net, single_net, torch.arange(len(COUNTS) * PER))
@@ -145,6 +146,7 @@ def _trainer_worker(rank: int, world: int, port: int, data: list[str], out: str,
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # DDP ranks in child processes
 def test_metrics_are_all_reduced_and_validation_is_sharded(tmp_path):
     from tiny_data import make_mixture
 

@@ -91,6 +91,7 @@ def top5_by_photo(classifier: EfficientNetLite0) -> dict[str, set[int]]:
     return {name: set(row.topk(5).indices.tolist()) for name, row in zip(photos, logits)}
 
 
+@pytest.mark.slow  # trains a model
 @pytest.mark.parametrize("name", ["chelsea", "coffee", "motorcycle", "rocket", "camera"])
 def test_classifier_top5_contains_true_class_on_real_photos(top5_by_photo: dict[str, set[int]], name: str) -> None:
     truth = _photos()[name][1]
@@ -132,6 +133,7 @@ def _symmetric_padding_copy(model: nn.Module) -> nn.Module:
     return twin
 
 
+@pytest.mark.slow  # trains a model
 def test_tf_same_padding_predicts_better_than_symmetric(classifier: EfficientNetLite0) -> None:
     """Random crops of the photos at the training resolution: the weights were trained with TF SAME padding."""
     rng = np.random.default_rng(0)
@@ -162,6 +164,7 @@ def test_feature_extractor_output_shape(size: int, grid: int) -> None:
     assert float(out.min()) >= 0.0 and float(out.max()) <= 6.0  # after the head's ReLU6
 
 
+@pytest.mark.slow  # builds the pretrained network (shares the classifier fixture)
 def test_pretrained_features_are_the_classifiers_trunk(
     classifier: EfficientNetLite0, pretrained_trunk: EfficientNetLite0Features
 ) -> None:
@@ -181,6 +184,7 @@ def test_missing_weights_package_names_package_and_extra(monkeypatch: pytest.Mon
         pretrained_weights_path()
 
 
+@pytest.mark.slow  # trains a model
 def test_onnx_export_matches_onnxruntime(tmp_path, pretrained_trunk: EfficientNetLite0Features) -> None:
     """Opset 17, traced at 96 px; SAME padding is recorded as arithmetic, so other sizes (100 px has odd
     maps at the later strided layers, unlike 96) run exactly from the same file."""

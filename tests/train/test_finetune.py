@@ -17,6 +17,8 @@ from train.config import FINETUNE_EPOCH_FRACTION, FINETUNE_LR_FACTOR
 from train.distill import Distillation
 from trained_model import cli, one_error_line
 
+pytestmark = pytest.mark.slow  # prunes and fine-tunes a trained run (module fixture)
+
 COMMON = ["--backbone", "tiny", "--no-pretrained", "--batch-per-dataset", "4", "--input-size", "32", "--embed-dim", "16",
           "--workers", "0", "--no-progress", "--lr", "0.05", "--backbone-lr", "0.05"]
 

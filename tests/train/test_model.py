@@ -14,6 +14,7 @@ def make(variant: str, counts: list[int], gate: str = "channel", **kw) -> torch.
     return build_model(ModelConfig(variant=variant, backbone="tiny", class_counts=counts, embed_dim=16, gate=gate, hidden=16, **kw))
 
 
+@pytest.mark.slow  # trains a model
 @pytest.mark.parametrize("gate", ["channel", "dense"])
 @pytest.mark.parametrize("counts", [[3, 4], [3, 4, 5], [2, 3, 4, 5]])
 def test_shapes_and_gate_weights(counts, gate):

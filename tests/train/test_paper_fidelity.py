@@ -54,6 +54,7 @@ def spy_meta_objective(monkeypatch):
 
 # -- 1. alpha ---------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # trains a model
 def test_alpha_follows_theta_learning_rate_as_the_scheduler_anneals_it(monkeypatch):
     calls = spy_meta_objective(monkeypatch)
     net = make_net()
@@ -247,6 +248,7 @@ def test_unknown_recipe_is_one_line():
         load_recipe("papr")
 
 
+@pytest.mark.slow  # trains a model
 def test_train_recipe_then_flags_and_the_effective_config_in_the_run(tmp_path):
     data = make_mixture(tmp_path / "mix", per_class=(4, 2), size=16)
     run = tmp_path / "run"
@@ -277,6 +279,7 @@ def test_bad_weights_for_the_backbone_is_exit_2(tmp_path, capsys):
 
 # -- 5. Single: each data set's model trained alone, plus the coarse model ---------------------------
 
+@pytest.mark.slow  # trains a model
 def test_single_trains_n_separate_models_and_the_coarse_one_then_assembles_the_zoo(tmp_path):
     from safetensors.torch import load_file
 
@@ -338,6 +341,7 @@ def test_jigsaw_shuffles_whole_patches():
     assert torch.equal(jigsaw(x, 1), x)
 
 
+@pytest.mark.slow  # trains a model
 def test_ours_pmg_trains_every_stage_and_theta():
     from train.pmg import PMGNet
     from train.two_stage import PMGStep

@@ -11,6 +11,8 @@ from tiny_data import make_mixture
 from train.config import TrainConfig
 from train.loop import Trainer
 
+pytestmark = pytest.mark.slow  # trains then recomputes BN statistics
+
 
 def _norms(model):
     return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]

@@ -31,6 +31,7 @@ def _pruned(variant: str, backbone: str = "tiny", size: int = 32, ratio: float =
     return model, original, cfg
 
 
+@pytest.mark.slow  # trains a model
 @pytest.mark.parametrize("variant", ["baseline", "baseline+", "ours", "ours-pcgrad", "ours-pmg", "single"])
 def test_every_variant_prunes_keeps_its_classifiers_and_rebuilds_from_its_config_alone(variant):
     size = 32
@@ -81,6 +82,7 @@ def test_the_attention_loses_the_same_channels_in_each_of_its_8_groups_and_compu
         _attention_pruner_class(_import_torch_pruning())().prune_in_channels(GroupSpatialAttention(32, 8), [0])
 
 
+@pytest.mark.slow  # trains a model
 @pytest.mark.parametrize("backbone,size", [("efficientnet_lite0", 64), ("resnet50", 64)])
 def test_both_deployed_backbones_prune_depthwise_and_residual_groups_coupled(backbone, size):
     model, original, cfg = _pruned("ours", backbone=backbone, size=size, ratio=0.4)
@@ -100,6 +102,7 @@ def test_both_deployed_backbones_prune_depthwise_and_residual_groups_coupled(bac
     assert model.backbone.out_channels == rebuilt.backbone.out_channels < original.backbone.out_channels
 
 
+@pytest.mark.slow  # trains a model
 def test_a_zoo_prunes_each_of_its_networks():
     model, original, _ = _pruned("single")
     parts = network_parts(model)
@@ -110,6 +113,7 @@ def test_a_zoo_prunes_each_of_its_networks():
 
 # -- the command ----------------------------------------------------------------------------------
 
+@pytest.mark.slow  # trains a model
 def test_prune_command_writes_a_run_that_loads_and_exports_with_onnx_parity(tmp_path, capsys):
     run = untrained_run(tmp_path, "ours")
     out = tmp_path / "pruned"
@@ -129,6 +133,7 @@ def test_prune_command_writes_a_run_that_loads_and_exports_with_onnx_parity(tmp_
     assert parity["passed"] and parity["top1_agreement"] == 1.0 and parity["max_abs_diff"] <= parity["tolerance"]
 
 
+@pytest.mark.slow  # trains a model
 def test_prune_command_prunes_a_single_run_and_exports_its_zoo(tmp_path, capsys):
     run = untrained_run(tmp_path, "single")
     out = tmp_path / "pruned"
@@ -191,6 +196,7 @@ def test_is_2_4_reads_the_pattern_along_input_channels_at_each_kernel_position()
     assert is_2_4(lin) and not is_2_4(torch.ones(1, 8))
 
 
+@pytest.mark.slow  # trains a model
 def test_prune_sparsity_2_4_makes_the_backbone_sparse_records_it_keeps_it_through_finetune_and_exports_it(tmp_path, capsys):
     from tiny_data import make_mixture
     from train.sparsity import is_2_4, layers_2_4

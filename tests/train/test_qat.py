@@ -19,6 +19,8 @@ from train.model import build_model
 from train.model_spec import ModelConfig
 from trained_model import one_error_line
 
+pytestmark = pytest.mark.slow  # quantization-aware training and INT8 export
+
 COMMON = ["--backbone", "tiny", "--no-pretrained", "--batch-per-dataset", "4", "--input-size", "32", "--embed-dim", "16",
           "--workers", "0", "--no-progress", "--lr", "0.05", "--backbone-lr", "0.05"]
 

@@ -60,6 +60,7 @@ def test_same_epoch_same_batches_other_epoch_other_shuffle() -> None:
     assert list(BalancedBatchSampler([20, 9], 4, seed=8)) != epoch0
 
 
+@pytest.mark.slow  # DDP ranks in child processes
 def test_ddp_ranks_take_disjoint_slices_of_the_global_batch() -> None:
     sizes = [16, 8, 12]
     full = BalancedBatchSampler(sizes, 4, seed=2)

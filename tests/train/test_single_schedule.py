@@ -48,6 +48,7 @@ def test_every_part_sees_at_least_what_the_joint_run_sees(data, epochs, val_frac
         assert (s["a"].epochs, s["b"].epochs, s["coarse"].epochs) == (epochs, -(-3 * epochs // 2), epochs)
 
 
+@pytest.mark.slow  # trains a model
 def test_single_trains_the_fair_schedule_and_writes_it_in_the_config(tmp_path, data):
     run = tmp_path / "single"
     args = ["train", "--variant", "single", "--epochs", "1", "--out", str(run), *COMMON]
@@ -64,6 +65,7 @@ def test_single_trains_the_fair_schedule_and_writes_it_in_the_config(tmp_path, d
     assert epochs_trained(run / "parts" / "fine.b") == 2
 
 
+@pytest.mark.slow  # trains a model
 def test_parts_epochs_overrides_the_parts_it_names(tmp_path, data):
     run = tmp_path / "single"
     args = ["train", "--variant", "single", "--epochs", "1", "--parts-epochs", "b=1,coarse=2", "--out", str(run), *COMMON]

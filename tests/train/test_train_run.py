@@ -17,6 +17,8 @@ from tiny_data import make_mixture
 from train.config import TrainConfig
 from train.loop import Trainer
 
+pytestmark = pytest.mark.slow  # training runs end to end (train, eval, resume, DDP ranks)
+
 COMMON = ["--backbone", "tiny", "--no-pretrained", "--batch-per-dataset", "4", "--input-size", "32", "--embed-dim", "16",
           "--workers", "0", "--no-progress", "--lr", "0.05", "--backbone-lr", "0.05"]
 

@@ -146,6 +146,7 @@ def test_pcgrad_projects_conflicts():
     assert torch.allclose(pcgrad(agree), agree.sum(0))
 
 
+@pytest.mark.slow  # trains a model
 @pytest.mark.parametrize("variant", ["baseline", "baseline+", "baseline++", "ours", "ours-pcgrad", "single"])
 def test_every_variant_learns(variant):
     net = make(variant)
@@ -168,6 +169,7 @@ def test_baseline_plus_plus_trains_theta_in_stage_one():
     assert not all(torch.equal(p, q) for p, q in zip(net.attention_parameters(), before))
 
 
+@pytest.mark.slow  # trains a model
 def test_meta_test_data_set_is_drawn_from_the_seeded_generator(monkeypatch):
     """Each step's meta-test data set is the next draw of torch.Generator(seed) over the data sets present:
     a seeded, exact check (not a noisy accuracy threshold) that catches a meta-test set that never changes."""
@@ -286,6 +288,7 @@ def test_step_counts_right_answers_and_reports_the_stage_one_loss():
     assert isinstance(stats.meta_loss, float)
 
 
+@pytest.mark.slow  # trains a model
 def test_autocast_only_with_a_dtype():
     x, ids, joint, local = batch()
     net = make("ours")
@@ -383,6 +386,7 @@ def test_default_seed_is_zero():
     assert TwoStageStep(net, main, theta).generator.initial_seed() == 0
 
 
+@pytest.mark.slow  # trains a model
 def test_pmg_step_four_sub_steps_whole_images_last_weighted_twice_and_theta_cleared(monkeypatch):
     """Ours_PMG's stage I: jigsaw 8, 4, 2 from its own seeded generator (seed + 1), then the whole images
     through the concatenated classifier, whose loss counts twice; each sub-step starts from cleared gradients

@@ -183,8 +183,8 @@ def _run(
     from erudite_edge.errors import BundleError
     from erudite_edge.inference.answers import Answerer, AnswerOptions, parse_datasets
     from erudite_edge.inference.batcher import StreamOptions
-    from erudite_edge.inference.pipeline import RunOptions
     from erudite_edge.inference.resources import parse_size
+    from erudite_edge.inference.run_options import RunOptions
     from erudite_edge.outputs.attention_maps import AttentionWriter
     from erudite_edge.outputs.mqtt import MqttOptions, is_mqtt_uri, model_identity, parse_mqtt_uri
     from erudite_edge.outputs.open import open_output, open_save

@@ -152,6 +152,7 @@ needs_real_runtime = pytest.mark.skipif(
 )
 
 
+@pytest.mark.slow  # a child process
 @needs_real_runtime
 def test_the_runtime_tensorrt_depends_on_is_the_one_loaded(tmp_path):
     """Polygraphy alone would load /usr/local/cuda's libcudart where there is one (or none at all on a
@@ -164,6 +165,7 @@ def test_the_runtime_tensorrt_depends_on_is_the_one_loaded(tmp_path):
         assert "nvidia-cuda-runtime" in got["error"] and "tensorrt-cu13-libs" in got["error"], got["error"]
 
 
+@pytest.mark.slow  # a child process
 @needs_real_runtime
 @pytest.mark.skipif(SYSTEM_CUDART is None or SYSTEM_CUDART == WHEEL_CUDART, reason="needs a second libcudart in /usr/local/cuda")
 def test_a_runtime_already_in_the_process_is_reused_not_doubled(tmp_path):

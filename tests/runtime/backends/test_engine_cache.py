@@ -89,6 +89,7 @@ def wait_for(path: Path, text: str, timeout: float = 30.0) -> None:
     raise AssertionError(f"{text!r} never appeared in {path}")
 
 
+@pytest.mark.slow  # child processes
 def test_lock_one_process_builds_the_other_waits(tmp_path):
     a = start_locker(tmp_path, "A", 1.0)
     wait_for(tmp_path / "log", "A holds")
@@ -98,6 +99,7 @@ def test_lock_one_process_builds_the_other_waits(tmp_path):
     assert lines.index("B waits") < lines.index("A releases") < lines.index("B holds"), lines
 
 
+@pytest.mark.slow  # child processes
 def test_a_killed_builder_does_not_leave_the_cache_locked(tmp_path):
     a = start_locker(tmp_path, "A", 60.0)
     wait_for(tmp_path / "log", "A holds")

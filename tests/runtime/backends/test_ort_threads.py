@@ -82,6 +82,8 @@ def alone_and_beside(paths: list[Path], x: np.ndarray, rounds: int = 16, calls: 
     return statistics.median(alone), statistics.median(beside)
 
 
+# Not marked slow although it takes seconds: a timing comparison, it runs in the first stage, where no xdist
+# worker of the suite runs beside it.
 def test_a_session_beside_others_takes_as_long_as_alone(tmp_path):
     """p50 beside two other sessions is at most 15 % above p50 alone (idle neighbours must cost nothing;
     spinning ones cost 2-3x). Faster beside than alone is not what this guards: CI's quiet 2-core machine

@@ -341,6 +341,7 @@ def test_cli_without_tensorrt_exits_2_with_one_line(tmp_path, capsys):
     assert not list(bundle.root.glob("*.engine*"))
 
 
+@pytest.mark.slow  # a child process
 @needs_no_tensorrt
 def test_cli_subprocess_without_tensorrt(tmp_path):
     bundle = make_bundle(tmp_path / "b")

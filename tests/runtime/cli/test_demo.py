@@ -7,6 +7,8 @@ import pytest
 
 from erudite_edge.cli.app import main
 
+pytestmark = pytest.mark.slow  # erudite-edge demo end to end (trains, exports, runs)
+
 # The quick demo is seeded and runs on the CPU; it measured (twice, the same figures) ours 26 / 37 / 97 % and
 # single 42 / 11 / 71 % top-1 on digits / mnist / faces (38 test images each). The floors sit well under those,
 # so a thread count or a library's rounding that flips a near-tie cannot fail them, while a demo that stops

@@ -12,6 +12,8 @@ from tiny_data import make_mixture
 from train.checkpoint import load_checkpoint
 from train.data import ImageListDataset, Sample
 
+pytestmark = pytest.mark.slow  # trains the tiny model (trained)
+
 TRAIN = ["--backbone", "tiny", "--no-pretrained", "--batch-per-dataset", "4", "--input-size", "32", "--embed-dim", "16",
          "--workers", "0", "--no-progress", "--lr", "0.05", "--backbone-lr", "0.05", "--epochs", "2"]
 

@@ -54,6 +54,7 @@ def bundle_and_images(tmp_path: Path) -> tuple[Path, Path]:
     return root, images
 
 
+@pytest.mark.slow  # exports INT8 and checks the bundle
 def test_export_int8_and_check_load_the_bundle_once(bundle_and_images, loads, capsys):
     root, images = bundle_and_images
     report_dir = root.parent / "report"

@@ -10,6 +10,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
 from erudite_edge.outputs.schema import RECORD_VERSION
 from onnx_fixtures import COLORS, solid_image, write_image, write_video
 from real_processes import CliRun, free_port, kill_left, needs_rtsp_server, start_rtsp_server
@@ -88,6 +90,7 @@ def test_display_without_a_screen_is_one_warning_with_several_sources(erudite, t
     assert {r["stream"]["index"] for r in _records(tmp_path / "o.jsonl")} == {0, 1}
 
 
+@pytest.mark.slow  # the real RTSP server
 @needs_rtsp_server
 def test_rtsp_stream_dropped_mid_run_while_testsrc_goes_on(erudite, tmp_path: Path) -> None:
     """A real RTSP stream (with a password) beside a testsrc camera: the server is killed, the testsrc stream

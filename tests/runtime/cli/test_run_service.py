@@ -94,6 +94,7 @@ def test_existing_output_refused_unless_append_or_overwrite(erudite: Bundle, fol
     assert len(list(csv.reader(csv_out.open(newline="")))) == 9
 
 
+@pytest.mark.slow  # child processes
 def test_sigterm_like_ctrl_c_and_a_second_writer_is_refused(erudite: Bundle, tmp_path: Path, capsys) -> None:
     """A real run on a live source: a second run to the same -o is refused (one line, exit 2) while the first
     holds it; SIGTERM then stops the first cleanly: summary, exit 143, every result line whole."""
@@ -125,6 +126,7 @@ def test_sigterm_like_ctrl_c_and_a_second_writer_is_refused(erudite: Bundle, tmp
     assert len(_lines(out)) == reported + 3
 
 
+@pytest.mark.slow  # child processes
 def test_sighup_stops_like_ctrl_c(erudite: Bundle, tmp_path: Path) -> None:
     out = tmp_path / "p.csv"
     proc = subprocess.Popen(_cli("--bundle", str(erudite.root), "testsrc://30", "-o", str(out)),
@@ -143,6 +145,7 @@ def test_sighup_stops_like_ctrl_c(erudite: Bundle, tmp_path: Path) -> None:
     assert len(rows) == reported >= 2 and all(r["label"] in COLORS for r in rows)
 
 
+@pytest.mark.slow  # child processes
 def test_a_second_signal_stops_at_once(erudite: Bundle, tmp_path: Path) -> None:
     """README: "A second signal stops at once". A real run writing JSON lines to a real pipe nobody reads (a
     consumer that hangs): its write blocks, so the first SIGTERM, which waits for the batch in hand, cannot
@@ -190,6 +193,7 @@ def test_a_second_signal_stops_at_once(erudite: Bundle, tmp_path: Path) -> None:
     assert "interrupted (SIGTERM)" in err and "frames classified" in err and "Traceback" not in err
 
 
+@pytest.mark.slow  # child processes
 def test_sigkill_keeps_every_complete_line(erudite: Bundle, tmp_path: Path) -> None:
     """SIGKILL mid-run over a folder: whatever was seen in the file before the kill is there, and whole."""
     images = tmp_path / "many"
@@ -243,6 +247,7 @@ def test_fsync_on_a_timer_and_at_close(tmp_path: Path, monkeypatch) -> None:
 # ------------------------------------------------------------------------------------------------
 # A full disk, a read-only folder
 # ------------------------------------------------------------------------------------------------
+@pytest.mark.slow  # a child process
 def test_disk_full_real_tmpfs(erudite: Bundle, tmp_path: Path) -> None:
     """A real 16 KiB tmpfs fills up mid-run: one line, exit 2, every result written before kept whole."""
     video = write_video(tmp_path / "v.mp4", [COLORS["red"], COLORS["blue"]] * 150, size=(16, 16))
@@ -282,6 +287,7 @@ def test_disk_full_injected_half_line_is_cut_back(tmp_path: Path, monkeypatch) -
     assert (tmp_path / "x.jsonl").read_bytes() == b'{"first": 1}\n'
 
 
+@pytest.mark.slow  # a child process
 def test_read_only_output_folder(erudite: Bundle, folder: Path, tmp_path: Path, capsys) -> None:
     if os.geteuid() != 0:
         ro = tmp_path / "ro"

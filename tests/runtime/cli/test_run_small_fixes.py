@@ -44,6 +44,7 @@ def test_opencv_errors_are_kept_off_stderr(monkeypatch) -> None:
         cv2.utils.logging.setLogLevel(before)
 
 
+@pytest.mark.slow  # the CLI in a child process
 def test_a_full_stdout_is_named_stdout(erudite, tmp_path: Path) -> None:
     image = tmp_path / "x.png"
     cv2.imwrite(str(image), np.full((20, 20, 3), 200, np.uint8))
@@ -75,6 +76,7 @@ def test_the_live_summary_calls_frame_waiting_read_not_decode(erudite, tmp_path:
     assert "read (wait + decode) ms/frame" in err and "│ decode ms/frame" not in err
 
 
+@pytest.mark.slow  # a child process
 def test_no_arguments_still_shows_the_help() -> None:
     import sys
 

@@ -44,6 +44,7 @@ def variants(trained, tmp_path_factory):
     return made
 
 
+@pytest.mark.slow  # trains the tiny model (trained)
 def test_export_stores_a_check_set_recorded_with_sha256(trained):
     bundle = Bundle.load(trained["bundle"])
     record = bundle.meta["check_set"]
@@ -64,6 +65,7 @@ def result_line(stdout: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow  # trains the tiny model (trained)
 def test_check_fp32_on_onnxruntime(trained, capsys, tmp_path):
     rc, out, err = cli(capsys, "check", trained["bundle"], "--backend", "onnxruntime", "--precision", "fp32",
                        "--json", tmp_path / "check.json")
@@ -75,6 +77,7 @@ def test_check_fp32_on_onnxruntime(trained, capsys, tmp_path):
     assert result["max_abs_diff"] < 1e-4 and result["passed"]
 
 
+@pytest.mark.slow  # trains the tiny model (trained)
 @pytest.mark.parametrize("variant, precision", [("fp16", "fp16"), ("int8-tensorrt", "int8"), ("int8-onnxruntime", "int8")])
 def test_check_reduced_precisions_on_onnxruntime(variants, capsys, tmp_path, variant, precision):
     out_json = tmp_path / "check.json"
@@ -89,6 +92,7 @@ def test_check_reduced_precisions_on_onnxruntime(variants, capsys, tmp_path, var
     assert result["top1_agreement"] >= minimum
 
 
+@pytest.mark.slow  # trains the tiny model (trained)
 def test_bundle_without_check_set_exit_2_with_hint(trained, capsys, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(trained["bundle"], old)
@@ -102,6 +106,7 @@ def test_bundle_without_check_set_exit_2_with_hint(trained, capsys, tmp_path):
     assert "no check set" in line and "re-export" in line and "erudite-edge export onnx" in line
 
 
+@pytest.mark.slow  # trains the tiny model (trained)
 def test_changed_check_set_file_exit_2(trained, capsys, tmp_path):
     changed = tmp_path / "changed"
     shutil.copytree(trained["bundle"], changed)
@@ -148,6 +153,7 @@ def test_missing_check_set_is_exit_code_2():
     assert CheckSetMissing.exit_code == 2
 
 
+@pytest.mark.slow  # trains the tiny model (trained)
 def test_check_on_tensorrt_without_it_is_one_line_exit_2(trained, capsys):
     from erudite_edge.backends.tensorrt.runner import available
 
@@ -158,6 +164,7 @@ def test_check_on_tensorrt_without_it_is_one_line_exit_2(trained, capsys):
     assert "--backend tensorrt" in one_error_line(err)
 
 
+@pytest.mark.slow  # trains the tiny model (trained)
 @pytest.mark.parametrize("change", ["size", "dtype"])
 def test_bundle_json_input_disagreeing_with_the_graph_fails_check_and_run(trained, capsys, tmp_path, change):
     # issue 25 item 6: `check` said PASS and `run` died with an ONNX Runtime traceback

@@ -49,6 +49,7 @@ def _load(root: Path, data: bytes) -> None:
         assert msg and "\n" not in msg and "\r" not in msg, repr(msg)
 
 
+@pytest.mark.slow  # hypothesis examples, over 1 s
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_mutated_bundle_json(valid: dict, tmp_path: Path, data) -> None:

@@ -118,6 +118,7 @@ def test_overwrite_refuses_a_folder_that_is_not_a_bundle(tmp_path, run_dir, imag
     assert "not a folder" in one_line(capsys.readouterr().err) and a_file.read_text() == "mine"
 
 
+@pytest.mark.slow  # exports bundles
 def test_overwrite_replaces_an_empty_folder_or_a_bundle(tmp_path, run_dir, images, bundle_dir):
     out = tmp_path / "empty"
     out.mkdir()
@@ -173,6 +174,7 @@ def test_hash_cache_skips_rehashing_until_the_file_changes(tmp_path, bundle_dir,
     assert len(calls) == 2
 
 
+@pytest.mark.slow  # a child process
 def test_read_only_bundle_caches_under_xdg(tmp_path, bundle_dir, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     src = tmp_path / "src"
@@ -190,6 +192,7 @@ def test_read_only_bundle_caches_under_xdg(tmp_path, bundle_dir, monkeypatch):
 
 # -- full disk, read-only folder, killed export -----------------------------------------------
 
+@pytest.mark.slow  # a child process
 def test_export_onto_a_full_disk(tmp_path, run_dir, images, capsys):
     with tmpfs(tmp_path / "small", "24k") as small:
         assert _export(run_dir, small / "b", images) == 2
@@ -198,6 +201,7 @@ def test_export_onto_a_full_disk(tmp_path, run_dir, images, capsys):
         assert list(small.iterdir()) == []  # nothing half-written
 
 
+@pytest.mark.slow  # exports bundles
 def test_export_with_injected_enospc(tmp_path, run_dir, images, capsys, monkeypatch):
     """Where no tmpfs can be mounted: the write itself fails with ENOSPC (injected into onnx.save_model)."""
     import onnx
@@ -211,6 +215,7 @@ def test_export_with_injected_enospc(tmp_path, run_dir, images, capsys, monkeypa
     assert not (tmp_path / "b").exists() and not _leftovers(tmp_path)
 
 
+@pytest.mark.slow  # a child process
 def test_export_into_a_read_only_folder(tmp_path, run_dir, images, capsys):
     with tmpfs(tmp_path / "ro", "1m", read_only=True) as ro:
         assert _export(run_dir, ro / "b", images) == 2
@@ -218,6 +223,7 @@ def test_export_into_a_read_only_folder(tmp_path, run_dir, images, capsys):
         assert "read-only" in line and str(ro / "b") in line
 
 
+@pytest.mark.slow  # a child process
 def test_checkpoint_onto_a_full_disk(tmp_path, capsys):
     with tmpfs(tmp_path / "small", "64k") as small:
         (small / "run" / "last").mkdir(parents=True)
@@ -237,6 +243,7 @@ def test_checkpoint_onto_a_full_disk(tmp_path, capsys):
 EXPORT_ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 
+@pytest.mark.slow  # child processes
 @pytest.mark.parametrize("sig,seed", [(signal.SIGKILL, 5), (signal.SIGTERM, 6)])
 def test_killed_export_keeps_the_previous_bundle(tmp_path, run_dir, images, bundle_dir, sig, seed):
     b = Path(shutil.copytree(bundle_dir, tmp_path / "b"))
@@ -324,6 +331,7 @@ def test_training_yaml_field_of_the_wrong_type(tmp_path, capsys, line, key):
 # -- stop signals at awkward moments ------------------------------------------------------------
 
 
+@pytest.mark.slow  # a child process
 def test_a_swap_killed_between_its_renames_is_repaired(tmp_path):
     """SIGKILL between `atomic_directory`'s two renames leaves only `.b.old-PID`: the next writer puts it back."""
     from erudite_edge.core.fileio import remove_stale_temporaries

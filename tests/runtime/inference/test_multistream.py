@@ -66,6 +66,7 @@ def test_round_robin_no_stream_starves(tmp_path: Path) -> None:
     assert not any(batcher.open)
 
 
+@pytest.mark.slow  # streams that stall for seconds
 def test_slow_and_ended_streams_do_not_stall_the_others() -> None:
     """A 30 fps camera beside a 2 fps one and one that dies after 3 frames: the fast one's frames go out at
     its own rate (partial batches after the timeout), the dead one is closed and reported, the run goes on."""

@@ -19,8 +19,9 @@ from erudite_edge.core.bundle import Bundle
 from erudite_edge.core.preprocess import load_image, preprocess
 from erudite_edge.errors import ImageTooLargeError, UsageError
 from erudite_edge.inference.models import load_model
-from erudite_edge.inference.pipeline import Pipeline, Prefetcher, RunOptions
+from erudite_edge.inference.pipeline import Pipeline, Prefetcher
 from erudite_edge.inference.resources import check_memory, largest_batch, parse_size, pipeline_bytes
+from erudite_edge.inference.run_options import RunOptions
 from erudite_edge.outputs.results import Result, Sink
 from erudite_edge.sources.base import Item
 from erudite_edge.sources.open import open_source

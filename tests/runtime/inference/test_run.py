@@ -358,6 +358,7 @@ def _env() -> dict[str, str]:
     return child_env(headless=True)
 
 
+@pytest.mark.slow  # a child process
 def test_runtime_imports_no_torch(erudite: Bundle, zoo: Bundle, color_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "p.jsonl"
     proc = subprocess.run([sys.executable, "-c", NO_TORCH_PRELUDE, "run", "--bundle", str(erudite.root),
@@ -372,6 +373,7 @@ def test_runtime_imports_no_torch(erudite: Bundle, zoo: Bundle, color_folder: Pa
     assert [json.loads(line)["predictions"][0]["label"] for line in proc.stdout.splitlines()] == ["red", "red"]
 
 
+@pytest.mark.slow  # child processes
 def test_ctrl_c_stops_cleanly_with_summary(erudite: Bundle, tmp_path: Path) -> None:
     video = write_video(tmp_path / "long.mp4", [COLORS["red"], COLORS["blue"]] * 1500, size=(16, 16), fps=30)
     proc = subprocess.Popen([sys.executable, "-m", "erudite_edge.cli.app", "run", "--bundle", str(erudite.root),
@@ -473,6 +475,7 @@ def test_display_on_a_build_without_gui_warns_and_continues(monkeypatch) -> None
     assert len(warnings) == 1 and "nvidia-opencv" in warnings[0]
 
 
+@pytest.mark.slow  # child processes
 def test_stdout_closed_by_reader_ends_quietly(erudite: Bundle, tmp_path: Path) -> None:
     """`erudite-edge run ... | head -1`: the run stops, exit 0, no traceback."""
     video = write_video(tmp_path / "v.mp4", [COLORS["red"]] * 400, size=(16, 16))

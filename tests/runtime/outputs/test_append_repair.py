@@ -92,6 +92,7 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     return out
 
 
+@pytest.mark.slow  # runs the CLI on real images per torn file
 @pytest.mark.parametrize("kind", ["jsonl", "csv"])
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cut=st.floats(0, 1), nul=st.sampled_from([0, 0, 1, 7, 512, 4096, 70_000]))
@@ -202,6 +203,7 @@ def test_cli_append_repairs_a_torn_file(erudite: Bundle, folder: Path, tmp_path:
         assert [int(r["seq"]) for r in records[-4:]] == [0, 1, 2, 3]
 
 
+@pytest.mark.slow  # a child process
 def test_a_restarted_service_gets_a_new_run_id(erudite: Bundle, folder: Path, tmp_path: Path) -> None:
     """Two processes appending to one torn file (the service restarted after a power cut): each record's
     (run_id, seq) is unique, the runs are told apart, and the restart said what it repaired."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +22,7 @@ PIECES = st.sampled_from([b"\n", b"\r\n", b"\0", b"{}", b'{"a": 1}\n', HEADER, b
 CONTENT = st.one_of(st.binary(max_size=60), st.lists(PIECES, max_size=8).map(b"".join))
 
 
+@pytest.mark.slow  # hypothesis examples, over 1 s
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(content=CONTENT, kind=st.sampled_from(["jsonl", "csv"]))
 @example(content=HEADER + b"2,x,0,a.png", kind="csv")

@@ -50,6 +50,7 @@ def records(sub: Subscriber, prefix: str = "") -> list[dict]:
     return [json.loads(p) for p in sub.payloads(prefix)]
 
 
+@pytest.mark.slow  # a real mosquitto broker
 @needs_broker
 def test_each_result_is_its_record_with_message_id_and_model_sha256(tmp_path: Path, setup, capsys) -> None:  # type: ignore[no-untyped-def]
     bundle, folder = setup
@@ -80,6 +81,7 @@ def test_each_result_is_its_record_with_message_id_and_model_sha256(tmp_path: Pa
             sub.close()
 
 
+@pytest.mark.slow  # a real mosquitto broker
 @needs_broker
 def test_stream_in_the_topic_one_topic_per_source_of_a_multi_stream_run(tmp_path: Path, setup, capsys) -> None:  # type: ignore[no-untyped-def]
     bundle, folder = setup
@@ -102,6 +104,7 @@ def test_stream_in_the_topic_one_topic_per_source_of_a_multi_stream_run(tmp_path
             sub.close()
 
 
+@pytest.mark.slow  # a real mosquitto broker
 @needs_broker
 def test_refused_credentials_one_line_exit_2_before_the_model_loads(tmp_path: Path, setup, capsys) -> None:  # type: ignore[no-untyped-def]
     bundle, folder = setup
@@ -113,6 +116,7 @@ def test_refused_credentials_one_line_exit_2_before_the_model_loads(tmp_path: Pa
         assert rc == 2 and "refused" in line and "wrong-pass" not in err and "cam:***@" in line, err
 
 
+@pytest.mark.slow  # a real mosquitto broker
 @needs_broker
 def test_tls_with_a_throwaway_ca_and_a_client_certificate(tmp_path: Path, setup, capsys) -> None:  # type: ignore[no-untyped-def]
     bundle, folder = setup
@@ -181,6 +185,7 @@ def test_topic_template_and_status_topic() -> None:
     assert stream_key(r) == "0"  # until records carry a stream
 
 
+@pytest.mark.slow  # a real mosquitto broker
 @needs_broker
 def test_broker_not_there_at_start_spools_then_next_run_sends_first(tmp_path: Path, setup, capsys) -> None:  # type: ignore[no-untyped-def]
     """A name that does not resolve and a port nobody listens on: one warning each, results spooled, exit 0,
@@ -232,6 +237,7 @@ def test_spool_bound_drops_the_oldest_and_counts_them(tmp_path: Path) -> None:
     again.close()
 
 
+@pytest.mark.slow  # fills a spool, over 1 s
 @needs_paho
 def test_spool_full_warns_once_and_counts_at_the_end(tmp_path: Path, setup, capsys) -> None:  # type: ignore[no-untyped-def]
     bundle, folder = setup
@@ -244,6 +250,7 @@ def test_spool_full_warns_once_and_counts_at_the_end(tmp_path: Path, setup, caps
     assert 0 < kept < N_IMAGES and f"{N_IMAGES - kept} result(s) were dropped" in err
 
 
+@pytest.mark.slow  # a real mosquitto broker
 @needs_broker
 def test_a_failing_callback_does_not_stop_the_network_loop(tmp_path: Path) -> None:
     """The first acknowledgement's handler raises and paho lets it out of its loop (suppress_exceptions off, as

@@ -18,6 +18,8 @@ from mqtt_broker import Broker, Subscriber, needs_broker, needs_paho
 from onnx_fixtures import make_erudite_bundle
 from real_processes import CliRun, free_port, kill_left
 
+pytestmark = pytest.mark.slow  # a real mosquitto broker
+
 DOWN_S = 20.0
 
 

@@ -143,6 +143,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a child process
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
 def test_sigkill_at_every_step_of_a_rotation_leaves_whole_files(tmp_path: Path, suffix: str) -> None:
     """Rotations 1 and 2 (3 os.replace each: FILE.1 -> FILE.2 (missing in the first), FILE -> FILE.1, the new
@@ -246,6 +247,7 @@ LOGROTATE = shutil.which("logrotate") or next((p for p in ("/usr/sbin/logrotate"
                                                 if os.path.exists(p)), None)
 
 
+@pytest.mark.slow  # the CLI in a child process
 @pytest.mark.skipif(LOGROTATE is None, reason="logrotate is not installed (Debian: apt-get install logrotate)")
 def test_logrotate_copytruncate_recipe_with_a_real_run(erudite: Bundle, tmp_path: Path) -> None:
     """The README's recipe: logrotate copies the file and cuts it while `run` holds it (its lock and fd stay
@@ -274,6 +276,7 @@ def test_logrotate_copytruncate_recipe_with_a_real_run(erudite: Bundle, tmp_path
     assert new == list(range(new[0], new[0] + len(new))) and new[0] >= len(old)
 
 
+@pytest.mark.slow  # the CLI in a child process
 @pytest.mark.skipif(LOGROTATE is None, reason="logrotate is not installed (Debian: apt-get install logrotate)")
 def test_logrotate_without_copytruncate_leaves_the_run_writing_the_renamed_file(erudite: Bundle, tmp_path: Path) -> None:
     """README: "Without `copytruncate` logrotate renames the file and the run goes on writing the renamed

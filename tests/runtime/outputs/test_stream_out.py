@@ -101,6 +101,7 @@ def _receive_rtp(sdp: Path, frames: list[np.ndarray], want: int) -> None:
         cap.release()
 
 
+@pytest.mark.slow  # a real stream (GStreamer / RTSP) for seconds
 @needs_ffmpeg
 def test_rtp_stream_arrives_and_decodes(erudite: Bundle, tmp_path: Path, monkeypatch, capsys) -> None:
     """A receiver listening on 127.0.0.1 decodes the stream: frames of the source's size and colour."""
@@ -123,6 +124,7 @@ def test_rtp_stream_arrives_and_decodes(erudite: Bundle, tmp_path: Path, monkeyp
         assert np.abs(below_band - RED_BGR).max() < 25, below_band
 
 
+@pytest.mark.slow  # the real RTSP server
 @needs_ffmpeg
 @needs_rtsp_server
 def test_rtsp_server_lost_mid_run_is_warned_and_the_push_resumes(erudite: Bundle, tmp_path: Path) -> None:
@@ -169,6 +171,7 @@ def test_rtsp_server_lost_mid_run_is_warned_and_the_push_resumes(erudite: Bundle
     assert "trying again in 1 s" in err and "s3cret" not in err and "rtsp://pub:***@127.0.0.1" in err
 
 
+@pytest.mark.slow  # a real stream (GStreamer / RTSP) for seconds
 @needs_ffmpeg
 def test_a_stalled_rtsp_server_never_holds_back_results(erudite: Bundle, tmp_path: Path, capsys) -> None:
     """A server that accepts the connection and never answers: the run classifies every frame anyway."""
@@ -202,6 +205,7 @@ def _gst_has(element: str) -> bool:
 FEED = TESTS / "gst_feed.py"
 
 
+@pytest.mark.slow  # GStreamer encode/decode child processes
 @pytest.mark.parametrize("encoder", ["x264enc"])  # openh264enc: same path, also passes; left out for time
 def test_gstreamer_rtp_pipeline_streams_decodable_h264(encoder: str, tmp_path: Path, monkeypatch) -> None:
     from erudite_edge.sources.gst_pipelines import stream_out
@@ -222,6 +226,7 @@ def test_gstreamer_rtp_pipeline_streams_decodable_h264(encoder: str, tmp_path: P
     assert all(np.abs(f[30:].reshape(-1, 3).mean(axis=0) - RED_BGR).max() < 25 for f in got)
 
 
+@pytest.mark.slow  # the real RTSP server and GStreamer child processes
 def test_gstreamer_rtsp_pipeline_pushes_to_a_real_server(tmp_path: Path) -> None:
     from erudite_edge.sources.gst_pipelines import stream_out
 

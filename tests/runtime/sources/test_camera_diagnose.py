@@ -75,6 +75,7 @@ def _fake_ioctl(card: bytes = b"USB Camera", busy: bool = False, capture: bool =
     return ioctl
 
 
+@pytest.mark.slow  # child processes
 def test_busy_camera_names_the_process_holding_it(tmp_path: Path) -> None:
     """A real process holds a file open; the /proc scan finds it. EBUSY itself is injected (MOCK ioctl)."""
     dev = tmp_path / "video0"

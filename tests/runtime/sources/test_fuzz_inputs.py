@@ -88,6 +88,7 @@ LINE = st.one_of(
 )
 
 
+@pytest.mark.slow  # hypothesis examples, over 1 s
 @FUZZ
 @given(lines=st.lists(LINE, max_size=5), raw=st.binary(max_size=20))
 @example(lines=['{"frame": 0, "boxes": [[1, 2, 3, %s]]}' % ("9" * 400)], raw=b"")

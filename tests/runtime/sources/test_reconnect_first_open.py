@@ -9,6 +9,8 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from onnx_fixtures import make_erudite_bundle
 from real_processes import CliRun, free_port, kill_left, needs_rtsp_server, start_rtsp_server
 from trained_model import cli, one_error_line
@@ -20,6 +22,7 @@ def test_without_forever_a_first_open_that_fails_is_still_one_line_exit_2(tmp_pa
     assert rc == 2 and "connection refused" in one_error_line(err)
 
 
+@pytest.mark.slow  # the CLI in a child process
 def test_forever_waits_for_a_stream_that_is_not_up_and_sigterm_stops_the_wait(tmp_path: Path) -> None:
     bundle = make_erudite_bundle(tmp_path / "b")
     out = tmp_path / "s.jsonl"
@@ -42,6 +45,7 @@ def test_forever_waits_for_a_stream_that_is_not_up_and_sigterm_stops_the_wait(tm
     assert 2 <= len(attempts) <= 3, err  # 1 s, then 2 s apart: not a flood
 
 
+@pytest.mark.slow  # the real RTSP server
 @needs_rtsp_server
 def test_forever_classifies_a_stream_that_comes_up_later(tmp_path: Path) -> None:
     bundle = make_erudite_bundle(tmp_path / "b")

@@ -197,6 +197,7 @@ def test_refused(bundle_root: str, tmp_path: Path, capfd, pw: str) -> None:
     assert "connection refused" in err and "admin:***@127.0.0.1" in err
 
 
+@pytest.mark.slow  # waits out stream timeouts on a silent port, per example
 @CLI
 @given(pw=passwords)
 @example(pw="Qxp@ss/w:rd#1?x yZj")
@@ -217,6 +218,7 @@ def test_bad_port_text(bundle_root: str, tmp_path: Path, capfd, pw: str) -> None
     assert "1 to 65535" in err
 
 
+@pytest.mark.slow  # the real RTSP server (a GStreamer child process), the CLI per example
 @CLI
 @given(pw=passwords)
 @example(pw="Qxp@ss/w:rd#1?x yZj")
@@ -227,6 +229,7 @@ def test_401(bundle_root: str, rtsp_auth: int, tmp_path: Path, capfd, pw: str) -
     assert "401" in err and "viewer:***@127.0.0.1" in err
 
 
+@pytest.mark.slow  # the real RTSP server (a GStreamer child process), the CLI per example
 @CLI
 @given(pw=passwords)
 @example(pw="Qxp@ss/w:rd#1?x yZj")
@@ -257,6 +260,7 @@ def test_an_unexpected_exception_prints_its_traceback_without_the_password(bundl
     _assert_hidden("p@ss w/rd", err)
 
 
+@pytest.mark.slow  # the CLI in a child process
 def test_a_raw_odd_password_opens_the_stream_and_its_loss_hides_it(bundle_root: str, tmp_path: Path) -> None:
     """A password as a camera gives it ('@', '/', ':', '#', '?', a space), typed raw: the stream opens (FFmpeg
     gets it percent-encoded; today it ends the host at the '/'), frames are classified; the server killed

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from erudite_edge.cli.app import main
 from erudite_edge.core.redact import redact
@@ -97,6 +98,7 @@ def test_unreachable_stream_one_line_no_password(tmp_path: Path, capsys) -> None
 # ------------------------------------------------------------------------------------------------
 # A real RTSP server (GStreamer's gst-rtsp-server) on 127.0.0.1
 # ------------------------------------------------------------------------------------------------
+@pytest.mark.slow  # the real RTSP server
 @needs_rtsp_server
 def test_rtsp_stream_survives_a_server_restart(tmp_path: Path) -> None:
     """Classify a real RTSP stream, kill the server, start it again: the run reconnects and goes on
@@ -133,6 +135,7 @@ def test_rtsp_stream_survives_a_server_restart(tmp_path: Path) -> None:
     assert len(records) >= before + 5 and all(r["label"] == "red" for r in records)
 
 
+@pytest.mark.slow  # the real RTSP server
 @needs_rtsp_server
 def test_rtsp_401_is_one_line(tmp_path: Path, capsys) -> None:
     bundle = make_erudite_bundle(tmp_path / "b")
@@ -152,6 +155,7 @@ def test_rtsp_401_is_one_line(tmp_path: Path, capsys) -> None:
     assert "wants credentials (401" in err_anonymous and "USER:PASSWORD@" in err_anonymous
 
 
+@pytest.mark.slow  # child processes
 def test_sigterm_while_opening_a_silent_stream(tmp_path: Path) -> None:
     """A server that accepts and never answers: SIGTERM during the open ends the run (exit 143), no output
     file is left behind."""
