@@ -35,6 +35,7 @@ exec({BURN!r})
 """
 
 
+@pytest.mark.slow  # real processes burning CPU
 def test_the_server_and_its_child_are_own_work_a_process_beside_them_is_other_work() -> None:
     port = free_port()
     server = subprocess.Popen([sys.executable, "-c", SERVER, str(port)], stdout=subprocess.PIPE, text=True)

@@ -58,6 +58,7 @@ def test_uniform_takes_the_ratio_from_every_layer_global_takes_the_globally_weak
     assert bool((kept > 0.5).all())  # the weak half went, the strong half stayed
 
 
+@pytest.mark.slow  # over 1 s
 def test_steps_reach_the_same_widths_re_ranking_the_network_of_the_step_before():
     one_shot, stepped = _net(), _net()
     _prune(one_shot, ratio=0.5)
@@ -95,6 +96,7 @@ def _taylor_over_mixture(also=None, batches: int = 2):
     return run
 
 
+@pytest.mark.slow  # over 1 s
 def test_taylor_drops_channels_the_loss_does_not_use_which_magnitude_keeps():
     # conv1's channels 0..31: LARGE weights (magnitude keeps them) whose BatchNorm outputs -1 whatever comes in
     # (scale 0, shift -1), so after the ReLU the loss never sees them: every gradient through them is zero and
@@ -120,6 +122,7 @@ def test_taylor_needs_the_runs_training_data(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.slow  # trains a tiny run
 def test_prune_with_taylor_global_and_steps_from_the_cli_on_a_trained_run(tmp_path, capsys):
     import json
 

@@ -20,6 +20,7 @@ def _model():
     return build_model(config("ours")).eval()
 
 
+@pytest.mark.slow  # prunes a copy 8 times, over 1 s
 def test_target_macs_finds_the_smallest_ratio_tried_that_reaches_it():
     model = _model()
     base = model_macs(model, SPEC.input_size)
@@ -34,6 +35,7 @@ def test_target_macs_finds_the_smallest_ratio_tried_that_reaches_it():
     assert found.tried[0] == (MAX_RATIO, pytest.approx(found.tried[0][1]))  # reachability checked first
 
 
+@pytest.mark.slow  # the CLI pruning 8 copies, over 1 s
 def test_target_macs_from_the_cli_records_the_search(tmp_path, capsys):
     run = untrained_run(tmp_path, "ours")
     out = tmp_path / "pruned"
@@ -61,6 +63,7 @@ def test_a_bad_or_unreachable_target_is_one_line_exit_2_and_nothing_written(tmp_
     assert not out.exists() and not list(tmp_path.glob(".pruned*"))
 
 
+@pytest.mark.slow  # exports and times on ONNX Runtime
 def test_target_latency_is_timed_on_onnx_runtime_and_an_unreachable_or_met_one_refused(tmp_path, capsys):
     run = untrained_run(tmp_path, "ours")
     out = tmp_path / "pruned"

@@ -286,6 +286,7 @@ def test_a_failing_callback_does_not_stop_the_network_loop(tmp_path: Path) -> No
         assert sink.published == 20 and not list((tmp_path / "spool").glob("*.msg"))
 
 
+@pytest.mark.slow  # a real mosquitto broker
 @needs_broker
 @pytest.mark.parametrize("qos", [1, 2])
 def test_one_thread_writes_the_socket_and_order_holds_over_tls(tmp_path: Path, qos: int, monkeypatch) -> None:  # type: ignore[no-untyped-def]

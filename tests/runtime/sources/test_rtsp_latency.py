@@ -67,6 +67,7 @@ def test_a_bad_latency_on_the_command_line_is_one_line_exit_2(tmp_path: Path, ca
     assert rc == 2 and err.count("\n") == 1 and "--rtsp-latency-ms -5" in err and "Traceback" not in err, err
 
 
+@pytest.mark.slow  # a real RTSP server and GStreamer
 @needs_rtsp_server
 def test_real_gstreamer_plays_the_pipeline_with_latency_200() -> None:
     port = free_port()
@@ -81,6 +82,7 @@ def test_real_gstreamer_plays_the_pipeline_with_latency_200() -> None:
     assert "latency 200" in done.stdout and "frames 5 BGR" in done.stdout, done.stdout + done.stderr
 
 
+@pytest.mark.slow  # a real RTSP server
 @needs_rtsp_server
 def test_a_run_with_latency_200_classifies_the_stream(tmp_path: Path) -> None:
     bundle = make_erudite_bundle(tmp_path / "b")
