@@ -41,11 +41,11 @@ def head_norms(net: nn.Module) -> list[_BN]:
     return [m for m in net.modules() if isinstance(m, _BN) and id(m) not in inside]
 
 
-def _batch_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch_moments(x: torch.Tensor) -> list[torch.Tensor]:
     """Per channel (dim 1): mean and mean square over every other dimension, as BatchNorm reduces."""
     dims = [d for d in range(x.dim()) if d != 1]
     x = x.detach().float()
-    return x.mean(dims), x.pow(2).mean(dims)
+    return [x.mean(dims), x.pow(2).mean(dims)]
 
 
 def _mean_over_ranks(t: torch.Tensor) -> torch.Tensor:
@@ -56,13 +56,16 @@ def _mean_over_ranks(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def whole_batch_statistics(norms: list[_BN], run_head: Callable[[], object]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-    """Each BatchNorm layer's (mean, biased variance) of its input during `run_head()` (run without a graph),
-    averaged over the ranks under DDP. Layers the head did not run are left out."""
-    moments: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+def install_whole_batch_statistics(norms: list[_BN], run_head: Callable[[], object]) -> None:
+    """Run the head once (without a graph) with `norms` in eval mode, each layer's running statistics set, just before
+    it runs, to the (mean, biased variance) of its input over the batch -- averaged over the ranks under DDP -- so each
+    layer normalises as training mode does over the whole (global) batch and the next layer's input, hence its
+    statistics, follow from that. The statistics stay in place; the caller restores the buffers."""
 
     def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-        moments[id(module)] = _batch_moments(inputs[0])
+        mean, square = _mean_over_ranks(torch.stack(_batch_moments(inputs[0])))
+        module.running_mean = mean.to(module.running_mean.dtype)  # type: ignore[union-attr]
+        module.running_var = (square - mean.pow(2)).clamp_min(0).to(module.running_var.dtype)  # type: ignore[union-attr]
 
     handles = [m.register_forward_pre_hook(hook) for m in norms]
     try:
@@ -71,11 +74,6 @@ def whole_batch_statistics(norms: list[_BN], run_head: Callable[[], object]) -> 
     finally:
         for h in handles:
             h.remove()
-    out = {}
-    for key, (mean, square) in moments.items():
-        both = _mean_over_ranks(torch.stack([mean, square]))
-        out[key] = (both[0], (both[1] - both[0].pow(2)).clamp_min(0))
-    return out
 
 
 @contextlib.contextmanager
@@ -88,19 +86,14 @@ def meta_bn(net: nn.Module, mode: str, run_head: Callable[[], object] | None = N
         yield
         return
     norms = head_norms(net)
-    stats = {}
-    if mode == "frozen":
-        if run_head is None:
-            raise ValueError("meta_bn 'frozen' needs the head's pass over the whole batch (run_head)")
-        stats = whole_batch_statistics(norms, run_head)
+    if mode == "frozen" and run_head is None:
+        raise ValueError("meta_bn 'frozen' needs the head's pass over the whole batch (run_head)")
     saved = [(m, m.training, m.running_mean, m.running_var) for m in norms]
     try:
         for m in norms:
             m.eval()
-            if id(m) in stats:  # normalised by the whole batch's statistics in place of the running ones
-                mean, var = stats[id(m)]
-                m.running_mean = mean.to(m.running_mean.dtype)  # type: ignore[union-attr]
-                m.running_var = var.to(m.running_var.dtype)  # type: ignore[union-attr]
+        if mode == "frozen":  # normalised by the whole batch's statistics in place of the running ones
+            install_whole_batch_statistics(norms, run_head)  # type: ignore[arg-type]
         yield
     finally:
         for m, training, mean, var in saved:

@@ -169,3 +169,59 @@ def test_bad_meta_bn_flag_is_exit_2_with_one_line(tmp_path, capsys):
         args += ["--data", d]
     assert main(args) == 2
     assert "--meta-bn batch: one of train, eval, frozen" in capsys.readouterr().err
+
+
+# -- DDP: frozen statistics are the global batch's ----------------------------------------------------------
+PER = 8  # rows of each data set in the global batch
+
+
+def _global_meta_batch():
+    g = torch.Generator().manual_seed(5)
+    ids = torch.arange(len(COUNTS)).repeat_interleave(PER)
+    local = torch.cat([torch.randint(k, (PER,), generator=g) for k in COUNTS])
+    joint = torch.tensor([0, COUNTS[0]])[ids] + local
+    net = make_net()
+    feats = torch.randn(len(ids), net.backbone.out_channels, 2, 2, generator=g).relu()  # what a backbone hands the head
+    return feats, ids, joint, local
+
+
+def _meta_gradients(rows):
+    from train.two_stage import _all_reduce_mean
+
+    net = make_net()
+    net.train()
+    feats, ids, joint, local = (t[rows] for t in _global_meta_batch())
+    out = {}
+    for mode in ("frozen", "train"):
+        with frozen_bn_stats(net):
+            grads, _ = meta_gradient(net, feats, ids, joint, local, 1, 50.0, mode)
+        _all_reduce_mean(grads)
+        out[mode] = flat(grads).detach()
+    return out
+
+
+def _rank_worker(rank, world, port, q):
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    per_rank = PER // world
+    rows = torch.cat([torch.arange(d * PER + rank * per_rank, d * PER + (rank + 1) * per_rank) for d in range(len(COUNTS))])
+    q.put((rank, {k: v.numpy() for k, v in _meta_gradients(rows).items()}))
+    dist.destroy_process_group()
+
+
+def test_frozen_under_two_ranks_gives_the_one_process_meta_gradient():
+    from ranks import run_ranks
+
+    single = _meta_gradients(torch.arange(len(COUNTS) * PER))
+    results = run_ranks(_rank_worker)
+    for rank in (0, 1):
+        got = {k: torch.from_numpy(v) for k, v in results[rank].items()}
+        scale = float(single["frozen"].abs().max())
+        torch.testing.assert_close(got["frozen"], single["frozen"], rtol=1e-4, atol=1e-4 * scale)
+        # train: each rank normalises over its own rows, so it is not the one-process gradient
+        assert not torch.allclose(got["train"], single["train"], rtol=1e-3, atol=1e-4 * scale)
