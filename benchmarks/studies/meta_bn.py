@@ -27,7 +27,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from benchmarks.studies.accuracy_seeds import markdown, platform_record, result_name, run_one, same_settings, summarize
 from benchmarks.studies.meta_features_accuracy import t_interval
@@ -73,11 +73,15 @@ def gradient_samples(trainer: Any, batches: int, epoch: int) -> list[dict[str, A
     return out
 
 
-def summarize_cosines(states: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
-    """Per state (epochs trained) and pair: mean cosine, 95 % t interval, min, n; the mean norm ratio of the pair."""
+def summarize_cosines(states: Mapping[Any, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Per state (epochs trained) and pair: mean cosine, 95 % t interval, min, n; the mean norm ratio of the pair; alpha;
+    the mean cosine per meta-test data set. The interval counts the samples as independent, though a batch's samples
+    (one per meta-test data set) share its rows."""
     table = {}
     for epochs, samples in states.items():
-        row = {}
+        row: dict[str, Any] = {"alpha": statistics.fmean(s["alpha"] for s in samples), "by_meta_test": {
+            name: {f"{a}-{b}": statistics.fmean(s["cosine"][f"{a}-{b}"] for s in samples if s["meta_test"] == name)
+                   for a, b in MODE_PAIRS} for name in dict.fromkeys(s["meta_test"] for s in samples)}}
         for a, b in MODE_PAIRS:
             cos = [s["cosine"][f"{a}-{b}"] for s in samples]
             ratio = [s["norm"][a] / s["norm"][b] for s in samples if s["norm"][b] > 0]
@@ -92,13 +96,23 @@ def cosines_markdown(summary: dict[str, Any], command: str, cpu_s: float, platfo
              "Cosine between theta's meta gradients computed from the same model state, batch and meta-test data set, "
              "the head's BatchNorm in two modes; mean over (batch, meta-test data set) samples with its 95 % t interval, "
              "the smallest, and the mean ratio of the two gradients' norms.", "", "    " + command, "",
-             "| epochs trained | pair | mean cosine | 95 % interval | min | n | norm ratio |",
-             "| ---: | --- | ---: | --- | ---: | ---: | ---: |"]
+             "| epochs trained | alpha | pair | mean cosine | 95 % interval | min | n | norm ratio |",
+             "| ---: | ---: | --- | ---: | --- | ---: | ---: | ---: |"]
     for epochs, row in summary.items():
-        for pair, s in row.items():
+        for a, b in MODE_PAIRS:
+            s = row[f"{a}-{b}"]
             ci = s["ci95"]
-            lines.append(f"| {epochs} | {pair} | {s['mean']:.3f} | {f'{ci[0]:.3f} to {ci[1]:.3f}' if ci else '-'} | "
-                         f"{s['min']:.3f} | {s['n']} | {s['norm_ratio_mean']:.2f} |")
+            lines.append(f"| {epochs} | {row['alpha']:.3g} | {a}-{b} | {s['mean']:.3f} | "
+                         f"{f'{ci[0]:.3f} to {ci[1]:.3f}' if ci else '-'} | {s['min']:.3f} | {s['n']} | {s['norm_ratio_mean']:.2f} |")
+    lines += ["", "Per meta-test data set (mean cosine):", "",
+              "| epochs trained | meta-test | " + " | ".join(f"{a}-{b}" for a, b in MODE_PAIRS) + " |",
+              "| ---: | --- | " + " | ".join("---:" for _ in MODE_PAIRS) + " |"]
+    for epochs, row in summary.items():
+        for name, cos in row["by_meta_test"].items():
+            lines.append(f"| {epochs} | {name} | " + " | ".join(f"{cos[f'{a}-{b}']:.3f}" for a, b in MODE_PAIRS) + " |")
+    lines += ["", "The intervals count the samples as independent; a batch's samples (one per meta-test data set) share its "
+              "rows. alpha is theta's learning rate at the state (the demo's cosine schedule ends at 0 after its 2 epochs: "
+              "there L_meta has no second-order term and only the normalisation differs)."]
     lines += ["", f"CPU time of this part (training to the states and the gradients): {cpu_s:.0f} s.", "",
               "## Platform", "", "```", json.dumps(platform, indent=1), "```"]
     return "\n".join(lines) + "\n"
@@ -172,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.studies.meta_bn", description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/meta_bn"))
     ap.add_argument("--data", action="append", default=[], help="NAME=PATH (default: the demo mixture written to OUT/data)")
-    ap.add_argument("--part", choices=("cosines", "accuracy", "both"), default="both")
+    ap.add_argument("--part", choices=("cosines", "accuracy", "both", "report"), default="both",
+                    help="report: the cosines' summary and OUT/cosines.md again from OUT/cosines.json's samples (no training)")
     ap.add_argument("--states", default="0,1,2", help="cosines: epochs trained before each measurement")
     ap.add_argument("--batches", type=int, default=16, help="cosines: training batches per state")
     ap.add_argument("--cosine-seed", type=int, default=0)
@@ -187,6 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps-per-epoch", type=int, default=None)
     ap.add_argument("--input-size", type=int, default=None)
     args = ap.parse_args(argv)
+    if args.part == "report":
+        from erudite_edge.core.fileio import write_json_atomic, write_text_atomic
+
+        rec = json.loads((args.out / "cosines.json").read_text())
+        rec["summary"] = summarize_cosines(rec["samples"])
+        write_json_atomic(args.out / "cosines.json", rec)
+        write_text_atomic(args.out / "cosines.md", cosines_markdown(rec["summary"], rec["command"], rec["cpu_s"], rec["platform"]))
+        return 0
 
     import torch
 

@@ -28,7 +28,11 @@ def test_cosines_and_accuracy_per_mode_reusing_accuracy_seeds_default_run(tmp_pa
     assert all(-1.0 <= c <= 1.0 for c in sample["cosine"].values()) and sample["cosine"]["train-eval"] < 0.9999
     batches = {s["batch"] for s in cos["samples"]["0"]}  # at most 2 (the tiny mixture may hold fewer per epoch)
     assert 1 <= len(batches) <= 2 and len(cos["samples"]["0"]) == 2 * len(batches)  # each data set meta-test in turn
-    assert "| 1 | train-eval |" in (out / "cosines.md").read_text()
+    md = (out / "cosines.md").read_text()
+    assert "| train-eval |" in md and "| 1 | a |" in md
+    (out / "cosines.md").unlink()
+    assert meta_bn.main(["--out", str(out), "--part", "report"]) == 0  # again from the raw samples
+    assert (out / "cosines.md").read_text() == md
     raw = {p.name: json.loads(p.read_text()) for p in (out / "results").iterdir()}
     assert sorted(raw) == ["ours.meta_bn-eval.s0.json", "ours.meta_bn-train.s0.json"]
     assert raw["ours.meta_bn-train.s0.json"]["reused_from"] == str(acc / "results" / "ours.s0.json")
