@@ -109,17 +109,20 @@ def sentences(rows: Sequence[Mapping[str, Any]]) -> list[str]:
                 "undecided": "the seeds do not decide between ours and baseline"}[v]
         out.append(f"At {r['setting']}, {what}: mean difference {_pts(p['mean'])} points ({span}; ours ahead on "
                    f"{p['first_better']} of {n} seeds).")
-    verdicts = {r["setting"]: verdict(r["pair"]) for r in rows if r["pair"] is not None}
+    verdicts = {r["setting"]: verdict(r["pair"]) for r in rows if r["pair"] is not None and r["pair"]["ci95"] is not None}
     ahead = [s for s, v in verdicts.items() if v == "ahead"]
+    waiting = [r["setting"] for r in rows if r["pair"] is None or r["pair"]["ci95"] is None]
+    if waiting:
+        out.append(f"Fewer than two seeds paired yet (no interval, nothing said): {', '.join(waiting)}.")
     if not verdicts:
         return out
     if ahead:
         out.append(f"ours >= baseline holds across seeds at: {', '.join(ahead)}.")
     elif all(v == "behind" for v in verdicts.values()):
-        out.append("At no setting tried is ours >= baseline on this data: every interval lies below 0.")
+        out.append("At no setting with an interval is ours >= baseline on this data: every interval lies below 0.")
     else:
-        out.append("At no setting tried does ours >= baseline hold across seeds on this data; where the intervals hold 0 "
-                   "more seeds would be needed to say more.")
+        out.append("At no setting with an interval does ours >= baseline hold across seeds on this data; where the "
+                   "intervals hold 0 more seeds would be needed to say more.")
     return out
 
 

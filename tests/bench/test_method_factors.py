@@ -60,7 +60,11 @@ def test_sentences_claim_only_what_the_intervals_show():
             {"setting": "5 epochs", "pair": pair(0.01, -0.02, 0.04, 2, 1)}]
     said = sentences(rows)
     assert said[0].startswith("At 2 epochs, ours is behind baseline: mean difference -2.00 points (95 % interval -3.00 to -1.00")
-    assert "do not decide" in said[1] and said[-1].startswith("At no setting tried does ours >= baseline hold across seeds")
+    assert "do not decide" in said[1] and said[-1].startswith("At no setting with an interval does ours >= baseline hold across seeds")
     rows.append({"setting": "10 epochs", "pair": pair(0.02, 0.005, 0.035, 3, 0)})
     assert sentences(rows)[-1] == "ours >= baseline holds across seeds at: 10 epochs."
-    assert sentences(rows[:1])[-1].startswith("At no setting tried is ours >= baseline on this data: every interval lies below 0")
+    assert sentences(rows[:1])[-1].startswith("At no setting with an interval is ours >= baseline on this data: every interval lies below 0")
+    one_seed = {"setting": "20 epochs", "pair": {**pair(0.03, 0, 0, 1, 0), "ci95": None}}
+    said = sentences([rows[0], one_seed])
+    assert "Fewer than two seeds paired yet (no interval, nothing said): 20 epochs." in said
+    assert said[-1].startswith("At no setting with an interval is ours >= baseline")  # the one-seed setting not counted
