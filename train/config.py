@@ -35,6 +35,7 @@ class TrainConfig:
     theta_weight_decay: float | None = None  # None: weight_decay
     meta_alpha: float | Literal["lr"] = "lr"  # inner meta step: "lr" follows theta's scheduled lr, a number is constant
     meta_features: str = "fresh"  # stage II's backbone features: fresh (the stepped network) | reuse (stage I's)
+    meta_bn: str = "train"  # the head's BatchNorm in stage II's passes: train (own rows' batch stats) | eval | frozen (train/meta_bn.py)
     momentum: float = 0.9
     weight_decay: float = 5e-4
     head_bn_momentum: float = 0.1  # BatchNorm momentum of the projection heads m_n (released code: 0.01)
@@ -70,6 +71,7 @@ class TrainConfig:
     def validate(self, world_size: int = 1) -> "TrainConfig":
         """Names and sizes checked before any work, each a one-line UsageError."""
         from train.backbones import WEIGHTS, list_backbones
+        from train.meta_bn import META_BN
         from train.modules import GATES
         from train.two_stage import META_FEATURES
         from train.variants import VARIANTS
@@ -81,6 +83,7 @@ class TrainConfig:
             (self.classifier in ("mlp", "linear"), f"--classifier {self.classifier}: mlp or linear"),
             (self.weights in WEIGHTS, f"--weights {self.weights}: one of {', '.join(WEIGHTS)}"),
             (self.meta_features in META_FEATURES, f"--meta-features {self.meta_features}: one of {', '.join(META_FEATURES)}"),
+            (self.meta_bn in META_BN, f"--meta-bn {self.meta_bn}: one of {', '.join(META_BN)}"),
             (self.meta_alpha == "lr" or float(self.meta_alpha) > 0, f"--meta-alpha {self.meta_alpha}: lr or a number above 0"),
             (0 <= self.head_bn_momentum <= 1, f"--head-bn-momentum {self.head_bn_momentum}: from 0 to 1"),
             (self.precise_bn_batches >= 0, f"precise_bn_batches {self.precise_bn_batches}: 0 (off) or more batches"),

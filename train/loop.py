@@ -234,14 +234,14 @@ class Trainer:
             raise UsageError(f"--distill: distillation is added to the erudite step; --variant {cfg.variant} trains "
                              "otherwise (fine-tune it without --distill)")
         if pmg:
-            self.step = PMGStep(wrapped, self.main_opt, self.theta_opt, ocfg.alpha_value, meta_features=cfg.meta_features,
+            self.step = PMGStep(wrapped, self.main_opt, self.theta_opt, ocfg.alpha_value, meta_features=cfg.meta_features, meta_bn=cfg.meta_bn,
                                 amp_dtype=amp_dtype, scaler=scaler, seed=cfg.seed)
         elif isinstance(self.model, EruditeNet):
             distill = self._distillation(cfg.distill) if cfg.distill else None
             # Stage II differentiates through BatchNorm twice, which SyncBatchNorm cannot: there it
             # normalises over each rank's own rows (a one-process group per rank; every rank creates all).
             local = [dist.new_group([r]) for r in range(self.dist.world_size)] if self.sync_bn else None
-            self.step = TwoStageStep(wrapped, self.main_opt, self.theta_opt, ocfg.alpha_value, meta_features=cfg.meta_features,
+            self.step = TwoStageStep(wrapped, self.main_opt, self.theta_opt, ocfg.alpha_value, meta_features=cfg.meta_features, meta_bn=cfg.meta_bn,
                                      amp_dtype=amp_dtype,
                                      scaler=scaler, seed=cfg.seed, local_bn_group=local[self.dist.rank] if local else None,
                                      distill=distill)

@@ -15,6 +15,7 @@ a graph, on the batch after stage I stepped it, so L_meta is evaluated with the 
 paper's stage II is (theta sits on top of the backbone and the backbone takes no step in stage II, so no
 gradient through it is needed). "reuse" takes the features stage I computed before its step: cheaper
 by one backbone forward, but a step behind. Either way BatchNorm running statistics are left untouched.
+How the head's BatchNorm normalises the meta passes ("--meta-bn": train | eval | frozen) is train.meta_bn's.
 Under DDP, stage II runs on the unwrapped module and all-reduces theta's gradients by hand (DDP
 cannot take a double backward); every rank draws the same meta-test data set. The inner gradient
 (meta-train) is all-reduced inside the graph (a differentiable all-reduce), so theta' is the one a
@@ -35,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from train.losses import loss_all, pmg_losses
+from train.meta_bn import META_BN, meta_bn
 from train.model import EruditeNet, ZooModel
 from train.model_spec import HeadOutput
 
@@ -159,6 +161,24 @@ def pcgrad(grads: torch.Tensor, generator: torch.Generator | None = None) -> tor
 META_FEATURES = ("fresh", "reuse")
 
 
+def meta_gradient(
+    net: EruditeNet,
+    feats: torch.Tensor,
+    ids: torch.Tensor,
+    joint: torch.Tensor,
+    local: torch.Tensor,
+    test_dataset: int,
+    alpha: float,
+    bn_mode: str = "train",
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """theta's gradient of L_meta (not yet averaged over DDP ranks) with the head's BatchNorm in `bn_mode`
+    (train.meta_bn), and L_meta. Running statistics are the caller's to keep (frozen_bn_stats)."""
+    theta = net.attention_parameters()
+    with meta_bn(net, bn_mode, lambda: net.head(feats, ids)):
+        l_meta, _, _ = meta_objective(net, feats, ids, joint, local, test_dataset, alpha)
+        return list(torch.autograd.grad(l_meta, theta)), l_meta.detach()
+
+
 @dataclass
 class StepStats:
     loss: float
@@ -178,6 +198,7 @@ class TwoStageStep:
         alpha: float | None = None,
         *,
         meta_features: str = "fresh",
+        meta_bn: str = "train",
         amp_dtype: torch.dtype | None = None,
         scaler: torch.amp.GradScaler | None = None,
         seed: int = 0,
@@ -186,6 +207,7 @@ class TwoStageStep:
     ):
         """alpha: the meta inner step size, or None to follow theta's scheduled learning rate.
         meta_features: "fresh" (stage II runs the stepped backbone again) or "reuse" (stage I's features).
+        meta_bn: the head's BatchNorm in stage II's passes: "train", "eval" or "frozen" (train.meta_bn).
         distill: (images, joint logits) -> a loss added to stage I's Loss_all (train.distill.Distillation)."""
         self.model = model
         self.distill = distill
@@ -195,7 +217,9 @@ class TwoStageStep:
         self.main_opt, self.theta_opt = main_opt, theta_opt
         if meta_features not in META_FEATURES:
             raise ValueError(f"meta_features {meta_features!r}: one of {', '.join(META_FEATURES)}")
-        self.alpha, self.meta_features = alpha, meta_features
+        if meta_bn not in META_BN:
+            raise ValueError(f"meta_bn {meta_bn!r}: one of {', '.join(META_BN)}")
+        self.alpha, self.meta_features, self.meta_bn = alpha, meta_features, meta_bn
         self.amp_dtype, self.scaler = amp_dtype, scaler
         self.mode = self.net.variant.theta_training
         # Same seed on every rank: every rank draws the same meta-test data set.
@@ -243,16 +267,16 @@ class TwoStageStep:
         with frozen_bn_stats(self.net), own_rows_bn(self.net, self.local_bn_group):
             if self.mode == "meta":
                 test_dataset = present[int(torch.randint(len(present), (1,), generator=self.generator))]
-                l_meta, _, _ = meta_objective(self.net, feats, ids, joint, local, test_dataset, self.current_alpha)
-                grads = list(torch.autograd.grad(l_meta, theta))
+                grads, l_meta = meta_gradient(self.net, feats, ids, joint, local, test_dataset, self.current_alpha, self.meta_bn)
                 _all_reduce_mean(grads)
-                value = float(l_meta.detach())
+                value = float(l_meta)
             else:
                 per_task = []
-                for n in present:
-                    rows = _rows(ids == n)
-                    l_n = loss_all(self.net.head(feats[rows], ids[rows]), joint[rows], local[rows])
-                    per_task.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(l_n, theta)]))
+                with meta_bn(self.net, self.meta_bn, lambda: self.net.head(feats, ids)):
+                    for n in present:
+                        rows = _rows(ids == n)
+                        l_n = loss_all(self.net.head(feats[rows], ids[rows]), joint[rows], local[rows])
+                        per_task.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(l_n, theta)]))
                 stacked = torch.stack(per_task)
                 _all_reduce_mean([stacked])
                 flat = pcgrad(stacked, self.generator)

@@ -15,6 +15,10 @@ by up to 3.5 points between two machines of the same kind (issue 27), as much as
 and OUT/accuracy.md are rewritten after every run: per variant mean +- std over seeds, per data set and mean;
 paired differences (same seed) of ours against each other variant and of baseline+ against baseline, with 95 %
 Student-t intervals across seeds. A second invocation skips finished runs and resumes an interrupted one.
+
+`--set KEY=VALUE` (repeatable) changes training options of every run from the demo's (e.g. `--set meta_bn=eval`);
+with it give `--tag TAG`: the runs are then named VARIANT@TAG (results OUT/results/VARIANT.TAG.sSEED.json), so they
+never mix with the demo's own settings in the same OUT.
 """
 
 from __future__ import annotations
@@ -67,10 +71,10 @@ def platform_record() -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- aggregation
-def summarize(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def summarize(results: Sequence[Mapping[str, Any]], pairs: Sequence[tuple[str, str]] = PAIRS) -> dict[str, Any]:
     """results: one mapping per finished run (`variant`, `seed`, `mean_top1`, `top1`: data set -> top-1, fractions).
-    Per variant: mean and sample std over seeds; per pair: the paired differences of the seeds both finished, their
-    mean, std and 95 % t interval, and how many seeds each side won."""
+    Per variant: mean and sample std over seeds; per pair (a, b) of `pairs`: the paired differences a - b of the
+    seeds both finished, their mean, std and 95 % t interval, and how many seeds each side won."""
     by = {(r["variant"], int(r["seed"])): r for r in results}
     datasets = list(dict.fromkeys(d for r in results for d in r["top1"]))
     variants = [v for v in dict.fromkeys(r["variant"] for r in results)]
@@ -80,7 +84,7 @@ def summarize(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         per_variant[v] = {"seeds": [int(r["seed"]) for r in runs], "mean_top1": mean_std([r["mean_top1"] for r in runs]),
                           "top1": {d: mean_std([r["top1"][d] for r in runs if d in r["top1"]]) for d in datasets}}
     paired = {}
-    for a, b in PAIRS:
+    for a, b in pairs:
         seeds = sorted(s for (v, s) in by if v == a and (b, s) in by)
         if not seeds:
             continue
@@ -101,9 +105,10 @@ def _pm(s: Mapping[str, Any], sign: bool = False) -> str:
     return _pct(s["mean"], sign) if s["std"] is None else f"{_pct(s['mean'], sign)} +- {_pct(s['std'])}"
 
 
-def markdown(results: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], command: str) -> str:
+def markdown(results: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], command: str,
+             title: str = "Demo accuracy over seeds: baseline, baseline+, ours, single") -> str:
     ds = summary["datasets"]
-    lines = ["# Demo accuracy over seeds: baseline, baseline+, ours, single", "",
+    lines = [f"# {title}", "",
              "Top-1 % on the test splits in the joint label space (train.evaluate_run, as `erudite-edge demo`).", "",
              "    " + command, "", "## Per run", "",
              "| variant | seed | " + " | ".join(ds) + " | mean | train CPU s |",
@@ -130,8 +135,42 @@ def markdown(results: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], c
 
 
 # ---------------------------------------------------------------------------------------------- running
-def run_one(cfg: Any, result_path: Path, variant: str, seed: int) -> dict[str, Any]:
-    """Train (or resume) one variant at one seed, evaluate it on the test splits, write its raw result."""
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` items as training options (values read as YAML: 0.1, true, null, eval); an unknown key or a
+    value of the wrong type is a one-line UsageError."""
+    import yaml
+
+    from erudite_edge.errors import UsageError
+    from train.config import TrainConfig
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set {item}: expected KEY=VALUE (a training option), e.g. meta_bn=eval")
+        out[key.strip().replace("-", "_")] = yaml.safe_load(value) if value.strip() else None
+    TrainConfig.from_dict(out, where="--set")  # names and types checked before any training
+    return out
+
+
+def same_settings(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Two runs' train_config the same but for where they were written (`out`); a key one side lacks (a run from
+    before the option existed) counts as the option's default."""
+    from train.config import TrainConfig
+
+    default = TrainConfig().to_dict()
+    keys = (set(a) | set(b)) - {"out"}
+    return all(a.get(k, default.get(k)) == b.get(k, default.get(k)) for k in keys)
+
+
+def result_name(variant: str, seed: int, tag: str | None = None) -> str:
+    """OUT/results/NAME: VARIANT[.TAG].sSEED.json ('+' written 'p')."""
+    return f"{variant.replace('+', 'p')}{f'.{tag}' if tag else ''}.s{seed}.json"
+
+
+def run_one(cfg: Any, result_path: Path, variant: str, seed: int, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Train (or resume) one variant at one seed, evaluate it on the test splits, write its raw result (with `extra`'s
+    keys, e.g. the study's setting)."""
     from erudite_edge.core.fileio import write_json_atomic
     from train.entry import train
     from train.evaluate_run import evaluate_run
@@ -146,7 +185,8 @@ def run_one(cfg: Any, result_path: Path, variant: str, seed: int) -> dict[str, A
     result = {"variant": variant, "seed": seed, "mean_top1": metrics["mean_top1"],
               "top1": {k: d["top1"] for k, d in metrics["datasets"].items()},
               "train_wall_s": wall, "train_cpu_s": (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime),
-              "resumed": resume, "run": str(run), "train_config": cfg.to_dict(), "platform": platform_record()}
+              "resumed": resume, "run": str(run), "train_config": cfg.to_dict(), "platform": platform_record(),
+              **(extra or {})}
     write_json_atomic(result_path, result)
     return result
 
@@ -159,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--quick", action="store_true", help="the quick demo's plan instead of the full one")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (recorded with each result)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="a training option changed from the demo's for every run (needs --tag)")
+    ap.add_argument("--tag", default=None, help="names the --set runs: VARIANT@TAG, results VARIANT.TAG.sSEED.json")
     # smaller settings, for the study's own test: a tiny backbone and a few steps
     ap.add_argument("--backbone", default=None)
     ap.add_argument("--no-pretrained", action="store_true")
@@ -174,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     from erudite_edge.core.fileio import write_json_atomic, write_text_atomic
     from train.demo import DemoPlan
 
+    if args.overrides and not args.tag:
+        ap.error("--set changes the demo's settings: give --tag NAME so these runs are not taken for the demo's")
+    if args.tag and not re.fullmatch(r"[\w=-]+", args.tag):
+        ap.error(f"--tag {args.tag}: letters, digits, _ - and = only (it is part of file names)")
+    settings = parse_overrides(args.overrides)
     if args.threads:
         torch.set_num_threads(args.threads)
     plan = DemoPlan.make(args.quick)
@@ -185,21 +233,24 @@ def main(argv: list[str] | None = None) -> int:
 
         data = write_mixture(args.out / "data", max_per_dataset=plan.max_per_dataset, size=plan.image_size)
     overrides = {k: v for k, v in {"backbone": args.backbone, "epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch,
-                                   "pretrained": False if args.no_pretrained else None}.items() if v is not None}
+                                   "pretrained": False if args.no_pretrained else None}.items() if v is not None} | settings
     (args.out / "results").mkdir(parents=True, exist_ok=True)
     command = "python -m benchmarks.studies.accuracy_seeds " + " ".join(argv if argv is not None else sys.argv[1:])
+    label = (lambda v: f"{v}@{args.tag}") if args.tag else (lambda v: v)
+    pairs = [(label(a), label(b)) for a, b in PAIRS]
     results: list[dict[str, Any]] = []
     for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
         for variant in [v.strip() for v in args.variants.split(",") if v.strip()]:
-            path = args.out / "results" / f"{variant.replace('+', 'p')}.s{seed}.json"
+            name = result_name(variant, seed, args.tag)
+            path = args.out / "results" / name
             if path.is_file():
                 results.append(json.loads(path.read_text()))
             else:
-                cfg = plan.train_config(data, args.out / "runs" / f"{variant.replace('+', 'p')}.s{seed}", variant)
+                cfg = plan.train_config(data, args.out / "runs" / name.removesuffix(".json"), variant)
                 cfg = dataclasses.replace(cfg, seed=seed, **overrides)
-                print(f"accuracy_seeds: {variant} seed {seed}", file=sys.stderr)
-                results.append(run_one(cfg, path, variant, seed))
-            summary = summarize(results)
+                print(f"accuracy_seeds: {label(variant)} seed {seed}", file=sys.stderr)
+                results.append(run_one(cfg, path, label(variant), seed, {"settings": settings} if settings else None))
+            summary = summarize(results, pairs)
             write_json_atomic(args.out / "summary.json", {"command": command, "summary": summary, "results": results})
             write_text_atomic(args.out / "accuracy.md", markdown(results, summary, command))
     print(f"accuracy_seeds: {len(results)} runs; {args.out / 'accuracy.md'}", file=sys.stderr)

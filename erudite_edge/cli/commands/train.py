@@ -54,6 +54,9 @@ def train_command(
         None, "--meta-alpha", help="Meta inner step size: lr (default: theta's learning rate as its schedule anneals it) | a constant."),
     meta_features: Optional[str] = typer.Option(
         None, "--meta-features", help="Stage II's backbone features: fresh (default: the network after stage I's step) | reuse (stage I's, cheaper)."),
+    meta_bn: Optional[str] = typer.Option(
+        None, "--meta-bn", help="The head's BatchNorm in stage II's meta passes: train (default: each pass's own rows' batch "
+                                "statistics) | eval (running statistics) | frozen (the whole batch's statistics, fixed)."),
     head_bn_momentum: Optional[float] = typer.Option(None, "--head-bn-momentum", help="BatchNorm momentum of the projection heads (0.1; released code 0.01)."),
     crop_pad: Optional[int] = typer.Option(None, "--crop-pad", help="Random-crop padding in pixels (default: input size / 28, 8 at 224; released code 4)."),
     select: Optional[str] = typer.Option(None, "--select", help="What RUN/best holds: best (best validation epoch, default) | last (the last epoch, as the paper reports)."),
@@ -101,7 +104,7 @@ def train_command(
                  batch_per_dataset=batch_per_dataset, input_size=input_size, embed_dim=embed_dim, gate=gate, classifier=classifier,
                  hidden=hidden, lr=lr,
                  backbone_lr=backbone_lr, theta_lr=theta_lr, theta_momentum=theta_momentum, theta_weight_decay=theta_wd,
-                 momentum=momentum, weight_decay=weight_decay, meta_alpha=meta_alpha, meta_features=meta_features,
+                 momentum=momentum, weight_decay=weight_decay, meta_alpha=meta_alpha, meta_features=meta_features, meta_bn=meta_bn,
                  head_bn_momentum=head_bn_momentum, crop_pad=crop_pad, select=select,
                  val_fraction=val_fraction, workers=workers, seed=seed, device=device,
                  amp=amp, sync_bn=sync_bn, steps_per_epoch=steps_per_epoch, out=str(out) if out else None,
