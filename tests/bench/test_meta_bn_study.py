@@ -13,6 +13,7 @@ from tiny_data import make_mixture
 TINY = ["--backbone", "tiny", "--no-pretrained", "--epochs", "1", "--steps-per-epoch", "2", "--input-size", "16", "--threads", "1"]
 
 
+@pytest.mark.slow  # real tiny trainings
 def test_cosines_and_accuracy_per_mode_reusing_accuracy_seeds_default_run(tmp_path):
     data = [a for d in make_mixture(tmp_path / "mix", per_class=(4, 2), size=16) for a in ("--data", d)]
     acc = tmp_path / "acc"

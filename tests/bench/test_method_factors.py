@@ -14,6 +14,7 @@ from tiny_data import make_mixture
 TINY = ["--backbone", "tiny", "--no-pretrained", "--steps-per-epoch", "1", "--input-size", "16", "--threads", "1"]
 
 
+@pytest.mark.slow  # real tiny trainings
 def test_lengths_then_factors_at_the_best_length_resumable(tmp_path):
     data = [a for d in make_mixture(tmp_path / "mix", per_class=(4, 2), size=16) for a in ("--data", d)]
     out = tmp_path / "factors"

@@ -51,6 +51,7 @@ def flat(grads):
     return torch.cat([g.reshape(-1) for g in grads])
 
 
+@pytest.mark.slow  # over 1 s
 def test_default_is_train_and_is_the_meta_gradient_without_the_option():
     assert TrainConfig().meta_bn == "train" and META_BN == ("train", "eval", "frozen")
     net = trained_a_little()
@@ -214,6 +215,7 @@ def _rank_worker(rank, world, port, q):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two gloo ranks
 def test_frozen_under_two_ranks_gives_the_one_process_meta_gradient():
     from ranks import run_ranks
 
