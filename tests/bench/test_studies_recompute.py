@@ -214,3 +214,35 @@ def test_multistream(tmp_path, capsys):
         res["models"]["tiny"]["2"]["fps_ratio"] += 1
 
     assert "DIFFERS models tiny 2 fps_ratio" in caught(out / "multistream.json", tmp_path, change, capsys)
+
+
+def test_int8_quality(trained, tmp_path, capsys):
+    """Two configurations on the tiny trained model: each keeps FP32 and INT8 per test image; the agreement, accuracies,
+    ratios, intervals and the export's goal verdict are re-derived from them; a changed figure is caught."""
+    from benchmarks.studies import int8_quality
+
+    out = tmp_path / "int8_quality.json"
+    argv = ["--bundle", str(trained["bundle"]), "--calib-count", "16", "--eval-count", "10",
+            "--only", "minmax onnxruntime,minmax tensorrt", "--json", str(out)]
+    for d in trained["data"]:
+        argv += ["--data", d]
+    assert int8_quality.main(argv) == 0
+    checks = recompute(out)
+    assert not [c for c in checks if not c.ok] and len(checks) >= 30
+    raw = RawSamples.read(out)
+    assert raw.kind == "int8_quality"
+    r = json.loads(out.read_text())
+    for name in ("minmax onnxruntime", "minmax tensorrt"):
+        rec, fig = raw.values["records"][name], r["figures"][name]
+        assert len(rec["fp32"]) == len(rec["int8"]) == len(rec["label"]) == len(rec["dataset"]) == fig["images"] > 0
+        lo, hi = fig["agreement_ci95"]
+        assert lo <= fig["agreement"] <= hi and set(fig["per_dataset"]) == set(rec["datasets"])
+        # judged by the default goal of `export int8 --data`, as the export judged it
+        assert r["settings"]["goals"][name] == [0.98, 0.99] and fig["goal"]["status"] in ("met", "undecided")
+
+    def change(res):
+        res["figures"]["minmax tensorrt"]["agreement_ci95"][0] -= 0.01
+        res["figures"]["minmax onnxruntime"]["goal"]["status"] = "failed"
+
+    text = caught(out, tmp_path, change, capsys)
+    assert "DIFFERS figures minmax tensorrt agreement_ci95" in text and "DIFFERS figures minmax onnxruntime goal status" in text
