@@ -30,13 +30,20 @@ def joint_index(bundle: Bundle, logits: dict[str, np.ndarray]) -> list[int]:
     return [int(v) for v in np.asarray(bundle.labels.offsets)[ds] + local]
 
 
-def record(bundle: Bundle, inputs: InputSet) -> dict[str, Any]:
-    """The per-image record of `bundle`'s fp32 and int8 models on `inputs` (every role run, as the export does)."""
+def role_logits(bundle: Bundle, precision: str, inputs: InputSet) -> dict[str, np.ndarray]:
+    """Every role's logits of `bundle`'s model of `precision` on `inputs`."""
     from export.parity import onnx_logits
 
-    preds = {p: joint_index(bundle, {role: onnx_logits(bundle.path(bundle.entry(role, p)), inputs.batch)
-                                     for role in bundle.roles()}) for p in ("fp32", "int8")}
-    rec: dict[str, Any] = {"fp32": preds["fp32"], "int8": preds["int8"], "images": inputs.source}
+    return {role: onnx_logits(bundle.path(bundle.entry(role, precision)), inputs.batch) for role in bundle.roles()}
+
+
+def record(bundle: Bundle, inputs: InputSet, fp32: dict[str, np.ndarray] | None = None,
+           int8: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """The per-image record of `bundle`'s fp32 and int8 models on `inputs` (every role run, as the export does;
+    `fp32` / `int8`: their logits where already computed)."""
+    fp32 = fp32 if fp32 is not None else role_logits(bundle, "fp32", inputs)
+    int8 = int8 if int8 is not None else role_logits(bundle, "int8", inputs)
+    rec: dict[str, Any] = {"fp32": joint_index(bundle, fp32), "int8": joint_index(bundle, int8), "images": inputs.source}
     if inputs.dataset_ids is not None and inputs.local_ids is not None:
         offsets = np.asarray(bundle.labels.offsets)
         rec["datasets"] = list(bundle.labels.datasets)

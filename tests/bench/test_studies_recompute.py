@@ -246,3 +246,25 @@ def test_int8_quality(trained, tmp_path, capsys):
 
     text = caught(out, tmp_path, change, capsys)
     assert "DIFFERS figures minmax tensorrt agreement_ci95" in text and "DIFFERS figures minmax onnxruntime goal status" in text
+
+
+def test_int8_paper_setting(trained, tmp_path, capsys):
+    """The paper-setting rows on the tiny trained bundle (`--bundle`: not the ResNet-50): the per-photograph record
+    re-derives the agreement, its interval and the margin table; a changed figure is caught."""
+    from benchmarks.studies import int8_paper_setting
+
+    out = tmp_path / "paper.json"
+    assert int8_paper_setting.main(["--bundle", str(trained["bundle"]), "--out", str(tmp_path / "work"), "--targets",
+                                    "onnxruntime", "--min-agreement", "0", "--json", str(out)]) == 0
+    checks = recompute(out)
+    assert not [c for c in checks if not c.ok] and len(checks) >= 15
+    r, raw = json.loads(out.read_text()), RawSamples.read(out)
+    assert raw.kind == "int8_paper_setting" and list(r["figures"]) == ["onnxruntime minmax"]
+    rec, fig = raw.values["records"]["onnxruntime minmax"], r["figures"]["onnxruntime minmax"]
+    assert fig["images"] == r["rows"][0]["count"] == len(rec["fp32"]) == len(rec["fp32_margin"]) > 200
+    assert sum(b["images"] for b in fig["margins"]["bands"]) == fig["images"]
+
+    def change(res):
+        res["figures"]["onnxruntime minmax"]["margins"]["bands"][0]["images"] += 1
+
+    assert "DIFFERS figures onnxruntime minmax margins bands[0] images" in caught(out, tmp_path, change, capsys)
