@@ -34,8 +34,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from benchmarks.raw import RawSamples, rounded, write_result
-from benchmarks.studies.int8_per_image import checked_agreement, figures, record, role_logits
+from benchmarks.raw import RawSamples, write_result
+from benchmarks.studies.int8_per_image import checked_agreement, figures, margin_record, record, role_logits
 
 Log = Callable[[str], None]
 HELDOUT_SKIMAGE = ("brick", "grass", "gravel", "cell", "text", "page")
@@ -96,14 +96,6 @@ def make_bundle(root: Path, photos: Path, seed: int, log: Log) -> Path:
     export_checkpoint(ckpt, bundle, images=photos, parity_count=8, overwrite=True, log=log)
     log(f"exported in {time.perf_counter() - t:.0f} s")
     return bundle
-
-
-def margin_record(fp32: np.ndarray, int8: np.ndarray) -> dict[str, list[float]]:
-    """Per image, rounded as the raw file keeps them (benchmarks.raw.rounded): the FP32 top-1 minus top-2
-    logit, the largest |INT8 - FP32| logit difference, the largest |FP32 logit|."""
-    top2 = np.sort(fp32, axis=1)[:, -2:]
-    return rounded({"fp32_margin": (top2[:, 1] - top2[:, 0]).tolist(), "max_abs_error": np.abs(int8 - fp32).max(axis=1).tolist(),
-                    "fp32_max_abs": np.abs(fp32).max(axis=1).tolist()})
 
 
 def margins(rec: dict[str, Any]) -> dict[str, Any]:

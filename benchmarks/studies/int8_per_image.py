@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from benchmarks.raw import rounded
 from erudite_edge.core.bundle import Bundle
 from export.goal_verdict import judge, ratio_check, wilson
 from export.images import InputSet
@@ -50,6 +51,14 @@ def record(bundle: Bundle, inputs: InputSet, fp32: dict[str, np.ndarray] | None 
         rec["dataset"] = [int(v) for v in inputs.dataset_ids]
         rec["label"] = [int(v) for v in offsets[inputs.dataset_ids] + inputs.local_ids]
     return rec
+
+
+def margin_record(fp32: np.ndarray, int8: np.ndarray) -> dict[str, list[float]]:
+    """Per image, rounded as the raw file keeps them (benchmarks.raw.rounded): the FP32 top-1 minus top-2
+    logit, the largest |INT8 - FP32| logit difference, the largest |FP32 logit|."""
+    top2 = np.sort(fp32, axis=1)[:, -2:]
+    return rounded({"fp32_margin": (top2[:, 1] - top2[:, 0]).tolist(), "max_abs_error": np.abs(int8 - fp32).max(axis=1).tolist(),
+                    "fp32_max_abs": np.abs(fp32).max(axis=1).tolist()})
 
 
 def _r(v: float) -> float:

@@ -268,3 +268,27 @@ def test_int8_paper_setting(trained, tmp_path, capsys):
         res["figures"]["onnxruntime minmax"]["margins"]["bands"][0]["images"] += 1
 
     assert "DIFFERS figures onnxruntime minmax margins bands[0] images" in caught(out, tmp_path, change, capsys)
+
+
+def test_int8_entropy_diagnosis(trained, tmp_path, capsys):
+    """The diagnosis on the tiny trained model: every quantized model's per-image record re-derives its agreement,
+    accuracies, ratios and intervals, and the minmax margin table; a changed figure is caught."""
+    from benchmarks.studies import int8_entropy_diagnosis
+
+    out = tmp_path / "diag.json"
+    argv = [str(trained["bundle"]), "onnxruntime", "--calib-count", "16", "--eval-count", "10", "--bins", "256",
+            "--json", str(out)]
+    for d in trained["data"]:
+        argv += ["--data", d]
+    assert int8_entropy_diagnosis.main(argv) == 0
+    checks = recompute(out)
+    assert not [c for c in checks if not c.ok] and len(checks) >= 60
+    r, raw = json.loads(out.read_text()), RawSamples.read(out)
+    assert raw.kind == "int8_entropy_diagnosis"
+    assert set(int8_entropy_diagnosis.OPTS) <= set(r["figures"]) and len(r["figures"]) == len(int8_entropy_diagnosis.OPTS) + 4
+    assert sum(b["images"] for b in r["minmax_margins"]["bands"]) == r["figures"]["minmax"]["images"] > 0
+
+    def change(res):
+        res["figures"]["entropy"]["agreement"] = 0.5 if res["figures"]["entropy"]["agreement"] != 0.5 else 0.4
+
+    assert "DIFFERS figures entropy agreement" in caught(out, tmp_path, change, capsys)
