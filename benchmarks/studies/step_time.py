@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 from benchmarks.latency import Contender, Samples, interleaved, percentile
 from benchmarks.load import describe, run_quiet
-from benchmarks.raw import RawSamples, quantise
+from benchmarks.raw import RawSamples, quantise, write_result
 
 # contender -> (training variant, stage II's features)
 CONTENDERS = {"ours": ("ours", "fresh"), "ours-reuse": ("ours", "reuse"), "baseline+": ("baseline+", "fresh"),
@@ -241,7 +241,6 @@ def main(argv: list[str] | None = None) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from benchmarks.report import stdout_console
-    from benchmarks.raw import write_result
     from erudite_edge.errors import EruditeError
 
     console = stdout_console()
