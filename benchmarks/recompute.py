@@ -153,8 +153,9 @@ def study_recomputer(module: str) -> Callable[[dict[str, Any], RawSamples], list
     return recompute_study
 
 
-STUDIES = ("api_overhead", "int8_layouts", "live_frames", "meta_features_accuracy", "multistream", "preprocess_uint8",
-           "pruning", "pruning_paper", "stream_latency", "time_by_module")
+STUDIES = ("api_overhead", "int8_entropy_diagnosis", "int8_layouts", "int8_paper_setting", "int8_quality", "live_frames",
+           "meta_features_accuracy", "multistream", "preprocess_uint8", "pruning", "pruning_paper", "stream_latency",
+           "time_by_module")
 RECOMPUTERS: dict[str, Callable[[dict[str, Any], RawSamples], list[Check]]] = {
     "bench": recompute_bench, "step_time": recompute_step_time,
     **{kind: study_recomputer(f"benchmarks.studies.{kind}") for kind in STUDIES},

@@ -21,5 +21,6 @@ erudite_edge/, train/ or export/ imports them.
 
 (results/ is benchmarks/results/.) Each timing study writes its raw samples and load records beside its JSON
 (benchmarks.raw.write_result) and has a `derive(raw, settings)` that `python -m benchmarks.recompute` runs again
-(benchmarks/README.md, "Raw samples and recompute").
+(benchmarks/README.md, "Raw samples and recompute"); the three INT8 quality studies do the same with FP32 and INT8
+per test image (int8_per_image.py: the record and the figures derived from it).
 """

@@ -14,6 +14,12 @@ scikit-image's brick, grass, gravel, cell, text and page, scikit-learn's two sam
 views each), and the 200 LFW face photographs scikit-image ships (25 x 25 px, upscaled). Mixed
 precision (`--min-agreement`, default 98) decides on the calibration photographs and is reported
 on the held-out ones. Every row runs export.int8.make_int8 on a copy of the bundle.
+
+Raw samples: beside the JSON, FILE.samples.json.gz keeps per held-out photograph each row's FP32 and INT8
+top-1, the FP32 top-1/top-2 margin, the largest |INT8 - FP32| logit difference and the largest |FP32 logit|
+(benchmarks.studies.int8_per_image); `python -m benchmarks.recompute FILE` re-derives every agreement, its
+Wilson interval and the margin table from them. `--bundle` runs the rows on a given FP32 bundle instead of
+the random-init ResNet-50 (the tests use a tiny one).
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from erudite_edge.core.fileio import write_json_atomic
+from benchmarks.raw import RawSamples, write_result
+from benchmarks.studies.int8_per_image import checked_agreement, figures, margin_record, record, role_logits
 
 Log = Callable[[str], None]
 HELDOUT_SKIMAGE = ("brick", "grass", "gravel", "cell", "text", "page")
@@ -91,17 +98,17 @@ def make_bundle(root: Path, photos: Path, seed: int, log: Log) -> Path:
     return bundle
 
 
-def margins(fp32: np.ndarray, int8: np.ndarray) -> dict[str, Any]:
-    """FP32 top-1 minus top-2 logit per image, and agreement by margin band (relative to the logit scale)."""
-    top2 = np.sort(fp32, axis=1)[:, -2:]
-    margin = top2[:, 1] - top2[:, 0]
-    scale = float(np.abs(fp32).max())
-    err = np.abs(int8 - fp32).max(axis=1)
-    agree = fp32.argmax(1) == int8.argmax(1)
+def margins(rec: dict[str, Any]) -> dict[str, Any]:
+    """From a record with margin_record's lists: agreement by band of the FP32 margin over the median INT8 error,
+    the margins of the disagreeing images, the logit scale (largest |FP32 logit|)."""
+    margin, err = np.asarray(rec["fp32_margin"], float), np.asarray(rec["max_abs_error"], float)
+    scale = float(np.max(rec["fp32_max_abs"]))
+    agree = np.asarray(rec["fp32"]) == np.asarray(rec["int8"])
+    med_err = max(float(np.median(err)), 1e-12)
     bands = []
     edges = [0.0, 0.5, 1.0, 2.0, np.inf]
     for lo, hi in zip(edges[:-1], edges[1:]):
-        rows = (margin / np.maximum(np.median(err), 1e-12) >= lo) & (margin / np.maximum(np.median(err), 1e-12) < hi)
+        rows = (margin / med_err >= lo) & (margin / med_err < hi)
         bands.append({"margin_over_median_error": [lo, None if hi == np.inf else hi], "images": int(rows.sum()),
                       "agreement": float(agree[rows].mean()) if rows.any() else None})
     return {"logit_scale": scale, "median_margin": float(np.median(margin)),
@@ -110,11 +117,17 @@ def margins(fp32: np.ndarray, int8: np.ndarray) -> dict[str, Any]:
             "disagreeing_margins": [float(m) for m in margin[~agree]]}
 
 
-def run_one(bundle: Path, photos: Path, heldout: Path, cfg: dict[str, Any], log: Log) -> dict[str, Any]:
+def row_key(cfg: dict[str, Any]) -> str:
+    goal = f", agreement >= {100 * cfg['min_agreement']:g} %" if cfg.get("min_agreement") else ""
+    return f"{cfg['target']} {cfg['method']}{goal}"
+
+
+def run_one(bundle: Path, photos: Path, heldout: Path, cfg: dict[str, Any],
+            log: Log) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """One row: the export's facts and the per-image record (None where the export refused)."""
     from erudite_edge.core.bundle import Bundle
     from export.images import check_inputs
     from export.int8 import Int8Options, make_int8
-    from export.parity import onnx_logits
 
     with tempfile.TemporaryDirectory(prefix="erudite-int8-paper-") as tmp:
         copy = Path(tmp) / "bundle"
@@ -126,30 +139,39 @@ def run_one(bundle: Path, photos: Path, heldout: Path, cfg: dict[str, Any], log:
                                   min_agreement=cfg.get("min_agreement"), tuning_images=photos)
             r = make_int8(Bundle.load(copy, verify=True), options, log=log)
         except Exception as e:
-            return {**cfg, "error": str(e).splitlines()[0]}
+            return {"key": row_key(cfg), **cfg, "error": str(e).splitlines()[0]}, None
         seconds = time.perf_counter() - t
         b = Bundle.load(copy)
         inputs = check_inputs(b.preprocess, images=heldout, count=10_000)
-        fp32 = onnx_logits(copy / b.entry("main", "fp32").file, inputs.batch)
-        int8 = onnx_logits(copy / b.entry("main", "int8").file, inputs.batch)
+        fp32, int8 = role_logits(b, "fp32", inputs), role_logits(b, "int8", inputs)
+        rec = {**record(b, inputs, fp32, int8), **margin_record(fp32["main"], int8["main"])}
+        checked_agreement(rec, r, row_key(cfg))
     main = r["roles"]["main"]
     mp = r.get("mixed_precision", {}).get("main", {})
-    return {**cfg, "seconds": round(seconds, 1), "agreement": main["top1_agreement"], "count": r["count"],
+    return {"key": row_key(cfg), **cfg, "seconds": round(seconds, 1), "count": r["count"],
             "max_abs_diff": main["max_abs_diff"], "logit_scale": main["logit_scale"], "calibration": r["calibration"],
             "float_nodes": len(mp.get("nodes", [])), "kept_float": mp.get("kept_float", []),
-            "tuning_images": mp.get("tuning_images"), "margins": margins(fp32, int8)}
+            "tuning_images": mp.get("tuning_images")}, rec
 
 
-def render(rows: list[dict[str, Any]]) -> str:
-    lines = ["| target | method | goal | top-1 agreement % (held-out photos) | images | max abs logit diff / scale | "
+def derive(raw: RawSamples, settings: dict[str, Any]) -> dict[str, Any]:
+    """Every figure from the per-image records (what `python -m benchmarks.recompute` runs again): per row the
+    agreement with its Wilson interval and the margin table. No goal verdict: without labelled data the export
+    checks --min-agreement as measured, and the weights are random (no accuracy)."""
+    return {"figures": {key: {**figures(rec), "margins": margins(rec)} for key, rec in raw.values.get("records", {}).items()}}
+
+
+def render(rows: list[dict[str, Any]], figs: dict[str, dict[str, Any]]) -> str:
+    lines = ["| target | method | goal | top-1 agreement % [95 %] (held-out photos) | images | max abs logit diff / scale | "
              "median FP32 top-1 margin | float nodes |", "| --- " * 8 + "|"]
     for r in rows:
         goal = f"agreement >= {100 * r['min_agreement']:.0f}%" if r.get("min_agreement") else "none"
         if "error" in r:
             lines.append(f"| {r['target']} | {r['method']} | {goal} | failed: {r['error']} | | | | |")
             continue
-        m = r["margins"]
-        lines.append(f"| {r['target']} | {r['method']} | {goal} | {100 * r['agreement']:.1f} | {r['count']} | "
+        f = figs[r["key"]]
+        m, (lo, hi) = f["margins"], f["agreement_ci95"]
+        lines.append(f"| {r['target']} | {r['method']} | {goal} | {100 * f['agreement']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] | {r['count']} | "
                      f"{r['max_abs_diff']:.3f} / {r['logit_scale']:.2f} | {m['median_margin']:.3f} | {r['float_nodes']} |")
     return "\n".join(lines)
 
@@ -161,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--targets", default="onnxruntime,tensorrt")
     ap.add_argument("--min-agreement", type=float, default=98.0, help="percent; 0: fully quantized rows only")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bundle", type=Path, default=None,
+                    help="an FP32 bundle to quantize instead of the random-init ResNet-50 (made under --out)")
     args = ap.parse_args(argv)
 
     def log(msg: str) -> None:
@@ -170,21 +194,29 @@ def main(argv: list[str] | None = None) -> int:
 
     photos = write_photos(args.out / "photos", log)
     heldout = write_heldout(args.out / "heldout", log)
-    bundle = make_bundle(args.out, photos, args.seed, log)
+    bundle = args.bundle or make_bundle(args.out, photos, args.seed, log)
     configs = []
     for target in [t.strip() for t in args.targets.split(",") if t.strip()]:
         configs.append({"target": target, "method": "minmax"})
         if args.min_agreement:
             configs.append({"target": target, "method": "minmax", "min_agreement": args.min_agreement / 100})
     rows: list[dict[str, Any]] = []
+    raw = RawSamples("int8_paper_setting", values={"records": {}})
     command = "python -m benchmarks.studies.int8_paper_setting " + " ".join(argv if argv is not None else sys.argv[1:])
+    weights = (f"random init (seed {args.seed}); accuracy not measurable" if args.bundle is None
+               else f"those of {args.bundle}")
+    result: dict[str, Any] = {}
     for cfg in configs:
         log(f"== {cfg}")
-        rows.append(run_one(bundle, photos, heldout, cfg, log))
-        if args.json:
-            write_json_atomic(args.json, {"command": command.strip(), "weights": "random init (seed "
-                                          f"{args.seed}); accuracy not measurable", "bundle": str(bundle), "rows": rows})
-    print(render(rows))
+        row, rec = run_one(bundle, photos, heldout, cfg, log)
+        rows.append(row)
+        if rec is not None:
+            raw.values["records"][row["key"]] = rec
+        result = {"command": command.strip(), "weights": weights, "bundle": str(bundle), "settings": {}, "rows": rows,
+                  **derive(raw, {})}
+        if args.json:  # after each row: a killed run leaves the rows done
+            write_result(args.json, result, raw)
+    print(render(rows, result.get("figures", {})))
     return 0
 
 

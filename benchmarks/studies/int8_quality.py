@@ -6,7 +6,11 @@ same calibration images (seeded, balanced) and the same held-out test images.
         --data digits=runs/demo/data/digits --data mnist=runs/demo/data/mnist --data faces=runs/demo/data/faces
 
 Every configuration runs the real export path (export.int8.make_int8) in a temporary copy of the bundle,
-so the bundle itself is not changed. Writes JSON (--json) and prints a Markdown table.
+so the bundle itself is not changed. Writes JSON (--json) and prints a Markdown table. Beside the JSON,
+FILE.samples.json.gz keeps each configuration's FP32 and INT8 prediction, label and data set per test image
+(benchmarks.studies.int8_per_image); `python -m benchmarks.recompute FILE` re-derives every agreement, accuracy,
+ratio, interval and goal verdict from it. A configuration the export refused (goal wholly missed: nothing
+written) is a row with its error and no per-image record.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from erudite_edge.core.fileio import write_json_atomic
+from benchmarks.raw import RawSamples, write_result
+from benchmarks.studies.int8_per_image import checked_agreement, figures, record
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "minmax tensorrt": {"method": "minmax", "target": "tensorrt"},
@@ -50,8 +55,12 @@ for _method in ("minmax", "percentile"):
                 "method": _method, "target": _target, **GOAL}
 
 
-def run_one(bundle: Path, data: list[str], name: str, cfg: dict[str, Any], args: argparse.Namespace, log: Any) -> dict[str, Any]:
+def run_one(bundle: Path, data: list[str], name: str, cfg: dict[str, Any], args: argparse.Namespace,
+            log: Any) -> tuple[dict[str, Any], dict[str, Any] | None, list[float | None] | None]:
+    """One configuration: its row (facts of the export), its per-image record and the goal it was judged by
+    (None, None where the export refused)."""
     from erudite_edge.core.bundle import Bundle
+    from export.fp16 import agreement_inputs
     from export.int8 import Int8Options, make_int8
 
     with tempfile.TemporaryDirectory(prefix="erudite-int8-quality-") as tmp:
@@ -61,32 +70,49 @@ def run_one(bundle: Path, data: list[str], name: str, cfg: dict[str, Any], args:
         try:
             options = Int8Options(calib_count=args.calib_count, data=tuple(data), eval_count=args.eval_count,
                                   seed=args.seed, max_float=args.max_float, **cfg)
+            checked = options.checked()
             r = make_int8(Bundle.load(copy, verify=True), options, log=log)
         except Exception as e:  # a configuration that fails is a result too
-            return {"name": name, **cfg, "error": str(e).splitlines()[0]}
+            return {"name": name, **cfg, "error": str(e).splitlines()[0]}, None, None
         seconds = time.perf_counter() - t
+        written = Bundle.load(copy)
+        # the test images the export judged on (the same selection: data sets' test split, eval_count each)
+        rec = record(written, agreement_inputs(written, images=None, data=list(data), count=args.eval_count, log=None))
+        checked_agreement(rec, r, name)
     mp = r.get("mixed_precision", {}).get("main", {})
-    return {"name": name, **cfg, "seconds": round(seconds, 1), "agreement": r["roles"]["main"]["top1_agreement"],
-            "max_abs_diff": r["roles"]["main"]["max_abs_diff"], "logit_scale": r["roles"]["main"]["logit_scale"],
-            "count": r["count"], "accuracy": r.get("accuracy", {}), "calibration": r["calibration"],
-            "float_nodes": len(mp.get("nodes", [])), "kept_float": [s["group"] for s in mp.get("kept_float", [])],
-            "mixed_precision": mp, "seed": args.seed, "calib_count": args.calib_count}
+    row = {"name": name, **cfg, "seconds": round(seconds, 1),
+           "max_abs_diff": r["roles"]["main"]["max_abs_diff"], "logit_scale": r["roles"]["main"]["logit_scale"],
+           "count": r["count"], "calibration": r["calibration"],
+           "float_nodes": len(mp.get("nodes", [])), "kept_float": [s["group"] for s in mp.get("kept_float", [])],
+           "mixed_precision": mp, "seed": args.seed, "calib_count": args.calib_count}
+    return row, rec, [checked.min_agreement, checked.min_accuracy_ratio]
 
 
-def render(rows: list[dict[str, Any]]) -> str:
-    names = next((list(r["accuracy"]) for r in rows if r.get("accuracy")), [])
-    head = "| configuration | top-1 agreement % | max abs logit diff | " + " | ".join(
-        f"{n} int8 % (fp32 %)" for n in names) + " | worst int8/fp32 | float nodes |"
-    lines = [head, "| --- " * (5 + len(names)) + "|"]
+def derive(raw: RawSamples, settings: dict[str, Any]) -> dict[str, Any]:
+    """Every figure from the per-image records (what `python -m benchmarks.recompute` runs again): per
+    configuration agreement, accuracies, ratios, their intervals and the goal's verdict."""
+    goals = settings.get("goals", {})
+    return {"figures": {name: figures(rec, goals.get(name)) for name, rec in raw.values.get("records", {}).items()}}
+
+
+def render(rows: list[dict[str, Any]], figs: dict[str, dict[str, Any]]) -> str:
+    names = next((list(f["per_dataset"]) for f in figs.values() if f.get("per_dataset")), [])
+    head = "| configuration | top-1 agreement % [95 %] | max abs logit diff | " + " | ".join(
+        f"{n} int8 % (fp32 %)" for n in names) + " | worst int8/fp32 [95 %] | goal | float nodes |"
+    lines = [head, "| --- " * (6 + len(names)) + "|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['name']} | failed: {r['error']} |" + " |" * (3 + len(names)))
+            lines.append(f"| {r['name']} | failed: {r['error']} |" + " |" * (4 + len(names)))
             continue
-        acc = r["accuracy"]
-        ratio = min((a["int8"] / a["fp32"] if a["fp32"] else 1.0) for a in acc.values()) if acc else float("nan")
-        cells = [f"{100 * acc[n]['int8']:.1f} ({100 * acc[n]['fp32']:.1f})" for n in names]
-        lines.append(f"| {r['name']} | {100 * r['agreement']:.1f} | {r['max_abs_diff']:.2f} / {r['logit_scale']:.1f} | "
-                     + " | ".join(cells) + f" | {ratio:.3f} | {r['float_nodes']} |")
+        f = figs[r["name"]]
+        per = f.get("per_dataset", {})
+        worst = min(per, key=lambda n: per[n]["ratio"]) if per else None
+        ratio = f"{per[worst]['ratio']:.3f} [{per[worst]['ratio_ci95'][0]:.3f}, {per[worst]['ratio_ci95'][1]:.3f}]" if worst else "-"
+        cells = [f"{100 * per[n]['int8']:.1f} ({100 * per[n]['fp32']:.1f})" if n in per else "-" for n in names]
+        lo, hi = f["agreement_ci95"]
+        lines.append(f"| {r['name']} | {100 * f['agreement']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] | "
+                     f"{r['max_abs_diff']:.2f} / {r['logit_scale']:.1f} | " + " | ".join(cells)
+                     + f" | {ratio} | {f.get('goal', {}).get('status', '-')} | {r['float_nodes']} |")
     return "\n".join(lines)
 
 
@@ -113,14 +139,24 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr)
 
-    rows = []
+    command = "python -m benchmarks.studies.int8_quality " + " ".join(argv if argv is not None else sys.argv[1:])
+    rows: list[dict[str, Any]] = []
+    raw = RawSamples("int8_quality", values={"records": {}})
+    settings: dict[str, Any] = {"eval_count": args.eval_count, "calib_count": args.calib_count, "seed": args.seed,
+                                "goals": {}}
+    result: dict[str, Any] = {}
     for name in chosen:
         log(f"== {name}")
-        rows.append(run_one(args.bundle, args.data, name, CONFIGS[name], args, log))
-        if args.json:
-            write_json_atomic(args.json, {"command": "python -m benchmarks.studies.int8_quality " + " ".join(argv or sys.argv[1:]),
-                                          "bundle": str(args.bundle), "rows": rows})
-    print(render(rows))
+        row, rec, goal = run_one(args.bundle, args.data, name, CONFIGS[name], args, log)
+        rows.append(row)
+        if rec is not None:
+            raw.values["records"][name] = rec
+            settings["goals"][name] = goal
+        result = {"command": command.strip(), "bundle": str(args.bundle), "settings": settings, "rows": rows,
+                  **derive(raw, settings)}
+        if args.json:  # after each configuration: a killed run leaves the configurations done
+            write_result(args.json, result, raw)
+    print(render(rows, result.get("figures", {})))
     return 0
 
 

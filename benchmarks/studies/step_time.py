@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 from benchmarks.latency import Contender, Samples, interleaved, percentile
 from benchmarks.load import describe, run_quiet
-from benchmarks.raw import RawSamples, quantise
+from benchmarks.raw import RawSamples, quantise, write_result
 
 # contender -> (training variant, stage II's features)
 CONTENDERS = {"ours": ("ours", "fresh"), "ours-reuse": ("ours", "reuse"), "baseline+": ("baseline+", "fresh"),
@@ -241,7 +241,6 @@ def main(argv: list[str] | None = None) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from benchmarks.report import stdout_console
-    from erudite_edge.core.fileio import write_json_atomic
     from erudite_edge.errors import EruditeError
 
     console = stdout_console()
@@ -256,8 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     render(result, console)
     if args.json:
-        raw.write(args.json)  # the raw samples first: a summary never lies on disk without them
-        write_json_atomic(args.json, result)
+        write_result(args.json, result, raw)  # the raw samples first: a summary never lies on disk without them
     return 0
 
 

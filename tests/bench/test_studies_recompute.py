@@ -268,3 +268,79 @@ def test_pruning_paper_derive_recompute_and_pareto_plot(tmp_path, capsys):
     svg = tmp_path / "pareto.svg"
     front = plot(json.loads((REPO / "benchmarks/results/pruning.json").read_text()), svg)
     assert front and svg.read_text().lstrip().startswith("<?xml") and "mean top-1" in svg.read_text()
+def test_int8_quality(trained, tmp_path, capsys):
+    """Two configurations on the tiny trained model: each keeps FP32 and INT8 per test image; the agreement, accuracies,
+    ratios, intervals and the export's goal verdict are re-derived from them; a changed figure is caught."""
+    from benchmarks.studies import int8_quality
+
+    out = tmp_path / "int8_quality.json"
+    argv = ["--bundle", str(trained["bundle"]), "--calib-count", "16", "--eval-count", "10",
+            "--only", "minmax onnxruntime,minmax tensorrt", "--json", str(out)]
+    for d in trained["data"]:
+        argv += ["--data", d]
+    assert int8_quality.main(argv) == 0
+    checks = recompute(out)
+    assert not [c for c in checks if not c.ok] and len(checks) >= 30
+    raw = RawSamples.read(out)
+    assert raw.kind == "int8_quality"
+    r = json.loads(out.read_text())
+    for name in ("minmax onnxruntime", "minmax tensorrt"):
+        rec, fig = raw.values["records"][name], r["figures"][name]
+        assert len(rec["fp32"]) == len(rec["int8"]) == len(rec["label"]) == len(rec["dataset"]) == fig["images"] > 0
+        lo, hi = fig["agreement_ci95"]
+        assert lo <= fig["agreement"] <= hi and set(fig["per_dataset"]) == set(rec["datasets"])
+        # judged by the default goal of `export int8 --data`, as the export judged it
+        assert r["settings"]["goals"][name] == [0.98, 0.99] and fig["goal"]["status"] in ("met", "undecided")
+
+    def change(res):
+        res["figures"]["minmax tensorrt"]["agreement_ci95"][0] -= 0.01
+        res["figures"]["minmax onnxruntime"]["goal"]["status"] = "failed"
+
+    text = caught(out, tmp_path, change, capsys)
+    assert "DIFFERS figures minmax tensorrt agreement_ci95" in text and "DIFFERS figures minmax onnxruntime goal status" in text
+
+
+def test_int8_paper_setting(trained, tmp_path, capsys):
+    """The paper-setting rows on the tiny trained bundle (`--bundle`: not the ResNet-50): the per-photograph record
+    re-derives the agreement, its interval and the margin table; a changed figure is caught."""
+    from benchmarks.studies import int8_paper_setting
+
+    out = tmp_path / "paper.json"
+    assert int8_paper_setting.main(["--bundle", str(trained["bundle"]), "--out", str(tmp_path / "work"), "--targets",
+                                    "onnxruntime", "--min-agreement", "0", "--json", str(out)]) == 0
+    checks = recompute(out)
+    assert not [c for c in checks if not c.ok] and len(checks) >= 15
+    r, raw = json.loads(out.read_text()), RawSamples.read(out)
+    assert raw.kind == "int8_paper_setting" and list(r["figures"]) == ["onnxruntime minmax"]
+    rec, fig = raw.values["records"]["onnxruntime minmax"], r["figures"]["onnxruntime minmax"]
+    assert fig["images"] == r["rows"][0]["count"] == len(rec["fp32"]) == len(rec["fp32_margin"]) > 200
+    assert sum(b["images"] for b in fig["margins"]["bands"]) == fig["images"]
+
+    def change(res):
+        res["figures"]["onnxruntime minmax"]["margins"]["bands"][0]["images"] += 1
+
+    assert "DIFFERS figures onnxruntime minmax margins bands[0] images" in caught(out, tmp_path, change, capsys)
+
+
+def test_int8_entropy_diagnosis(trained, tmp_path, capsys):
+    """The diagnosis on the tiny trained model: every quantized model's per-image record re-derives its agreement,
+    accuracies, ratios and intervals, and the minmax margin table; a changed figure is caught."""
+    from benchmarks.studies import int8_entropy_diagnosis
+
+    out = tmp_path / "diag.json"
+    argv = [str(trained["bundle"]), "onnxruntime", "--calib-count", "16", "--eval-count", "10", "--bins", "256",
+            "--json", str(out)]
+    for d in trained["data"]:
+        argv += ["--data", d]
+    assert int8_entropy_diagnosis.main(argv) == 0
+    checks = recompute(out)
+    assert not [c for c in checks if not c.ok] and len(checks) >= 60
+    r, raw = json.loads(out.read_text()), RawSamples.read(out)
+    assert raw.kind == "int8_entropy_diagnosis"
+    assert set(int8_entropy_diagnosis.OPTS) <= set(r["figures"]) and len(r["figures"]) == len(int8_entropy_diagnosis.OPTS) + 4
+    assert sum(b["images"] for b in r["minmax_margins"]["bands"]) == r["figures"]["minmax"]["images"] > 0
+
+    def change(res):
+        res["figures"]["entropy"]["agreement"] = 0.5 if res["figures"]["entropy"]["agreement"] != 0.5 else 0.4
+
+    assert "DIFFERS figures entropy agreement" in caught(out, tmp_path, change, capsys)
