@@ -716,7 +716,8 @@ def make_int8(bundle: Bundle, options: Int8Options, *, log: Log | None = None) -
             )
         mixed[src.role] = {"goal": goal.describe(), "tuned_to": tuning_goal.describe(), "tuning_images": tuning.source,
                            "tuning_count": len(tuning.batch), "all_quantized": base.to_dict(),
-                           "kept_float": found.kept_float, "nodes": found.nodes, "reached": found.final,
+                           "kept_float": found.kept_float, "put_back": found.put_back, "nodes": found.nodes,
+                           "reached": found.final,
                            "float_nodes": len(found.nodes), "compute_nodes": len(nodes)}
         return found.nodes
 
