@@ -45,7 +45,7 @@ from benchmarks.environment import PowerMeter, environment
 from benchmarks.goals import evaluate
 from benchmarks.instrument import Instrumented
 from benchmarks.latency import Contender, Samples, blocks_total, interleaved, percentile, split_rounds, summarize
-from benchmarks.load import QUIET_OTHER, QUIET_STEAL, busy_now, describe, run_quiet
+from benchmarks.load import QUIET_OTHER, QUIET_STEAL, busy_reasons, run_label
 from benchmarks.memory import measure_memory
 from benchmarks.raw import RawSamples, quantise
 from benchmarks.scenarios import scenarios
@@ -268,10 +268,14 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> t
 
     warn = lambda msg: say(f"warning: {msg}", "yellow")  # noqa: E731
 
-    busy = busy_now()
-    if busy:
+    busy_measured_list, busy_average = busy_reasons()
+    busy = "; ".join(busy_measured_list + busy_average) or None
+    busy_measured = "; ".join(busy_measured_list) or None
+    if busy_measured:
         warn(f"this machine is busy ({busy}): the timings will be labelled \"under load\" and their intervals "
              "wider; for figures to publish, run on a quiet machine")
+    elif busy:
+        warn(f"this machine was busy lately ({busy}): if other work goes on, the timings will be labelled \"under load\"")
     raw = RawSamples("bench")
 
     # Cheap checks first: bundles, precisions, eval sets, source folder.
@@ -297,7 +301,7 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> t
         "command": cfg.command,
         "host": host_facts(),
         "environment": environment(meter),
-        "load": {"busy_at_start": busy},
+        "load": {"busy_at_start": busy, "busy_measured_at_start": busy_measured},
         "settings": {
             "backend": cfg.backend, "precisions": precisions, "batches": batches, "warmup": cfg.warmup,
             "warmup_ms": cfg.warmup_ms, "iters": cfg.iters, "min_duration_s": cfg.min_duration_s,
@@ -482,8 +486,7 @@ def run_bench(cfg: BenchConfig, console: Any = None, progress: bool = True) -> t
                                                   paired=cfg.interleave_precisions)
     series_loads = [r.get("load") for r in result["latency"]] + [e[m].get("load") for e in result["end_to_end"]
                                                                  for m in models if m in e]
-    quiet = run_quiet(series_loads) and not busy
-    label = describe(series_loads) if not run_quiet(series_loads) else "quiet" if quiet else f"under load (at the start: {busy})"
+    quiet, label = run_label(series_loads, busy_measured)
     result["load"].update(quiet=quiet, label=label, series=len(series_loads),
                           thresholds={"other_fraction": QUIET_OTHER, "steal_fraction": QUIET_STEAL})
     result["settings"]["runner_options_ignored"] = ignored_options

@@ -170,21 +170,51 @@ def describe(records: Sequence[dict[str, Any] | None]) -> str:
     return f"under load ({'; '.join(parts) or 'no /proc/stat'}; {quiet_n} of {len(recs)} series quiet)"
 
 
-def busy_now(sample_s: float = 0.5) -> str | None:
-    """A sentence saying why the machine is busy right now (before a run), or None when it is not:
-    other work over QUIET_OTHER of the cores during `sample_s`, or a 1-minute load above
-    BUSY_LOAD_PER_CORE per usable core."""
+def busy_reasons(sample_s: float = 0.5) -> tuple[list[str], list[str]]:
+    """Why the machine is busy right now (before a run): (measured, load average). Measured: other work over
+    QUIET_OTHER of the cores, or steal over QUIET_STEAL, during `sample_s`. Load average: a 1-minute load above
+    BUSY_LOAD_PER_CORE per usable core. Only the measured reasons bar a run from being called quiet: the
+    1-minute load is an exponential average over the last minutes that also counts work which has just
+    ended (a previous bench run's own threads, back to back), so it is grounds for a warning, not a label."""
     a = snapshot()
     time.sleep(sample_s)
     rec = LoadRecord.between(a, snapshot())
-    why = []
+    measured, average = [], []
     if rec.other_fraction is not None and rec.other_fraction > QUIET_OTHER:
-        why.append(f"other processes used {100 * rec.other_fraction:.0f} % of the {rec.cores} usable cores")
+        measured.append(f"other processes used {100 * rec.other_fraction:.0f} % of the {rec.cores} usable cores")
     if rec.steal_fraction is not None and rec.steal_fraction > QUIET_STEAL:
-        why.append(f"the hypervisor stole {100 * rec.steal_fraction:.1f} %")
+        measured.append(f"the hypervisor stole {100 * rec.steal_fraction:.1f} %")
     if rec.load1_after is not None and rec.load1_after > BUSY_LOAD_PER_CORE * rec.cores:
-        why.append(f"1-minute load {rec.load1_after:.2f} on {rec.cores} cores")
-    return "; ".join(why) or None
+        average.append(f"1-minute load {rec.load1_after:.2f} on {rec.cores} cores")
+    return measured, average
+
+
+def busy_now(sample_s: float = 0.5) -> str | None:
+    """A sentence saying why the machine is busy right now (busy_reasons, both kinds), or None when it is not."""
+    measured, average = busy_reasons(sample_s)
+    return "; ".join(measured + average) or None
+
+
+MEASURED_BUSY = ("other processes used", "the hypervisor stole")  # busy_reasons' measured sentences begin so
+
+
+def measured_busy(load: dict[str, Any]) -> str | None:
+    """The measured part of a run's busy-at-start record (`busy_measured_at_start`; a record written before that
+    field existed holds the joined sentence `busy_at_start`, whose measured parts begin with MEASURED_BUSY)."""
+    if "busy_measured_at_start" in load:
+        return load["busy_measured_at_start"]
+    parts = [p for p in (load.get("busy_at_start") or "").split("; ") if p.startswith(MEASURED_BUSY)]
+    return "; ".join(parts) or None
+
+
+def run_label(series: Sequence[dict[str, Any] | None], busy_measured: str | None) -> tuple[bool, str]:
+    """(quiet, label) of a run: quiet only when every series was quiet and nothing measured at the start said
+    the machine was busy."""
+    if not run_quiet(series):
+        return False, describe(series)
+    if busy_measured:
+        return False, f"under load (at the start: {busy_measured})"
+    return True, "quiet"
 
 
 @contextmanager

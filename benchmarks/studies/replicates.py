@@ -10,9 +10,9 @@ samples and its measured load (benchmarks.load); `--report-only` rebuilds the re
 The report (OUT/replicates.md and .json) lists, for every erudite/zoo ratio the goals judge (p50
 latency at batch 1, throughput at batch 8) and every INT8/FP32 ratio, at every precision: each run's
 point, 95 % interval and load label, and the between-run spread of the points. A verdict stands only
-where every run was quiet and every run's own verdict (benchmarks.stats.Verdict on its interval) agrees;
-otherwise INCONCLUSIVE with the reason: a run under load (its figures are still listed, labelled so),
-or runs that disagree.
+on at least 3 quiet runs whose own verdicts (benchmarks.stats.Verdict on each interval) agree; a run under
+load is listed, labelled so, and left out of the verdict where 3 quiet runs remain; otherwise INCONCLUSIVE
+with the reason (too few quiet runs, or quiet runs that disagree).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.goals import LATENCY_RATIO_B1, THROUGHPUT_RATIO_B8
+from benchmarks.load import measured_busy, run_label
 from benchmarks.stats import INCONCLUSIVE, Interval, Verdict
 from erudite_edge.core.fileio import write_json_atomic, write_text_atomic
 
@@ -65,25 +66,39 @@ def _entries(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+MIN_QUIET_RUNS = 3  # a replicate verdict rests on at least this many quiet runs
+
+
 def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per figure: every run's point, interval, verdict and load; the between-run spread; one verdict
-    only where all runs were quiet and agree."""
-    runs = [{"created": r.get("created"), "load": (r.get("load") or {}).get("label", "load not measured"),
-             "quiet": bool((r.get("load") or {}).get("quiet")), "figures": _entries(r)} for r in results]
+    """Per figure: every run's point, interval, verdict and load; the between-run spread (of every run); one
+    verdict only from at least MIN_QUIET_RUNS quiet runs that agree. Runs under load are listed with their
+    load; where there are enough quiet runs besides them they are left out of the verdict (and said so),
+    otherwise they make it INCONCLUSIVE."""
+    runs = []
+    for r in results:  # labelled by today's rule (benchmarks.load.run_label) from what each run recorded
+        series = [row.get("load") for row in r.get("latency", [])] + [e[m].get("load") for e in r.get("end_to_end", [])
+                                                                     for m in ("erudite", "zoo") if m in e]
+        quiet, label = run_label(series, measured_busy(r.get("load") or {})) if r.get("load") else (False, "load not measured")
+        runs.append({"created": r.get("created"), "load": label, "quiet": quiet, "figures": _entries(r)})
     names = list(dict.fromkeys(n for run in runs for n in run["figures"]))
+    quiet_runs = [k for k, run in enumerate(runs) if run["quiet"]]
+    loaded = [k + 1 for k, run in enumerate(runs) if not run["quiet"]]
     figures = []
     for n in names:
         per = [run["figures"].get(n) for run in runs]
         points = [p["point"] for p in per if p]
-        statuses = {p["status"] for p in per if p}
-        if any(p is None for p in per):
+        judged = [per[k] for k in quiet_runs] if len(quiet_runs) >= MIN_QUIET_RUNS else per
+        statuses = {p["status"] for p in judged if p}
+        aside = f"; run {', '.join(map(str, loaded))} under load: listed, not judged" if loaded and judged is not per else ""
+        if any(p is None for p in judged):
             status, why = INCONCLUSIVE, "not measured in every run"
-        elif not all(run["quiet"] for run in runs):
-            status, why = INCONCLUSIVE, f"{sum(not run['quiet'] for run in runs)} of {len(runs)} runs under load"
+        elif judged is per and loaded:
+            status, why = INCONCLUSIVE, (f"{len(loaded)} of {len(runs)} runs under load, {len(quiet_runs)} quiet "
+                                         f"(a verdict needs {MIN_QUIET_RUNS} quiet runs)")
         elif len(statuses) > 1:
-            status, why = INCONCLUSIVE, f"the runs disagree ({', '.join(sorted(statuses))})"
+            status, why = INCONCLUSIVE, f"the quiet runs disagree ({', '.join(sorted(statuses))}){aside}"
         else:
-            status, why = statuses.pop(), ""
+            status, why = statuses.pop(), aside[2:]
         figures.append({"figure": n, "runs": per, "spread": [min(points), max(points)] if points else None,
                         "status": status, "reason": why})
     return {"runs": runs, "figures": figures}
@@ -100,8 +115,9 @@ def to_markdown(report: dict[str, Any], command: str) -> str:
         spread = "-" if not f["spread"] else f"{f['spread'][0]:.3f}-{f['spread'][1]:.3f}"
         lines.append(f"| {f['figure']} | " + " | ".join(cells) + f" | {spread} | {f['status']}"
                      + (f" ({f['reason']})" if f["reason"] else "") + " |")
-    lines.append("\nA verdict stands only where every run was quiet (benchmarks/README.md, \"Load\") and every run's "
-                 "own verdict on its interval agrees; a run under load is listed with its load, never as quiet.\n")
+    lines.append(f"\nA verdict stands only on at least {MIN_QUIET_RUNS} quiet runs (benchmarks/README.md, \"Load\") whose own "
+                 "verdicts on their intervals agree; a run under load is listed with its load, never as quiet, and left "
+                 "out of the verdict (the spread still counts it).\n")
     return "\n".join(lines)
 
 

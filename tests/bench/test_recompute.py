@@ -79,16 +79,47 @@ def test_replicates_give_a_verdict_only_where_every_run_was_quiet_and_agrees():
 
     base = json.loads(EXAMPLE.read_text())
     runs = [copy.deepcopy(base) for _ in range(3)]
-    for r in runs:
-        r["load"].update(quiet=True, label="quiet")
+
+    def series(run):  # type: ignore[no-untyped-def]
+        return [row["load"] for row in run["latency"]] + [e[m]["load"] for e in run["end_to_end"] for m in ("erudite", "zoo") if m in e]
+
+    for r in runs:  # every series measured quiet; the 1-minute load at the start high (the run before, back to back)
+        for rec in series(r):
+            rec.update(other_fraction=0.02, steal_fraction=0.0)
+        r["load"] = {"busy_at_start": "1-minute load 1.89 on 2 cores", "quiet": False, "label": "under load (...)"}
     name = "p50 latency erudite/zoo, batch 1, fp32 (<= 0.52)"
     fig = next(f for f in combine(runs)["figures"] if f["figure"] == name)
     assert fig["status"] == base["goals"][0]["status"] == "PASS" and fig["reason"] == ""
     assert fig["spread"] == [base["latency"][0]["ratio"]["latency_p50"]] * 2
-    runs[1]["load"].update(quiet=False, label="under load (...)")
+    series(runs[1])[0]["other_fraction"] = 0.4  # one series under other work
     fig = next(f for f in combine(runs)["figures"] if f["figure"] == name)
-    assert fig["status"] == "INCONCLUSIVE" and fig["reason"] == "1 of 3 runs under load"
-    runs[1]["load"].update(quiet=True)
+    assert fig["status"] == "INCONCLUSIVE" and fig["reason"] == "1 of 3 runs under load, 2 quiet (a verdict needs 3 quiet runs)"
+    # a fourth run, quiet: the verdict rests on the three quiet ones; the loaded run is listed, not judged
+    fig = next(f for f in combine(runs + [copy.deepcopy(runs[0])])["figures"] if f["figure"] == name)
+    assert fig["status"] == "PASS" and fig["reason"] == "run 2 under load: listed, not judged"
+    series(runs[1])[0]["other_fraction"] = 0.02
+    runs[1]["load"]["busy_measured_at_start"] = "other processes used 40 % of the 2 usable cores"  # measured at the start
+    fig = next(f for f in combine(runs)["figures"] if f["figure"] == name)
+    assert fig["status"] == "INCONCLUSIVE" and fig["reason"].startswith("1 of 3 runs under load")
+    runs[1]["load"]["busy_measured_at_start"] = None
     runs[2]["latency"][0]["ratio_ci95"]["latency_p50"] = [0.53, 0.60]  # this run's interval misses the goal
     fig = next(f for f in combine(runs)["figures"] if f["figure"] == name)
-    assert fig["status"] == "INCONCLUSIVE" and fig["reason"] == "the runs disagree (FAIL, PASS)"
+    assert fig["status"] == "INCONCLUSIVE" and fig["reason"] == "the quiet runs disagree (FAIL, PASS)"
+
+
+def test_the_label_is_measured_the_load_average_only_warns():
+    """A run is quiet when every series was and nothing measured at the start said otherwise; the 1-minute load
+    average (which counts a run that has just ended) never makes it "under load" by itself. Records written before
+    `busy_measured_at_start` existed are read from their joined sentence."""
+    from benchmarks.load import measured_busy, run_label
+
+    quiet = {"other_fraction": 0.03, "steal_fraction": 0.0}
+    assert run_label([quiet, quiet], None) == (True, "quiet")
+    assert run_label([quiet, {"other_fraction": 0.3, "steal_fraction": 0.0}], None)[0] is False
+    assert run_label([quiet], "other processes used 40 % of the 2 usable cores") == (
+        False, "under load (at the start: other processes used 40 % of the 2 usable cores)")
+    assert run_label([], None)[0] is False
+    assert measured_busy({"busy_at_start": "1-minute load 1.89 on 2 cores"}) is None
+    assert measured_busy({"busy_at_start": "other processes used 40 % of the 2 usable cores; 1-minute load 3.1 on 2 cores"}) \
+        == "other processes used 40 % of the 2 usable cores"
+    assert measured_busy({"busy_at_start": "x", "busy_measured_at_start": None}) is None
