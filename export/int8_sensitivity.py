@@ -201,7 +201,7 @@ class Search:
     kept_float: list[dict[str, Any]]  # groups kept float, in the order chosen, with the figures after each
     nodes: list[str]
     final: dict[str, Any]
-    put_back: list[dict[str, Any]] = field(default_factory=list)  # groups tried float and quantized again
+    put_back: list[dict[str, Any]] = field(default_factory=list)  # steps tried after the best candidate, undone
 
 
 def search(
@@ -216,48 +216,46 @@ def search(
     verify: Quantize | None = None,
 ) -> Search:
     """Keep groups float, most sensitive first, until `goal` is met on the evaluator's images or
-    `max_float` nodes are float. A group whose float copy lowers the score (groups interact: the ranking
-    measured each alone) is put back and the search goes on without it. With `verify` (the quantizer whose
-    model is written), a candidate that meets the goal is re-made and re-measured with it; where that
-    misses, the search goes on with it. A search that ends without meeting the goal returns the best
-    candidate it measured (highest score, then the fewest float nodes), never merely the last one: on a
-    demo training the last candidate scored below the fully quantized model on the tuning images."""
+    `max_float` nodes are float. With `verify` (the quantizer whose model is written), a candidate that
+    meets the goal is re-made and re-measured with it; where that misses, the search goes on with it. A
+    search that ends without meeting the goal returns the best candidate it measured (highest score, then the
+    fewest float nodes), not merely the last one: groups interact (the ranking measured each alone), and on a
+    demo training the last candidate scored below the fully quantized model on the tuning images. (A step
+    that lowers the score is kept: later groups can lift the model past the goal from there.)"""
     nodes: list[str] = []
     steps: list[dict[str, Any]] = []
     make = quantize
     m = evaluate(make(work / "search-0.onnx", nodes))
-    best: tuple[Measure, list[str], Quantize] = (m, [], make)
+    best: tuple[Measure, list[str], Quantize, int] = (m, [], make, 0)  # measure, nodes, quantizer, steps taken
     for k, g in enumerate(list(ranking) + [None], start=1):  # type: ignore[list-item]
         if m.meets(goal) and verify is not None and make is not verify:
             make = verify
             m = evaluate(make(work / f"verify-{k}.onnx", nodes))
-            best = (m, list(nodes), make)
+            best = (m, list(nodes), make, len(steps))
         if m.meets(goal) or g is None:
             break
         if len(nodes) + len(g.nodes) > max_float:
             continue
-        trial = evaluate(make(work / f"search-{k}.onnx", nodes + g.nodes))
-        if trial.score() < m.score() - 1e-12:
-            steps.append({"group": g.group, "layers": g.layers, "nodes": g.nodes, "after": trial.to_dict(),
-                          "why": f"put back: its float copy lowered the score to {100 * trial.score():.1f}%"})
-            if log:
-                log(f"mixed precision: {g.group} float lowers agreement to {100 * trial.agreement:.1f}%: quantized again")
-            continue
-        nodes, m = nodes + g.nodes, trial
+        nodes += g.nodes
+        m = evaluate(make(work / f"search-{k}.onnx", nodes))
         why = f"leaving it float alone raised the score by {100 * g.gain:+.1f} points"
-        steps.append({"group": g.group, "layers": g.layers, "nodes": g.nodes, "why": why, "after": m.to_dict(),
-                      "kept": True})
+        steps.append({"group": g.group, "layers": g.layers, "nodes": g.nodes, "why": why, "after": m.to_dict()})
         if (m.score(), -len(nodes)) > (best[0].score(), -len(best[1])):
-            best = (m, list(nodes), make)
+            best = (m, list(nodes), make, len(steps))
         if log:
             log(f"mixed precision: {g.group} stays float -> agreement {100 * m.agreement:.1f}%"
                 + (f", worst accuracy ratio {min(m.ratio.values()):.3f}" if m.ratio else ""))
-    if not m.meets(goal):
-        m, nodes, make = best
+    dropped: list[dict[str, Any]] = []
+    if not m.meets(goal) and best[1] != nodes:
+        dropped = steps[best[3]:]
+        m, nodes, make, taken = best
+        steps = steps[:taken]
+        if log:
+            log(f"mixed precision: the goal is not reached; the best candidate tried is kept ({len(nodes)} float nodes, "
+                f"agreement {100 * m.agreement:.1f}%), not the last")
     if verify is not None and make is not verify:
         m = evaluate(verify(work / "verify-final.onnx", nodes))
-    kept = [{k: v for k, v in st.items() if k != "kept"} for st in steps if st.get("kept") and set(st["nodes"]) <= set(nodes)]
-    return Search(goal.describe(), m.meets(goal), kept, nodes, m.to_dict(), [st for st in steps if not st.get("kept")])
+    return Search(goal.describe(), m.meets(goal), steps, nodes, m.to_dict(), dropped)
 
 
 def keep_float(quantized: onnx.ModelProto, reference: onnx.ModelProto, nodes: Sequence[str]) -> onnx.ModelProto:
