@@ -191,6 +191,29 @@ def run_one(cfg: Any, result_path: Path, variant: str, seed: int, extra: Mapping
     return result
 
 
+def demo_setup(args: Any, quick: bool = False) -> tuple[Any, list[str]]:
+    """The demo's training plan and data, as the accuracy studies share them: `args.threads` torch threads, the
+    full (or quick) plan at `args.input_size` where given, and `args.data` or the demo mixture written to
+    OUT/data."""
+    import dataclasses
+
+    import torch
+
+    from train.demo import DemoPlan
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    plan = DemoPlan.make(quick)
+    if args.input_size:
+        plan = dataclasses.replace(plan, image_size=args.input_size)
+    data = args.data
+    if not data:
+        from train.demo_data import write_mixture
+
+        data = write_mixture(args.out / "data", max_per_dataset=plan.max_per_dataset, size=plan.image_size)
+    return plan, data
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.studies.accuracy_seeds", description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/accuracy_demo"))
@@ -212,26 +235,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import dataclasses
 
-    import torch
-
     from erudite_edge.core.fileio import write_json_atomic, write_text_atomic
-    from train.demo import DemoPlan
 
     if args.overrides and not args.tag:
         ap.error("--set changes the demo's settings: give --tag NAME so these runs are not taken for the demo's")
     if args.tag and not re.fullmatch(r"[\w=-]+", args.tag):
         ap.error(f"--tag {args.tag}: letters, digits, _ - and = only (it is part of file names)")
     settings = parse_overrides(args.overrides)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    plan = DemoPlan.make(args.quick)
-    if args.input_size:
-        plan = dataclasses.replace(plan, image_size=args.input_size)
-    data = args.data
-    if not data:
-        from train.demo_data import write_mixture
-
-        data = write_mixture(args.out / "data", max_per_dataset=plan.max_per_dataset, size=plan.image_size)
+    plan, data = demo_setup(args, args.quick)
     overrides = {k: v for k, v in {"backbone": args.backbone, "epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch,
                                    "pretrained": False if args.no_pretrained else None}.items() if v is not None} | settings
     (args.out / "results").mkdir(parents=True, exist_ok=True)

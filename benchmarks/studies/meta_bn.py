@@ -29,7 +29,15 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from benchmarks.studies.accuracy_seeds import markdown, platform_record, result_name, run_one, same_settings, summarize
+from benchmarks.studies.accuracy_seeds import (
+    demo_setup,
+    markdown,
+    platform_record,
+    result_name,
+    run_one,
+    same_settings,
+    summarize,
+)
 from benchmarks.studies.meta_features_accuracy import t_interval
 
 MODES = ("train", "eval", "frozen")
@@ -211,20 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         write_text_atomic(args.out / "cosines.md", cosines_markdown(rec["summary"], rec["command"], rec["cpu_s"], rec["platform"]))
         return 0
 
-    import torch
 
-    from train.demo import DemoPlan
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    plan = DemoPlan.make(False)
-    if args.input_size:
-        plan = dataclasses.replace(plan, image_size=args.input_size)
-    data = args.data
-    if not data:
-        from train.demo_data import write_mixture
-
-        data = write_mixture(args.out / "data", max_per_dataset=plan.max_per_dataset, size=plan.image_size)
+    plan, data = demo_setup(args)
     overrides = {k: v for k, v in {"backbone": args.backbone, "epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch,
                                    "pretrained": False if args.no_pretrained else None}.items() if v is not None}
     base = dataclasses.replace(plan.train_config(data, args.out / "runs", "ours"), **overrides)

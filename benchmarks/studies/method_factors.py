@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from benchmarks.studies.accuracy_seeds import platform_record, result_name, run_one, same_settings, summarize
+from benchmarks.studies.accuracy_seeds import demo_setup, platform_record, result_name, run_one, same_settings, summarize
 
 DEMO_EPOCHS = 2
 LENGTHS = (2, 5, 10)
@@ -185,25 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--input-size", type=int, default=None)
     args = ap.parse_args(argv)
 
-    import torch
 
     from erudite_edge.core.fileio import write_json_atomic, write_text_atomic
-    from train.demo import DemoPlan
 
     factors = [f.strip() for f in args.factors.split(",") if f.strip()]
     unknown = [f for f in factors if f not in FACTORS]
     if unknown:
         ap.error(f"--factors {','.join(unknown)}: one of {', '.join(FACTORS)}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    plan = DemoPlan.make(False)
-    if args.input_size:
-        plan = dataclasses.replace(plan, image_size=args.input_size)
-    data = args.data
-    if not data:
-        from train.demo_data import write_mixture
-
-        data = write_mixture(args.out / "data", max_per_dataset=plan.max_per_dataset, size=plan.image_size)
+    plan, data = demo_setup(args)
     small = {k: v for k, v in {"backbone": args.backbone, "steps_per_epoch": args.steps_per_epoch,
                                "pretrained": False if args.no_pretrained else None}.items() if v is not None}
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
