@@ -73,7 +73,8 @@ def measure(args: argparse.Namespace, log: Callable[[str], None]) -> tuple[dict[
     from train.demo_data import write_mixture
     from train.entry import train
     from train.evaluate_run import evaluate_run
-    from train.prune import PruneOptions, prune_run
+    from train.prune import PruneOptions
+    from train.prune_run import prune_run
 
     work = Path(args.work)
     plan = DemoPlan.make(quick=args.quick)

@@ -38,7 +38,8 @@ def prune_command(
     """Prune a run's channels (Torch-Pruning's dependency graph; classifiers, projections and gate kept) into a
     new run; fine-tune it with `erudite-edge train --finetune RUN_PRUNED`."""
     _require_torch()
-    from train.prune import PruneOptions, prune_run
+    from train.prune import PruneOptions
+    from train.prune_run import prune_run
 
     opts = PruneOptions(ratio=ratio, target_macs=target_macs, target_latency_ms=target_latency_ms, importance=importance,
                         scope=scope, steps=steps, taylor_batches=taylor_batches, sparsity=sparsity)
