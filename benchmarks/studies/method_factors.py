@@ -140,7 +140,9 @@ def describe(st: Setting) -> str:
     return f"{st.epochs} epochs" + (f", {changed}" if changed else "")
 
 
-def markdown(rows: Sequence[Mapping[str, Any]], command: str, best: int | None, cpu_s: float, platform: Mapping[str, Any]) -> str:
+def markdown(rows: Sequence[Mapping[str, Any]], command: str, best: int | None, cpu_s: float, platform: Mapping[str, Any],
+             measured_best: int | None = None) -> str:
+    """`best`: the length stage 2 ran at; `measured_best`: stage 1's best where --best-epochs set another."""
     def pm(s: Mapping[str, Any] | None) -> str:
         if not s:
             return "-"
@@ -150,7 +152,9 @@ def markdown(rows: Sequence[Mapping[str, Any]], command: str, best: int | None, 
     lines = ["# Where does the method help? ours - baseline on the demo mixture, one factor at a time", "",
              "Top-1 % (mean over the three data sets' test splits, joint label space), mean +- std over seeds (seeds); "
              "paired differences ours - baseline per seed, 95 % Student-t interval across seeds.", "", "    " + command, "",
-             f"Best length (ours' mean top-1 over seeds, stage 1): {best if best is not None else 'not yet (stage 1 unfinished)'}", "",
+             "Best length (ours' mean top-1 over seeds, stage 1): "
+             + (f"{measured_best}; stage 2 ran at {best} epochs (--best-epochs)" if measured_best not in (None, best)
+                else f"{best if best is not None else 'not yet (stage 1 unfinished)'}"), "",
              "| setting | ours | baseline | ours - baseline | 95 % interval | ours ahead / behind | shows |",
              "| --- | ---: | ---: | ---: | --- | --- | --- |"]
     for r in rows:
@@ -212,11 +216,14 @@ def main(argv: list[str] | None = None) -> int:
         summary = summarize(results, pairs)
         rows = table_rows(summary, settings)
         cpu = sum(r["train_cpu_s"] for r in results)
-        write_json_atomic(args.out / "summary.json", {"command": command, "best_epochs": best, "train_cpu_s": cpu,
+        measured = best_length(results, lengths, seeds)
+        write_json_atomic(args.out / "summary.json", {"command": command, "best_epochs": best, "stage1_best_epochs": measured,
+                                                      "train_cpu_s": cpu,
                                                       "rows": rows, "sentences": sentences(rows), "summary": summary,
                                                       "results": results})
         write_text_atomic(args.out / "factors.md", markdown(rows, command, best, cpu,
-                                                            results[0]["platform"] if results else platform_record()))
+                                                            results[0]["platform"] if results else platform_record(),
+                                                            measured_best=measured))
 
     def ensure(variant: str, st: Setting, seed: int) -> bool:
         """The run's result into `results` (finished, reused or trained now); False where --max-runs stops it."""
