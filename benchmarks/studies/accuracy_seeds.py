@@ -191,6 +191,23 @@ def run_one(cfg: Any, result_path: Path, variant: str, seed: int, extra: Mapping
     return result
 
 
+def add_small_settings(ap: argparse.ArgumentParser, epochs: bool = True) -> None:
+    """The options the accuracy studies' own tests shrink a training with: a tiny backbone, a few steps."""
+    ap.add_argument("--backbone", default=None)
+    ap.add_argument("--no-pretrained", action="store_true")
+    if epochs:
+        ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--steps-per-epoch", type=int, default=None)
+    ap.add_argument("--input-size", type=int, default=None)
+
+
+def small_overrides(args: Any) -> dict[str, Any]:
+    """The training options add_small_settings' flags change (those given), for dataclasses.replace."""
+    given = {"backbone": args.backbone, "epochs": getattr(args, "epochs", None), "steps_per_epoch": args.steps_per_epoch,
+             "pretrained": False if args.no_pretrained else None}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def demo_setup(args: Any, quick: bool = False) -> tuple[Any, list[str]]:
     """The demo's training plan and data, as the accuracy studies share them: `args.threads` torch threads, the
     full (or quick) plan at `args.input_size` where given, and `args.data` or the demo mixture written to
@@ -225,12 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="a training option changed from the demo's for every run (needs --tag)")
     ap.add_argument("--tag", default=None, help="names the --set runs: VARIANT@TAG, results VARIANT.TAG.sSEED.json")
-    # smaller settings, for the study's own test: a tiny backbone and a few steps
-    ap.add_argument("--backbone", default=None)
-    ap.add_argument("--no-pretrained", action="store_true")
-    ap.add_argument("--epochs", type=int, default=None)
-    ap.add_argument("--steps-per-epoch", type=int, default=None)
-    ap.add_argument("--input-size", type=int, default=None)
+    add_small_settings(ap)  # for the study's own test
     args = ap.parse_args(argv)
 
     import dataclasses
@@ -243,8 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--tag {args.tag}: letters, digits, _ - and = only (it is part of file names)")
     settings = parse_overrides(args.overrides)
     plan, data = demo_setup(args, args.quick)
-    overrides = {k: v for k, v in {"backbone": args.backbone, "epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch,
-                                   "pretrained": False if args.no_pretrained else None}.items() if v is not None} | settings
+    overrides = small_overrides(args) | settings
     (args.out / "results").mkdir(parents=True, exist_ok=True)
     command = "python -m benchmarks.studies.accuracy_seeds " + " ".join(argv if argv is not None else sys.argv[1:])
     label = (lambda v: f"{v}@{args.tag}") if args.tag else (lambda v: v)

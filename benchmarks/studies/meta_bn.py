@@ -30,12 +30,14 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from benchmarks.studies.accuracy_seeds import (
+    add_small_settings,
     demo_setup,
     markdown,
     platform_record,
     result_name,
     run_one,
     same_settings,
+    small_overrides,
     summarize,
 )
 from benchmarks.studies.meta_features_accuracy import t_interval
@@ -203,12 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", default=",".join(MODES), help="accuracy: modes")
     ap.add_argument("--reuse", type=Path, default=None, help="accuracy: accuracy_seeds' results folder holding ours.sSEED.json")
     ap.add_argument("--threads", type=int, default=None)
-    # smaller settings, for the study's own test
-    ap.add_argument("--backbone", default=None)
-    ap.add_argument("--no-pretrained", action="store_true")
-    ap.add_argument("--epochs", type=int, default=None)
-    ap.add_argument("--steps-per-epoch", type=int, default=None)
-    ap.add_argument("--input-size", type=int, default=None)
+    add_small_settings(ap)  # for the study's own test
     args = ap.parse_args(argv)
     if args.part == "report":
         from erudite_edge.core.fileio import write_json_atomic, write_text_atomic
@@ -222,8 +219,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
     plan, data = demo_setup(args)
-    overrides = {k: v for k, v in {"backbone": args.backbone, "epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch,
-                                   "pretrained": False if args.no_pretrained else None}.items() if v is not None}
+    overrides = small_overrides(args)
     base = dataclasses.replace(plan.train_config(data, args.out / "runs", "ours"), **overrides)
     args.out.mkdir(parents=True, exist_ok=True)
     command = "python -m benchmarks.studies.meta_bn " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -30,7 +30,16 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from benchmarks.studies.accuracy_seeds import demo_setup, platform_record, result_name, run_one, same_settings, summarize
+from benchmarks.studies.accuracy_seeds import (
+    add_small_settings,
+    demo_setup,
+    platform_record,
+    result_name,
+    run_one,
+    same_settings,
+    small_overrides,
+    summarize,
+)
 
 DEMO_EPOCHS = 2
 LENGTHS = (2, 5, 10)
@@ -182,11 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse", type=Path, default=None, help="accuracy_seeds' results folder (VARIANT.sSEED.json)")
     ap.add_argument("--max-runs", type=int, default=None, help="stop after this many new runs (resume later)")
     ap.add_argument("--threads", type=int, default=None)
-    # smaller settings, for the study's own test
-    ap.add_argument("--backbone", default=None)
-    ap.add_argument("--no-pretrained", action="store_true")
-    ap.add_argument("--steps-per-epoch", type=int, default=None)
-    ap.add_argument("--input-size", type=int, default=None)
+    add_small_settings(ap, epochs=False)  # for the study's own test (each setting sets its epochs)
     args = ap.parse_args(argv)
 
 
@@ -197,8 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"--factors {','.join(unknown)}: one of {', '.join(FACTORS)}")
     plan, data = demo_setup(args)
-    small = {k: v for k, v in {"backbone": args.backbone, "steps_per_epoch": args.steps_per_epoch,
-                               "pretrained": False if args.no_pretrained else None}.items() if v is not None}
+    small = small_overrides(args)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     lengths = [int(e) for e in args.lengths.split(",") if e.strip()]
     (args.out / "results").mkdir(parents=True, exist_ok=True)
