@@ -15,7 +15,7 @@ study's timing) takes a `Snapshot` before and after; `LoadRecord.between` keeps
 A series is quiet when the other work took at most QUIET_OTHER (10 %) of the cores' time and steal
 at most QUIET_STEAL (2 %); a run is quiet only if every series was (thresholds in
 benchmarks/README.md). The load average is recorded but not judged per series: it counts this
-process's own threads too. `busy_now` samples the machine for half a second before a run starts (the
+process's own threads too. `busy_reasons` samples the machine for half a second before a run starts (the
 bench warns when it is busy). Where /proc/stat is unreadable (macOS), the fractions are None and no
 series is called quiet.
 """
@@ -187,12 +187,6 @@ def busy_reasons(sample_s: float = 0.5) -> tuple[list[str], list[str]]:
     if rec.load1_after is not None and rec.load1_after > BUSY_LOAD_PER_CORE * rec.cores:
         average.append(f"1-minute load {rec.load1_after:.2f} on {rec.cores} cores")
     return measured, average
-
-
-def busy_now(sample_s: float = 0.5) -> str | None:
-    """A sentence saying why the machine is busy right now (busy_reasons, both kinds), or None when it is not."""
-    measured, average = busy_reasons(sample_s)
-    return "; ".join(measured + average) or None
 
 
 MEASURED_BUSY = ("other processes used", "the hypervisor stole")  # busy_reasons' measured sentences begin so
