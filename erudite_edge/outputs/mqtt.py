@@ -207,7 +207,8 @@ class MqttSink(Sink):
         self.spool = Spool(spool_dir, int(options.spool_max_mb * 1024 * 1024), options.spool_sync)
         self.published = 0  # acknowledged by the broker
         self.disconnects = 0
-        self._lock = threading.Condition()
+        self._lock = threading.Condition()  # the spool's counts, in flight, acknowledged, connected
+        self._write_lock = threading.Lock()  # spool writes one at a time (their fsyncs outside self._lock)
         self._acked: deque[int] = deque()  # mids from on_publish, settled by the network thread between loop() calls
         self._inflight: dict[int, int] = {}  # mid -> spool number
         self._connected = False
@@ -412,19 +413,21 @@ class MqttSink(Sink):
         record["model_sha256"] = self.model_sha256
         payload = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         topic = self.target.topic_for(stream_key(result))
-        with self._lock:
+        with self._write_lock:  # writers one at a time, in order; the file's fsyncs outside the network thread's lock
             try:
-                self.spool.put(topic, payload)
+                n, size = self.spool.write(topic, payload)
             except OSError as e:
                 from erudite_edge.core.fileio import os_error_line
                 from erudite_edge.errors import OutputError
 
                 raise OutputError(os_error_line(e, str(self.spool.root))) from None
-            if self.spool.dropped > self._dropped_seen:
-                self._dropped_seen = self.spool.dropped
-                self._warn_once("full", f"mqtt: the spool {self.spool.root} is full (--spool-max-mb "
-                                f"{self.options.spool_max_mb:g}): the oldest results are dropped (counted at the end)")
-            self._lock.notify_all()
+            with self._lock:
+                self.spool.admit(n, size)
+                if self.spool.dropped > self._dropped_seen:
+                    self._dropped_seen = self.spool.dropped
+                    self._warn_once("full", f"mqtt: the spool {self.spool.root} is full (--spool-max-mb "
+                                    f"{self.options.spool_max_mb:g}): the oldest results are dropped (counted at the end)")
+                self._lock.notify_all()
 
     def _close(self, wait: bool) -> None:
         if self._closed:

@@ -34,7 +34,8 @@ HEAD_BYTES = 65536 + 1  # an MQTT topic is at most 65535 bytes: its line ends wi
 
 
 class Spool:
-    """The spooled messages in order. Thread-safe only with its owner's lock (erudite_edge.outputs.mqtt)."""
+    """The spooled messages in order. Thread-safe only with its owner's locks (erudite_edge.outputs.mqtt): one
+    that serialises `write`s, and one around everything else (`admit`, `take`, `remove`, the counts)."""
 
     def __init__(self, root: Path, max_bytes: int, sync: str = "always"):
         if sync not in SYNC_MODES:
@@ -88,8 +89,16 @@ class Spool:
         return len(self._sizes)
 
     def put(self, topic: str, payload: bytes) -> int:
-        """Write one message; its number. Older messages are dropped first where it would pass the bound
-        (the newest one is always kept). OSError (a full disk) goes to the caller."""
+        """Write one message and admit it (write, then admit); its number."""
+        n, size = self.write(topic, payload)
+        self.admit(n, size)
+        return n
+
+    def write(self, topic: str, payload: bytes) -> tuple[int, int]:
+        """Phase 1, the slow one (the file and its fsyncs): one message's file, whole and (sync "always")
+        durable; its number and size. Not yet counted or handed out: `admit` does that. Writers call this
+        one at a time (their own lock), without the lock that guards the spool's counts, so the network
+        thread is not held up by the disk. OSError (a full disk) goes to the caller."""
         n = self._next
         self._next += 1
         data = topic.encode("utf-8") + b"\n" + payload
@@ -102,12 +111,17 @@ class Spool:
         os.replace(tmp, self._path(n))
         if self.sync:
             self._sync_folder()
-        self._sizes[n] = len(data)
+        return n, len(data)
+
+    def admit(self, n: int, size: int) -> None:
+        """Phase 2 (under the owner's lock): count a written message and queue it to be handed out, in the
+        order written; older messages are dropped first where it would pass the bound (the newest one is
+        always kept)."""
+        self._sizes[n] = size
         self._unsent.append(n)
-        self.bytes += len(data)
+        self.bytes += size
         while self.bytes > self.max_bytes and len(self._sizes) > 1:
             self._drop_oldest()
-        return n
 
     def _sync_folder(self) -> None:
         fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)

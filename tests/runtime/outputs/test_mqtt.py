@@ -237,6 +237,45 @@ def test_spool_bound_drops_the_oldest_and_counts_them(tmp_path: Path) -> None:
     again.close()
 
 
+@needs_paho
+def test_the_network_thread_is_not_held_up_by_a_writes_fsync(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A write's fsyncs (0.5-8 ms measured, far longer on a busy SD card) happen outside the lock the network
+    thread takes to send and settle acknowledgements: while one write is stuck in fsync, that lock is free, and
+    the message is counted (and handed out) only once its file is durable. Written to the real disk; only
+    fsync is held back."""
+    import os
+    import threading
+
+    from erudite_edge.outputs import spool as spool_module
+
+    sink = MqttSink(parse_mqtt_uri(f"mqtt://127.0.0.1:{free_port()}/t"), MqttOptions(spool=tmp_path / "spool"), "abc")
+    in_fsync, release = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        in_fsync.set()
+        assert release.wait(10)
+        real_fsync(fd)
+
+    monkeypatch.setattr(spool_module.os, "fsync", slow_fsync)
+    writer = threading.Thread(target=sink.write, args=(Result(0, "f0", [ClassScore(1, 0, "red", "colors", 0.9)], seq=0), None))
+    writer.start()
+    try:
+        assert in_fsync.wait(10)
+        got = sink._lock.acquire(timeout=2)  # what the network thread takes between loop() calls
+        assert got, "the sink's lock was held across the spool's fsync"
+        try:
+            assert len(sink.spool) == 0 and sink.spool.unsent() == 0  # not durable yet: not counted, not sendable
+        finally:
+            sink._lock.release()
+    finally:
+        release.set()
+        writer.join(10)
+        monkeypatch.setattr(spool_module.os, "fsync", real_fsync)
+    assert len(sink.spool) == 1 and sink.spool.unsent() == 1
+    sink.abort()
+
+
 @pytest.mark.slow  # fills a spool, over 1 s
 @needs_paho
 def test_spool_full_warns_once_and_counts_at_the_end(tmp_path: Path, setup, capsys) -> None:  # type: ignore[no-untyped-def]
