@@ -183,10 +183,10 @@ FINETUNE_EPOCH_FRACTION = 0.25  # default length of a fine-tuning after pruning:
 FINETUNE_LR_FACTOR = 0.1  # its learning rates: the run's times this, unless given
 
 
-def finetune_values(source: str | os.PathLike[str], given: dict[str, Any]) -> dict[str, Any]:
+def finetune_values(source: str | os.PathLike[str], given: dict[str, Any], lr_factor: float = FINETUNE_LR_FACTOR) -> dict[str, Any]:
     """`train --finetune RUN_PRUNED`: the pruned run's options (RUN_PRUNED/run.json: the unpruned run's, which
     `prune` copied) with the options given now on top; by default FINETUNE_EPOCH_FRACTION of its epochs at
-    FINETUNE_LR_FACTOR times its learning rates, the same two-stage method, into RUN_PRUNED-ft."""
+    `lr_factor` (FINETUNE_LR_FACTOR) times its learning rates, the same two-stage method, into RUN_PRUNED-ft."""
     import json
 
     src = Path(source)
@@ -203,7 +203,7 @@ def finetune_values(source: str | os.PathLike[str], given: dict[str, Any]) -> di
     changed = [k for k in FIXED_ON_RESUME if k in given and k != "batch_per_dataset" and given[k] != saved.get(k)]
     if changed:
         raise UsageError(f"--finetune: {', '.join(changed)} differ from the pruned run in {run}; fine-tuning keeps its model and data")
-    f = FINETUNE_LR_FACTOR
+    f = lr_factor
     values = {**saved, "epochs": max(1, round(saved.get("epochs", 100) * FINETUNE_EPOCH_FRACTION)), "pretrained": False,
               "out": f"{run}-ft", "lr": saved.get("lr", 0.1) * f, "backbone_lr": saved.get("backbone_lr", 0.01) * f,
               "theta_lr": None if saved.get("theta_lr") is None else saved["theta_lr"] * f, "qat": None}

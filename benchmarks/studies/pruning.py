@@ -6,8 +6,9 @@ interval of the p50 ratio over the rounds) and mean / per-data-set top-1 on the 
 
 The unpruned model is the demo's `ours` on EfficientNet-Lite0 with ImageNet weights (train.demo's plan:
 --quick is its quick plan); each pruned model is fine-tuned from it with `train --finetune`'s defaults
-(a quarter of the run's epochs, at least 1, at 0.1x its learning rates) unless --finetune-epochs is given,
-and with --distill from the unpruned run. The unpruned model gets no such extra epochs: a pruned model's
+(a quarter of the run's epochs, at least 1, at 0.1x its learning rates) unless --finetune-epochs or
+--finetune-lr-factor is given (TAO's retrain: the run's own schedule, `--finetune-epochs 2 --finetune-lr-factor 1`),
+and with --distill from the unpruned run. Each fine-tuning setting has its own run (SEED/r0.4-ft-e2-lr1-kd). The unpruned model gets no such extra epochs: a pruned model's
 top-1 is compared with the model it was pruned from. Every figure is judged by measured latency, never by
 MACs. With --json the raw samples (every timed call, round by round, with the load) and each run's top-1
 go beside it: `python -m benchmarks.recompute FILE` re-derives the figures, and the Pareto plot (latency vs mean top-1,
@@ -36,6 +37,14 @@ LATENCY_GOAL = 0.6  # the issue's goal: a pruned model at <= 0.6x the unpruned l
 
 def _name(ratio: float) -> str:
     return f"pruned {ratio:g}"
+
+
+def tuned_dir(root: Path, ratio: float, epochs: int | None, lr_factor: float | None, distill: bool) -> Path:
+    """Where a ratio's fine-tuned run lives: named by every fine-tuning setting that changes it, so that a second
+    invocation with other settings trains its own run instead of reusing one tuned otherwise (r0.4-ft: train
+    --finetune's defaults without --distill; r0.4-ft-e4-lr1-kd: 4 epochs at 1x the run's learning rates, distilled)."""
+    tag = "".join([f"-e{epochs}" if epochs else "", f"-lr{lr_factor:g}" if lr_factor is not None else "", "-kd" if distill else ""])
+    return root / f"r{ratio:g}-ft{tag}"
 
 
 def _session(path: Path, threads: int) -> Any:
@@ -93,7 +102,8 @@ def measure(args: argparse.Namespace, log: Callable[[str], None]) -> tuple[dict[
             train(cfg, progress=False)
         runs = {UNPRUNED: base}
         for ratio in args.ratios:
-            pruned, tuned = root / f"r{ratio:g}", root / f"r{ratio:g}-ft"
+            pruned = root / f"r{ratio:g}"
+            tuned = tuned_dir(root, ratio, args.finetune_epochs, args.finetune_lr_factor, args.distill)
             if not (tuned / "best").is_dir():
                 log(f"seed {seed}: pruning {ratio:g} and fine-tuning")
                 if not pruned.exists():
@@ -103,7 +113,8 @@ def measure(args: argparse.Namespace, log: Callable[[str], None]) -> tuple[dict[
                     given["epochs"] = args.finetune_epochs
                 if args.distill:
                     given["distill"] = str(base)
-                train(TrainConfig.from_dict(finetune_values(pruned, given)), progress=False)
+                lr = {} if args.finetune_lr_factor is None else {"lr_factor": args.finetune_lr_factor}
+                train(TrainConfig.from_dict(finetune_values(pruned, given, **lr)), progress=False)
             runs[_name(ratio)] = tuned
         for name, run in runs.items():
             metrics, _ = evaluate_run(run, data, split="test", workers=0, device="cpu")
@@ -111,7 +122,7 @@ def measure(args: argparse.Namespace, log: Callable[[str], None]) -> tuple[dict[
                                                  **{k: v["top1"] for k, v in metrics["datasets"].items()}}
             if seed == 0:
                 raw.values[f"facts/{name}"] = _model_facts(run, plan.image_size)
-                bundle = work / "bundles" / name.replace(" ", "-")
+                bundle = work / "bundles" / run.name  # the run's own (unpruned, r0.4-ft-e2-lr1-kd): never one tuned otherwise
                 if not (bundle / "bundle.json").exists():
                     export_checkpoint(run, bundle, data=data, parity_count=8, log=log)
                 paths[name] = Bundle.load(bundle).path(Bundle.load(bundle).entry("main"))
@@ -181,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="the demo's quick plan (150 images per data set, 48 px, 1 epoch)")
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--finetune-epochs", type=int, default=None, help="default: train --finetune's own")
+    ap.add_argument("--finetune-lr-factor", type=float, default=None,
+                    help="the fine-tuning's learning rates: the unpruned run's times this (default: train --finetune's own, 0.1)")
     ap.add_argument("--distill", action="store_true", help="fine-tune with --distill from the unpruned run")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=3)
@@ -195,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, file=sys.stderr)
 
     facts, raw = measure(args, log)
-    settings = {"batch": args.batch, "warmup": args.warmup, "iters": args.iters, "rounds": args.rounds, "ratios": args.ratios}
+    settings = {"batch": args.batch, "warmup": args.warmup, "iters": args.iters, "rounds": args.rounds, "ratios": args.ratios,
+                "finetune": {"epochs": args.finetune_epochs, "lr_factor": args.finetune_lr_factor, "distill": args.distill}}
     result = {"settings": settings, **facts, **derive(raw, settings), "versions": versions(),
               "command": "python -m benchmarks.studies.pruning " + " ".join(argv if argv is not None else sys.argv[1:])}
     print(render(result))

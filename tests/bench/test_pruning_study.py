@@ -1,0 +1,34 @@
+"""The demo pruning study's bookkeeping (its trainings are a study: benchmarks/results/pruning_seeds/)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.studies.pruning import tuned_dir
+from train.config import FINETUNE_LR_FACTOR, finetune_values
+
+
+def test_each_fine_tuning_setting_has_its_own_run(tmp_path: Path) -> None:
+    """A second invocation with another fine-tuning must train its own run, never reuse one tuned otherwise
+    (the study reuses what it finds)."""
+    settings = [(None, None, False), (None, None, True), (2, None, True), (2, 1.0, True), (4, 1.0, True), (4, 0.1, True)]
+    dirs = [tuned_dir(tmp_path, 0.4, *s) for s in settings]
+    assert len(set(dirs)) == len(settings)
+    assert tuned_dir(tmp_path, 0.4, 2, 1.0, True) == tmp_path / "r0.4-ft-e2-lr1-kd"
+    assert tuned_dir(tmp_path, 0.3, 2, 1.0, True) != tuned_dir(tmp_path, 0.4, 2, 1.0, True)
+
+
+@pytest.mark.parametrize("factor", [None, 1.0, 0.5])
+def test_finetune_learning_rates_scale_by_the_factor(tmp_path: Path, factor: float | None) -> None:
+    run = tmp_path / "run-p"
+    run.mkdir()
+    config = {"lr": 0.05, "backbone_lr": 0.005, "theta_lr": 0.002, "epochs": 8}
+    (run / "run.json").write_text(json.dumps({"train_config": config, "pruned_from": "run"}))
+    values = finetune_values(run, {}) if factor is None else finetune_values(run, {}, lr_factor=factor)
+    f = FINETUNE_LR_FACTOR if factor is None else factor
+    assert values["lr"] == pytest.approx(0.05 * f) and values["backbone_lr"] == pytest.approx(0.005 * f)
+    assert values["theta_lr"] == pytest.approx(0.002 * f) and values["epochs"] == 2
+    assert finetune_values(run, {"lr": 0.3}, lr_factor=factor or 0.1)["lr"] == 0.3  # given options win
