@@ -32,3 +32,17 @@ def test_finetune_learning_rates_scale_by_the_factor(tmp_path: Path, factor: flo
     assert values["lr"] == pytest.approx(0.05 * f) and values["backbone_lr"] == pytest.approx(0.005 * f)
     assert values["theta_lr"] == pytest.approx(0.002 * f) and values["epochs"] == 2
     assert finetune_values(run, {"lr": 0.3}, lr_factor=factor or 0.1)["lr"] == 0.3  # given options win
+
+
+def test_accuracy_goal_needs_the_mean_within_1_point_and_the_lower_end_above_minus_3() -> None:
+    from benchmarks.studies.meta_features_accuracy import t_interval
+    from benchmarks.studies.pruning import accuracy_verdict
+
+    def judge(diffs: list[float]) -> str:
+        return accuracy_verdict(sum(diffs) / len(diffs), t_interval(diffs))[0]
+
+    assert judge([-0.5, -0.2, -0.8]) == "PASS"
+    assert judge([-2.55, -0.78, -0.78]) == "NOT SHOWN"  # mean -1.37: misses by the point estimate, interval holds -1
+    assert judge([0.5, -0.5, -6.0]) == "NOT SHOWN"  # mean within 1 point, but the lower end far below -3
+    assert judge([-2.88, -3.55, -4.33]) == "FAIL"  # the whole interval below -1
+    assert accuracy_verdict(-0.1, None)[0] == "NOT SHOWN"
