@@ -203,6 +203,8 @@ def finetune_values(source: str | os.PathLike[str], given: dict[str, Any], lr_fa
     changed = [k for k in FIXED_ON_RESUME if k in given and k != "batch_per_dataset" and given[k] != saved.get(k)]
     if changed:
         raise UsageError(f"--finetune: {', '.join(changed)} differ from the pruned run in {run}; fine-tuning keeps its model and data")
+    if not (isinstance(lr_factor, (int, float)) and 0 < lr_factor <= 10):
+        raise UsageError(f"--finetune-lr-factor {lr_factor}: a number in (0, 10] (the pruned run's learning rates times it)")
     f = lr_factor
     values = {**saved, "epochs": max(1, round(saved.get("epochs", 100) * FINETUNE_EPOCH_FRACTION)), "pretrained": False,
               "out": f"{run}-ft", "lr": saved.get("lr", 0.1) * f, "backbone_lr": saved.get("backbone_lr", 0.01) * f,

@@ -33,11 +33,24 @@ from benchmarks.stats import Verdict, latency_ratio_ci
 from benchmarks.studies.meta_features_accuracy import t_interval
 
 UNPRUNED = "unpruned"
+AS_LONG = "unpruned, as long"  # --as-long: the control, trained its epochs + the fine-tuning's from the start
 LATENCY_GOAL = 0.6  # the issue's goal: a pruned model at <= 0.6x the unpruned latency (the interval below it)
 
 
 def _name(ratio: float) -> str:
     return f"pruned {ratio:g}"
+
+
+def finetune_epochs(base: Path, given: int | None) -> int:
+    """The fine-tuning's length: --finetune-epochs, or train --finetune's default for the unpruned run `base`."""
+    import json
+
+    from train.config import FINETUNE_EPOCH_FRACTION
+
+    if given:
+        return given
+    epochs = json.loads((base / "run.json").read_text())["train_config"].get("epochs", 100)
+    return max(1, round(epochs * FINETUNE_EPOCH_FRACTION))
 
 
 def tuned_dir(root: Path, ratio: float, epochs: int | None, lr_factor: float | None, distill: bool) -> Path:
@@ -102,6 +115,18 @@ def measure(args: argparse.Namespace, log: Callable[[str], None]) -> tuple[dict[
             cfg.seed = seed
             train(cfg, progress=False)
         runs = {UNPRUNED: base}
+        if args.as_long:  # the unpruned model trained as many epochs in total as a pruned one gets
+            total = plan.epochs + finetune_epochs(base, args.finetune_epochs)
+            control = root / f"{UNPRUNED}-e{total}"
+            if not (control / "best").is_dir():
+                log(f"seed {seed}: training the unpruned model {total} epochs (the control: as long as a pruned one)")
+                cfg = plan.train_config(data, control, "ours")
+                cfg.seed, cfg.epochs = seed, total
+                train(cfg, progress=False)
+            metrics, _ = evaluate_run(control, data, split="test", workers=0, device="cpu")
+            raw.values[f"top1/{seed}/{AS_LONG}"] = {"mean": metrics["mean_top1"],
+                                                   **{k: v["top1"] for k, v in metrics["datasets"].items()}}
+            facts["runs"].setdefault(AS_LONG, {})[str(seed)] = str(control)
         for ratio in args.ratios:
             pruned = root / f"r{ratio:g}"
             tuned = tuned_dir(root, ratio, args.finetune_epochs, args.finetune_lr_factor, args.distill)
@@ -194,7 +219,28 @@ def derive(raw: RawSamples, settings: dict[str, Any]) -> dict[str, Any]:
             row["top1_vs_unpruned_ci95"] = None if ci is None else [round(ci[0], 2), round(ci[1], 2)]
             row["accuracy_goal"], row["accuracy_reason"] = accuracy_verdict(float(np.mean(diffs)), ci)
         models[name] = row
-    return {"models": models, "load": load_summary(raw.load_records())}
+    out: dict[str, Any] = {"models": models, "load": load_summary(raw.load_records())}
+    if all(f"top1/{s}/{AS_LONG}" in raw.values for s in seeds):
+        out["as_long"] = as_long(raw, names, seeds)
+    return out
+
+
+def as_long(raw: RawSamples, names: list[str], seeds: list[int]) -> dict[str, Any]:
+    """Against the control (--as-long): each pruned model's top-1 minus that of the unpruned model trained as
+    many epochs in total, paired by seed, judged by the same rule: what pruning costs once the extra training
+    a fine-tuning gives is given to the unpruned model too."""
+    tops = [raw.values[f"top1/{s}/{AS_LONG}"]["mean"] for s in seeds]
+    block: dict[str, Any] = {"top1_mean": round(float(np.mean(tops)), 4), "models": {}}
+    for name in names:
+        if name == UNPRUNED:
+            continue
+        diffs = [100 * (raw.values[f"top1/{s}/{name}"]["mean"] - raw.values[f"top1/{s}/{AS_LONG}"]["mean"]) for s in seeds]
+        ci = t_interval(diffs)
+        goal, reason = accuracy_verdict(float(np.mean(diffs)), ci)
+        block["models"][name] = {"points": round(float(np.mean(diffs)), 2), "per_seed": [round(d, 2) for d in diffs],
+                                 "ci95": None if ci is None else [round(ci[0], 2), round(ci[1], 2)],
+                                 "accuracy_goal": goal, "accuracy_reason": reason}
+    return block
 
 
 def render(result: dict[str, Any]) -> str:
@@ -209,6 +255,13 @@ def render(result: dict[str, Any]) -> str:
         acc = f"{m['top1_vs_unpruned_points']:+.1f}" + (f" [{tci[0]:+.1f}, {tci[1]:+.1f}], {m['accuracy_goal']}" if tci else "")
         lines.append(f"| {name} | {m['params'] / 1e6:.2f} M ({m['params_vs_unpruned']:.2f}) | {m['macs'] / 1e6:.1f} M "
                      f"({m['macs_vs_unpruned']:.2f}) | {lat} | {100 * m['top1_mean']:.1f} % ({acc}) | {per} |")
+    control = result.get("as_long")
+    if control:
+        lines += ["", f"Against the unpruned model trained as long ({100 * control['top1_mean']:.1f} %, --as-long: its epochs "
+                  "+ the fine-tuning's, from the start), paired by seed:", ""]
+        for name, c in control["models"].items():
+            ci = c["ci95"]
+            lines.append(f"- {name}: {c['points']:+.1f} points" + (f" [{ci[0]:+.1f}, {ci[1]:+.1f}], {c['accuracy_goal']}" if ci else ""))
     return "\n".join(lines)
 
 
@@ -222,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--finetune-lr-factor", type=float, default=None,
                     help="the fine-tuning's learning rates: the unpruned run's times this (default: train --finetune's own, 0.1)")
     ap.add_argument("--distill", action="store_true", help="fine-tune with --distill from the unpruned run")
+    ap.add_argument("--as-long", action="store_true",
+                    help="also train the unpruned model its epochs + the fine-tuning's from the start, per seed: the "
+                         "control that separates what pruning costs from what the extra training gives")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--iters", type=int, default=30)
@@ -236,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
 
     facts, raw = measure(args, log)
     settings = {"batch": args.batch, "warmup": args.warmup, "iters": args.iters, "rounds": args.rounds, "ratios": args.ratios,
-                "finetune": {"epochs": args.finetune_epochs, "lr_factor": args.finetune_lr_factor, "distill": args.distill}}
+                "finetune": {"epochs": args.finetune_epochs, "lr_factor": args.finetune_lr_factor, "distill": args.distill},
+                "as_long": args.as_long}
     result = {"settings": settings, **facts, **derive(raw, settings), "versions": versions(),
               "command": "python -m benchmarks.studies.pruning " + " ".join(argv if argv is not None else sys.argv[1:])}
     print(render(result))

@@ -46,3 +46,26 @@ def test_accuracy_goal_needs_the_mean_within_1_point_and_the_lower_end_above_min
     assert judge([0.5, -0.5, -6.0]) == "NOT SHOWN"  # mean within 1 point, but the lower end far below -3
     assert judge([-2.88, -3.55, -4.33]) == "FAIL"  # the whole interval below -1
     assert accuracy_verdict(-0.1, None)[0] == "NOT SHOWN"
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--finetune-lr-factor", "0"], "a number in (0, 10]"),
+    (["--finetune-lr-factor", "-1"], "a number in (0, 10]"),
+])
+def test_bad_finetune_lr_factor_is_one_line_exit_2_nothing_written(tmp_path: Path, capsys, flags, says) -> None:  # type: ignore[no-untyped-def]
+    from trained_model import cli, one_error_line
+
+    run = tmp_path / "run-p"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"train_config": {"lr": 0.05, "epochs": 2}, "pruned_from": "run"}))
+    rc, _, err = cli(capsys, "train", "--finetune", run, *flags, "--out", tmp_path / "out")
+    assert rc == 2 and says in one_error_line(err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_finetune_lr_factor_without_finetune_is_one_line_exit_2(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from trained_model import cli, one_error_line
+
+    rc, _, err = cli(capsys, "train", "--data", tmp_path, "--finetune-lr-factor", "1", "--out", tmp_path / "out")
+    assert rc == 2 and "needs --finetune" in one_error_line(err)
+    assert not (tmp_path / "out").exists()

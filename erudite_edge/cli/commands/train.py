@@ -85,6 +85,9 @@ def train_command(
         None, "--finetune", help="Fine-tune a pruned run (from `erudite-edge prune`) with the same two-stage method. Its "
                                  "options are the run's own (a quarter of its epochs, at least 1, at 0.1x its learning "
                                  "rates, into RUN_PRUNED-ft) unless given."),
+    finetune_lr_factor: Optional[float] = typer.Option(
+        None, "--finetune-lr-factor", help="--finetune: the pruned run's learning rates times this (0.1); 1 retrains at the "
+                                           "run's own rates, as TAO's retrain does (see docs: what recovered the accuracy)."),
     distill: Optional[Path] = typer.Option(
         None, "--distill", help="Distil from this run's joint logits (e.g. the unpruned run): KL at --distill-temperature "
                                 "added to the loss with --distill-weight (erudite variants)."),
@@ -121,7 +124,9 @@ def train_command(
         if resume or qat is not None:
             raise UsageError("--finetune starts a new run from a pruned run; it cannot be combined with --resume or --qat "
                              "(resume the fine-tuning with --resume --out RUN_PRUNED-ft)")
-        values = finetune_values(finetune, values)
+        values = finetune_values(finetune, values, **({} if finetune_lr_factor is None else {"lr_factor": finetune_lr_factor}))
+    elif finetune_lr_factor is not None:
+        raise UsageError("--finetune-lr-factor needs --finetune RUN_PRUNED (it scales the pruned run's learning rates)")
     if qat is not None:
         from train.config import qat_values
 
