@@ -8,8 +8,10 @@ The unpruned model is the demo's `ours` on EfficientNet-Lite0 with ImageNet weig
 --quick is its quick plan); each pruned model is fine-tuned from it with `train --finetune`'s defaults
 (a quarter of the run's epochs, at least 1, at 0.1x its learning rates) unless --finetune-epochs or
 --finetune-lr-factor is given (TAO's retrain: the run's own schedule, `--finetune-epochs 2 --finetune-lr-factor 1`),
-and with --distill from the unpruned run. Each fine-tuning setting has its own run (SEED/r0.4-ft-e2-lr1-kd). The unpruned model gets no such extra epochs: a pruned model's
-top-1 is compared with the model it was pruned from. Every figure is judged by measured latency, never by
+and with --distill from the unpruned run. Each fine-tuning setting has its own run (SEED/r0.4-ft-e2-lr1-kd).
+The issue's goal compares a pruned model's top-1 with the model it was pruned from, which got no extra epochs;
+--as-long adds the control: the unpruned model trained its epochs + the fine-tuning's from the start, per seed,
+so that what pruning costs is told apart from what the extra training gives. Every figure is judged by measured latency, never by
 MACs. With --json the raw samples (every timed call, round by round, with the load) and each run's top-1
 go beside it: `python -m benchmarks.recompute FILE` re-derives the figures, and the Pareto plot (latency vs mean top-1,
 benchmarks/studies/pruning_plot.py) goes beside it as NAME_pareto.svg. Needs torch, Torch-Pruning, onnx,
