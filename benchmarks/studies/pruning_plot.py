@@ -4,6 +4,11 @@ one point per model, the Pareto front (no other model both faster and more accur
 
     python -m benchmarks.studies.pruning_plot benchmarks/results/pruning.json benchmarks/results/pruning_pareto.svg
 
+Several results (one per fine-tuning setting) in one plot, latency as a share of each run's own unpruned p50 (the
+absolute milliseconds move between runs; the paired ratio does not), one marker per setting:
+
+    python -m benchmarks.studies.pruning_plot OUT.svg "LABEL=RESULT.json" "LABEL=RESULT.json" ...
+
 matplotlib (Agg) writes it; SVG with fixed metadata, so the same result gives the same file.
 """
 
@@ -23,12 +28,20 @@ def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
     return sorted(front, key=lambda n: points[n][0])
 
 
-def plot(result: dict[str, Any], out: str | Path) -> list[str]:
-    """Write the plot to `out`; returns the Pareto front's model names."""
+def _pyplot() -> Any:
+    """matplotlib's pyplot on Agg, with SVG ids salted by a constant: the same result gives the same file."""
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "erudite-edge"
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot(result: dict[str, Any], out: str | Path) -> list[str]:
+    """Write the plot to `out`; returns the Pareto front's model names."""
+    plt = _pyplot()
 
     models = result["models"]
     base = models["unpruned"]["p50_ms"]
@@ -55,10 +68,61 @@ def plot(result: dict[str, Any], out: str | Path) -> list[str]:
     return front
 
 
+def plot_many(results: dict[str, dict[str, Any]], out: str | Path) -> list[str]:
+    """Every pruned model of every result (label: result) at (p50 x its run's unpruned, with the paired 95 %
+    interval; mean top-1), the unpruned model at 1.0, the unpruned model trained as long (--as-long) as a dashed
+    line where a result has it; the Pareto front over all of them. Write to `out`; returns the front as
+    "LABEL: MODEL" names."""
+    plt = _pyplot()
+
+    points: dict[str, tuple[float, float]] = {}
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    markers = "osD^vP*X"
+    for i, (label, result) in enumerate(results.items()):
+        xs, ys, errs = [], [], []
+        for name, m in result["models"].items():
+            if name == "unpruned":
+                points["unpruned"] = (1.0, 100 * m["top1_mean"])
+                continue
+            ci = m.get("p50_vs_unpruned_ci95")
+            x, y = m["p50_vs_unpruned"], 100 * m["top1_mean"]
+            points[f"{label}: {name}"] = (x, y)
+            xs.append(x)
+            ys.append(y)
+            errs.append((x - ci[0], ci[1] - x) if ci else (0.0, 0.0))
+            ax.annotate(name.removeprefix("pruned "), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.errorbar(xs, ys, xerr=[[e[0] for e in errs], [e[1] for e in errs]], fmt=markers[i % len(markers)],
+                    color=f"C{i}", capsize=3, label=label)
+        control = result.get("as_long")
+        if control and i == next(j for j, r in enumerate(results.values()) if r.get("as_long")):
+            ax.axhline(100 * control["top1_mean"], color="C7", ls="--", lw=1, label="unpruned, trained as long")
+    if "unpruned" in points:
+        ax.plot([1.0], [points["unpruned"][1]], "k*", markersize=10, label="unpruned")
+    front = pareto_front(points)
+    ax.plot([points[n][0] for n in front], [points[n][1] for n in front], "-", color="k", alpha=0.3, label="Pareto front")
+    ax.axvline(0.6, color="C3", ls=":", lw=1, label="latency goal 0.6x")
+    ax.set_xlabel("p50 latency, x the unpruned model's (ONNX Runtime CPU; bars: 95 % interval)")
+    ax.set_ylabel("mean top-1 (%), mean over seeds")
+    ax.set_title("pruning on the demo mixture: fine-tuning settings", fontsize=9)
+    ax.margins(x=0.1, y=0.1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(str(out), format="svg", metadata={"Date": None})
+    plt.close(fig)
+    return front
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if len(args) >= 2 and args[0].endswith(".svg") and all("=" in a for a in args[1:]):
+        results = {label: json.loads(Path(path).read_text()) for label, path in (a.split("=", 1) for a in args[1:])}
+        front = plot_many(results, args[0])
+        print(f"{args[0]}: Pareto front {'; '.join(front)}", file=sys.stderr)
+        return 0
     if len(args) != 2:
-        print("usage: python -m benchmarks.studies.pruning_plot RESULT.json OUT.svg", file=sys.stderr)
+        print("usage: python -m benchmarks.studies.pruning_plot RESULT.json OUT.svg\n"
+              "       python -m benchmarks.studies.pruning_plot OUT.svg LABEL=RESULT.json [LABEL=RESULT.json ...]", file=sys.stderr)
         return 2
     front = plot(json.loads(Path(args[0]).read_text()), args[1])
     print(f"{args[1]}: Pareto front {', '.join(front)}", file=sys.stderr)

@@ -69,3 +69,21 @@ def test_finetune_lr_factor_without_finetune_is_one_line_exit_2(tmp_path: Path, 
     rc, _, err = cli(capsys, "train", "--data", tmp_path, "--finetune-lr-factor", "1", "--out", tmp_path / "out")
     assert rc == 2 and "needs --finetune" in one_error_line(err)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_combined_pareto_plot_of_the_committed_results(tmp_path: Path) -> None:
+    """The README's plot from the committed results: every setting's pruned models, the front over all of them
+    (the default's 0.4 lies behind 4 epochs at 1x on both axes, so it is off the front)."""
+    from benchmarks.studies.pruning_plot import main
+
+    d = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "pruning_seeds"
+    out = tmp_path / "all.svg"
+    assert main([str(out), f"default={d / 'pruning_seeds.json'}", f"4 epochs, 1x={d / 'ft_e4_lr1.json'}"]) == 0
+    svg = out.read_text()
+    assert svg.startswith("<?xml") and "unpruned, trained as long" in svg
+    from benchmarks.studies.pruning_plot import plot_many
+
+    front = plot_many({"default": json.loads((d / "pruning_seeds.json").read_text()),
+                       "4 epochs, 1x": json.loads((d / "ft_e4_lr1.json").read_text())}, tmp_path / "again.svg")
+    assert "4 epochs, 1x: pruned 0.4" in front and "default: pruned 0.4" not in front
+    assert (tmp_path / "again.svg").read_bytes() == out.read_bytes()  # the same results give the same file
