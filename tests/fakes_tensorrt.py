@@ -353,6 +353,10 @@ class FakeBuild:
     configs: list[FakeBuilderConfig] = field(default_factory=list)
     built: int = 0  # plans built (IBuilder.build_serialized_network)
     saved: list[str] = field(default_factory=list)  # paths written
+    # what TensorRT logs at INFO while building with SPARSE_WEIGHTS (the developer guide's two "(Sparsity)" lines):
+    # (eligible, picked) layer names; None: it logs nothing about sparsity
+    sparse_log: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+    info_log: tuple[str, ...] = ("Building engine",)  # Polygraphy's own INFO messages during the build (shown)
 
 
 def install_fake_polygraphy_build(monkeypatch, trt_module: types.ModuleType, spec: EngineSpec,
@@ -361,6 +365,11 @@ def install_fake_polygraphy_build(monkeypatch, trt_module: types.ModuleType, spe
     the loaders build_serialized uses (and the EngineFromNetwork/SaveEngine pair it used before), over the
     fake tensorrt module: a build "serialises" `build.plan`; deserialising goes through trt.Runtime, counted."""
     build = build or FakeBuild()
+    import polygraphy.config as real_config  # the real Polygraphy logger and what it imports when it logs,
+    import polygraphy.constants as real_constants  # kept under the stand-in package
+    import polygraphy.logger as real_logger
+
+    G_LOGGER = real_logger.G_LOGGER  # noqa: N806 (Polygraphy's name)
 
     class PolygraphyException(Exception):
         pass
@@ -391,8 +400,16 @@ def install_fake_polygraphy_build(monkeypatch, trt_module: types.ModuleType, spe
     def EngineBytesFromNetwork(network, config=None, save_timing_cache=None):  # noqa: N802
         def call():
             builder, net, _ = network
-            config(builder, net)
+            cfg = config(builder, net)
             build.built += 1
+            for message in build.info_log:
+                G_LOGGER.info(message)
+            if build.sparse_log is not None and cfg.kwargs.get("sparse_weights"):
+                # TensorRT logs these at INFO; Polygraphy's TensorRT logger hands INFO to G_LOGGER.verbose
+                # (polygraphy/backend/trt/util.py get_trt_logger): the real Polygraphy logger gets them here
+                eligible, picked = build.sparse_log
+                G_LOGGER.verbose(f"(Sparsity) Layers eligible for sparse math: {', '.join(eligible)}")
+                G_LOGGER.verbose(f"(Sparsity) TRT inference plan picked sparse implementation for layers: {', '.join(picked)}")
             return build.plan
         return call
 
@@ -425,6 +442,9 @@ def install_fake_polygraphy_build(monkeypatch, trt_module: types.ModuleType, spe
         setattr(trt_loaders, name, obj)
     common.SaveBytes = SaveBytes  # type: ignore[attr-defined]
     pkg.__version__ = "0.53.6"  # type: ignore[attr-defined]
+    pkg.config, pkg.constants, pkg.logger = real_config, real_constants, real_logger  # type: ignore[attr-defined]
     for mod in (pkg, backend, trt_loaders, common, exception):
         monkeypatch.setitem(sys.modules, mod.__name__, mod)
+    for real in (real_config, real_constants, real_logger):
+        monkeypatch.setitem(sys.modules, real.__name__, real)
     return build

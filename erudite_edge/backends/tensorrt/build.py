@@ -21,6 +21,7 @@ an entry in bundle.json keyed by role, precision (best included) and DLA core.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import json
@@ -34,6 +35,8 @@ from erudite_edge._version import __version__
 from erudite_edge.backends.tensorrt.device_memory import current_device, polygraphy_version
 from erudite_edge.backends.tensorrt.runner import device_with_dla_cores, dims_list, tensorrt_version
 from erudite_edge.backends.tensorrt.sidecar import DeviceInfo, EngineSidecar, sidecar_path, write_sidecar
+from erudite_edge.backends.tensorrt.sparse_log import SparseLayers, sparsity_log
+from erudite_edge.backends.tensorrt.sparse_log import parse as parse_sparsity
 from erudite_edge.core.bundle import ATTENTION_OUTPUT, Bundle, ModelEntry, default_filename
 from erudite_edge.core.fileio import atomic_path
 from erudite_edge.core.preprocess import PreprocessSpec
@@ -222,7 +225,8 @@ def plan_build(precision: str, caps: TrtCapabilities) -> BuildPlan:
 def with_sparse_weights(plan: BuildPlan, bundle: Bundle, caps: TrtCapabilities, say: Callable[[str], None]) -> BuildPlan:
     """`plan` with TensorRT's SPARSE_WEIGHTS builder flag when the bundle's weights are 2:4 sparse (bundle.json
     "sparsity", counted on the weights at export: `prune --sparsity 2:4`); the layers that qualify are said.
-    Which ones TensorRT then runs on sparse kernels is its choice (its verbose build log lists them)."""
+    Which ones TensorRT then runs on sparse kernels is its choice: its build log lists them, and the build
+    says them (sparse_log.py)."""
     sparsity = bundle.meta.get("sparsity") or {}
     count = int(sparsity.get("count", 0))
     if not count:
@@ -364,6 +368,7 @@ class BuiltEngine:
     profile: dict[str, dict[str, list[int]]]
     seconds: float
     network_layers: tuple[str, ...] = ()  # the parsed network's layer names, in order (DLA builds: for the report)
+    sparse_layers: SparseLayers | None = None  # SPARSE_WEIGHTS builds: what TensorRT's log said it ran sparse
 
 
 def _one_line(text: str) -> str:
@@ -480,11 +485,14 @@ def build_serialized(
         # EngineBytesFromNetwork (Polygraphy 0.47.1 with TensorRT 8.6 up to 0.53): IBuilder.build_serialized_network,
         # the plan as IHostMemory; SaveBytes writes it as it is. (EngineFromNetwork + SaveEngine, used before,
         # deserialised the plan into an ICudaEngine only to serialise it again.)
-        plan_bytes = EngineBytesFromNetwork(
-            (builder, network, parser),
-            config=config,
-            save_timing_cache=str(timing_cache) if timing_cache is not None else None,
-        )()
+        sparse = "SPARSE_WEIGHTS" in plan.builder_flags
+        with contextlib.ExitStack() as stack:
+            sparsity_lines: list[str] = stack.enter_context(sparsity_log()) if sparse else []  # which layers went sparse
+            plan_bytes = EngineBytesFromNetwork(
+                (builder, network, parser),
+                config=config,
+                save_timing_cache=str(timing_cache) if timing_cache is not None else None,
+            )()
         with atomic_path(out_path) as tmp:
             SaveBytes(plan_bytes, str(tmp))()
         del plan_bytes  # the host copy of the plan goes before the check set deserialises it
@@ -500,6 +508,7 @@ def build_serialized(
         profile={inp.name: shapes},
         seconds=time.monotonic() - started,
         network_layers=layer_names,
+        sparse_layers=parse_sparsity(sparsity_lines) if sparse else None,
     )
 
 
@@ -649,6 +658,8 @@ def build_checked(
         result = build_serialized(bundle.path(entry), plan, batch, bundle.preprocess, workspace, candidate, timing_cache,
                                   dla_core, device.describe())
         say(f"built {engine_path.name} in {result.seconds:.1f} s")
+        if result.sparse_layers is not None:
+            say(result.sparse_layers.summary())
         sidecar = make_sidecar(
             tensorrt_version=version,
             device=device,

@@ -75,6 +75,54 @@ def test_a_bundle_with_2_4_weights_builds_with_the_sparse_weights_flag_and_says_
     assert "built dense" in said[-1]
 
 
+def test_the_build_says_which_layers_tensorrt_ran_sparse_from_its_log_and_prints_no_more(fake_build, capsys):
+    """TensorRT logs the layers eligible for sparse math and those it picked sparse kernels for at INFO, which
+    Polygraphy shows only at VERBOSE: the build reads them through the real Polygraphy logger and says them,
+    prints what it printed before (Polygraphy's INFO), not the verbose lines, and leaves the logger as it was.
+    FAKE TensorRT: the two lines are the developer guide's, emitted as Polygraphy's TensorRT logger would."""
+    from polygraphy.logger import G_LOGGER
+
+    bundle, spec, device, trt, build = fake_build
+    bundle.meta["sparsity"] = {"pattern": "2:4", "layers": {"main": ["conv1", "conv2", "conv3"]}, "count": 3}
+    said: list[str] = []
+    plan = with_sparse_weights(plan_build("fp16", TRT10), bundle, TRT10, said.append)
+    before = (G_LOGGER.module_severity.get(), G_LOGGER.use_python_logging_system)
+    capsys.readouterr()
+    build.sparse_log = (("conv1", "conv2", "conv3"), ("conv2", "conv3"))
+    build_checked(bundle, "main", bundle.entry("main"), plan, parse_batch("1:4:8"), 1 << 30,
+                  bundle.root / "model.fp16.engine", version=FAKE_TRT_VERSION, device=FAKE_GPU, say=said.append)
+    assert "TensorRT ran 2 of 3 eligible layers on sparse kernels: conv2, conv3" in said
+    out = capsys.readouterr().out
+    assert "Building engine" in out and "(Sparsity)" not in out
+    assert (G_LOGGER.module_severity.get(), G_LOGGER.use_python_logging_system) == before
+    G_LOGGER.verbose("(Sparsity) after the build")  # nothing is kept or shown any more
+    assert "(Sparsity)" not in capsys.readouterr().out
+
+    build.sparse_log = (("conv1", "conv2", "conv3"), ())
+    build_checked(bundle, "main", bundle.entry("main"), plan, parse_batch("1:4:8"), 1 << 30,
+                  bundle.root / "model.fp16.engine", version=FAKE_TRT_VERSION, device=FAKE_GPU, say=said.append)
+    assert any("none of the 3 layers eligible" in m for m in said)
+    build.sparse_log = None  # a TensorRT that logs nothing about it
+    build_checked(bundle, "main", bundle.entry("main"), plan, parse_batch("1:4:8"), 1 << 30,
+                  bundle.root / "model.fp16.engine", version=FAKE_TRT_VERSION, device=FAKE_GPU, say=said.append)
+    assert "named no layer for sparse math" in said[-2] or "named no layer for sparse math" in said[-1]
+    dense: list[str] = []
+    build_checked(bundle, "main", bundle.entry("main"), plan_build("fp16", TRT10), parse_batch("1:4:8"), 1 << 30,
+                  bundle.root / "model.fp16.engine", version=FAKE_TRT_VERSION, device=FAKE_GPU, say=dense.append)
+    assert not any("sparse" in m for m in dense)  # a dense build says nothing about it
+
+
+def test_sparsity_lines_are_read_through_polygraphys_prefix_and_colours() -> None:
+    from erudite_edge.backends.tensorrt.sparse_log import parse
+
+    lines = ["[V] (Sparsity) Layers eligible for sparse math: backbone.conv1, backbone.layer1.0.conv2",
+             "\x1b[38;5;207m[V] (Sparsity) TRT inference plan picked sparse implementation for layers: backbone.conv1\x1b[0m",
+             "[I] Building engine with configuration"]
+    got = parse(lines)
+    assert got.seen and got.eligible == ("backbone.conv1", "backbone.layer1.0.conv2") and got.picked == ("backbone.conv1",)
+    assert not parse(["[I] nothing about it"]).seen
+
+
 # -- DLA (issue 24 item 1) ---------------------------------------------------------------------------
 NETWORK = ("conv1", "relu1", "pool", "fc")
 # An engine inspector's view of a DLA build with GPU fallback (layer types as a DETAILED plan has them): one DLA
