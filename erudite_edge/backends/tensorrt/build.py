@@ -487,7 +487,7 @@ def build_serialized(
         # deserialised the plan into an ICudaEngine only to serialise it again.)
         sparse = "SPARSE_WEIGHTS" in plan.builder_flags
         with contextlib.ExitStack() as stack:
-            sparsity_lines: list[str] = stack.enter_context(sparsity_log()) if sparse else []  # which layers went sparse
+            sparsity_lines: list[str] | None = stack.enter_context(sparsity_log()) if sparse else []  # which went sparse
             plan_bytes = EngineBytesFromNetwork(
                 (builder, network, parser),
                 config=config,

@@ -35,8 +35,12 @@ class SparseLayers:
     seen: bool
     eligible: tuple[str, ...] = ()
     picked: tuple[str, ...] = ()
+    readable: bool = True  # False: this Polygraphy cannot route its log through Python's logging
 
     def summary(self) -> str:
+        if not self.readable:
+            return ("which layers TensorRT ran on sparse kernels is not known: this Polygraphy cannot hand its log over "
+                    "(a verbose build, `polygraphy convert --verbose`, lists them)")
         if not self.seen:
             return ("TensorRT's build log named no layer for sparse math (no layer qualified, or this TensorRT does "
                     "not log it): the engine's kernels are dense as far as it tells")
@@ -52,8 +56,10 @@ def _names(line: str, marker: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in rest.split(",") if n.strip())
 
 
-def parse(lines: Iterable[str]) -> SparseLayers:
-    """The (Sparsity) lines among `lines` (Polygraphy's prefix and colours allowed)."""
+def parse(lines: Iterable[str] | None) -> SparseLayers:
+    """The (Sparsity) lines among `lines` (Polygraphy's prefix and colours allowed); None: the log was not read."""
+    if lines is None:
+        return SparseLayers(seen=False, readable=False)
     eligible: list[str] = []
     picked: list[str] = []
     seen = False
@@ -86,11 +92,15 @@ class _Keep(logging.Handler):
 
 
 @contextlib.contextmanager
-def sparsity_log() -> Iterator[list[str]]:
+def sparsity_log() -> Iterator[list[str] | None]:
     """For the duration: Polygraphy (and so TensorRT's INFO log) at VERBOSE into a list of the (Sparsity)
-    messages, yielded; the rest shown as before."""
+    messages, yielded; the rest shown as before. None where this Polygraphy has no `use_python_logging_system`
+    (the build goes on as it would have, unread)."""
     from polygraphy.logger import G_LOGGER
 
+    if not isinstance(getattr(type(G_LOGGER), "use_python_logging_system", None), property):
+        yield None
+        return
     lines: list[str] = []
     shown = G_LOGGER.module_severity.get()
     was_python = bool(G_LOGGER.use_python_logging_system)

@@ -121,6 +121,20 @@ def test_sparsity_lines_are_read_through_polygraphys_prefix_and_colours() -> Non
     got = parse(lines)
     assert got.seen and got.eligible == ("backbone.conv1", "backbone.layer1.0.conv2") and got.picked == ("backbone.conv1",)
     assert not parse(["[I] nothing about it"]).seen
+    assert not parse(None).readable and "not known" in parse(None).summary()
+
+
+def test_a_polygraphy_without_python_logging_leaves_the_log_unread_and_the_build_going(monkeypatch) -> None:
+    import polygraphy.logger as real_logger
+
+    from erudite_edge.backends.tensorrt.sparse_log import sparsity_log
+
+    class OldLogger:  # a Polygraphy whose Logger has no use_python_logging_system property
+        pass
+
+    monkeypatch.setattr(real_logger, "G_LOGGER", OldLogger())
+    with sparsity_log() as lines:
+        assert lines is None
 
 
 # -- DLA (issue 24 item 1) ---------------------------------------------------------------------------
