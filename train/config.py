@@ -183,6 +183,11 @@ FINETUNE_EPOCH_FRACTION = 0.25  # default length of a fine-tuning after pruning:
 FINETUNE_LR_FACTOR = 0.1  # its learning rates: the run's times this, unless given
 
 
+def default_finetune_epochs(epochs: int) -> int:
+    """`train --finetune`'s default length for a run of `epochs` epochs: FINETUNE_EPOCH_FRACTION of them, at least 1."""
+    return max(1, round(epochs * FINETUNE_EPOCH_FRACTION))
+
+
 def finetune_values(source: str | os.PathLike[str], given: dict[str, Any], lr_factor: float = FINETUNE_LR_FACTOR) -> dict[str, Any]:
     """`train --finetune RUN_PRUNED`: the pruned run's options (RUN_PRUNED/run.json: the unpruned run's, which
     `prune` copied) with the options given now on top; by default FINETUNE_EPOCH_FRACTION of its epochs at
@@ -206,11 +211,11 @@ def finetune_values(source: str | os.PathLike[str], given: dict[str, Any], lr_fa
     if not (isinstance(lr_factor, (int, float)) and 0 < lr_factor <= 10):
         raise UsageError(f"--finetune-lr-factor {lr_factor}: a number in (0, 10] (the pruned run's learning rates times it)")
     f = lr_factor
-    values = {**saved, "epochs": max(1, round(saved.get("epochs", 100) * FINETUNE_EPOCH_FRACTION)), "pretrained": False,
+    values = {**saved, "epochs": default_finetune_epochs(saved.get("epochs", 100)), "pretrained": False,
               "out": f"{run}-ft", "lr": saved.get("lr", 0.1) * f, "backbone_lr": saved.get("backbone_lr", 0.01) * f,
               "theta_lr": None if saved.get("theta_lr") is None else saved["theta_lr"] * f, "qat": None}
     if saved.get("parts_epochs"):  # a Single run's parts: each a share of its own epochs
-        values["parts_epochs"] = {k: max(1, round(v * FINETUNE_EPOCH_FRACTION)) for k, v in saved["parts_epochs"].items()}
+        values["parts_epochs"] = {k: default_finetune_epochs(v) for k, v in saved["parts_epochs"].items()}
     return {**values, **given, "finetune": str(source)}
 
 

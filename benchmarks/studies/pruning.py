@@ -43,18 +43,6 @@ def _name(ratio: float) -> str:
     return f"pruned {ratio:g}"
 
 
-def finetune_epochs(base: Path, given: int | None) -> int:
-    """The fine-tuning's length: --finetune-epochs, or train --finetune's default for the unpruned run `base`."""
-    import json
-
-    from train.config import FINETUNE_EPOCH_FRACTION
-
-    if given:
-        return given
-    epochs = json.loads((base / "run.json").read_text())["train_config"].get("epochs", 100)
-    return max(1, round(epochs * FINETUNE_EPOCH_FRACTION))
-
-
 def tuned_dir(root: Path, ratio: float, epochs: int | None, lr_factor: float | None, distill: bool) -> Path:
     """Where a ratio's fine-tuned run lives: named by every fine-tuning setting that changes it, so that a second
     invocation with other settings trains its own run instead of reusing one tuned otherwise (r0.4-ft: train
@@ -90,14 +78,21 @@ def _model_facts(run: Path, size: int) -> dict[str, int]:
     return {"params": torch_params(graph), "macs": torch_macs(graph, (torch.zeros(1, 3, size, size),))}
 
 
+def top1_record(run: Path, data: list[str]) -> dict[str, float]:
+    """A run's top-1 on the test splits: the mean over the data sets and each data set's."""
+    from train.evaluate_run import evaluate_run
+
+    metrics, _ = evaluate_run(run, data, split="test", workers=0, device="cpu")
+    return {"mean": metrics["mean_top1"], **{k: v["top1"] for k, v in metrics["datasets"].items()}}
+
+
 def measure(args: argparse.Namespace, log: Callable[[str], None]) -> tuple[dict[str, Any], RawSamples]:
     from erudite_edge.core.bundle import Bundle
     from export.onnx_export import export_checkpoint
-    from train.config import TrainConfig, finetune_values
+    from train.config import TrainConfig, default_finetune_epochs, finetune_values
     from train.demo import DemoPlan
     from train.demo_data import write_mixture
     from train.entry import train
-    from train.evaluate_run import evaluate_run
     from train.prune import PruneOptions
     from train.prune_run import prune_run
 
@@ -118,16 +113,14 @@ def measure(args: argparse.Namespace, log: Callable[[str], None]) -> tuple[dict[
             train(cfg, progress=False)
         runs = {UNPRUNED: base}
         if args.as_long:  # the unpruned model trained as many epochs in total as a pruned one gets
-            total = plan.epochs + finetune_epochs(base, args.finetune_epochs)
+            total = plan.epochs + (args.finetune_epochs or default_finetune_epochs(plan.epochs))
             control = root / f"{UNPRUNED}-e{total}"
             if not (control / "best").is_dir():
                 log(f"seed {seed}: training the unpruned model {total} epochs (the control: as long as a pruned one)")
                 cfg = plan.train_config(data, control, "ours")
                 cfg.seed, cfg.epochs = seed, total
                 train(cfg, progress=False)
-            metrics, _ = evaluate_run(control, data, split="test", workers=0, device="cpu")
-            raw.values[f"top1/{seed}/{AS_LONG}"] = {"mean": metrics["mean_top1"],
-                                                   **{k: v["top1"] for k, v in metrics["datasets"].items()}}
+            raw.values[f"top1/{seed}/{AS_LONG}"] = top1_record(control, data)
             facts["runs"].setdefault(AS_LONG, {})[str(seed)] = str(control)
         for ratio in args.ratios:
             pruned = root / f"r{ratio:g}"
@@ -145,15 +138,14 @@ def measure(args: argparse.Namespace, log: Callable[[str], None]) -> tuple[dict[
                 train(TrainConfig.from_dict(finetune_values(pruned, given, **lr)), progress=False)
             runs[_name(ratio)] = tuned
         for name, run in runs.items():
-            metrics, _ = evaluate_run(run, data, split="test", workers=0, device="cpu")
-            raw.values[f"top1/{seed}/{name}"] = {"mean": metrics["mean_top1"],
-                                                 **{k: v["top1"] for k, v in metrics["datasets"].items()}}
+            raw.values[f"top1/{seed}/{name}"] = top1_record(run, data)
             if seed == 0:
                 raw.values[f"facts/{name}"] = _model_facts(run, plan.image_size)
                 bundle = work / "bundles" / run.name  # the run's own (unpruned, r0.4-ft-e2-lr1-kd): never one tuned otherwise
                 if not (bundle / "bundle.json").exists():
                     export_checkpoint(run, bundle, data=data, parity_count=8, log=log)
-                paths[name] = Bundle.load(bundle).path(Bundle.load(bundle).entry("main"))
+                loaded = Bundle.load(bundle)
+                paths[name] = loaded.path(loaded.entry("main"))
                 facts["runs"][name] = str(run)
     sessions = {name: _session(p, args.threads) for name, p in paths.items()}
     inp = sessions[UNPRUNED].get_inputs()[0]
@@ -213,13 +205,11 @@ def derive(raw: RawSamples, settings: dict[str, Any]) -> dict[str, Any]:
         tops = [raw.values[f"top1/{s}/{name}"] for s in seeds]
         row["top1_mean"] = round(float(np.mean([t["mean"] for t in tops])), 4)
         row["top1_per_dataset"] = {k: round(float(np.mean([t[k] for t in tops])), 4) for k in tops[0] if k != "mean"}
-        diffs = [100 * (raw.values[f"top1/{s}/{name}"]["mean"] - raw.values[f"top1/{s}/{UNPRUNED}"]["mean"]) for s in seeds]
-        row["top1_vs_unpruned_points"] = round(float(np.mean(diffs)), 2)
+        paired = paired_top1(raw, name, UNPRUNED, seeds)
+        row["top1_vs_unpruned_points"] = paired["points"]
         if name != UNPRUNED and len(seeds) >= 2:  # the goal is judged on seeds (a one-seed run states the mean only)
-            ci = t_interval(diffs)
-            row["top1_vs_unpruned_per_seed"] = [round(d, 2) for d in diffs]
-            row["top1_vs_unpruned_ci95"] = None if ci is None else [round(ci[0], 2), round(ci[1], 2)]
-            row["accuracy_goal"], row["accuracy_reason"] = accuracy_verdict(float(np.mean(diffs)), ci)
+            row.update(top1_vs_unpruned_per_seed=paired["per_seed"], top1_vs_unpruned_ci95=paired["ci95"],
+                       accuracy_goal=paired["accuracy_goal"], accuracy_reason=paired["accuracy_reason"])
         models[name] = row
     out: dict[str, Any] = {"models": models, "load": load_summary(raw.load_records())}
     if all(f"top1/{s}/{AS_LONG}" in raw.values for s in seeds):
@@ -236,13 +226,19 @@ def as_long(raw: RawSamples, names: list[str], seeds: list[int]) -> dict[str, An
     for name in names:
         if name == UNPRUNED:
             continue
-        diffs = [100 * (raw.values[f"top1/{s}/{name}"]["mean"] - raw.values[f"top1/{s}/{AS_LONG}"]["mean"]) for s in seeds]
-        ci = t_interval(diffs)
-        goal, reason = accuracy_verdict(float(np.mean(diffs)), ci)
-        block["models"][name] = {"points": round(float(np.mean(diffs)), 2), "per_seed": [round(d, 2) for d in diffs],
-                                 "ci95": None if ci is None else [round(ci[0], 2), round(ci[1], 2)],
-                                 "accuracy_goal": goal, "accuracy_reason": reason}
+        block["models"][name] = paired_top1(raw, name, AS_LONG, seeds)
     return block
+
+
+def paired_top1(raw: RawSamples, name: str, reference: str, seeds: list[int]) -> dict[str, Any]:
+    """`name`'s mean top-1 minus `reference`'s, in points, paired by seed: the mean, each seed's, the 95 % t
+    interval and the accuracy goal judged on them (accuracy_verdict)."""
+    diffs = [100 * (raw.values[f"top1/{s}/{name}"]["mean"] - raw.values[f"top1/{s}/{reference}"]["mean"]) for s in seeds]
+    ci = t_interval(diffs)
+    goal, reason = accuracy_verdict(float(np.mean(diffs)), ci)
+    return {"points": round(float(np.mean(diffs)), 2), "per_seed": [round(d, 2) for d in diffs],
+            "ci95": None if ci is None else [round(ci[0], 2), round(ci[1], 2)],
+            "accuracy_goal": goal, "accuracy_reason": reason}
 
 
 def render(result: dict[str, Any]) -> str:
