@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from benchmarks.studies.meta_features_accuracy import mean_std, t_interval
+from benchmarks.studies.meta_features_accuracy import mean_pm, mean_std, pct, t_interval
 
 VARIANTS = ("baseline", "baseline+", "ours", "single")
 PAIRS = (("ours", "baseline"), ("ours", "baseline+"), ("ours", "single"), ("baseline+", "baseline"))
@@ -97,14 +97,6 @@ def summarize(results: Sequence[Mapping[str, Any]], pairs: Sequence[tuple[str, s
     return {"datasets": datasets, "variants": per_variant, "paired": paired}
 
 
-def _pct(x: float | None, sign: bool = False) -> str:
-    return "-" if x is None else (f"{100 * x:+.2f}" if sign else f"{100 * x:.2f}")
-
-
-def _pm(s: Mapping[str, Any], sign: bool = False) -> str:
-    return _pct(s["mean"], sign) if s["std"] is None else f"{_pct(s['mean'], sign)} +- {_pct(s['std'])}"
-
-
 def markdown(results: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], command: str,
              title: str = "Demo accuracy over seeds: baseline, baseline+, ours, single") -> str:
     ds = summary["datasets"]
@@ -114,20 +106,20 @@ def markdown(results: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], c
              "| variant | seed | " + " | ".join(ds) + " | mean | train CPU s |",
              "| --- | ---: | " + " | ".join("---:" for _ in ds) + " | ---: | ---: |"]
     for r in sorted(results, key=lambda r: (int(r["seed"]), r["variant"])):
-        lines.append(f"| {r['variant']} | {r['seed']} | " + " | ".join(_pct(r["top1"].get(d)) for d in ds)
-                     + f" | {_pct(r['mean_top1'])} | {r['train_cpu_s']:.0f} |")
+        lines.append(f"| {r['variant']} | {r['seed']} | " + " | ".join(pct(r["top1"].get(d)) for d in ds)
+                     + f" | {pct(r['mean_top1'])} | {r['train_cpu_s']:.0f} |")
     lines += ["", "## Per variant (mean +- sample std over seeds)", "",
               "| variant | seeds | " + " | ".join(ds) + " | mean |", "| --- | --- | " + " | ".join("---:" for _ in ds) + " | ---: |"]
     for v, s in summary["variants"].items():
-        lines.append(f"| {v} | {','.join(map(str, s['seeds']))} | " + " | ".join(_pm(s["top1"][d]) for d in ds)
-                     + f" | {_pm(s['mean_top1'])} |")
+        lines.append(f"| {v} | {','.join(map(str, s['seeds']))} | " + " | ".join(mean_pm(s["top1"][d]) for d in ds)
+                     + f" | {mean_pm(s['mean_top1'])} |")
     lines += ["", "## Paired differences (same seed; percentage points; 95 % t interval across seeds)", "",
               "| pair | seeds | " + " | ".join(ds) + " | mean | 95 % interval (mean) | ahead / behind |",
               "| --- | --- | " + " | ".join("---:" for _ in ds) + " | ---: | --- | --- |"]
     for pair, p in summary["paired"].items():
         ci = p["ci95"]
-        lines.append(f"| {pair} | {','.join(map(str, p['seeds']))} | " + " | ".join(_pm(p["top1"][d], True) for d in ds)
-                     + f" | {_pm(p, True)} | {f'{_pct(ci[0], True)} to {_pct(ci[1], True)}' if ci else '- (one seed)'}"
+        lines.append(f"| {pair} | {','.join(map(str, p['seeds']))} | " + " | ".join(mean_pm(p["top1"][d], sign=True) for d in ds)
+                     + f" | {mean_pm(p, sign=True)} | {f'{pct(ci[0], sign=True)} to {pct(ci[1], sign=True)}' if ci else '- (one seed)'}"
                      + f" | {p['first_better']} / {p['second_better']} |")
     lines += ["", "A difference is shown only where its interval excludes 0; with fewer than two seeds nothing is.", "",
               "## Platform", "", "```", json.dumps(results[0]["platform"] if results else {}, indent=1), "```"]

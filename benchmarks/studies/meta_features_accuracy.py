@@ -89,16 +89,17 @@ def summarize(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {"datasets": datasets, "settings": per_setting, "paired_fresh_minus_reuse": paired}
 
 
-def _pct(x: float | None, digits: int = 2, sign: bool = False) -> str:
+def pct(x: float | None, digits: int = 2, sign: bool = False) -> str:
+    """A fraction as a percentage (points with `sign`), "-" for None."""
     if x is None:
         return "-"
     return f"{100 * x:+.{digits}f}" if sign else f"{100 * x:.{digits}f}"
 
 
-def _pm(stats: Mapping[str, Any], sign: bool = False) -> str:
+def mean_pm(stats: Mapping[str, Any], sign: bool = False) -> str:
     """mean +- std in %, the mean alone where one value gives no std."""
-    m = _pct(stats["mean"], sign=sign)
-    return m if stats["std"] is None else f"{m} +- {_pct(stats['std'])}"
+    m = pct(stats["mean"], sign=sign)
+    return m if stats["std"] is None else f"{m} +- {pct(stats['std'])}"
 
 
 def markdown(results: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], command: str) -> str:
@@ -115,28 +116,28 @@ def markdown(results: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], c
         wall = f"{t['wall_s']:.0f}" + (" (resumed)" if t.get("resumed") else "") if t else "-"
         cpu = f"{t['cpu_s']:.0f}" if t else "-"
         load = f"{t['loadavg_before'][0]:.1f} / {t['loadavg_after'][0]:.1f}" if t else "-"
-        lines.append(f"| {r['setting']} | {r['seed']} | " + " | ".join(_pct(r["top1"].get(d)) for d in ds)
-                     + f" | {_pct(r['mean_top1'])} | {wall} | {cpu} | {load} |")
+        lines.append(f"| {r['setting']} | {r['seed']} | " + " | ".join(pct(r["top1"].get(d)) for d in ds)
+                     + f" | {pct(r['mean_top1'])} | {wall} | {cpu} | {load} |")
     lines += ["", "Wall and CPU seconds (user + system of the training process) per training, measured under load from "
               "other processes on the shared machine: compare them only with care.", "",
               "## Per setting (mean +- sample std over seeds)", "",
               "| setting | seeds | " + " | ".join(ds) + " | mean |",
               "| --- | --- | " + " | ".join("---:" for _ in ds) + " | ---: |"]
     for setting, s in summary["settings"].items():
-        lines.append(f"| {setting} | {','.join(map(str, s['seeds']))} | " + " | ".join(_pm(s["top1"][d]) for d in ds)
-                     + f" | {_pm(s['mean_top1'])} |")
+        lines.append(f"| {setting} | {','.join(map(str, s['seeds']))} | " + " | ".join(mean_pm(s["top1"][d]) for d in ds)
+                     + f" | {mean_pm(s['mean_top1'])} |")
     p = summary["paired_fresh_minus_reuse"]
     lines += ["", "## Paired difference fresh - reuse (percentage points, same seed)", "",
               "| seed | " + " | ".join(ds) + " | mean |", "| ---: | " + " | ".join("---:" for _ in ds) + " | ---: |"]
     for i, seed in enumerate(p["seeds"]):
-        lines.append(f"| {seed} | " + " | ".join(_pct(p["top1_diff"][d]["per_seed"][i], sign=True) for d in ds)
-                     + f" | {_pct(p['mean_top1_diff'][i], sign=True)} |")
+        lines.append(f"| {seed} | " + " | ".join(pct(p["top1_diff"][d]["per_seed"][i], sign=True) for d in ds)
+                     + f" | {pct(p['mean_top1_diff'][i], sign=True)} |")
     if p["seeds"]:
-        lines.append("| mean +- std | " + " | ".join(_pm(p["top1_diff"][d], sign=True) for d in ds)
-                     + f" | {_pm(p, sign=True)} |")
+        lines.append("| mean +- std | " + " | ".join(mean_pm(p["top1_diff"][d], sign=True) for d in ds)
+                     + f" | {mean_pm(p, sign=True)} |")
         ci = p["ci95"]
-        lines += ["", f"Mean paired difference of the mean top-1: {_pct(p['mean'], sign=True)} points over "
-                  f"{len(p['seeds'])} seed(s)" + (f", 95 % t interval {_pct(ci[0], sign=True)} to {_pct(ci[1], sign=True)}"
+        lines += ["", f"Mean paired difference of the mean top-1: {pct(p['mean'], sign=True)} points over "
+                  f"{len(p['seeds'])} seed(s)" + (f", 95 % t interval {pct(ci[0], sign=True)} to {pct(ci[1], sign=True)}"
                                                   if ci else "")
                   + f"; fresh ahead on {p['fresh_better']}, reuse ahead on {p['reuse_better']}, tied on {p['ties']}."]
     return "\n".join(lines) + "\n"
@@ -280,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     assert summary is not None
     p = summary["paired_fresh_minus_reuse"]
     print(f"summary: {out / 'summary.md'}; paired fresh - reuse over {len(p['seeds'])} seed(s): "
-          f"{_pct(p['mean'], sign=True)} points", file=sys.stderr)
+          f"{pct(p['mean'], sign=True)} points", file=sys.stderr)
     return 0
 
 

@@ -40,6 +40,7 @@ from benchmarks.studies.accuracy_seeds import (
     small_overrides,
     summarize,
 )
+from benchmarks.studies.meta_features_accuracy import mean_pm, pct
 
 DEMO_EPOCHS = 2
 LENGTHS = (2, 5, 10)
@@ -99,10 +100,6 @@ def verdict(pair: Mapping[str, Any]) -> str:
     return "undecided"
 
 
-def _pts(x: float) -> str:
-    return f"{100 * x:+.2f}"
-
-
 def sentences(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """One sentence per setting, then one on the whole, each saying only what the intervals show."""
     out = []
@@ -112,11 +109,11 @@ def sentences(rows: Sequence[Mapping[str, Any]]) -> list[str]:
             continue
         n = len(p["seeds"])
         ci = p["ci95"]
-        span = f"95 % interval {_pts(ci[0])} to {_pts(ci[1])} points" if ci else "one seed, no interval"
+        span = f"95 % interval {pct(ci[0], sign=True)} to {pct(ci[1], sign=True)} points" if ci else "one seed, no interval"
         v = verdict(p)
         what = {"ahead": "ours is ahead of baseline", "behind": "ours is behind baseline",
                 "undecided": "the seeds do not decide between ours and baseline"}[v]
-        out.append(f"At {r['setting']}, {what}: mean difference {_pts(p['mean'])} points ({span}; ours ahead on "
+        out.append(f"At {r['setting']}, {what}: mean difference {pct(p['mean'], sign=True)} points ({span}; ours ahead on "
                    f"{p['first_better']} of {n} seeds).")
     verdicts = {r["setting"]: verdict(r["pair"]) for r in rows if r["pair"] is not None and r["pair"]["ci95"] is not None}
     ahead = [s for s, v in verdicts.items() if v == "ahead"]
@@ -153,10 +150,7 @@ def markdown(rows: Sequence[Mapping[str, Any]], command: str, best: int | None, 
              measured_best: int | None = None) -> str:
     """`best`: the length stage 2 ran at; `measured_best`: stage 1's best where --best-epochs set another."""
     def pm(s: Mapping[str, Any] | None) -> str:
-        if not s:
-            return "-"
-        m = s["mean_top1"]
-        return f"{100 * m['mean']:.2f}" + ("" if m["std"] is None else f" +- {100 * m['std']:.2f}") + f" ({m['n']})"
+        return "-" if not s else f"{mean_pm(s['mean_top1'])} ({s['mean_top1']['n']})"
 
     lines = ["# Where does the method help? ours - baseline on the demo mixture, one factor at a time", "",
              "Top-1 % (mean over the three data sets' test splits, joint label space), mean +- std over seeds (seeds); "
@@ -168,8 +162,8 @@ def markdown(rows: Sequence[Mapping[str, Any]], command: str, best: int | None, 
              "| --- | ---: | ---: | ---: | --- | --- | --- |"]
     for r in rows:
         p = r["pair"]
-        diff = "-" if p is None else _pts(p["mean"])
-        ci = "-" if p is None or p["ci95"] is None else f"{_pts(p['ci95'][0])} to {_pts(p['ci95'][1])}"
+        diff = "-" if p is None else pct(p["mean"], sign=True)
+        ci = "-" if p is None or p["ci95"] is None else f"{pct(p['ci95'][0], sign=True)} to {pct(p['ci95'][1], sign=True)}"
         ab = "-" if p is None else f"{p['first_better']} / {p['second_better']}"
         lines.append(f"| {r['setting']} | {pm(r['ours'])} | {pm(r['baseline'])} | {diff} | {ci} | {ab} | "
                      f"{'-' if p is None else verdict(p)} |")
@@ -193,7 +187,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     add_small_settings(ap, epochs=False)  # for the study's own test (each setting sets its epochs)
     args = ap.parse_args(argv)
-
 
     from erudite_edge.core.fileio import write_json_atomic, write_text_atomic
 
